@@ -1,0 +1,203 @@
+package zfs
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// ZFS is what the engine needs of a ZFS host. Every call takes a context;
+// cancelling it aborts the operation (a cancelled Send closes its stream,
+// a cancelled Receive behaves like a receive whose stream was cut off).
+type ZFS interface {
+	// ListFilesystems lists root and all filesystems below it, parents
+	// before children. It fails with ErrDatasetNotExist if root is absent.
+	ListFilesystems(ctx context.Context, root DatasetPath) ([]FilesystemInfo, error)
+	// ListVersions lists the snapshots and bookmarks of fs (not of its
+	// children), ordered by CreateTXG, snapshots before bookmarks of the
+	// same txg.
+	ListVersions(ctx context.Context, fs DatasetPath) ([]FilesystemVersion, error)
+
+	// CreatePlaceholder creates fs (not its parents) as a placeholder: an
+	// unmounted filesystem that exists only to hold children, marked with
+	// PlaceholderProperty.
+	CreatePlaceholder(ctx context.Context, fs DatasetPath) error
+	// SetUserProperty sets a user property ("module:name") on fs; an empty
+	// value inherits it (removes the local value).
+	SetUserProperty(ctx context.Context, fs DatasetPath, property, value string) error
+
+	// Snapshot creates fs@name.
+	Snapshot(ctx context.Context, fs DatasetPath, name string) error
+	// Bookmark creates fs#bookmark from a snapshot or from another bookmark.
+	Bookmark(ctx context.Context, from VersionRef, bookmark string) error
+	// Destroy destroys the given snapshots and bookmarks, which must all
+	// belong to one filesystem. Each version is destroyed if it can be;
+	// the returned error joins one *Error per version that could not be
+	// (errors.Is finds every kind among them).
+	Destroy(ctx context.Context, versions []VersionRef) error
+	// Rollback rolls fs back to its snapshot; with destroyNewer, newer
+	// snapshots are destroyed (zfs rollback -r), else their existence is
+	// an error.
+	Rollback(ctx context.Context, snapshot VersionRef, destroyNewer bool) error
+
+	// Hold places a user hold with tag on a snapshot.
+	Hold(ctx context.Context, snapshot VersionRef, tag string) error
+	// Release removes the user hold tag from a snapshot.
+	Release(ctx context.Context, snapshot VersionRef, tag string) error
+	// Holds lists the hold tags of each given snapshot of one filesystem,
+	// keyed by snapshot name (without the "@"). A snapshot with no holds
+	// maps to an empty list.
+	Holds(ctx context.Context, snapshots []VersionRef) (map[string][]string, error)
+
+	// Send starts a send stream. The stream must be closed by the caller;
+	// closing it before its end aborts the send.
+	Send(ctx context.Context, args SendArgs) (io.ReadCloser, error)
+	// SendSize estimates the number of bytes Send would produce for args
+	// (zfs send -nvP).
+	SendSize(ctx context.Context, args SendArgs) (int64, error)
+	// Receive consumes stream into fs. A stream that ends early or fails
+	// is an error; with opts.Resumable the partial state is kept and fs
+	// gets a receive_resume_token.
+	Receive(ctx context.Context, fs DatasetPath, stream io.Reader, opts RecvOptions) error
+	// AbortReceive discards the partial receive state of fs (zfs recv -A).
+	AbortReceive(ctx context.Context, fs DatasetPath) error
+}
+
+// PlaceholderProperty marks a filesystem created only to hold children.
+const PlaceholderProperty = "zrepl:placeholder"
+
+// KeyStatus is the ZFS keystatus property.
+type KeyStatus string
+
+const (
+	KeyStatusNone        KeyStatus = "none" // not encrypted
+	KeyStatusAvailable   KeyStatus = "available"
+	KeyStatusUnavailable KeyStatus = "unavailable"
+)
+
+// FilesystemInfo is one row of ListFilesystems.
+type FilesystemInfo struct {
+	Path DatasetPath
+	GUID uint64
+	// ReceiveResumeToken is empty when there is no partial receive state.
+	ReceiveResumeToken string
+	// Encryption is "off" or the cipher ("aes-256-gcm").
+	Encryption string
+	// EncryptionRoot is empty when not encrypted.
+	EncryptionRoot string
+	KeyStatus      KeyStatus
+	Placeholder    bool
+}
+
+// Encrypted reports whether the filesystem is encrypted.
+func (f FilesystemInfo) Encrypted() bool { return f.Encryption != "" && f.Encryption != "off" }
+
+// VersionKind tells snapshots from bookmarks.
+type VersionKind uint8
+
+const (
+	Snapshot VersionKind = iota + 1
+	Bookmark
+)
+
+// Delimiter is "@" for snapshots and "#" for bookmarks.
+func (k VersionKind) Delimiter() string {
+	switch k {
+	case Snapshot:
+		return "@"
+	case Bookmark:
+		return "#"
+	}
+	return "?"
+}
+
+func (k VersionKind) String() string {
+	switch k {
+	case Snapshot:
+		return "snapshot"
+	case Bookmark:
+		return "bookmark"
+	}
+	return "invalid version kind"
+}
+
+// FilesystemVersion is a snapshot or a bookmark as listed. A bookmark
+// carries the GUID and createtxg of the snapshot it was made from.
+type FilesystemVersion struct {
+	Kind      VersionKind
+	Name      string // without the filesystem and the delimiter
+	GUID      uint64
+	CreateTXG uint64
+	Creation  time.Time
+	// UserRefs is the number of user holds (always 0 for bookmarks).
+	UserRefs uint64
+}
+
+// RelName is "@name" or "#name".
+func (v FilesystemVersion) RelName() string { return v.Kind.Delimiter() + v.Name }
+
+// Ref names the version on filesystem fs.
+func (v FilesystemVersion) Ref(fs DatasetPath) VersionRef {
+	return VersionRef{FS: fs, Kind: v.Kind, Name: v.Name}
+}
+
+// VersionRef names a snapshot or bookmark.
+type VersionRef struct {
+	FS   DatasetPath
+	Kind VersionKind
+	Name string
+}
+
+// SnapshotRef names fs@name.
+func SnapshotRef(fs DatasetPath, name string) VersionRef {
+	return VersionRef{FS: fs, Kind: Snapshot, Name: name}
+}
+
+// BookmarkRef names fs#name.
+func BookmarkRef(fs DatasetPath, name string) VersionRef {
+	return VersionRef{FS: fs, Kind: Bookmark, Name: name}
+}
+
+// String is the full ZFS name, "pool/fs@name" or "pool/fs#name".
+func (r VersionRef) String() string { return r.FS.String() + r.Kind.Delimiter() + r.Name }
+
+// Validate checks the filesystem path and the version name.
+func (r VersionRef) Validate() error {
+	_, err := ParseVersionRef(r.String())
+	return err
+}
+
+// SendArgs describe a send. Where From.GUID or To.GUID is non-zero the
+// implementation checks that the named version still has that GUID and
+// fails with ErrVersionMismatch otherwise, so a snapshot destroyed and
+// re-created under the same name is never sent in its place. With
+// ResumeToken set, FS, From and To must still name what the token encodes;
+// implementations refuse a token that encodes anything else.
+type SendArgs struct {
+	FS DatasetPath
+	// From is the incremental source (a snapshot or bookmark); nil for a
+	// full send.
+	From *FilesystemVersion
+	// To is the snapshot to send.
+	To FilesystemVersion
+	// ResumeToken continues an interrupted send (zfs send -t).
+	ResumeToken string
+
+	Raw          bool // -w: send encrypted data as is
+	Compressed   bool // -c
+	LargeBlocks  bool // -L
+	EmbeddedData bool // -e
+}
+
+// RecvOptions describe a receive.
+type RecvOptions struct {
+	// Resumable keeps the partial state of an interrupted receive (-s).
+	Resumable bool
+	// ForceRollback rolls the target back to its most recent snapshot and
+	// destroys snapshots the stream does not have (-F).
+	ForceRollback bool
+	// SetProperties overrides properties on the received filesystem (-o).
+	SetProperties map[string]string
+	// InheritProperties are excluded from the stream (-x).
+	InheritProperties []string
+}
