@@ -251,6 +251,9 @@ func ParseVersionRef(s string) (VersionRef, error) {
 	if s[i] == '#' {
 		kind = Bookmark
 	}
+	if i == len(s)-1 {
+		return VersionRef{}, &NameError{Name: s, What: kind.String(), Reason: fmt.Sprintf("empty %s name after %q", kind, s[i]), Pos: i}
+	}
 	if err := ValidateVersionName(kind, s[i+1:]); err != nil {
 		var ne *NameError
 		if asNameError(err, &ne) && ne.Pos >= 0 {
