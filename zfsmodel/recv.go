@@ -1,0 +1,381 @@
+package zfsmodel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"time"
+
+	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/engine/zfs/resumetoken"
+)
+
+// partial is the saved state of an interrupted resumable receive.
+type partial struct {
+	// Full: the receive created the filesystem (abort destroys it).
+	// Overwrite: a full receive with -F into an existing filesystem.
+	// Otherwise the receive is incremental onto the snapshot BaseGUID.
+	Full      bool
+	Overwrite bool
+	BaseGUID  uint64
+	Force     bool
+	Header    streamHeader
+	// Blocks received so far; NextBlock is the first block number not yet
+	// received (blocks arrive in ascending order).
+	Blocks    content
+	NextBlock uint64
+	Bytes     uint64
+}
+
+func (p *partial) tokenStruct() resumetoken.Token {
+	h := p.Header
+	return resumetoken.Token{
+		Object: dataObject, Offset: p.NextBlock * BlockSize, Bytes: p.Bytes,
+		ToGUID: h.ToGUID, ToName: h.ToName, FromGUID: h.FromGUID,
+		EmbedOK: h.EmbedOK, LargeBlockOK: h.LargeBlockOK, CompressOK: h.CompressOK, RawOK: h.RawOK,
+	}
+}
+
+func (p *partial) token() string { return p.tokenStruct().Encode() }
+
+// recvPlan is what beginRecv decided.
+type recvPlan struct {
+	name      string
+	full      bool // creates the filesystem
+	overwrite bool
+	base      uint64 // incremental: GUID of the target's snapshot the stream applies to
+	prior     *partial
+	prefix    string // libzfs's "cannot receive ... stream" prefix
+}
+
+// Receive implements zfs.ZFS. The stream is read without holding the
+// model's lock.
+func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reader, opts zfs.RecvOptions) error {
+	const op = "recv"
+	if err := checkPath(op, fs); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	err := m.takeFault("Receive")
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	sr := &streamReader{r: stream}
+	h, err := sr.header()
+	if err != nil {
+		var bad *errBadStream
+		if errors.As(err, &bad) {
+			return &zfs.Error{Op: op, Dataset: fs.String(), Msg: "cannot receive: invalid stream (bad magic number)", Err: err}
+		}
+		return &zfs.Error{Op: op, Dataset: fs.String(), Msg: "cannot receive: failed to read from stream", Err: err}
+	}
+
+	m.mu.Lock()
+	rp, err := m.beginRecv(op, fs.String(), h, opts)
+	if err == nil {
+		m.receiving[rp.name] = true
+	}
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		m.mu.Lock()
+		delete(m.receiving, rp.name)
+		m.mu.Unlock()
+	}()
+
+	got := content{}
+	var next uint64
+	if rp.prior != nil {
+		next = rp.prior.NextBlock
+	}
+	complete := sr.n
+	var rerr error
+	for i := uint64(0); i < h.Blocks; i++ {
+		if rerr = ctx.Err(); rerr != nil {
+			break
+		}
+		rec, err := sr.record()
+		if err != nil {
+			rerr = err
+			break
+		}
+		if rec.No < next {
+			rerr = &errBadStream{"blocks out of order"}
+			break
+		}
+		got[rec.No] = block{Key: rec.Key}
+		next, complete = rec.No+1, sr.n
+	}
+	if rerr == nil {
+		if rerr = ctx.Err(); rerr == nil {
+			rerr = sr.trailer()
+		}
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if rerr != nil {
+		return m.failRecv(op, rp, h, got, next, h.ResumeBytes+uint64(complete), opts, rerr)
+	}
+	return m.commitRecv(op, rp, h, got, opts)
+}
+
+func streamPrefix(h streamHeader) string {
+	switch {
+	case h.Resume:
+		return "cannot receive resume stream"
+	case h.FromGUID != 0:
+		return "cannot receive incremental stream"
+	}
+	return "cannot receive new filesystem stream"
+}
+
+func snapName(full string) string {
+	_, s, _ := strings.Cut(full, "@")
+	return s
+}
+
+// beginRecv checks the target against the stream header, as ZFS does once
+// it has read the BEGIN record. Called with mu held.
+func (m *Model) beginRecv(op, name string, h streamHeader, opts zfs.RecvOptions) (*recvPlan, error) {
+	rp := &recvPlan{name: name, prefix: streamPrefix(h)}
+	pre := rp.prefix
+	if err := zfs.ValidateVersionName(zfs.Snapshot, snapName(h.ToName)); err != nil {
+		return nil, &zfs.Error{Op: op, Dataset: name, Msg: pre + ": invalid stream (bad snapshot name)", Err: err}
+	}
+	if m.receiving[name] {
+		return nil, zerr(zfs.ErrDatasetBusy, op, name, "%s: dataset is busy", pre)
+	}
+	d := m.st.Datasets[name]
+
+	if h.Resume {
+		// Real ZFS's wording for these two cases is not recorded; the
+		// texts below are the model's own.
+		if d == nil || d.Partial == nil {
+			return nil, zerr(zfs.ErrNoResumableState, op, name, "%s: destination %s has no partially received state to resume", pre, name)
+		}
+		p := d.Partial
+		if p.Header.ToGUID != h.ToGUID || p.Header.FromGUID != h.FromGUID || p.NextBlock*BlockSize != h.ResumeOffset {
+			return nil, zerr(zfs.ErrVersionMismatch, op, name, "%s: resume stream does not continue the partially received state of %s", pre, name)
+		}
+		rp.prior, rp.full, rp.overwrite, rp.base = p, p.Full, p.Overwrite, p.BaseGUID
+		if !p.Full && !p.Overwrite && m.snapByGUID(d, p.BaseGUID) == nil {
+			return nil, zerr(zfs.ErrIncrementalSourceMismatch, op, name, "%s: most recent snapshot of %s does not\nmatch incremental source", pre, name)
+		}
+		return rp, nil
+	}
+	if d != nil && d.Partial != nil {
+		return nil, zerr(zfs.ErrDatasetBusy, op, name, "%s: destination %s contains partially-complete state from \"zfs receive -s\".", pre, name)
+	}
+
+	if h.FromGUID == 0 {
+		if d == nil {
+			parentName, ok := parentOf(name)
+			parent := m.st.Datasets[parentName]
+			if !ok || parent == nil {
+				return nil, zerr(zfs.ErrDatasetNotExist, op, name, "%s: dataset does not exist", pre)
+			}
+			if parent.Encrypted && !h.Encrypted && !m.keyLoaded(parent) {
+				return nil, zerr(zfs.ErrKeyNotLoaded, op, name, "%s: inherited key must be loaded", pre)
+			}
+			rp.full = true
+			return rp, nil
+		}
+		if !opts.ForceRollback {
+			return nil, zerr(zfs.ErrDestinationExists, op, name, "%s: destination '%s' exists\nmust specify -F to overwrite it", pre, name)
+		}
+		if len(d.Snaps) > 0 {
+			return nil, zerr(zfs.ErrDestinationExists, op, name, "%s: destination has snapshots (eg. %s@%s)\nmust destroy them to overwrite it", pre, name, d.Snaps[0].Name)
+		}
+		if d.Encrypted || h.Encrypted {
+			return nil, zerr(zfs.ErrEncryptionMismatch, op, name, "%s: zfs receive -F cannot be used to destroy an encrypted filesystem or overwrite an unencrypted one with an encrypted one", pre)
+		}
+		rp.overwrite = true
+		return rp, nil
+	}
+
+	if d == nil {
+		return nil, zerr(zfs.ErrDatasetNotExist, op, name, "%s: destination '%s' does not exist", pre, name)
+	}
+	if h.Encrypted && !d.Encrypted {
+		return nil, zerr(zfs.ErrEncryptionMismatch, op, name, "%s: cannot perform raw receive on top of existing unencrypted dataset", pre)
+	}
+	if h.Encrypted && m.root(d).KeyID != h.KeyID {
+		return nil, zerr(zfs.ErrEncryptionMismatch, op, name, "%s: encryption key does not match existing key", pre)
+	}
+	if !h.Encrypted && d.Encrypted && !m.keyLoaded(d) {
+		return nil, zerr(zfs.ErrKeyNotLoaded, op, name, "%s: inherited key must be loaded", pre)
+	}
+	base := m.snapByGUID(d, h.FromGUID)
+	if base == nil {
+		return nil, zerr(zfs.ErrIncrementalSourceMismatch, op, name, "%s: most recent snapshot of %s does not\nmatch incremental source", pre, name)
+	}
+	if !opts.ForceRollback && (d.HeadTXG > base.TXG || (h.Encrypted && base != d.latest())) {
+		return nil, zerr(zfs.ErrDestinationModified, op, name, "%s: destination %s has been modified\nsince most recent snapshot", pre, name)
+	}
+	if err := m.checkSnapNameFree(op, d, base, h, opts.ForceRollback, pre); err != nil {
+		return nil, err
+	}
+	rp.base = base.GUID
+	return rp, nil
+}
+
+// checkSnapNameFree refuses a stream whose snapshot name is taken on the
+// target (by a snapshot -F would not destroy).
+func (m *Model) checkSnapNameFree(op string, d *dataset, base *snapshot, h streamHeader, force bool, pre string) error {
+	s := d.snap(snapName(h.ToName))
+	if s == nil || (force && base != nil && s.TXG > base.TXG) {
+		return nil
+	}
+	return zerr(zfs.ErrDestinationExists, op, d.Name+"@"+s.Name, "%s: destination '%s@%s' exists", pre, d.Name, s.Name)
+}
+
+func (m *Model) snapByGUID(d *dataset, guid uint64) *snapshot {
+	for _, s := range d.Snaps {
+		if s.GUID == guid {
+			return s
+		}
+	}
+	return nil
+}
+
+// newRecvDataset creates the filesystem a full receive writes into.
+func (m *Model) newRecvDataset(name string, h streamHeader) *dataset {
+	d := &dataset{Name: name, GUID: m.newGUID(), Props: map[string]string{}, Head: content{}}
+	parentName, _ := parentOf(name)
+	parent := m.st.Datasets[parentName]
+	switch {
+	case h.Encrypted:
+		// A raw stream makes the receiver its own encryption root whose
+		// key (the sender's) is not loaded.
+		d.Encrypted, d.EncRoot, d.KeyID = true, name, h.KeyID
+	case parent != nil && parent.Encrypted:
+		d.Encrypted, d.EncRoot = true, parent.EncRoot
+	}
+	m.st.Datasets[name] = d
+	return d
+}
+
+func (m *Model) failRecv(op string, rp *recvPlan, h streamHeader, got content, next, bytes uint64, opts zfs.RecvOptions, cause error) error {
+	d := m.st.Datasets[rp.name]
+	pre := rp.prefix
+	if !opts.Resumable {
+		if rp.prior != nil && d != nil {
+			d.Partial = nil
+			if rp.prior.Full {
+				delete(m.st.Datasets, rp.name)
+			}
+		}
+		return &zfs.Error{Op: op, Dataset: rp.name, Msg: pre + ": checksum mismatch or incomplete stream", Err: cause}
+	}
+	p := rp.prior
+	if p == nil {
+		p = &partial{Full: rp.full, Overwrite: rp.overwrite, BaseGUID: rp.base, Force: opts.ForceRollback,
+			Header: h, Blocks: content{}}
+		p.Header.Resume, p.Header.ResumeOffset, p.Header.ResumeBytes = false, 0, 0
+	}
+	for bn, b := range got {
+		p.Blocks[bn] = b
+	}
+	p.NextBlock, p.Bytes = next, bytes
+	if d == nil {
+		d = m.newRecvDataset(rp.name, h)
+	}
+	d.Partial = p
+	return &zfs.Error{Kind: zfs.ErrPartialReceive, Op: op, Dataset: rp.name,
+		Msg: pre + ": checksum mismatch or incomplete stream.\nPartially received snapshot is saved.\n" +
+			"A resuming stream can be generated on the sending system by running:\n    zfs send -t " + p.token(),
+		Err: cause}
+}
+
+func (m *Model) commitRecv(op string, rp *recvPlan, h streamHeader, got content, opts zfs.RecvOptions) error {
+	pre := rp.prefix
+	d := m.st.Datasets[rp.name]
+	blocks := got
+	force := opts.ForceRollback
+	if rp.prior != nil {
+		blocks = rp.prior.Blocks
+		for bn, b := range got {
+			blocks[bn] = b
+		}
+		force = rp.prior.Force
+	}
+	var head content
+	switch {
+	case rp.full:
+		if d == nil {
+			// Checked at the start; a parent destroyed meanwhile cannot
+			// happen through zfs.ZFS, which destroys no filesystems.
+			if parentName, _ := parentOf(rp.name); m.st.Datasets[parentName] == nil {
+				return zerr(zfs.ErrDatasetNotExist, op, rp.name, "%s: dataset does not exist", pre)
+			}
+			d = m.newRecvDataset(rp.name, h)
+		}
+		head = content{}
+	case rp.overwrite:
+		if len(d.Snaps) > 0 {
+			return zerr(zfs.ErrDestinationExists, op, rp.name, "%s: destination has snapshots (eg. %s@%s)\nmust destroy them to overwrite it", pre, rp.name, d.Snaps[0].Name)
+		}
+		head = content{}
+	default:
+		base := m.snapByGUID(d, rp.base)
+		if base == nil {
+			return zerr(zfs.ErrIncrementalSourceMismatch, op, rp.name, "%s: most recent snapshot of %s does not\nmatch incremental source", pre, rp.name)
+		}
+		if err := m.checkSnapNameFree(op, d, base, h, force, pre); err != nil {
+			return err
+		}
+		if force {
+			if err := m.rollbackLocked(op, d, base, true); err != nil {
+				return err
+			}
+		} else if d.HeadTXG > base.TXG {
+			return zerr(zfs.ErrDestinationModified, op, rp.name, "%s: destination %s has been modified\nsince most recent snapshot", pre, rp.name)
+		}
+		head = base.Content.clone()
+	}
+	txg := m.nextTXG(poolOf(d.Name))
+	for bn, b := range blocks {
+		head[bn] = block{Key: b.Key, Birth: txg}
+	}
+	d.Head, d.HeadTXG, d.Partial = head, txg, nil
+	d.Snaps = append(d.Snaps, &snapshot{Name: snapName(h.ToName), GUID: h.ToGUID, TXG: txg,
+		Creation: time.Unix(0, h.ToCreation).UTC(), Content: head.clone()})
+	for k, v := range opts.SetProperties {
+		d.Props[k] = v
+	}
+	return nil
+}
+
+// AbortReceive implements zfs.ZFS.
+func (m *Model) AbortReceive(ctx context.Context, fs zfs.DatasetPath) error {
+	const op = "recv"
+	if err := checkPath(op, fs); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.takeFault("AbortReceive"); err != nil {
+		return err
+	}
+	d, err := m.lookup(op, fs.String())
+	if err != nil {
+		return err
+	}
+	if m.receiving[d.Name] {
+		return zerr(zfs.ErrDatasetBusy, op, d.Name, "cannot abort receive of '%s': dataset is busy", d.Name)
+	}
+	if d.Partial == nil {
+		return zerr(zfs.ErrNoResumableState, op, d.Name, "'%s' does not have any resumable receive state to abort", d.Name)
+	}
+	if d.Partial.Full {
+		delete(m.st.Datasets, d.Name)
+		return nil
+	}
+	d.Partial = nil
+	return nil
+}

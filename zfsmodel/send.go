@@ -1,0 +1,182 @@
+package zfsmodel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+
+	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/engine/zfs/resumetoken"
+)
+
+// Send implements zfs.ZFS. The stream is produced lazily as it is read;
+// the model's lock is not held while reading.
+func (m *Model) Send(ctx context.Context, args zfs.SendArgs) (io.ReadCloser, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.takeFault("Send"); err != nil {
+		return nil, err
+	}
+	p, err := m.planSend(args)
+	if err != nil {
+		return nil, err
+	}
+	cut := int64(-1)
+	if len(m.cuts) > 0 {
+		cut, m.cuts = m.cuts[0], m.cuts[1:]
+	}
+	return newSendStream(ctx, p, cut), nil
+}
+
+// SendSize implements zfs.ZFS; the model's estimate is exact.
+func (m *Model) SendSize(ctx context.Context, args zfs.SendArgs) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.takeFault("SendSize"); err != nil {
+		return 0, err
+	}
+	p, err := m.planSend(args)
+	if err != nil {
+		return 0, err
+	}
+	return p.size(), nil
+}
+
+// decodeToken turns a token into the error texts `zfs send -t` prints.
+func decodeToken(s string) (resumetoken.Token, error) {
+	tok, err := resumetoken.Decode(s)
+	if err == nil {
+		return tok, nil
+	}
+	why := "invalid format"
+	var de *resumetoken.DecodeError
+	if errors.As(err, &de) && strings.HasPrefix(de.Reason, "checksum mismatch") {
+		why = "incorrect checksum"
+	}
+	return tok, &zfs.Error{Kind: zfs.ErrResumeTokenCorrupt, Op: "send", Msg: "cannot resume send: resume token is corrupt (" + why + ")", Err: err}
+}
+
+// planSend checks args against the current state and captures the stream.
+// Called with mu held.
+func (m *Model) planSend(args zfs.SendArgs) (*streamPlan, error) {
+	const op = "send"
+	if err := checkPath(op, args.FS); err != nil {
+		return nil, err
+	}
+	toRef := zfs.SnapshotRef(args.FS, args.To.Name)
+	if err := checkRef(op, toRef, 0); err != nil {
+		return nil, err
+	}
+	if args.To.Kind != zfs.Snapshot {
+		return nil, zerr(zfs.ErrInvalidName, op, toRef.String(), "cannot send '%s%s': only snapshots can be sent", args.FS, args.To.RelName())
+	}
+	var fromRef zfs.VersionRef
+	if args.From != nil {
+		fromRef = args.From.Ref(args.FS)
+		if err := checkRef(op, fromRef, 0); err != nil {
+			return nil, err
+		}
+	}
+
+	var tok resumetoken.Token
+	resuming := args.ResumeToken != ""
+	if resuming {
+		var err error
+		if tok, err = decodeToken(args.ResumeToken); err != nil {
+			err.(*zfs.Error).Dataset = toRef.String()
+			return nil, err
+		}
+		if tok.ToName != toRef.String() {
+			return nil, zerr(zfs.ErrVersionMismatch, op, toRef.String(), "resume token continues a send of %s, not of %s", tok.ToName, toRef)
+		}
+		switch {
+		case tok.FromGUID == 0 && args.From != nil:
+			return nil, zerr(zfs.ErrVersionMismatch, op, toRef.String(), "resume token continues a full send of %s, not one from %s", toRef, fromRef)
+		case tok.FromGUID != 0 && args.From == nil:
+			return nil, zerr(zfs.ErrVersionMismatch, op, toRef.String(), "resume token continues an incremental send of %s, not a full one", toRef)
+		case tok.FromGUID != 0 && args.From.GUID != 0 && args.From.GUID != tok.FromGUID:
+			return nil, zerr(zfs.ErrVersionMismatch, op, toRef.String(), "resume token continues a send from GUID %d, not from %s (GUID %d)", tok.FromGUID, fromRef, args.From.GUID)
+		}
+	}
+
+	d := m.st.Datasets[args.FS.String()]
+	var to *snapshot
+	if d != nil {
+		to = d.snap(args.To.Name)
+	}
+	if to == nil {
+		if resuming {
+			return nil, zerr(zfs.ErrDatasetNotExist, op, toRef.String(), "cannot resume send: '%s' used in the initial send no longer exists", toRef)
+		}
+		return nil, notExist(op, toRef.String())
+	}
+	if resuming && tok.ToGUID != to.GUID {
+		return nil, zerr(zfs.ErrVersionMismatch, op, toRef.String(), "cannot resume send: '%s' is no longer the same snapshot used in the initial send", toRef)
+	}
+	if args.To.GUID != 0 && args.To.GUID != to.GUID {
+		return nil, zerr(zfs.ErrVersionMismatch, op, toRef.String(), "%s has GUID %d, the send was planned for GUID %d", toRef, to.GUID, args.To.GUID)
+	}
+
+	h := streamHeader{ToName: toRef.String(), ToGUID: to.GUID, ToCreation: to.Creation.UnixNano()}
+	fromTXG, incremental := uint64(0), args.From != nil
+	if incremental {
+		var guid uint64
+		var found bool
+		switch args.From.Kind {
+		case zfs.Snapshot:
+			if s := d.snap(args.From.Name); s != nil {
+				guid, fromTXG, found = s.GUID, s.TXG, true
+			}
+		case zfs.Bookmark:
+			if b := d.bookmark(args.From.Name); b != nil {
+				guid, fromTXG, found = b.GUID, b.TXG, true
+			}
+		}
+		if resuming && (!found || guid != tok.FromGUID) {
+			// A token names its source by GUID only; find it under any name.
+			fromTXG, found = d.versionByGUID(tok.FromGUID)
+			if !found {
+				return nil, zerr(zfs.ErrDatasetNotExist, op, toRef.String(), "cannot resume send: incremental source 0x%x no longer exists", tok.FromGUID)
+			}
+			guid = tok.FromGUID
+		}
+		if !found {
+			return nil, zerr(zfs.ErrDatasetNotExist, op, fromRef.String(), "warning: cannot send '%s': incremental source (%s) does not exist", toRef, fromRef)
+		}
+		if args.From.GUID != 0 && args.From.GUID != guid {
+			return nil, zerr(zfs.ErrVersionMismatch, op, fromRef.String(), "%s has GUID %d, the send was planned for GUID %d", fromRef, guid, args.From.GUID)
+		}
+		if fromTXG >= to.TXG {
+			return nil, zerr(zfs.ErrIncrementalSourceMismatch, op, toRef.String(), "warning: cannot send '%s': not an earlier snapshot from the same fs", toRef)
+		}
+		h.FromName, h.FromGUID = fromRef.String(), guid
+	}
+
+	raw, compress, large, embed := args.Raw, args.Compressed, args.LargeBlocks, args.EmbeddedData
+	if resuming {
+		// A resumed send continues with the flags of the interrupted one.
+		raw, compress, large, embed = tok.RawOK, tok.CompressOK, tok.LargeBlockOK, tok.EmbedOK
+		h.Resume, h.ResumeOffset, h.ResumeBytes = true, tok.Offset, tok.Bytes
+	}
+	h.RawOK, h.CompressOK, h.LargeBlockOK, h.EmbedOK = raw, compress || raw, large, embed
+	if d.Encrypted {
+		if raw {
+			h.Encrypted, h.KeyID = true, m.root(d).KeyID
+		} else if !m.keyLoaded(d) {
+			return nil, zerr(zfs.ErrKeyNotLoaded, op, toRef.String(), "warning: cannot send '%s': Invalid argument", toRef)
+		}
+	}
+
+	first := uint64(0)
+	if resuming {
+		first = tok.Offset / BlockSize
+	}
+	var blocks []blockRec
+	for bn, b := range to.Content {
+		if b.Birth > fromTXG && bn >= first {
+			blocks = append(blocks, blockRec{No: bn, Key: b.Key})
+		}
+	}
+	return newPlan(h, blocks)
+}
