@@ -4,9 +4,9 @@
 // can hand out real-format tokens and the engine can inspect a token
 // (which snapshot, full or incremental, which flags) without calling zfs.
 //
-// A token is "<version>-<checksum>-<packed length>-<payload>", the three
-// numbers in hex but the version, the payload the hex of a zlib-compressed
-// packed nvlist. The checksum is the first word of a fletcher-4 over the
+// A token is "<version>-<checksum>-<packed length>-<payload>": the version
+// in decimal, checksum and length in hex, and the payload the hex of a
+// zlib-compressed packed nvlist. The checksum is the first word of a fletcher-4 over the
 // compressed bytes, in the producing host's word order, with a tail of
 // fewer than 4 bytes left out (both verified against a real token).
 package resumetoken
