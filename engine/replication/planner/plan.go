@@ -1,0 +1,350 @@
+package planner
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+// Plan computes the plan for every sender filesystem. It fails only on
+// input no listing can produce (see ErrInvalidInput); everything else that
+// stands in the way of one filesystem is that filesystem's Conflict.
+func Plan(in Input) (*Result, error) {
+	if err := in.Policy.validate(); err != nil {
+		return nil, err
+	}
+	senders, err := indexFilesystems("sender", in.Sender)
+	if err != nil {
+		return nil, err
+	}
+	receivers, err := indexFilesystems("receiver", in.Receiver)
+	if err != nil {
+		return nil, err
+	}
+	for p, fs := range senders {
+		if fs.Info.Path.IsZero() {
+			return nil, fmt.Errorf("%w: sender filesystem %q has no full name (Info.Path)", ErrInvalidInput, p)
+		}
+	}
+
+	plans := make([]FSPlan, 0, len(senders))
+	for p, s := range senders {
+		plans = append(plans, planFilesystem(p, s, receivers[p], in.Policy))
+	}
+
+	// Every ancestor of a filesystem that a full receive will create
+	// must exist first. The receiver's listing covers the namespace, so
+	// an ancestor it lists exists, and so do all of that one's ancestors.
+	needed := make(map[string]bool)
+	for i := range plans {
+		p := &plans[i]
+		if p.Status != StatusReplicate || receivers[p.Path] != nil {
+			continue
+		}
+		for a := parentPath(p.Path); a != "" && receivers[a] == nil && !needed[a]; a = parentPath(a) {
+			needed[a] = true
+		}
+	}
+	for a := range needed {
+		if senders[a] == nil {
+			plans = append(plans, FSPlan{Path: a, Status: StatusPlaceholder})
+		}
+	}
+	slices.SortFunc(plans, func(a, b FSPlan) int { return comparePaths(a.Path, b.Path) })
+
+	// Parents first: decide which filesystems will exist on the receiver
+	// and whether each one that needs its parent gets it.
+	byPath := make(map[string]*FSPlan, len(plans))
+	for i := range plans {
+		byPath[plans[i].Path] = &plans[i]
+	}
+	willExist := make(map[string]bool, len(plans))
+	for i := range plans {
+		p := &plans[i]
+		if receivers[p.Path] != nil {
+			willExist[p.Path] = true
+			continue
+		}
+		creates := p.Status == StatusReplicate
+		if !creates && !needed[p.Path] || p.Status == StatusConflict {
+			continue
+		}
+		parent := parentPath(p.Path)
+		// The receiver's listing covers the namespace: a parent not in
+		// the plan but on the receiver is there.
+		if parent != "" && !willExist[parent] && receivers[parent] == nil {
+			setConflict(p, ConflictParentMissing, missingParentMsg(parent, byPath[parent]))
+			continue
+		}
+		if parent != "" && receivers[parent] == nil {
+			p.WaitFor = parent
+		}
+		if !creates {
+			p.Actions = append(p.Actions, Action{
+				Kind:   ActionCreatePlaceholder,
+				Reason: "a filesystem below it is received and the receiver does not have it",
+			})
+		}
+		willExist[p.Path] = true
+	}
+	return &Result{Filesystems: plans}, nil
+}
+
+func missingParentMsg(parent string, pp *FSPlan) string {
+	why := "it is not replicated"
+	if pp != nil && pp.Conflict != nil {
+		why = "it has a conflict: " + pp.Conflict.Kind.Error()
+	}
+	return fmt.Sprintf("parent %q does not exist on the receiver and will not be created (%s)", parent, why)
+}
+
+func indexFilesystems(side string, fss []Filesystem) (map[string]*Filesystem, error) {
+	m := make(map[string]*Filesystem, len(fss))
+	for i := range fss {
+		fs := &fss[i]
+		if err := validateRelPath(fs.Path); err != nil {
+			return nil, fmt.Errorf("%w: %s filesystem: %w", ErrInvalidInput, side, err)
+		}
+		if m[fs.Path] != nil {
+			return nil, fmt.Errorf("%w: %s filesystem %q listed twice", ErrInvalidInput, side, fs.Path)
+		}
+		m[fs.Path] = fs
+	}
+	return m, nil
+}
+
+func setConflict(p *FSPlan, kind ConflictKind, msg string) {
+	p.Status = StatusConflict
+	p.Actions = nil
+	p.Steps = nil
+	p.WaitFor = ""
+	p.Conflict = &Conflict{Kind: kind, Path: p.Path, Sender: p.Sender, Msg: msg}
+}
+
+// planFilesystem plans one sender filesystem against the receiver's
+// filesystem of the same path (nil if the receiver has none).
+func planFilesystem(path string, s, r *Filesystem, pol Policy) FSPlan {
+	p := FSPlan{Path: path, Sender: s.Info.Path}
+	conflict := func(kind ConflictKind, format string, args ...any) FSPlan {
+		setConflict(&p, kind, fmt.Sprintf(format, args...))
+		return p
+	}
+
+	hist, err := senderHistory(s.Versions)
+	if err != nil {
+		return conflict(ConflictInvalidListing, "sender: %v", err)
+	}
+	var rsnaps []zfs.FilesystemVersion
+	if r != nil {
+		if rsnaps, err = receiverSnapshots(r.Versions); err != nil {
+			return conflict(ConflictInvalidListing, "receiver: %v", err)
+		}
+	}
+
+	senderEncrypted := s.Info.Encrypted()
+	if pol.Encrypted == True && !senderEncrypted {
+		return conflict(ConflictSenderNotEncrypted, "the policy requires encrypted sends and the sender's filesystem is not encrypted")
+	}
+	raw := pol.Encrypted == True || pol.Encrypted == Unspecified && senderEncrypted
+	receiverEncrypted := r != nil && r.Info.Encrypted()
+
+	var snaps []zfs.FilesystemVersion // sender snapshots to send, in order
+	var base *zfs.FilesystemVersion   // incremental source of the first; nil: full
+
+	if len(rsnaps) == 0 {
+		// Initial replication.
+		all := snapshotsAfter(hist, 0, false)
+		switch {
+		case len(all) == 0:
+		case pol.InitialReplication == AllSnapshots:
+			snaps = all
+		default:
+			snaps = all[len(all)-1:]
+		}
+		if len(snaps) > 0 && r != nil && r.Info.ReceiveResumeToken == "" && !r.Info.Placeholder {
+			return conflict(ConflictReceiverNotPlaceholder,
+				"the receiver's filesystem exists without snapshots and is not a placeholder; refusing to overwrite it with a full receive of %s", describe(snaps[0]))
+		}
+		if len(snaps) > 0 && r != nil && r.Info.Placeholder {
+			// ZFS refuses a forced full receive over an encrypted
+			// filesystem, and a raw one over an unencrypted filesystem.
+			if receiverEncrypted {
+				return conflict(ConflictEncryptionMismatch, "the receiver's placeholder is encrypted; ZFS cannot replace an encrypted filesystem with a full receive of %s", describe(snaps[0]))
+			}
+			if raw {
+				return conflict(ConflictEncryptionMismatch, "the receiver's placeholder is not encrypted; ZFS cannot replace it with a raw (encrypted) full receive of %s", describe(snaps[0]))
+			}
+		}
+	} else {
+		bi := commonBase(hist, rsnaps)
+		if bi < 0 {
+			return conflict(ConflictNoCommonVersion, "the receiver has snapshots but none of them is on the sender: sender's newest is %s, receiver's newest is %s",
+				describePtr(newest(hist), "none (the sender has no snapshots or bookmarks)"), describe(rsnaps[len(rsnaps)-1]))
+		}
+		b := hist[bi]
+		base = &b
+		snaps = snapshotsAfter(hist, b.CreateTXG, true)
+		if newer := receiverNewerThan(rsnaps, b.GUID); len(newer) > 0 {
+			if len(snaps) > 0 {
+				return conflict(ConflictDiverged, "common base is %s; the receiver has %s and the sender has %s after it",
+					describe(b), listVersions(newer), listVersions(snaps))
+			}
+			return conflict(ConflictReceiverAhead, "common base is %s, the sender's newest; the receiver has %s after it",
+				describe(b), listVersions(newer))
+		}
+		if len(snaps) > 0 {
+			// Raw streams go into encrypted filesystems only. A plain
+			// stream into an encrypted filesystem is encrypted with the
+			// receiver's key, which must be loaded.
+			if raw && !receiverEncrypted {
+				return conflict(ConflictEncryptionMismatch, "the stream would be raw (encrypted) and the receiver's filesystem is not encrypted; ZFS refuses a raw receive on top of a non-raw one (next: %s)", describe(snaps[0]))
+			}
+			if !raw && receiverEncrypted && r.Info.KeyStatus == zfs.KeyStatusUnavailable {
+				return conflict(ConflictEncryptionMismatch, "the stream would be plain and the receiver's filesystem is encrypted with its key not loaded (next: %s)", describe(snaps[0]))
+			}
+		}
+	}
+
+	if len(snaps) > 0 && !raw && senderEncrypted && s.Info.KeyStatus == zfs.KeyStatusUnavailable {
+		return conflict(ConflictKeyUnavailable, "a plain send of %s needs the sender's key loaded (or raw sends: encryption true)", describe(snaps[0]))
+	}
+
+	p.Steps = buildSteps(base, snaps, raw, receiverEncrypted, pol)
+	if len(p.Steps) > 0 && r != nil && r.Info.Placeholder && len(rsnaps) == 0 {
+		p.Steps[0].ReplacePlaceholder = true
+	}
+	switch {
+	case len(p.Steps) > 0:
+		p.Status = StatusReplicate
+	case base != nil:
+		p.Status = StatusUpToDate
+	default:
+		p.Status = StatusNoSnapshots
+	}
+
+	if r != nil && r.Info.ReceiveResumeToken != "" {
+		tok := r.Info.ReceiveResumeToken
+		var first *Step
+		if len(p.Steps) > 0 {
+			first = &p.Steps[0]
+		}
+		t, why := matchToken(tok, s.Info.Path, first)
+		switch {
+		case why == "":
+			first.ResumeToken = tok
+			first.Compressed, first.LargeBlocks, first.EmbeddedData = t.CompressOK, t.LargeBlockOK, t.EmbedOK
+		case pol.AbortForeignPartialReceive:
+			p.Actions = append(p.Actions, Action{Kind: ActionAbortPartialReceive, Reason: why})
+		default:
+			return conflict(ConflictForeignPartialReceive, "%s", why)
+		}
+	}
+	return p
+}
+
+// snapshotsAfter returns the snapshots of hist created after txg (all of
+// them if !after), oldest first.
+func snapshotsAfter(hist []zfs.FilesystemVersion, txg uint64, after bool) []zfs.FilesystemVersion {
+	var out []zfs.FilesystemVersion
+	for _, v := range hist {
+		if v.Kind == zfs.Snapshot && (!after || v.CreateTXG > txg) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// commonBase returns the index in hist of the newest sender version whose
+// GUID is one of the receiver's snapshots, preferring a snapshot over the
+// bookmarks made from it; -1 if there is none.
+func commonBase(hist, rsnaps []zfs.FilesystemVersion) int {
+	guids := make([]uint64, len(rsnaps))
+	for i, v := range rsnaps {
+		guids[i] = v.GUID
+	}
+	slices.Sort(guids)
+	for i := len(hist) - 1; i >= 0; i-- {
+		if _, ok := slices.BinarySearch(guids, hist[i].GUID); !ok {
+			continue
+		}
+		// A snapshot sorts before the bookmarks of its txg.
+		for j := i; j >= 0 && hist[j].CreateTXG == hist[i].CreateTXG; j-- {
+			if hist[j].Kind == zfs.Snapshot && hist[j].GUID == hist[i].GUID {
+				return j
+			}
+		}
+		return i
+	}
+	return -1
+}
+
+// receiverNewerThan returns the receiver's snapshots after its newest
+// snapshot with the given GUID.
+func receiverNewerThan(rsnaps []zfs.FilesystemVersion, guid uint64) []zfs.FilesystemVersion {
+	for i := len(rsnaps) - 1; i >= 0; i-- {
+		if rsnaps[i].GUID == guid {
+			return rsnaps[i+1:]
+		}
+	}
+	return nil
+}
+
+func newest(hist []zfs.FilesystemVersion) *zfs.FilesystemVersion {
+	if len(hist) == 0 {
+		return nil
+	}
+	return &hist[len(hist)-1]
+}
+
+// listVersions names up to a few versions; a conflict message must stay
+// readable when a side has thousands.
+func listVersions(vs []zfs.FilesystemVersion) string {
+	const max = 3
+	var b strings.Builder
+	for i, v := range vs {
+		if i == max {
+			fmt.Fprintf(&b, " and %d more", len(vs)-max)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(describe(v))
+	}
+	return b.String()
+}
+
+// buildSteps chains one step per snapshot: base -> snaps[0] (full if base
+// is nil), snaps[0] -> snaps[1], and so on.
+func buildSteps(base *zfs.FilesystemVersion, snaps []zfs.FilesystemVersion, raw, receiverEncrypted bool, pol Policy) []Step {
+	if len(snaps) == 0 {
+		return nil
+	}
+	// ZFS refuses embedded-data records in raw streams and in streams
+	// received into an encrypted filesystem.
+	embed := pol.EmbeddedData && !raw && !receiverEncrypted
+	froms := make([]zfs.FilesystemVersion, len(snaps))
+	steps := make([]Step, len(snaps))
+	for i, to := range snaps {
+		var from *zfs.FilesystemVersion
+		switch {
+		case i > 0:
+			froms[i] = snaps[i-1]
+			from = &froms[i]
+		case base != nil:
+			froms[i] = *base
+			from = &froms[i]
+		}
+		steps[i] = Step{
+			From:         from,
+			To:           to,
+			Raw:          raw,
+			Compressed:   pol.Compressed,
+			LargeBlocks:  pol.LargeBlocks,
+			EmbeddedData: embed,
+		}
+	}
+	return steps
+}
