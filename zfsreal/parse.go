@@ -1,0 +1,237 @@
+package zfsreal
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+// outputError says zfs printed something this package cannot read; it
+// points at the line so a format change is easy to see.
+type outputError struct {
+	Line   int
+	Text   string
+	Reason string
+}
+
+func (e *outputError) Error() string {
+	return fmt.Sprintf("unexpected zfs output on line %d (%q): %s", e.Line, e.Text, e.Reason)
+}
+
+// lines splits -H output into rows of tab-separated fields, skipping blank
+// lines, and checks each row has n fields.
+func lines(out []byte, n int, each func(no int, line string, f []string) error) error {
+	for i, line := range strings.Split(string(out), "\n") {
+		if line == "" {
+			continue
+		}
+		f := strings.Split(line, "\t")
+		if len(f) != n {
+			return &outputError{Line: i + 1, Text: line, Reason: fmt.Sprintf("%d fields, want %d", len(f), n)}
+		}
+		if err := each(i+1, line, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dash is how zfs -H prints an unset value.
+func dash(s string) string {
+	if s == "-" {
+		return ""
+	}
+	return s
+}
+
+func parseUint(no int, line, what, s string) (uint64, error) {
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, &outputError{Line: no, Text: line, Reason: fmt.Sprintf("%s %q is not a number", what, s)}
+	}
+	return v, nil
+}
+
+// listFilesystemsArgs is the listing ListFilesystems parses.
+func listFilesystemsArgs(root zfs.DatasetPath) []string {
+	return []string{"list", "-H", "-p", "-o",
+		"name,guid,receive_resume_token,encryption,encryptionroot,keystatus," + zfs.PlaceholderProperty,
+		"-t", "filesystem,volume", "-r", root.String()}
+}
+
+// parseFilesystems reads the output of listFilesystemsArgs(root). Rows
+// come back parents before children (sorted by path component), root
+// first; a row outside root or a repeated row is an error.
+func parseFilesystems(out []byte, root zfs.DatasetPath) ([]zfs.FilesystemInfo, error) {
+	var infos []zfs.FilesystemInfo
+	seen := map[string]bool{}
+	err := lines(out, 7, func(no int, line string, f []string) error {
+		p, err := zfs.NewDatasetPath(f[0])
+		if err != nil {
+			return &outputError{Line: no, Text: line, Reason: err.Error()}
+		}
+		if !p.HasPrefix(root) {
+			return &outputError{Line: no, Text: line, Reason: fmt.Sprintf("%s is not below %s", p, root)}
+		}
+		if seen[p.String()] {
+			return &outputError{Line: no, Text: line, Reason: "listed twice"}
+		}
+		seen[p.String()] = true
+		guid, err := parseUint(no, line, "guid", f[1])
+		if err != nil {
+			return err
+		}
+		info := zfs.FilesystemInfo{
+			Path:               p,
+			GUID:               guid,
+			ReceiveResumeToken: dash(f[2]),
+			Encryption:         dash(f[3]),
+			EncryptionRoot:     dash(f[4]),
+			Placeholder:        f[6] == "on",
+		}
+		if info.Encryption == "" {
+			info.Encryption = "off"
+		}
+		switch ks := zfs.KeyStatus(f[5]); ks {
+		case "-", zfs.KeyStatusNone:
+			info.KeyStatus = zfs.KeyStatusNone
+		case zfs.KeyStatusAvailable, zfs.KeyStatusUnavailable:
+			info.KeyStatus = ks
+		default:
+			return &outputError{Line: no, Text: line, Reason: fmt.Sprintf("unknown keystatus %q", f[5])}
+		}
+		infos = append(infos, info)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !seen[root.String()] {
+		return nil, &outputError{Line: 0, Text: "", Reason: fmt.Sprintf("%s is missing from its own listing", root)}
+	}
+	// NUL sorts below every character a name may hold, so comparing with
+	// '/' replaced by NUL orders by component: a parent before its
+	// children, and "a/b" before "a-c" is never an issue.
+	key := func(p zfs.DatasetPath) string { return strings.ReplaceAll(p.String(), "/", "\x00") }
+	slices.SortStableFunc(infos, func(a, b zfs.FilesystemInfo) int { return strings.Compare(key(a.Path), key(b.Path)) })
+	return infos, nil
+}
+
+// listVersionsArgs is the listing ListVersions parses.
+func listVersionsArgs(fs zfs.DatasetPath) []string {
+	return []string{"list", "-H", "-p", "-o", "name,guid,createtxg,creation,userrefs",
+		"-t", "snapshot,bookmark", "-d", "1", fs.String()}
+}
+
+// parseVersions reads the output of listVersionsArgs(fs), sorted by
+// createtxg, snapshots before bookmarks of the same txg, then by name.
+func parseVersions(out []byte, fs zfs.DatasetPath) ([]zfs.FilesystemVersion, error) {
+	var vs []zfs.FilesystemVersion
+	seen := map[string]bool{}
+	err := lines(out, 5, func(no int, line string, f []string) error {
+		ref, err := zfs.ParseVersionRef(f[0])
+		if err != nil {
+			return &outputError{Line: no, Text: line, Reason: err.Error()}
+		}
+		if ref.FS != fs {
+			return &outputError{Line: no, Text: line, Reason: fmt.Sprintf("%s is not a version of %s", f[0], fs)}
+		}
+		if seen[f[0]] {
+			return &outputError{Line: no, Text: line, Reason: "listed twice"}
+		}
+		seen[f[0]] = true
+		v := zfs.FilesystemVersion{Kind: ref.Kind, Name: ref.Name}
+		if v.GUID, err = parseUint(no, line, "guid", f[1]); err != nil {
+			return err
+		}
+		if v.CreateTXG, err = parseUint(no, line, "createtxg", f[2]); err != nil {
+			return err
+		}
+		creation, err := parseUint(no, line, "creation", f[3])
+		if err != nil {
+			return err
+		}
+		if creation > 1<<62 {
+			return &outputError{Line: no, Text: line, Reason: "creation time out of range"}
+		}
+		v.Creation = time.Unix(int64(creation), 0).UTC()
+		if ref.Kind == zfs.Snapshot {
+			if v.UserRefs, err = parseUint(no, line, "userrefs", f[4]); err != nil {
+				return err
+			}
+		} else if f[4] != "-" && f[4] != "0" {
+			return &outputError{Line: no, Text: line, Reason: "a bookmark with user holds"}
+		}
+		vs = append(vs, v)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(vs, compareVersions)
+	return vs, nil
+}
+
+func compareVersions(a, b zfs.FilesystemVersion) int {
+	switch {
+	case a.CreateTXG != b.CreateTXG:
+		if a.CreateTXG < b.CreateTXG {
+			return -1
+		}
+		return 1
+	case a.Kind != b.Kind:
+		if a.Kind == zfs.Snapshot {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+// holdRow is one line of `zfs holds -H`: NAME, TAG, TIMESTAMP.
+type holdRow struct{ Snapshot, Tag string }
+
+func parseHolds(out []byte) ([]holdRow, error) {
+	var rows []holdRow
+	err := lines(out, 3, func(no int, line string, f []string) error {
+		if f[1] == "" {
+			return &outputError{Line: no, Text: line, Reason: "empty hold tag"}
+		}
+		rows = append(rows, holdRow{Snapshot: f[0], Tag: f[1]})
+		return nil
+	})
+	return rows, err
+}
+
+// parseSendSize reads `zfs send -nvP`: the "size" line when there is one
+// (a plain send), else the last "full"/"incremental" line (a resumed send
+// prints no total). The token contents a resumed send prints first are
+// skipped.
+func parseSendSize(out string) (int64, bool) {
+	var size int64
+	found := false
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Split(strings.TrimRight(line, "\r"), "\t")
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "size", "full", "incremental":
+		default:
+			continue
+		}
+		n, err := strconv.ParseInt(f[len(f)-1], 10, 64)
+		if err != nil || n < 0 {
+			continue
+		}
+		if f[0] == "size" {
+			return n, true
+		}
+		size, found = n, true
+	}
+	return size, found
+}

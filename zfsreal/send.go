@@ -1,0 +1,280 @@
+package zfsreal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/engine/zfs/resumetoken"
+)
+
+// sendArgv builds `zfs send` for args (already checked); dryRun makes it
+// the size estimate `zfs send -nvP`. A resumed send takes only the token:
+// the token carries the flags of the interrupted send, and zfs would OR
+// any flag given here into them, changing the stream the receiver expects.
+func sendArgv(args zfs.SendArgs, dryRun bool) []string {
+	argv := []string{"send"}
+	if dryRun {
+		argv = append(argv, "-nvP")
+	}
+	if args.ResumeToken != "" {
+		return append(argv, "-t", args.ResumeToken)
+	}
+	if args.Raw {
+		argv = append(argv, "-w")
+	}
+	if args.Compressed {
+		argv = append(argv, "-c")
+	}
+	if args.LargeBlocks {
+		argv = append(argv, "-L")
+	}
+	if args.EmbeddedData {
+		argv = append(argv, "-e")
+	}
+	if args.From != nil {
+		argv = append(argv, "-i", args.From.Ref(args.FS).String())
+	}
+	return append(argv, args.To.Ref(args.FS).String())
+}
+
+// checkSendArgs validates every name in args and, for a resumed send,
+// that the token encodes the step args describe. It runs nothing.
+func checkSendArgs(op string, args zfs.SendArgs) error {
+	if err := checkFS(op, args.FS); err != nil {
+		return err
+	}
+	to := args.To.Ref(args.FS)
+	if err := checkRef(op, to, zfs.Snapshot); err != nil {
+		return err
+	}
+	if args.From != nil {
+		if err := checkRef(op, args.From.Ref(args.FS), zfs.Snapshot, zfs.Bookmark); err != nil {
+			return err
+		}
+	}
+	if args.ResumeToken == "" {
+		return nil
+	}
+	tok, err := resumetoken.Decode(args.ResumeToken)
+	if err != nil {
+		return &zfs.Error{Kind: zfs.ErrResumeTokenCorrupt, Op: op, Dataset: to.String(), Err: err}
+	}
+	mismatch := func(format string, a ...any) error {
+		return &zfs.Error{Kind: zfs.ErrVersionMismatch, Op: op, Dataset: to.String(),
+			Err: fmt.Errorf("resume token does not match the send: "+format, a...)}
+	}
+	switch {
+	case tok.ToName != to.String():
+		return mismatch("token sends %s", tok.ToName)
+	case args.To.GUID != 0 && tok.ToGUID != args.To.GUID:
+		return mismatch("token sends guid %d, want %d", tok.ToGUID, args.To.GUID)
+	case args.From == nil && tok.FromGUID != 0:
+		return mismatch("token continues an incremental send (from guid %d), want a full send", tok.FromGUID)
+	case args.From != nil && tok.FromGUID == 0:
+		return mismatch("token continues a full send, want one from %s", args.From.Ref(args.FS))
+	case args.From != nil && args.From.GUID != 0 && tok.FromGUID != args.From.GUID:
+		return mismatch("token sends from guid %d, want %d", tok.FromGUID, args.From.GUID)
+	case tok.RawOK != args.Raw:
+		return &zfs.Error{Kind: zfs.ErrEncryptionMismatch, Op: op, Dataset: to.String(),
+			Err: fmt.Errorf("resume token raw=%v, but the send asks for raw=%v", tok.RawOK, args.Raw)}
+	}
+	return nil
+}
+
+// checkGUIDs lists fs and checks that From and To, where their GUID is
+// set, still are the versions the caller planned with. A version that is
+// gone fails with ErrVersionMismatch wrapping ErrDatasetNotExist, so
+// errors.Is finds both.
+func (c *CLI) checkGUIDs(ctx context.Context, op string, args zfs.SendArgs) error {
+	want := []zfs.FilesystemVersion{args.To}
+	if args.From != nil {
+		want = append(want, *args.From)
+	}
+	needed := false
+	for _, w := range want {
+		needed = needed || w.GUID != 0
+	}
+	if !needed {
+		return nil
+	}
+	vs, err := c.ListVersions(ctx, args.FS)
+	if err != nil {
+		return err
+	}
+	for _, w := range want {
+		if w.GUID == 0 {
+			continue
+		}
+		ref := w.Ref(args.FS).String()
+		i := -1
+		for j, v := range vs {
+			if v.Kind == w.Kind && v.Name == w.Name {
+				i = j
+				break
+			}
+		}
+		if i < 0 {
+			return &zfs.Error{Kind: zfs.ErrVersionMismatch, Op: op, Dataset: ref,
+				Err: &zfs.Error{Kind: zfs.ErrDatasetNotExist, Op: "list", Dataset: ref}}
+		}
+		if vs[i].GUID != w.GUID {
+			return &zfs.Error{Kind: zfs.ErrVersionMismatch, Op: op, Dataset: ref,
+				Err: fmt.Errorf("guid is %d, want %d", vs[i].GUID, w.GUID)}
+		}
+	}
+	return nil
+}
+
+// refineSendError improves a send failure zfs gives no clear words for:
+// a non-raw send of a dataset whose key is not loaded fails with just
+// "Invalid argument", so the key status is asked for.
+func (c *CLI) refineSendError(ctx context.Context, args zfs.SendArgs, e *zfs.Error) {
+	if e.Kind != 0 || args.Raw || ctx.Err() != nil || e.ExitStatus == 0 {
+		return
+	}
+	out, _, err := c.run(ctx, "get", args.FS.String(), []string{"get", "-H", "-p", "-o", "value", "keystatus", args.FS.String()})
+	if err == nil && strings.TrimSpace(string(out)) == string(zfs.KeyStatusUnavailable) {
+		e.Kind = zfs.ErrKeyNotLoaded
+	}
+}
+
+// Send implements zfs.ZFS. The stream reads straight from the zfs child's
+// stdout. Reading to the end waits for the child: a non-zero exit is
+// returned by Read in place of io.EOF, so a failed or cut-off send never
+// looks complete. Close before the end kills and reaps the child.
+// Cancelling ctx kills the child; Read then fails with ctx's error.
+func (c *CLI) Send(ctx context.Context, args zfs.SendArgs) (io.ReadCloser, error) {
+	const op = "send"
+	if err := checkSendArgs(op, args); err != nil {
+		return nil, err
+	}
+	if err := c.checkGUIDs(ctx, op, args); err != nil {
+		return nil, err
+	}
+	subject := args.To.Ref(args.FS).String()
+	if err := ctx.Err(); err != nil {
+		return nil, &zfs.Error{Op: op, Dataset: subject, Err: err}
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, &zfs.Error{Op: op, Dataset: subject, Err: &startError{err}}
+	}
+	cmd := c.command(ctx, sendArgv(args, false))
+	stderr := newTailBuffer(c.stderrLimit)
+	cmd.Stdout = w
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		r.Close()
+		w.Close()
+		return nil, c.cmdError(ctx, op, subject, "", &startError{err})
+	}
+	// The child has its own copy; ours would keep the pipe open and hide
+	// the child's end of stream.
+	w.Close()
+	return &sendStream{c: c, ctx: ctx, args: args, subject: subject, r: r, p: &proc{cmd: cmd, stderr: stderr}}, nil
+}
+
+// errStreamClosed is what Read returns after Close.
+var errStreamClosed = errors.New("zfs send stream closed")
+
+type sendStream struct {
+	c       *CLI
+	ctx     context.Context
+	args    zfs.SendArgs
+	subject string
+	r       *os.File
+	p       *proc
+
+	mu     sync.Mutex
+	closed bool
+	result error // the end-of-stream result, once known
+	ended  bool
+}
+
+func (s *sendStream) Read(b []byte) (int, error) {
+	n, err := s.r.Read(b)
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, os.ErrClosed):
+		return n, errStreamClosed
+	case err == io.EOF:
+		return n, s.end()
+	default:
+		return n, &zfs.Error{Op: "send", Dataset: s.subject, Err: err}
+	}
+}
+
+// end reaps the child at end of stream and decides what the reader sees.
+func (s *sendStream) end() error {
+	werr := s.p.wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return s.result
+	}
+	s.ended = true
+	s.result = io.EOF
+	if werr != nil {
+		e := s.c.cmdError(s.ctx, "send", s.subject, s.p.stderr.String(), werr)
+		s.c.refineSendError(s.ctx, s.args, e)
+		s.result = e
+	}
+	return s.result
+}
+
+// Close aborts the send if it has not ended, and always reaps the child.
+// It may be called while another goroutine is blocked in Read, which then
+// fails.
+func (s *sendStream) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	// Closing our end first makes a writing child fail at once (EPIPE);
+	// the kill covers one blocked elsewhere.
+	s.r.Close()
+	s.p.kill()
+	_ = s.p.wait()
+	return nil
+}
+
+// SendSize implements zfs.ZFS with `zfs send -nvP`.
+func (c *CLI) SendSize(ctx context.Context, args zfs.SendArgs) (int64, error) {
+	const op = "send"
+	if err := checkSendArgs(op, args); err != nil {
+		return 0, err
+	}
+	if err := c.checkGUIDs(ctx, op, args); err != nil {
+		return 0, err
+	}
+	subject := args.To.Ref(args.FS).String()
+	out, stderr, err := c.run(ctx, op, subject, sendArgv(args, true))
+	if err != nil {
+		var e *zfs.Error
+		if errors.As(err, &e) {
+			c.refineSendError(ctx, args, e)
+		}
+		return 0, err
+	}
+	// zfs has printed the estimate on stdout since 0.8 (-n); look at
+	// stderr too in case a version prints it there.
+	n, ok := parseSendSize(string(out))
+	if !ok {
+		n, ok = parseSendSize(stderr)
+	}
+	if !ok {
+		return 0, &zfs.Error{Op: op, Dataset: subject,
+			Err: &outputError{Text: strings.TrimSpace(string(out)), Reason: "no size in the estimate"}}
+	}
+	return n, nil
+}
