@@ -1,0 +1,21 @@
+// Package netsim is a deterministic in-memory network for tests: named hosts,
+// listeners and connections that satisfy net.Listener and net.Conn, links with
+// latency, bandwidth and bounded buffers, faults (resets at a byte offset,
+// stalls, half-open connections, partitions that heal, refused dials) that are
+// set explicitly or generated from a seed, and a simulated process standing in
+// for an `ssh` child process.
+//
+// netsim runs no goroutines of its own. Every delay is computed from the time
+// a byte was written (its arrival time) and waited for by the blocked reader or
+// writer with an ordinary timer, and every wake-up goes through channels. That
+// makes it work inside a testing/synctest bubble, where hours of latencies,
+// stalls and deadlines pass in virtual time. Create and use a Network inside a
+// single bubble (or entirely outside of one): synctest forbids sharing its
+// channels across the bubble boundary.
+//
+// The arrival-time model: a byte written at time t on a link departs when the
+// link is free (bandwidth), arrives Latency (plus seeded Jitter) later, and is
+// held back further while a stall window or a partition covers that moment.
+// Bytes never overtake each other. Buffer bounds the bytes written but not yet
+// read per direction; writers block when it is full.
+package netsim
