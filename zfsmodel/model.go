@@ -474,3 +474,13 @@ func sortedKeys[V any](mp map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// lookupRef finds the filesystem of r; the error names r itself, as ZFS
+// names the snapshot it could not open.
+func (m *Model) lookupRef(op string, r zfs.VersionRef) (*dataset, error) {
+	d := m.st.Datasets[r.FS.String()]
+	if d == nil {
+		return nil, notExist(op, r.String())
+	}
+	return d, nil
+}

@@ -219,7 +219,7 @@ func (m *Model) Bookmark(ctx context.Context, from zfs.VersionRef, name string) 
 	if err := m.takeFault("Bookmark"); err != nil {
 		return err
 	}
-	d, err := m.lookup(op, from.String())
+	d, err := m.lookupRef(op, from)
 	if err != nil {
 		return err
 	}
@@ -324,7 +324,7 @@ func (m *Model) Rollback(ctx context.Context, snapshot zfs.VersionRef, destroyNe
 	if err := m.takeFault("Rollback"); err != nil {
 		return err
 	}
-	d, err := m.lookup(op, snapshot.String())
+	d, err := m.lookupRef(op, snapshot)
 	if err != nil {
 		return err
 	}
@@ -479,7 +479,7 @@ func (m *Model) Checksum(ref zfs.VersionRef) (string, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	d, err := m.lookup(op, ref.String())
+	d, err := m.lookupRef(op, ref)
 	if err != nil {
 		return "", err
 	}

@@ -43,7 +43,7 @@ type streamHeader struct {
 	Version    int
 	ToName     string // "pool/fs@snap" on the sender
 	ToGUID     uint64
-	ToCreation int64 // unix nanoseconds
+	ToCreation int64  // unix nanoseconds
 	FromName   string `json:",omitempty"`
 	FromGUID   uint64 `json:",omitempty"`
 	// Encrypted: the payload is ciphertext of an encrypted dataset (a raw

@@ -1,0 +1,102 @@
+package zfstest
+
+import (
+	"fmt"
+	"io"
+
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+func init() {
+	register("RawSendOfEncrypted", caseRawSend)
+	register("NonRawSendKeyUnloaded", caseNonRawSendKeyUnloaded)
+	register("EncryptionMismatchOnReceive", caseEncryptionMismatch)
+}
+
+func (e *env) encSource() (zfs.DatasetPath, zfs.FilesystemVersion, zfs.FilesystemVersion) {
+	e.t.Helper()
+	enc := e.create("enc", true)
+	e.create("sink", false)
+	e.write(enc, 1)
+	e1 := e.snap(enc, "e1")
+	e.write(enc, 2)
+	e2 := e.snap(enc, "e2")
+	fi := e.mustInfo(enc)
+	if !fi.Encrypted() || fi.EncryptionRoot != enc.String() || fi.KeyStatus != zfs.KeyStatusAvailable {
+		e.t.Fatalf("new encrypted filesystem: %+v", fi)
+	}
+	return enc, e1, e2
+}
+
+func caseRawSend(e *env) {
+	enc, e1, e2 := e.encSource()
+	dst := e.path("sink/raw")
+	raw := full(enc, e1)
+	raw.Raw = true
+	e.mustTransfer(raw, dst, zfs.RecvOptions{})
+	fi := e.mustInfo(dst)
+	if !fi.Encrypted() || fi.EncryptionRoot != dst.String() || fi.KeyStatus != zfs.KeyStatusUnavailable {
+		e.t.Errorf("raw received filesystem: encryption %q root %q keystatus %q, want encrypted, its own root, unavailable",
+			fi.Encryption, fi.EncryptionRoot, fi.KeyStatus)
+	}
+	e.received(dst, e1)
+	// Raw incrementals need no key on either side.
+	e.noErr(e.h.UnloadKey(e.ctx, enc), "unload source key")
+	rawIncr := incr(enc, e1, e2)
+	rawIncr.Raw = true
+	e.mustTransfer(rawIncr, dst, zfs.RecvOptions{})
+	e.received(dst, e1, e2)
+	e.noErr(e.h.LoadKey(e.ctx, enc), "load source key")
+	e.noErr(e.h.LoadKey(e.ctx, dst), "load key of the raw received filesystem")
+	e.sameContent(e2.Ref(enc), e2.Ref(dst))
+}
+
+func caseNonRawSendKeyUnloaded(e *env) {
+	enc, e1, _ := e.encSource()
+	e.noErr(e.h.UnloadKey(e.ctx, enc), "unload key")
+	if fi := e.mustInfo(enc); fi.KeyStatus != zfs.KeyStatusUnavailable {
+		e.t.Errorf("keystatus after unload: %q", fi.KeyStatus)
+	}
+	// Real zfs may report the failure only when the stream is read.
+	err := func() error {
+		s, err := e.z.Send(e.ctx, full(enc, e1))
+		if err != nil {
+			return err
+		}
+		_, rerr := io.Copy(io.Discard, s)
+		if cerr := s.Close(); cerr != nil {
+			return cerr
+		}
+		return rerr
+	}()
+	e.wantErr(err, zfs.ErrKeyNotLoaded, "send", "", fmt.Sprintf("warning: cannot send '%s@e1': Invalid argument", enc))
+	// A raw send does not need the key.
+	raw := full(enc, e1)
+	raw.Raw = true
+	e.mustTransfer(raw, e.path("sink/raw"), zfs.RecvOptions{})
+}
+
+func caseEncryptionMismatch(e *env) {
+	enc, e1, e2 := e.encSource()
+	// A non-raw stream of an encrypted dataset lands unencrypted.
+	plain := e.path("sink/plain")
+	e.mustTransfer(full(enc, e1), plain, zfs.RecvOptions{})
+	if fi := e.mustInfo(plain); fi.Encrypted() {
+		e.t.Errorf("non-raw receive under an unencrypted parent is encrypted: %+v", fi)
+	}
+	e.sameContent(e1.Ref(enc), e1.Ref(plain))
+	rawIncr := incr(enc, e1, e2)
+	rawIncr.Raw = true
+	_, err := e.transfer(rawIncr, plain, zfs.RecvOptions{}, 0)
+	e.wantErr(err, zfs.ErrEncryptionMismatch, "recv", plain.String(),
+		"cannot receive incremental stream: cannot perform raw receive on top of existing unencrypted dataset")
+
+	// A non-raw incremental into an encrypted target needs its key.
+	rawDst := e.path("sink/raw")
+	raw := full(enc, e1)
+	raw.Raw = true
+	e.mustTransfer(raw, rawDst, zfs.RecvOptions{})
+	_, err = e.transfer(incr(enc, e1, e2), rawDst, zfs.RecvOptions{}, 0)
+	e.wantErr(err, zfs.ErrKeyNotLoaded, "recv", rawDst.String(), "cannot receive incremental stream: inherited key must be loaded")
+	e.received(rawDst, e1)
+}

@@ -1,0 +1,265 @@
+package zfstest
+
+import (
+	"errors"
+	"fmt"
+
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+func init() {
+	register("SnapshotGUIDTXGOrder", caseSnapshotGUIDTXGOrder)
+	register("SnapshotExists", caseSnapshotExists)
+	register("BookmarkKeepsGUIDAndTXG", caseBookmarkKeepsGUIDAndTXG)
+	register("BookmarkSurvivesSnapshotDestroy", caseBookmarkSurvivesSnapshotDestroy)
+	register("HoldBlocksDestroy", caseHoldBlocksDestroy)
+	register("HoldTwice", caseHoldTwice)
+	register("ReleaseAbsentTag", caseReleaseAbsentTag)
+	register("BatchedDestroy", caseBatchedDestroy)
+	register("Rollback", caseRollback)
+	register("Placeholder", casePlaceholder)
+	register("InvalidNames", caseInvalidNames)
+	register("MissingDataset", caseMissingDataset)
+}
+
+func caseSnapshotGUIDTXGOrder(e *env) {
+	fs := e.create("fs", false)
+	for i, n := range []string{"a", "b", "c"} {
+		e.write(fs, int64(i+1))
+		e.snap(fs, n)
+	}
+	vs := e.versions(fs)
+	if got := e.relNames(fs); !equalStrings(got, []string{"@a", "@b", "@c"}) {
+		e.t.Fatalf("versions = %v, want [@a @b @c]", got)
+	}
+	seen := map[uint64]bool{}
+	for i, v := range vs {
+		if v.GUID == 0 || seen[v.GUID] {
+			e.t.Errorf("%s: GUID %d is zero or repeated", v.Name, v.GUID)
+		}
+		seen[v.GUID] = true
+		if v.Creation.IsZero() {
+			e.t.Errorf("%s: zero creation time", v.Name)
+		}
+		if i > 0 {
+			if v.CreateTXG <= vs[i-1].CreateTXG {
+				e.t.Errorf("createtxg of %s (%d) not after %s (%d)", v.Name, v.CreateTXG, vs[i-1].Name, vs[i-1].CreateTXG)
+			}
+			if v.Creation.Before(vs[i-1].Creation) {
+				e.t.Errorf("creation of %s before %s", v.Name, vs[i-1].Name)
+			}
+		}
+		if v.UserRefs != 0 {
+			e.t.Errorf("%s: userrefs %d, want 0", v.Name, v.UserRefs)
+		}
+	}
+	// The filesystem has a GUID of its own.
+	if fi := e.mustInfo(fs); fi.GUID == 0 || seen[fi.GUID] {
+		e.t.Errorf("filesystem GUID %d is zero or equals a snapshot's", fi.GUID)
+	}
+}
+
+func caseSnapshotExists(e *env) {
+	fs := e.create("fs", false)
+	e.snap(fs, "a1")
+	err := e.z.Snapshot(e.ctx, fs, "a1")
+	e.wantErr(err, zfs.ErrDatasetExists, "snapshot", fs.String()+"@a1",
+		fmt.Sprintf("cannot create snapshot '%s@a1': dataset already exists", fs))
+}
+
+func caseBookmarkKeepsGUIDAndTXG(e *env) {
+	fs := e.create("fs", false)
+	e.write(fs, 1)
+	s := e.snap(fs, "s")
+	e.write(fs, 2)
+	e.snap(fs, "later")
+	b1 := e.bookmark(s.Ref(fs), "b1")
+	b2 := e.bookmark(b1.Ref(fs), "b0") // from a bookmark; sorts before b1 by name
+	for _, b := range []zfs.FilesystemVersion{b1, b2} {
+		if b.GUID != s.GUID || b.CreateTXG != s.CreateTXG {
+			e.t.Errorf("bookmark %s: guid %d txg %d, want the snapshot's %d %d", b.Name, b.GUID, b.CreateTXG, s.GUID, s.CreateTXG)
+		}
+		if b.UserRefs != 0 {
+			e.t.Errorf("bookmark %s: userrefs %d", b.Name, b.UserRefs)
+		}
+	}
+	if got, want := e.relNames(fs), []string{"@s", "#b0", "#b1", "@later"}; !equalStrings(got, want) {
+		e.t.Errorf("versions = %v, want %v (txg order, snapshots before bookmarks of one txg)", got, want)
+	}
+	err := e.z.Bookmark(e.ctx, s.Ref(fs), "b1")
+	e.wantErr(err, zfs.ErrDatasetExists, "bookmark", "",
+		fmt.Sprintf("cannot create bookmark '%s#b1': bookmark exists", fs))
+}
+
+func caseBookmarkSurvivesSnapshotDestroy(e *env) {
+	fs := e.create("fs", false)
+	e.write(fs, 1)
+	s := e.snap(fs, "s")
+	b := e.bookmark(s.Ref(fs), "s")
+	e.noErr(e.z.Destroy(e.ctx, []zfs.VersionRef{s.Ref(fs)}), "destroy %s@s", fs)
+	vs := e.versions(fs)
+	if len(vs) != 1 || vs[0].Kind != zfs.Bookmark || vs[0].GUID != b.GUID || vs[0].CreateTXG != b.CreateTXG {
+		e.t.Errorf("after destroying the snapshot: %+v, want only #s with guid %d", vs, b.GUID)
+	}
+}
+
+func caseHoldBlocksDestroy(e *env) {
+	fs := e.create("fs", false)
+	s := e.snap(fs, "s1")
+	ref := s.Ref(fs)
+	e.noErr(e.z.Hold(e.ctx, ref, "zrepl_keep"), "hold")
+	holds, err := e.z.Holds(e.ctx, []zfs.VersionRef{ref})
+	e.noErr(err, "holds")
+	if got := holds["s1"]; !equalStrings(got, []string{"zrepl_keep"}) {
+		e.t.Errorf("holds = %v, want [zrepl_keep]", holds)
+	}
+	if v := e.version(fs, zfs.Snapshot, "s1"); v.UserRefs != 1 {
+		e.t.Errorf("userrefs = %d, want 1", v.UserRefs)
+	}
+	err = e.z.Destroy(e.ctx, []zfs.VersionRef{ref})
+	e.wantErr(err, zfs.ErrDatasetBusy, "destroy", ref.String(),
+		fmt.Sprintf("cannot destroy snapshot %s: dataset is busy", ref))
+	e.version(fs, zfs.Snapshot, "s1") // still there
+	e.noErr(e.z.Release(e.ctx, ref, "zrepl_keep"), "release")
+	holds, err = e.z.Holds(e.ctx, []zfs.VersionRef{ref})
+	e.noErr(err, "holds")
+	if got, ok := holds["s1"]; !ok || len(got) != 0 {
+		e.t.Errorf("holds after release = %v, want s1 with no tags", holds)
+	}
+	e.noErr(e.z.Destroy(e.ctx, []zfs.VersionRef{ref}), "destroy released snapshot")
+	if vs := e.versions(fs); len(vs) != 0 {
+		e.t.Errorf("versions after destroy: %v", vs)
+	}
+}
+
+func caseHoldTwice(e *env) {
+	fs := e.create("fs", false)
+	ref := e.snap(fs, "s1").Ref(fs)
+	e.noErr(e.z.Hold(e.ctx, ref, "t"), "hold")
+	err := e.z.Hold(e.ctx, ref, "t")
+	e.wantErr(err, zfs.ErrHoldTagExists, "hold", ref.String(),
+		fmt.Sprintf("cannot hold snapshot '%s': tag already exists on this dataset", ref))
+	e.noErr(e.z.Hold(e.ctx, ref, "u"), "second tag")
+	holds, err := e.z.Holds(e.ctx, []zfs.VersionRef{ref})
+	e.noErr(err, "holds")
+	if !equalStrings(holds["s1"], []string{"t", "u"}) {
+		e.t.Errorf("holds = %v, want [t u]", holds["s1"])
+	}
+}
+
+func caseReleaseAbsentTag(e *env) {
+	fs := e.create("fs", false)
+	ref := e.snap(fs, "s1").Ref(fs)
+	err := e.z.Release(e.ctx, ref, "nope")
+	e.wantErr(err, zfs.ErrHoldTagNotFound, "release", ref.String(),
+		fmt.Sprintf("cannot release hold from snapshot '%s': no such tag on this dataset", ref))
+}
+
+func caseBatchedDestroy(e *env) {
+	fs := e.create("fs", false)
+	a := e.snap(fs, "a").Ref(fs)
+	e.write(fs, 1)
+	b := e.snap(fs, "b").Ref(fs)
+	e.write(fs, 2)
+	c := e.snap(fs, "c").Ref(fs)
+	bm := e.bookmark(b, "bm").Ref(fs)
+	e.noErr(e.z.Hold(e.ctx, b, "keep"), "hold")
+	nope := zfs.BookmarkRef(fs, "bm_nope")
+	err := e.z.Destroy(e.ctx, []zfs.VersionRef{a, b, bm, nope, c})
+	if !errors.Is(err, zfs.ErrDatasetBusy) || !errors.Is(err, zfs.ErrDatasetNotExist) {
+		e.t.Fatalf("destroy: want busy and not-exist errors joined, got %v", err)
+	}
+	e.wantErr(err, zfs.ErrDatasetBusy, "destroy", b.String(), fmt.Sprintf("cannot destroy snapshot %s: dataset is busy", b))
+	e.wantErr(err, zfs.ErrDatasetNotExist, "destroy", nope.String(), fmt.Sprintf("bookmark '%s' does not exist.", nope))
+	if got := e.relNames(fs); !equalStrings(got, []string{"@b"}) {
+		e.t.Errorf("after batched destroy: %v, want [@b]", got)
+	}
+	// An empty batch is a no-op.
+	e.noErr(e.z.Destroy(e.ctx, nil), "empty destroy")
+}
+
+func caseRollback(e *env) {
+	fs := e.create("fs", false)
+	e.write(fs, 1)
+	a := e.snap(fs, "a")
+	e.write(fs, 2)
+	e.snap(fs, "b")
+	e.bookmark(zfs.SnapshotRef(fs, "b"), "bb")
+	e.write(fs, 3)
+	err := e.z.Rollback(e.ctx, a.Ref(fs), false)
+	e.wantErr(err, zfs.ErrNewerSnapshotsExist, "rollback", "",
+		fmt.Sprintf("cannot rollback to '%s@a': more recent snapshots or bookmarks exist…", fs))
+	if got := e.relNames(fs); !equalStrings(got, []string{"@a", "@b", "#bb"}) {
+		e.t.Errorf("refused rollback changed versions: %v", got)
+	}
+	// Rolling back to the most recent snapshot needs no -r.
+	e.noErr(e.z.Rollback(e.ctx, zfs.SnapshotRef(fs, "b"), false), "rollback to latest")
+	e.noErr(e.z.Rollback(e.ctx, a.Ref(fs), true), "rollback -r")
+	if got := e.relNames(fs); !equalStrings(got, []string{"@a"}) {
+		e.t.Errorf("after rollback -r: %v, want [@a]", got)
+	}
+	e.snap(fs, "again")
+	e.sameContent(a.Ref(fs), zfs.SnapshotRef(fs, "again"))
+}
+
+func casePlaceholder(e *env) {
+	ph := e.path("ph")
+	e.noErr(e.z.CreatePlaceholder(e.ctx, ph), "create placeholder")
+	if fi := e.mustInfo(ph); !fi.Placeholder {
+		e.t.Errorf("%s: Placeholder = false", ph)
+	}
+	child := e.path("ph/child")
+	e.noErr(e.z.CreatePlaceholder(e.ctx, child), "placeholder below a placeholder")
+	err := e.z.CreatePlaceholder(e.ctx, e.path("missing/child"))
+	if !errors.Is(err, zfs.ErrDatasetNotExist) {
+		e.t.Errorf("placeholder without parent: %v, want ErrDatasetNotExist", err)
+	}
+	e.noErr(e.z.SetUserProperty(e.ctx, ph, zfs.PlaceholderProperty, ""), "inherit placeholder property")
+	if fi := e.mustInfo(ph); fi.Placeholder {
+		e.t.Errorf("%s: still a placeholder after inheriting the property", ph)
+	}
+	fs := e.create("fs", false)
+	if fi := e.mustInfo(fs); fi.Placeholder {
+		e.t.Errorf("ordinary filesystem listed as placeholder")
+	}
+	e.noErr(e.z.SetUserProperty(e.ctx, fs, zfs.PlaceholderProperty, "on"), "set property")
+	if fi := e.mustInfo(fs); !fi.Placeholder {
+		e.t.Errorf("%s with %s=on is not a placeholder", fs, zfs.PlaceholderProperty)
+	}
+}
+
+func caseInvalidNames(e *env) {
+	fs := e.create("fs", false)
+	s := e.snap(fs, "s")
+	check := func(what string, err error) {
+		e.t.Helper()
+		if !errors.Is(err, zfs.ErrInvalidName) || zfs.KindOf(err) != zfs.ErrInvalidName {
+			e.t.Errorf("%s: got %v, want ErrInvalidName", what, err)
+		}
+	}
+	check("snapshot name with @", e.z.Snapshot(e.ctx, fs, "bad@name"))
+	check("empty snapshot name", e.z.Snapshot(e.ctx, fs, ""))
+	check("bookmark name with /", e.z.Bookmark(e.ctx, s.Ref(fs), "x/y"))
+	check("empty hold tag", e.z.Hold(e.ctx, s.Ref(fs), ""))
+	check("destroy of an empty name", e.z.Destroy(e.ctx, []zfs.VersionRef{zfs.SnapshotRef(fs, "")}))
+	_, err := e.z.ListVersions(e.ctx, zfs.DatasetPath{})
+	check("zero dataset path", err)
+	_, err = e.z.Send(e.ctx, zfs.SendArgs{FS: fs, To: zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: "sp ce\t"}})
+	check("send of a bad snapshot name", err)
+	if got := e.relNames(fs); !equalStrings(got, []string{"@s"}) {
+		e.t.Errorf("invalid calls changed versions: %v", got)
+	}
+}
+
+func caseMissingDataset(e *env) {
+	fs := e.create("fs", false)
+	missing := zfs.SnapshotRef(fs, "nonexist")
+	err := e.z.Hold(e.ctx, missing, "t")
+	e.wantErr(err, zfs.ErrDatasetNotExist, "hold", "", "")
+	err = e.z.Bookmark(e.ctx, missing, "b")
+	e.wantErr(err, zfs.ErrDatasetNotExist, "bookmark", "", fmt.Sprintf("cannot open '%s': dataset does not exist", missing))
+	_, err = e.z.ListVersions(e.ctx, e.path("nofs"))
+	e.wantErr(err, zfs.ErrDatasetNotExist, "", "", "")
+	_, err = e.z.ListFilesystems(e.ctx, e.path("nofs"))
+	e.wantErr(err, zfs.ErrDatasetNotExist, "", "", "")
+}

@@ -1,0 +1,69 @@
+package zfsmodel_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/engine/zfs/zfstest"
+	"zrepl.dev/zrepl/zfsmodel"
+)
+
+// harness adapts a Model to the conformance suite.
+type harness struct {
+	m *zfsmodel.Model
+	n int
+}
+
+func newHarness(t *testing.T) zfstest.Harness {
+	m := zfsmodel.New(zfsmodel.Options{Seed: 42})
+	if err := m.CreatePool("pool"); err != nil {
+		t.Fatal(err)
+	}
+	return &harness{m: m}
+}
+
+func (h *harness) ZFS() zfs.ZFS { return h.m }
+
+func (h *harness) NewRoot(t *testing.T) zfs.DatasetPath {
+	h.n++
+	p := zfs.MustDatasetPath(fmt.Sprintf("pool/case-%d", h.n))
+	if err := h.m.CreateFilesystem(p, zfsmodel.FSOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (h *harness) CreateFilesystem(ctx context.Context, fs zfs.DatasetPath, encrypted bool) error {
+	return h.m.CreateFilesystem(fs, zfsmodel.FSOptions{Encrypted: encrypted})
+}
+
+func (h *harness) WriteData(ctx context.Context, fs zfs.DatasetPath, seed int64, size int) error {
+	return h.m.WriteData(fs, seed, (size+zfsmodel.BlockSize-1)/zfsmodel.BlockSize)
+}
+
+func (h *harness) Checksum(ctx context.Context, s zfs.VersionRef) (string, error) {
+	return h.m.Checksum(s)
+}
+
+func (h *harness) LoadKey(ctx context.Context, fs zfs.DatasetPath) error   { return h.m.LoadKey(fs) }
+func (h *harness) UnloadKey(ctx context.Context, fs zfs.DatasetPath) error { return h.m.UnloadKey(fs) }
+
+func TestConformance(t *testing.T) {
+	zfstest.Run(t, newHarness)
+}
+
+func TestConformanceCaseNames(t *testing.T) {
+	names := zfstest.CaseNames()
+	if len(names) < 25 {
+		t.Fatalf("only %d cases: %v", len(names), names)
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		if seen[n] {
+			t.Errorf("case %q registered twice", n)
+		}
+		seen[n] = true
+	}
+}
