@@ -107,6 +107,8 @@ type block struct {
 	// Birth is the pool txg in which the block was written; incremental
 	// sends carry the blocks born after the source's txg, as ZFS does.
 	Birth uint64
+	// Sum is the CRC-32C of the block's plain bytes.
+	Sum uint32
 }
 
 func (c content) clone() content {
@@ -381,10 +383,11 @@ func (m *Model) WriteData(fs zfs.DatasetPath, seed int64, nblocks int) error {
 	}
 	txg := m.nextTXG(poolOf(d.Name))
 	start := splitmix(uint64(seed)) % 1024
+	scratch := make([]byte, BlockSize)
 	for j := uint64(0); j < uint64(nblocks); j++ {
 		bn := start + j
 		key := splitmix(splitmix(uint64(seed)^bn*golden) ^ txg)
-		d.Head[bn] = block{Key: key, Birth: txg}
+		d.Head[bn] = block{Key: key, Birth: txg, Sum: blockSum(key, scratch)}
 	}
 	d.HeadTXG = txg
 	return nil

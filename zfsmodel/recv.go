@@ -93,6 +93,10 @@ func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reade
 		next = rp.prior.NextBlock
 	}
 	complete := sr.n
+	var adjust uint32
+	if h.Encrypted {
+		adjust = rawSumAdjust(splitmix(h.KeyID) | 1)
+	}
 	var rerr error
 	for i := uint64(0); i < h.Blocks; i++ {
 		if rerr = ctx.Err(); rerr != nil {
@@ -107,7 +111,7 @@ func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reade
 			rerr = &errBadStream{"blocks out of order"}
 			break
 		}
-		got[rec.No] = block{Key: rec.Key}
+		got[rec.No] = block{Key: rec.Key, Sum: rec.Sum ^ adjust}
 		next, complete = rec.No+1, sr.n
 	}
 	if rerr == nil {
@@ -340,7 +344,7 @@ func (m *Model) commitRecv(op string, rp *recvPlan, h streamHeader, got content,
 	}
 	txg := m.nextTXG(poolOf(d.Name))
 	for bn, b := range blocks {
-		head[bn] = block{Key: b.Key, Birth: txg}
+		head[bn] = block{Key: b.Key, Birth: txg, Sum: b.Sum}
 	}
 	d.Head, d.HeadTXG, d.Partial = head, txg, nil
 	d.Snaps = append(d.Snaps, &snapshot{Name: snapName(h.ToName), GUID: h.ToGUID, TXG: txg,

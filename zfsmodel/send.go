@@ -175,7 +175,7 @@ func (m *Model) planSend(args zfs.SendArgs) (*streamPlan, error) {
 	var blocks []blockRec
 	for bn, b := range to.Content {
 		if b.Birth > fromTXG && bn >= first {
-			blocks = append(blocks, blockRec{No: bn, Key: b.Key})
+			blocks = append(blocks, blockRec{No: bn, Key: b.Key, Sum: b.Sum})
 		}
 	}
 	return newPlan(h, blocks)
