@@ -98,6 +98,16 @@ func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reade
 		adjust = rawSumAdjust(splitmix(h.KeyID) | 1)
 	}
 	var rerr error
+	// A record is kept once the checksum that follows it verified it.
+	var pending *blockRec
+	var pendingEnd int64
+	accept := func() {
+		if pending != nil {
+			got[pending.No] = block{Key: pending.Key, Sum: pending.Sum ^ adjust}
+			next, complete = pending.No+1, pendingEnd
+			pending = nil
+		}
+	}
 	for i := uint64(0); i < h.Blocks; i++ {
 		if rerr = ctx.Err(); rerr != nil {
 			break
@@ -107,16 +117,18 @@ func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reade
 			rerr = err
 			break
 		}
+		accept()
 		if rec.No < next {
 			rerr = &errBadStream{"blocks out of order"}
 			break
 		}
-		got[rec.No] = block{Key: rec.Key, Sum: rec.Sum ^ adjust}
-		next, complete = rec.No+1, sr.n
+		pending, pendingEnd = &rec, sr.n
 	}
 	if rerr == nil {
 		if rerr = ctx.Err(); rerr == nil {
-			rerr = sr.trailer()
+			if rerr = sr.trailer(); rerr == nil {
+				accept()
+			}
 		}
 	}
 

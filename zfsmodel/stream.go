@@ -16,19 +16,22 @@ import (
 //
 //	magic "ZMSTRM\x00\x01"
 //	uint32 big-endian length, then the header as JSON (streamHeader)
-//	Header.Blocks block records: 'B', uint64 block number, uint64 key,
-//	  then BlockSize bytes of data (encrypted under the key ID in raw
-//	  streams of encrypted datasets)
-//	trailer: 'E', then a big-endian CRC-32C (Castagnoli) over every byte
-//	  before it, except that each block's data enters it as the 4-byte
-//	  big-endian CRC-32C of that data
+//	Header.Blocks block records: 'B', uint32 running checksum, uint64
+//	  block number, uint64 key, then BlockSize bytes of data (encrypted
+//	  under the key ID in raw streams of encrypted datasets)
+//	trailer: 'E', then the running checksum
+//
+// The running checksum (big-endian) is a CRC-32C (Castagnoli) over every
+// byte before it, except that each block's data enters it as the 4-byte
+// big-endian CRC-32C of that data. Like the checksum in every ZFS stream
+// record, it lets a receiver verify each record before it keeps it.
 //
 // Records have a fixed size, so the exact stream length is known in
 // advance (SendSize) and a resume position is a block number.
 var streamMagic = [8]byte{'Z', 'M', 'S', 'T', 'R', 'M', 0, 1}
 
 const (
-	recHeaderLen = 1 + 8 + 8
+	recHeaderLen = 1 + 4 + 8 + 8
 	recLen       = recHeaderLen + BlockSize
 	trailerLen   = 1 + 4
 	// maxHeaderLen bounds what a receiver allocates for a header.
@@ -241,9 +244,12 @@ func (s *sendStream) emit(p []byte) int {
 		b := pl.blocks[idx]
 		if off < recHeaderLen {
 			if s.recIdx != idx {
+				// off is 0 here: the header is built at its first byte,
+				// when s.crc covers everything before the record.
 				s.rec[0] = 'B'
-				binary.BigEndian.PutUint64(s.rec[1:], b.No)
-				binary.BigEndian.PutUint64(s.rec[9:], b.Key)
+				binary.BigEndian.PutUint32(s.rec[1:], crc32.Update(s.crc, castagnoli, s.rec[:1]))
+				binary.BigEndian.PutUint64(s.rec[5:], b.No)
+				binary.BigEndian.PutUint64(s.rec[13:], b.Key)
 				s.recIdx = idx
 			}
 			n = copy(p, s.rec[off:])
@@ -351,8 +357,10 @@ func (sr *streamReader) header() (streamHeader, error) {
 	return h, nil
 }
 
-// record reads one block record; its data is checked through the trailer.
-// Sum is the CRC of the data as received (ciphertext in raw streams).
+// record reads one block record and checks the running checksum, which
+// verifies everything before the record; its own data is verified by the
+// next record or the trailer. Sum is the CRC of the data as received
+// (ciphertext in raw streams).
 func (sr *streamReader) record() (blockRec, error) {
 	if sr.buf == nil {
 		sr.buf = make([]byte, recLen)
@@ -371,12 +379,15 @@ func (sr *streamReader) record() (blockRec, error) {
 	}
 	sr.n += int64(n)
 	rh, data := sr.buf[:recHeaderLen], sr.buf[recHeaderLen:]
+	if want := crc32.Update(sr.crc, castagnoli, rh[:1]); binary.BigEndian.Uint32(rh[1:]) != want {
+		return blockRec{}, errChecksum
+	}
 	sr.crc = crc32.Update(sr.crc, castagnoli, rh)
 	sum := crc32.Checksum(data, castagnoli)
 	var sb [4]byte
 	binary.BigEndian.PutUint32(sb[:], sum)
 	sr.crc = crc32.Update(sr.crc, castagnoli, sb[:])
-	return blockRec{No: binary.BigEndian.Uint64(rh[1:]), Key: binary.BigEndian.Uint64(rh[9:]), Sum: sum}, nil
+	return blockRec{No: binary.BigEndian.Uint64(rh[5:]), Key: binary.BigEndian.Uint64(rh[13:]), Sum: sum}, nil
 }
 
 // trailer reads the end record and checks the stream checksum.
