@@ -1,0 +1,176 @@
+package endpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+// ReceiveRequest describes one step arriving at the receiver.
+type ReceiveRequest struct {
+	// FS is the sender-side name; the data lands at Root/FS.
+	FS   string
+	From *zfs.FilesystemVersion
+	To   zfs.FilesystemVersion
+	// Full marks a full (non-incremental) stream.
+	Full bool
+	// Resuming marks a stream that continues the partial receive state.
+	Resuming bool
+
+	SetProperties     map[string]string
+	InheritProperties []string
+}
+
+// ErrReceivedWrongVersion means the snapshot that arrived is not the one
+// the plan named: the stream or the sender is not what we were told.
+var ErrReceivedWrongVersion = errors.New("received snapshot is not the planned one")
+
+// Receiver is the receiving side of a job. Everything it writes lies below
+// Root, which for a sink is <root_fs>/<client identity>.
+type Receiver struct {
+	ZFS  zfs.ZFS
+	Job  JobID
+	Root zfs.DatasetPath
+}
+
+// Target maps a sender-side filesystem name below Root.
+func (r *Receiver) Target(fs string) (zfs.DatasetPath, error) {
+	if _, err := zfs.NewDatasetPath(fs); err != nil {
+		return zfs.DatasetPath{}, fmt.Errorf("received filesystem name: %w", err)
+	}
+	return r.Root.Join(fs)
+}
+
+// ListFilesystems lists everything below Root, named as the sender names
+// it. Root itself is not listed. A missing Root lists as empty.
+func (r *Receiver) ListFilesystems(ctx context.Context) ([]Filesystem, error) {
+	infos, err := r.ZFS.ListFilesystems(ctx, r.Root)
+	if errors.Is(err, zfs.ErrDatasetNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list filesystems below %s: %w", r.Root, err)
+	}
+	var out []Filesystem
+	for _, info := range infos {
+		rel, ok := info.Path.TrimPrefix(r.Root)
+		if !ok {
+			continue
+		}
+		versions, err := r.ZFS.ListVersions(ctx, info.Path)
+		if err != nil {
+			return nil, fmt.Errorf("list versions of %s: %w", info.Path, err)
+		}
+		out = append(out, Filesystem{Path: rel, Info: info, Versions: versions})
+	}
+	return out, nil
+}
+
+// ensureParents creates missing ancestors of target, from Root down, as
+// placeholders.
+func (r *Receiver) ensureParents(ctx context.Context, target zfs.DatasetPath) error {
+	var missing []zfs.DatasetPath
+	for p, ok := target.Parent(); ok; p, ok = p.Parent() {
+		if _, err := r.ZFS.ListVersions(ctx, p); err == nil {
+			break
+		} else if !errors.Is(err, zfs.ErrDatasetNotExist) {
+			return fmt.Errorf("look up %s: %w", p, err)
+		}
+		missing = append(missing, p)
+		if p == r.Root {
+			break
+		}
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		err := r.ZFS.CreatePlaceholder(ctx, missing[i])
+		if err != nil && !errors.Is(err, zfs.ErrDatasetExists) {
+			return fmt.Errorf("create placeholder %s: %w", missing[i], err)
+		}
+	}
+	return nil
+}
+
+// Receive receives one step into Root/req.FS, checks that the snapshot that
+// arrived has the planned GUID, and moves the job's last-received hold to it.
+// An interrupted receive keeps its partial state (zfs recv -s).
+func (r *Receiver) Receive(ctx context.Context, req ReceiveRequest, stream io.Reader) error {
+	target, err := r.Target(req.FS)
+	if err != nil {
+		return err
+	}
+	if err := r.ensureParents(ctx, target); err != nil {
+		return err
+	}
+	opts := zfs.RecvOptions{Resumable: true, SetProperties: req.SetProperties, InheritProperties: req.InheritProperties}
+	placeholder := false
+	if req.Full && !req.Resuming {
+		// A full stream may only replace a placeholder that holds children;
+		// -F would destroy anything else, so only a placeholder gets it.
+		infos, err := r.ZFS.ListFilesystems(ctx, target)
+		switch {
+		case errors.Is(err, zfs.ErrDatasetNotExist):
+		case err != nil:
+			return fmt.Errorf("look up %s: %w", target, err)
+		case len(infos) > 0 && infos[0].Placeholder:
+			versions, err := r.ZFS.ListVersions(ctx, target)
+			if err != nil {
+				return fmt.Errorf("list versions of %s: %w", target, err)
+			}
+			if len(versions) == 0 {
+				opts.ForceRollback = true
+				placeholder = true
+			}
+		}
+	}
+	if err := r.ZFS.Receive(ctx, target, stream, opts); err != nil {
+		return err
+	}
+	if placeholder {
+		if err := r.ZFS.SetUserProperty(ctx, target, zfs.PlaceholderProperty, ""); err != nil {
+			return fmt.Errorf("clear placeholder mark of %s: %w", target, err)
+		}
+	}
+	versions, err := r.ZFS.ListVersions(ctx, target)
+	if err != nil {
+		return fmt.Errorf("list versions of %s after receive: %w", target, err)
+	}
+	var got *zfs.FilesystemVersion
+	var older []zfs.VersionRef
+	for i, v := range versions {
+		if v.Kind != zfs.Snapshot {
+			continue
+		}
+		if v.Name == req.To.Name {
+			got = &versions[i]
+		} else if v.UserRefs > 0 {
+			older = append(older, v.Ref(target))
+		}
+	}
+	if got == nil {
+		return fmt.Errorf("%s: snapshot %s missing after receive: %w", target, req.To.RelName(), ErrReceivedWrongVersion)
+	}
+	if got.GUID != req.To.GUID {
+		return fmt.Errorf("%s%s has GUID %016x, the plan said %016x: %w", target, got.RelName(), got.GUID, req.To.GUID, ErrReceivedWrongVersion)
+	}
+	tag := LastReceivedHoldTag(r.Job)
+	if err := holdIdempotent(ctx, r.ZFS, got.Ref(target), tag); err != nil {
+		return fmt.Errorf("last-received hold on %s: %w", got.Ref(target), err)
+	}
+	return releaseTagFrom(ctx, r.ZFS, older, tag)
+}
+
+// AbortPartialReceive discards the partial receive state of Root/fs.
+func (r *Receiver) AbortPartialReceive(ctx context.Context, fs string) error {
+	target, err := r.Target(fs)
+	if err != nil {
+		return err
+	}
+	err = r.ZFS.AbortReceive(ctx, target)
+	if errors.Is(err, zfs.ErrNoResumableState) {
+		return nil
+	}
+	return err
+}

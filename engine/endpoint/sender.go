@@ -1,0 +1,224 @@
+package endpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/engine/zfs/resumetoken"
+)
+
+// Filesystem is one filesystem as an endpoint lists it. Path is the
+// sender-side name; the receiver maps it below its root.
+type Filesystem struct {
+	Path     string
+	Info     zfs.FilesystemInfo
+	Versions []zfs.FilesystemVersion
+}
+
+// ErrNotAllowed is returned for a request that names a filesystem or
+// version outside what the endpoint serves.
+var ErrNotAllowed = errors.New("not allowed")
+
+// SendRequest asks for one step.
+type SendRequest struct {
+	FS          string
+	From        *zfs.FilesystemVersion
+	To          zfs.FilesystemVersion
+	ResumeToken string
+	Raw         bool
+
+	Compressed, LargeBlocks, EmbeddedData bool
+}
+
+// Sender is the sending side of a job.
+type Sender struct {
+	ZFS zfs.ZFS
+	Job JobID
+	// Filter says which filesystems the job sends; nil sends none.
+	Filter func(zfs.DatasetPath) bool
+	// Roots are the datasets listed; each is filtered.
+	Roots []zfs.DatasetPath
+}
+
+func (s *Sender) allowed(fs string) (zfs.DatasetPath, error) {
+	p, err := zfs.NewDatasetPath(fs)
+	if err != nil {
+		return zfs.DatasetPath{}, err
+	}
+	if s.Filter == nil || !s.Filter(p) {
+		return zfs.DatasetPath{}, fmt.Errorf("filesystem %s is not sent by job %s: %w", fs, s.Job, ErrNotAllowed)
+	}
+	return p, nil
+}
+
+// ListFilesystems lists the filesystems the job sends with their versions.
+func (s *Sender) ListFilesystems(ctx context.Context) ([]Filesystem, error) {
+	var out []Filesystem
+	seen := map[string]bool{}
+	for _, root := range s.Roots {
+		infos, err := s.ZFS.ListFilesystems(ctx, root)
+		if err != nil {
+			return nil, fmt.Errorf("list filesystems below %s: %w", root, err)
+		}
+		for _, info := range infos {
+			if seen[info.Path.String()] || s.Filter == nil || !s.Filter(info.Path) {
+				continue
+			}
+			seen[info.Path.String()] = true
+			versions, err := s.ZFS.ListVersions(ctx, info.Path)
+			if err != nil {
+				return nil, fmt.Errorf("list versions of %s: %w", info.Path, err)
+			}
+			out = append(out, Filesystem{Path: info.Path.String(), Info: info, Versions: versions})
+		}
+	}
+	return out, nil
+}
+
+// checkToken makes sure a resume token encodes exactly the requested step,
+// so a confused or malicious receiver cannot make us send anything else.
+func checkToken(fs zfs.DatasetPath, req SendRequest) error {
+	tok, err := resumetoken.Decode(req.ResumeToken)
+	if err != nil {
+		return fmt.Errorf("resume token for %s: %w", fs, err)
+	}
+	want := zfs.SnapshotRef(fs, req.To.Name).String()
+	var wantFrom uint64
+	if req.From != nil {
+		wantFrom = req.From.GUID
+	}
+	if tok.ToName != want || tok.ToGUID != req.To.GUID || tok.FromGUID != wantFrom || tok.RawOK != req.Raw {
+		return fmt.Errorf("resume token encodes %s (guid %016x, from guid %016x, raw %v), the request is for %s (guid %016x, from guid %016x, raw %v): %w",
+			tok.ToName, tok.ToGUID, tok.FromGUID, tok.RawOK, want, req.To.GUID, wantFrom, req.Raw, zfs.ErrResumeTokenCorrupt)
+	}
+	return nil
+}
+
+// Send protects the step with step holds (or a step bookmark where the
+// source is a bookmark) and starts the send stream. The protection stays
+// until the next step of the filesystem completed, so an interrupted step
+// can always resume and the incremental source cannot vanish underneath.
+func (s *Sender) Send(ctx context.Context, req SendRequest) (io.ReadCloser, error) {
+	fs, err := s.allowed(req.FS)
+	if err != nil {
+		return nil, err
+	}
+	if req.To.Kind != zfs.Snapshot {
+		return nil, fmt.Errorf("send %s: target %s is not a snapshot: %w", fs, req.To.RelName(), ErrNotAllowed)
+	}
+	if req.ResumeToken != "" {
+		if err := checkToken(fs, req); err != nil {
+			return nil, err
+		}
+	}
+	tag := StepHoldTag(s.Job)
+	if err := holdIdempotent(ctx, s.ZFS, req.To.Ref(fs), tag); err != nil {
+		return nil, fmt.Errorf("step hold on %s: %w", req.To.Ref(fs), err)
+	}
+	if req.From != nil {
+		switch req.From.Kind {
+		case zfs.Snapshot:
+			if err := holdIdempotent(ctx, s.ZFS, req.From.Ref(fs), tag); err != nil {
+				return nil, fmt.Errorf("step hold on %s: %w", req.From.Ref(fs), err)
+			}
+		case zfs.Bookmark:
+			name := StepBookmarkName(req.From.GUID, s.Job)
+			if req.From.Name != name {
+				if err := bookmarkIdempotent(ctx, s.ZFS, req.From.Ref(fs), req.From.GUID, name); err != nil {
+					return nil, fmt.Errorf("step bookmark of %s: %w", req.From.Ref(fs), err)
+				}
+			}
+		}
+	}
+	return s.ZFS.Send(ctx, zfs.SendArgs{
+		FS: fs, From: req.From, To: req.To, ResumeToken: req.ResumeToken, Raw: req.Raw,
+		Compressed: req.Compressed, LargeBlocks: req.LargeBlocks, EmbeddedData: req.EmbeddedData,
+	})
+}
+
+// SendSize estimates the bytes a Send of req would produce.
+func (s *Sender) SendSize(ctx context.Context, req SendRequest) (int64, error) {
+	fs, err := s.allowed(req.FS)
+	if err != nil {
+		return 0, err
+	}
+	return s.ZFS.SendSize(ctx, zfs.SendArgs{
+		FS: fs, From: req.From, To: req.To, ResumeToken: req.ResumeToken, Raw: req.Raw,
+		Compressed: req.Compressed, LargeBlocks: req.LargeBlocks, EmbeddedData: req.EmbeddedData,
+	})
+}
+
+// StepCompleted is called once the receiver confirmed req.To. It moves the
+// job's replication cursor to req.To (create the new bookmark, then destroy
+// the older ones: there is never an instant without a cursor) and releases
+// the protection of older steps. With last, the step's own protection goes
+// too: the cursor alone keeps the next incremental possible.
+func (s *Sender) StepCompleted(ctx context.Context, req SendRequest, last bool) error {
+	fs, err := s.allowed(req.FS)
+	if err != nil {
+		return err
+	}
+	cursor := CursorBookmarkName(req.To.GUID, s.Job)
+	if err := bookmarkIdempotent(ctx, s.ZFS, req.To.Ref(fs), req.To.GUID, cursor); err != nil {
+		return fmt.Errorf("move replication cursor of %s: %w", fs, err)
+	}
+	versions, err := s.ZFS.ListVersions(ctx, fs)
+	if err != nil {
+		return fmt.Errorf("list versions of %s: %w", fs, err)
+	}
+	var obsolete []zfs.VersionRef
+	var release []zfs.VersionRef
+	for _, v := range versions {
+		older := v.CreateTXG < req.To.CreateTXG
+		switch v.Kind {
+		case zfs.Bookmark:
+			p, ok := ParseBookmarkName(v.Name)
+			if !ok || p.Job != s.Job {
+				continue
+			}
+			if p.Kind == ReplicationCursorV2 && v.Name != cursor && older {
+				obsolete = append(obsolete, v.Ref(fs))
+			}
+			if p.Kind == StepBookmark && (older || last) {
+				obsolete = append(obsolete, v.Ref(fs))
+			}
+		case zfs.Snapshot:
+			if v.UserRefs > 0 && (older || (last && v.GUID == req.To.GUID)) {
+				release = append(release, v.Ref(fs))
+			}
+		}
+	}
+	if err := s.releaseTag(ctx, release, StepHoldTag(s.Job)); err != nil {
+		return err
+	}
+	return destroyIdempotent(ctx, s.ZFS, obsolete)
+}
+
+// releaseTag releases tag from those of snaps that carry it.
+func (s *Sender) releaseTag(ctx context.Context, snaps []zfs.VersionRef, tag string) error {
+	return releaseTagFrom(ctx, s.ZFS, snaps, tag)
+}
+
+func releaseTagFrom(ctx context.Context, z zfs.ZFS, snaps []zfs.VersionRef, tag string) error {
+	if len(snaps) == 0 {
+		return nil
+	}
+	holds, err := z.Holds(ctx, snaps)
+	if err != nil {
+		return fmt.Errorf("list holds of %s: %w", snaps[0].FS, err)
+	}
+	var errs []error
+	for _, snap := range snaps {
+		if !slices.Contains(holds[snap.Name], tag) {
+			continue
+		}
+		if err := releaseIdempotent(ctx, z, snap, tag); err != nil {
+			errs = append(errs, fmt.Errorf("release %s from %s: %w", tag, snap, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,530 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/replication/planner"
+	"zrepl.dev/zrepl/engine/replication/queue"
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+// Sender is what the driver needs of the sending side.
+type Sender interface {
+	ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error)
+	Send(ctx context.Context, req endpoint.SendRequest) (io.ReadCloser, error)
+	SendSize(ctx context.Context, req endpoint.SendRequest) (int64, error)
+	StepCompleted(ctx context.Context, req endpoint.SendRequest, last bool) error
+}
+
+// Receiver is what the driver needs of the receiving side.
+type Receiver interface {
+	ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error)
+	Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error
+	AbortPartialReceive(ctx context.Context, fs string) error
+}
+
+// Config of a run. Zero values get defaults.
+type Config struct {
+	Policy      planner.Policy
+	Concurrency int
+	// MaxAttempts bounds the attempts of one run (default 5).
+	MaxAttempts int
+	// Backoff is the pause before attempt n+1 after attempt n failed
+	// temporarily (default 2^n seconds, at most a minute).
+	Backoff func(attempt int) time.Duration
+	// Sleep waits for d or until ctx ends (default: a real timer).
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Now is the clock for rates (default time.Now).
+	Now func() time.Time
+}
+
+func (c *Config) defaults() {
+	if c.Concurrency < 1 {
+		c.Concurrency = 1
+	}
+	if c.MaxAttempts < 1 {
+		c.MaxAttempts = 5
+	}
+	if c.Backoff == nil {
+		c.Backoff = func(n int) time.Duration { return min(time.Duration(1<<min(n, 6))*time.Second, time.Minute) }
+	}
+	if c.Sleep == nil {
+		c.Sleep = func(ctx context.Context, d time.Duration) error {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				return nil
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// FSState is how a filesystem ended in a run.
+type FSState string
+
+const (
+	FSDone     FSState = "done"
+	FSUpToDate FSState = "up to date"
+	FSSkipped  FSState = "skipped" // nothing to send, or only a placeholder
+	FSConflict FSState = "conflict"
+	FSFailed   FSState = "failed"
+)
+
+// FSReport is the outcome of one filesystem.
+type FSReport struct {
+	FS        string
+	State     FSState
+	StepsDone int
+	Err       error
+	// Permanent errors are not retried: only a change of the data or the
+	// config resolves them.
+	Permanent bool
+}
+
+// Report is the outcome of a run.
+type Report struct {
+	Attempts    int
+	Filesystems []FSReport
+}
+
+// Err joins the errors of all filesystems that did not end well.
+func (r Report) Err() error {
+	var errs []error
+	for _, f := range r.Filesystems {
+		if f.Err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.FS, f.Err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Run is one replication run of a job.
+type Run struct {
+	sender   Sender
+	receiver Receiver
+	cfg      Config
+
+	resize chan int
+
+	mu       sync.Mutex
+	progress Progress
+	start    time.Time
+	steps    map[queue.StepID]*stepState
+}
+
+// NewRun prepares a run.
+func NewRun(s Sender, r Receiver, cfg Config) *Run {
+	cfg.defaults()
+	return &Run{sender: s, receiver: r, cfg: cfg, resize: make(chan int, 16)}
+}
+
+// SetConcurrency changes the number of steps that run at once, while the
+// run goes on. Lowering it suspends the youngest steps at a safe point;
+// they resume later from their resume token.
+func (r *Run) SetConcurrency(n int) error {
+	if n < 1 {
+		return fmt.Errorf("concurrency must be at least 1, not %d", n)
+	}
+	select {
+	case r.resize <- n:
+		return nil
+	default:
+		return errors.New("too many concurrency changes pending")
+	}
+}
+
+// Progress returns a snapshot of the run's progress.
+func (r *Run) Progress() Progress {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.progress
+	p.Steps = nil
+	for _, s := range r.orderedSteps() {
+		p.Steps = append(p.Steps, StepProgress{FS: s.fs.Path, Step: s.step.String(), Expected: s.expected, Done: s.done.Load(), State: s.state})
+	}
+	p.Expected, p.Estimated, p.Done = totals(p.Steps)
+	if elapsed := r.cfg.Now().Sub(r.start); elapsed > 0 && p.Done > 0 {
+		p.Rate = float64(p.Done) / elapsed.Seconds()
+		if left := p.Expected - p.Done; left > 0 && p.Rate > 0 {
+			p.ETA = time.Duration(float64(left) / p.Rate * float64(time.Second))
+		}
+	}
+	return p
+}
+
+func (r *Run) orderedSteps() []*stepState {
+	out := make([]*stepState, 0, len(r.steps))
+	for id := queue.StepID(0); len(out) < len(r.steps); id++ {
+		if s, ok := r.steps[id]; ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Do runs attempts until every filesystem is replicated or failed
+// permanently, attempts run out, or ctx ends. Cancelling ctx at any point
+// leaves state the next run resumes from.
+func (r *Run) Do(ctx context.Context) Report {
+	r.mu.Lock()
+	r.start = r.cfg.Now()
+	r.mu.Unlock()
+	var rep Report
+	concurrency := r.cfg.Concurrency
+	for attempt := 1; ; attempt++ {
+		rep = r.attempt(ctx, attempt, &concurrency)
+		rep.Attempts = attempt
+		retry := false
+		for _, f := range rep.Filesystems {
+			if f.Err != nil && !f.Permanent {
+				retry = true
+			}
+		}
+		if !retry || attempt >= r.cfg.MaxAttempts || ctx.Err() != nil {
+			return rep
+		}
+		if err := r.cfg.Sleep(ctx, r.cfg.Backoff(attempt)); err != nil {
+			return rep
+		}
+	}
+}
+
+type stepState struct {
+	id       queue.StepID
+	fs       *planner.FSPlan
+	index    int
+	step     planner.Step
+	expected int64
+	done     atomic.Int64
+	state    string
+	cancel   context.CancelCauseFunc
+	// suspended: the step ran before and left partial receive state.
+	suspended bool
+}
+
+type stepResult struct {
+	id  queue.StepID
+	err error
+}
+
+var errSuspended = errors.New("step suspended to lower concurrency")
+
+func toPlannerFS(in []endpoint.Filesystem) []planner.Filesystem {
+	out := make([]planner.Filesystem, len(in))
+	for i, f := range in {
+		out[i] = planner.Filesystem{Path: f.Path, Info: f.Info, Versions: f.Versions}
+	}
+	return out
+}
+
+func (r *Run) attempt(ctx context.Context, attempt int, concurrency *int) Report {
+	r.mu.Lock()
+	r.progress = Progress{Attempt: attempt}
+	r.steps = map[queue.StepID]*stepState{}
+	r.mu.Unlock()
+
+	senderFS, err := r.sender.ListFilesystems(ctx)
+	if err != nil {
+		return Report{Filesystems: []FSReport{{FS: "(sender)", State: FSFailed, Err: fmt.Errorf("list sender: %w", err), Permanent: permanent(err)}}}
+	}
+	receiverFS, err := r.receiver.ListFilesystems(ctx)
+	if err != nil {
+		return Report{Filesystems: []FSReport{{FS: "(receiver)", State: FSFailed, Err: fmt.Errorf("list receiver: %w", err), Permanent: permanent(err)}}}
+	}
+	plan, err := planner.Plan(planner.Input{Sender: toPlannerFS(senderFS), Receiver: toPlannerFS(receiverFS), Policy: r.cfg.Policy})
+	if err != nil {
+		return Report{Filesystems: []FSReport{{FS: "(plan)", State: FSFailed, Err: err, Permanent: true}}}
+	}
+
+	reports := make(map[string]*FSReport, len(plan.Filesystems))
+	waiting := map[string][]*planner.FSPlan{} // parent path -> plans waiting for it
+	var order []string
+	q := queue.New(*concurrency)
+	nextID := queue.StepID(0)
+
+	enqueue := func(fp *planner.FSPlan, index int) queue.Decision {
+		id := nextID
+		nextID++
+		st := &stepState{id: id, fs: fp, index: index, step: fp.Steps[index], state: "waiting"}
+		req := r.sendRequest(fp, st.step)
+		if size, err := r.sender.SendSize(ctx, req); err == nil {
+			st.expected = size
+		}
+		r.mu.Lock()
+		r.steps[id] = st
+		r.mu.Unlock()
+		d, err := q.Enqueue(id)
+		if err != nil {
+			panic(err) // IDs are fresh: a queue protocol error is a bug here
+		}
+		return d
+	}
+	// startFS begins a filesystem's work; finishFS lets the filesystems
+	// waiting for it start (or fail with it).
+	var startFS func(fp *planner.FSPlan) []queue.Decision
+	finishFS := func(fp *planner.FSPlan, ok bool) []queue.Decision {
+		if !ok {
+			failWaiting(fp, reports, waiting)
+			return nil
+		}
+		children := waiting[fp.Path]
+		delete(waiting, fp.Path)
+		var ds []queue.Decision
+		for _, child := range children {
+			ds = append(ds, startFS(child)...)
+		}
+		return ds
+	}
+	startFS = func(fp *planner.FSPlan) []queue.Decision {
+		rep := reports[fp.Path]
+		for _, a := range fp.Actions {
+			if a.Kind != planner.ActionAbortPartialReceive {
+				continue // placeholders are created by the receiver itself
+			}
+			if err := r.receiver.AbortPartialReceive(ctx, fp.Path); err != nil {
+				rep.State, rep.Err, rep.Permanent = FSFailed, fmt.Errorf("abort partial receive (%s): %w", a.Reason, err), permanent(err)
+				return finishFS(fp, false)
+			}
+		}
+		if len(fp.Steps) == 0 {
+			return finishFS(fp, true)
+		}
+		return []queue.Decision{enqueue(fp, 0)}
+	}
+
+	for i := range plan.Filesystems {
+		fp := &plan.Filesystems[i]
+		rep := &FSReport{FS: fp.Path}
+		reports[fp.Path] = rep
+		order = append(order, fp.Path)
+		switch fp.Status {
+		case planner.StatusConflict:
+			rep.State, rep.Err, rep.Permanent = FSConflict, fp.Conflict, true
+		case planner.StatusUpToDate:
+			rep.State = FSUpToDate
+		case planner.StatusNoSnapshots, planner.StatusPlaceholder:
+			rep.State = FSSkipped
+		case planner.StatusReplicate:
+			rep.State = FSDone
+		}
+		if fp.WaitFor != "" {
+			waiting[fp.WaitFor] = append(waiting[fp.WaitFor], fp)
+		}
+	}
+
+	results := make(chan stepResult)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	running := 0
+	var apply func(d queue.Decision)
+	apply = func(d queue.Decision) {
+		for _, id := range d.Suspend {
+			r.mu.Lock()
+			st := r.steps[id]
+			st.state = "suspending"
+			r.mu.Unlock()
+			st.cancel(errSuspended)
+		}
+		for _, id := range d.Start {
+			r.mu.Lock()
+			st := r.steps[id]
+			st.state = "running"
+			stepCtx, cancel := context.WithCancelCause(ctx)
+			st.cancel = cancel
+			r.mu.Unlock()
+			running++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := r.runStep(stepCtx, st)
+				cancel(nil)
+				results <- stepResult{id: id, err: err}
+			}()
+		}
+	}
+
+	for i := range plan.Filesystems {
+		fp := &plan.Filesystems[i]
+		switch {
+		case fp.WaitFor != "":
+		case fp.Status == planner.StatusReplicate || fp.Status == planner.StatusPlaceholder:
+			for _, d := range startFS(fp) {
+				apply(d)
+			}
+		case fp.Status == planner.StatusConflict:
+			failWaiting(fp, reports, waiting)
+		}
+	}
+
+	for running > 0 {
+		select {
+		case n := <-r.resize:
+			*concurrency = n
+			d, err := q.Resize(n)
+			if err == nil {
+				apply(d)
+			}
+		case res := <-results:
+			running--
+			r.mu.Lock()
+			st := r.steps[res.id]
+			r.mu.Unlock()
+			var ds []queue.Decision
+			if errors.Is(res.err, errSuspended) && ctx.Err() == nil {
+				r.setState(st, "suspended")
+				st.suspended = true
+				d, _ := q.Suspended(res.id)
+				ds = append(ds, d)
+			} else {
+				d, _ := q.Done(res.id)
+				ds = append(ds, d)
+				rep := reports[st.fs.Path]
+				if res.err != nil {
+					r.setState(st, "failed")
+					rep.State, rep.Err, rep.Permanent = FSFailed, res.err, permanent(res.err)
+					ds = append(ds, finishFS(st.fs, false)...)
+				} else {
+					r.setState(st, "done")
+					rep.StepsDone++
+					if st.index+1 < len(st.fs.Steps) {
+						ds = append(ds, enqueue(st.fs, st.index+1))
+					}
+					if st.index == 0 {
+						// The filesystem exists on the receiver now:
+						// children may start.
+						ds = append(ds, finishFS(st.fs, true)...)
+					}
+				}
+			}
+			for _, d := range ds {
+				apply(d)
+			}
+		}
+	}
+
+	out := Report{}
+	for _, p := range order {
+		out.Filesystems = append(out.Filesystems, *reports[p])
+	}
+	return out
+}
+
+// failWaiting fails every plan waiting, directly or not, for fp.
+func failWaiting(fp *planner.FSPlan, reports map[string]*FSReport, waiting map[string][]*planner.FSPlan) {
+	for _, child := range waiting[fp.Path] {
+		rep := reports[child.Path]
+		rep.State, rep.Err = FSFailed, fmt.Errorf("parent %s was not replicated", fp.Path)
+		rep.Permanent = reports[fp.Path].Permanent
+		failWaiting(child, reports, waiting)
+	}
+	delete(waiting, fp.Path)
+}
+
+func (r *Run) setState(st *stepState, s string) {
+	r.mu.Lock()
+	st.state = s
+	r.mu.Unlock()
+}
+
+func (r *Run) sendRequest(fp *planner.FSPlan, s planner.Step) endpoint.SendRequest {
+	return endpoint.SendRequest{
+		FS: fp.Sender.String(), From: s.From, To: s.To, ResumeToken: s.ResumeToken, Raw: s.Raw,
+		Compressed: s.Compressed, LargeBlocks: s.LargeBlocks, EmbeddedData: s.EmbeddedData,
+	}
+}
+
+// runStep sends and receives one step, then confirms it on the sender.
+// A step that was suspended earlier picks up the receiver's resume token.
+func (r *Run) runStep(ctx context.Context, st *stepState) error {
+	req := r.sendRequest(st.fs, st.step)
+	if st.suspended && st.step.ResumeToken == "" {
+		tok, err := r.currentToken(ctx, st.fs.Path)
+		if err != nil {
+			return err
+		}
+		req.ResumeToken = tok
+	}
+	stream, err := r.sender.Send(ctx, req)
+	if err != nil && req.ResumeToken != "" && st.step.ResumeToken == "" && errors.Is(err, zfs.ErrResumeTokenCorrupt) {
+		// The partial state is not this step's (it was planned without
+		// one): discard it and send afresh.
+		if aerr := r.receiver.AbortPartialReceive(ctx, st.fs.Path); aerr != nil {
+			return errors.Join(err, aerr)
+		}
+		req.ResumeToken = ""
+		stream, err = r.sender.Send(ctx, req)
+	}
+	if err != nil {
+		return stepErr(ctx, err)
+	}
+	recvReq := endpoint.ReceiveRequest{FS: st.fs.Path, From: st.step.From, To: st.step.To, Full: st.step.Full(), Resuming: req.ResumeToken != ""}
+	err = r.receiver.Receive(ctx, recvReq, countingReader{r: stream, n: &st.done})
+	cerr := stream.Close()
+	if err != nil {
+		return stepErr(ctx, err)
+	}
+	if cerr != nil {
+		return stepErr(ctx, cerr)
+	}
+	last := st.index == len(st.fs.Steps)-1
+	if err := r.sender.StepCompleted(ctx, req, last); err != nil {
+		return stepErr(ctx, fmt.Errorf("confirm %s on sender: %w", st.step, err))
+	}
+	return nil
+}
+
+// currentToken is the receiver's resume token for fs, if any.
+func (r *Run) currentToken(ctx context.Context, fs string) (string, error) {
+	list, err := r.receiver.ListFilesystems(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list receiver: %w", err)
+	}
+	for _, f := range list {
+		if f.Path == fs {
+			return f.Info.ReceiveResumeToken, nil
+		}
+	}
+	return "", nil
+}
+
+// stepErr attaches the suspension cause where the step was suspended.
+func stepErr(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errSuspended) {
+		return fmt.Errorf("%w (%v)", errSuspended, err)
+	}
+	return err
+}
+
+// permanent tells errors a retry cannot fix from temporary ones.
+func permanent(err error) bool {
+	var conflict *planner.Conflict
+	switch {
+	case errors.As(err, &conflict),
+		errors.Is(err, endpoint.ErrNotAllowed),
+		errors.Is(err, endpoint.ErrReceivedWrongVersion),
+		errors.Is(err, endpoint.ErrInvalidJobID),
+		errors.Is(err, zfs.ErrInvalidName),
+		errors.Is(err, zfs.ErrResumeTokenCorrupt),
+		errors.Is(err, zfs.ErrKeyNotLoaded),
+		errors.Is(err, zfs.ErrEncryptionMismatch),
+		errors.Is(err, zfs.ErrDestinationModified),
+		errors.Is(err, zfs.ErrIncrementalSourceMismatch),
+		errors.Is(err, zfs.ErrDestinationExists),
+		errors.Is(err, zfs.ErrUnsupported):
+		return true
+	}
+	return false
+}

@@ -1,0 +1,352 @@
+package replication_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/replication"
+	"zrepl.dev/zrepl/engine/replication/planner"
+	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/zfsmodel"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var ctx = context.Background()
+
+// pair is a sender host and a receiver host, each a zfsmodel, joined by
+// in-process endpoints: the local endpoint pair.
+type pair struct {
+	t        *testing.T
+	src, dst *zfsmodel.Model
+	job      endpoint.JobID
+	sender   *endpoint.Sender
+	receiver *endpoint.Receiver
+}
+
+func newPair(t *testing.T, job string) *pair {
+	t.Helper()
+	src := zfsmodel.New(zfsmodel.Options{Seed: 1})
+	dst := zfsmodel.New(zfsmodel.Options{Seed: 2})
+	require.NoError(t, src.CreatePool("src"))
+	require.NoError(t, dst.CreatePool("dst"))
+	p := &pair{t: t, src: src, dst: dst}
+	p.setJob(job)
+	return p
+}
+
+func (p *pair) setJob(job string) {
+	p.job = endpoint.MustJobID(job)
+	p.sender = &endpoint.Sender{
+		ZFS: p.src, Job: p.job, Roots: []zfs.DatasetPath{zfs.MustDatasetPath("src")},
+		Filter: func(fs zfs.DatasetPath) bool { return fs.HasPrefix(zfs.MustDatasetPath("src/data")) },
+	}
+	p.receiver = &endpoint.Receiver{ZFS: p.dst, Job: p.job, Root: zfs.MustDatasetPath("dst/client")}
+}
+
+func (p *pair) fs(name string) zfs.DatasetPath { return zfs.MustDatasetPath(name) }
+
+func (p *pair) create(name string, encrypted bool) {
+	p.t.Helper()
+	require.NoError(p.t, p.src.CreateFilesystem(p.fs(name), zfsmodel.FSOptions{Parents: true, Encrypted: encrypted}))
+}
+
+func (p *pair) write(name string, seed int64, blocks int) {
+	p.t.Helper()
+	require.NoError(p.t, p.src.WriteData(p.fs(name), seed, blocks))
+}
+
+func (p *pair) snap(name, snap string) {
+	p.t.Helper()
+	require.NoError(p.t, p.src.Snapshot(ctx, p.fs(name), snap))
+}
+
+// noSleep keeps retries out of real time.
+func noSleep(context.Context, time.Duration) error { return nil }
+
+func (p *pair) run(cfg replication.Config) replication.Report {
+	p.t.Helper()
+	if cfg.Sleep == nil {
+		cfg.Sleep = noSleep
+	}
+	return replication.NewRun(p.sender, p.receiver, cfg).Do(ctx)
+}
+
+func versions(t *testing.T, z zfs.ZFS, fs string) []zfs.FilesystemVersion {
+	t.Helper()
+	v, err := z.ListVersions(ctx, zfs.MustDatasetPath(fs))
+	require.NoError(t, err)
+	return v
+}
+
+func snapNames(vs []zfs.FilesystemVersion, kind zfs.VersionKind) []string {
+	var out []string
+	for _, v := range vs {
+		if v.Kind == kind {
+			out = append(out, v.Name)
+		}
+	}
+	return out
+}
+
+// holdsOf lists "snapshot:tag" for every hold on fs.
+func holdsOf(t *testing.T, z zfs.ZFS, fs string) []string {
+	t.Helper()
+	var refs []zfs.VersionRef
+	for _, v := range versions(t, z, fs) {
+		if v.Kind == zfs.Snapshot {
+			refs = append(refs, v.Ref(zfs.MustDatasetPath(fs)))
+		}
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	holds, err := z.Holds(ctx, refs)
+	require.NoError(t, err)
+	var out []string
+	for snap, tags := range holds {
+		for _, tag := range tags {
+			out = append(out, snap+":"+tag)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// assertReplicated checks GUIDs and content of every receiver snapshot
+// against the sender, and that exactly the job's cursor and last-received
+// hold outlive the run.
+func (p *pair) assertReplicated(srcFS string, wantSnaps ...string) {
+	t := p.t
+	t.Helper()
+	dstFS := "dst/client/" + srcFS
+	got := versions(t, p.dst, dstFS)
+	assert.Equal(t, wantSnaps, snapNames(got, zfs.Snapshot), "receiver snapshots of %s", dstFS)
+	srcVersions := versions(t, p.src, srcFS)
+	if info, err := p.dst.Info(p.fs(dstFS)); err == nil && info.KeyStatus == zfs.KeyStatusUnavailable {
+		require.NoError(t, p.dst.LoadKey(p.fs(info.EncryptionRoot)), "load the key of a raw-received filesystem to compare content")
+		defer func() { require.NoError(t, p.dst.UnloadKey(p.fs(info.EncryptionRoot))) }()
+	}
+	for i, v := range got {
+		j := slices.IndexFunc(srcVersions, func(s zfs.FilesystemVersion) bool { return s.GUID == v.GUID })
+		if j < 0 {
+			// The sender may have destroyed older snapshots since; the
+			// newest must always be known (as snapshot or cursor).
+			assert.NotEqual(t, len(got)-1, i, "receiver's newest snapshot %s has a GUID the sender does not know", v.Name)
+			continue
+		}
+		if srcVersions[j].Kind == zfs.Snapshot {
+			want, err := p.src.Checksum(srcVersions[j].Ref(p.fs(srcFS)))
+			require.NoError(t, err)
+			have, err := p.dst.Checksum(v.Ref(p.fs(dstFS)))
+			require.NoError(t, err)
+			assert.Equal(t, want, have, "content of %s@%s", dstFS, v.Name)
+		}
+	}
+	newest := got[len(got)-1]
+	assert.Equal(t, []string{newest.Name + ":" + endpoint.LastReceivedHoldTag(p.job)}, holdsOf(t, p.dst, dstFS), "receiver holds")
+	var ours []string
+	for _, b := range snapNames(versions(t, p.src, srcFS), zfs.Bookmark) {
+		if parsed, ok := endpoint.ParseBookmarkName(b); ok && parsed.Job == p.job {
+			ours = append(ours, b)
+		}
+	}
+	assert.Equal(t, []string{endpoint.CursorBookmarkName(newest.GUID, p.job)}, ours, "sender bookmarks of job %s", p.job)
+	for _, h := range holdsOf(t, p.src, srcFS) {
+		assert.NotContains(t, h, endpoint.StepHoldTag(p.job), "step hold outlived the run")
+	}
+}
+
+func requireOK(t *testing.T, rep replication.Report) {
+	t.Helper()
+	require.NoError(t, rep.Err(), "report: %+v", rep)
+}
+
+func TestFullThenIncremental(t *testing.T) {
+	p := newPair(t, "push")
+	p.create("src/data", false)
+	p.write("src/data", 1, 8)
+	p.snap("src/data", "s1")
+	rep := p.run(replication.Config{})
+	requireOK(t, rep)
+	assert.Equal(t, 1, rep.Attempts)
+	p.assertReplicated("src/data", "s1")
+
+	p.write("src/data", 2, 3)
+	p.snap("src/data", "s2")
+	p.write("src/data", 3, 3)
+	p.snap("src/data", "s3")
+	rep = p.run(replication.Config{})
+	requireOK(t, rep)
+	assert.Equal(t, 2, rep.Filesystems[0].StepsDone, "one incremental step per snapshot")
+	p.assertReplicated("src/data", "s1", "s2", "s3")
+
+	rep = p.run(replication.Config{})
+	requireOK(t, rep)
+	assert.Equal(t, replication.FSUpToDate, rep.Filesystems[0].State)
+}
+
+func TestAllSnapshotsInitialPolicy(t *testing.T) {
+	p := newPair(t, "push")
+	p.create("src/data", false)
+	for i := 1; i <= 3; i++ {
+		p.write("src/data", int64(i), 2)
+		p.snap("src/data", fmt.Sprintf("s%d", i))
+	}
+	requireOK(t, p.run(replication.Config{Policy: planner.Policy{InitialReplication: planner.AllSnapshots}}))
+	p.assertReplicated("src/data", "s1", "s2", "s3")
+}
+
+// The cursor bookmark keeps incremental replication possible after the
+// sender destroyed the snapshot both sides had in common.
+func TestIncrementalFromCursorBookmark(t *testing.T) {
+	p := newPair(t, "push")
+	p.create("src/data", false)
+	p.write("src/data", 1, 4)
+	p.snap("src/data", "s1")
+	requireOK(t, p.run(replication.Config{}))
+
+	require.NoError(t, p.src.Destroy(ctx, []zfs.VersionRef{zfs.SnapshotRef(p.fs("src/data"), "s1")}))
+	p.write("src/data", 2, 4)
+	p.snap("src/data", "s2")
+	rep := p.run(replication.Config{})
+	requireOK(t, rep)
+	p.assertReplicated("src/data", "s1", "s2")
+	for _, b := range snapNames(versions(t, p.src, "src/data"), zfs.Bookmark) {
+		assert.NotContains(t, b, "zrepl_STEP_", "step bookmark outlived the run")
+	}
+}
+
+// A stream cut part way leaves a resumable receive; the next attempt
+// resumes it and does not send again what was received.
+func TestResumeAfterCutStream(t *testing.T) {
+	p := newPair(t, "push")
+	p.create("src/data", false)
+	p.write("src/data", 1, 64)
+	p.snap("src/data", "s1")
+	full, err := p.src.SendSize(ctx, zfs.SendArgs{FS: p.fs("src/data"), To: versions(t, p.src, "src/data")[0]})
+	require.NoError(t, err)
+	cut := full / 2
+	require.NoError(t, p.src.CutNextSend(cut))
+
+	run := replication.NewRun(p.sender, p.receiver, replication.Config{Sleep: noSleep})
+	rep := run.Do(ctx)
+	requireOK(t, rep)
+	assert.Equal(t, 2, rep.Attempts, "first attempt cut, second resumed")
+	prog := run.Progress()
+	require.Len(t, prog.Steps, 1)
+	assert.Less(t, prog.Steps[0].Done, full-cut+full/10, "the resumed attempt re-sent received bytes: %d of %d after a cut at %d", prog.Steps[0].Done, full, cut)
+	p.assertReplicated("src/data", "s1")
+}
+
+func TestPlaceholdersAndManyFilesystems(t *testing.T) {
+	p := newPair(t, "push")
+	p.sender.Filter = func(fs zfs.DatasetPath) bool {
+		return fs.HasPrefix(p.fs("src/data")) && fs != p.fs("src/data/skip")
+	}
+	for _, fs := range []string{"src/data", "src/data/a", "src/data/skip/child", "src/data/a/b"} {
+		p.create(fs, false)
+		p.write(fs, int64(len(fs)), 2)
+	}
+	for _, fs := range []string{"src/data", "src/data/a", "src/data/skip/child", "src/data/a/b", "src/data/skip"} {
+		p.snap(fs, "s1")
+	}
+	requireOK(t, p.run(replication.Config{Concurrency: 3}))
+	for _, fs := range []string{"src/data", "src/data/a", "src/data/skip/child", "src/data/a/b"} {
+		p.assertReplicated(fs, "s1")
+	}
+	info, err := p.dst.Info(p.fs("dst/client/src/data/skip"))
+	require.NoError(t, err)
+	assert.True(t, info.Placeholder, "filtered-out parent is a placeholder on the receiver")
+	assert.Empty(t, versions(t, p.dst, "dst/client/src/data/skip"))
+}
+
+func TestConflictIsPermanentAndNamed(t *testing.T) {
+	p := newPair(t, "push")
+	p.create("src/data", false)
+	p.write("src/data", 1, 2)
+	p.snap("src/data", "s1")
+	requireOK(t, p.run(replication.Config{}))
+	// The receiver gets a snapshot of its own: it now has something newer
+	// than the common base that the sender never had.
+	require.NoError(t, p.dst.Snapshot(ctx, p.fs("dst/client/src/data"), "local"))
+	p.write("src/data", 2, 2)
+	p.snap("src/data", "s2")
+	rep := p.run(replication.Config{MaxAttempts: 5})
+	assert.Equal(t, 1, rep.Attempts, "a conflict is not retried")
+	require.Len(t, rep.Filesystems, 1)
+	f := rep.Filesystems[0]
+	assert.Equal(t, replication.FSConflict, f.State)
+	assert.True(t, f.Permanent)
+	assert.ErrorIs(t, f.Err, planner.ConflictDiverged)
+	assert.ErrorContains(t, rep.Err(), "src/data")
+}
+
+// Several jobs replicate one filesystem without touching each other's
+// cursors and holds.
+func TestTwoJobsOneFilesystem(t *testing.T) {
+	p := newPair(t, "job_a")
+	p.create("src/data", false)
+	p.write("src/data", 1, 2)
+	p.snap("src/data", "s1")
+	requireOK(t, p.run(replication.Config{}))
+
+	q := &pair{t: t, src: p.src, dst: zfsmodel.New(zfsmodel.Options{Seed: 3})}
+	require.NoError(t, q.dst.CreatePool("dst"))
+	q.setJob("job_b")
+	p.write("src/data", 2, 2)
+	p.snap("src/data", "s2")
+	requireOK(t, q.run(replication.Config{}))
+	q.assertReplicated("src/data", "s2") // a new job starts with the most recent snapshot
+
+	cursors := 0
+	for _, b := range snapNames(versions(t, p.src, "src/data"), zfs.Bookmark) {
+		if parsed, ok := endpoint.ParseBookmarkName(b); ok && parsed.Kind == endpoint.ReplicationCursorV2 {
+			cursors++
+		}
+	}
+	assert.Equal(t, 2, cursors, "each job keeps its own cursor")
+	p.assertReplicated("src/data", "s1") // job_a's state is untouched
+	requireOK(t, p.run(replication.Config{}))
+	p.assertReplicated("src/data", "s1", "s2")
+}
+
+func TestRawSendOfEncryptedFilesystem(t *testing.T) {
+	p := newPair(t, "push")
+	p.create("src/data", true)
+	p.write("src/data", 1, 4)
+	p.snap("src/data", "s1")
+	requireOK(t, p.run(replication.Config{Policy: planner.Policy{Encrypted: planner.True}}))
+	info, err := p.dst.Info(p.fs("dst/client/src/data"))
+	require.NoError(t, err)
+	assert.True(t, info.Encrypted())
+	assert.Equal(t, zfs.KeyStatusUnavailable, info.KeyStatus, "a raw receive does not bring the key")
+	p.write("src/data", 2, 4)
+	p.snap("src/data", "s2")
+	requireOK(t, p.run(replication.Config{Policy: planner.Policy{Encrypted: planner.True}}))
+	p.assertReplicated("src/data", "s1", "s2")
+
+	// An unencrypted source is refused where the policy requires encryption.
+	p.sender.Filter = func(fs zfs.DatasetPath) bool {
+		return fs.HasPrefix(p.fs("src/data")) || fs.HasPrefix(p.fs("src/plain"))
+	}
+	p.create("src/plain", false)
+	p.snap("src/plain", "s1")
+	rep := p.run(replication.Config{Policy: planner.Policy{Encrypted: planner.True}})
+	var plain *replication.FSReport
+	for i := range rep.Filesystems {
+		if rep.Filesystems[i].FS == "src/plain" {
+			plain = &rep.Filesystems[i]
+		}
+	}
+	require.NotNil(t, plain)
+	assert.ErrorIs(t, plain.Err, planner.ConflictSenderNotEncrypted)
+}
