@@ -36,16 +36,17 @@ func genHistory(t *rapid.T) history {
 		senderBook: make([]bool, n),
 		recv:       make([]bool, n),
 	}
-	// Some histories lose most snapshots and keep many bookmarks, so
-	// that bookmark bases are common.
-	keepP := rapid.SampledFrom([]float64{0.3, 0.7, 1}).Draw(t, "keepP")
-	bookP := rapid.SampledFrom([]float64{0, 0.3, 0.7}).Draw(t, "bookP")
+	// rapid leans towards small draws (a Float64Range is mostly 0; here and below), so
+	// the random choices are plain booleans: half the histories lose
+	// snapshots, and those keep bookmarks of about half of them.
+	deletes := rapid.Bool().Draw(t, "deletes")
+	bookmarks := rapid.Bool().Draw(t, "bookmarks")
 	txg := uint64(0)
 	for i := range n {
 		txg += rapid.Uint64Range(1, 5).Draw(t, "dtxg")
 		h.txgs[i] = txg
-		h.senderSnap[i] = rapid.Float64Range(0, 1).Draw(t, "keep") < keepP
-		h.senderBook[i] = rapid.Float64Range(0, 1).Draw(t, "book") < bookP
+		h.senderSnap[i] = !deletes || rapid.Bool().Draw(t, "keep")
+		h.senderBook[i] = bookmarks && rapid.Bool().Draw(t, "book")
 	}
 	h.receiverExists = rapid.Bool().Draw(t, "receiverExists")
 	if h.receiverExists && n > 0 {
@@ -61,7 +62,7 @@ func genHistory(t *rapid.T) history {
 	}
 	if h.receiverExists {
 		h.recvOnlyOld = rapid.IntRange(0, 2).Draw(t, "recvOnlyOld")
-		if rapid.Float64Range(0, 1).Draw(t, "diverge") < 0.2 {
+		if rapid.Bool().Draw(t, "diverge") && rapid.Bool().Draw(t, "diverge more") {
 			h.recvOnlyNew = rapid.IntRange(1, 2).Draw(t, "recvOnlyNew")
 		}
 	}
@@ -291,9 +292,9 @@ func genForest(t *rapid.T) Input {
 			continue
 		}
 		h := genHistory(t)
-		if rapid.Float64Range(0, 1).Draw(t, "sender "+p) < 0.8 {
+		if !(rapid.Bool().Draw(t, "no sender "+p) && rapid.Bool().Draw(t, "really no sender "+p)) {
 			s := h.senderFS(p)
-			if rapid.Float64Range(0, 1).Draw(t, "enc "+p) < 0.2 {
+			if rapid.Bool().Draw(t, "enc "+p) && rapid.Bool().Draw(t, "really enc "+p) {
 				s = encrypted(s, zfs.KeyStatusAvailable)
 			}
 			in.Sender = append(in.Sender, s)
@@ -436,19 +437,36 @@ func TestPropertyMaliciousToken(t *testing.T) {
 		h := genHistory(t)
 		h.receiverExists = true
 		s := h.senderFS("fs")
-		if rapid.Bool().Draw(t, "encrypted sender") {
-			s = encrypted(s, zfs.KeyStatusUnavailable)
-		}
 		r := h.receiverFS("fs")
-		if rapid.Bool().Draw(t, "encrypted receiver") {
-			*r = encrypted(*r, zfs.KeyStatusUnavailable)
-		}
 		pol := Policy{
 			InitialReplication:         InitialReplication(rapid.IntRange(0, 1).Draw(t, "initial")),
-			Encrypted:                  Tristate(rapid.IntRange(0, 2).Draw(t, "encrypted")),
 			AbortForeignPartialReceive: rapid.Bool().Draw(t, "abort"),
 		}
-		clean, err := Plan(Input{Sender: []Filesystem{s}, Receiver: []Filesystem{*r}, Policy: pol})
+		// Mostly consistent encryption, so that most plans have steps to
+		// lie about; sometimes anything goes.
+		switch rapid.IntRange(0, 2).Draw(t, "encryption") {
+		case 1:
+			s = encrypted(s, zfs.KeyStatusUnavailable)
+			*r = encrypted(*r, zfs.KeyStatusUnavailable)
+		case 2:
+			if rapid.Bool().Draw(t, "encrypted sender") {
+				s = encrypted(s, zfs.KeyStatusUnavailable)
+			}
+			if rapid.Bool().Draw(t, "encrypted receiver") {
+				*r = encrypted(*r, zfs.KeyStatusUnavailable)
+			}
+			pol.Encrypted = Tristate(rapid.IntRange(0, 2).Draw(t, "encrypted"))
+		}
+		// The plan the token must not change. A receiver without
+		// snapshots holding a token is a placeholder being replaced, or
+		// a new filesystem being received, whose plan is the one for no
+		// receiver filesystem at all.
+		ref := Input{Sender: []Filesystem{s}, Receiver: []Filesystem{*r}, Policy: pol}
+		if len(r.Versions) == 0 && rapid.Bool().Draw(t, "new filesystem") {
+			r.Info.Placeholder = false
+			ref.Receiver = nil
+		}
+		clean, err := Plan(ref)
 		if err != nil {
 			t.Fatalf("Plan: %v", err)
 		}
@@ -470,23 +488,35 @@ func TestPropertyMaliciousToken(t *testing.T) {
 			}
 			return rapid.SampledFrom(versions).Draw(t, label)
 		}
-		if rapid.Bool().Draw(t, "lie toname") {
+		// An honest token, one lie (the subtle case: everything else
+		// fits), or any number of lies.
+		lies := map[string]bool{}
+		fields := []string{"toname", "toguid", "fromguid", "raw", "saved", "corrupt"}
+		switch rapid.IntRange(0, 2).Draw(t, "mode") {
+		case 1:
+			lies[rapid.SampledFrom(fields).Draw(t, "the lie")] = true
+		case 2:
+			for _, f := range fields {
+				lies[f] = rapid.Bool().Draw(t, "lie "+f)
+			}
+		}
+		if lies["toname"] {
 			ds := rapid.SampledFrom([]string{"pool/fs", "pool/other", "pool", "pool/fs/child", ""}).Draw(t, "ds")
 			tok.ToName = ds + "@" + pick("toname").Name
 		}
-		if rapid.Bool().Draw(t, "lie toguid") {
+		if lies["toguid"] {
 			tok.ToGUID = rapid.SampledFrom([]uint64{pick("toguid").GUID, rapid.Uint64().Draw(t, "any guid")}).Draw(t, "guid")
 		}
-		if rapid.Bool().Draw(t, "lie fromguid") {
+		if lies["fromguid"] {
 			tok.FromGUID = rapid.SampledFrom([]uint64{0, pick("fromguid").GUID, rapid.Uint64().Draw(t, "any from")}).Draw(t, "from")
 		}
-		if rapid.Bool().Draw(t, "lie raw") {
+		if lies["raw"] {
 			tok.RawOK = !tok.RawOK
 		}
-		tok.SavedOK = rapid.Float64Range(0, 1).Draw(t, "saved") < 0.1
+		tok.SavedOK = lies["saved"]
 		tok.CompressOK = rapid.Bool().Draw(t, "compress")
 		encoded := tok.Encode()
-		if rapid.Float64Range(0, 1).Draw(t, "corrupt") < 0.1 {
+		if lies["corrupt"] {
 			encoded = rapid.StringMatching(`1-[0-9a-f]{1,8}-[0-9a-f]{1,4}-[0-9a-f]{0,40}`).Draw(t, "garbage")
 		}
 
