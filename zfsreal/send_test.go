@@ -1,0 +1,326 @@
+package zfsreal
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/engine/zfs/resumetoken"
+)
+
+func sv(name string) zfs.FilesystemVersion { return zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: name} }
+func bv(name string) zfs.FilesystemVersion { return zfs.FilesystemVersion{Kind: zfs.Bookmark, Name: name} }
+
+func withGUID(v zfs.FilesystemVersion, g uint64) zfs.FilesystemVersion { v.GUID = g; return v }
+
+func TestSendArgv(t *testing.T) {
+	from, fromBook := sv("s1"), bv("b1")
+	cases := []struct {
+		args zfs.SendArgs
+		want string
+	}{
+		{zfs.SendArgs{FS: fs, To: sv("s2")}, "send pool/a/fs@s2"},
+		{zfs.SendArgs{FS: fs, From: &from, To: sv("s2")}, "send -i pool/a/fs@s1 pool/a/fs@s2"},
+		{zfs.SendArgs{FS: fs, From: &fromBook, To: sv("s2")}, "send -i pool/a/fs#b1 pool/a/fs@s2"},
+		{zfs.SendArgs{FS: fs, To: sv("s2"), Raw: true, Compressed: true, LargeBlocks: true, EmbeddedData: true},
+			"send -w -c -L -e pool/a/fs@s2"},
+		{zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), Raw: true}, "send -w -i pool/a/fs@s1 pool/a/fs@s2"},
+		// The token carries the flags; none are repeated.
+		{zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), Raw: true, ResumeToken: "1-2-3-4"}, "send -t 1-2-3-4"},
+	}
+	for _, c := range cases {
+		assert.Equal(t, c.want, strings.Join(sendArgv(c.args, false), " "))
+		dry := strings.Replace(c.want, "send", "send -nvP", 1)
+		assert.Equal(t, dry, strings.Join(sendArgv(c.args, true), " "))
+	}
+}
+
+func TestSendStreamsToEOF(t *testing.T) {
+	f := newFake(t)
+	const n = 3<<20 + 17
+	f.on("send -c pool/a/fs@s1", fakeRule{StreamBytes: n})
+	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1"), Compressed: true})
+	require.NoError(t, err)
+	got, err := io.ReadAll(r)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(streamBytes(n), got), "stream content differs (got %d bytes)", len(got))
+	require.NoError(t, r.Close())
+	require.NoError(t, r.Close())
+	pid := f.calls()[0].Pid
+	assert.True(t, gone(pid))
+}
+
+func TestSendEmptyStream(t *testing.T) {
+	f := newFake(t)
+	f.on("send pool/a/fs@s1", fakeRule{})
+	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
+	require.NoError(t, err)
+	n, err := r.Read(make([]byte, 10))
+	assert.Equal(t, 0, n)
+	assert.Equal(t, io.EOF, err)
+	require.NoError(t, r.Close())
+}
+
+// TestSendFailureReplacesEOF: a send that dies after some bytes must not
+// look like a complete stream.
+func TestSendFailureReplacesEOF(t *testing.T) {
+	f := newFake(t)
+	const n = 200000
+	msg := "warning: cannot send 'pool/a/fs@s1': Input/output error\n"
+	f.on("send pool/a/fs@s1", fakeRule{StreamBytes: n, Stderr: msg, Exit: 1})
+	f.on("get -H -p -o value keystatus pool/a/fs", fakeRule{Stdout: "-\n"})
+	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
+	require.NoError(t, err)
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	assert.Equal(t, streamBytes(n), got)
+	e := zerr(t, err, 0)
+	assert.Equal(t, strings.TrimSpace(msg), e.Msg)
+	assert.Equal(t, 1, e.ExitStatus)
+	assert.Equal(t, "send", e.Op)
+	assert.Equal(t, "pool/a/fs@s1", e.Dataset)
+	// Reading again gives the same error, never EOF.
+	_, err2 := r.Read(make([]byte, 1))
+	assert.Same(t, e, err2)
+}
+
+// TestSendKeyNotLoaded: zfs says only "Invalid argument" for a non-raw
+// send of a locked dataset; the key status says why.
+func TestSendKeyNotLoaded(t *testing.T) {
+	f := newFake(t)
+	f.on("send pool/a/fs@s1", fakeRule{Stderr: "warning: cannot send 'pool/a/fs@s1': Invalid argument\n", Exit: 1})
+	f.on("get -H -p -o value keystatus pool/a/fs", fakeRule{Stdout: "unavailable\n"})
+	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
+	require.NoError(t, err)
+	defer r.Close()
+	_, err = io.ReadAll(r)
+	zerr(t, err, zfs.ErrKeyNotLoaded)
+
+	f.on("send -nvP pool/a/fs@s1", fakeRule{Stderr: "warning: cannot send 'pool/a/fs@s1': Invalid argument\n", Exit: 1})
+	_, err = f.cli().SendSize(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
+	zerr(t, err, zfs.ErrKeyNotLoaded)
+}
+
+func TestSendCloseEarlyKillsChild(t *testing.T) {
+	f := newFake(t)
+	// Far more than a pipe holds: the fake blocks writing.
+	f.on("send pool/a/fs@s1", fakeRule{StreamBytes: 1 << 30})
+	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
+	require.NoError(t, err)
+	buf := make([]byte, 1000)
+	_, err = io.ReadFull(r, buf)
+	require.NoError(t, err)
+	assert.Equal(t, streamBytes(1000), buf)
+	pid := f.calls()[0].Pid
+	require.NoError(t, r.Close())
+	assert.True(t, gone(pid), "zfs child %d still exists after Close", pid)
+	_, err = r.Read(buf)
+	assert.ErrorIs(t, err, errStreamClosed)
+}
+
+func TestSendCloseUnblocksRead(t *testing.T) {
+	f := newFake(t)
+	f.on("send pool/a/fs@s1", fakeRule{Hang: true})
+	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
+	require.NoError(t, err)
+	pid := f.waitCalls(1)[0].Pid
+	readErr := make(chan error)
+	go func() {
+		_, err := r.Read(make([]byte, 10))
+		readErr <- err
+	}()
+	require.NoError(t, r.Close())
+	assert.Error(t, <-readErr)
+	assert.True(t, gone(pid))
+}
+
+func TestSendContextCancel(t *testing.T) {
+	f := newFake(t)
+	f.on("send pool/a/fs@s1", fakeRule{StreamBytes: 10, Hang: true})
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r, err := f.cli().Send(cctx, zfs.SendArgs{FS: fs, To: sv("s1")})
+	require.NoError(t, err)
+	defer r.Close()
+	buf := make([]byte, 10)
+	_, err = io.ReadFull(r, buf)
+	require.NoError(t, err)
+	pid := f.calls()[0].Pid
+	cancel()
+	_, err = io.ReadAll(r)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.True(t, gone(pid))
+}
+
+const s1s2Listing = "pool/a/fs@s1\t11\t10\t1700000000\t0\npool/a/fs#b1\t11\t10\t1700000000\t-\npool/a/fs@s2\t22\t20\t1700000100\t0\n"
+
+func TestSendChecksGUIDs(t *testing.T) {
+	f := newFake(t)
+	f.on(versionListArgs+" pool/a/fs", fakeRule{Stdout: s1s2Listing})
+	f.on("send -i pool/a/fs#b1 pool/a/fs@s2", fakeRule{StreamBytes: 5})
+	c := f.cli()
+
+	from := withGUID(bv("b1"), 11)
+	r, err := c.Send(ctx, zfs.SendArgs{FS: fs, From: &from, To: withGUID(sv("s2"), 22)})
+	require.NoError(t, err)
+	_, err = io.ReadAll(r)
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	assert.Equal(t, []string{versionListArgs + " pool/a/fs", "send -i pool/a/fs#b1 pool/a/fs@s2"}, f.commands())
+
+	// s2 was re-created under the same name.
+	_, err = c.Send(ctx, zfs.SendArgs{FS: fs, From: &from, To: withGUID(sv("s2"), 99)})
+	e := zerr(t, err, zfs.ErrVersionMismatch)
+	assert.Equal(t, "pool/a/fs@s2", e.Dataset)
+
+	badFrom := withGUID(bv("b1"), 12)
+	_, err = c.Send(ctx, zfs.SendArgs{FS: fs, From: &badFrom, To: sv("s2")})
+	zerr(t, err, zfs.ErrVersionMismatch)
+
+	// A version that is gone is both a mismatch and missing.
+	_, err = c.Send(ctx, zfs.SendArgs{FS: fs, To: withGUID(sv("s3"), 33)})
+	zerr(t, err, zfs.ErrVersionMismatch)
+	assert.ErrorIs(t, err, zfs.ErrDatasetNotExist)
+
+	_, err = c.SendSize(ctx, zfs.SendArgs{FS: fs, To: withGUID(sv("s2"), 99)})
+	zerr(t, err, zfs.ErrVersionMismatch)
+
+	// Only listings ran after the first send.
+	for _, cmd := range f.commands()[2:] {
+		assert.True(t, strings.HasPrefix(cmd, "list "), "ran %q", cmd)
+	}
+}
+
+func TestSendWithoutGUIDsListsNothing(t *testing.T) {
+	f := newFake(t)
+	f.on("send pool/a/fs@s2", fakeRule{})
+	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s2")})
+	require.NoError(t, err)
+	_, err = io.ReadAll(r)
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	assert.Equal(t, []string{"send pool/a/fs@s2"}, f.commands())
+}
+
+func TestSendResumeToken(t *testing.T) {
+	tok := resumetoken.Token{Object: 2, Offset: 0x12e0000, Bytes: 0x130c340,
+		ToGUID: 22, ToName: "pool/a/fs@s2", FromGUID: 11, CompressOK: true}
+	token := tok.Encode()
+	from := withGUID(sv("s1"), 11)
+	good := zfs.SendArgs{FS: fs, From: &from, To: withGUID(sv("s2"), 22), Compressed: true, ResumeToken: token}
+
+	f := newFake(t)
+	f.on(versionListArgs+" pool/a/fs", fakeRule{Stdout: s1s2Listing})
+	f.on("send -t "+token, fakeRule{StreamBytes: 7})
+	c := f.cli()
+	r, err := c.Send(ctx, good)
+	require.NoError(t, err)
+	got, err := io.ReadAll(r)
+	require.NoError(t, err)
+	assert.Len(t, got, 7)
+	require.NoError(t, r.Close())
+	assert.Equal(t, []string{versionListArgs + " pool/a/fs", "send -t " + token}, f.commands())
+
+	otherFrom := withGUID(sv("s1"), 12)
+	bad := map[string]zfs.SendArgs{
+		"other snapshot": {FS: fs, From: &from, To: withGUID(sv("s3"), 22), ResumeToken: token},
+		"other fs":       {FS: zfs.MustDatasetPath("pool/b/fs"), From: &from, To: withGUID(sv("s2"), 22), ResumeToken: token},
+		"other guid":     {FS: fs, From: &from, To: withGUID(sv("s2"), 23), ResumeToken: token},
+		"full":           {FS: fs, To: withGUID(sv("s2"), 22), ResumeToken: token},
+		"other from":     {FS: fs, From: &otherFrom, To: withGUID(sv("s2"), 22), ResumeToken: token},
+	}
+	for name, args := range bad {
+		_, err := c.Send(ctx, args)
+		assert.True(t, errors.Is(err, zfs.ErrVersionMismatch), "%s: %v", name, err)
+		_, err = c.SendSize(ctx, args)
+		assert.True(t, errors.Is(err, zfs.ErrVersionMismatch), "%s: %v", name, err)
+	}
+	full := resumetoken.Token{ToGUID: 22, ToName: "pool/a/fs@s2"}.Encode()
+	_, err = c.Send(ctx, zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), ResumeToken: full})
+	zerr(t, err, zfs.ErrVersionMismatch)
+
+	raw := zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), Raw: true, ResumeToken: token}
+	_, err = c.Send(ctx, raw)
+	zerr(t, err, zfs.ErrEncryptionMismatch)
+
+	for _, corrupt := range []string{"1-0-0-00", "nonsense", token[:len(token)-2], "-t"} {
+		_, err = c.Send(ctx, zfs.SendArgs{FS: fs, To: sv("s2"), ResumeToken: corrupt})
+		zerr(t, err, zfs.ErrResumeTokenCorrupt)
+	}
+	// Refused before anything ran.
+	assert.Len(t, f.calls(), 2)
+}
+
+func TestSendRefusesBadArgs(t *testing.T) {
+	f := newFake(t)
+	c := f.cli()
+	bad := []zfs.SendArgs{
+		{To: sv("s1")},
+		{FS: fs, To: bv("b1")},
+		{FS: fs, To: sv("")},
+		{FS: fs, To: sv("s 1\t")},
+		{FS: fs, To: sv("a@b")},
+		{FS: fs, To: sv("s1"), From: &zfs.FilesystemVersion{Kind: 0, Name: "x"}},
+		{FS: fs, To: sv("s1"), From: &zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: "x,y"}},
+	}
+	for _, args := range bad {
+		_, err := c.Send(ctx, args)
+		zerr(t, err, zfs.ErrInvalidName)
+		_, err = c.SendSize(ctx, args)
+		zerr(t, err, zfs.ErrInvalidName)
+	}
+	assert.Empty(t, f.calls())
+}
+
+func TestSendSize(t *testing.T) {
+	f := newFake(t)
+	from := sv("s1")
+	f.on("send -nvP pool/a/fs@s1", fakeRule{Stdout: "full\tpool/a/fs@s1\t33575792\nsize\t33575792\n"})
+	f.on("send -nvP -w -i pool/a/fs@s1 pool/a/fs@s2", fakeRule{Stdout: "incremental\t@s1\tpool/a/fs@s2\t4096\nsize\t4096\n"})
+	f.on("send -nvP -c pool/a/fs@s2", fakeRule{Stderr: "full\tpool/a/fs@s2\t77\nsize\t77\n"})
+	f.on("send -nvP -L pool/a/fs@s2", fakeRule{Stdout: "nothing useful\n"})
+	c := f.cli()
+
+	n, err := c.SendSize(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
+	require.NoError(t, err)
+	assert.EqualValues(t, 33575792, n)
+	n, err = c.SendSize(ctx, zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), Raw: true})
+	require.NoError(t, err)
+	assert.EqualValues(t, 4096, n)
+	n, err = c.SendSize(ctx, zfs.SendArgs{FS: fs, To: sv("s2"), Compressed: true})
+	require.NoError(t, err)
+	assert.EqualValues(t, 77, n)
+	_, err = c.SendSize(ctx, zfs.SendArgs{FS: fs, To: sv("s2"), LargeBlocks: true})
+	var oe *outputError
+	assert.ErrorAs(t, err, &oe)
+}
+
+func TestParseSendSize(t *testing.T) {
+	cases := []struct {
+		out  string
+		want int64
+		ok   bool
+	}{
+		{"full\tsrcp/fs@a1\t33575792\nsize\t33575792\n", 33575792, true},
+		{"incremental\t@from\t@to\t123\nsize\t124\n", 124, true},
+		// A resumed send: the token contents, one line, no total.
+		{"resume token contents:\nnvlist version: 0\n\tobject = 0x2\n\toffset = 0x12e0000\n\tbytes = 0x130c340\n" +
+			"\ttoguid = 0xab88464e08d6da2c\n\ttoname = srcp/fs@s1\nfull\tsrcp/fs@s1\t1000\n", 1000, true},
+		{"size\t-1\n", 0, false},
+		{"size\tlots\n", 0, false},
+		{"", 0, false},
+		{"full\n", 0, false},
+	}
+	for _, c := range cases {
+		n, ok := parseSendSize(c.out)
+		assert.Equal(t, c.ok, ok, "%q", c.out)
+		assert.Equal(t, c.want, n, "%q", c.out)
+	}
+}
