@@ -15,8 +15,12 @@ import (
 	"zrepl.dev/zrepl/engine/zfs/resumetoken"
 )
 
-func sv(name string) zfs.FilesystemVersion { return zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: name} }
-func bv(name string) zfs.FilesystemVersion { return zfs.FilesystemVersion{Kind: zfs.Bookmark, Name: name} }
+func sv(name string) zfs.FilesystemVersion {
+	return zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: name}
+}
+func bv(name string) zfs.FilesystemVersion {
+	return zfs.FilesystemVersion{Kind: zfs.Bookmark, Name: name}
+}
 
 func withGUID(v zfs.FilesystemVersion, g uint64) zfs.FilesystemVersion { v.GUID = g; return v }
 
