@@ -30,8 +30,9 @@ func Plan(in Input) (*Result, error) {
 	}
 
 	plans := make([]FSPlan, 0, len(senders))
+	var sc scratch
 	for p, s := range senders {
-		plans = append(plans, planFilesystem(p, s, receivers[p], in.Policy))
+		plans = append(plans, planFilesystem(p, s, receivers[p], in.Policy, &sc))
 	}
 
 	// Every ancestor of a filesystem that a full receive will create
@@ -125,14 +126,14 @@ func setConflict(p *FSPlan, kind ConflictKind, msg string) {
 
 // planFilesystem plans one sender filesystem against the receiver's
 // filesystem of the same path (nil if the receiver has none).
-func planFilesystem(path string, s, r *Filesystem, pol Policy) FSPlan {
+func planFilesystem(path string, s, r *Filesystem, pol Policy, sc *scratch) FSPlan {
 	p := FSPlan{Path: path, Sender: s.Info.Path}
 	conflict := func(kind ConflictKind, format string, args ...any) FSPlan {
 		setConflict(&p, kind, fmt.Sprintf(format, args...))
 		return p
 	}
 
-	hist, err := senderHistory(s.Versions)
+	hist, err := senderHistory(s.Versions, sc)
 	if err != nil {
 		return conflict(ConflictInvalidListing, "sender: %v", err)
 	}

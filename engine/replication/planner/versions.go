@@ -50,8 +50,13 @@ func checkVersion(v zfs.FilesystemVersion) error {
 	if v.Kind != zfs.Snapshot && v.Kind != zfs.Bookmark {
 		return fmt.Errorf("version %q has unknown kind %d", v.Name, v.Kind)
 	}
-	if err := zfs.ValidateVersionName(v.Kind, v.Name); err != nil {
-		return err
+	if !validComponent(v.Name) {
+		// Only the slow path builds the error: the happy path must not
+		// allocate, a listing has a million versions.
+		if err := zfs.ValidateVersionName(v.Kind, v.Name); err != nil {
+			return err
+		}
+		return fmt.Errorf("invalid %s name %q", v.Kind, v.Name)
 	}
 	if v.GUID == 0 {
 		return fmt.Errorf("%s has guid 0", v.RelName())
@@ -59,10 +64,16 @@ func checkVersion(v zfs.FilesystemVersion) error {
 	return nil
 }
 
+// scratch holds buffers reused across filesystems.
+type scratch struct {
+	guids []uint64
+	names []string
+}
+
 // senderHistory validates the sender's versions and returns them in
 // history order. The input is not modified; it is copied only when it is
 // not already in order (listings usually are).
-func senderHistory(vs []zfs.FilesystemVersion) ([]zfs.FilesystemVersion, error) {
+func senderHistory(vs []zfs.FilesystemVersion, sc *scratch) ([]zfs.FilesystemVersion, error) {
 	for _, v := range vs {
 		if err := checkVersion(v); err != nil {
 			return nil, err
@@ -74,33 +85,36 @@ func senderHistory(vs []zfs.FilesystemVersion) ([]zfs.FilesystemVersion, error) 
 	}
 	// One snapshot per txg and per GUID, one version per name and kind:
 	// anything else would make From and To ambiguous.
-	var snapGUIDs []uint64
-	var snapNames, bookNames []string
+	sc.guids = sc.guids[:0]
 	var prevSnap *zfs.FilesystemVersion
 	for i := range vs {
 		v := &vs[i]
-		if v.Kind == zfs.Bookmark {
-			bookNames = append(bookNames, v.Name)
+		if v.Kind != zfs.Snapshot {
 			continue
 		}
 		if prevSnap != nil && prevSnap.CreateTXG == v.CreateTXG {
 			return nil, fmt.Errorf("snapshots %s and %s have the same createtxg %d", prevSnap.RelName(), v.RelName(), v.CreateTXG)
 		}
 		prevSnap = v
-		snapGUIDs = append(snapGUIDs, v.GUID)
-		snapNames = append(snapNames, v.Name)
+		sc.guids = append(sc.guids, v.GUID)
 	}
-	slices.Sort(snapGUIDs)
-	for i := 1; i < len(snapGUIDs); i++ {
-		if snapGUIDs[i] == snapGUIDs[i-1] {
-			return nil, fmt.Errorf("two snapshots have guid %d", snapGUIDs[i])
+	slices.Sort(sc.guids)
+	for i := 1; i < len(sc.guids); i++ {
+		if sc.guids[i] == sc.guids[i-1] {
+			return nil, fmt.Errorf("two snapshots have guid %d", sc.guids[i])
 		}
 	}
-	for _, names := range [][]string{snapNames, bookNames} {
-		slices.Sort(names)
-		for i := 1; i < len(names); i++ {
-			if names[i] == names[i-1] {
-				return nil, fmt.Errorf("version name %q listed twice", names[i])
+	for _, kind := range []zfs.VersionKind{zfs.Snapshot, zfs.Bookmark} {
+		sc.names = sc.names[:0]
+		for i := range vs {
+			if vs[i].Kind == kind {
+				sc.names = append(sc.names, vs[i].Name)
+			}
+		}
+		slices.Sort(sc.names)
+		for i := 1; i < len(sc.names); i++ {
+			if sc.names[i] == sc.names[i-1] {
+				return nil, fmt.Errorf("%s name %q listed twice", kind, sc.names[i])
 			}
 		}
 	}
@@ -109,19 +123,25 @@ func senderHistory(vs []zfs.FilesystemVersion) ([]zfs.FilesystemVersion, error) 
 
 // receiverSnapshots validates the receiver's versions and returns its
 // snapshots, oldest first. Bookmarks are ignored: a receive needs a
-// snapshot as its incremental source.
+// snapshot as its incremental source. Like senderHistory it copies only
+// when it must.
 func receiverSnapshots(vs []zfs.FilesystemVersion) ([]zfs.FilesystemVersion, error) {
-	snaps := make([]zfs.FilesystemVersion, 0, len(vs))
+	onlySnaps := true
 	for _, v := range vs {
 		if err := checkVersion(v); err != nil {
 			return nil, err
 		}
+		onlySnaps = onlySnaps && v.Kind == zfs.Snapshot
+	}
+	if onlySnaps && slices.IsSortedFunc(vs, compareReceiverSnapshots) {
+		return vs, nil
+	}
+	snaps := make([]zfs.FilesystemVersion, 0, len(vs))
+	for _, v := range vs {
 		if v.Kind == zfs.Snapshot {
 			snaps = append(snaps, v)
 		}
 	}
-	if !slices.IsSortedFunc(snaps, compareReceiverSnapshots) {
-		slices.SortFunc(snaps, compareReceiverSnapshots)
-	}
+	slices.SortFunc(snaps, compareReceiverSnapshots)
 	return snaps, nil
 }
