@@ -14,10 +14,14 @@ const (
 	// DefaultBuffer is the per-direction bound on written but unread bytes
 	// when a Link leaves Buffer zero.
 	DefaultBuffer = 64 << 10
-	// segmentSize caps the bytes that travel with one arrival time, so that a
-	// large write over a slow link arrives gradually rather than all at once
-	// after its full transmission time.
-	segmentSize = 8 << 10
+	// segmentSize is the packet size: bytes travel in packets aligned to
+	// multiples of it, so a large write over a slow link arrives gradually.
+	// A segment is the part of a packet written at one instant; it arrives
+	// with its last byte. Jitter is drawn once per packet. Together this
+	// makes arrival times a function of when each byte was written, not of
+	// how the writes were chunked or interleaved with reads at that instant,
+	// which is what keeps runs under synctest reproducible.
+	segmentSize = 4 << 10
 )
 
 // Dir names one direction of a connection.
@@ -44,7 +48,11 @@ func (d Dir) valid() bool { return d == Up || d == Down }
 
 type segment struct {
 	data    []byte
+	off     int64     // stream offset of data[0]
+	wtime   time.Time // when it was written
+	floor   time.Time // arrival of the segment before: no overtaking
 	arrival time.Time
+	sealed  bool // a fault fired after it: later bytes must not join it
 }
 
 // window holds back every byte whose arrival falls in [start, end) until end.
@@ -86,8 +94,18 @@ type stream struct {
 
 	linkFree    time.Time // when the link has sent everything enqueued
 	lastArrival time.Time
+	// The current busy period of the link began at busyStart with the
+	// byte at busyOff; departures are computed from there, exactly.
+	busyStart time.Time
+	busyOff   int64
+	jitBlock  int64 // block the jitter jit was drawn for, -1 before any
+	jit       time.Duration
 
 	shut       bool // writer closed its side; later writes fail
+	// lost: the connection is half-open; bytes from offset lostOff on and
+	// any EOF sent afterwards never arrive.
+	lost    bool
+	lostOff int64
 	fin        bool // EOF follows byte finOff, arriving at finArrival
 	finOff     int64
 	finArrival time.Time
@@ -126,25 +144,82 @@ func (s *stream) eff(t time.Time) time.Time {
 	return t
 }
 
-// schedule books k bytes on the link and returns their arrival time.
-func (s *stream) schedule(now time.Time, k int) time.Time {
-	depart := now
-	if s.linkFree.After(depart) {
-		depart = s.linkFree
+// enqueue sends data, which lies within one packet, at time now.
+func (s *stream) enqueue(now time.Time, data []byte) {
+	// Strictly before: at one instant the busy period never restarts, so
+	// splitting a write cannot change departures.
+	if s.linkFree.Before(now) {
+		s.busyStart, s.busyOff = now, s.wOff
 	}
+	end := s.wOff + int64(len(data))
+	raw := s.rawArrival(end)
+	if i := len(s.segs) - 1; i >= 0 {
+		seg := &s.segs[i]
+		if !seg.sealed && seg.wtime.Equal(now) && seg.arrival.After(now) &&
+			seg.off/segmentSize == s.wOff/segmentSize && seg.off+int64(len(seg.data)) == s.wOff {
+			seg.data = append(seg.data, data...)
+			seg.arrival = later(raw, seg.floor)
+			s.lastArrival = seg.arrival
+			s.wOff = end
+			return
+		}
+	}
+	arr := later(raw, s.lastArrival)
+	s.segs = append(s.segs, segment{
+		data: append([]byte(nil), data...), off: s.wOff, wtime: now, floor: s.lastArrival, arrival: arr,
+	})
+	s.lastArrival = arr
+	s.wOff = end
+}
+
+func (s *stream) seal() {
+	if len(s.segs) > 0 {
+		s.segs[len(s.segs)-1].sealed = true
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// rawArrival books the link up to stream offset end and returns when the
+// byte before end arrives, before the no-overtaking clamp.
+func (s *stream) rawArrival(end int64) time.Time {
+	depart := s.busyStart
 	if bw := s.link.Bandwidth; bw > 0 {
-		depart = depart.Add(time.Duration(int64(k) * int64(time.Second) / bw))
+		// Split to keep bytes*1e9 from overflowing on long busy periods.
+		b := end - s.busyOff
+		depart = depart.Add(time.Duration(b/bw)*time.Second + time.Duration((b%bw)*int64(time.Second)/bw))
 	}
 	s.linkFree = depart
 	arr := depart.Add(s.link.Latency)
 	if j := s.link.Jitter; j > 0 {
-		arr = arr.Add(time.Duration(s.rng.Int64N(int64(j))))
+		if blk := (end - 1) / segmentSize; blk != s.jitBlock {
+			s.jitBlock = blk
+			s.jit = time.Duration(s.rng.Int64N(int64(j)))
+		}
+		arr = arr.Add(s.jit)
 	}
-	if arr.Before(s.lastArrival) {
-		arr = s.lastArrival
-	}
-	s.lastArrival = arr
 	return arr
+}
+
+// delay makes the link send nothing before t (a stall).
+func (s *stream) delay(t time.Time) {
+	if t.After(s.linkFree) {
+		s.linkFree = t
+		s.busyStart, s.busyOff = t, s.wOff
+	}
+}
+
+// setLink changes the link; the busy period restarts so that the new
+// bandwidth applies from the next byte.
+func (s *stream) setLink(l Link) {
+	s.link = l
+	s.seal()
+	s.busyStart, s.busyOff = s.linkFree, s.wOff
 }
 
 // shutAt ends the stream after what is enqueued: the EOF travels behind the data.
@@ -153,6 +228,9 @@ func (s *stream) shutAt(now time.Time) {
 		return
 	}
 	s.shut = true
+	if s.lost {
+		return
+	}
 	s.fin = true
 	s.finOff = s.wOff
 	depart := now
@@ -198,8 +276,7 @@ type pipe struct {
 	reset   bool
 	resetAt [2]time.Time // when each side learns of the reset
 
-	blackholed  bool
-	blackholeAt time.Time
+	blackholed bool
 
 	onReset func(now time.Time)    // lock held
 	onClose [2]func(now time.Time) // lock held
@@ -247,15 +324,14 @@ func earliest(a, b time.Time) time.Time {
 }
 
 // visible reports whether something arriving at a (effective time) can
-// still be seen by side r, given resets and black-holing.
+// still be seen by side r after a reset.
 func (p *pipe) visible(r int, a time.Time) bool {
-	if p.reset && a.After(p.resetAt[r]) {
-		return false
-	}
-	if p.blackholed && a.After(p.blackholeAt) {
-		return false
-	}
-	return true
+	return !p.reset || !a.After(p.resetAt[r])
+}
+
+// segVisible reports whether the head segment of s can reach reader r.
+func (p *pipe) segVisible(r int, s *stream, a time.Time) bool {
+	return p.visible(r, a) && !(s.lost && s.segs[0].off >= s.lostOff)
 }
 
 // fireTriggers runs the faults due at the writer's current offset. A non-nil
@@ -265,6 +341,7 @@ func (p *pipe) fireTriggers(side int, now time.Time) error {
 	for len(s.triggers) > 0 && s.triggers[0].off <= s.wOff {
 		t := s.triggers[0]
 		s.triggers = s.triggers[1:]
+		s.seal()
 		switch t.kind {
 		case trigReset:
 			p.n.record(now, "conn#%d %v: reset at byte %d", p.id, Dir(side), s.wOff)
@@ -272,9 +349,7 @@ func (p *pipe) fireTriggers(side int, now time.Time) error {
 			return sysErr("write", syscall.ECONNRESET)
 		case trigStall:
 			p.n.record(now, "conn#%d %v: stall at byte %d for %v", p.id, Dir(side), s.wOff, t.dur)
-			if end := now.Add(t.dur); end.After(s.linkFree) {
-				s.linkFree = end
-			}
+			s.delay(now.Add(t.dur))
 		case trigHalfOpen:
 			p.n.record(now, "conn#%d %v: half-open at byte %d", p.id, Dir(side), s.wOff)
 			p.doBlackhole(now)
@@ -315,7 +390,11 @@ func (p *pipe) doBlackhole(now time.Time) {
 		return
 	}
 	p.blackholed = true
-	p.blackholeAt = now
+	for _, s := range p.s {
+		s.seal()
+		s.lost = true
+		s.lostOff = s.wOff
+	}
 	p.broadcast()
 }
 
@@ -361,7 +440,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 		var wake time.Time
 		if len(s.segs) > 0 {
 			a := s.eff(s.segs[0].arrival)
-			if p.visible(r, a) {
+			if p.segVisible(r, s, a) {
 				if !a.After(now) {
 					n := c.consume(s, b, now)
 					p.broadcast()
@@ -400,7 +479,7 @@ func (c *Conn) consume(s *stream, b []byte, now time.Time) int {
 	n := 0
 	for n < len(b) && len(s.segs) > 0 {
 		a := s.eff(s.segs[0].arrival)
-		if a.After(now) || !c.p.visible(c.side, a) {
+		if a.After(now) || !c.p.segVisible(c.side, s, a) {
 			break
 		}
 		seg := s.segs[0].data[s.headOff:]
@@ -466,7 +545,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			p.mu.Lock()
 			continue
 		}
-		k := min(len(b)-n, space, segmentSize)
+		k := min(len(b)-n, space, segmentSize-int(s.wOff%segmentSize))
 		if len(s.triggers) > 0 {
 			// Stop exactly at the next fault's offset.
 			if lim := s.triggers[0].off - s.wOff; lim < int64(k) {
@@ -474,11 +553,8 @@ func (c *Conn) Write(b []byte) (int, error) {
 			}
 		}
 		if k > 0 {
-			data := make([]byte, k)
-			copy(data, b[n:n+k])
-			s.segs = append(s.segs, segment{data: data, arrival: s.schedule(now, k)})
+			s.enqueue(now, b[n:n+k])
 			s.queued += k
-			s.wOff += int64(k)
 			s.written += int64(k)
 			n += k
 			p.broadcast()
@@ -502,9 +578,14 @@ func (c *Conn) Close() error {
 	now := time.Now()
 	p.closed[w] = true
 	out, in := p.s[w], p.s[1-w]
+	if p.reset {
+		out.shut = true // an RST went out already; no FIN follows it
+	}
 	out.shutAt(now)
 	if !p.blackholed {
 		in.discard()
+	}
+	if !p.blackholed && !p.reset {
 		in.sinkGone = true
 		in.sinkGoneAt = out.eff(out.finArrival)
 	}
@@ -523,6 +604,9 @@ func (c *Conn) CloseWrite() error {
 	defer p.mu.Unlock()
 	if p.closed[w] {
 		return c.opErr("close", net.ErrClosed)
+	}
+	if p.reset {
+		p.s[w].shut = true
 	}
 	p.s[w].shutAt(time.Now())
 	p.broadcast()

@@ -185,7 +185,7 @@ func (n *Network) SetLink(from, to string, l Link) error {
 		for side := 0; side < 2; side++ {
 			if p.addr[side].Host == from && p.addr[1-side].Host == to {
 				p.mu.Lock()
-				p.s[side].link = l
+				p.s[side].setLink(l)
 				p.mu.Unlock()
 			}
 		}
@@ -206,11 +206,21 @@ func (n *Network) record(now time.Time, format string, args ...any) {
 	n.trace = append(n.trace, Event{At: now.Sub(n.start), Msg: fmt.Sprintf(format, args...)})
 }
 
-// Trace returns what happened so far: connections, refusals, faults.
+// Trace returns what happened so far: connections, refusals, faults. Events
+// of one instant are sorted by text: goroutines running at the same virtual
+// instant have no meaningful order, and a canonical one keeps traces of
+// the same seed comparable.
 func (n *Network) Trace() []Event {
 	n.traceMu.Lock()
-	defer n.traceMu.Unlock()
-	return append([]Event(nil), n.trace...)
+	ev := append([]Event(nil), n.trace...)
+	n.traceMu.Unlock()
+	sort.SliceStable(ev, func(i, j int) bool {
+		if ev[i].At != ev[j].At {
+			return ev[i].At < ev[j].At
+		}
+		return ev[i].Msg < ev[j].Msg
+	})
+	return ev
 }
 
 // TraceString returns the trace one event per line, for test logs.
@@ -429,7 +439,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 func (n *Network) newPipeLocked(id int, src, dst Addr, up, down Link, now time.Time) *pipe {
 	mk := func(l Link, dir Dir) *stream {
-		return &stream{link: l, rng: rand.New(rand.NewPCG(uint64(n.seed), uint64(id)<<1|uint64(dir)))}
+		return &stream{link: l, jitBlock: -1, rng: rand.New(rand.NewPCG(uint64(n.seed), uint64(id)<<1|uint64(dir)))}
 	}
 	p := &pipe{n: n, id: id, addr: [2]Addr{src, dst}, changed: make(chan struct{})}
 	p.s[Up], p.s[Down] = mk(up, Up), mk(down, Down)
