@@ -101,11 +101,11 @@ type stream struct {
 	jitBlock  int64 // block the jitter jit was drawn for, -1 before any
 	jit       time.Duration
 
-	shut       bool // writer closed its side; later writes fail
+	shut bool // writer closed its side; later writes fail
 	// lost: the connection is half-open; bytes from offset lostOff on and
 	// any EOF sent afterwards never arrive.
-	lost    bool
-	lostOff int64
+	lost       bool
+	lostOff    int64
 	fin        bool // EOF follows byte finOff, arriving at finArrival
 	finOff     int64
 	finArrival time.Time
