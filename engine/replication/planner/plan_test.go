@@ -504,3 +504,24 @@ func TestListingNotModified(t *testing.T) {
 	assert.Equal(t, []zfs.FilesystemVersion{c, a, b}, vs)
 	assert.Equal(t, []zfs.FilesystemVersion{snap("b", 102, 2), snap("a", 101, 1)}, rv)
 }
+
+func TestFind(t *testing.T) {
+	res, err := Plan(Input{Sender: []Filesystem{sender("b", a), sender("a-b", a), sender("a/b/c", a), sender("a", a)}})
+	require.NoError(t, err)
+	for _, p := range []string{"a", "a/b", "a/b/c", "a-b", "b"} {
+		fp, ok := res.Find(p)
+		require.True(t, ok, p)
+		assert.Equal(t, p, fp.Path)
+	}
+	for _, p := range []string{"", "c", "a/b/c/d", "a/c"} {
+		_, ok := res.Find(p)
+		assert.False(t, ok, p)
+	}
+}
+
+func TestHugeTokenNameIsClipped(t *testing.T) {
+	r := withToken(receiver("fs", snap("a", 101, 3)), resumetoken.Token{ToName: "pool/fs@" + strings.Repeat("x", 100000), ToGUID: 102, FromGUID: 101}.Encode())
+	p := planOne(t, sender("fs", a, b), &r, Policy{})
+	requireConflict(t, p, ConflictForeignPartialReceive, "snapshot name differs")
+	assert.Less(t, len(p.Conflict.Error()), 1000)
+}

@@ -1,6 +1,7 @@
 package planner
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -559,6 +560,93 @@ func TestPropertyMaliciousToken(t *testing.T) {
 		} else {
 			if !pol.AbortForeignPartialReceive || len(p.Actions) != 1 || p.Actions[0].Kind != ActionAbortPartialReceive {
 				t.Fatalf("token neither used nor aborted: %+v", p.Actions)
+			}
+		}
+	})
+}
+
+// Arbitrary listings, including ones no ZFS would produce, never make
+// the planner panic, and whatever it plans still only sends snapshots the
+// sender listed, in a chain.
+func TestPropertyArbitraryInput(t *testing.T) {
+	genVersion := rapid.Custom(func(t *rapid.T) zfs.FilesystemVersion {
+		return zfs.FilesystemVersion{
+			Kind:      zfs.VersionKind(rapid.IntRange(0, 3).Draw(t, "kind")),
+			Name:      rapid.StringMatching(`[ab.@/ ]{0,3}`).Draw(t, "name"),
+			GUID:      rapid.Uint64Range(0, 6).Draw(t, "guid"),
+			CreateTXG: rapid.Uint64Range(0, 6).Draw(t, "txg"),
+		}
+	})
+	genFS := func(side string) *rapid.Generator[Filesystem] {
+		return rapid.Custom(func(t *rapid.T) Filesystem {
+			fs := Filesystem{
+				Path:     rapid.StringMatching(`[ab./@]{0,3}(/[ab.]{0,2}){0,2}`).Draw(t, side+" path"),
+				Versions: rapid.SliceOfN(genVersion, 0, 6).Draw(t, side+" versions"),
+			}
+			if rapid.IntRange(0, 9).Draw(t, "unnamed") > 0 {
+				fs.Info.Path = zfs.MustDatasetPath("pool/fs")
+			}
+			fs.Info.Encryption = rapid.SampledFrom([]string{"", "off", "aes-256-gcm"}).Draw(t, "encryption")
+			fs.Info.KeyStatus = rapid.SampledFrom([]zfs.KeyStatus{"", zfs.KeyStatusNone, zfs.KeyStatusAvailable, zfs.KeyStatusUnavailable}).Draw(t, "keystatus")
+			fs.Info.Placeholder = rapid.Bool().Draw(t, "placeholder")
+			switch rapid.IntRange(0, 2).Draw(t, "token") {
+			case 1:
+				fs.Info.ReceiveResumeToken = rapid.String().Draw(t, "garbage token")
+			case 2:
+				v := genVersion.Draw(t, "token version")
+				fs.Info.ReceiveResumeToken = resumetoken.Token{
+					ToName:   "pool/fs@" + v.Name,
+					ToGUID:   v.GUID,
+					FromGUID: rapid.Uint64Range(0, 6).Draw(t, "token from"),
+					RawOK:    rapid.Bool().Draw(t, "token raw"),
+				}.Encode()
+			}
+			return fs
+		})
+	}
+	rapid.Check(t, func(t *rapid.T) {
+		in := Input{
+			Sender:   rapid.SliceOfN(genFS("sender"), 0, 4).Draw(t, "sender"),
+			Receiver: rapid.SliceOfN(genFS("receiver"), 0, 4).Draw(t, "receiver"),
+			Policy: Policy{
+				InitialReplication:         InitialReplication(rapid.IntRange(0, 2).Draw(t, "initial")),
+				Encrypted:                  Tristate(rapid.IntRange(0, 3).Draw(t, "encrypted")),
+				EmbeddedData:               rapid.Bool().Draw(t, "embedded"),
+				AbortForeignPartialReceive: rapid.Bool().Draw(t, "abort"),
+			},
+		}
+		res, err := Plan(in)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidInput) || err.Error() == "" {
+				t.Fatalf("error %v is not an ErrInvalidInput", err)
+			}
+			return
+		}
+		planned := map[string]FSPlan{}
+		for _, p := range res.Filesystems {
+			planned[p.Path] = p
+			if (p.Conflict != nil) != (p.Status == StatusConflict) {
+				t.Fatalf("%q: status %v with conflict %v", p.Path, p.Status, p.Conflict)
+			}
+			if p.Conflict != nil && (len(p.Steps) > 0 || len(p.Actions) > 0 || p.Conflict.Error() == "") {
+				t.Fatalf("%q: conflict with work: %+v", p.Path, p)
+			}
+		}
+		for _, s := range in.Sender {
+			p, ok := planned[s.Path]
+			if !ok {
+				t.Fatalf("sender filesystem %q not planned", s.Path)
+			}
+			for i, st := range p.Steps {
+				if st.To.Kind != zfs.Snapshot || !slices.Contains(s.Versions, st.To) {
+					t.Fatalf("%q step %d sends %v, not a sender snapshot", s.Path, i, st.To)
+				}
+				if st.From != nil && !slices.Contains(s.Versions, *st.From) {
+					t.Fatalf("%q step %d from %v, not a sender version", s.Path, i, st.From)
+				}
+				if i > 0 && (st.From == nil || *st.From != p.Steps[i-1].To) {
+					t.Fatalf("%q step %d does not chain", s.Path, i)
+				}
 			}
 		}
 	})

@@ -54,7 +54,17 @@ func describeToken(t resumetoken.Token) string {
 	if t.FromGUID != 0 {
 		from = fmt.Sprintf("from guid %d", t.FromGUID)
 	}
-	return fmt.Sprintf("%q (guid %d, %s, raw %v)", t.ToName, t.ToGUID, from, t.RawOK)
+	return fmt.Sprintf("%q (guid %d, %s, raw %v)", clip(t.ToName), t.ToGUID, from, t.RawOK)
+}
+
+// clip keeps a name from a token readable: a hostile receiver may put up
+// to a megabyte there.
+func clip(s string) string {
+	const max = 300
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
 }
 
 func describeStep(fs zfs.DatasetPath, s *Step) string {

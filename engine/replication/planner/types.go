@@ -3,6 +3,7 @@ package planner
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"zrepl.dev/zrepl/engine/zfs"
 )
@@ -104,12 +105,11 @@ type Result struct {
 
 // Find returns the plan of the filesystem at relative path p.
 func (r *Result) Find(p string) (*FSPlan, bool) {
-	for i := range r.Filesystems {
-		if r.Filesystems[i].Path == p {
-			return &r.Filesystems[i], true
-		}
+	i, ok := slices.BinarySearchFunc(r.Filesystems, p, func(fp FSPlan, p string) int { return comparePaths(fp.Path, p) })
+	if !ok {
+		return nil, false
 	}
-	return nil, false
+	return &r.Filesystems[i], true
 }
 
 // Status summarizes an FSPlan for reports.
