@@ -14,7 +14,9 @@
 // first: a parent the receiver lacks is created by the parent's own first
 // (full) step, or, when the sender does not replicate the parent (it is
 // not a sender filesystem, or has no snapshots), by an
-// ActionCreatePlaceholder. FSPlan.WaitFor names such a parent. A parent
+// ActionCreatePlaceholder (its status is then StatusPlaceholder).
+// FSPlan.WaitFor names a parent the plan creates; the child's actions and
+// steps must wait until it exists. A parent
 // that cannot be created (it has a conflict) gives the child
 // ConflictParentMissing. The namespace root itself is the receiver's
 // business.

@@ -83,6 +83,9 @@ func Plan(in Input) (*Result, error) {
 			p.WaitFor = parent
 		}
 		if !creates {
+			// A sender filesystem without snapshots becomes a
+			// placeholder too: reports and drivers treat both alike.
+			p.Status = StatusPlaceholder
 			p.Actions = append(p.Actions, Action{
 				Kind:   ActionCreatePlaceholder,
 				Reason: "a filesystem below it is received and the receiver does not have it",

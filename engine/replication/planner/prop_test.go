@@ -372,7 +372,7 @@ func TestPropertyTree(t *testing.T) {
 				t.Fatalf("%q planned twice", p.Path)
 			}
 			seen[p.Path] = true
-			if !isSender[p.Path] && p.Status != StatusPlaceholder {
+			if !isSender[p.Path] && p.Status != StatusPlaceholder && p.Conflict == nil {
 				t.Fatalf("%q is no sender filesystem but has status %v", p.Path, p.Status)
 			}
 			createsPlaceholder := len(p.Actions) > 0 && p.Actions[0].Kind == ActionCreatePlaceholder

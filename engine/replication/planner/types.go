@@ -123,8 +123,9 @@ const (
 	// StatusNoSnapshots: the sender has no snapshot to send and the
 	// receiver has none either.
 	StatusNoSnapshots
-	// StatusPlaceholder: not a sender filesystem, but a sender
-	// filesystem below it needs it on the receiver (see Actions).
+	// StatusPlaceholder: nothing to send (not a sender filesystem, or
+	// one without snapshots), but a filesystem below it is received, so
+	// the receiver gets a placeholder (see Actions).
 	StatusPlaceholder
 	// StatusConflict: nothing is done; Conflict says why.
 	StatusConflict
@@ -151,8 +152,8 @@ func (s Status) String() string {
 type FSPlan struct {
 	// Path is relative to the job's namespace.
 	Path string
-	// Sender is the sender's full name of the filesystem; zero for a
-	// StatusPlaceholder entry, which the sender does not replicate.
+	// Sender is the sender's full name of the filesystem; zero for an
+	// entry that is no sender filesystem (a gap in the sender's tree).
 	Sender   zfs.DatasetPath
 	Status   Status
 	Actions  []Action
