@@ -36,8 +36,12 @@ fuzz:
 bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) -benchmem $(PKGS)
 
+# Tests against real OpenZFS: here if this host has ZFS, else in a QEMU VM
+# (cached under ~/.cache/zrepl-platformtest; see platformtest/vm/README.md).
+# PLATFORMTEST_ARGS (default -test.v) goes to the test binary, e.g.
+# make platformtest PLATFORMTEST_ARGS='-test.run Smoke -test.v'
 platformtest:
-	@echo "platformtest: not yet (zfsreal issue)"; exit 1
+	./platformtest/vm/run.sh
 
 generate:
 	$(GO) generate ./...
