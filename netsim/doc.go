@@ -18,4 +18,11 @@
 // held back further while a stall window or a partition covers that moment.
 // Bytes never overtake each other. Buffer bounds the bytes written but not yet
 // read per direction; writers block when it is full.
+//
+// Determinism: arrival times depend only on when each byte was written, not
+// on how writes were chunked or interleaved with reads at the same instant,
+// so a test driven by virtual time replays the same way for the same seed.
+// On links with neither latency nor bandwidth limit bytes arrive at the very
+// instant they are written, and which goroutine runs first at that instant
+// becomes visible; give links some latency where replays must match.
 package netsim

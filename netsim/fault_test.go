@@ -493,3 +493,20 @@ func TestSameSeedSameTrace(t *testing.T) {
 	assert.Contains(t, trace1, "established")
 	t.Logf("%s\n%s", plan1, trace1)
 }
+
+func TestScheduledPartitionStallsEstablishedConn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(1)
+		require.NoError(t, n.Schedule(FaultPlan{Faults: []Fault{{Kind: FaultPartition, A: "b", B: "a", At: time.Minute, For: time.Minute}}}))
+		c, s := pair(t, n)
+		time.Sleep(90 * time.Second)
+		_, err := c.Write([]byte("during"))
+		require.NoError(t, err)
+		b := make([]byte, 10)
+		k, err := s.Read(b)
+		require.NoError(t, err)
+		assert.Equal(t, "during", string(b[:k]))
+		assert.Equal(t, 2*time.Minute, time.Since(n.start), "held until the partition ends")
+		require.NoError(t, n.Close())
+	})
+}

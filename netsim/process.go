@@ -142,13 +142,15 @@ func (pr *Process) exitLocked(now time.Time, status int, stderr string) {
 		return
 	}
 	p := pr.conn.p
-	p.s[Up].shutAt(now)
-	down := p.s[Down]
-	down.shutAt(now)
-	down.sinkGone = true
-	down.sinkGoneAt = now
-	down.triggers = nil
-	p.broadcast()
+	if !p.reset { // after a reset, the reset already says it all
+		p.s[Up].shutAt(now)
+		down := p.s[Down]
+		down.shutAt(now)
+		down.sinkGone = true
+		down.sinkGoneAt = now
+		down.triggers = nil
+		p.broadcast()
+	}
 	p.n.record(now, "conn#%d: process exited with status %d", p.id, status)
 	pr.finish(status, stderr)
 }
