@@ -65,7 +65,9 @@
 // encrypted parent is a normal setup, so that is no conflict); a full
 // receive replacing a placeholder that is encrypted, or a raw one
 // replacing an unencrypted placeholder. Embedded data (-e) is dropped from
-// raw steps and from steps into encrypted filesystems, which ZFS refuses.
+// raw steps and from steps into encrypted filesystems, which ZFS refuses;
+// a filesystem a full receive creates counts as encrypted when the nearest
+// ancestor the receiver lists is (it inherits the encryption).
 //
 // # Resume tokens
 //

@@ -32,7 +32,7 @@ func Plan(in Input) (*Result, error) {
 	plans := make([]FSPlan, 0, len(senders))
 	var sc scratch
 	for p, s := range senders {
-		plans = append(plans, planFilesystem(p, s, receivers[p], in.Policy, &sc))
+		plans = append(plans, planFilesystem(p, s, receivers[p], ancestorEncrypted(p, receivers), in.Policy, &sc))
 	}
 
 	// Every ancestor of a filesystem that a full receive will create
@@ -96,6 +96,18 @@ func Plan(in Input) (*Result, error) {
 	return &Result{Filesystems: plans}, nil
 }
 
+// ancestorEncrypted reports whether the nearest ancestor of p that the
+// receiver lists is encrypted: a filesystem created below it by a plain
+// receive inherits its encryption.
+func ancestorEncrypted(p string, receivers map[string]*Filesystem) bool {
+	for a := parentPath(p); a != ""; a = parentPath(a) {
+		if r := receivers[a]; r != nil {
+			return r.Info.Encrypted()
+		}
+	}
+	return false
+}
+
 func missingParentMsg(parent string, pp *FSPlan) string {
 	why := "it is not replicated"
 	if pp != nil && pp.Conflict != nil {
@@ -128,8 +140,9 @@ func setConflict(p *FSPlan, kind ConflictKind, msg string) {
 }
 
 // planFilesystem plans one sender filesystem against the receiver's
-// filesystem of the same path (nil if the receiver has none).
-func planFilesystem(path string, s, r *Filesystem, pol Policy, sc *scratch) FSPlan {
+// filesystem of the same path (nil if the receiver has none);
+// parentEncrypted is ancestorEncrypted for it.
+func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Policy, sc *scratch) FSPlan {
 	p := FSPlan{Path: path, Sender: s.Info.Path}
 	conflict := func(kind ConflictKind, format string, args ...any) FSPlan {
 		setConflict(&p, kind, fmt.Sprintf(format, args...))
@@ -215,7 +228,11 @@ func planFilesystem(path string, s, r *Filesystem, pol Policy, sc *scratch) FSPl
 		return conflict(ConflictKeyUnavailable, "a plain send of %s needs the sender's key loaded (or raw sends: encryption true)", describe(snaps[0]))
 	}
 
-	p.Steps = buildSteps(base, snaps, raw, receiverEncrypted, pol)
+	// Where the receive would be encrypted: into the receiver's
+	// filesystem, or, when a full receive creates or replaces it, by
+	// inheritance from the parent.
+	encryptedTarget := receiverEncrypted || base == nil && parentEncrypted
+	p.Steps = buildSteps(base, snaps, raw, encryptedTarget, pol)
 	if len(p.Steps) > 0 && r != nil && r.Info.Placeholder && len(rsnaps) == 0 {
 		p.Steps[0].ReplacePlaceholder = true
 	}
@@ -322,13 +339,13 @@ func listVersions(vs []zfs.FilesystemVersion) string {
 
 // buildSteps chains one step per snapshot: base -> snaps[0] (full if base
 // is nil), snaps[0] -> snaps[1], and so on.
-func buildSteps(base *zfs.FilesystemVersion, snaps []zfs.FilesystemVersion, raw, receiverEncrypted bool, pol Policy) []Step {
+func buildSteps(base *zfs.FilesystemVersion, snaps []zfs.FilesystemVersion, raw, encryptedTarget bool, pol Policy) []Step {
 	if len(snaps) == 0 {
 		return nil
 	}
 	// ZFS refuses embedded-data records in raw streams and in streams
 	// received into an encrypted filesystem.
-	embed := pol.EmbeddedData && !raw && !receiverEncrypted
+	embed := pol.EmbeddedData && !raw && !encryptedTarget
 	froms := make([]zfs.FilesystemVersion, len(snaps))
 	steps := make([]Step, len(snaps))
 	for i, to := range snaps {

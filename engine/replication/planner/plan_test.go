@@ -226,6 +226,18 @@ func TestEncryption(t *testing.T) {
 		assert.False(t, p.Steps[0].Raw)
 		assert.False(t, p.Steps[0].EmbeddedData, "encrypted receivers refuse embedded data")
 	})
+	t.Run("no embedded data into a new filesystem below an encrypted one", func(t *testing.T) {
+		pol := Policy{EmbeddedData: true}
+		parent := encrypted(placeholder(receiver("a")), zfs.KeyStatusAvailable)
+		res, err := Plan(Input{Sender: []Filesystem{sender("a/b/c", a), sender("x/y", a)}, Receiver: []Filesystem{parent, receiver("x")}, Policy: pol})
+		require.NoError(t, err)
+		c, _ := res.Find("a/b/c")
+		require.Equal(t, "full @a", stepsString(c.Steps))
+		assert.False(t, c.Steps[0].EmbeddedData, "inherits the encryption of a")
+		y, _ := res.Find("x/y")
+		require.Equal(t, "full @a", stepsString(y.Steps))
+		assert.True(t, y.Steps[0].EmbeddedData)
+	})
 	t.Run("up to date needs no encryption match", func(t *testing.T) {
 		p := planOne(t, encrypted(sender("fs", a), zfs.KeyStatusAvailable), rp(incr), Policy{})
 		assert.Equal(t, StatusUpToDate, p.Status)
