@@ -3,7 +3,9 @@ package replication_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -349,4 +351,71 @@ func TestRawSendOfEncryptedFilesystem(t *testing.T) {
 	}
 	require.NotNil(t, plain)
 	assert.ErrorIs(t, plain.Err, planner.ConflictSenderNotEncrypted)
+}
+
+// countingReceiver counts Receive calls per filesystem.
+type countingReceiver struct {
+	replication.Receiver
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (c *countingReceiver) Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error {
+	c.mu.Lock()
+	c.calls[req.FS]++
+	c.mu.Unlock()
+	return c.Receiver.Receive(ctx, req, stream)
+}
+
+// Lowering the concurrency while steps run suspends the youngest ones; they
+// resume from their resume token later without sending again what the
+// receiver already has, and nothing of the job leaks.
+func TestResizeDownMidRunResumesWithoutResending(t *testing.T) {
+	p := newPair(t, "push")
+	fss := []string{"src/data/a", "src/data/b", "src/data/c"}
+	p.sender.Filter = func(fs zfs.DatasetPath) bool { return slices.Contains(fss, fs.String()) }
+	for i, fs := range fss {
+		p.create(fs, false)
+		p.write(fs, int64(i), 64)
+		p.snap(fs, "s1")
+	}
+	counting := &countingReceiver{Receiver: p.receiver, calls: map[string]int{}}
+	recv := &interferingReceiver{Receiver: counting, onBytes: 1 << 20, gate: make(chan struct{})}
+	run := replication.NewRun(p.sender, recv, replication.Config{Concurrency: 3, Sleep: noSleep})
+	recv.act = func() {
+		defer close(recv.gate)
+		require.NoError(t, run.SetConcurrency(1))
+		// Hold the data flow until the driver has acted on the change, so
+		// that the steps are still running when it does.
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			suspending := 0
+			for _, s := range run.Progress().Steps {
+				if s.State == "suspending" || s.State == "suspended" {
+					suspending++
+				}
+			}
+			if suspending == 2 {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		t.Error("the driver did not suspend two steps after the limit went from 3 to 1")
+	}
+	rep := run.Do(ctx)
+	requireOK(t, rep)
+	for _, fs := range fss {
+		p.assertReplicated(fs, "s1")
+	}
+	resumed := 0
+	for _, n := range counting.calls {
+		if n > 1 {
+			resumed++
+		}
+	}
+	assert.Positive(t, resumed, "some step was suspended and resumed: %v", counting.calls)
+	for _, s := range run.Progress().Steps {
+		assert.Equal(t, "done", s.State)
+		assert.LessOrEqual(t, s.Done, s.Expected+s.Expected/20, "step %s %s sent %d bytes for an estimate of %d: re-sent received data", s.FS, s.Step, s.Done, s.Expected)
+	}
 }

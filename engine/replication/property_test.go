@@ -28,6 +28,9 @@ type interferingReceiver struct {
 	seen      atomic.Int64
 	act       func()
 	triggered bool
+	// gate, if set, holds every read after the trigger until it is
+	// closed, so that no other step makes progress while act runs.
+	gate chan struct{}
 }
 
 func (r *interferingReceiver) Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error {
@@ -40,6 +43,8 @@ func (r *interferingReceiver) Receive(ctx context.Context, req endpoint.ReceiveR
 			r.mu.Unlock()
 			if fire {
 				r.act()
+			} else if r.gate != nil {
+				<-r.gate
 			}
 		}
 		return n, err
