@@ -510,3 +510,61 @@ func TestScheduledPartitionStallsEstablishedConn(t *testing.T) {
 		require.NoError(t, n.Close())
 	})
 }
+
+func TestExplicitConnFaults(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(1)
+		require.NoError(t, n.SetDefaultLink(Link{Latency: time.Second}))
+
+		// ResetAfter on the server end: the client reads exactly 3 bytes.
+		c, s := pair(t, n)
+		s.ResetAfter(3)
+		k, err := s.Write([]byte("abcdef"))
+		assert.Equal(t, 3, k)
+		assert.True(t, isReset(err))
+		got, err := io.ReadAll(c)
+		assert.Equal(t, "abc", string(got))
+		assert.True(t, isReset(err))
+		require.NoError(t, c.Close())
+		require.NoError(t, s.Close())
+
+		// Reset now: this end fails at once, the peer a latency later,
+		// after reading what had arrived before.
+		c, s = pair(t, n)
+		_, err = c.Write([]byte("xy"))
+		require.NoError(t, err)
+		time.Sleep(2 * time.Second)
+		t0 := time.Now()
+		s.Reset()
+		got, err = io.ReadAll(s)
+		assert.Equal(t, "xy", string(got), "what arrived before stays readable")
+		assert.True(t, isReset(err), "the end that reset is reset at once: %v", err)
+		assert.Equal(t, time.Duration(0), time.Since(t0))
+		_, err = c.Write([]byte("vanishes"))
+		assert.NoError(t, err, "the peer does not know yet")
+		_, err = c.Read(make([]byte, 1))
+		assert.True(t, isReset(err))
+		assert.Equal(t, time.Second, time.Since(t0))
+		assert.Equal(t, int64(len("vanishes")), c.Stats().Up.Dropped)
+		require.NoError(t, c.Close())
+		require.NoError(t, s.Close())
+
+		// StallAfter: the first 2 bytes flow, the rest waits a minute.
+		c, s = pair(t, n)
+		c.StallAfter(2, time.Minute)
+		t0 = time.Now()
+		_, err = c.Write([]byte("1234"))
+		require.NoError(t, err)
+		b := make([]byte, 10)
+		k, err = s.Read(b)
+		require.NoError(t, err)
+		assert.Equal(t, "12", string(b[:k]))
+		assert.Equal(t, time.Second, time.Since(t0))
+		k, err = s.Read(b)
+		require.NoError(t, err)
+		assert.Equal(t, "34", string(b[:k]))
+		assert.Equal(t, time.Minute+time.Second, time.Since(t0))
+		require.NoError(t, n.Close())
+		assert.Contains(t, n.TraceString(), "stall at byte 2 for 1m0s")
+	})
+}
