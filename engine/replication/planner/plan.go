@@ -23,11 +23,6 @@ func Plan(in Input) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	for p, fs := range senders {
-		if fs.Info.Path.IsZero() {
-			return nil, fmt.Errorf("%w: sender filesystem %q has no full name (Info.Path)", ErrInvalidInput, p)
-		}
-	}
 
 	plans := make([]FSPlan, 0, len(senders))
 	var sc scratch
@@ -116,10 +111,17 @@ func missingParentMsg(parent string, pp *FSPlan) string {
 	return fmt.Sprintf("parent %q does not exist on the receiver and will not be created (%s)", parent, why)
 }
 
+// indexFilesystems maps paths to filesystems. It checks them in path
+// order, so that the error for a listing with several faults does not
+// depend on the listing's order.
 func indexFilesystems(side string, fss []Filesystem) (map[string]*Filesystem, error) {
-	m := make(map[string]*Filesystem, len(fss))
+	order := make([]*Filesystem, len(fss))
 	for i := range fss {
-		fs := &fss[i]
+		order[i] = &fss[i]
+	}
+	slices.SortStableFunc(order, func(a, b *Filesystem) int { return comparePaths(a.Path, b.Path) })
+	m := make(map[string]*Filesystem, len(fss))
+	for _, fs := range order {
 		if err := validateRelPath(fs.Path); err != nil {
 			return nil, fmt.Errorf("%w: %s filesystem: %w", ErrInvalidInput, side, err)
 		}
@@ -127,6 +129,11 @@ func indexFilesystems(side string, fss []Filesystem) (map[string]*Filesystem, er
 			return nil, fmt.Errorf("%w: %s filesystem %q listed twice", ErrInvalidInput, side, fs.Path)
 		}
 		m[fs.Path] = fs
+	}
+	for _, fs := range order {
+		if side == "sender" && fs.Info.Path.IsZero() {
+			return nil, fmt.Errorf("%w: sender filesystem %q has no full name (Info.Path)", ErrInvalidInput, fs.Path)
+		}
 	}
 	return m, nil
 }

@@ -616,6 +616,10 @@ func TestPropertyArbitraryInput(t *testing.T) {
 			},
 		}
 		res, err := Plan(in)
+		_, errShuffled := Plan(shuffled(t, in))
+		if fmt.Sprint(err) != fmt.Sprint(errShuffled) {
+			t.Fatalf("errors depend on the listing's order: %v, shuffled: %v", err, errShuffled)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrInvalidInput) || err.Error() == "" {
 				t.Fatalf("error %v is not an ErrInvalidInput", err)
