@@ -4,7 +4,7 @@ FUZZTIME ?= 60s
 BENCHTIME ?= 1x
 PKGS ?= ./...
 
-.PHONY: all build test fmt-check vet fuzz bench platformtest generate run
+.PHONY: all build test fmt-check vet fuzz bench platformtest generate tools run
 
 all: build test
 
@@ -43,7 +43,26 @@ bench:
 platformtest:
 	./platformtest/vm/run.sh
 
-generate:
+# Code generators, pinned: protoc from Debian's protobuf-compiler, the Go
+# plugins built into bin/ (git-ignored) so generated code does not depend on
+# whatever happens to be on PATH.
+PROTOC_GEN_GO_VERSION ?= v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.2
+TOOLS_BIN := $(CURDIR)/bin
+
+tools:
+	@command -v protoc >/dev/null || { \
+		echo "installing protoc (protobuf-compiler)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq protobuf-compiler; }
+	GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+generate: tools
+	PATH="$(TOOLS_BIN):$$PATH" protoc -I engine/rpc/pb \
+		--go_out=engine/rpc/pb --go_opt=paths=source_relative \
+		--go-grpc_out=engine/rpc/pb --go-grpc_opt=paths=source_relative \
+		engine/rpc/pb/zrepl.proto
 	$(GO) generate ./...
 
 run:
