@@ -215,7 +215,7 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 				return conflict(ConflictDiverged, "common base is %s; the receiver has %s and the sender has %s after it",
 					describe(b), listVersions(newer), listVersions(snaps))
 			}
-			return conflict(ConflictReceiverAhead, "common base is %s, the sender's newest; the receiver has %s after it",
+			return conflict(ConflictReceiverAhead, "common base is %s and the sender has no newer snapshot; the receiver has %s after it",
 				describe(b), listVersions(newer))
 		}
 		if len(snaps) > 0 {
