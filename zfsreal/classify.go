@@ -21,10 +21,11 @@ type pattern struct {
 // resumable receive also says "checksum mismatch or incomplete stream",
 // and a hold tag "already exists on this dataset".
 var patterns = []pattern{
-	// Partial receive state: saved by this receive, or left by an earlier
-	// one and in the way of a new stream.
+	// Partial receive state saved by this receive; one left by an earlier
+	// receive is in the way of a new stream, like a busy dataset (the
+	// conformance suite's choice, which zfsmodel shares).
 	{kind: zfs.ErrPartialReceive, sub: "Partially received snapshot is saved"},
-	{kind: zfs.ErrPartialReceive, sub: `contains partially-complete state from "zfs receive -s"`},
+	{kind: zfs.ErrDatasetBusy, sub: `contains partially-complete state from "zfs receive -s"`},
 	{kind: zfs.ErrNoResumableState, sub: "does not have any resumable receive state to abort"},
 	{kind: zfs.ErrResumeTokenCorrupt, sub: "resume token is corrupt"},
 	// zfs send -t: the token's snapshot was replaced, or is gone.
@@ -34,6 +35,7 @@ var patterns = []pattern{
 
 	{kind: zfs.ErrEncryptionMismatch, sub: "cannot be used to destroy an encrypted filesystem"},
 	{kind: zfs.ErrEncryptionMismatch, sub: "overwrite an unencrypted one with an encrypted one"},
+	{kind: zfs.ErrEncryptionMismatch, sub: "cannot perform raw receive on top of existing unencrypted dataset"},
 	{kind: zfs.ErrKeyNotLoaded, sub: "key must be loaded"},
 	{kind: zfs.ErrKeyNotLoaded, sub: "encryption key not loaded"},
 	{kind: zfs.ErrKeyNotLoaded, sub: "key not loaded"},

@@ -63,7 +63,7 @@ func checkSendArgs(op string, args zfs.SendArgs) error {
 	}
 	tok, err := resumetoken.Decode(args.ResumeToken)
 	if err != nil {
-		return &zfs.Error{Kind: zfs.ErrResumeTokenCorrupt, Op: op, Dataset: to.String(), Err: err}
+		return &zfs.Error{Kind: zfs.ErrResumeTokenCorrupt, Op: op, Dataset: to.String(), Msg: tokenCorruptMsg(err), Err: err}
 	}
 	mismatch := func(format string, a ...any) error {
 		return &zfs.Error{Kind: zfs.ErrVersionMismatch, Op: op, Dataset: to.String(),
@@ -87,48 +87,90 @@ func checkSendArgs(op string, args zfs.SendArgs) error {
 	return nil
 }
 
-// checkGUIDs lists fs and checks that From and To, where their GUID is
-// set, still are the versions the caller planned with. A version that is
-// gone fails with ErrVersionMismatch wrapping ErrDatasetNotExist, so
-// errors.Is finds both.
-func (c *CLI) checkGUIDs(ctx context.Context, op string, args zfs.SendArgs) error {
+// versionArgv lists refs by name with their GUIDs.
+func versionArgv(refs []zfs.VersionRef) []string {
+	argv := []string{"list", "-H", "-p", "-o", "name,guid", "-t", "snapshot,bookmark"}
+	for _, r := range refs {
+		argv = append(argv, r.String())
+	}
+	return argv
+}
+
+// checkVersions asks zfs for To and From by name: a send of a missing
+// version then fails here, with zfs's own message, rather than only when
+// the stream is read. Where the caller set a GUID it must still be the
+// version's, so a snapshot destroyed and re-created under its name is
+// never sent in its place (ErrVersionMismatch).
+func (c *CLI) checkVersions(ctx context.Context, op string, args zfs.SendArgs) error {
 	want := []zfs.FilesystemVersion{args.To}
 	if args.From != nil {
 		want = append(want, *args.From)
 	}
-	needed := false
-	for _, w := range want {
-		needed = needed || w.GUID != 0
+	refs := make([]zfs.VersionRef, len(want))
+	for i, w := range want {
+		refs[i] = w.Ref(args.FS)
 	}
-	if !needed {
-		return nil
-	}
-	vs, err := c.ListVersions(ctx, args.FS)
+	out, _, err := c.run(ctx, op, refs[0].String(), versionArgv(refs))
 	if err != nil {
 		return err
 	}
-	for _, w := range want {
-		if w.GUID == 0 {
-			continue
+	guids := map[string]uint64{}
+	err = lines(out, 2, func(no int, line string, f []string) error {
+		g, err := parseUint(no, line, "guid", f[1])
+		guids[f[0]] = g
+		return err
+	})
+	if err != nil {
+		return &zfs.Error{Op: op, Dataset: refs[0].String(), Err: err}
+	}
+	for i, ref := range refs {
+		g, ok := guids[ref.String()]
+		if !ok {
+			return &zfs.Error{Op: op, Dataset: ref.String(),
+				Err: &outputError{Text: strings.TrimSpace(string(out)), Reason: ref.String() + " not listed"}}
 		}
-		ref := w.Ref(args.FS).String()
-		i := -1
-		for j, v := range vs {
-			if v.Kind == w.Kind && v.Name == w.Name {
-				i = j
-				break
-			}
-		}
-		if i < 0 {
-			return &zfs.Error{Kind: zfs.ErrVersionMismatch, Op: op, Dataset: ref,
-				Err: &zfs.Error{Kind: zfs.ErrDatasetNotExist, Op: "list", Dataset: ref}}
-		}
-		if vs[i].GUID != w.GUID {
-			return &zfs.Error{Kind: zfs.ErrVersionMismatch, Op: op, Dataset: ref,
-				Err: fmt.Errorf("guid is %d, want %d", vs[i].GUID, w.GUID)}
+		if want[i].GUID != 0 && g != want[i].GUID {
+			return &zfs.Error{Kind: zfs.ErrVersionMismatch, Op: op, Dataset: ref.String(),
+				Err: fmt.Errorf("guid is %d, want %d", g, want[i].GUID)}
 		}
 	}
 	return nil
+}
+
+// tokenCorruptMsg is what `zfs send -t` says of a token libzfs cannot
+// read, picked by where the decoder found it broken; libzfs checks in the
+// same order: format, version, hex, checksum, decompression, nvlist.
+func tokenCorruptMsg(err error) string {
+	why := "invalid format"
+	var de *resumetoken.DecodeError
+	if errors.As(err, &de) {
+		r := de.Reason
+		has := func(prefixes ...string) bool {
+			for _, p := range prefixes {
+				if strings.HasPrefix(r, p) {
+					return true
+				}
+			}
+			return false
+		}
+		switch {
+		case has("unsupported version "):
+			why = "invalid version " + strings.Fields(r)[2]
+		case has("bad hex in payload"):
+			why = "payload is not hex-encoded"
+		case has("checksum mismatch"):
+			why = "incorrect checksum"
+		case has("zlib error", "length mismatch"):
+			why = "decompression failed"
+		case has("empty token", "want 4 ", "bad version", "bad checksum field", "bad length field",
+			"length 0x", "empty payload", "payload of "):
+			why = "invalid format"
+		default:
+			// Everything else is found in the unpacked nvlist.
+			why = "nvlist_unpack failed"
+		}
+	}
+	return "cannot resume send: resume token is corrupt (" + why + ")"
 }
 
 // refineSendError improves a send failure zfs gives no clear words for:
@@ -154,7 +196,7 @@ func (c *CLI) Send(ctx context.Context, args zfs.SendArgs) (io.ReadCloser, error
 	if err := checkSendArgs(op, args); err != nil {
 		return nil, err
 	}
-	if err := c.checkGUIDs(ctx, op, args); err != nil {
+	if err := c.checkVersions(ctx, op, args); err != nil {
 		return nil, err
 	}
 	subject := args.To.Ref(args.FS).String()
@@ -254,7 +296,7 @@ func (c *CLI) SendSize(ctx context.Context, args zfs.SendArgs) (int64, error) {
 	if err := checkSendArgs(op, args); err != nil {
 		return 0, err
 	}
-	if err := c.checkGUIDs(ctx, op, args); err != nil {
+	if err := c.checkVersions(ctx, op, args); err != nil {
 		return 0, err
 	}
 	subject := args.To.Ref(args.FS).String()

@@ -24,6 +24,20 @@ func bv(name string) zfs.FilesystemVersion {
 
 func withGUID(v zfs.FilesystemVersion, g uint64) zfs.FilesystemVersion { v.GUID = g; return v }
 
+// onVersions adds the by-name listing Send and SendSize run first; each
+// row is "name guid", To first, then From.
+func (f *fake) onVersions(rows ...string) string {
+	args := []string{"list", "-H", "-p", "-o", "name,guid", "-t", "snapshot,bookmark"}
+	var out strings.Builder
+	for _, r := range rows {
+		name, guid, _ := strings.Cut(r, " ")
+		args = append(args, name)
+		out.WriteString(name + "\t" + guid + "\n")
+	}
+	f.onArgs(args, fakeRule{Stdout: out.String()})
+	return strings.Join(args, " ")
+}
+
 func TestSendArgv(t *testing.T) {
 	from, fromBook := sv("s1"), bv("b1")
 	cases := []struct {
@@ -48,6 +62,7 @@ func TestSendArgv(t *testing.T) {
 
 func TestSendStreamsToEOF(t *testing.T) {
 	f := newFake(t)
+	f.onVersions("pool/a/fs@s1 11")
 	const n = 3<<20 + 17
 	f.on("send -c pool/a/fs@s1", fakeRule{StreamBytes: n})
 	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1"), Compressed: true})
@@ -57,12 +72,13 @@ func TestSendStreamsToEOF(t *testing.T) {
 	assert.True(t, bytes.Equal(streamBytes(n), got), "stream content differs (got %d bytes)", len(got))
 	require.NoError(t, r.Close())
 	require.NoError(t, r.Close())
-	pid := f.calls()[0].Pid
+	pid := f.calls()[1].Pid
 	assert.True(t, gone(pid))
 }
 
 func TestSendEmptyStream(t *testing.T) {
 	f := newFake(t)
+	f.onVersions("pool/a/fs@s1 11")
 	f.on("send pool/a/fs@s1", fakeRule{})
 	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
 	require.NoError(t, err)
@@ -76,6 +92,7 @@ func TestSendEmptyStream(t *testing.T) {
 // look like a complete stream.
 func TestSendFailureReplacesEOF(t *testing.T) {
 	f := newFake(t)
+	f.onVersions("pool/a/fs@s1 11")
 	const n = 200000
 	msg := "warning: cannot send 'pool/a/fs@s1': Input/output error\n"
 	f.on("send pool/a/fs@s1", fakeRule{StreamBytes: n, Stderr: msg, Exit: 1})
@@ -99,6 +116,7 @@ func TestSendFailureReplacesEOF(t *testing.T) {
 // send of a locked dataset; the key status says why.
 func TestSendKeyNotLoaded(t *testing.T) {
 	f := newFake(t)
+	f.onVersions("pool/a/fs@s1 11")
 	f.on("send pool/a/fs@s1", fakeRule{Stderr: "warning: cannot send 'pool/a/fs@s1': Invalid argument\n", Exit: 1})
 	f.on("get -H -p -o value keystatus pool/a/fs", fakeRule{Stdout: "unavailable\n"})
 	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
@@ -114,6 +132,7 @@ func TestSendKeyNotLoaded(t *testing.T) {
 
 func TestSendCloseEarlyKillsChild(t *testing.T) {
 	f := newFake(t)
+	f.onVersions("pool/a/fs@s1 11")
 	// Far more than a pipe holds: the fake blocks writing.
 	f.on("send pool/a/fs@s1", fakeRule{StreamBytes: 1 << 30})
 	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
@@ -122,7 +141,7 @@ func TestSendCloseEarlyKillsChild(t *testing.T) {
 	_, err = io.ReadFull(r, buf)
 	require.NoError(t, err)
 	assert.Equal(t, streamBytes(1000), buf)
-	pid := f.calls()[0].Pid
+	pid := f.calls()[1].Pid
 	require.NoError(t, r.Close())
 	assert.True(t, gone(pid), "zfs child %d still exists after Close", pid)
 	_, err = r.Read(buf)
@@ -131,10 +150,11 @@ func TestSendCloseEarlyKillsChild(t *testing.T) {
 
 func TestSendCloseUnblocksRead(t *testing.T) {
 	f := newFake(t)
+	f.onVersions("pool/a/fs@s1 11")
 	f.on("send pool/a/fs@s1", fakeRule{Hang: true})
 	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
 	require.NoError(t, err)
-	pid := f.waitCalls(1)[0].Pid
+	pid := f.waitCalls(2)[1].Pid
 	readErr := make(chan error)
 	go func() {
 		_, err := r.Read(make([]byte, 10))
@@ -147,6 +167,7 @@ func TestSendCloseUnblocksRead(t *testing.T) {
 
 func TestSendContextCancel(t *testing.T) {
 	f := newFake(t)
+	f.onVersions("pool/a/fs@s1 11")
 	f.on("send pool/a/fs@s1", fakeRule{StreamBytes: 10, Hang: true})
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -156,18 +177,16 @@ func TestSendContextCancel(t *testing.T) {
 	buf := make([]byte, 10)
 	_, err = io.ReadFull(r, buf)
 	require.NoError(t, err)
-	pid := f.calls()[0].Pid
+	pid := f.calls()[1].Pid
 	cancel()
 	_, err = io.ReadAll(r)
 	assert.ErrorIs(t, err, context.Canceled)
 	assert.True(t, gone(pid))
 }
 
-const s1s2Listing = "pool/a/fs@s1\t11\t10\t1700000000\t0\npool/a/fs#b1\t11\t10\t1700000000\t-\npool/a/fs@s2\t22\t20\t1700000100\t0\n"
-
-func TestSendChecksGUIDs(t *testing.T) {
+func TestSendChecksVersions(t *testing.T) {
 	f := newFake(t)
-	f.on(versionListArgs+" pool/a/fs", fakeRule{Stdout: s1s2Listing})
+	listing := f.onVersions("pool/a/fs@s2 22", "pool/a/fs#b1 11")
 	f.on("send -i pool/a/fs#b1 pool/a/fs@s2", fakeRule{StreamBytes: 5})
 	c := f.cli()
 
@@ -177,40 +196,56 @@ func TestSendChecksGUIDs(t *testing.T) {
 	_, err = io.ReadAll(r)
 	require.NoError(t, err)
 	require.NoError(t, r.Close())
-	assert.Equal(t, []string{versionListArgs + " pool/a/fs", "send -i pool/a/fs#b1 pool/a/fs@s2"}, f.commands())
+	assert.Equal(t, []string{listing, "send -i pool/a/fs#b1 pool/a/fs@s2"}, f.commands())
 
 	// s2 was re-created under the same name.
 	_, err = c.Send(ctx, zfs.SendArgs{FS: fs, From: &from, To: withGUID(sv("s2"), 99)})
 	e := zerr(t, err, zfs.ErrVersionMismatch)
 	assert.Equal(t, "pool/a/fs@s2", e.Dataset)
+	assert.Equal(t, "send", e.Op)
 
 	badFrom := withGUID(bv("b1"), 12)
 	_, err = c.Send(ctx, zfs.SendArgs{FS: fs, From: &badFrom, To: sv("s2")})
+	e = zerr(t, err, zfs.ErrVersionMismatch)
+	assert.Equal(t, "pool/a/fs#b1", e.Dataset)
+
+	_, err = c.SendSize(ctx, zfs.SendArgs{FS: fs, From: &from, To: withGUID(sv("s2"), 99)})
 	zerr(t, err, zfs.ErrVersionMismatch)
 
-	// A version that is gone is both a mismatch and missing.
-	_, err = c.Send(ctx, zfs.SendArgs{FS: fs, To: withGUID(sv("s3"), 33)})
-	zerr(t, err, zfs.ErrVersionMismatch)
-	assert.ErrorIs(t, err, zfs.ErrDatasetNotExist)
-
-	_, err = c.SendSize(ctx, zfs.SendArgs{FS: fs, To: withGUID(sv("s2"), 99)})
-	zerr(t, err, zfs.ErrVersionMismatch)
-
-	// Only listings ran after the first send.
-	for _, cmd := range f.commands()[2:] {
-		assert.True(t, strings.HasPrefix(cmd, "list "), "ran %q", cmd)
-	}
-}
-
-func TestSendWithoutGUIDsListsNothing(t *testing.T) {
-	f := newFake(t)
-	f.on("send pool/a/fs@s2", fakeRule{})
-	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s2")})
+	// Zero GUIDs are not checked, but the listing still runs.
+	r, err = c.Send(ctx, zfs.SendArgs{FS: fs, From: &zfs.FilesystemVersion{Kind: zfs.Bookmark, Name: "b1"}, To: sv("s2")})
 	require.NoError(t, err)
 	_, err = io.ReadAll(r)
 	require.NoError(t, err)
 	require.NoError(t, r.Close())
-	assert.Equal(t, []string{"send pool/a/fs@s2"}, f.commands())
+
+	// Only listings ran besides the two sends.
+	sends := 0
+	for _, cmd := range f.commands() {
+		if strings.HasPrefix(cmd, "send ") {
+			sends++
+		} else {
+			assert.Equal(t, listing, cmd)
+		}
+	}
+	assert.Equal(t, 2, sends)
+}
+
+// TestSendMissingVersion: a missing snapshot fails Send itself, with
+// zfs's words, and is not a GUID mismatch.
+func TestSendMissingVersion(t *testing.T) {
+	f := newFake(t)
+	msg := "cannot open 'pool/a/fs@gone': dataset does not exist\n"
+	f.onArgs(strings.Fields("list -H -p -o name,guid -t snapshot,bookmark pool/a/fs@gone"), fakeRule{Stderr: msg, Exit: 1})
+	for _, to := range []zfs.FilesystemVersion{sv("gone"), withGUID(sv("gone"), 5)} {
+		_, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: to})
+		e := zerr(t, err, zfs.ErrDatasetNotExist)
+		assert.Equal(t, strings.TrimSpace(msg), e.Msg)
+		assert.Equal(t, "send", e.Op)
+		assert.Equal(t, "pool/a/fs@gone", e.Dataset)
+		assert.False(t, errors.Is(err, zfs.ErrVersionMismatch))
+	}
+	assert.Len(t, f.calls(), 2)
 }
 
 func TestSendResumeToken(t *testing.T) {
@@ -221,7 +256,7 @@ func TestSendResumeToken(t *testing.T) {
 	good := zfs.SendArgs{FS: fs, From: &from, To: withGUID(sv("s2"), 22), Compressed: true, ResumeToken: token}
 
 	f := newFake(t)
-	f.on(versionListArgs+" pool/a/fs", fakeRule{Stdout: s1s2Listing})
+	listing := f.onVersions("pool/a/fs@s2 22", "pool/a/fs@s1 11")
 	f.on("send -t "+token, fakeRule{StreamBytes: 7})
 	c := f.cli()
 	r, err := c.Send(ctx, good)
@@ -230,7 +265,7 @@ func TestSendResumeToken(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, got, 7)
 	require.NoError(t, r.Close())
-	assert.Equal(t, []string{versionListArgs + " pool/a/fs", "send -t " + token}, f.commands())
+	assert.Equal(t, []string{listing, "send -t " + token}, f.commands())
 
 	otherFrom := withGUID(sv("s1"), 12)
 	bad := map[string]zfs.SendArgs{
@@ -253,13 +288,31 @@ func TestSendResumeToken(t *testing.T) {
 	raw := zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), Raw: true, ResumeToken: token}
 	_, err = c.Send(ctx, raw)
 	zerr(t, err, zfs.ErrEncryptionMismatch)
-
-	for _, corrupt := range []string{"1-0-0-00", "nonsense", token[:len(token)-2], "-t"} {
-		_, err = c.Send(ctx, zfs.SendArgs{FS: fs, To: sv("s2"), ResumeToken: corrupt})
-		zerr(t, err, zfs.ErrResumeTokenCorrupt)
-	}
 	// Refused before anything ran.
 	assert.Len(t, f.calls(), 2)
+}
+
+// TestSendCorruptToken: a token that does not decode is refused before
+// anything runs, with the message zfs send -t gives for it.
+func TestSendCorruptToken(t *testing.T) {
+	token := resumetoken.Token{ToGUID: 22, ToName: "pool/a/fs@s2"}.Encode()
+	parts := strings.SplitN(token, "-", 4)
+	cases := map[string]string{
+		"not-a-token": "invalid format",
+		"nonsense":    "invalid format",
+		"2-" + parts[1] + "-" + parts[2] + "-" + parts[3]:         "invalid version 2",
+		parts[0] + "-" + parts[1] + "-" + parts[2] + "-" + "zz00": "payload is not hex-encoded",
+		parts[0] + "-1234567-" + parts[2] + "-" + parts[3]:        "incorrect checksum",
+	}
+	f := newFake(t)
+	c := f.cli()
+	for tok, why := range cases {
+		_, err := c.Send(ctx, zfs.SendArgs{FS: fs, To: sv("s2"), ResumeToken: tok})
+		e := zerr(t, err, zfs.ErrResumeTokenCorrupt)
+		assert.Equal(t, "cannot resume send: resume token is corrupt ("+why+")", e.Msg, "token %q", tok)
+		assert.Equal(t, "send", e.Op)
+	}
+	assert.Empty(t, f.calls())
 }
 
 func TestSendRefusesBadArgs(t *testing.T) {
@@ -286,6 +339,9 @@ func TestSendRefusesBadArgs(t *testing.T) {
 func TestSendSize(t *testing.T) {
 	f := newFake(t)
 	from := sv("s1")
+	f.onVersions("pool/a/fs@s1 11")
+	f.onVersions("pool/a/fs@s2 22")
+	f.onVersions("pool/a/fs@s2 22", "pool/a/fs@s1 11")
 	f.on("send -nvP pool/a/fs@s1", fakeRule{Stdout: "full\tpool/a/fs@s1\t33575792\nsize\t33575792\n"})
 	f.on("send -nvP -w -i pool/a/fs@s1 pool/a/fs@s2", fakeRule{Stdout: "incremental\t@s1\tpool/a/fs@s2\t4096\nsize\t4096\n"})
 	f.on("send -nvP -c pool/a/fs@s2", fakeRule{Stderr: "full\tpool/a/fs@s2\t77\nsize\t77\n"})
