@@ -360,12 +360,14 @@ func (r *Run) attempt(ctx context.Context, attempt int, concurrency *int) Report
 		fp := &plan.Filesystems[i]
 		switch {
 		case fp.WaitFor != "":
-		case fp.Status == planner.StatusReplicate || fp.Status == planner.StatusPlaceholder:
+		case fp.Status == planner.StatusConflict:
+			failWaiting(fp, reports, waiting)
+		default:
+			// Up-to-date filesystems too: a foreign partial receive
+			// may be due for an abort.
 			for _, d := range startFS(fp) {
 				apply(d)
 			}
-		case fp.Status == planner.StatusConflict:
-			failWaiting(fp, reports, waiting)
 		}
 	}
 

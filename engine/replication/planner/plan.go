@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/engine/zfs/resumetoken"
 )
 
 // Plan computes the plan for every sender filesystem. It fails only on
@@ -187,6 +188,19 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 		default:
 			snaps = all[len(all)-1:]
 		}
+		if i := interruptedFull(r, s.Info.Path, all, raw); i >= 0 {
+			// An initial full receive of all[i] was interrupted and
+			// newer snapshots appeared since: finish it rather than
+			// throw the received part away, then continue from it. The
+			// token only picks which of the sender's own snapshots goes
+			// first; nothing outside the sender's history is sent.
+			switch {
+			case pol.InitialReplication == AllSnapshots:
+				snaps = all[i:]
+			case i < len(all)-1:
+				snaps = []zfs.FilesystemVersion{all[i], all[len(all)-1]}
+			}
+		}
 		if len(snaps) > 0 && r != nil && r.Info.ReceiveResumeToken == "" && !r.Info.Placeholder {
 			return conflict(ConflictReceiverNotPlaceholder,
 				"the receiver's filesystem exists without snapshots and is not a placeholder; refusing to overwrite it with a full receive of %s", describe(snaps[0]))
@@ -270,6 +284,30 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 		}
 	}
 	return p
+}
+
+// interruptedFull returns the index in all (the sender's snapshots) of the
+// snapshot whose full receive the receiver's resume token continues, or -1
+// if the token is absent, does not decode, or encodes anything but a plain
+// full send of one of them on fs with the planned raw flag.
+func interruptedFull(r *Filesystem, fs zfs.DatasetPath, all []zfs.FilesystemVersion, raw bool) int {
+	if r == nil || r.Info.ReceiveResumeToken == "" {
+		return -1
+	}
+	t, err := resumetoken.Decode(r.Info.ReceiveResumeToken)
+	if err != nil || t.FromGUID != 0 || t.SavedOK || t.RawOK != raw {
+		return -1
+	}
+	ds, snap, ok := strings.Cut(t.ToName, "@")
+	if !ok || ds != fs.String() {
+		return -1
+	}
+	for i, v := range all {
+		if v.Name == snap && v.GUID == t.ToGUID {
+			return i
+		}
+	}
+	return -1
 }
 
 // snapshotsAfter returns the snapshots of hist created after txg (all of

@@ -332,8 +332,16 @@ func TestResumeTokens(t *testing.T) {
 		require.Len(t, p.Actions, 1)
 		assert.Equal(t, ActionAbortPartialReceive, p.Actions[0].Kind)
 	})
-	t.Run("older full under most recent is foreign", func(t *testing.T) {
+	t.Run("interrupted older full is finished, then the newest follows", func(t *testing.T) {
 		r := withToken(receiver("fs"), token(resumetoken.Token{ToName: "pool/fs@a", ToGUID: 101}))
+		p := planOne(t, s, &r, Policy{})
+		require.Equal(t, "full @a (resuming); @a -> @c", stepsString(p.Steps))
+		assert.Empty(t, p.Actions)
+		p = planOne(t, s, &r, Policy{InitialReplication: AllSnapshots})
+		require.Equal(t, "full @a (resuming); @a -> @b; @b -> @c", stepsString(p.Steps))
+	})
+	t.Run("interrupted full of a re-created snapshot is foreign", func(t *testing.T) {
+		r := withToken(receiver("fs"), token(resumetoken.Token{ToName: "pool/fs@a", ToGUID: 999}))
 		p := planOne(t, s, &r, Policy{AbortForeignPartialReceive: true})
 		require.Equal(t, "full @c", stepsString(p.Steps))
 		require.Len(t, p.Actions, 1)
