@@ -120,17 +120,30 @@ func ValidateDatasetPath(s string) error {
 
 // ValidateVersionName checks the part after '@' or '#'.
 func ValidateVersionName(kind VersionKind, name string) error {
-	what := kind.String() + " name"
 	if kind != Snapshot && kind != Bookmark {
 		return &NameError{Name: name, What: "version name", Reason: "unknown version kind", Pos: -1}
 	}
+	err := checkVersionName(name)
+	if err != nil {
+		// The label is built only on failure: validation runs for every
+		// listed version and must not allocate on the good path.
+		err.What = kind.String() + " name"
+		return err
+	}
+	return nil
+}
+
+func checkVersionName(name string) *NameError {
 	if len(name) >= MaxNameLen {
-		return &NameError{Name: name, What: what, Reason: fmt.Sprintf("name is %d bytes, the limit is %d", len(name), MaxNameLen-1), Pos: -1}
+		return &NameError{Name: name, Reason: fmt.Sprintf("name is %d bytes, the limit is %d", len(name), MaxNameLen-1), Pos: -1}
 	}
 	if i := strings.IndexAny(name, "@#/"); i >= 0 {
-		return &NameError{Name: name, What: what, Reason: fmt.Sprintf("unexpected %q", name[i]), Pos: i}
+		return &NameError{Name: name, Reason: fmt.Sprintf("unexpected %q", name[i]), Pos: i}
 	}
-	return checkComponent(name, what, name, 0)
+	if err := checkComponent(name, "", name, 0); err != nil {
+		return err.(*NameError)
+	}
+	return nil
 }
 
 // ValidateHoldTag checks a user hold tag: non-empty, shorter than

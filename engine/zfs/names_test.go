@@ -216,3 +216,10 @@ func FuzzValidateName(f *testing.F) {
 		check(ValidateHoldTag(s))
 	})
 }
+
+func TestValidateVersionNameDoesNotAllocate(t *testing.T) {
+	allocs := testing.AllocsPerRun(100, func() {
+		_ = ValidateVersionName(Snapshot, "zrepl_20260101_000000_000")
+	})
+	assert.Zero(t, allocs, "validation runs for every listed version")
+}
