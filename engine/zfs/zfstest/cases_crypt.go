@@ -11,6 +11,7 @@ func init() {
 	register("RawSendOfEncrypted", caseRawSend)
 	register("NonRawSendKeyUnloaded", caseNonRawSendKeyUnloaded)
 	register("EncryptionMismatchOnReceive", caseEncryptionMismatch)
+	register("ResumableRawReceive", caseResumableRaw)
 }
 
 func (e *env) encSource() (zfs.DatasetPath, zfs.FilesystemVersion, zfs.FilesystemVersion) {
@@ -99,4 +100,29 @@ func caseEncryptionMismatch(e *env) {
 	_, err = e.transfer(incr(enc, e1, e2), rawDst, zfs.RecvOptions{}, 0)
 	e.wantErr(err, zfs.ErrKeyNotLoaded, "recv", rawDst.String(), "cannot receive incremental stream: inherited key must be loaded")
 	e.received(rawDst, e1)
+}
+
+func caseResumableRaw(e *env) {
+	enc, _, e2 := e.encSource()
+	dst := e.path("sink/raw")
+	args := full(enc, e2)
+	args.Raw = true
+	err, cut := e.interrupt(args, dst, true)
+	e.wantErr(err, zfs.ErrPartialReceive, "recv", dst.String(), "")
+	tokStr := e.checkToken(dst, enc, e2, 0, cut)
+	_, tok := e.token(dst)
+	if !tok.RawOK || !tok.CompressOK {
+		e.t.Errorf("token of a raw send: rawok %v compressok %v, want both", tok.RawOK, tok.CompressOK)
+	}
+	// The resumed send is raw because the token says so, and needs no key.
+	e.noErr(e.h.UnloadKey(e.ctx, enc), "unload source key")
+	e.mustTransfer(zfs.SendArgs{FS: enc, To: e2, ResumeToken: tokStr}, dst, zfs.RecvOptions{Resumable: true})
+	e.received(dst, e2)
+	fi := e.mustInfo(dst)
+	if fi.EncryptionRoot != dst.String() || fi.KeyStatus != zfs.KeyStatusUnavailable {
+		e.t.Errorf("resumed raw receive: root %q keystatus %q", fi.EncryptionRoot, fi.KeyStatus)
+	}
+	e.noErr(e.h.LoadKey(e.ctx, enc), "load source key")
+	e.noErr(e.h.LoadKey(e.ctx, dst), "load key of the received filesystem")
+	e.sameContent(e2.Ref(enc), e2.Ref(dst))
 }
