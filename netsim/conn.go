@@ -536,8 +536,11 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if dl := p.dl[w].write; !dl.IsZero() && !now.Before(dl) {
 			return n, c.opErr("write", os.ErrDeadlineExceeded)
 		}
+		// Like TCP's silly window avoidance, a writer waits until a useful
+		// amount of room is free rather than trickling in the bytes each
+		// read frees; otherwise a stream degenerates into tiny segments.
 		space := s.capacity() - s.queued
-		if space <= 0 {
+		if space < min(len(b)-n, max(1, min(s.capacity()/2, segmentSize))) {
 			ch := p.waitCh()
 			until := p.dl[w].write
 			p.mu.Unlock()
