@@ -38,8 +38,10 @@ func (h *modelHarness) WriteData(_ context.Context, fs zfs.DatasetPath, seed int
 func (h *modelHarness) Checksum(_ context.Context, s zfs.VersionRef) (string, error) {
 	return h.m.Checksum(s)
 }
-func (h *modelHarness) LoadKey(_ context.Context, fs zfs.DatasetPath) error   { return h.m.LoadKey(fs) }
-func (h *modelHarness) UnloadKey(_ context.Context, fs zfs.DatasetPath) error { return h.m.UnloadKey(fs) }
+func (h *modelHarness) LoadKey(_ context.Context, fs zfs.DatasetPath) error { return h.m.LoadKey(fs) }
+func (h *modelHarness) UnloadKey(_ context.Context, fs zfs.DatasetPath) error {
+	return h.m.UnloadKey(fs)
+}
 
 // mutant is the model with one deliberate deviation.
 type mutant struct {
