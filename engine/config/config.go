@@ -1,0 +1,303 @@
+package config
+
+import (
+	"net/netip"
+	"regexp"
+	"time"
+
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+// Config is a parsed, validated daemon configuration with defaults applied.
+type Config struct {
+	Global Global
+	Jobs   []Job
+}
+
+// Job returns the job called name.
+func (c *Config) Job(name string) (*Job, bool) {
+	for i := range c.Jobs {
+		if c.Jobs[i].Name == name {
+			return &c.Jobs[i], true
+		}
+	}
+	return nil, false
+}
+
+// Backend selects the implementation of zfs.ZFS the daemon runs on.
+type Backend string
+
+const (
+	BackendReal  Backend = "real"  // the zfs CLI (zfsreal)
+	BackendModel Backend = "model" // the in-memory model (zfsmodel)
+)
+
+type Global struct {
+	Logging    []LogOutlet // default: one stdout outlet, level warn, format human
+	Monitoring []Monitoring
+	// ZFSBackend is ours, not zrepl's; default BackendReal.
+	ZFSBackend Backend
+	// ModelStateDir is where the model backend persists its pools; empty
+	// keeps them in memory only. Only valid with BackendModel.
+	ModelStateDir string
+	// ControlSockPath is the daemon's control socket (global.control.sockpath).
+	ControlSockPath string
+	// StdinserverSockDir holds the ssh+stdinserver sockets
+	// (global.serve.stdinserver.sockdir).
+	StdinserverSockDir string
+}
+
+const (
+	DefaultControlSockPath    = "/var/run/zrepl/control"
+	DefaultStdinserverSockDir = "/var/run/zrepl/stdinserver"
+)
+
+type LogLevel string
+
+const (
+	LevelError LogLevel = "error"
+	LevelWarn  LogLevel = "warn"
+	LevelInfo  LogLevel = "info"
+	LevelDebug LogLevel = "debug"
+)
+
+type LogFormat string
+
+const (
+	FormatHuman  LogFormat = "human"
+	FormatLogfmt LogFormat = "logfmt"
+	FormatJSON   LogFormat = "json"
+)
+
+type LogOutlet struct {
+	Type   string // "stdout" or "syslog"
+	Level  LogLevel
+	Format LogFormat
+	// Stdout only: force time stamps and colours; nil means decide by
+	// whether stdout is a terminal.
+	Time, Color *bool
+	// Syslog only.
+	Facility      string // default local0
+	RetryInterval time.Duration
+}
+
+type Monitoring struct {
+	Type           string // "prometheus"
+	Listen         string
+	ListenFreebind bool
+}
+
+// JobType is the kind of a job.
+type JobType string
+
+const (
+	JobPush   JobType = "push"
+	JobSink   JobType = "sink"
+	JobPull   JobType = "pull"
+	JobSource JobType = "source"
+	JobSnap   JobType = "snap"
+)
+
+// Job is one entry of jobs. Which fields are set depends on Type:
+//
+//	push:   Connect, Filesystems, Snapshotting, Pruning (sender+receiver), Send, Replication, ConflictResolution
+//	sink:   Serve, RootFS, Recv
+//	pull:   Connect, RootFS, Interval, Pruning (sender+receiver), Recv, Replication, ConflictResolution
+//	source: Serve, Filesystems, Snapshotting, Send
+//	snap:   Filesystems, Snapshotting, Pruning (Keep)
+type Job struct {
+	Name string
+	ID   endpoint.JobID
+	Type JobType
+	// Line is where the job starts in the document.
+	Line int
+
+	Connect      *Connect
+	Serve        *Serve
+	Filesystems  *Filter
+	RootFS       zfs.DatasetPath
+	Interval     PullInterval
+	Snapshotting *Snapshotting
+	Pruning      *Pruning
+	Send         SendOptions
+	Recv         RecvOptions
+	Replication  Replication
+
+	ConflictResolution ConflictResolution
+
+	index    int // in the document's jobs list
+	nameLine int
+}
+
+// PullInterval is a pull job's interval: a period, or Manual (replicate
+// only on wakeup).
+type PullInterval struct {
+	Manual bool
+	Every  time.Duration
+}
+
+// Transport types.
+const (
+	TransportTCP         = "tcp"
+	TransportTLS         = "tls"
+	TransportSSH         = "ssh+stdinserver" // connect side
+	TransportStdinserver = "stdinserver"     // serve side of ssh+stdinserver
+	TransportLocal       = "local"
+)
+
+// Connect is the active side's transport.
+type Connect struct {
+	Type        string // tcp, tls, ssh+stdinserver, local
+	DialTimeout time.Duration
+
+	// tcp, tls
+	Address string
+	// tls
+	CA, Cert, Key, ServerCN string
+	// ssh+stdinserver
+	Host, User   string
+	Port         int
+	IdentityFile string
+	Options      []string
+	// local
+	ListenerName   string
+	ClientIdentity string
+
+	lines map[string]int // of keys, for cross-job errors
+}
+
+// TCPClient maps a client address or network to its identity. An identity
+// containing '*' (networks only) stands for the client's address.
+type TCPClient struct {
+	Prefix   netip.Prefix
+	Identity string
+}
+
+// Serve is the passive side's transport.
+type Serve struct {
+	Type string // tcp, tls, stdinserver, local
+
+	// tcp, tls
+	Listen         string
+	ListenFreebind bool
+	// tcp
+	Clients []TCPClient
+	// tls
+	CA, Cert, Key string
+	ClientCNs     []string
+	// stdinserver
+	ClientIdentities []string
+	// local
+	ListenerName string
+
+	lines map[string]int // of keys, for cross-job errors
+}
+
+type SnapshottingType string
+
+const (
+	SnapshottingPeriodic SnapshottingType = "periodic"
+	SnapshottingManual   SnapshottingType = "manual"
+)
+
+type Snapshotting struct {
+	Type     SnapshottingType
+	Prefix   string
+	Interval time.Duration
+	// TimestampFormat is dense (default), human, iso-8601, unix-seconds
+	// or a Go time layout; see FormatTimestamp.
+	TimestampFormat string
+}
+
+// KeepType is the type of a pruning rule.
+type KeepType string
+
+const (
+	KeepGrid          KeepType = "grid"
+	KeepLastN         KeepType = "last_n"
+	KeepRegex         KeepType = "regex"
+	KeepNotReplicated KeepType = "not_replicated"
+)
+
+// KeepRule is one pruning rule: a snapshot kept by any rule stays.
+type KeepRule struct {
+	Type KeepType
+	// Regex restricts grid and last_n, and is the whole of a regex rule;
+	// nil for last_n without regex.
+	Regex  *regexp.Regexp
+	Negate bool     // regex only: keep what does not match
+	Grid   GridSpec // grid only
+	Count  int      // last_n only
+}
+
+type Pruning struct {
+	KeepSender   []KeepRule // push, pull
+	KeepReceiver []KeepRule // push, pull
+	Keep         []KeepRule // snap
+}
+
+// BandwidthLimit caps a stream's rate with a token bucket.
+type BandwidthLimit struct {
+	// Max is bytes per second; -1 (the default) is unlimited.
+	Max            int64
+	BucketCapacity int64
+}
+
+const DefaultBucketCapacity = 128 << 10
+
+type SendOptions struct {
+	// Encrypted sends raw and refuses filesystems that are not encrypted.
+	Encrypted        bool
+	Raw              bool // zfs send -w
+	SendProperties   bool // -p
+	BackupProperties bool // -b
+	LargeBlocks      bool // -L
+	Compressed       bool // -c
+	EmbeddedData     bool // -e
+	Saved            bool // -S
+	BandwidthLimit   BandwidthLimit
+}
+
+// PlaceholderEncryption is how a receiver creates placeholder filesystems.
+type PlaceholderEncryption string
+
+const (
+	PlaceholderUnspecified PlaceholderEncryption = "unspecified"
+	PlaceholderOff         PlaceholderEncryption = "off"
+	PlaceholderInherit     PlaceholderEncryption = "inherit"
+)
+
+type RecvOptions struct {
+	// Properties: zfs recv -o name=value and -x name.
+	Override       map[string]string
+	Inherit        []string
+	BandwidthLimit BandwidthLimit
+	Placeholder    PlaceholderEncryption
+}
+
+type Protection string
+
+const (
+	GuaranteeResumability Protection = "guarantee_resumability"
+	GuaranteeIncremental  Protection = "guarantee_incremental"
+	GuaranteeNothing      Protection = "guarantee_nothing"
+)
+
+type Replication struct {
+	Initial, Incremental Protection // default GuaranteeResumability
+	Steps                int        // concurrent steps, default 1
+	SizeEstimates        int        // concurrent size estimates, default 4
+}
+
+type InitialReplication string
+
+const (
+	InitialMostRecent InitialReplication = "most_recent"
+	InitialAll        InitialReplication = "all"
+	InitialFail       InitialReplication = "fail"
+)
+
+type ConflictResolution struct {
+	InitialReplication InitialReplication // default InitialMostRecent
+}

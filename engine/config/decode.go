@@ -1,0 +1,390 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// decoder walks a yaml.Node tree, collecting errors instead of stopping.
+type decoder struct {
+	errs []*Error
+	// budget bounds the nodes visited: aliases let a small document name
+	// the same subtree many times, and a walk must stay linear in the input.
+	budget     int
+	overBudget bool
+}
+
+func (d *decoder) errf(path string, line int, format string, args ...any) {
+	d.errs = append(d.errs, &Error{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+// countNodes counts the nodes of the tree without following aliases.
+func countNodes(n *yaml.Node) int {
+	if n == nil {
+		return 0
+	}
+	c := 1
+	for _, ch := range n.Content {
+		c += countNodes(ch)
+	}
+	return c
+}
+
+// resolve follows aliases, charges the budget and maps null to nil, so
+// `key:` with no value counts as absent (zrepl's docs write optional keys
+// that way).
+func (d *decoder) resolve(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode; i++ {
+		if i > 100 {
+			return nil
+		}
+		n = n.Alias
+	}
+	if n == nil || d.overBudget {
+		return nil
+	}
+	d.budget--
+	if d.budget < 0 {
+		d.overBudget = true
+		d.errf("", n.Line, "document too complex: aliases expand to too many nodes")
+		return nil
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return nil
+	}
+	return n
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.DocumentNode:
+		return "a document"
+	case yaml.ScalarNode:
+		return fmt.Sprintf("%q", n.Value)
+	}
+	return "an unknown node"
+}
+
+func child(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func index(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
+
+func mapKey(path, key string) string { return fmt.Sprintf("%s[%q]", path, key) }
+
+// mapping is one YAML mapping being decoded. Every key the code asks for
+// becomes a known key; done reports the others as unknown.
+type mapping struct {
+	d     *decoder
+	path  string
+	line  int // of the mapping, or of where it is missing
+	valid bool
+	vals  map[string]*yaml.Node
+	keys  map[string]*yaml.Node
+	order []string
+	known []string
+}
+
+// mapping starts decoding n at path; line is used when n is absent.
+func (d *decoder) mapping(path string, n *yaml.Node, line int) *mapping {
+	m := &mapping{d: d, path: path, line: line, vals: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}}
+	n = d.resolve(n)
+	if n == nil {
+		return m
+	}
+	m.line = n.Line
+	if n.Kind != yaml.MappingNode {
+		d.errf(path, n.Line, "want a mapping, got %s", describe(n))
+		return m
+	}
+	m.valid = true
+	m.add(n, false, 0)
+	return m
+}
+
+// add collects n's entries; merged entries (YAML "<<") never override
+// explicit ones.
+func (m *mapping) add(n *yaml.Node, merged bool, depth int) {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := m.d.resolve(n.Content[i]), n.Content[i+1]
+		if k == nil || k.Kind != yaml.ScalarNode {
+			line := n.Content[i].Line
+			m.d.errf(m.path, line, "mapping keys must be strings")
+			continue
+		}
+		if k.ShortTag() == "!!merge" {
+			if depth > 10 {
+				m.d.errf(m.path, k.Line, "merge keys nested too deeply")
+				continue
+			}
+			mv := m.d.resolve(v)
+			switch {
+			case mv != nil && mv.Kind == yaml.MappingNode:
+				m.add(mv, true, depth+1)
+			case mv != nil && mv.Kind == yaml.SequenceNode:
+				for _, e := range mv.Content {
+					if e := m.d.resolve(e); e != nil && e.Kind == yaml.MappingNode {
+						m.add(e, true, depth+1)
+					} else {
+						m.d.errf(m.path, k.Line, "merge key \"<<\" wants mappings")
+					}
+				}
+			default:
+				m.d.errf(m.path, k.Line, "merge key \"<<\" wants a mapping or a list of mappings")
+			}
+			continue
+		}
+		if first, dup := m.keys[k.Value]; dup {
+			if !merged {
+				m.d.errf(child(m.path, k.Value), k.Line, "duplicate key %q (first at line %d)", k.Value, first.Line)
+			}
+			continue
+		}
+		m.keys[k.Value] = k
+		m.vals[k.Value] = v
+		m.order = append(m.order, k.Value)
+	}
+}
+
+func (m *mapping) know(key string) {
+	for _, k := range m.known {
+		if k == key {
+			return
+		}
+	}
+	m.known = append(m.known, key)
+}
+
+// get returns the value of key, nil if absent or null.
+func (m *mapping) get(key string) *yaml.Node {
+	m.know(key)
+	v, ok := m.vals[key]
+	if !ok {
+		return nil
+	}
+	return m.d.resolve(v)
+}
+
+func (m *mapping) has(key string) bool { return m.get(key) != nil }
+
+// keyLine is the line of key, or of the mapping if key is absent.
+func (m *mapping) keyLine(key string) int {
+	if k, ok := m.keys[key]; ok {
+		return k.Line
+	}
+	return m.line
+}
+
+func (m *mapping) missing(key, why string) {
+	if why != "" {
+		why = " (" + why + ")"
+	}
+	m.d.errf(m.path, m.line, "missing required key %q%s", key, why)
+}
+
+// done reports keys nobody asked for.
+func (m *mapping) done() {
+	if !m.valid {
+		return
+	}
+	for _, k := range m.order {
+		known := false
+		for _, kk := range m.known {
+			if k == kk {
+				known = true
+				break
+			}
+		}
+		if !known {
+			m.d.errf(child(m.path, k), m.keys[k].Line, "unknown key %q (want %s)", k, strings.Join(m.known, ", "))
+		}
+	}
+}
+
+// forbid reports key as an error if present, for keys that are known to
+// zrepl but not meaningful here.
+func (m *mapping) forbid(key, why string) {
+	if k, ok := m.keys[key]; ok {
+		m.know(key)
+		m.d.errf(child(m.path, key), k.Line, "key %q %s", key, why)
+	}
+}
+
+// scalar checks that n is a scalar; ok is false (and an error recorded)
+// otherwise.
+func (d *decoder) scalar(path string, n *yaml.Node) (string, bool) {
+	if n.Kind != yaml.ScalarNode {
+		d.errf(path, n.Line, "want a string, got %s", describe(n))
+		return "", false
+	}
+	return n.Value, true
+}
+
+// str reads an optional string; present is false if absent or invalid.
+func (m *mapping) str(key string) (s string, present bool) {
+	n := m.get(key)
+	if n == nil {
+		return "", false
+	}
+	return m.d.scalar(child(m.path, key), n)
+}
+
+// reqStr reads a string that must be present and non-empty.
+func (m *mapping) reqStr(key, why string) string {
+	s, ok := m.str(key)
+	if !ok {
+		if m.get(key) == nil {
+			m.missing(key, why)
+		}
+		return ""
+	}
+	if strings.TrimSpace(s) == "" {
+		m.d.errf(child(m.path, key), m.keyLine(key), "must not be empty")
+	}
+	return s
+}
+
+func (m *mapping) boolean(key string, def bool) bool {
+	n := m.get(key)
+	if n == nil {
+		return def
+	}
+	b, ok := boolValue(n)
+	if !ok {
+		m.d.errf(child(m.path, key), n.Line, "want true or false, got %s", describe(n))
+		return def
+	}
+	return b
+}
+
+// boolValue accepts YAML 1.2 booleans and, because zrepl read its config
+// with a YAML 1.1 parser, the 1.1 words yes/no/on/off.
+func boolValue(n *yaml.Node) (b, ok bool) {
+	if n.Kind != yaml.ScalarNode || n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0 {
+		return false, false
+	}
+	switch strings.ToLower(n.Value) {
+	case "true", "yes", "on":
+		return true, true
+	case "false", "no", "off":
+		return false, true
+	}
+	return false, false
+}
+
+// integer reads an optional int within [lo, hi].
+func (m *mapping) integer(key string, def, lo, hi int) int {
+	n := m.get(key)
+	if n == nil {
+		return def
+	}
+	v, ok := m.d.intValue(child(m.path, key), n, lo, hi)
+	if !ok {
+		return def
+	}
+	return v
+}
+
+func (d *decoder) intValue(path string, n *yaml.Node, lo, hi int) (int, bool) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		d.errf(path, n.Line, "want an integer, got %s", describe(n))
+		return 0, false
+	}
+	v, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
+	if err != nil || v < int64(lo) || v > int64(hi) {
+		if hi == math.MaxInt {
+			d.errf(path, n.Line, "want an integer >= %d, got %s", lo, n.Value)
+		} else {
+			d.errf(path, n.Line, "want an integer from %d to %d, got %s", lo, hi, n.Value)
+		}
+		return 0, false
+	}
+	return int(v), true
+}
+
+// duration reads an optional positive duration.
+func (m *mapping) duration(key string, def time.Duration) time.Duration {
+	n := m.get(key)
+	if n == nil {
+		return def
+	}
+	s, ok := m.d.scalar(child(m.path, key), n)
+	if !ok {
+		return def
+	}
+	dur, err := ParseDuration(s)
+	if err != nil {
+		m.d.errf(child(m.path, key), n.Line, "%v", err)
+		return def
+	}
+	return dur
+}
+
+// list returns the items of an optional sequence (aliases resolved; nil
+// items kept as nil so indexes stay those of the document).
+func (m *mapping) list(key string) ([]*yaml.Node, bool) {
+	n := m.get(key)
+	if n == nil {
+		return nil, false
+	}
+	if n.Kind != yaml.SequenceNode {
+		m.d.errf(child(m.path, key), n.Line, "want a list, got %s", describe(n))
+		return nil, false
+	}
+	return n.Content, true
+}
+
+// strList reads an optional list of non-empty strings.
+func (m *mapping) strList(key string) []string {
+	items, ok := m.list(key)
+	if !ok {
+		return nil
+	}
+	out := make([]string, 0, len(items))
+	for i, it := range items {
+		p := index(child(m.path, key), i)
+		it = m.d.resolve(it)
+		if it == nil {
+			m.d.errf(p, items[i].Line, "want a string, got null")
+			continue
+		}
+		s, ok := m.d.scalar(p, it)
+		if !ok {
+			continue
+		}
+		if strings.TrimSpace(s) == "" {
+			m.d.errf(p, it.Line, "must not be empty")
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// enum reads an optional string that must be one of want.
+func (m *mapping) enum(key, def string, want ...string) string {
+	s, ok := m.str(key)
+	if !ok {
+		return def
+	}
+	for _, w := range want {
+		if s == w {
+			return s
+		}
+	}
+	m.d.errf(child(m.path, key), m.keyLine(key), "unknown %s %q (want %s)", key, s, strings.Join(want, ", "))
+	return def
+}

@@ -1,0 +1,66 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// ErrInvalid is matched (errors.Is) by every error Parse returns.
+var ErrInvalid = errors.New("invalid config")
+
+// Error is one problem in a config document.
+type Error struct {
+	// Path is the YAML path of the offending node, e.g.
+	// "jobs[1].pruning.keep_sender[0]"; empty for the whole document.
+	Path string
+	// Line is 1-based; 0 if the problem has no place in the document.
+	Line int
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	if e.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Is makes every *Error match ErrInvalid.
+func (e *Error) Is(target error) bool { return target == ErrInvalid }
+
+// Errors is every problem found in one document, ordered by line.
+type Errors struct {
+	List []*Error
+}
+
+func (e *Errors) Error() string {
+	lines := make([]string, len(e.List))
+	for i, err := range e.List {
+		lines[i] = err.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap exposes the entries to errors.Is and errors.As.
+func (e *Errors) Unwrap() []error {
+	out := make([]error, len(e.List))
+	for i, err := range e.List {
+		out[i] = err
+	}
+	return out
+}
+
+// Is makes *Errors match ErrInvalid even when the list is empty.
+func (e *Errors) Is(target error) bool { return target == ErrInvalid }
+
+func (e *Errors) sort() {
+	sort.SliceStable(e.List, func(i, j int) bool { return e.List[i].Line < e.List[j].Line })
+}

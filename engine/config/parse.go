@@ -1,0 +1,694 @@
+package config
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	yaml "go.yaml.in/yaml/v3"
+
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+// Parse parses and validates a config document. On any problem it returns
+// nil and an *Errors listing all of them.
+func Parse(b []byte) (*Config, error) {
+	var doc yaml.Node
+	if err := unmarshal(b, &doc); err != nil {
+		return nil, &Errors{List: []*Error{syntaxError(err)}}
+	}
+	d := &decoder{budget: 4*countNodes(&doc) + 100_000}
+	root := &doc
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
+		root = doc.Content[0]
+	}
+	var cfg Config
+	if doc.Kind == 0 || d.resolve(root) == nil {
+		d.errf("", 0, "empty config: want a mapping with the keys global and jobs")
+	} else {
+		m := d.mapping("", root, 1)
+		cfg.Global = d.global(m)
+		cfg.Jobs = d.jobs(m)
+		m.done()
+		d.validate(&cfg)
+	}
+	if len(d.errs) > 0 {
+		e := &Errors{List: d.errs}
+		if d.overBudget {
+			// Everything after the budget ran out is noise.
+			for _, x := range d.errs {
+				if strings.HasPrefix(x.Msg, "document too complex") {
+					e.List = []*Error{x}
+				}
+			}
+		}
+		e.sort()
+		return nil, e
+	}
+	return &cfg, nil
+}
+
+// unmarshal guards against panics in the YAML library: bad input must
+// give an error, never crash the daemon.
+func unmarshal(b []byte, n *yaml.Node) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("yaml: cannot parse document: %v", r)
+		}
+	}()
+	return yaml.Unmarshal(b, n)
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+
+func syntaxError(err error) *Error {
+	msg := err.Error()
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &Error{Line: line, Msg: "YAML syntax: " + m[2]}
+	}
+	return &Error{Msg: "YAML syntax: " + msg}
+}
+
+// typeOf reads the "type" key of m and checks it against want; the error
+// names m's path, as in "jobs[1].connect: line 8: unknown transport type".
+func (d *decoder) typeOf(m *mapping, what string, want ...string) (string, bool) {
+	s, ok := m.str("type")
+	if !ok {
+		if m.get("type") == nil {
+			m.missing("type", "want "+strings.Join(want, ", "))
+		}
+		return "", false
+	}
+	for _, w := range want {
+		if s == w {
+			return s, true
+		}
+	}
+	d.errf(m.path, m.keyLine("type"), "unknown %s type %q (want %s)", what, s, strings.Join(want, ", "))
+	return "", false
+}
+
+func (d *decoder) global(root *mapping) Global {
+	g := Global{
+		ZFSBackend:         BackendReal,
+		ControlSockPath:    DefaultControlSockPath,
+		StdinserverSockDir: DefaultStdinserverSockDir,
+	}
+	m := d.mapping("global", root.get("global"), root.keyLine("global"))
+	if items, ok := m.list("logging"); ok {
+		seen := map[string]int{}
+		for i, it := range items {
+			p := index("global.logging", i)
+			if d.resolve(it) == nil {
+				d.errf(p, it.Line, "want an outlet mapping, got null")
+				continue
+			}
+			om := d.mapping(p, it, it.Line)
+			if !om.valid {
+				continue
+			}
+			o, ok := d.outlet(om)
+			if !ok {
+				continue
+			}
+			if first, dup := seen[o.Type]; dup {
+				d.errf(p, om.line, "a %s outlet may appear only once (first at global.logging[%d])", o.Type, first)
+			}
+			seen[o.Type] = i
+			g.Logging = append(g.Logging, o)
+		}
+	}
+	if len(g.Logging) == 0 {
+		g.Logging = []LogOutlet{{Type: "stdout", Level: LevelWarn, Format: FormatHuman}}
+	}
+	if items, ok := m.list("monitoring"); ok {
+		for i, it := range items {
+			p := index("global.monitoring", i)
+			if d.resolve(it) == nil {
+				d.errf(p, it.Line, "want a monitoring mapping, got null")
+				continue
+			}
+			mm := d.mapping(p, it, it.Line)
+			if !mm.valid {
+				continue
+			}
+			if _, ok := d.typeOf(mm, "monitoring", "prometheus"); !ok {
+				continue
+			}
+			mon := Monitoring{Type: "prometheus", Listen: mm.reqStr("listen", ""), ListenFreebind: mm.boolean("listen_freebind", false)}
+			if mon.Listen != "" {
+				d.checkHostPort(child(p, "listen"), mm.keyLine("listen"), mon.Listen)
+			}
+			mm.done()
+			if len(g.Monitoring) > 0 {
+				d.errf(p, mm.line, "the prometheus monitoring endpoint may be configured only once")
+			}
+			g.Monitoring = append(g.Monitoring, mon)
+		}
+	}
+	g.ZFSBackend = Backend(m.enum("zfs_backend", string(BackendReal), string(BackendReal), string(BackendModel)))
+	if dir, ok := m.str("model_state_dir"); ok {
+		g.ModelStateDir = dir
+		if g.ZFSBackend != BackendModel {
+			d.errf("global.model_state_dir", m.keyLine("model_state_dir"), "only meaningful with zfs_backend: model")
+		}
+	}
+	if m.has("control") {
+		cm := d.mapping("global.control", m.get("control"), m.keyLine("control"))
+		if s, ok := cm.str("sockpath"); ok && s != "" {
+			g.ControlSockPath = s
+		}
+		cm.done()
+	}
+	if m.has("serve") {
+		sm := d.mapping("global.serve", m.get("serve"), m.keyLine("serve"))
+		if sm.has("stdinserver") {
+			ssm := d.mapping("global.serve.stdinserver", sm.get("stdinserver"), sm.keyLine("stdinserver"))
+			if s, ok := ssm.str("sockdir"); ok && s != "" {
+				g.StdinserverSockDir = s
+			}
+			ssm.done()
+		}
+		sm.done()
+	}
+	m.done()
+	return g
+}
+
+var syslogFacilities = []string{
+	"kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp",
+	"local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+}
+
+func (d *decoder) outlet(m *mapping) (LogOutlet, bool) {
+	typ, ok := d.typeOf(m, "logging outlet", "stdout", "syslog")
+	if !ok {
+		return LogOutlet{}, false
+	}
+	o := LogOutlet{
+		Type:   typ,
+		Level:  LogLevel(m.enum("level", string(LevelWarn), "error", "warn", "info", "debug")),
+		Format: LogFormat(m.enum("format", string(FormatHuman), "human", "logfmt", "json")),
+	}
+	switch typ {
+	case "stdout":
+		if m.has("time") {
+			v := m.boolean("time", false)
+			o.Time = &v
+		}
+		if m.has("color") {
+			v := m.boolean("color", false)
+			o.Color = &v
+		}
+	case "syslog":
+		o.Facility = m.enum("facility", "local0", syslogFacilities...)
+		o.RetryInterval = m.duration("retry_interval", 0)
+	}
+	m.done()
+	return o, true
+}
+
+func (d *decoder) jobs(root *mapping) []Job {
+	items, ok := root.list("jobs")
+	if !ok {
+		return nil
+	}
+	var out []Job
+	for i, it := range items {
+		p := index("jobs", i)
+		if d.resolve(it) == nil {
+			d.errf(p, it.Line, "want a job mapping, got null")
+			continue
+		}
+		if j, ok := d.job(p, it); ok {
+			j.index = i
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// job decodes one job. ok is false if the job is too broken to take part
+// in cross-job checks.
+func (d *decoder) job(path string, n *yaml.Node) (Job, bool) {
+	m := d.mapping(path, n, n.Line)
+	if !m.valid {
+		return Job{}, false
+	}
+	j := Job{Line: m.line}
+	j.Name = m.reqStr("name", "")
+	j.nameLine = m.keyLine("name")
+	if j.Name != "" {
+		id, err := endpoint.NewJobID(j.Name)
+		if err != nil {
+			d.errf(child(path, "name"), m.keyLine("name"), "%v", err)
+		}
+		j.ID = id
+	}
+	typ, ok := d.typeOf(m, "job", string(JobPush), string(JobSink), string(JobPull), string(JobSource), string(JobSnap))
+	if !ok {
+		return j, false
+	}
+	j.Type = JobType(typ)
+	why := fmt.Sprintf("a %s job needs it", typ)
+	switch j.Type {
+	case JobPush:
+		j.Connect = d.connect(m, why)
+		j.Filesystems = d.filesystems(m, why)
+		j.Snapshotting = d.snapshotting(m, why)
+		j.Pruning = d.pruning(m, j.Type, why)
+		j.Send = d.send(m)
+		j.Replication = d.replication(m)
+		j.ConflictResolution = d.conflictResolution(m)
+	case JobSink:
+		j.Serve = d.serve(m, why)
+		j.RootFS = d.rootFS(m, why)
+		j.Recv = d.recv(m)
+	case JobPull:
+		j.Connect = d.connect(m, why)
+		j.RootFS = d.rootFS(m, why)
+		j.Interval = d.pullInterval(m, why)
+		j.Pruning = d.pruning(m, j.Type, why)
+		j.Recv = d.recv(m)
+		j.Replication = d.replication(m)
+		j.ConflictResolution = d.conflictResolution(m)
+	case JobSource:
+		j.Serve = d.serve(m, why)
+		j.Filesystems = d.filesystems(m, why)
+		j.Snapshotting = d.snapshotting(m, why)
+		j.Send = d.send(m)
+	case JobSnap:
+		j.Filesystems = d.filesystems(m, why)
+		j.Snapshotting = d.snapshotting(m, why)
+		j.Pruning = d.pruning(m, j.Type, why)
+	}
+	m.done()
+	return j, true
+}
+
+// section returns the mapping under key, reporting it missing if required.
+func (d *decoder) section(m *mapping, key, whyRequired string) (*mapping, bool) {
+	n := m.get(key)
+	if n == nil {
+		if whyRequired != "" {
+			m.missing(key, whyRequired)
+		}
+		return nil, false
+	}
+	sm := d.mapping(child(m.path, key), n, m.keyLine(key))
+	return sm, sm.valid
+}
+
+func (d *decoder) rootFS(m *mapping, why string) zfs.DatasetPath {
+	s := m.reqStr("root_fs", why)
+	if s == "" {
+		return zfs.DatasetPath{}
+	}
+	p, err := zfs.NewDatasetPath(s)
+	if err != nil {
+		d.errf(child(m.path, "root_fs"), m.keyLine("root_fs"), "%v", err)
+	}
+	return p
+}
+
+func (d *decoder) pullInterval(m *mapping, why string) PullInterval {
+	s := m.reqStr("interval", why)
+	if s == "" {
+		return PullInterval{}
+	}
+	if s == "manual" {
+		return PullInterval{Manual: true}
+	}
+	dur, err := ParseDuration(s)
+	if err != nil {
+		d.errf(child(m.path, "interval"), m.keyLine("interval"), "%v (or manual)", err)
+	}
+	return PullInterval{Every: dur}
+}
+
+func (d *decoder) filesystems(m *mapping, why string) *Filter {
+	fm, ok := d.section(m, "filesystems", why)
+	if !ok {
+		return nil
+	}
+	path := fm.path
+	var rules []FilterRule
+	bad := false
+	for _, pat := range fm.order {
+		fm.know(pat)
+		p := mapKey(path, pat)
+		line := fm.keys[pat].Line
+		r, err := ParseFilterPattern(pat)
+		if err != nil {
+			d.errf(p, line, "%v", err)
+			bad = true
+			continue
+		}
+		v := d.resolve(fm.vals[pat])
+		accept, ok := false, false
+		if v != nil {
+			accept, ok = boolValue(v)
+		}
+		if !ok {
+			got := "null"
+			if v != nil {
+				got = describe(v)
+			}
+			d.errf(p, line, "want true (include) or false (exclude), got %s", got)
+			bad = true
+			continue
+		}
+		r.Accept = accept
+		rules = append(rules, r)
+	}
+	if len(fm.order) == 0 {
+		d.errf(path, fm.line, "empty filter: no filesystem would be selected (e.g. {\"pool/data<\": true})")
+		return nil
+	}
+	if bad {
+		return nil
+	}
+	f, err := NewFilter(rules)
+	if err != nil {
+		d.errf(path, fm.line, "%v", err)
+		return nil
+	}
+	return f
+}
+
+func (d *decoder) snapshotting(m *mapping, why string) *Snapshotting {
+	sm, ok := d.section(m, "snapshotting", why)
+	if !ok {
+		return nil
+	}
+	if sm.get("type") != nil {
+		if s, _ := sm.str("type"); s == "cron" {
+			d.errf(sm.path, sm.keyLine("type"), "snapshotting type \"cron\" is not supported (want periodic, manual)")
+			return nil
+		}
+	}
+	typ, ok := d.typeOf(sm, "snapshotting", string(SnapshottingPeriodic), string(SnapshottingManual))
+	if !ok {
+		return nil
+	}
+	s := &Snapshotting{Type: SnapshottingType(typ)}
+	if s.Type == SnapshottingPeriodic {
+		s.Prefix = sm.reqStr("prefix", "periodic snapshots are named prefix + timestamp")
+		s.Interval = sm.duration("interval", 0)
+		if s.Interval == 0 && sm.get("interval") == nil {
+			sm.missing("interval", "")
+		}
+		s.TimestampFormat = "dense"
+		key := "timestamp_format"
+		if sm.has("utc_timestamp_format") {
+			key = "utc_timestamp_format"
+			if sm.has("timestamp_format") {
+				d.errf(child(sm.path, key), sm.keyLine(key), "give timestamp_format or utc_timestamp_format, not both")
+			}
+		} else {
+			sm.know("utc_timestamp_format")
+		}
+		if f, ok := sm.str(key); ok {
+			if strings.TrimSpace(f) == "" {
+				d.errf(child(sm.path, key), sm.keyLine(key), "must not be empty")
+			} else {
+				s.TimestampFormat = f
+			}
+		}
+		if s.Prefix != "" {
+			name := s.SnapshotName(time.Date(2006, 1, 2, 15, 4, 5, 0, time.UTC))
+			if err := zfs.ValidateVersionName(zfs.Snapshot, name); err != nil {
+				p, k := child(sm.path, "prefix"), "prefix"
+				if zfs.ValidateVersionName(zfs.Snapshot, s.Prefix) == nil {
+					p, k = child(sm.path, key), key
+				}
+				d.errf(p, sm.keyLine(k), "snapshot names would be invalid: %v", err)
+			}
+		}
+		sm.forbid("hooks", "is not supported (snapshot hooks are not implemented)")
+	}
+	sm.done()
+	return s
+}
+
+// SnapshotName is the name of a snapshot taken at t: prefix and the UTC
+// timestamp in TimestampFormat.
+func (s *Snapshotting) SnapshotName(t time.Time) string {
+	t = t.UTC()
+	var ts string
+	switch s.TimestampFormat {
+	case "dense", "":
+		ts = t.Format("20060102_150405_000")
+	case "human":
+		ts = t.Format("2006-01-02_15:04:05")
+	case "iso-8601":
+		ts = t.Format("2006-01-02T15:04:05.000Z")
+	case "unix-seconds":
+		ts = strconv.FormatInt(t.Unix(), 10)
+	default:
+		ts = t.Format(s.TimestampFormat)
+	}
+	return s.Prefix + ts
+}
+
+func (d *decoder) pruning(m *mapping, jt JobType, why string) *Pruning {
+	pm, ok := d.section(m, "pruning", why)
+	if !ok {
+		return nil
+	}
+	p := &Pruning{}
+	if jt == JobSnap {
+		p.Keep = d.keepRules(pm, "keep", false)
+	} else {
+		p.KeepSender = d.keepRules(pm, "keep_sender", true)
+		p.KeepReceiver = d.keepRules(pm, "keep_receiver", false)
+	}
+	pm.done()
+	return p
+}
+
+var ruleTypes = []string{string(KeepGrid), string(KeepLastN), string(KeepRegex), string(KeepNotReplicated)}
+
+func (d *decoder) keepRules(pm *mapping, key string, sender bool) []KeepRule {
+	items, ok := pm.list(key)
+	if !ok {
+		if pm.get(key) == nil {
+			pm.missing(key, "")
+		}
+		return nil
+	}
+	rules := []KeepRule{}
+	for i, it := range items {
+		p := index(child(pm.path, key), i)
+		if d.resolve(it) == nil {
+			d.errf(p, it.Line, "want a rule mapping, got null")
+			continue
+		}
+		rm := d.mapping(p, it, it.Line)
+		if !rm.valid {
+			continue
+		}
+		typ, ok := d.typeOf(rm, "rule", ruleTypes...)
+		if !ok {
+			continue
+		}
+		r := KeepRule{Type: KeepType(typ)}
+		switch r.Type {
+		case KeepGrid:
+			if g := rm.reqStr("grid", ""); g != "" {
+				spec, err := ParseGridSpec(g)
+				if err != nil {
+					d.errf(child(p, "grid"), rm.keyLine("grid"), "%v", err)
+				}
+				r.Grid = spec
+			}
+			r.Regex = d.regex(rm, true)
+		case KeepLastN:
+			if rm.get("count") == nil {
+				rm.missing("count", "")
+			}
+			r.Count = rm.integer("count", 0, 1, 1<<31-1)
+			r.Regex = d.regex(rm, false)
+		case KeepRegex:
+			r.Regex = d.regex(rm, true)
+			r.Negate = rm.boolean("negate", false)
+		case KeepNotReplicated:
+			if !sender {
+				d.errf(p, rm.keyLine("type"), "rule not_replicated only makes sense in keep_sender")
+			}
+		}
+		rm.done()
+		rules = append(rules, r)
+	}
+	return rules
+}
+
+func (d *decoder) regex(m *mapping, required bool) *regexp.Regexp {
+	s, ok := m.str("regex")
+	if !ok {
+		if required && m.get("regex") == nil {
+			m.missing("regex", "")
+		}
+		return nil
+	}
+	re, err := regexp.Compile(s)
+	if err != nil {
+		d.errf(child(m.path, "regex"), m.keyLine("regex"), "invalid regex %q: %v", s, err)
+		return nil
+	}
+	return re
+}
+
+func (d *decoder) bandwidthLimit(m *mapping) BandwidthLimit {
+	bl := BandwidthLimit{Max: -1, BucketCapacity: DefaultBucketCapacity}
+	bm, ok := d.section(m, "bandwidth_limit", "")
+	if !ok {
+		return bl
+	}
+	if s, ok := bm.str("max"); ok {
+		if strings.TrimSpace(s) != "-1" {
+			v, err := ParseSize(s)
+			switch {
+			case err != nil:
+				d.errf(child(bm.path, "max"), bm.keyLine("max"), "%v", err)
+			case v <= 0:
+				d.errf(child(bm.path, "max"), bm.keyLine("max"), "must be positive, or -1 for no limit")
+			default:
+				bl.Max = v
+			}
+		}
+	}
+	if s, ok := bm.str("bucket_capacity"); ok {
+		v, err := ParseSize(s)
+		switch {
+		case err != nil:
+			d.errf(child(bm.path, "bucket_capacity"), bm.keyLine("bucket_capacity"), "%v", err)
+		case v <= 0:
+			d.errf(child(bm.path, "bucket_capacity"), bm.keyLine("bucket_capacity"), "must be positive")
+		default:
+			bl.BucketCapacity = v
+		}
+	}
+	bm.done()
+	return bl
+}
+
+func (d *decoder) send(m *mapping) SendOptions {
+	o := SendOptions{BandwidthLimit: BandwidthLimit{Max: -1, BucketCapacity: DefaultBucketCapacity}}
+	sm, ok := d.section(m, "send", "")
+	if !ok {
+		return o
+	}
+	o.Encrypted = sm.boolean("encrypted", false)
+	o.Raw = sm.boolean("raw", false)
+	o.SendProperties = sm.boolean("send_properties", false)
+	o.BackupProperties = sm.boolean("backup_properties", false)
+	o.LargeBlocks = sm.boolean("large_blocks", false)
+	o.Compressed = sm.boolean("compressed", false)
+	o.EmbeddedData = sm.boolean("embedded_data", false)
+	o.Saved = sm.boolean("saved", false)
+	o.BandwidthLimit = d.bandwidthLimit(sm)
+	sm.done()
+	return o
+}
+
+// validPropName accepts ZFS native and user property names.
+func validPropName(s string) bool {
+	if s == "" || len(s) >= zfs.MaxNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(":._-+", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *decoder) recv(m *mapping) RecvOptions {
+	o := RecvOptions{
+		BandwidthLimit: BandwidthLimit{Max: -1, BucketCapacity: DefaultBucketCapacity},
+		Placeholder:    PlaceholderUnspecified,
+	}
+	rm, ok := d.section(m, "recv", "")
+	if !ok {
+		return o
+	}
+	if pm, ok := d.section(rm, "properties", ""); ok {
+		if om, ok := d.section(pm, "override", ""); ok {
+			o.Override = map[string]string{}
+			for _, k := range om.order {
+				om.know(k)
+				p, line := mapKey(om.path, k), om.keys[k].Line
+				if !validPropName(k) {
+					d.errf(p, line, "invalid property name %q", k)
+					continue
+				}
+				v := d.resolve(om.vals[k])
+				if v == nil {
+					d.errf(p, line, "want a property value, got null (use inherit to drop a property)")
+					continue
+				}
+				if s, ok := d.scalar(p, v); ok {
+					o.Override[k] = s
+				}
+			}
+		}
+		o.Inherit = pm.strList("inherit")
+		for i, name := range o.Inherit {
+			p := index(child(pm.path, "inherit"), i)
+			if !validPropName(name) {
+				d.errf(p, pm.keyLine("inherit"), "invalid property name %q", name)
+			} else if _, both := o.Override[name]; both {
+				d.errf(p, pm.keyLine("inherit"), "property %q is both overridden and inherited", name)
+			}
+		}
+		pm.done()
+	}
+	o.BandwidthLimit = d.bandwidthLimit(rm)
+	if pl, ok := d.section(rm, "placeholder", ""); ok {
+		o.Placeholder = PlaceholderEncryption(pl.enum("encryption", string(PlaceholderUnspecified),
+			string(PlaceholderUnspecified), string(PlaceholderOff), string(PlaceholderInherit)))
+		pl.done()
+	}
+	rm.done()
+	return o
+}
+
+func (d *decoder) replication(m *mapping) Replication {
+	r := Replication{Initial: GuaranteeResumability, Incremental: GuaranteeResumability, Steps: 1, SizeEstimates: 4}
+	rm, ok := d.section(m, "replication", "")
+	if !ok {
+		return r
+	}
+	prots := []string{string(GuaranteeResumability), string(GuaranteeIncremental), string(GuaranteeNothing)}
+	if pm, ok := d.section(rm, "protection", ""); ok {
+		r.Initial = Protection(pm.enum("initial", string(r.Initial), prots...))
+		r.Incremental = Protection(pm.enum("incremental", string(r.Incremental), prots...))
+		pm.done()
+	}
+	if cm, ok := d.section(rm, "concurrency", ""); ok {
+		r.Steps = cm.integer("steps", r.Steps, 1, 1<<16)
+		r.SizeEstimates = cm.integer("size_estimates", r.SizeEstimates, 1, 1<<16)
+		cm.done()
+	}
+	rm.done()
+	return r
+}
+
+func (d *decoder) conflictResolution(m *mapping) ConflictResolution {
+	c := ConflictResolution{InitialReplication: InitialMostRecent}
+	cm, ok := d.section(m, "conflict_resolution", "")
+	if !ok {
+		return c
+	}
+	c.InitialReplication = InitialReplication(cm.enum("initial_replication", string(InitialMostRecent),
+		string(InitialMostRecent), string(InitialAll), string(InitialFail)))
+	cm.done()
+	return c
+}

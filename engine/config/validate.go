@@ -1,0 +1,82 @@
+package config
+
+import "fmt"
+
+// validate runs the checks that span jobs.
+func (d *decoder) validate(cfg *Config) {
+	names := map[string]int{}
+	for i, j := range cfg.Jobs {
+		if j.Name == "" {
+			continue
+		}
+		if first, dup := names[j.Name]; dup {
+			d.errf(jobPath(cfg, i)+".name", j.nameLine, "duplicate job name %q (first used by %s at line %d)", j.Name, jobPath(cfg, first), cfg.Jobs[first].nameLine)
+			continue
+		}
+		names[j.Name] = i
+	}
+
+	listeners := map[string]int{}
+	listens := map[string]int{}
+	stdinIDs := map[string]int{}
+	for i, j := range cfg.Jobs {
+		if j.Serve == nil {
+			continue
+		}
+		switch j.Serve.Type {
+		case TransportLocal:
+			if j.Serve.ListenerName == "" {
+				continue
+			}
+			if first, dup := listeners[j.Serve.ListenerName]; dup {
+				d.errf(jobPath(cfg, i)+".serve.listener_name", j.Serve.lines["listener_name"], "local listener %q is already served by job %q", j.Serve.ListenerName, cfg.Jobs[first].Name)
+				continue
+			}
+			listeners[j.Serve.ListenerName] = i
+		case TransportTCP, TransportTLS:
+			if j.Serve.Listen == "" {
+				continue
+			}
+			if first, dup := listens[j.Serve.Listen]; dup {
+				d.errf(jobPath(cfg, i)+".serve.listen", j.Serve.lines["listen"], "address %q is already served by job %q", j.Serve.Listen, cfg.Jobs[first].Name)
+				continue
+			}
+			listens[j.Serve.Listen] = i
+		case TransportStdinserver:
+			// Each identity is a socket in one shared directory.
+			for _, id := range j.Serve.ClientIdentities {
+				if first, dup := stdinIDs[id]; dup && first != i {
+					d.errf(jobPath(cfg, i)+".serve.client_identities", j.Serve.lines["client_identities"], "stdinserver client identity %q is already served by job %q", id, cfg.Jobs[first].Name)
+					continue
+				}
+				stdinIDs[id] = i
+			}
+		}
+	}
+
+	for i, j := range cfg.Jobs {
+		if j.Connect == nil || j.Connect.Type != TransportLocal || j.Connect.ListenerName == "" {
+			continue
+		}
+		p := jobPath(cfg, i) + ".connect.listener_name"
+		want := JobSink
+		if j.Type == JobPull {
+			want = JobSource
+		}
+		k, ok := listeners[j.Connect.ListenerName]
+		if !ok {
+			line := j.Connect.lines["listener_name"]
+			d.errf(p, line, "no %s job in this config serves local listener %q", want, j.Connect.ListenerName)
+			continue
+		}
+		if got := cfg.Jobs[k].Type; got != want {
+			d.errf(p, j.Connect.lines["listener_name"], "local listener %q is served by %s job %q, but a %s job needs a %s job", j.Connect.ListenerName, got, cfg.Jobs[k].Name, j.Type, want)
+		}
+	}
+}
+
+// jobPath is the YAML path of cfg.Jobs[i]; jobs that failed to decode are
+// not in cfg.Jobs, so the index in the document is kept in the job.
+func jobPath(cfg *Config, i int) string {
+	return fmt.Sprintf("jobs[%d]", cfg.Jobs[i].index)
+}
