@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sort"
 	"strings"
 	"time"
 )
@@ -198,7 +199,17 @@ func GeneratePlan(seed int64, cfg PlanConfig) (FaultPlan, error) {
 	}
 	// The stream constant only separates plan draws from jitter draws.
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x706c616e))
-	dur := func(max time.Duration) time.Duration { return 1 + time.Duration(rng.Int64N(int64(max))) }
+	// Durations are whole milliseconds (when the bound allows) so that plans
+	// read well in logs.
+	round := func(d, bound time.Duration) time.Duration {
+		if bound >= 10*time.Millisecond {
+			d = d.Truncate(time.Millisecond)
+		}
+		return d
+	}
+	dur := func(bound time.Duration) time.Duration {
+		return max(1, round(1+time.Duration(rng.Int64N(int64(bound))), bound))
+	}
 	for i := 0; i < cfg.Faults; i++ {
 		f := Fault{Kind: kinds[rng.IntN(len(kinds))]}
 		switch f.Kind {
@@ -218,11 +229,29 @@ func GeneratePlan(seed int64, cfg PlanConfig) (FaultPlan, error) {
 				j++
 			}
 			f.A, f.B = cfg.Hosts[i], cfg.Hosts[j]
-			f.At = time.Duration(rng.Int64N(int64(cfg.Horizon)))
+			f.At = round(time.Duration(rng.Int64N(int64(cfg.Horizon))), cfg.Horizon)
 			f.For = dur(cfg.MaxPartition)
 		}
 		plan.Faults = append(plan.Faults, f)
 	}
+	// Sorted for reading: partitions by start, then per connection by offset.
+	sort.SliceStable(plan.Faults, func(i, j int) bool {
+		a, b := plan.Faults[i], plan.Faults[j]
+		ap, bp := a.Kind == FaultPartition, b.Kind == FaultPartition
+		switch {
+		case ap != bp:
+			return ap
+		case ap:
+			return a.At < b.At
+		case a.Conn != b.Conn:
+			return a.Conn < b.Conn
+		case a.Kind == FaultRefuseDial || b.Kind == FaultRefuseDial:
+			return a.Kind == FaultRefuseDial && b.Kind != FaultRefuseDial
+		case a.Dir != b.Dir:
+			return a.Dir < b.Dir
+		}
+		return a.AtByte < b.AtByte
+	})
 	return plan, nil
 }
 
