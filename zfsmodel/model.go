@@ -487,3 +487,58 @@ func (m *Model) lookupRef(op string, r zfs.VersionRef) (*dataset, error) {
 	}
 	return d, nil
 }
+
+// DestroyFilesystem destroys fs (zfs destroy). Without recursive, fs must
+// have no children and no snapshots; with it, children, snapshots and
+// bookmarks go too, unless a snapshot among them is held. A pool's root
+// filesystem cannot be destroyed.
+func (m *Model) DestroyFilesystem(fs zfs.DatasetPath, recursive bool) error {
+	const op = "destroy"
+	if err := checkPath(op, fs); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, err := m.lookup(op, fs.String())
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(d.Name, "/") {
+		return zerr(zfs.ErrUnsupported, op, d.Name, "cannot destroy '%s': operation does not apply to pools", d.Name)
+	}
+	var doomed []string
+	for _, name := range sortedKeys(m.st.Datasets) {
+		if name == d.Name || strings.HasPrefix(name, d.Name+"/") {
+			doomed = append(doomed, name)
+		}
+	}
+	if !recursive {
+		if len(doomed) > 1 {
+			return zerr(zfs.ErrDatasetBusy, op, d.Name, "cannot destroy '%s': filesystem has children\nuse '-r' to destroy the following datasets:\n%s", d.Name, strings.Join(doomed[1:], "\n"))
+		}
+		var versions []string
+		for _, s := range d.Snaps {
+			versions = append(versions, d.Name+"@"+s.Name)
+		}
+		for _, b := range d.Bookmarks {
+			versions = append(versions, d.Name+"#"+b.Name)
+		}
+		if len(versions) > 0 {
+			return zerr(zfs.ErrDatasetBusy, op, d.Name, "cannot destroy '%s': filesystem has children\nuse '-r' to destroy the following datasets:\n%s", d.Name, strings.Join(versions, "\n"))
+		}
+	}
+	for _, name := range doomed {
+		if m.receiving[name] {
+			return zerr(zfs.ErrDatasetBusy, op, name, "cannot destroy '%s': dataset is busy", name)
+		}
+		for _, s := range m.st.Datasets[name].Snaps {
+			if len(s.Holds) > 0 {
+				return zerr(zfs.ErrDatasetBusy, op, name+"@"+s.Name, "cannot destroy snapshot %s@%s: dataset is busy", name, s.Name)
+			}
+		}
+	}
+	for _, name := range doomed {
+		delete(m.st.Datasets, name)
+	}
+	return nil
+}

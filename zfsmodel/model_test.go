@@ -469,3 +469,31 @@ func TestHeaderLengthIsBounded(t *testing.T) {
 	err := m.Receive(bg, zfs.MustDatasetPath("p/x"), &b, zfs.RecvOptions{})
 	assert.Error(t, err)
 }
+
+func TestDestroyFilesystem(t *testing.T) {
+	w := newWorld(t)
+	child := zfs.MustDatasetPath("srcp/fs/child")
+	require.NoError(t, w.m.CreateFilesystem(child, FSOptions{}))
+	err := w.m.DestroyFilesystem(w.src, false)
+	assert.ErrorIs(t, err, zfs.ErrDatasetBusy)
+	assert.Contains(t, err.Error(), "srcp/fs/child")
+	require.NoError(t, w.m.Hold(bg, zfs.SnapshotRef(w.src, "s1"), "t"))
+	assert.ErrorIs(t, w.m.DestroyFilesystem(w.src, true), zfs.ErrDatasetBusy)
+	require.NoError(t, w.m.Release(bg, zfs.SnapshotRef(w.src, "s1"), "t"))
+	require.NoError(t, w.m.DestroyFilesystem(w.src, true))
+	for _, fs := range []zfs.DatasetPath{w.src, child} {
+		_, err := w.m.Info(fs)
+		assert.ErrorIs(t, err, zfs.ErrDatasetNotExist)
+	}
+	assert.ErrorIs(t, w.m.DestroyFilesystem(zfs.MustDatasetPath("srcp"), true), zfs.ErrUnsupported)
+	// Bookmarks alone also keep a non-recursive destroy from happening.
+	bfs := zfs.MustDatasetPath("srcp/b")
+	require.NoError(t, w.m.CreateFilesystem(bfs, FSOptions{}))
+	require.NoError(t, w.m.Snapshot(bg, bfs, "s"))
+	require.NoError(t, w.m.Bookmark(bg, zfs.SnapshotRef(bfs, "s"), "bm"))
+	require.NoError(t, w.m.Destroy(bg, []zfs.VersionRef{zfs.SnapshotRef(bfs, "s")}))
+	assert.ErrorIs(t, w.m.DestroyFilesystem(bfs, false), zfs.ErrDatasetBusy)
+	err = w.m.Receive(bg, bfs, nil, zfs.RecvOptions{})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "nil reader")
+}

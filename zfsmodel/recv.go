@@ -56,6 +56,9 @@ func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reade
 	if err := checkPath(op, fs); err != nil {
 		return err
 	}
+	if stream == nil {
+		return &zfs.Error{Op: op, Dataset: fs.String(), Msg: "cannot receive: no stream (nil reader)"}
+	}
 	m.mu.Lock()
 	err := m.takeFault("Receive")
 	m.mu.Unlock()
