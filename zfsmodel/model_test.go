@@ -186,6 +186,14 @@ func TestCorruptStreamIsRejectedPerRecord(t *testing.T) {
 	_, err = w.m.Info(dst2)
 	assert.ErrorIs(t, err, zfs.ErrDatasetNotExist)
 
+	// A corrupt header is refused before anything is created.
+	bad = bytes.Clone(stream)
+	bad[20] ^= 1
+	err = w.m.Receive(bg, dst2, bytes.NewReader(bad), zfs.RecvOptions{Resumable: true})
+	assert.Equal(t, "cannot receive: invalid stream (header checksum mismatch)", err.(*zfs.Error).Msg)
+	_, err = w.m.Info(dst2)
+	assert.ErrorIs(t, err, zfs.ErrDatasetNotExist)
+
 	// Garbage is not a stream at all.
 	err = w.m.Receive(bg, dst2, bytes.NewReader([]byte("hello, this is not a stream")), zfs.RecvOptions{})
 	assert.Equal(t, "cannot receive: invalid stream (bad magic number)", err.(*zfs.Error).Msg)

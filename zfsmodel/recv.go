@@ -70,7 +70,7 @@ func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reade
 	if err != nil {
 		var bad *errBadStream
 		if errors.As(err, &bad) {
-			return &zfs.Error{Op: op, Dataset: fs.String(), Msg: "cannot receive: invalid stream (bad magic number)", Err: err}
+			return &zfs.Error{Op: op, Dataset: fs.String(), Msg: "cannot receive: invalid stream (" + bad.reason + ")", Err: err}
 		}
 		return &zfs.Error{Op: op, Dataset: fs.String(), Msg: "cannot receive: failed to read from stream", Err: err}
 	}

@@ -15,7 +15,9 @@ import (
 // The model's send stream format:
 //
 //	magic "ZMSTRM\x00\x01"
-//	uint32 big-endian length, then the header as JSON (streamHeader)
+//	uint32 big-endian length, then the header as JSON (streamHeader),
+//	  then the CRC-32C of all of the above, so a receiver acts on no
+//	  corrupt header
 //	Header.Blocks block records: 'B', uint32 running checksum, uint64
 //	  block number, uint64 key, then BlockSize bytes of data (encrypted
 //	  under the key ID in raw streams of encrypted datasets)
@@ -91,6 +93,7 @@ func newPlan(h streamHeader, blocks []blockRec) (*streamPlan, error) {
 	prefix = append(prefix, streamMagic[:]...)
 	prefix = binary.BigEndian.AppendUint32(prefix, uint32(len(js)))
 	prefix = append(prefix, js...)
+	prefix = binary.BigEndian.AppendUint32(prefix, crc32.Checksum(prefix, castagnoli))
 	p := &streamPlan{prefix: prefix, blocks: blocks, base: baseBlock}
 	if h.Encrypted {
 		p.mask = splitmix(h.KeyID) | 1
@@ -337,7 +340,7 @@ func (sr *streamReader) header() (streamHeader, error) {
 		return h, err
 	}
 	if [8]byte(pre[:8]) != streamMagic {
-		return h, &errBadStream{"bad magic"}
+		return h, &errBadStream{"bad magic number"}
 	}
 	l := binary.BigEndian.Uint32(pre[8:])
 	if l > maxHeaderLen {
@@ -346,6 +349,14 @@ func (sr *streamReader) header() (streamHeader, error) {
 	js := make([]byte, l)
 	if err := sr.readFull(js); err != nil {
 		return h, err
+	}
+	want := sr.crc
+	var hc [4]byte
+	if err := sr.readFull(hc[:]); err != nil {
+		return h, err
+	}
+	if binary.BigEndian.Uint32(hc[:]) != want {
+		return h, &errBadStream{"header checksum mismatch"}
 	}
 	if err := json.Unmarshal(js, &h); err != nil {
 		return h, &errBadStream{"header: " + err.Error()}
