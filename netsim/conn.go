@@ -2,6 +2,7 @@ package netsim
 
 import (
 	"io"
+	"math/bits"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -192,7 +193,9 @@ func (s *stream) rawArrival(end int64) time.Time {
 	if bw := s.link.Bandwidth; bw > 0 {
 		// Split to keep bytes*1e9 from overflowing on long busy periods.
 		b := end - s.busyOff
-		depart = depart.Add(time.Duration(b/bw)*time.Second + time.Duration((b%bw)*int64(time.Second)/bw))
+		hi, lo := bits.Mul64(uint64(b%bw), uint64(time.Second))
+		frac, _ := bits.Div64(hi, lo, uint64(bw)) // hi < bw since b%bw < bw
+		depart = depart.Add(time.Duration(b/bw)*time.Second + time.Duration(frac))
 	}
 	s.linkFree = depart
 	arr := depart.Add(s.link.Latency)

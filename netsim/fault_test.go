@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"strings"
 	"syscall"
@@ -413,6 +414,12 @@ func TestGeneratePlan(t *testing.T) {
 	_, err = GeneratePlan(1, PlanConfig{Faults: 1})
 	assert.Error(t, err, "nothing allowed")
 	_, err = GeneratePlan(1, PlanConfig{Faults: -1})
+	assert.Error(t, err)
+	_, err = GeneratePlan(1, PlanConfig{Faults: 1, Conns: 1, MaxByte: math.MaxInt64})
+	assert.Error(t, err)
+	_, err = GeneratePlan(1, PlanConfig{Faults: 1, Hosts: []string{"a", "a"}, Horizon: 1, MaxPartition: 1})
+	assert.Error(t, err, "one distinct host cannot be partitioned")
+	_, err = GeneratePlan(1, PlanConfig{Faults: 1, Hosts: []string{"a", "b:1"}, Horizon: 1, MaxPartition: 1})
 	assert.Error(t, err)
 }
 

@@ -3,6 +3,7 @@ package netsim
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sort"
 	"strings"
@@ -163,7 +164,7 @@ func (c PlanConfig) possible(k FaultKind) error {
 		}
 	case FaultPartition:
 		if len(c.Hosts) < 2 || c.Horizon <= 0 || c.MaxPartition <= 0 {
-			return fmt.Errorf("%v needs two Hosts, Horizon > 0 and MaxPartition > 0", k)
+			return fmt.Errorf("%v needs two distinct Hosts, Horizon > 0 and MaxPartition > 0", k)
 		}
 	default:
 		return fmt.Errorf("unknown fault kind %d", int(k))
@@ -177,6 +178,22 @@ func GeneratePlan(seed int64, cfg PlanConfig) (FaultPlan, error) {
 	if cfg.Faults < 0 || cfg.Conns < 0 || cfg.MaxByte < 0 || cfg.MaxStall < 0 || cfg.Horizon < 0 || cfg.MaxPartition < 0 {
 		return FaultPlan{}, fmt.Errorf("netsim: plan config has a negative bound: %+v", cfg)
 	}
+	if cfg.MaxByte == math.MaxInt64 {
+		return FaultPlan{}, errors.New("netsim: plan config: MaxByte must be below MaxInt64")
+	}
+	// Partitions pick two different hosts among the distinct names given.
+	var hosts []string
+	seen := map[string]bool{}
+	for _, h := range cfg.Hosts {
+		if err := validHost(h); err != nil {
+			return FaultPlan{}, fmt.Errorf("netsim: plan config: %w", err)
+		}
+		if !seen[h] {
+			seen[h] = true
+			hosts = append(hosts, h)
+		}
+	}
+	cfg.Hosts = hosts
 	kinds := cfg.Kinds
 	if len(kinds) == 0 {
 		for k := FaultReset; k <= FaultRefuseDial; k++ {
@@ -216,19 +233,19 @@ func GeneratePlan(seed int64, cfg PlanConfig) (FaultPlan, error) {
 		case FaultReset, FaultStall, FaultHalfOpen:
 			f.Conn = 1 + rng.IntN(cfg.Conns)
 			f.Dir = Dir(rng.IntN(2))
-			f.AtByte = rng.Int64N(cfg.MaxByte + 1)
+			f.AtByte = rng.Int64N(cfg.MaxByte + 1) // MaxByte < MaxInt64, checked
 			if f.Kind == FaultStall {
 				f.For = dur(cfg.MaxStall)
 			}
 		case FaultRefuseDial:
 			f.Conn = 1 + rng.IntN(cfg.Conns)
 		case FaultPartition:
-			i := rng.IntN(len(cfg.Hosts))
-			j := rng.IntN(len(cfg.Hosts) - 1)
+			i := rng.IntN(len(hosts))
+			j := rng.IntN(len(hosts) - 1)
 			if j >= i {
 				j++
 			}
-			f.A, f.B = cfg.Hosts[i], cfg.Hosts[j]
+			f.A, f.B = hosts[i], hosts[j]
 			f.At = round(time.Duration(rng.Int64N(int64(cfg.Horizon))), cfg.Horizon)
 			f.For = dur(cfg.MaxPartition)
 		}

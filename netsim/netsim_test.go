@@ -406,3 +406,18 @@ func TestHourOfKeepalivesInVirtualTime(t *testing.T) {
 		require.NoError(t, s.Close())
 	})
 }
+
+func TestHugeBandwidthDoesNotOverflow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(1)
+		require.NoError(t, n.SetDefaultLink(Link{Bandwidth: 1<<63 - 1, Latency: time.Millisecond}))
+		c, s := pair(t, n)
+		t0 := time.Now()
+		_, err := c.Write(make([]byte, 5000))
+		require.NoError(t, err)
+		_, err = io.ReadFull(s, make([]byte, 5000))
+		require.NoError(t, err)
+		assert.Equal(t, time.Millisecond, time.Since(t0))
+		require.NoError(t, n.Close())
+	})
+}
