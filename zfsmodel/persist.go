@@ -46,6 +46,14 @@ func Load(r io.Reader, o Options) (*Model, error) {
 		if s.State.Pools[poolOf(name)] == nil {
 			return nil, fmt.Errorf("zfsmodel: load: dataset %q has no pool", name)
 		}
+		if parent, ok := parentOf(name); ok && s.State.Datasets[parent] == nil {
+			return nil, fmt.Errorf("zfsmodel: load: dataset %q has no parent", name)
+		}
+		for i := 1; i < len(d.Snaps); i++ {
+			if d.Snaps[i] == nil || d.Snaps[i-1] == nil || d.Snaps[i].TXG <= d.Snaps[i-1].TXG {
+				return nil, fmt.Errorf("zfsmodel: load: snapshots of %q are not in createtxg order", name)
+			}
+		}
 		if d.Props == nil {
 			d.Props = map[string]string{}
 		}
@@ -55,6 +63,12 @@ func Load(r io.Reader, o Options) (*Model, error) {
 		for _, sn := range d.Snaps {
 			if sn.Content == nil {
 				sn.Content = content{}
+			}
+		}
+		if d.Encrypted {
+			r := s.State.Datasets[d.EncRoot]
+			if r == nil || !r.Encrypted || r.EncRoot != r.Name {
+				return nil, fmt.Errorf("zfsmodel: load: encryption root %q of %q is not an encryption root", d.EncRoot, name)
 			}
 		}
 		if d.Partial != nil && d.Partial.Blocks == nil {
