@@ -647,3 +647,20 @@ func TestRandomFaultsKeepStreamsPrefixes(t *testing.T) {
 		}
 	})
 }
+
+func TestConnByID(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(1)
+		c, s := pair(t, n)
+		cc, ss, ok := n.Conn(c.ID())
+		require.True(t, ok)
+		assert.Equal(t, c.LocalAddr(), cc.LocalAddr())
+		assert.Equal(t, s.LocalAddr(), ss.LocalAddr())
+		ss.Reset()
+		_, err := c.Read(make([]byte, 1))
+		assert.True(t, isReset(err))
+		_, _, ok = n.Conn(99)
+		assert.False(t, ok)
+		require.NoError(t, n.Close())
+	})
+}

@@ -245,6 +245,20 @@ func (n *Network) Stats() []ConnStats {
 	return out
 }
 
+// Conn returns both ends of connection id (the number of the Dial that made
+// it), so tests can inject faults into connections that library code dialed
+// out of their reach (grpc's, for example).
+func (n *Network) Conn(id int) (client, server *Conn, ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.pipes {
+		if p.id == id {
+			return &Conn{p: p, side: 0}, &Conn{p: p, side: 1}, true
+		}
+	}
+	return nil, nil, false
+}
+
 // Listener accepts simulated connections. It implements net.Listener.
 type Listener struct {
 	n       *Network
