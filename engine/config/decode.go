@@ -115,36 +115,18 @@ func (d *decoder) mapping(path string, n *yaml.Node, line int) *mapping {
 	return m
 }
 
-// add collects n's entries; merged entries (YAML "<<") never override
-// explicit ones.
+// add collects n's entries. Explicit entries are taken first, so entries
+// merged in with YAML's "<<" never override them.
 func (m *mapping) add(n *yaml.Node, merged bool, depth int) {
+	var merges []*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := m.d.resolve(n.Content[i]), n.Content[i+1]
 		if k == nil || k.Kind != yaml.ScalarNode {
-			line := n.Content[i].Line
-			m.d.errf(m.path, line, "mapping keys must be strings")
+			m.d.errf(m.path, n.Content[i].Line, "mapping keys must be strings")
 			continue
 		}
 		if k.ShortTag() == "!!merge" {
-			if depth > 10 {
-				m.d.errf(m.path, k.Line, "merge keys nested too deeply")
-				continue
-			}
-			mv := m.d.resolve(v)
-			switch {
-			case mv != nil && mv.Kind == yaml.MappingNode:
-				m.add(mv, true, depth+1)
-			case mv != nil && mv.Kind == yaml.SequenceNode:
-				for _, e := range mv.Content {
-					if e := m.d.resolve(e); e != nil && e.Kind == yaml.MappingNode {
-						m.add(e, true, depth+1)
-					} else {
-						m.d.errf(m.path, k.Line, "merge key \"<<\" wants mappings")
-					}
-				}
-			default:
-				m.d.errf(m.path, k.Line, "merge key \"<<\" wants a mapping or a list of mappings")
-			}
+			merges = append(merges, k, v)
 			continue
 		}
 		if first, dup := m.keys[k.Value]; dup {
@@ -156,6 +138,27 @@ func (m *mapping) add(n *yaml.Node, merged bool, depth int) {
 		m.keys[k.Value] = k
 		m.vals[k.Value] = v
 		m.order = append(m.order, k.Value)
+	}
+	for i := 0; i < len(merges); i += 2 {
+		k, mv := merges[i], m.d.resolve(merges[i+1])
+		if depth > 10 {
+			m.d.errf(m.path, k.Line, "merge keys nested too deeply")
+			continue
+		}
+		switch {
+		case mv != nil && mv.Kind == yaml.MappingNode:
+			m.add(mv, true, depth+1)
+		case mv != nil && mv.Kind == yaml.SequenceNode:
+			for _, e := range mv.Content {
+				if e := m.d.resolve(e); e != nil && e.Kind == yaml.MappingNode {
+					m.add(e, true, depth+1)
+				} else {
+					m.d.errf(m.path, k.Line, "merge key \"<<\" wants mappings")
+				}
+			}
+		default:
+			m.d.errf(m.path, k.Line, "merge key \"<<\" wants a mapping or a list of mappings")
+		}
 	}
 }
 
@@ -385,6 +388,6 @@ func (m *mapping) enum(key, def string, want ...string) string {
 			return s
 		}
 	}
-	m.d.errf(child(m.path, key), m.keyLine(key), "unknown %s %q (want %s)", key, s, strings.Join(want, ", "))
+	m.d.errf(child(m.path, key), m.keyLine(key), "unknown value %q (want %s)", s, strings.Join(want, ", "))
 	return def
 }

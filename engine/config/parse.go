@@ -325,7 +325,7 @@ func (d *decoder) pullInterval(m *mapping, why string) PullInterval {
 	}
 	dur, err := ParseDuration(s)
 	if err != nil {
-		d.errf(child(m.path, "interval"), m.keyLine("interval"), "%v (or manual)", err)
+		d.errf(child(m.path, "interval"), m.keyLine("interval"), "invalid interval %q (want a duration like 15m or 1d, or manual)", s)
 	}
 	return PullInterval{Every: dur}
 }
