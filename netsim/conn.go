@@ -652,7 +652,9 @@ func (c *Conn) setDeadline(t time.Time, read, write bool) error {
 }
 
 // Reset resets the connection now, as if an RST was sent from this end:
-// this end fails at once, the peer after the link's latency.
+// this end's writes fail at once, the peer's once the reset reaches it
+// (after the link's latency). Each end still reads what had arrived before
+// it learned of the reset, then gets ECONNRESET.
 func (c *Conn) Reset() {
 	p := c.p
 	p.mu.Lock()

@@ -16,8 +16,10 @@
 // The arrival-time model: a byte written at time t on a link departs when the
 // link is free (bandwidth), arrives Latency (plus seeded Jitter) later, and is
 // held back further while a stall window or a partition covers that moment.
-// Bytes never overtake each other. Buffer bounds the bytes written but not yet
-// read per direction; writers block when it is full.
+// Bytes never overtake each other and travel in packets of a few KiB, each
+// arriving with its last byte. Buffer bounds the bytes written but not yet
+// read per direction; writers block when it is full and resume once a useful
+// amount (half the buffer or a packet) is free.
 //
 // Determinism: arrival times depend only on when each byte was written, not
 // on how writes were chunked or interleaved with reads at the same instant,

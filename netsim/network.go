@@ -38,7 +38,7 @@ func (a Addr) String() string { return net.JoinHostPort(a.Host, strconv.Itoa(a.P
 type Link struct {
 	// Latency is the one-way delay of every byte.
 	Latency time.Duration
-	// Jitter adds a random delay in [0, Jitter) per segment, drawn from a
+	// Jitter adds a random delay in [0, Jitter) per packet, drawn from a
 	// generator seeded by the network seed and the connection number.
 	// Bytes still arrive in order.
 	Jitter time.Duration
