@@ -62,3 +62,35 @@ func FuzzReceive(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLoad: Load never panics, and what it accepts can be saved and
+// listed.
+func FuzzLoad(f *testing.F) {
+	w := newWorld(f)
+	var buf bytes.Buffer
+	if err := w.m.Save(&buf); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(buf.Bytes())
+	f.Add([]byte(`{"Format":1,"State":{"Pools":{"x":{"Name":"x"}},"Datasets":{"x":{"Name":"x","Snaps":[null]}}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Load(bytes.NewReader(data), Options{})
+		if err != nil {
+			return
+		}
+		var out bytes.Buffer
+		if err := m.Save(&out); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range sortedKeys(m.st.Pools) {
+			if p, err := zfs.NewDatasetPath(name); err == nil {
+				_, _ = m.ListFilesystems(bg, p)
+			}
+		}
+		for _, name := range sortedKeys(m.st.Datasets) {
+			if p, err := zfs.NewDatasetPath(name); err == nil {
+				_, _ = m.ListVersions(bg, p)
+			}
+		}
+	})
+}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+
+	"zrepl.dev/zrepl/engine/zfs"
 )
 
 // saveFormat versions the persisted state.
@@ -43,6 +45,9 @@ func Load(r io.Reader, o Options) (*Model, error) {
 		if d == nil || d.Name != name {
 			return nil, fmt.Errorf("zfsmodel: load: dataset entry %q is inconsistent", name)
 		}
+		if err := zfs.ValidateDatasetPath(name); err != nil {
+			return nil, fmt.Errorf("zfsmodel: load: %w", err)
+		}
 		if s.State.Pools[poolOf(name)] == nil {
 			return nil, fmt.Errorf("zfsmodel: load: dataset %q has no pool", name)
 		}
@@ -60,7 +65,15 @@ func Load(r io.Reader, o Options) (*Model, error) {
 		if d.Head == nil {
 			d.Head = content{}
 		}
+		for _, b := range d.Bookmarks {
+			if b == nil {
+				return nil, fmt.Errorf("zfsmodel: load: null bookmark in %q", name)
+			}
+		}
 		for _, sn := range d.Snaps {
+			if sn == nil {
+				return nil, fmt.Errorf("zfsmodel: load: null snapshot in %q", name)
+			}
 			if sn.Content == nil {
 				sn.Content = content{}
 			}
