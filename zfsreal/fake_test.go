@@ -133,8 +133,13 @@ func fakeMain(dir string, args []string) int {
 	if rule.Env != "" {
 		out.WriteString(os.Getenv(rule.Env))
 	}
-	for i := int64(0); i < rule.StreamBytes; i++ {
-		if err := out.WriteByte(patternByte(i)); err != nil {
+	chunk := make([]byte, 64<<10)
+	for off := int64(0); off < rule.StreamBytes; off += int64(len(chunk)) {
+		n := min(int64(len(chunk)), rule.StreamBytes-off)
+		for i := range n {
+			chunk[i] = patternByte(off + i)
+		}
+		if _, err := out.Write(chunk[:n]); err != nil {
 			return 141 // as if killed by SIGPIPE
 		}
 	}
@@ -152,13 +157,13 @@ func fakeMain(dir string, args []string) int {
 
 // fake is one test's fake zfs.
 type fake struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	bin   string
 	rules []fakeRule
 }
 
-func newFake(t *testing.T) *fake {
+func newFake(t testing.TB) *fake {
 	t.Helper()
 	dir := t.TempDir()
 	f := &fake{t: t, dir: dir, bin: filepath.Join(dir, "zfs")}

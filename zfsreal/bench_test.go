@@ -1,0 +1,87 @@
+package zfsreal
+
+import (
+	"bytes"
+	"io"
+	"os/exec"
+	"testing"
+	"time"
+
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+// The benchmarks compare a stream through this package with the same fake
+// zfs run by plain os/exec in the same run: the ratio (1.0 = no overhead)
+// is what matters, not the absolute speed of the fake.
+
+const benchBytes = 64 << 20
+
+func BenchmarkSendStream(b *testing.B) {
+	f := newFake(b)
+	f.onVersions("pool/a/fs@s1 1")
+	f.on("send pool/a/fs@s1", fakeRule{StreamBytes: benchBytes})
+	c := f.cli()
+	var ours, base float64
+	b.SetBytes(benchBytes)
+	for b.Loop() {
+		ours += timeIt(b, func() {
+			r, err := c.Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if n, err := io.Copy(io.Discard, r); err != nil || n != benchBytes {
+				b.Fatalf("copied %d: %v", n, err)
+			}
+			r.Close()
+		})
+		base += timeIt(b, func() {
+			cmd := exec.Command(f.bin, "send", "pool/a/fs@s1")
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			if n, err := io.Copy(io.Discard, out); err != nil || n != benchBytes {
+				b.Fatalf("copied %d: %v", n, err)
+			}
+			if err := cmd.Wait(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+	b.ReportMetric(ours/base, "time/os-exec")
+}
+
+func BenchmarkReceiveStream(b *testing.B) {
+	f := newFake(b)
+	f.on("recv -u pool/a/fs", fakeRule{ReadStdin: true})
+	c := f.cli()
+	data := streamBytes(benchBytes)
+	var ours, base float64
+	b.SetBytes(benchBytes)
+	for b.Loop() {
+		ours += timeIt(b, func() {
+			if err := c.Receive(ctx, fs, bytes.NewReader(data), zfs.RecvOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		})
+		base += timeIt(b, func() {
+			cmd := exec.Command(f.bin, "recv", "-u", "pool/a/fs")
+			// A plain Reader, as Receive gets: exec copies it in a goroutine.
+			cmd.Stdin = struct{ io.Reader }{bytes.NewReader(data)}
+			if err := cmd.Run(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+	b.ReportMetric(ours/base, "time/os-exec")
+}
+
+func timeIt(b *testing.B, fn func()) float64 {
+	b.Helper()
+	start := time.Now()
+	fn()
+	return time.Since(start).Seconds()
+}
