@@ -151,7 +151,9 @@ func (m *Model) SetUserProperty(ctx context.Context, fs zfs.DatasetPath, propert
 	return nil
 }
 
-// UserProperty returns fs's local value of a user property.
+// UserProperty returns fs's local value of a user property. The model
+// keeps local values only: it does not model inheritance of user properties
+// (FilesystemInfo.Placeholder, like zrepl, looks at the local value).
 func (m *Model) UserProperty(fs zfs.DatasetPath, property string) (string, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
