@@ -1,0 +1,362 @@
+package rpc
+
+import (
+	"context"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/transport"
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+func snap(name string, guid uint64) zfs.FilesystemVersion {
+	return zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: name, GUID: guid, CreateTXG: 1}
+}
+
+// sinkFor is a sink on h.dst shared by several clients on one local
+// registry.
+func sinkFor(t *testing.T, h *hosts) (*transport.Local, *Server) {
+	srv := newServer(t, ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))})
+	reg := transport.NewLocal()
+	l, err := reg.Listen("sink")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(l)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	return reg, srv
+}
+
+func TestBadReceiveRequests(t *testing.T) {
+	ctx := context.Background()
+	h := newHosts(t)
+	reg, _ := sinkFor(t, h)
+	r := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")}).Receiver()
+
+	for _, fs := range []string{"a//b", "../bob/src", "/abs", "", "src/data@s1", "src/da\x00ta", "src/data\n"} {
+		err := r.AbortPartialReceive(ctx, fs)
+		require.Error(t, err, "abort %q", fs)
+		assert.ErrorIs(t, err, zfs.ErrInvalidName, "abort %q", fs)
+		if fs != "" {
+			assert.ErrorContains(t, err, strconv.Quote(fs), "the error names the bad name")
+		}
+
+		err = r.Receive(ctx, endpoint.ReceiveRequest{FS: fs, To: snap("s1", 7), Full: true}, io.MultiReader())
+		assert.ErrorIs(t, err, zfs.ErrInvalidName, "receive into %q", fs)
+	}
+
+	cases := map[string]struct {
+		req  endpoint.ReceiveRequest
+		kind error
+		text string
+	}{
+		"bad snapshot name": {endpoint.ReceiveRequest{FS: "src/data", To: snap("s/1", 7), Full: true}, zfs.ErrInvalidName, "s/1"},
+		"bookmark target": {endpoint.ReceiveRequest{FS: "src/data", To: zfs.FilesystemVersion{Kind: zfs.Bookmark, Name: "b", GUID: 7}, Full: true},
+			ErrBadRequest, "target #b is not a snapshot"},
+		"no GUID":        {endpoint.ReceiveRequest{FS: "src/data", To: snap("s1", 0), Full: true}, ErrBadRequest, "no GUID"},
+		"no kind":        {endpoint.ReceiveRequest{FS: "src/data", To: zfs.FilesystemVersion{Name: "s1", GUID: 7}, Full: true}, ErrBadRequest, "no valid kind"},
+		"full with from": {endpoint.ReceiveRequest{FS: "src/data", From: &zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: "s0", GUID: 3}, To: snap("s1", 7), Full: true}, ErrBadRequest, "contradicts"},
+		"properties":     {endpoint.ReceiveRequest{FS: "src/data", To: snap("s1", 7), Full: true, SetProperties: map[string]string{"mountpoint": "/etc"}}, ErrBadRequest, "properties"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := r.Receive(ctx, c.req, io.MultiReader())
+			require.Error(t, err)
+			assert.ErrorIs(t, err, c.kind)
+			assert.ErrorContains(t, err, c.text)
+		})
+	}
+	// Nothing of that reached the pool.
+	infos, err := h.dst.ListFilesystems(ctx, zfs.MustDatasetPath("dst/sinks"))
+	require.NoError(t, err)
+	assert.Len(t, infos, 1, "only the sink root exists")
+}
+
+// Each client sees and touches only <root_fs>/<identity>.
+func TestClientsAreConfinedToTheirSubtree(t *testing.T) {
+	ctx := context.Background()
+	h := newHosts(t)
+	h.create("src/data")
+	h.writeSnap("src/data", 1, 4, "s1")
+	reg, _ := sinkFor(t, h)
+	alice := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")}).Receiver()
+	bob := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "bob")}).Receiver()
+
+	requireOK(t, run(h.sender, alice))
+	h.assertReplicated("src/data", "dst/sinks/alice/src/data", "s1")
+
+	fss, err := alice.ListFilesystems(ctx)
+	require.NoError(t, err)
+	var paths []string
+	for _, f := range fss {
+		paths = append(paths, f.Path)
+		assert.True(t, f.Info.Path.HasPrefix(zfs.MustDatasetPath("dst/sinks/alice")), "alice is listed %s", f.Info.Path)
+	}
+	assert.Equal(t, []string{"src", "src/data"}, paths)
+
+	fss, err = bob.ListFilesystems(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, fss, "bob sees nothing of alice's")
+	// Bob's abort of the same name concerns his own (absent) subtree.
+	err = bob.AbortPartialReceive(ctx, "src/data")
+	assert.ErrorIs(t, err, zfs.ErrDatasetNotExist)
+	assert.ErrorContains(t, err, "dst/sinks/bob/src/data")
+
+	// Bob pushes the same names: they land beside alice's.
+	requireOK(t, run(h.sender, bob))
+	h.assertReplicated("src/data", "dst/sinks/bob/src/data", "s1")
+	h.assertReplicated("src/data", "dst/sinks/alice/src/data", "s1")
+}
+
+// A data connection belongs to the client that opened it.
+func TestDataTicketsAreBoundToTheirClient(t *testing.T) {
+	ctx := context.Background()
+	h := newHosts(t)
+	reg, _ := sinkFor(t, h)
+	alice := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")})
+	bob := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "bob")})
+
+	conn, ticket, err := alice.dialData(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = bob.receiver.Receive(ctx, toPBReceiveRequest(endpoint.ReceiveRequest{FS: "src/data", To: snap("s1", 7), Full: true}, ticket))
+	err = bob.err(ctx, "receive", err)
+	assert.ErrorIs(t, err, endpoint.ErrNotAllowed)
+	assert.ErrorContains(t, err, "belongs to another client")
+	_, err = bob.receiver.Receive(ctx, toPBReceiveRequest(endpoint.ReceiveRequest{FS: "src/data", To: snap("s1", 7), Full: true}, 12345))
+	err = bob.err(ctx, "receive", err)
+	assert.ErrorIs(t, err, ErrBadRequest)
+	assert.ErrorContains(t, err, "no data connection with ticket 12345")
+}
+
+// A listener whose identity cannot name a subtree is refused at the hello.
+func TestBadIdentityRefused(t *testing.T) {
+	h := newHosts(t)
+	srv := newServer(t, ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))})
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(badIdentity{nl})
+	}()
+	defer func() {
+		srv.Stop()
+		<-done
+	}()
+	c := newClient(t, ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", nl.Addr().String())
+	}})
+	_, err = c.Receiver().ListFilesystems(context.Background())
+	require.Error(t, err)
+	assert.ErrorContains(t, err, `invalid client identity "../evil"`)
+}
+
+type badIdentity struct{ net.Listener }
+
+func (b badIdentity) Accept() (*transport.AuthConn, error) {
+	c, err := b.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &transport.AuthConn{Conn: c, Identity: "../evil"}, nil
+}
+
+func TestSenderRefusesFilesystemsOutsideItsFilter(t *testing.T) {
+	ctx := context.Background()
+	h := newHosts(t)
+	h.create("src/data")
+	h.create("src/other")
+	h.writeSnap("src/other", 1, 2, "s1")
+	s, _ := h.pull("pipe")
+	req := endpoint.SendRequest{FS: "src/other", To: snap("s1", 7)}
+	_, err := s.Send(ctx, req)
+	assert.ErrorIs(t, err, endpoint.ErrNotAllowed)
+	assert.ErrorContains(t, err, "src/other")
+	_, err = s.SendSize(ctx, req)
+	assert.ErrorIs(t, err, endpoint.ErrNotAllowed)
+	err = s.StepCompleted(ctx, req, true)
+	assert.ErrorIs(t, err, endpoint.ErrNotAllowed)
+	fss, err := s.ListFilesystems(ctx)
+	require.NoError(t, err)
+	for _, f := range fss {
+		assert.NotEqual(t, "src/other", f.Path)
+	}
+	_, err = s.Send(ctx, endpoint.SendRequest{FS: "src/data", To: zfs.FilesystemVersion{Kind: zfs.Bookmark, Name: "b"}})
+	assert.ErrorIs(t, err, ErrBadRequest)
+}
+
+// A server serves only the roles it was given.
+func TestUnservedRole(t *testing.T) {
+	h := newHosts(t)
+	reg, _ := sinkFor(t, h)
+	c := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")})
+	_, err := c.Sender().ListFilesystems(context.Background())
+	assert.ErrorIs(t, err, ErrProtocol)
+	assert.ErrorContains(t, err, "does not serve this role")
+	_, err = NewServer(ServerConfig{})
+	assert.Error(t, err)
+	_, err = NewClient(ClientConfig{})
+	assert.Error(t, err)
+}
+
+// fakeSender's stream yields data until its context ends, and records
+// how the server ended it.
+type fakeSender struct {
+	mu       sync.Mutex
+	ctxErr   error
+	closed   bool
+	finished chan struct{}
+}
+
+func (f *fakeSender) ListFilesystems(context.Context) ([]endpoint.Filesystem, error) { return nil, nil }
+func (f *fakeSender) SendSize(context.Context, endpoint.SendRequest) (int64, error)  { return 0, nil }
+func (f *fakeSender) StepCompleted(context.Context, endpoint.SendRequest, bool) error {
+	return nil
+}
+
+func (f *fakeSender) Send(ctx context.Context, _ endpoint.SendRequest) (io.ReadCloser, error) {
+	return &endlessStream{ctx: ctx, f: f}, nil
+}
+
+type endlessStream struct {
+	ctx context.Context
+	f   *fakeSender
+}
+
+func (s *endlessStream) Read(p []byte) (int, error) {
+	if err := s.ctx.Err(); err != nil {
+		return 0, err
+	}
+	clear(p)
+	return len(p), nil
+}
+
+func (s *endlessStream) Close() error {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	if !s.f.closed {
+		s.f.closed = true
+		// The call's context ends too, though maybe after the data
+		// connection failed: wait for it, boundedly.
+		select {
+		case <-s.ctx.Done():
+		case <-time.After(10 * time.Second):
+		}
+		s.f.ctxErr = s.ctx.Err()
+		close(s.f.finished)
+	}
+	return nil
+}
+
+// Closing a remote send stream early, or cancelling its context, ends the
+// send on the server.
+func TestSendCancellationPropagates(t *testing.T) {
+	for _, how := range []string{"close", "cancel"} {
+		t.Run(how, func(t *testing.T) {
+			f := &fakeSender{finished: make(chan struct{})}
+			srv := newServer(t, ServerConfig{Sender: Source(f)})
+			c := newClient(t, ClientConfig{Dial: serve(t, srv, "tcp", "puller")})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			stream, err := c.Sender().Send(ctx, endpoint.SendRequest{FS: "src/data", To: snap("s1", 7)})
+			require.NoError(t, err)
+			_, err = io.ReadFull(stream, make([]byte, 1<<20))
+			require.NoError(t, err)
+			if how == "close" {
+				require.NoError(t, stream.Close())
+			} else {
+				cancel()
+				_, err := io.Copy(io.Discard, stream)
+				require.Error(t, err)
+				assert.ErrorIs(t, err, context.Canceled)
+				assert.ErrorIs(t, err, ErrTruncated)
+				stream.Close()
+			}
+			select {
+			case <-f.finished:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the server's send stream was not closed")
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			assert.ErrorIs(t, f.ctxErr, context.Canceled, "the server's send context was cancelled")
+		})
+	}
+}
+
+// blockingReceiver reads its stream until it fails, and records the error
+// and its context's.
+type blockingReceiver struct {
+	readErr, ctxErr error
+	done            chan struct{}
+}
+
+func (b *blockingReceiver) ListFilesystems(context.Context) ([]endpoint.Filesystem, error) {
+	return nil, nil
+}
+func (b *blockingReceiver) AbortPartialReceive(context.Context, string) error { return nil }
+func (b *blockingReceiver) Receive(ctx context.Context, _ endpoint.ReceiveRequest, stream io.Reader) error {
+	defer close(b.done)
+	_, b.readErr = io.Copy(io.Discard, stream)
+	select { // as in endlessStream.Close
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+	}
+	b.ctxErr = ctx.Err()
+	return b.readErr
+}
+
+// ctxReader yields data until its context ends.
+type ctxReader struct{ ctx context.Context }
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	clear(p)
+	return len(p), nil
+}
+
+// Cancelling a remote receive ends it on the server, where the stream
+// reads as failed, not as complete.
+func TestReceiveCancellationPropagates(t *testing.T) {
+	b := &blockingReceiver{done: make(chan struct{})}
+	srv := newServer(t, ServerConfig{Receiver: func(string) (ReceiverEndpoint, error) { return b, nil }})
+	c := newClient(t, ClientConfig{Dial: serve(t, srv, "tcp", "alice")})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		errc <- c.Receiver().Receive(ctx, endpoint.ReceiveRequest{FS: "src/data", To: snap("s1", 7), Full: true}, ctxReader{ctx})
+	}()
+	time.Sleep(50 * time.Millisecond) // let data flow; the outcome does not depend on it
+	cancel()
+	select {
+	case err := <-errc:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Receive did not return after cancel")
+	}
+	select {
+	case <-b.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server's receive did not end")
+	}
+	assert.Error(t, b.readErr, "the server read the cancelled stream as complete")
+	assert.NotErrorIs(t, b.readErr, io.EOF)
+	assert.ErrorIs(t, b.ctxErr, context.Canceled, "the server's receive context was cancelled")
+}
