@@ -1,0 +1,138 @@
+package rpc
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"google.golang.org/grpc/keepalive"
+
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/transport"
+)
+
+type countingConn struct {
+	net.Conn
+	written atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+// drainReceiver reads each stream to its end.
+type drainReceiver struct{}
+
+func (drainReceiver) ListFilesystems(context.Context) ([]endpoint.Filesystem, error) { return nil, nil }
+func (drainReceiver) AbortPartialReceive(context.Context, string) error              { return nil }
+func (drainReceiver) Receive(_ context.Context, _ endpoint.ReceiveRequest, stream io.Reader) error {
+	_, err := io.Copy(io.Discard, stream)
+	return err
+}
+
+// slowSource yields a chunk per minute: a long send during which the
+// control connection carries nothing but keepalive pings.
+type slowSource struct{ chunks int }
+
+func (s *slowSource) Read(p []byte) (int, error) {
+	if s.chunks == 0 {
+		return 0, io.EOF
+	}
+	s.chunks--
+	time.Sleep(time.Minute)
+	return copy(p, "some bytes"), nil
+}
+
+// The keepalive settings of client and server fit together: over 20
+// minutes of a call whose control stream is idle, and 20 more minutes
+// without calls, the control connection holds. The old combination (a
+// client pinging every 10s, a server with gRPC's default enforcement) gets
+// GOAWAY too_many_pings, which fails the call. Runs in virtual time.
+func TestKeepalive(t *testing.T) {
+	cases := []struct {
+		name   string
+		client keepalive.ClientParameters
+		server ServerKeepalive
+		broken bool
+	}{
+		{"ours", ClientKeepalive(), DefaultServerKeepalive(), false},
+		{"old", OldClientKeepalive(), OldServerKeepalive(), true},
+		// Half of the fix is no fix: the server must permit the pings.
+		{"ours without server policy", ClientKeepalive(), OldServerKeepalive(), true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				reg := transport.NewLocal()
+				l, err := reg.Listen("sink")
+				if err != nil {
+					t.Fatal(err)
+				}
+				srv, err := NewServer(ServerConfig{Receiver: func(string) (ReceiverEndpoint, error) { return drainReceiver{}, nil }, Keepalive: &c.server})
+				if err != nil {
+					t.Fatal(err)
+				}
+				served := make(chan struct{})
+				go func() {
+					defer close(served)
+					srv.Serve(l)
+				}()
+				defer func() {
+					srv.Stop()
+					<-served
+				}()
+				var control countingConn
+				dial := reg.Dialer("sink", "alice")
+				cl, err := NewClient(ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) {
+					conn, err := dial(ctx)
+					if err == nil && control.Conn == nil {
+						control.Conn = conn // the first call's
+						return &control, nil
+					}
+					return conn, err
+				}, Keepalive: &c.client})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer cl.Close()
+				ctx := context.Background()
+				// The first call dials the control connection.
+				_, err = cl.Receiver().ListFilesystems(ctx)
+				assert.NoError(t, err)
+
+				start := time.Now()
+				err = cl.Receiver().Receive(ctx, endpoint.ReceiveRequest{FS: "src/data", To: snap("s1", 7), Full: true}, &slowSource{chunks: 20})
+				took := time.Since(start)
+				if c.broken {
+					assert.ErrorContains(t, err, "too_many_pings")
+					assert.Less(t, took, 10*time.Minute, "the call fails long before its end")
+				} else {
+					assert.NoError(t, err)
+					assert.GreaterOrEqual(t, took, 20*time.Minute, "the call ran its whole (virtual) length")
+				}
+
+				dials := cl.controlDials()
+				before := control.written.Load()
+				time.Sleep(20 * time.Minute)
+				if !c.broken {
+					// An HTTP/2 PING frame is 17 bytes: one a minute.
+					assert.GreaterOrEqual(t, control.written.Load()-before, int64(19*17), "the client kept pinging while idle")
+				}
+				_, err = cl.Receiver().ListFilesystems(ctx)
+				assert.NoError(t, err, "a new call works either way")
+				if c.broken {
+					assert.Greater(t, cl.controlDials(), dials, "the idle connection was closed and redialled")
+				} else {
+					assert.Equal(t, 1, cl.controlDials(), "one control connection throughout")
+				}
+			})
+		})
+	}
+}
