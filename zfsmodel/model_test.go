@@ -263,15 +263,14 @@ func TestStreamCloseAndCancel(t *testing.T) {
 	_, err = s.Read(buf)
 	assert.ErrorIs(t, err, context.Canceled)
 
-	// A receive whose context is cancelled behaves like a cut stream.
+	// A receive cancelled before it starts reads nothing and creates
+	// nothing (TestReceiveCancelWhileBlocked cancels one half way).
 	ctx, cancel = context.WithCancel(bg)
 	cancel()
 	full := readAll(t, w.m, zfs.SendArgs{FS: w.src, To: s2})
 	dst := zfs.MustDatasetPath("dstp/fs")
 	err = w.m.Receive(ctx, dst, bytes.NewReader(full), zfs.RecvOptions{Resumable: true})
-	assert.ErrorIs(t, err, zfs.ErrPartialReceive)
 	assert.ErrorIs(t, err, context.Canceled)
-	require.NoError(t, w.m.AbortReceive(bg, dst))
 	_, err = w.m.Info(dst)
 	assert.ErrorIs(t, err, zfs.ErrDatasetNotExist)
 }
@@ -506,4 +505,38 @@ func TestDestroyFilesystem(t *testing.T) {
 	err = w.m.Receive(bg, bfs, nil, zfs.RecvOptions{})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "nil reader")
+}
+
+// TestReceiveCancelWhileBlocked: cancelling the context ends a receive
+// whose stream delivers nothing more, keeping resumable state.
+func TestReceiveCancelWhileBlocked(t *testing.T) {
+	w := newWorld(t)
+	s2 := w.v(w.src, "s2")
+	full := readAll(t, w.m, zfs.SendArgs{FS: w.src, To: s2})
+	dst := zfs.MustDatasetPath("dstp/fs")
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan error, 1)
+	go func() { done <- w.m.Receive(ctx, dst, pr, zfs.RecvOptions{Resumable: true}) }()
+	// Header, two records and a bit of the third, then the sender stalls.
+	// Once the write returns, the receiver has processed the second record
+	// and waits inside the third.
+	hdrLen := len(full) - 7*recLen - trailerLen
+	_, err := pw.Write(full[:hdrLen+2*recLen+100])
+	require.NoError(t, err)
+	cancel()
+	err = <-done
+	assert.ErrorIs(t, err, zfs.ErrPartialReceive)
+	assert.ErrorIs(t, err, context.Canceled)
+	info, err := w.m.Info(dst)
+	require.NoError(t, err)
+	tok, err := resumetoken.Decode(info.ReceiveResumeToken)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(hdrLen+recLen), tok.Bytes, "the second record is not verified yet")
+	// Closing the stream lets the abandoned read return (goleak checks the
+	// helper goroutine is gone at the end of the tests).
+	pw.Close()
+	require.NoError(t, w.m.AbortReceive(bg, dst))
+	_, err = w.m.Info(dst)
+	assert.ErrorIs(t, err, zfs.ErrDatasetNotExist, "aborting a full receive removes the filesystem")
 }

@@ -65,7 +65,9 @@ func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reade
 	if err != nil {
 		return err
 	}
-	sr := &streamReader{r: stream}
+	cr := newCtxReader(ctx, stream)
+	defer cr.stop()
+	sr := &streamReader{r: cr}
 	h, err := sr.header()
 	if err != nil {
 		var bad *errBadStream
