@@ -35,10 +35,15 @@ type Harness interface {
 	// encryption root it created, also after a raw send elsewhere.
 	CreateFilesystem(ctx context.Context, fs zfs.DatasetPath, encrypted bool) error
 	// WriteData changes fs's content: about size bytes derived from seed.
+	// It also works on received filesystems (real ZFS: mount them first,
+	// the suite's receives do not mount).
 	WriteData(ctx context.Context, fs zfs.DatasetPath, seed int64, size int) error
 	// Checksum is a digest of a snapshot's content: equal for equal content.
 	Checksum(ctx context.Context, snapshot zfs.VersionRef) (string, error)
+	// LoadKey loads the key of an encryption root, also of one received
+	// raw (real ZFS: its keylocation is not received, so pass it).
 	LoadKey(ctx context.Context, encryptionRoot zfs.DatasetPath) error
+	// UnloadKey unloads it (real ZFS: unmount first).
 	UnloadKey(ctx context.Context, encryptionRoot zfs.DatasetPath) error
 }
 
