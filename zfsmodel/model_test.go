@@ -69,10 +69,8 @@ func readAll(t testing.TB, m *Model, args zfs.SendArgs) []byte {
 func TestSendSizeIsExact(t *testing.T) {
 	w := newWorld(t)
 	s1, s2 := w.v(w.src, "s1"), w.v(w.src, "s2")
-	bm := zfs.BookmarkRef(w.src, "b1")
 	require.NoError(t, w.m.Bookmark(bg, s1.Ref(w.src), "b1"))
 	b1 := w.v(w.src, "b1")
-	_ = bm
 	for _, args := range []zfs.SendArgs{
 		{FS: w.src, To: s1},
 		{FS: w.src, To: s2, Raw: true},
