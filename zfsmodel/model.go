@@ -7,6 +7,13 @@
 // File content is modelled as blocks of BlockSize bytes whose bytes are a
 // function of a 64-bit key, so a filesystem of a gigabyte costs a few
 // hundred kilobytes of memory and a send stream still carries every byte.
+//
+// Beyond zfs.ZFS, tests and simulations use the model-only methods:
+// CreatePool, CreateFilesystem, DestroyFilesystem, WriteData, LoadKey,
+// UnloadKey, Checksum, LiveChecksum, Modified, Info and UserProperty; the
+// fault hooks FailNext (fail the next calls of a method) and CutNextSend
+// (end the next send stream early); and Save/Load, which persist the whole
+// state.
 package zfsmodel
 
 import (
