@@ -1,0 +1,164 @@
+package rpc
+
+import (
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"zrepl.dev/zrepl/engine/endpoint"
+)
+
+const benchBytes = 1 << 30
+
+// repeatSource yields n bytes of a fixed pattern, cheaply.
+type repeatSource struct {
+	n   int64
+	pat []byte
+}
+
+func newRepeatSource(n int64) *repeatSource {
+	pat := make([]byte, 1<<20)
+	for i := range pat {
+		pat[i] = byte(i * 31)
+	}
+	return &repeatSource{n: n, pat: pat}
+}
+
+func (r *repeatSource) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), r.n, int64(len(r.pat)))]
+	n := copy(p, r.pat)
+	r.n -= int64(n)
+	return n, nil
+}
+
+func (r *repeatSource) Close() error { return nil }
+
+// writerOnly hides ReadFrom/WriteTo so copies use the given buffer size on
+// both sides of every comparison.
+type writerOnly struct{ io.Writer }
+
+func drain(r io.Reader) (int64, error) {
+	return io.CopyBuffer(writerOnly{io.Discard}, r, make([]byte, chunkSize))
+}
+
+// discardReceiver drains streams like a receiver that keeps up.
+type discardReceiver struct{ got chan int64 }
+
+func (discardReceiver) ListFilesystems(context.Context) ([]endpoint.Filesystem, error) {
+	return nil, nil
+}
+func (discardReceiver) AbortPartialReceive(context.Context, string) error { return nil }
+func (d discardReceiver) Receive(_ context.Context, _ endpoint.ReceiveRequest, stream io.Reader) error {
+	n, err := drain(stream)
+	d.got <- n
+	return err
+}
+
+// repeatSender sends benchBytes for every request.
+type repeatSender struct{ fakeSender }
+
+func (*repeatSender) Send(context.Context, endpoint.SendRequest) (io.ReadCloser, error) {
+	return newRepeatSource(benchBytes), nil
+}
+
+// plainCopy is the baseline: the same bytes through one loopback TCP
+// connection with io.Copy and the same buffer sizes.
+func plainCopy(b *testing.B) time.Duration {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		n, _ := drain(c)
+		got <- n
+	}()
+	start := time.Now()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.CopyBuffer(writerOnly{c}, newRepeatSource(benchBytes), make([]byte, chunkSize)); err != nil {
+		b.Fatal(err)
+	}
+	c.Close()
+	if n := <-got; n != benchBytes {
+		b.Fatalf("baseline moved %d bytes", n)
+	}
+	return time.Since(start)
+}
+
+// BenchmarkStream1GiB moves a 1 GiB send stream through the protocol over
+// loopback TCP, pushed to a sink (Receive) and pulled from a source
+// (Send), and reports each one's throughput as a ratio to a plain io.Copy
+// over loopback TCP measured in the same run (target: >= 0.8).
+func BenchmarkStream1GiB(b *testing.B) {
+	got := make(chan int64, 1)
+	srv, err := NewServer(ServerConfig{
+		Receiver: func(string) (ReceiverEndpoint, error) { return discardReceiver{got: got}, nil },
+		Sender:   Source(&repeatSender{}),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dial := serve(b, srv, "tcp", "bench")
+	c := newClient(b, ClientConfig{Dial: dial})
+	ctx := context.Background()
+	if _, err := c.Receiver().ListFilesystems(ctx); err != nil {
+		b.Fatal(err)
+	}
+	// The machine is shared: each iteration measures every variant
+	// several times, interleaved, and keeps each one's best time.
+	const rounds = 3
+	var base, push, pull time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		bestBase, bestPush, bestPull := time.Duration(1<<62), time.Duration(1<<62), time.Duration(1<<62)
+		for range rounds {
+			bestBase = min(bestBase, plainCopy(b))
+
+			start := time.Now()
+			err := c.Receiver().Receive(ctx, endpoint.ReceiveRequest{FS: "src/data", To: snap("s1", 7), Full: true}, newRepeatSource(benchBytes))
+			if err != nil {
+				b.Fatal(err)
+			}
+			bestPush = min(bestPush, time.Since(start))
+			if n := <-got; n != benchBytes {
+				b.Fatalf("push moved %d bytes", n)
+			}
+
+			start = time.Now()
+			stream, err := c.Sender().Send(ctx, endpoint.SendRequest{FS: "src/data", To: snap("s1", 7)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, err := drain(stream)
+			stream.Close()
+			if err != nil || n != benchBytes {
+				b.Fatalf("pull moved %d bytes: %v", n, err)
+			}
+			bestPull = min(bestPull, time.Since(start))
+		}
+		base += bestBase
+		push += bestPush
+		pull += bestPull
+	}
+	mbps := func(d time.Duration) float64 { return float64(b.N) * benchBytes / d.Seconds() / 1e6 }
+	b.ReportMetric(mbps(base), "baseline-MB/s")
+	b.ReportMetric(mbps(push), "push-MB/s")
+	b.ReportMetric(mbps(pull), "pull-MB/s")
+	b.ReportMetric(base.Seconds()/push.Seconds(), "push-ratio")
+	b.ReportMetric(base.Seconds()/pull.Seconds(), "pull-ratio")
+}
