@@ -419,3 +419,26 @@ func TestResizeDownMidRunResumesWithoutResending(t *testing.T) {
 		assert.LessOrEqual(t, s.Done, s.Expected+s.Expected/20, "step %s %s sent %d bytes for an estimate of %d: re-sent received data", s.FS, s.Step, s.Done, s.Expected)
 	}
 }
+
+// After the receiver is rolled back to an older snapshot, the next run
+// replicates from there again, as long as the sender still has it.
+func TestReceiverRolledBack(t *testing.T) {
+	p := newPair(t, "push")
+	p.sender.Filter = func(fs zfs.DatasetPath) bool { return fs == p.fs("src/data") }
+	p.create("src/data", false)
+	for i := 1; i <= 3; i++ {
+		p.write("src/data", int64(i), 2)
+		p.snap("src/data", fmt.Sprintf("s%d", i))
+	}
+	requireOK(t, p.run(replication.Config{Policy: planner.Policy{InitialReplication: planner.AllSnapshots}}))
+	dst := p.fs("dst/client/src/data")
+	// The administrator releases the job's hold and rolls back.
+	require.NoError(t, p.dst.Release(ctx, zfs.SnapshotRef(dst, "s3"), endpoint.LastReceivedHoldTag(p.job)))
+	require.NoError(t, p.dst.Rollback(ctx, zfs.SnapshotRef(dst, "s1"), true))
+	assert.Equal(t, []string{"s1"}, snapNames(versions(t, p.dst, dst.String()), zfs.Snapshot))
+
+	rep := p.run(replication.Config{})
+	requireOK(t, rep)
+	assert.Equal(t, 2, rep.Filesystems[0].StepsDone)
+	p.assertReplicated("src/data", "s1", "s2", "s3")
+}
