@@ -88,19 +88,20 @@ func mapKey(path, key string) string { return fmt.Sprintf("%s[%q]", path, key) }
 // mapping is one YAML mapping being decoded. Every key the code asks for
 // becomes a known key; done reports the others as unknown.
 type mapping struct {
-	d     *decoder
-	path  string
-	line  int // of the mapping, or of where it is missing
-	valid bool
-	vals  map[string]*yaml.Node
-	keys  map[string]*yaml.Node
-	order []string
-	known []string
+	d       *decoder
+	path    string
+	line    int // of the mapping, or of where it is missing
+	valid   bool
+	vals    map[string]*yaml.Node
+	keys    map[string]*yaml.Node
+	order   []string
+	known   []string // in the order asked, for "want ..." lists
+	isKnown map[string]bool
 }
 
 // mapping starts decoding n at path; line is used when n is absent.
 func (d *decoder) mapping(path string, n *yaml.Node, line int) *mapping {
-	m := &mapping{d: d, path: path, line: line, vals: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}}
+	m := &mapping{d: d, path: path, line: line, vals: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}, isKnown: map[string]bool{}}
 	n = d.resolve(n)
 	if n == nil {
 		return m
@@ -163,12 +164,10 @@ func (m *mapping) add(n *yaml.Node, merged bool, depth int) {
 }
 
 func (m *mapping) know(key string) {
-	for _, k := range m.known {
-		if k == key {
-			return
-		}
+	if !m.isKnown[key] {
+		m.isKnown[key] = true
+		m.known = append(m.known, key)
 	}
-	m.known = append(m.known, key)
 }
 
 // get returns the value of key, nil if absent or null.
@@ -204,14 +203,7 @@ func (m *mapping) done() {
 		return
 	}
 	for _, k := range m.order {
-		known := false
-		for _, kk := range m.known {
-			if k == kk {
-				known = true
-				break
-			}
-		}
-		if !known {
+		if !m.isKnown[k] {
 			m.d.errf(child(m.path, k), m.keys[k].Line, "unknown key %q (want %s)", k, strings.Join(m.known, ", "))
 		}
 	}

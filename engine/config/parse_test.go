@@ -1,0 +1,247 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func mustParse(t *testing.T, y string) *Config {
+	t.Helper()
+	cfg, err := Parse([]byte(doc(y)))
+	require.NoError(t, err)
+	return cfg
+}
+
+func parseErrors(t *testing.T, y string) []*Error {
+	t.Helper()
+	_, err := Parse([]byte(doc(y)))
+	var errs *Errors
+	require.True(t, errors.As(err, &errs), "want *Errors, got %v", err)
+	return errs.List
+}
+
+func TestErrorFormat(t *testing.T) {
+	e := &Error{Path: "jobs[1].pruning.keep_sender[0]", Line: 23, Msg: `unknown rule type "lastn" (want grid, last_n, regex, not_replicated)`}
+	assert.Equal(t, `jobs[1].pruning.keep_sender[0]: line 23: unknown rule type "lastn" (want grid, last_n, regex, not_replicated)`, e.Error())
+	assert.Equal(t, "line 3: x", (&Error{Line: 3, Msg: "x"}).Error())
+	assert.Equal(t, "x", (&Error{Msg: "x"}).Error())
+	errs := &Errors{List: []*Error{e, {Path: "a", Line: 1, Msg: "b"}}}
+	assert.Equal(t, e.Error()+"\na: line 1: b", errs.Error())
+	var one *Error
+	require.True(t, errors.As(errs, &one))
+	assert.Same(t, e, one)
+	assert.True(t, errors.Is(errs, ErrInvalid))
+	assert.True(t, errors.Is(e, ErrInvalid))
+}
+
+func TestErrorsAreSortedByLine(t *testing.T) {
+	// The cross-job error (line 9) is found after the per-job one (line 12)
+	// but listed first.
+	errs := parseErrors(t, `
+		jobs:
+		  - name: a
+		    type: sink
+		    serve: {type: local, listener_name: l}
+		    root_fs: backup
+		  - name: b
+		    type: push
+		    connect:
+		      type: local
+		      listener_name: elsewhere
+		      client_identity: c
+		    filesystems: {"pool<": nope}
+		    snapshotting: {type: manual}
+		    pruning: {keep_sender: [], keep_receiver: []}
+		`)
+	require.Len(t, errs, 2)
+	assert.Equal(t, 10, errs[0].Line)
+	assert.Equal(t, "jobs[1].connect.listener_name", errs[0].Path)
+	assert.Equal(t, 12, errs[1].Line)
+}
+
+func TestTCPServeClients(t *testing.T) {
+	cfg := mustParse(t, `
+		jobs:
+		  - name: sink
+		    type: sink
+		    serve:
+		      type: tcp
+		      listen: "[::1]:8888"
+		      listen_freebind: true
+		      clients:
+		        "192.168.122.123": mysql01
+		        "10.1.0.0/16": "client-*"
+		        "fe80::1": v6host
+		    root_fs: pool/sink
+		`)
+	s := cfg.Jobs[0].Serve
+	assert.Equal(t, "[::1]:8888", s.Listen)
+	assert.True(t, s.ListenFreebind)
+	assert.Equal(t, []TCPClient{
+		{netip.MustParsePrefix("192.168.122.123/32"), "mysql01"},
+		{netip.MustParsePrefix("10.1.0.0/16"), "client-*"},
+		{netip.MustParsePrefix("fe80::1/128"), "v6host"},
+	}, s.Clients)
+}
+
+func TestConnectDefaultsAndOptions(t *testing.T) {
+	cfg := mustParse(t, `
+		jobs:
+		  - name: p
+		    type: pull
+		    connect: {type: tcp, address: "10.23.42.23:8888", dial_timeout: 3s}
+		    root_fs: pool/pulled
+		    interval: manual
+		    pruning:
+		      keep_sender: [{type: regex, regex: ".*"}]
+		      keep_receiver: [{type: last_n, count: 3, regex: "^zrepl_"}]
+		  - name: q
+		    type: pull
+		    connect: {type: ssh+stdinserver, host: h, user: root, identity_file: /id}
+		    root_fs: pool/pulled2
+		    interval: 1d
+		    pruning: {keep_sender: [], keep_receiver: []}
+		`)
+	p := cfg.Jobs[0]
+	assert.Equal(t, 3*time.Second, p.Connect.DialTimeout)
+	assert.Equal(t, PullInterval{Manual: true}, p.Interval)
+	assert.Equal(t, ".*", p.Pruning.KeepSender[0].Regex.String())
+	assert.Equal(t, "^zrepl_", p.Pruning.KeepReceiver[0].Regex.String())
+	q := cfg.Jobs[1]
+	assert.Equal(t, 22, q.Connect.Port)
+	assert.Equal(t, DefaultDialTimeout, q.Connect.DialTimeout)
+	assert.Equal(t, PullInterval{Every: 24 * time.Hour}, q.Interval)
+	assert.NotNil(t, q.Pruning.KeepSender, "an empty rule list is kept as empty, not absent")
+}
+
+func TestGlobalSection(t *testing.T) {
+	cfg := mustParse(t, `
+		global:
+		  zfs_backend: model
+		  model_state_dir: /var/lib/zrepl/model
+		  logging:
+		    - {type: stdout, level: debug, format: json, time: false, color: true}
+		    - {type: syslog, level: error, facility: daemon, retry_interval: 5s}
+		  control: {sockpath: /run/z/control}
+		  serve: {stdinserver: {sockdir: /run/z/stdin}}
+		`)
+	g := cfg.Global
+	assert.Equal(t, BackendModel, g.ZFSBackend)
+	assert.Equal(t, "/var/lib/zrepl/model", g.ModelStateDir)
+	f, tr := false, true
+	assert.Equal(t, []LogOutlet{
+		{Type: "stdout", Level: LevelDebug, Format: FormatJSON, Time: &f, Color: &tr},
+		{Type: "syslog", Level: LevelError, Format: FormatHuman, Facility: "daemon", RetryInterval: 5 * time.Second},
+	}, g.Logging)
+	assert.Equal(t, "/run/z/control", g.ControlSockPath)
+	assert.Equal(t, "/run/z/stdin", g.StdinserverSockDir)
+	assert.Empty(t, cfg.Jobs)
+
+	def := mustParse(t, "jobs: []\n")
+	assert.Equal(t, BackendReal, def.Global.ZFSBackend)
+	assert.Equal(t, DefaultControlSockPath, def.Global.ControlSockPath)
+	assert.Equal(t, DefaultStdinserverSockDir, def.Global.StdinserverSockDir)
+}
+
+func TestGlobalErrors(t *testing.T) {
+	errs := parseErrors(t, `
+		global:
+		  model_state_dir: /x
+		  logging:
+		    - {type: stdout}
+		    - {type: stdout}
+		    - ~
+		`)
+	want := []Error{
+		{"global.model_state_dir", 2, "only meaningful with zfs_backend: model"},
+		{"global.logging[1]", 5, "a stdout outlet may appear only once (first at global.logging[0])"},
+		{"global.logging[2]", 6, "want an outlet mapping, got null"},
+	}
+	require.Len(t, errs, len(want))
+	for i := range want {
+		assert.Equal(t, want[i], *errs[i])
+	}
+}
+
+func TestMergeKeysAndAnchors(t *testing.T) {
+	cfg := mustParse(t, `
+		jobs:
+		  - &base
+		    name: first
+		    type: snap
+		    filesystems: {"pool<": true}
+		    snapshotting: {type: periodic, prefix: snap_, interval: 1h, timestamp_format: "20060102"}
+		    pruning:
+		      keep: &keep [{type: last_n, count: 7}]
+		  - <<: *base
+		    name: second
+		    filesystems: {"other<": true}
+		`)
+	require.Len(t, cfg.Jobs, 2)
+	second := cfg.Jobs[1]
+	assert.Equal(t, "second", second.Name)
+	assert.Equal(t, 7, second.Pruning.Keep[0].Count)
+	// Names use UTC: 23:00 at UTC-1 is the next day.
+	assert.Equal(t, "snap_20250302", second.Snapshotting.SnapshotName(time.Date(2025, 3, 1, 23, 0, 0, 0, time.FixedZone("x", -3600))))
+	assert.True(t, second.Filesystems.Match(mustPath("other/x")))
+	assert.False(t, second.Filesystems.Match(mustPath("pool")))
+}
+
+func TestSnapshotNameFormats(t *testing.T) {
+	at := time.Date(2024, 5, 6, 7, 8, 9, 123_000_000, time.UTC)
+	for format, want := range map[string]string{
+		"":             "z_20240506_070809_000",
+		"dense":        "z_20240506_070809_000",
+		"human":        "z_2024-05-06_07:08:09",
+		"iso-8601":     "z_2024-05-06T07:08:09.123Z",
+		"unix-seconds": fmt.Sprintf("z_%d", at.Unix()),
+		"2006-01-02":   "z_2024-05-06",
+	} {
+		s := Snapshotting{Prefix: "z_", TimestampFormat: format}
+		assert.Equal(t, want, s.SnapshotName(at), format)
+	}
+}
+
+func TestTimestampFormatMustGiveValidNames(t *testing.T) {
+	errs := parseErrors(t, `
+		jobs:
+		  - name: s
+		    type: snap
+		    filesystems: {"pool<": true}
+		    snapshotting: {type: periodic, prefix: z_, interval: 1h, timestamp_format: "2006/01/02"}
+		    pruning: {keep: []}
+		`)
+	require.Len(t, errs, 1)
+	assert.Equal(t, Error{"jobs[0].snapshotting.timestamp_format", 5, `snapshot names would be invalid: invalid snapshot name "z_2006/01/02": unexpected '/' at position 6`}, *errs[0])
+}
+
+// A small document whose aliases name a large subtree many times must be
+// refused quickly instead of walked in full.
+func TestAliasExpansionIsBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("r: &r [")
+	for i := 0; i < 3000; i++ {
+		b.WriteString("{type: last_n, count: 1},")
+	}
+	b.WriteString("]\nj: &j {name: s, type: snap, filesystems: {\"p<\": true}, snapshotting: {type: manual}, pruning: {keep: *r}}\njobs: [")
+	for i := 0; i < 3000; i++ {
+		b.WriteString("*j,")
+	}
+	b.WriteString("]\n")
+	errs := parseErrors(t, b.String())
+	require.Len(t, errs, 1)
+	assert.Equal(t, "document too complex: aliases expand to too many nodes", errs[0].Msg)
+}
+
+func TestParseNeverReturnsPartialConfig(t *testing.T) {
+	cfg, err := Parse([]byte("jobs: [{name: a, type: sink, serve: {type: local, listener_name: x}, root_fs: b}]\nglobal: {zfs_backend: x}\n"))
+	assert.Nil(t, cfg)
+	assert.Error(t, err)
+}
