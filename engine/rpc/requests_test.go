@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -359,4 +360,47 @@ func TestReceiveCancellationPropagates(t *testing.T) {
 	assert.Error(t, b.readErr, "the server read the cancelled stream as complete")
 	assert.NotErrorIs(t, b.readErr, io.EOF)
 	assert.ErrorIs(t, b.ctxErr, context.Canceled, "the server's receive context was cancelled")
+}
+
+// Data connections nobody claims are bounded per client and time out.
+func TestUnclaimedDataConnections(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newServer(t, ServerConfig{Receiver: func(string) (ReceiverEndpoint, error) { return drainReceiver{}, nil }, ClaimTimeout: time.Minute})
+		reg := transport.NewLocal()
+		l, err := reg.Listen("sink")
+		require.NoError(t, err)
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			srv.Serve(l)
+		}()
+		defer func() {
+			srv.Stop()
+			<-served
+		}()
+		alice := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")})
+		bob := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "bob")})
+		ctx := context.Background()
+		var conns []net.Conn
+		for range maxUnclaimed {
+			c, _, err := alice.dialData(ctx)
+			require.NoError(t, err)
+			conns = append(conns, c)
+		}
+		_, _, err = alice.dialData(ctx)
+		assert.ErrorContains(t, err, "too many unclaimed data connections")
+		c, _, err := bob.dialData(ctx)
+		require.NoError(t, err, "the bound is per client")
+		conns = append(conns, c)
+
+		time.Sleep(2 * time.Minute)
+		for _, c := range conns {
+			_, err := c.Read(make([]byte, 1))
+			assert.ErrorIs(t, err, io.EOF, "the server closed an unclaimed connection")
+			c.Close()
+		}
+		c, _, err = alice.dialData(ctx)
+		require.NoError(t, err, "timed-out connections no longer count")
+		c.Close()
+	})
 }

@@ -17,6 +17,7 @@ import (
 
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/replication"
+	"zrepl.dev/zrepl/engine/replication/planner"
 	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/zfsmodel"
@@ -387,5 +388,34 @@ func TestVersionMismatch(t *testing.T) {
 		assert.ErrorIs(t, e, ErrVersionMismatch)
 		assert.ErrorContains(t, e, want)
 		assert.ErrorContains(t, e, `"alice"`, "the server names the client")
+	}
+}
+
+// Raw sends of an encrypted filesystem cross the wire as raw (the flag
+// travels in the send request): the sink gets the data without the key.
+func TestRawSendOverRPC(t *testing.T) {
+	for _, dir := range []string{"push", "pull"} {
+		t.Run(dir, func(t *testing.T) {
+			h := newHosts(t)
+			require.NoError(t, h.src.CreateFilesystem(zfs.MustDatasetPath("src/data"), zfsmodel.FSOptions{Parents: true, Encrypted: true}))
+			h.writeSnap("src/data", 1, 4, "s1")
+			var s replication.Sender
+			var r replication.Receiver
+			dstFS := "dst/pulled/src/data"
+			if dir == "push" {
+				s, r = h.push("pipe", "alice")
+				dstFS = "dst/sinks/alice/src/data"
+			} else {
+				s, r = h.pull("pipe")
+			}
+			cfg := replication.Config{Sleep: noSleep, Policy: planner.Policy{Encrypted: planner.True}}
+			requireOK(t, replication.NewRun(s, r, cfg).Do(context.Background()))
+			info, err := h.dst.Info(zfs.MustDatasetPath(dstFS))
+			require.NoError(t, err)
+			assert.True(t, info.Encrypted())
+			assert.Equal(t, zfs.KeyStatusUnavailable, info.KeyStatus, "a raw receive does not bring the key")
+			require.NoError(t, h.dst.LoadKey(zfs.MustDatasetPath(info.EncryptionRoot)))
+			h.assertReplicated("src/data", dstFS, "s1")
+		})
 	}
 }

@@ -250,8 +250,10 @@ func (s *Server) hello(c *transport.AuthConn) {
 		}
 		keep = s.ctrl.push(&identConn{Conn: c.Conn, identity: c.Identity})
 	case kindData:
-		ticket := s.park(c.Conn, c.Identity)
-		if ticket == 0 {
+		ticket, err := s.park(c.Conn, c.Identity)
+		if err != nil {
+			serverHello(c.Conn, s.cfg.version, statusRefused, 0, err.Error())
+			s.connError(c.Identity, fmt.Errorf("refused client %q: %w", c.Identity, err))
 			return
 		}
 		if err := serverHello(c.Conn, s.cfg.version, statusOK, ticket, ""); err != nil {
@@ -266,12 +268,25 @@ func (s *Server) hello(c *transport.AuthConn) {
 	}
 }
 
+// maxUnclaimed bounds the data connections a client may open that no call
+// claimed yet: each holds a socket until ClaimTimeout.
+const maxUnclaimed = 32
+
 // park keeps a data connection until a call claims it by its ticket.
-func (s *Server) park(conn net.Conn, identity string) uint64 {
+func (s *Server) park(conn net.Conn, identity string) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return 0
+		return 0, ErrServerStopped
+	}
+	n := 0
+	for _, p := range s.pending {
+		if p.identity == identity {
+			n++
+		}
+	}
+	if n >= maxUnclaimed {
+		return 0, fmt.Errorf("too many unclaimed data connections (%d)", n)
 	}
 	s.nextTicket++
 	t := s.nextTicket
@@ -280,7 +295,7 @@ func (s *Server) park(conn net.Conn, identity string) uint64 {
 			c.Close()
 		}
 	})}
-	return t
+	return t, nil
 }
 
 func (s *Server) unpark(ticket uint64) net.Conn {
