@@ -45,6 +45,38 @@ var brokenConfigs = []struct {
 		`, []Error{
 		{"jobs[0].pruning.keep_sender[0]", 9, `unknown rule type "lastn" (want grid, last_n, regex, not_replicated)`},
 	}},
+	{"local replication into its own source", `
+		jobs:
+		  - name: loop
+		    type: push
+		    connect: {type: local, listener_name: l, client_identity: me}
+		    filesystems: {"pool<": true, "pool/tmp<": false}
+		    snapshotting: {type: manual}
+		    pruning: {keep_sender: [], keep_receiver: []}
+		  - name: sink
+		    type: sink
+		    serve: {type: local, listener_name: l}
+		    root_fs: pool/backup
+		  - name: nested
+		    type: sink
+		    serve: {type: local, listener_name: l3}
+		    root_fs: pool/backup/deeper
+		  - name: pull
+		    type: pull
+		    connect: {type: local, listener_name: l2, client_identity: me}
+		    root_fs: tank/from_src
+		    interval: manual
+		    pruning: {keep_sender: [], keep_receiver: []}
+		  - name: src
+		    type: source
+		    serve: {type: local, listener_name: l2}
+		    filesystems: {"tank<": true}
+		    snapshotting: {type: manual}
+		`, []Error{
+		{"jobs[0].filesystems", 5, `selects "pool/backup/me", where the local push/sink pair "loop"/"sink" receives: each run would replicate its own copies`},
+		{"jobs[2].root_fs", 15, `root_fs "pool/backup/deeper" overlaps root_fs "pool/backup" of sink job "sink": two jobs would receive into one subtree`},
+		{"jobs[4].filesystems", 25, `selects "tank/from_src", where the local pull/source pair "pull"/"src" receives: each run would replicate its own copies`},
+	}},
 	{"missing required sections", `
 		jobs:
 		  - name: p
@@ -209,6 +241,7 @@ var brokenConfigs = []struct {
 		{"jobs[1].name", 8, "duplicate job name \"a\" (first used by jobs[0] at line 2)"},
 		{"jobs[2].serve.listener_name", 14, "local listener \"l\" is already served by job \"a\""},
 		{"jobs[3].connect.listener_name", 19, "local listener \"l2\" is served by sink job \"d\", but a pull job needs a source job"},
+		{"jobs[3].root_fs", 20, "root_fs \"backup\" overlaps root_fs \"backup\" of sink job \"a\": two jobs would receive into one subtree"},
 		{"jobs[6].serve.listen", 33, "address \":1\" is already served by job \"e\""},
 	}},
 	{"YAML syntax error", `
@@ -254,7 +287,7 @@ var brokenConfigs = []struct {
 		  - name: c
 		    type: pull
 		    connect: {type: ssh+stdinserver, host: h, user: u, port: 0}
-		    root_fs: b
+		    root_fs: b2
 		    interval: 1y
 		    pruning: {keep_sender: [], keep_receiver: []}
 		    replication:

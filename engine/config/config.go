@@ -126,8 +126,10 @@ type Job struct {
 
 	ConflictResolution ConflictResolution
 
-	index    int // in the document's jobs list
-	nameLine int
+	index           int // in the document's jobs list
+	nameLine        int
+	rootFSLine      int
+	filesystemsLine int
 }
 
 // PullInterval is a pull job's interval: a period, or Manual (replicate

@@ -144,3 +144,42 @@ func (f *Filter) String() string {
 	}
 	return "{" + strings.Join(parts, ", ") + "}"
 }
+
+// SubtreeFilter accepts p and everything below it.
+func SubtreeFilter(p zfs.DatasetPath) *Filter {
+	return &Filter{rules: []FilterRule{{Path: p, Subtree: true, Accept: true}}}
+}
+
+// Overlap reports whether some dataset is accepted by both f and g, and
+// one such dataset. A filter's decision for a dataset depends only on the
+// longest rule path that is a prefix of it, so it suffices to probe every
+// rule path, a fresh child of each, and a fresh pool.
+func (f *Filter) Overlap(g *Filter) (witness zfs.DatasetPath, ok bool) {
+	rules := append(f.Rules(), g.Rules()...)
+	used := map[string]bool{}
+	for _, r := range rules {
+		for _, c := range strings.Split(r.Path.String(), "/") {
+			used[c] = true
+		}
+	}
+	probe := "x"
+	for used[probe] {
+		probe += "x"
+	}
+	candidates := []string{probe}
+	for _, r := range rules {
+		if !r.Path.IsZero() {
+			candidates = append(candidates, r.Path.String(), r.Path.String()+"/"+probe)
+		}
+	}
+	for _, c := range candidates {
+		p, err := zfs.NewDatasetPath(c)
+		if err != nil {
+			continue // too long a name: no dataset can be there
+		}
+		if f.Match(p) && g.Match(p) {
+			return p, true
+		}
+	}
+	return zfs.DatasetPath{}, false
+}

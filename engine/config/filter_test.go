@@ -5,6 +5,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
 
 	"zrepl.dev/zrepl/engine/zfs"
 )
@@ -103,4 +104,88 @@ func TestFilterFromMapReportsEveryBadPattern(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `"a<b"`)
 	assert.Contains(t, err.Error(), `empty filter pattern`)
+}
+
+func TestFilterOverlap(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		a, b map[string]bool
+		want bool
+	}{
+		{"disjoint subtrees", map[string]bool{"pool/a<": true}, map[string]bool{"pool/b<": true}, false},
+		{"nested subtrees", map[string]bool{"pool<": true}, map[string]bool{"pool/b/c<": true}, true},
+		{"nested but excluded", map[string]bool{"pool<": true, "pool/b<": false}, map[string]bool{"pool/b/c<": true}, false},
+		{"exact exclusion leaves children", map[string]bool{"p<": true, "p/x": false}, map[string]bool{"p/x<": true}, true},
+		{"only the excluded exact dataset", map[string]bool{"p<": true, "p/x": false}, map[string]bool{"p/x": true}, false},
+		{"everything vs everything", map[string]bool{"<": true}, map[string]bool{"<": true}, true},
+		{"everything minus a pool vs that pool", map[string]bool{"<": true, "p<": false}, map[string]bool{"p<": true}, false},
+		{"everything minus a pool vs another", map[string]bool{"<": true, "p<": false}, map[string]bool{"q/r": true}, true},
+		{"probe name taken by a rule", map[string]bool{"x<": true, "x/x": false}, map[string]bool{"x/x<": true, "x/x/xx": false}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := FilterFromMap(tc.a)
+			require.NoError(t, err)
+			b, err := FilterFromMap(tc.b)
+			require.NoError(t, err)
+			w, got := a.Overlap(b)
+			assert.Equal(t, tc.want, got)
+			w2, got2 := b.Overlap(a)
+			assert.Equal(t, tc.want, got2, "symmetric")
+			if got {
+				assert.True(t, a.Match(w) && b.Match(w), "witness %s is accepted by both", w)
+				assert.True(t, a.Match(w2) && b.Match(w2), "witness %s is accepted by both", w2)
+			}
+		})
+	}
+}
+
+// Overlap agrees with brute force over a small universe of datasets.
+func TestFilterOverlapProperty(t *testing.T) {
+	comps := []string{"a", "b", "x"}
+	var universe []string
+	for _, c1 := range comps {
+		universe = append(universe, c1)
+		for _, c2 := range comps {
+			universe = append(universe, c1+"/"+c2)
+			for _, c3 := range comps {
+				universe = append(universe, c1+"/"+c2+"/"+c3)
+			}
+		}
+	}
+	genFilter := rapid.Custom(func(t *rapid.T) *Filter {
+		m := map[string]bool{}
+		n := rapid.IntRange(0, 4).Draw(t, "n")
+		for i := 0; i < n; i++ {
+			pat := rapid.SampledFrom(universe).Draw(t, "path")
+			if rapid.Bool().Draw(t, "subtree") {
+				pat += "<"
+			}
+			m[pat] = rapid.Bool().Draw(t, "accept")
+		}
+		if rapid.Bool().Draw(t, "all") {
+			m["<"] = rapid.Bool().Draw(t, "acceptAll")
+		}
+		f, err := FilterFromMap(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	})
+	rapid.Check(t, func(t *rapid.T) {
+		a, b := genFilter.Draw(t, "a"), genFilter.Draw(t, "b")
+		// Every rule path, a child "y" of each (no rule names a "y") and
+		// the pool "y" reach every class of dataset.
+		want := false
+		for _, u := range append(universe, "y") {
+			for _, c := range []string{u, u + "/y"} {
+				p := zfs.MustDatasetPath(c)
+				if a.Match(p) && b.Match(p) {
+					want = true
+				}
+			}
+		}
+		if _, got := a.Overlap(b); got != want {
+			t.Fatalf("Overlap(%v, %v) = %v, brute force says %v", a, b, got, want)
+		}
+	})
 }

@@ -254,6 +254,7 @@ func (d *decoder) job(path string, n *yaml.Node) (Job, bool) {
 		return j, false
 	}
 	j.Type = JobType(typ)
+	j.rootFSLine, j.filesystemsLine = m.keyLine("root_fs"), m.keyLine("filesystems")
 	why := fmt.Sprintf("a %s job needs it", typ)
 	switch j.Type {
 	case JobPush:

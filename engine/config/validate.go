@@ -69,9 +69,61 @@ func (d *decoder) validate(cfg *Config) {
 			d.errf(p, line, "no %s job in this config serves local listener %q", want, j.Connect.ListenerName)
 			continue
 		}
-		if got := cfg.Jobs[k].Type; got != want {
-			d.errf(p, j.Connect.lines["listener_name"], "local listener %q is served by %s job %q, but a %s job needs a %s job", j.Connect.ListenerName, got, cfg.Jobs[k].Name, j.Type, want)
+		peer := cfg.Jobs[k]
+		if peer.Type != want {
+			d.errf(p, j.Connect.lines["listener_name"], "local listener %q is served by %s job %q, but a %s job needs a %s job", j.Connect.ListenerName, peer.Type, peer.Name, j.Type, want)
+			continue
 		}
+		d.checkLocalLoop(cfg, i, k)
+	}
+
+	// Two receivers writing into one subtree would fight over it.
+	for i, a := range cfg.Jobs {
+		if a.RootFS.IsZero() {
+			continue
+		}
+		for k := 0; k < i; k++ {
+			b := cfg.Jobs[k]
+			if b.RootFS.IsZero() || !(a.RootFS.HasPrefix(b.RootFS) || b.RootFS.HasPrefix(a.RootFS)) {
+				continue
+			}
+			d.errf(jobPath(cfg, i)+".root_fs", a.rootFSLine, "root_fs %q overlaps root_fs %q of %s job %q: two jobs would receive into one subtree", a.RootFS, b.RootFS, b.Type, b.Name)
+			break
+		}
+	}
+}
+
+// checkLocalLoop refuses a local pair where the sender's filesystems
+// include where the receiver puts them: each run would replicate the
+// previous run's copies again.
+func (d *decoder) checkLocalLoop(cfg *Config, active, passive int) {
+	a, p := cfg.Jobs[active], cfg.Jobs[passive]
+	// A pull job receives into its root_fs from the source's filesystems.
+	senderIdx, recvRoot := passive, a.RootFS
+	if a.Type == JobPush {
+		// A sink receives into <root_fs>/<client identity>.
+		senderIdx = active
+		if p.RootFS.IsZero() || a.Connect.ClientIdentity == "" {
+			return
+		}
+		var err error
+		if recvRoot, err = p.RootFS.Child(a.Connect.ClientIdentity); err != nil {
+			return
+		}
+	}
+	sender := cfg.Jobs[senderIdx].Filesystems
+	if sender == nil || recvRoot.IsZero() {
+		return
+	}
+	if w, overlap := sender.Overlap(SubtreeFilter(recvRoot)); overlap {
+		sj := cfg.Jobs[senderIdx]
+		where := fmt.Sprintf("%q, where", w)
+		if w != recvRoot {
+			where = fmt.Sprintf("%q, below %q where", w, recvRoot)
+		}
+		d.errf(jobPath(cfg, senderIdx)+".filesystems", sj.filesystemsLine,
+			"selects %s the local %s/%s pair %q/%q receives: each run would replicate its own copies",
+			where, a.Type, p.Type, a.Name, p.Name)
 	}
 }
 
