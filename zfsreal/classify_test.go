@@ -31,6 +31,11 @@ var classifyCases = []struct {
 		"A resuming stream can be generated on the sending system by running:\n    zfs send -t 1-b88d7b776-b8-789c\n", zfs.ErrPartialReceive},
 	{"'pool/x' does not have any resumable receive state to abort\n", zfs.ErrNoResumableState},
 
+	// Measured on 2.1.11 through the conformance suite in the VM.
+	{"warning: cannot send 'p/enc@e1': dataset key must be loaded\n", zfs.ErrKeyNotLoaded},
+	{"cannot open 'p/c/nope': dataset does not exist\ncannot receive new filesystem stream: unable to restore to destination\n", zfs.ErrDatasetNotExist},
+	{"cannot receive new filesystem stream: incomplete stream\n", 0},
+
 	// Known from OpenZFS.
 	{"cannot receive new filesystem stream: destination has snapshots (eg. dstp/m@a)\nmust destroy them to overwrite it\n", zfs.ErrDestinationExists},
 	{"cannot receive new filesystem stream: destination 'dstp/m' is a clone\nmust destroy it to overwrite it\n", zfs.ErrDestinationExists},

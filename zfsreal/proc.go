@@ -118,7 +118,7 @@ func (c *CLI) run(ctx context.Context, op, dataset string, args []string) ([]byt
 // error is the cause (errors.Is finds context.Canceled), next to whatever
 // kind the child's last words give.
 func (c *CLI) cmdError(ctx context.Context, op, dataset, stderr string, err error) *zfs.Error {
-	e := &zfs.Error{Op: op, Dataset: dataset, Msg: strings.TrimSpace(stderr)}
+	e := &zfs.Error{Op: op, Dataset: dataset, Msg: zfsMessage(stderr)}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		e.ExitStatus = ee.ExitCode()
@@ -137,6 +137,18 @@ func (c *CLI) cmdError(ctx context.Context, op, dataset, stderr string, err erro
 		e.Err = err
 	}
 	return e
+}
+
+// zfsMessage is zfs's stderr trimmed, without the usage text zfs prints
+// after some errors (a bookmark of a missing snapshot, for one).
+func zfsMessage(stderr string) string {
+	if strings.HasPrefix(stderr, "usage:\n") {
+		return ""
+	}
+	if i := strings.Index(stderr, "\nusage:\n"); i >= 0 {
+		stderr = stderr[:i]
+	}
+	return strings.TrimSpace(stderr)
 }
 
 // isStartError reports whether err means zfs could not be run at all, or

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strings"
 
 	"zrepl.dev/zrepl/engine/zfs"
 )
@@ -146,7 +145,7 @@ func (c *CLI) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reader,
 		}
 		// zfs took what it read as complete but the stream failed: do not
 		// claim success for a stream the sender may not stand behind.
-		return &zfs.Error{Op: op, Dataset: fs.String(), Msg: strings.TrimSpace(stderr.String()), Err: rerr}
+		return &zfs.Error{Op: op, Dataset: fs.String(), Msg: zfsMessage(stderr.String()), Err: rerr}
 	}
 	e := c.cmdError(ctx, op, fs.String(), stderr.String(), waitErr)
 	if rerr != nil {

@@ -80,10 +80,9 @@ func checkSendArgs(op string, args zfs.SendArgs) error {
 		return mismatch("token continues a full send, want one from %s", args.From.Ref(args.FS))
 	case args.From != nil && args.From.GUID != 0 && tok.FromGUID != args.From.GUID:
 		return mismatch("token sends from guid %d, want %d", tok.FromGUID, args.From.GUID)
-	case tok.RawOK != args.Raw:
-		return &zfs.Error{Kind: zfs.ErrEncryptionMismatch, Op: op, Dataset: to.String(),
-			Err: fmt.Errorf("resume token raw=%v, but the send asks for raw=%v", tok.RawOK, args.Raw)}
 	}
+	// The flags (raw, compressed, ...) are the token's: the receiver's
+	// partial state was made by them, whatever args say now.
 	return nil
 }
 

@@ -218,6 +218,18 @@ func TestOperationErrors(t *testing.T) {
 
 // TestSilentFailure: a failure without a word on stderr still says how
 // zfs exited.
+// TestUsageDropped: the usage text zfs prints after some errors is not
+// part of the message.
+func TestUsageDropped(t *testing.T) {
+	f := newFake(t)
+	f.on("bookmark pool/a/fs@gone pool/a/fs#b", fakeRule{Exit: 1, Stderr: "cannot open 'pool/a/fs@gone': dataset does not exist\n" +
+		"usage:\n\tbookmark <snapshot|bookmark> <newbookmark>\n\nFor the property list, run: zfs set|get\n"})
+	e := zerr(t, f.cli().Bookmark(ctx, snap("gone"), "b"), zfs.ErrDatasetNotExist)
+	assert.Equal(t, "cannot open 'pool/a/fs@gone': dataset does not exist", e.Msg)
+	assert.Equal(t, "", zfsMessage("usage:\n\tzfs ...\n"))
+	assert.Equal(t, "x", zfsMessage(" x \n"))
+}
+
 func TestSilentFailure(t *testing.T) {
 	f := newFake(t)
 	f.on("snapshot pool/a/fs@s1", fakeRule{Exit: 3})

@@ -129,11 +129,37 @@ func (h *Harness) NewRoot(t *testing.T) zfs.DatasetPath {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		// Held snapshots cannot be destroyed: release every hold first.
+		if err := releaseAll(ctx, root.String()); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
 		if _, err := run(ctx, "zfs", "destroy", "-R", "-f", root.String()); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
 	})
 	return root
+}
+
+// releaseAll releases every user hold on the snapshots below root.
+func releaseAll(ctx context.Context, root string) error {
+	snaps, err := run(ctx, "zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r", root)
+	if err != nil || snaps == "" {
+		return err
+	}
+	for _, snap := range strings.Split(snaps, "\n") {
+		holds, err := run(ctx, "zfs", "holds", "-H", snap)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(holds, "\n") {
+			if f := strings.Split(line, "\t"); len(f) == 3 {
+				if _, err := run(ctx, "zfs", "release", "--", f[1], snap); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (h *Harness) CreateFilesystem(ctx context.Context, fs zfs.DatasetPath, encrypted bool) error {
