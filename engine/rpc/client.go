@@ -89,6 +89,7 @@ func (c *Client) controlDials() int {
 func (c *Client) dialControl(ctx context.Context, _ string) (net.Conn, error) {
 	c.mu.Lock()
 	c.dials++
+	c.helloErr = nil
 	c.mu.Unlock()
 	conn, err := c.cfg.Dial(ctx)
 	if err != nil {
