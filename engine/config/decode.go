@@ -97,11 +97,18 @@ type mapping struct {
 	order   []string
 	known   []string // in the order asked, for "want ..." lists
 	isKnown map[string]bool
+	// freeKeys marks a map whose keys are data (filter patterns, property
+	// names), not options: paths name its entries as path["key"].
+	freeKeys bool
 }
 
 // mapping starts decoding n at path; line is used when n is absent.
 func (d *decoder) mapping(path string, n *yaml.Node, line int) *mapping {
-	m := &mapping{d: d, path: path, line: line, vals: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}, isKnown: map[string]bool{}}
+	return d.newMapping(path, n, line, false)
+}
+
+func (d *decoder) newMapping(path string, n *yaml.Node, line int, freeKeys bool) *mapping {
+	m := &mapping{d: d, path: path, line: line, vals: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}, isKnown: map[string]bool{}, freeKeys: freeKeys}
 	n = d.resolve(n)
 	if n == nil {
 		return m
@@ -132,7 +139,7 @@ func (m *mapping) add(n *yaml.Node, merged bool, depth int) {
 		}
 		if first, dup := m.keys[k.Value]; dup {
 			if !merged {
-				m.d.errf(child(m.path, k.Value), k.Line, "duplicate key %q (first at line %d)", k.Value, first.Line)
+				m.d.errf(m.entry(k.Value), k.Line, "duplicate key %q (first at line %d)", k.Value, first.Line)
 			}
 			continue
 		}
@@ -161,6 +168,14 @@ func (m *mapping) add(n *yaml.Node, merged bool, depth int) {
 			m.d.errf(m.path, k.Line, "merge key \"<<\" wants a mapping or a list of mappings")
 		}
 	}
+}
+
+// entry is the path of the entry key.
+func (m *mapping) entry(key string) string {
+	if m.freeKeys {
+		return mapKey(m.path, key)
+	}
+	return child(m.path, key)
 }
 
 func (m *mapping) know(key string) {
@@ -342,13 +357,32 @@ func (m *mapping) list(key string) ([]*yaml.Node, bool) {
 	return n.Content, true
 }
 
-// strList reads an optional list of non-empty strings.
-func (m *mapping) strList(key string) []string {
+// strItem is a string of a list, with its place in the document.
+type strItem struct {
+	S    string
+	Path string
+	Line int
+}
+
+func strs(items []strItem) []string {
+	if items == nil {
+		return nil
+	}
+	out := make([]string, len(items))
+	for i, it := range items {
+		out[i] = it.S
+	}
+	return out
+}
+
+// strList reads an optional list of non-empty strings, leaving out (and
+// reporting) items that are not.
+func (m *mapping) strList(key string) (out []strItem) {
 	items, ok := m.list(key)
 	if !ok {
 		return nil
 	}
-	out := make([]string, 0, len(items))
+	out = make([]strItem, 0, len(items))
 	for i, it := range items {
 		p := index(child(m.path, key), i)
 		it = m.d.resolve(it)
@@ -364,7 +398,7 @@ func (m *mapping) strList(key string) []string {
 			m.d.errf(p, it.Line, "must not be empty")
 			continue
 		}
-		out = append(out, s)
+		out = append(out, strItem{S: s, Path: p, Line: it.Line})
 	}
 	return out
 }

@@ -38,13 +38,20 @@ func (e *Error) Is(target error) bool { return target == ErrInvalid }
 
 // Errors is every problem found in one document, ordered by line.
 type Errors struct {
+	// File is the document's file name if it was read by ParseFile.
+	File string
 	List []*Error
 }
 
+// Error writes one problem a line, each prefixed with the file name if
+// known.
 func (e *Errors) Error() string {
 	lines := make([]string, len(e.List))
 	for i, err := range e.List {
 		lines[i] = err.Error()
+		if e.File != "" {
+			lines[i] = e.File + ": " + lines[i]
+		}
 	}
 	return strings.Join(lines, "\n")
 }

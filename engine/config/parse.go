@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -49,6 +51,22 @@ func Parse(b []byte) (*Config, error) {
 		return nil, e
 	}
 	return &cfg, nil
+}
+
+// ParseFile reads and parses the config file name. Problems in the
+// document come as *Errors naming the file; a file that cannot be read
+// gives the os error.
+func ParseFile(name string) (*Config, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Parse(b)
+	var errs *Errors
+	if errors.As(err, &errs) {
+		errs.File = name
+	}
+	return cfg, err
 }
 
 // unmarshal guards against panics in the YAML library: bad input must
@@ -304,6 +322,19 @@ func (d *decoder) section(m *mapping, key, whyRequired string) (*mapping, bool) 
 	return sm, sm.valid
 }
 
+// dict is section for a map whose keys are data.
+func (d *decoder) dict(m *mapping, key, whyRequired string) (*mapping, bool) {
+	n := m.get(key)
+	if n == nil {
+		if whyRequired != "" {
+			m.missing(key, whyRequired)
+		}
+		return nil, false
+	}
+	sm := d.newMapping(child(m.path, key), n, m.keyLine(key), true)
+	return sm, sm.valid
+}
+
 func (d *decoder) rootFS(m *mapping, why string) zfs.DatasetPath {
 	s := m.reqStr("root_fs", why)
 	if s == "" {
@@ -332,7 +363,7 @@ func (d *decoder) pullInterval(m *mapping, why string) PullInterval {
 }
 
 func (d *decoder) filesystems(m *mapping, why string) *Filter {
-	fm, ok := d.section(m, "filesystems", why)
+	fm, ok := d.dict(m, "filesystems", why)
 	if !ok {
 		return nil
 	}
@@ -621,7 +652,7 @@ func (d *decoder) recv(m *mapping) RecvOptions {
 		return o
 	}
 	if pm, ok := d.section(rm, "properties", ""); ok {
-		if om, ok := d.section(pm, "override", ""); ok {
+		if om, ok := d.dict(pm, "override", ""); ok {
 			o.Override = map[string]string{}
 			for _, k := range om.order {
 				om.know(k)
@@ -640,13 +671,13 @@ func (d *decoder) recv(m *mapping) RecvOptions {
 				}
 			}
 		}
-		o.Inherit = pm.strList("inherit")
-		for i, name := range o.Inherit {
-			p := index(child(pm.path, "inherit"), i)
-			if !validPropName(name) {
-				d.errf(p, pm.keyLine("inherit"), "invalid property name %q", name)
-			} else if _, both := o.Override[name]; both {
-				d.errf(p, pm.keyLine("inherit"), "property %q is both overridden and inherited", name)
+		items := pm.strList("inherit")
+		o.Inherit = strs(items)
+		for _, it := range items {
+			if !validPropName(it.S) {
+				d.errf(it.Path, it.Line, "invalid property name %q", it.S)
+			} else if _, both := o.Override[it.S]; both {
+				d.errf(it.Path, it.Line, "property %q is both overridden and inherited", it.S)
 			}
 		}
 		pm.done()

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -244,4 +246,62 @@ func TestParseNeverReturnsPartialConfig(t *testing.T) {
 	cfg, err := Parse([]byte("jobs: [{name: a, type: sink, serve: {type: local, listener_name: x}, root_fs: b}]\nglobal: {zfs_backend: x}\n"))
 	assert.Nil(t, cfg)
 	assert.Error(t, err)
+}
+
+func TestListItemsAndDataKeysAreNamedExactly(t *testing.T) {
+	errs := parseErrors(t, `
+		jobs:
+		  - name: s
+		    type: sink
+		    serve:
+		      type: tls
+		      listen: ":1"
+		      ca: a
+		      cert: b
+		      key: c
+		      client_cns:
+		        - ~
+		        - good
+		        - "bad/cn"
+		        - good
+		    root_fs: pool/s
+		    recv:
+		      properties:
+		        inherit: [ok, "", "bad name"]
+		  - name: p
+		    type: snap
+		    filesystems:
+		      "pool<": true
+		      "pool<": false
+		    snapshotting: {type: manual}
+		    pruning: {keep: []}
+		`)
+	want := []Error{
+		{"jobs[0].serve.client_cns[0]", 11, "want a string, got null"},
+		{"jobs[0].serve.client_cns[2]", 13, `client identity "bad/cn" must not contain '/' (it names one dataset below root_fs)`},
+		{"jobs[0].serve.client_cns[3]", 14, `client identity "good" appears twice`},
+		{"jobs[0].recv.properties.inherit[1]", 18, "must not be empty"},
+		{"jobs[0].recv.properties.inherit[2]", 18, `invalid property name "bad name"`},
+		{"jobs[1].filesystems[\"pool<\"]", 23, `duplicate key "pool<" (first at line 22)`},
+	}
+	got := make([]Error, len(errs))
+	for i, e := range errs {
+		got[i] = *e
+	}
+	assert.Equal(t, want, got)
+}
+
+func TestParseFile(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "zrepl.yml")
+	require.NoError(t, os.WriteFile(bad, []byte("global: {zfs_backend: zfs}\n"), 0o600))
+	_, err := ParseFile(bad)
+	assert.EqualError(t, err, bad+`: global.zfs_backend: line 1: unknown value "zfs" (want real, model)`)
+
+	cfg, err := ParseFile(filepath.Join("..", "..", "examples", "quickstart.yml"))
+	require.NoError(t, err)
+	assert.Len(t, cfg.Jobs, 2)
+
+	_, err = ParseFile(filepath.Join(dir, "missing.yml"))
+	assert.ErrorIs(t, err, os.ErrNotExist)
 }

@@ -87,7 +87,7 @@ func (d *decoder) connect(m *mapping, why string) *Connect {
 		c.User = cm.reqStr("user", "")
 		c.Port = cm.integer("port", 22, 1, 65535)
 		c.IdentityFile = cm.reqStr("identity_file", "")
-		c.Options = cm.strList("options")
+		c.Options = strs(cm.strList("options"))
 		c.DialTimeout = cm.duration("dial_timeout", DefaultDialTimeout)
 	case TransportLocal:
 		c.ListenerName = cm.reqStr("listener_name", "must match the serve.listener_name of a job in this config")
@@ -132,15 +132,15 @@ func (d *decoder) serve(m *mapping, why string) *Serve {
 			sm.missing(key, "")
 			return nil
 		}
-		ids := sm.strList(key)
+		items := sm.strList(key)
+		ids := strs(items)
 		seen := map[string]bool{}
-		for i, id := range ids {
-			p := index(child(sm.path, key), i)
-			d.identity(p, sm.keyLine(key), id)
-			if seen[id] {
-				d.errf(p, sm.keyLine(key), "client identity %q appears twice", id)
+		for _, it := range items {
+			d.identity(it.Path, it.Line, it.S)
+			if seen[it.S] {
+				d.errf(it.Path, it.Line, "client identity %q appears twice", it.S)
 			}
-			seen[id] = true
+			seen[it.S] = true
 		}
 		if len(ids) == 0 {
 			d.errf(child(sm.path, key), sm.keyLine(key), "empty list: no client could connect")
@@ -167,7 +167,7 @@ func (d *decoder) serve(m *mapping, why string) *Serve {
 }
 
 func (d *decoder) tcpClients(sm *mapping) []TCPClient {
-	cm, ok := d.section(sm, "clients", "maps client IP addresses or networks to identities")
+	cm, ok := d.dict(sm, "clients", "maps client IP addresses or networks to identities")
 	if !ok {
 		return nil
 	}
