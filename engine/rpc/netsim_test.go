@@ -1,0 +1,88 @@
+package rpc
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/replication"
+	"zrepl.dev/zrepl/engine/transport"
+	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/netsim"
+)
+
+// A push over a simulated WAN (latency, limited bandwidth) whose data
+// connection is reset half way: the attempt fails as a truncated stream,
+// the next one resumes, and in virtual time the whole run costs about one
+// transfer plus the retry's latency, not two transfers.
+func TestPushOverSimulatedWANWithReset(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHosts(t)
+		h.create("src/data")
+		h.writeSnap("src/data", 1, 64, "s1")
+		full := fullSize(t, h, "src/data")
+
+		n := netsim.New(1)
+		require.NoError(t, n.SetDefaultLink(netsim.Link{Latency: 40 * time.Millisecond, Bandwidth: 1 << 20}))
+		nl, err := n.Listen("sink", 7000)
+		require.NoError(t, err)
+		l, err := transport.Fixed(nl, "alice")
+		require.NoError(t, err)
+		// Dial 1 is the control connection (the first listing), dial 2
+		// the first data connection: reset it when half the stream went up.
+		require.NoError(t, n.Schedule(netsim.FaultPlan{Faults: []netsim.Fault{
+			{Kind: netsim.FaultReset, Conn: 2, Dir: netsim.Up, AtByte: full / 2},
+		}}))
+		srv := newServer(t, ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))})
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			srv.Serve(l)
+		}()
+		defer func() {
+			srv.Stop()
+			<-served
+		}()
+		dial := n.DialFunc("laptop")
+		c := newClient(t, ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "sink:7000") }})
+
+		start := time.Now()
+		rec := &recordingReceiver{Receiver: c.Receiver()}
+		run := replication.NewRun(h.sender, rec, replication.Config{Sleep: noSleep})
+		rep := run.Do(context.Background())
+		took := time.Since(start)
+		requireOK(t, rep)
+		assert.Equal(t, 2, rep.Attempts, "the reset attempt and the resumed one")
+		require.Len(t, rec.errs, 2)
+		assert.ErrorIs(t, rec.errs[0], ErrTruncated, "the reset reads as a truncated stream on the sink")
+		assert.NoError(t, rec.errs[1])
+		h.assertReplicated("src/data", "dst/sinks/alice/src/data", "s1")
+		oneTransfer := time.Duration(float64(full) / float64(1<<20) * float64(time.Second))
+		assert.Less(t, took, oneTransfer*13/10, "resumed rather than resent (one transfer takes %v)", oneTransfer)
+		assert.Greater(t, took, oneTransfer*9/10, "the bandwidth limit applied")
+		t.Logf("full stream %d bytes, one transfer %v, run took %v of virtual time", full, oneTransfer, took)
+	})
+}
+
+// recordingReceiver records the outcome of each Receive.
+type recordingReceiver struct {
+	replication.Receiver
+	mu   sync.Mutex
+	errs []error
+}
+
+func (r *recordingReceiver) Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error {
+	err := r.Receiver.Receive(ctx, req, stream)
+	r.mu.Lock()
+	r.errs = append(r.errs, err)
+	r.mu.Unlock()
+	return err
+}
