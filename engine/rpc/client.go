@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -32,6 +33,10 @@ type ClientConfig struct {
 	// version is ProtocolVersion unless a test speaks another.
 	version uint32
 }
+
+// MaxMessage bounds a control message, i.e. a filesystem listing: some
+// 100 bytes per version.
+const MaxMessage = 256 << 20
 
 // Client talks to one server. Sender and Receiver return its two roles
 // as replication.Sender and replication.Receiver.
@@ -66,6 +71,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(*cfg.Keepalive),
 		grpc.WithContextDialer(c.dialControl),
+		// gRPC's default reconnect backoff grows to 2 minutes, during which
+		// calls fail at once: longer than the driver's own retries wait.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 10 * time.Second},
+			MinConnectTimeout: 20 * time.Second,
+		}),
+		// Listings of large pools exceed gRPC's default 4 MiB.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessage)),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("rpc client: %w", err)

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/transport"
@@ -403,4 +405,34 @@ func TestUnclaimedDataConnections(t *testing.T) {
 		require.NoError(t, err, "timed-out connections no longer count")
 		c.Close()
 	})
+}
+
+// bigSender lists many filesystems.
+type bigSender struct {
+	fakeSender
+	n int
+}
+
+func (b *bigSender) ListFilesystems(context.Context) ([]endpoint.Filesystem, error) {
+	out := make([]endpoint.Filesystem, b.n)
+	for i := range out {
+		p := zfs.MustDatasetPath(fmt.Sprintf("pool/some/rather/long/prefix/of/a/dataset/name/number-%06d", i))
+		out[i] = endpoint.Filesystem{Path: p.String(), Info: zfs.FilesystemInfo{Path: p, GUID: uint64(i) + 1, KeyStatus: zfs.KeyStatusNone}}
+		for j := range 3 {
+			out[i].Versions = append(out[i].Versions, zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: fmt.Sprintf("zrepl_20260101_%06d", j), GUID: uint64(i*10 + j + 1), CreateTXG: uint64(j + 1)})
+		}
+	}
+	return out, nil
+}
+
+// A listing larger than gRPC's default message limit (4 MiB) arrives.
+func TestLargeListing(t *testing.T) {
+	srv := newServer(t, ServerConfig{Sender: Source(&bigSender{n: 30000})})
+	c := newClient(t, ClientConfig{Dial: serve(t, srv, "pipe", "puller")})
+	fss, err := c.Sender().ListFilesystems(context.Background())
+	require.NoError(t, err)
+	require.Len(t, fss, 30000)
+	assert.Equal(t, "pool/some/rather/long/prefix/of/a/dataset/name/number-029999", fss[29999].Path)
+	assert.Len(t, fss[29999].Versions, 3)
+	assert.Greater(t, proto.Size(toPBFilesystems(fss)), 4<<20, "the listing exceeds 4 MiB")
 }
