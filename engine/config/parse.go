@@ -1,7 +1,9 @@
 package config
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"fmt"
 	"os"
 	"regexp"
@@ -69,15 +71,31 @@ func ParseFile(name string) (*Config, error) {
 	return cfg, err
 }
 
-// unmarshal guards against panics in the YAML library: bad input must
-// give an error, never crash the daemon.
+// unmarshal reads the one document of b. It guards against panics in the
+// YAML library: bad input must give an error, never crash the daemon.
 func unmarshal(b []byte, n *yaml.Node) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("yaml: cannot parse document: %v", r)
 		}
 	}()
-	return yaml.Unmarshal(b, n)
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(n); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // empty input: an empty document
+		}
+		return err
+	}
+	// A second document would be silently ignored; refuse it instead.
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return err
+	default:
+		return fmt.Errorf("yaml: line %d: a config is one YAML document, found another", next.Line)
+	}
 }
 
 var yamlLineRE = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)

@@ -305,3 +305,11 @@ func TestParseFile(t *testing.T) {
 	_, err = ParseFile(filepath.Join(dir, "missing.yml"))
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
+
+func TestOneDocumentOnly(t *testing.T) {
+	errs := parseErrors(t, "jobs: []\n---\njobs: []\n")
+	require.Len(t, errs, 1)
+	assert.Equal(t, Error{"", 2, "YAML syntax: a config is one YAML document, found another"}, *errs[0], "the line of the second ---")
+	// A leading document marker is fine.
+	mustParse(t, "---\njobs: []\n")
+}
