@@ -136,3 +136,61 @@ func TestKeepalive(t *testing.T) {
 		})
 	}
 }
+
+// After the server restarts, the client's calls fail only until its
+// reconnect backoff (at most 10s) lets it dial again.
+func TestReconnectAfterServerRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := transport.NewLocal()
+		start := func() func() {
+			l, err := reg.Listen("sink")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv, err := NewServer(ServerConfig{Receiver: func(string) (ReceiverEndpoint, error) { return drainReceiver{}, nil }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan struct{})
+			go func() {
+				defer close(served)
+				srv.Serve(l)
+			}()
+			return func() {
+				srv.Stop()
+				<-served
+			}
+		}
+		stop := start()
+		cl, err := NewClient(ClientConfig{Dial: reg.Dialer("sink", "alice")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		ctx := context.Background()
+		_, err = cl.Receiver().ListFilesystems(ctx)
+		assert.NoError(t, err)
+
+		stop()
+		// Calls during the outage fail; the client's backoff grows.
+		for range 36 {
+			_, err = cl.Receiver().ListFilesystems(ctx)
+			assert.Error(t, err, "no server")
+			time.Sleep(5 * time.Second)
+		}
+
+		stop = start()
+		defer stop()
+		restarted := time.Now()
+		for {
+			if _, err = cl.Receiver().ListFilesystems(ctx); err == nil {
+				break
+			}
+			if time.Since(restarted) > time.Minute {
+				t.Fatalf("no reconnect within a minute: %v", err)
+			}
+			time.Sleep(time.Second)
+		}
+		assert.LessOrEqual(t, time.Since(restarted), 13*time.Second, "reconnected within the backoff cap (10s + jitter)")
+	})
+}
