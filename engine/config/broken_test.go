@@ -77,6 +77,39 @@ var brokenConfigs = []struct {
 		{"jobs[2].root_fs", 15, `root_fs "pool/backup/deeper" overlaps root_fs "pool/backup" of sink job "sink": two jobs would receive into one subtree`},
 		{"jobs[4].filesystems", 25, `selects "tank/from_src", where the local pull/source pair "pull"/"src" receives: each run would replicate its own copies`},
 	}},
+	{"odd values, hooks, merge of a non-mapping", `
+		jobs:
+		  - name: [not, a, string]
+		    type: push
+		    connect: {type: local, listener_name: l, client_identity: "bad@id"}
+		    filesystems: {"pool<": true}
+		    snapshotting:
+		      type: periodic
+		      prefix: z_
+		      interval: 1h
+		      hooks: [{type: command, path: /bin/true}]
+		    pruning: {keep_sender: [], keep_receiver: []}
+		    send: {bandwidth_limit: {max: 0}}
+		  - name: l
+		    serve: {type: local, listener_name: l}
+		  - name: s2
+		    type: sink
+		    serve: {type: ssh+stdinserver, client_identities: [c1]}
+		    root_fs: pool/s2
+		    recv: {bandwidth_limit: {max: -1, bucket_capacity: 1 MiB}, properties: {override: {compression: ~}}}
+		  - <<: [1]
+		    name: m
+		`, []Error{
+		{"jobs[0].name", 2, "want a string, got a list"},
+		{"jobs[0].connect.client_identity", 4, "client identity \"bad@id\" is not a valid ZFS dataset name component: unexpected '@' in a dataset path"},
+		{"jobs[0].connect.listener_name", 4, "no sink job in this config serves local listener \"l\""},
+		{"jobs[0].snapshotting.hooks", 10, "key \"hooks\" is not supported (snapshot hooks are not implemented)"},
+		{"jobs[0].send.bandwidth_limit.max", 12, "must be positive, or -1 for no limit"},
+		{"jobs[1]", 13, "missing required key \"type\" (want push, sink, pull, source, snap)"},
+		{"jobs[2].recv.properties.override[\"compression\"]", 19, "want a property value, got null (use inherit to drop a property)"},
+		{"jobs[3]", 20, "merge key \"<<\" wants mappings"},
+		{"jobs[3]", 20, "missing required key \"type\" (want push, sink, pull, source, snap)"},
+	}},
 	{"missing required sections", `
 		jobs:
 		  - name: p

@@ -313,3 +313,20 @@ func TestOneDocumentOnly(t *testing.T) {
 	// A leading document marker is fine.
 	mustParse(t, "---\njobs: []\n")
 }
+
+func TestServeStdinserverAliasAndRecvLimits(t *testing.T) {
+	cfg := mustParse(t, `
+		jobs:
+		  - name: s
+		    type: sink
+		    serve: {type: ssh+stdinserver, client_identities: [c1, c2]}
+		    root_fs: pool/s
+		    recv:
+		      bandwidth_limit: {max: -1, bucket_capacity: 1 MiB}
+		`)
+	s := cfg.Jobs[0]
+	assert.Equal(t, TransportStdinserver, s.Serve.Type)
+	assert.Equal(t, []string{"c1", "c2"}, s.Serve.ClientIdentities)
+	assert.Equal(t, BandwidthLimit{Max: -1, BucketCapacity: 1 << 20}, s.Recv.BandwidthLimit)
+	assert.Nil(t, s.Recv.Override)
+}
