@@ -208,8 +208,10 @@ type Snapshotting struct {
 	Prefix   string
 	Interval time.Duration
 	// TimestampFormat is dense (default), human, iso-8601, unix-seconds
-	// or a Go time layout; see FormatTimestamp.
+	// or a Go time layout; see SnapshotName.
 	TimestampFormat string
+	// TimestampLocation is the time zone of the timestamp; nil is UTC.
+	TimestampLocation *time.Location
 }
 
 // KeepType is the type of a pruning rule.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	_ "time/tzdata" // timestamp_location names must resolve on any host
 
 	yaml "go.yaml.in/yaml/v3"
 
@@ -469,6 +470,19 @@ func (d *decoder) snapshotting(m *mapping, why string) *Snapshotting {
 				s.TimestampFormat = f
 			}
 		}
+		if name, ok := sm.str("timestamp_location"); ok && name != "UTC" {
+			loc, err := time.LoadLocation(name)
+			switch {
+			case err != nil || name == "":
+				d.errf(child(sm.path, "timestamp_location"), sm.keyLine("timestamp_location"), "unknown time zone %q (want UTC, Local or an IANA name like Europe/Berlin)", name)
+			case s.TimestampFormat == "dense" || s.TimestampFormat == "human":
+				// These formats carry no zone: names would repeat or go
+				// backwards when the clock changes.
+				d.errf(child(sm.path, "timestamp_location"), sm.keyLine("timestamp_location"), "timestamp_format %s has no time zone, so it needs timestamp_location UTC", s.TimestampFormat)
+			default:
+				s.TimestampLocation = loc
+			}
+		}
 		if s.Prefix != "" {
 			name := s.SnapshotName(time.Date(2006, 1, 2, 15, 4, 5, 0, time.UTC))
 			if err := zfs.ValidateVersionName(zfs.Snapshot, name); err != nil {
@@ -485,10 +499,15 @@ func (d *decoder) snapshotting(m *mapping, why string) *Snapshotting {
 	return s
 }
 
-// SnapshotName is the name of a snapshot taken at t: prefix and the UTC
-// timestamp in TimestampFormat.
+// SnapshotName is the name of a snapshot taken at t: prefix and the
+// timestamp in TimestampFormat and TimestampLocation. A '+' of a zone
+// offset becomes '_', since ZFS names may not contain '+'.
 func (s *Snapshotting) SnapshotName(t time.Time) string {
-	t = t.UTC()
+	loc := s.TimestampLocation
+	if loc == nil {
+		loc = time.UTC
+	}
+	t = t.In(loc)
 	var ts string
 	switch s.TimestampFormat {
 	case "dense", "":
@@ -496,13 +515,13 @@ func (s *Snapshotting) SnapshotName(t time.Time) string {
 	case "human":
 		ts = t.Format("2006-01-02_15:04:05")
 	case "iso-8601":
-		ts = t.Format("2006-01-02T15:04:05.000Z")
+		ts = t.Format("2006-01-02T15:04:05.000Z07:00")
 	case "unix-seconds":
 		ts = strconv.FormatInt(t.Unix(), 10)
 	default:
 		ts = t.Format(s.TimestampFormat)
 	}
-	return s.Prefix + ts
+	return s.Prefix + strings.ReplaceAll(ts, "+", "_")
 }
 
 func (d *decoder) pruning(m *mapping, jt JobType, why string) *Pruning {

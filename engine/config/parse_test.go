@@ -330,3 +330,39 @@ func TestServeStdinserverAliasAndRecvLimits(t *testing.T) {
 	assert.Equal(t, BandwidthLimit{Max: -1, BucketCapacity: 1 << 20}, s.Recv.BandwidthLimit)
 	assert.Nil(t, s.Recv.Override)
 }
+
+func TestTimestampLocation(t *testing.T) {
+	cfg := mustParse(t, `
+		jobs:
+		  - name: s
+		    type: snap
+		    filesystems: {"pool<": true}
+		    snapshotting: {type: periodic, prefix: z_, interval: 1h, timestamp_format: iso-8601, timestamp_location: Etc/GMT-2}
+		    pruning: {keep: []}
+		`)
+	s := cfg.Jobs[0].Snapshotting
+	at := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	assert.Equal(t, "z_2024-05-06T09:08:09.000_02:00", s.SnapshotName(at), "'+' of the offset becomes '_'")
+
+	errs := parseErrors(t, `
+		jobs:
+		  - name: s
+		    type: snap
+		    filesystems: {"pool<": true}
+		    snapshotting: {type: periodic, prefix: z_, interval: 1h, timestamp_location: Europe/Berlin}
+		    pruning: {keep: []}
+		  - name: t
+		    type: snap
+		    filesystems: {"tank<": true}
+		    snapshotting: {type: periodic, prefix: z_, interval: 1h, timestamp_format: unix-seconds, timestamp_location: Mars/Olympus}
+		    pruning: {keep: []}
+		`)
+	got := make([]Error, len(errs))
+	for i, e := range errs {
+		got[i] = *e
+	}
+	assert.Equal(t, []Error{
+		{"jobs[0].snapshotting.timestamp_location", 5, "timestamp_format dense has no time zone, so it needs timestamp_location UTC"},
+		{"jobs[1].snapshotting.timestamp_location", 10, `unknown time zone "Mars/Olympus" (want UTC, Local or an IANA name like Europe/Berlin)`},
+	}, got)
+}
