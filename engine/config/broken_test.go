@@ -74,7 +74,6 @@ var brokenConfigs = []struct {
 		    snapshotting: {type: manual}
 		`, []Error{
 		{"jobs[0].filesystems", 5, `selects "pool/backup/me", where the local push/sink pair "loop"/"sink" receives: each run would replicate its own copies`},
-		{"jobs[2].root_fs", 15, `root_fs "pool/backup/deeper" overlaps root_fs "pool/backup" of sink job "sink": two jobs would receive into one subtree`},
 		{"jobs[4].filesystems", 25, `selects "tank/from_src", where the local pull/source pair "pull"/"src" receives: each run would replicate its own copies`},
 	}},
 	{"odd values, hooks, merge of a non-mapping", `
@@ -109,6 +108,35 @@ var brokenConfigs = []struct {
 		{"jobs[2].recv.properties.override[\"compression\"]", 19, "want a property value, got null (use inherit to drop a property)"},
 		{"jobs[3]", 20, "merge key \"<<\" wants mappings"},
 		{"jobs[3]", 20, "missing required key \"type\" (want push, sink, pull, source, snap)"},
+	}},
+	{"receivers writing into one subtree", `
+		jobs:
+		  - name: s1
+		    type: sink
+		    serve: {type: tls, listen: ":1", ca: c, cert: c, key: k, client_cns: [a, b]}
+		    root_fs: pool/s
+		  - name: s2
+		    type: sink
+		    serve: {type: stdinserver, client_identities: [c]}
+		    root_fs: pool/s
+		  - name: s3
+		    type: sink
+		    serve: {type: tcp, listen: ":2", clients: {"10.0.0.1": x}}
+		    root_fs: pool/s/a
+		  - name: p
+		    type: pull
+		    connect: {type: tcp, address: "h:1"}
+		    root_fs: pool/s/c/deeper
+		    interval: 1h
+		    pruning: {keep_sender: [], keep_receiver: []}
+		  - name: s4
+		    type: sink
+		    serve: {type: tcp, listen: ":3", clients: {"10.0.0.0/8": "host-*"}}
+		    root_fs: pool
+		`, []Error{
+		{"jobs[2].root_fs", 13, `receives into "pool/s/a/x", which overlaps "pool/s/a" where sink job "s1" receives`},
+		{"jobs[3].root_fs", 17, `receives into "pool/s/c/deeper", which overlaps "pool/s/c" where sink job "s2" receives`},
+		{"jobs[4].root_fs", 23, `receives into "pool", which overlaps "pool/s/a" where sink job "s1" receives`},
 	}},
 	{"missing required sections", `
 		jobs:
@@ -274,7 +302,6 @@ var brokenConfigs = []struct {
 		{"jobs[1].name", 8, "duplicate job name \"a\" (first used by jobs[0] at line 2)"},
 		{"jobs[2].serve.listener_name", 14, "local listener \"l\" is already served by job \"a\""},
 		{"jobs[3].connect.listener_name", 19, "local listener \"l2\" is served by sink job \"d\", but a pull job needs a source job"},
-		{"jobs[3].root_fs", 20, "root_fs \"backup\" overlaps root_fs \"backup\" of sink job \"a\": two jobs would receive into one subtree"},
 		{"jobs[6].serve.listen", 33, "address \":1\" is already served by job \"e\""},
 	}},
 	{"YAML syntax error", `

@@ -1,6 +1,11 @@
 package config
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+
+	"zrepl.dev/zrepl/engine/zfs"
+)
 
 // validate runs the checks that span jobs.
 func (d *decoder) validate(cfg *Config) {
@@ -77,20 +82,66 @@ func (d *decoder) validate(cfg *Config) {
 		d.checkLocalLoop(cfg, i, k)
 	}
 
-	// Two receivers writing into one subtree would fight over it.
+	// Two receivers writing into one subtree would fight over it. Sinks
+	// may share a root_fs as long as their clients differ.
+	roots := make([][]zfs.DatasetPath, len(cfg.Jobs))
+	for i := range cfg.Jobs {
+		roots[i] = receiveRoots(cfg, i)
+	}
 	for i, a := range cfg.Jobs {
-		if a.RootFS.IsZero() {
-			continue
-		}
+	pairs:
 		for k := 0; k < i; k++ {
-			b := cfg.Jobs[k]
-			if b.RootFS.IsZero() || !(a.RootFS.HasPrefix(b.RootFS) || b.RootFS.HasPrefix(a.RootFS)) {
-				continue
+			for _, ra := range roots[i] {
+				for _, rb := range roots[k] {
+					if ra.HasPrefix(rb) || rb.HasPrefix(ra) {
+						b := cfg.Jobs[k]
+						d.errf(jobPath(cfg, i)+".root_fs", a.rootFSLine, "receives into %q, which overlaps %q where %s job %q receives", ra, rb, b.Type, b.Name)
+						break pairs
+					}
+				}
 			}
-			d.errf(jobPath(cfg, i)+".root_fs", a.rootFSLine, "root_fs %q overlaps root_fs %q of %s job %q: two jobs would receive into one subtree", a.RootFS, b.RootFS, b.Type, b.Name)
-			break
 		}
 	}
+}
+
+// receiveRoots are the subtrees job i receives into: a pull job's root_fs,
+// a sink's <root_fs>/<identity> for each client it knows (all of root_fs
+// if a tcp identity is a pattern).
+func receiveRoots(cfg *Config, i int) []zfs.DatasetPath {
+	j := cfg.Jobs[i]
+	if j.RootFS.IsZero() {
+		return nil
+	}
+	if j.Type == JobPull || j.Serve == nil {
+		return []zfs.DatasetPath{j.RootFS}
+	}
+	var ids []string
+	switch j.Serve.Type {
+	case TransportTCP:
+		for _, c := range j.Serve.Clients {
+			if strings.Contains(c.Identity, "*") {
+				return []zfs.DatasetPath{j.RootFS}
+			}
+			ids = append(ids, c.Identity)
+		}
+	case TransportTLS:
+		ids = j.Serve.ClientCNs
+	case TransportStdinserver:
+		ids = j.Serve.ClientIdentities
+	case TransportLocal:
+		for _, p := range cfg.Jobs {
+			if p.Type == JobPush && p.Connect != nil && p.Connect.Type == TransportLocal && p.Connect.ListenerName == j.Serve.ListenerName {
+				ids = append(ids, p.Connect.ClientIdentity)
+			}
+		}
+	}
+	var out []zfs.DatasetPath
+	for _, id := range ids {
+		if p, err := j.RootFS.Child(id); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // checkLocalLoop refuses a local pair where the sender's filesystems
