@@ -203,3 +203,31 @@ func TestErrorInfoRoundTrip(t *testing.T) {
 		assert.Equal(t, k, back)
 	}
 }
+
+// Whatever arrives on a data connection, the reader neither panics nor
+// allocates beyond its limits, and reports a clean end only after an end
+// marker that counts the bytes it returned.
+func FuzzFrameReader(f *testing.F) {
+	var buf bytes.Buffer
+	copyFrames(&buf, bytes.NewReader([]byte("hello, stream")))
+	f.Add(buf.Bytes())
+	buf.Reset()
+	copyFrames(&buf, &chunkedReader{data: []byte("partial"), err: errors.New("boom")})
+	f.Add(buf.Bytes())
+	f.Add([]byte{frameEnd, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, wire []byte) {
+		got, err := io.ReadAll(newFrameReader(bytes.NewReader(wire)))
+		if err != nil {
+			return
+		}
+		// A clean end: the wire must hold an end marker counting len(got).
+		if len(wire) < frameHeader+8 {
+			t.Fatalf("clean end from %d wire bytes", len(wire))
+		}
+		var total [8]byte
+		binary.BigEndian.PutUint64(total[:], uint64(len(got)))
+		if !bytes.Contains(wire, append([]byte{frameEnd, 0, 0, 0, 8}, total[:]...)) {
+			t.Fatalf("clean end of %d bytes without a matching end marker", len(got))
+		}
+	})
+}

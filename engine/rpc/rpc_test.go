@@ -357,37 +357,44 @@ func TestNetworkCutIsTruncated(t *testing.T) {
 }
 
 func TestVersionMismatch(t *testing.T) {
-	h := newHosts(t)
-	h.create("src/data")
-	h.writeSnap("src/data", 1, 2, "s1")
-	var mu sync.Mutex
-	var serverErrs []error
-	srv := newServer(t, ServerConfig{Sender: Source(h.sender), OnConnError: func(_ string, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		serverErrs = append(serverErrs, err)
-	}})
-	dial := serve(t, srv, "pipe", "alice")
-	c := newClient(t, ClientConfig{Dial: dial, version: ProtocolVersion + 1})
-	want := fmt.Sprintf("client speaks zrepl rpc version %d, server speaks version %d", ProtocolVersion+1, ProtocolVersion)
+	for _, c := range []struct{ client, server uint32 }{
+		{ProtocolVersion + 1, ProtocolVersion}, // a newer client
+		{ProtocolVersion, ProtocolVersion + 1}, // a newer server
+	} {
+		t.Run(fmt.Sprintf("client%d-server%d", c.client, c.server), func(t *testing.T) {
+			h := newHosts(t)
+			h.create("src/data")
+			h.writeSnap("src/data", 1, 2, "s1")
+			var mu sync.Mutex
+			var serverErrs []error
+			srv := newServer(t, ServerConfig{Sender: Source(h.sender), version: c.server, OnConnError: func(_ string, err error) {
+				mu.Lock()
+				defer mu.Unlock()
+				serverErrs = append(serverErrs, err)
+			}})
+			dial := serve(t, srv, "pipe", "alice")
+			cl := newClient(t, ClientConfig{Dial: dial, version: c.client})
+			want := fmt.Sprintf("client speaks zrepl rpc version %d, server speaks version %d", c.client, c.server)
 
-	_, err := c.Sender().ListFilesystems(context.Background())
-	require.Error(t, err)
-	assert.ErrorIs(t, err, ErrVersionMismatch)
-	assert.ErrorContains(t, err, want)
+			_, err := cl.Sender().ListFilesystems(context.Background())
+			require.Error(t, err)
+			assert.ErrorIs(t, err, ErrVersionMismatch)
+			assert.ErrorContains(t, err, want)
 
-	// The data connection's hello refuses it the same way.
-	_, err = c.Sender().Send(context.Background(), endpoint.SendRequest{FS: "src/data", To: zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: "s1"}})
-	assert.ErrorIs(t, err, ErrVersionMismatch)
-	assert.ErrorContains(t, err, want)
+			// The data connection's hello refuses it the same way.
+			_, err = cl.Sender().Send(context.Background(), endpoint.SendRequest{FS: "src/data", To: zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: "s1"}})
+			assert.ErrorIs(t, err, ErrVersionMismatch)
+			assert.ErrorContains(t, err, want)
 
-	mu.Lock()
-	defer mu.Unlock()
-	require.NotEmpty(t, serverErrs)
-	for _, e := range serverErrs {
-		assert.ErrorIs(t, e, ErrVersionMismatch)
-		assert.ErrorContains(t, e, want)
-		assert.ErrorContains(t, e, `"alice"`, "the server names the client")
+			mu.Lock()
+			defer mu.Unlock()
+			require.NotEmpty(t, serverErrs)
+			for _, e := range serverErrs {
+				assert.ErrorIs(t, e, ErrVersionMismatch)
+				assert.ErrorContains(t, e, want)
+				assert.ErrorContains(t, e, `"alice"`, "the server names the client")
+			}
+		})
 	}
 }
 

@@ -232,14 +232,16 @@ func (s *Server) hello(c *transport.AuthConn) {
 		return
 	}
 	if version != s.cfg.version {
+		// Recorded before the client learns of it: a log of refusals is
+		// complete once the client saw its error.
 		err := &VersionMismatchError{Client: version, Server: s.cfg.version}
-		serverHello(c.Conn, s.cfg.version, statusVersion, 0, err.Error())
 		s.connError(c.Identity, fmt.Errorf("refused client %q: %w", c.Identity, err))
+		serverHello(c.Conn, s.cfg.version, statusVersion, 0, err.Error())
 		return
 	}
 	if err := transport.ValidateIdentity(c.Identity); err != nil {
-		serverHello(c.Conn, s.cfg.version, statusRefused, 0, err.Error())
 		s.connError(c.Identity, fmt.Errorf("refused client: %w", err))
+		serverHello(c.Conn, s.cfg.version, statusRefused, 0, err.Error())
 		return
 	}
 	switch kind {
@@ -252,8 +254,8 @@ func (s *Server) hello(c *transport.AuthConn) {
 	case kindData:
 		ticket, err := s.park(c.Conn, c.Identity)
 		if err != nil {
-			serverHello(c.Conn, s.cfg.version, statusRefused, 0, err.Error())
 			s.connError(c.Identity, fmt.Errorf("refused client %q: %w", c.Identity, err))
+			serverHello(c.Conn, s.cfg.version, statusRefused, 0, err.Error())
 			return
 		}
 		if err := serverHello(c.Conn, s.cfg.version, statusOK, ticket, ""); err != nil {
@@ -263,8 +265,8 @@ func (s *Server) hello(c *transport.AuthConn) {
 		}
 		keep = true
 	default:
-		serverHello(c.Conn, s.cfg.version, statusRefused, 0, fmt.Sprintf("unknown connection kind %d", kind))
 		s.connError(c.Identity, fmt.Errorf("refused client %q: %w: unknown connection kind %d", c.Identity, ErrProtocol, kind))
+		serverHello(c.Conn, s.cfg.version, statusRefused, 0, fmt.Sprintf("unknown connection kind %d", kind))
 	}
 }
 
