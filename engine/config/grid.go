@@ -34,17 +34,11 @@ func ParseGridSpec(s string) (GridSpec, error) {
 		return GridSpec{}, fmt.Errorf("empty grid spec (want e.g. 1x1h(keep=all) | 24x1h | 14x1d)")
 	}
 	var g GridSpec
-	var total time.Duration
 	for i, term := range strings.Split(s, "|") {
 		iv, err := parseGridInterval(strings.TrimSpace(term))
 		if err != nil {
 			return GridSpec{}, fmt.Errorf("grid spec term %d %q: %w", i+1, strings.TrimSpace(term), err)
 		}
-		span := time.Duration(iv.Repeat) * iv.Length
-		if iv.Length > math.MaxInt64/time.Duration(iv.Repeat) || span > math.MaxInt64-total {
-			return GridSpec{}, fmt.Errorf("grid spec term %d %q: the grid spans more time than can be represented", i+1, strings.TrimSpace(term))
-		}
-		total += span
 		g.Intervals = append(g.Intervals, iv)
 	}
 	return g, nil
@@ -116,10 +110,19 @@ func (g GridSpec) String() string {
 }
 
 // Span is the total time the grid covers; older snapshots fall outside it.
+// It saturates at the longest time.Duration (292 years): configs in the
+// wild say "forever" with terms like 999999x180d.
 func (g GridSpec) Span() time.Duration {
 	var t time.Duration
 	for _, iv := range g.Intervals {
-		t += time.Duration(iv.Repeat) * iv.Length
+		if iv.Length > math.MaxInt64/time.Duration(iv.Repeat) {
+			return math.MaxInt64
+		}
+		span := time.Duration(iv.Repeat) * iv.Length
+		if span > math.MaxInt64-t {
+			return math.MaxInt64
+		}
+		t += span
 	}
 	return t
 }
