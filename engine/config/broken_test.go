@@ -88,7 +88,7 @@ var brokenConfigs = []struct {
 		      interval: 1h
 		      hooks: [{type: command, path: /bin/true}]
 		    pruning: {keep_sender: [], keep_receiver: []}
-		    send: {bandwidth_limit: {max: 0}}
+		    send: {bandwidth_limit: {max: 0}, step_holds: {disable_incremental: true}}
 		  - name: l
 		    serve: {type: local, listener_name: l}
 		  - name: s2
@@ -104,6 +104,7 @@ var brokenConfigs = []struct {
 		{"jobs[0].connect.listener_name", 4, "no sink job in this config serves local listener \"l\""},
 		{"jobs[0].snapshotting.hooks", 10, "key \"hooks\" is not supported (snapshot hooks are not implemented)"},
 		{"jobs[0].send.bandwidth_limit.max", 12, "must be positive, or -1 for no limit"},
+		{"jobs[0].send.step_holds", 12, "key \"step_holds\" was replaced by replication.protection (guarantee_incremental is step_holds.disable_incremental: true)"},
 		{"jobs[1]", 13, "missing required key \"type\" (want push, sink, pull, source, snap)"},
 		{"jobs[2].recv.properties.override[\"compression\"]", 19, "want a property value, got null (use inherit to drop a property)"},
 		{"jobs[3]", 20, "merge key \"<<\" wants mappings"},

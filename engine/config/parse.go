@@ -661,6 +661,7 @@ func (d *decoder) send(m *mapping) SendOptions {
 	o.EmbeddedData = sm.boolean("embedded_data", false)
 	o.Saved = sm.boolean("saved", false)
 	o.BandwidthLimit = d.bandwidthLimit(sm)
+	sm.forbid("step_holds", "was replaced by replication.protection (guarantee_incremental is step_holds.disable_incremental: true)")
 	sm.done()
 	return o
 }
