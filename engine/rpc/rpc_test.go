@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/grpclog"
 
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/replication"
@@ -23,7 +25,11 @@ import (
 	"zrepl.dev/zrepl/zfsmodel"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// gRPC logs the GOAWAYs that the keepalive test provokes on purpose.
+	grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
+	goleak.VerifyTestMain(m)
+}
 
 // serve runs srv on an in-memory ("pipe") or loopback TCP ("tcp")
 // listener whose clients are identity, until the test ends.
