@@ -263,6 +263,7 @@ func (m *mapping) reqStr(key, why string) string {
 	}
 	if strings.TrimSpace(s) == "" {
 		m.d.errf(child(m.path, key), m.keyLine(key), "must not be empty")
+		return "" // callers check only non-empty values
 	}
 	return s
 }

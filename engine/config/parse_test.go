@@ -366,3 +366,17 @@ func TestTimestampLocation(t *testing.T) {
 		{"jobs[1].snapshotting.timestamp_location", 10, `unknown time zone "Mars/Olympus" (want UTC, Local or an IANA name like Europe/Berlin)`},
 	}, got)
 }
+
+func TestServeAddressTakenByMonitoring(t *testing.T) {
+	errs := parseErrors(t, `
+		global:
+		  monitoring: [{type: prometheus, listen: ":9811"}]
+		jobs:
+		  - name: s
+		    type: sink
+		    serve: {type: tcp, listen: ":9811", clients: {"10.0.0.1": a}}
+		    root_fs: pool/s
+		`)
+	require.Len(t, errs, 1)
+	assert.Equal(t, Error{"jobs[0].serve.listen", 6, `address ":9811" is already served by the prometheus monitoring endpoint`}, *errs[0])
+}

@@ -22,7 +22,12 @@ func (d *decoder) validate(cfg *Config) {
 	}
 
 	listeners := map[string]int{}
-	listens := map[string]int{}
+	listens := map[string]int{} // address -> job index, -1 for monitoring
+	for _, mon := range cfg.Global.Monitoring {
+		if mon.Listen != "" {
+			listens[mon.Listen] = -1
+		}
+	}
 	stdinIDs := map[string]int{}
 	for i, j := range cfg.Jobs {
 		if j.Serve == nil {
@@ -43,7 +48,11 @@ func (d *decoder) validate(cfg *Config) {
 				continue
 			}
 			if first, dup := listens[j.Serve.Listen]; dup {
-				d.errf(jobPath(cfg, i)+".serve.listen", j.Serve.lines["listen"], "address %q is already served by job %q", j.Serve.Listen, cfg.Jobs[first].Name)
+				by := "the prometheus monitoring endpoint"
+				if first >= 0 {
+					by = fmt.Sprintf("job %q", cfg.Jobs[first].Name)
+				}
+				d.errf(jobPath(cfg, i)+".serve.listen", j.Serve.lines["listen"], "address %q is already served by %s", j.Serve.Listen, by)
 				continue
 			}
 			listens[j.Serve.Listen] = i
