@@ -29,6 +29,9 @@ type ClientConfig struct {
 	Keepalive *keepalive.ClientParameters
 	// HandshakeTimeout bounds a connection's hello (default 10s).
 	HandshakeTimeout time.Duration
+	// DataIdleTimeout fails a send stream that stops moving (default
+	// DefaultDataIdleTimeout).
+	DataIdleTimeout time.Duration
 
 	// version is ProtocolVersion unless a test speaks another.
 	version uint32
@@ -62,6 +65,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.DataIdleTimeout <= 0 {
+		cfg.DataIdleTimeout = DefaultDataIdleTimeout
 	}
 	if cfg.version == 0 {
 		cfg.version = ProtocolVersion
@@ -129,7 +135,7 @@ func (c *Client) dialData(ctx context.Context) (net.Conn, uint64, error) {
 		conn.Close()
 		return nil, 0, fmt.Errorf("data connection: %w", err)
 	}
-	return conn, ticket, nil
+	return &idleConn{Conn: conn, timeout: c.cfg.DataIdleTimeout}, ticket, nil
 }
 
 // err names a failed call. gRPC reports a failed hello of the control

@@ -56,6 +56,12 @@ func (fw *frameWriter) frame(typ byte, payload []byte) error {
 	binary.BigEndian.PutUint32(fw.hdr[1:], uint32(len(payload)))
 	// One writev per frame: the header costs no extra syscall or copy.
 	bufs := net.Buffers{fw.hdr[:], payload}
+	if bw, ok := fw.w.(interface {
+		writeBuffers(*net.Buffers) (int64, error)
+	}); ok {
+		_, err := bw.writeBuffers(&bufs)
+		return err
+	}
 	_, err := bufs.WriteTo(fw.w)
 	return err
 }

@@ -67,6 +67,9 @@ type ServerConfig struct {
 	HandshakeTimeout time.Duration
 	// ClaimTimeout closes a data connection no call claimed (default 1m).
 	ClaimTimeout time.Duration
+	// DataIdleTimeout fails a send stream that stops moving (default
+	// DefaultDataIdleTimeout).
+	DataIdleTimeout time.Duration
 	// OnConnError learns of connections refused before any call, such
 	// as those of clients with another protocol version.
 	OnConnError func(identity string, err error)
@@ -111,6 +114,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.ClaimTimeout <= 0 {
 		cfg.ClaimTimeout = time.Minute
+	}
+	if cfg.DataIdleTimeout <= 0 {
+		cfg.DataIdleTimeout = DefaultDataIdleTimeout
 	}
 	if cfg.version == 0 {
 		cfg.version = ProtocolVersion
@@ -327,7 +333,7 @@ func (s *Server) claim(ticket uint64, identity string) (net.Conn, error) {
 	if conn == nil {
 		return nil, fmt.Errorf("%w: data connection %d was just claimed or timed out", ErrBadRequest, ticket)
 	}
-	return conn, nil
+	return &idleConn{Conn: conn, timeout: s.cfg.DataIdleTimeout}, nil
 }
 
 func identityOf(ctx context.Context) (string, error) {

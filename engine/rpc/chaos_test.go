@@ -1,0 +1,91 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"zrepl.dev/zrepl/engine/replication"
+	"zrepl.dev/zrepl/engine/transport"
+	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/netsim"
+)
+
+// Pushes over a simulated network with seeded random faults (resets,
+// stalls, half-open connections, partitions, refused dials): every run
+// ends (none hangs), and once the faults are spent a run replicates
+// everything correctly. Runs in virtual time; a failure names its seed
+// and fault plan.
+func TestPushUnderRandomFaults(t *testing.T) {
+	seeds := 40
+	if testing.Short() {
+		seeds = 8
+	}
+	for seed := int64(1); seed <= int64(seeds); seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { pushUnderFaults(t, seed) })
+		})
+	}
+}
+
+func pushUnderFaults(t *testing.T, seed int64) {
+	h := newHosts(t)
+	h.create("src/data/a")
+	h.create("src/data/b")
+	h.writeSnap("src/data/a", 1, 16, "s1")
+	h.writeSnap("src/data/b", 2, 16, "s1")
+	h.writeSnap("src/data/a", 3, 8, "s2")
+	full := fullSize(t, h, "src/data/b")
+
+	n := netsim.New(seed)
+	require.NoError(t, n.SetDefaultLink(netsim.Link{Latency: 20 * time.Millisecond, Bandwidth: 2 << 20}))
+	plan, err := netsim.GeneratePlan(seed, netsim.PlanConfig{
+		Faults: 3, Conns: 10, MaxByte: full, MaxStall: 3 * time.Minute,
+		Hosts: []string{"laptop", "sink"}, Horizon: 20 * time.Second, MaxPartition: 3 * time.Minute,
+	})
+	require.NoError(t, err)
+	require.NoError(t, n.Schedule(plan))
+	nl, err := n.Listen("sink", 7000)
+	require.NoError(t, err)
+	l, err := transport.Fixed(nl, "alice")
+	require.NoError(t, err)
+	srv := newServer(t, ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))})
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(l)
+	}()
+	defer func() {
+		srv.Stop()
+		<-served
+	}()
+	dial := n.DialFunc("laptop")
+	c := newClient(t, ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "sink:7000") }})
+
+	var last replication.Report
+	for run := 1; ; run++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
+		last = replication.NewRun(h.sender, c.Receiver(), replication.Config{}).Do(ctx)
+		hung := ctx.Err() != nil
+		cancel()
+		if hung {
+			t.Fatalf("run %d did not end within 2 hours (virtual): %+v\n%v\n%s", run, last, plan, n.TraceString())
+		}
+		if last.Err() == nil {
+			t.Logf("replicated in run %d, attempt %d", run, last.Attempts)
+			break
+		}
+		t.Logf("run %d failed: %v", run, last.Err())
+		// A partition of minutes outlasts the half minute of retries in a run.
+		if run == 8 {
+			t.Fatalf("still failing after %d runs: %v\n%v\n%s", run, last.Err(), plan, n.TraceString())
+		}
+	}
+	h.assertReplicated("src/data/a", "dst/sinks/alice/src/data/a", "s2") // a new job starts with the newest
+	h.assertReplicated("src/data/b", "dst/sinks/alice/src/data/b", "s1")
+}
