@@ -77,35 +77,54 @@ fi
 command -v apt-get >/dev/null || die "the VM is built from Debian packages: apt-get is required"
 
 mkdir -p "$CACHE"
+# Runs hold the lock shared, so warm runs overlap and no run loses its base;
+# refreshing the apt lists or building a base takes it exclusive.
 exec 9>"$CACHE/lock"
-flock 9 || die "cannot lock $CACHE/lock"
+flock -s 9 || die "cannot lock $CACHE/lock"
+exclusive=0
+lock_exclusive() {
+	((exclusive == 0)) || return 0
+	# Converting the lock drops the shared one first (flock(2)), so two runs
+	# upgrading at once cannot deadlock.
+	if ! flock -n 9; then
+		log "waiting for other runs to release the cache ($CACHE/lock)"
+		flock 9 || die "cannot lock $CACHE/lock"
+	fi
+	exclusive=1
+}
 
 # Debian's zfs packages are in `contrib`; rather than editing the host's apt
 # sources, a private apt configuration inside the cache sees contrib only and
 # is used just to download (never install) those packages.
 APTDIR=$CACHE/apt
 mkdir -p "$APTDIR/lists/partial" "$APTDIR/cache/archives/partial"
-cat >"$APTDIR/sources.list" <<'EOF'
+cat >"$APTDIR/sources.list.$$" <<'EOF'
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm contrib
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates contrib
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security contrib
 EOF
+mv "$APTDIR/sources.list.$$" "$APTDIR/sources.list" # atomic: other runs may be reading it
 CONTRIB=(-o "Dir::Etc::SourceList=$APTDIR/sources.list" -o "Dir::Etc::SourceParts=$APTDIR/none"
 	-o "Dir::State::Lists=$APTDIR/lists" -o "Dir::Cache=$APTDIR/cache" -o APT::Sandbox::User=root)
 export DEBIAN_FRONTEND=noninteractive
 
 apt_update() {
+	lock_exclusive
 	phase "apt-get update (host lists, and contrib lists in the cache)"
-	apt-get -qq update >/dev/null || die "apt-get update failed"
+	apt-get -qq -o DPkg::Lock::Timeout=600 update >/dev/null || die "apt-get update failed"
 	apt-get -qq "${CONTRIB[@]}" update >/dev/null || die "apt-get update (contrib) failed"
 	touch "$APTDIR/updated"
 	phase_done
 }
 updated=0
-stamp_age=$(($(now) - $(stat -c %Y "$APTDIR/updated" 2>/dev/null || echo 0)))
-if ((stamp_age > APT_MAX_AGE)); then
-	apt_update
-	updated=1
+apt_stale() { (($(now) - $(stat -c %Y "$APTDIR/updated" 2>/dev/null || echo 0) > APT_MAX_AGE)); }
+if apt_stale; then
+	lock_exclusive
+	# Another run may have refreshed the lists while this one waited.
+	if apt_stale; then
+		apt_update
+		updated=1
+	fi
 fi
 
 candidate() { # [apt options...] package: the version apt would install, or empty
@@ -130,10 +149,13 @@ log "kernel $KVER ($KPKGVER), zfs $ZVER"
 
 install_host() { # packages...
 	phase "apt-get install --no-install-recommends $*"
-	apt-get -qq install -y --no-install-recommends "$@" >/dev/null || die "apt-get install $* failed"
+	apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@" >/dev/null || die "apt-get install $* failed"
 	phase_done
 }
-command -v qemu-system-x86_64 >/dev/null || install_host qemu-system-x86
+if ! command -v qemu-system-x86_64 >/dev/null; then
+	lock_exclusive
+	command -v qemu-system-x86_64 >/dev/null || install_host qemu-system-x86
+fi
 
 BASE=$CACHE/base-v$BASE_FORMAT-$KVER-$KPKGVER-zfs-$ZVER
 build_base() {
@@ -216,19 +238,27 @@ build_base() {
 	done
 	cd "$REPO"
 }
-if [[ -f $BASE/complete && -f $BASE/vmlinuz && -f $BASE/base.cpio.gz ]]; then
+base_ok() { [[ -f $BASE/complete && -f $BASE/vmlinuz && -f $BASE/base.cpio.gz ]]; }
+if base_ok; then
 	log "reusing cached kernel, modules and base initramfs: $BASE"
 else
-	t_cold=$(now)
-	build_base
-	log "cold build took $(($(now) - t_cold)) s"
+	lock_exclusive
+	if base_ok; then
+		log "another run built the base meanwhile: $BASE"
+	else
+		t_cold=$(now)
+		build_base
+		log "cold build took $(($(now) - t_cold)) s"
+	fi
 fi
 
 # --- Per run: test binary, /init, arguments. --------------------------------
+((exclusive == 0)) || flock -s 9 || die "cannot lock $CACHE/lock (shared)"
 mkdir -p "$CACHE/runs"
 RUN=$(mktemp -d "$CACHE/runs/run.XXXXXX")
 trap 'rm -rf "$RUN"' EXIT
 mkdir -p "$RUN/root"
+TEST_TIMEOUT=$((TIMEOUT > 120 ? TIMEOUT - 60 : TIMEOUT))
 build_test_binary "$RUN/root/platformtest.test"
 printf '%s\n' "$ARGS" >"$RUN/root/platformtest.args"
 cat >"$RUN/root/init" <<EOF
@@ -256,7 +286,9 @@ echo "platformtest: zfs modules loaded, running the tests"
 export ZREPL_PLATFORMTEST=vm HOME=/root TMPDIR=/tmp
 cd /tmp
 eval "set -- \$(cat /platformtest.args)"
-/platformtest.test "\$@"
+# The test binary's own deadline comes first (a later -test.timeout in the
+# arguments wins): a hung test then dumps its goroutines before qemu is killed.
+/platformtest.test -test.timeout=${TEST_TIMEOUT}s "\$@"
 finish \$?
 EOF
 chmod 755 "$RUN/root/init"
