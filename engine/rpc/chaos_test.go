@@ -10,30 +10,33 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/replication"
 	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/netsim"
 )
 
-// Pushes over a simulated network with seeded random faults (resets,
+// Pushes and pulls over a simulated network with seeded random faults (resets,
 // stalls, half-open connections, partitions, refused dials): every run
 // ends (none hangs), and once the faults are spent a run replicates
 // everything correctly. Runs in virtual time; a failure names its seed
 // and fault plan.
-func TestPushUnderRandomFaults(t *testing.T) {
-	seeds := 40
+func TestReplicationUnderRandomFaults(t *testing.T) {
+	seeds := 30
 	if testing.Short() {
-		seeds = 8
+		seeds = 5
 	}
-	for seed := int64(1); seed <= int64(seeds); seed++ {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { pushUnderFaults(t, seed) })
-		})
+	for _, dir := range []string{"push", "pull"} {
+		for seed := int64(1); seed <= int64(seeds); seed++ {
+			t.Run(fmt.Sprintf("%s/%d", dir, seed), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) { replicateUnderFaults(t, dir, seed) })
+			})
+		}
 	}
 }
 
-func pushUnderFaults(t *testing.T, seed int64) {
+func replicateUnderFaults(t *testing.T, dir string, seed int64) {
 	h := newHosts(t)
 	h.create("src/data/a")
 	h.create("src/data/b")
@@ -54,7 +57,13 @@ func pushUnderFaults(t *testing.T, seed int64) {
 	require.NoError(t, err)
 	l, err := transport.Fixed(nl, "alice")
 	require.NoError(t, err)
-	srv := newServer(t, ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))})
+	cfg := ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))}
+	dstRoot := "dst/sinks/alice"
+	if dir == "pull" {
+		cfg = ServerConfig{Sender: Source(h.sender)}
+		dstRoot = "dst/pulled"
+	}
+	srv := newServer(t, cfg)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -66,11 +75,17 @@ func pushUnderFaults(t *testing.T, seed int64) {
 	}()
 	dial := n.DialFunc("laptop")
 	c := newClient(t, ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "sink:7000") }})
+	var sender replication.Sender = h.sender
+	var receiver replication.Receiver = c.Receiver()
+	if dir == "pull" {
+		sender = c.Sender()
+		receiver = &endpoint.Receiver{ZFS: h.dst, Job: h.job, Root: zfs.MustDatasetPath("dst/pulled")}
+	}
 
 	var last replication.Report
 	for run := 1; ; run++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
-		last = replication.NewRun(h.sender, c.Receiver(), replication.Config{}).Do(ctx)
+		last = replication.NewRun(sender, receiver, replication.Config{}).Do(ctx)
 		hung := ctx.Err() != nil
 		cancel()
 		if hung {
@@ -86,6 +101,6 @@ func pushUnderFaults(t *testing.T, seed int64) {
 			t.Fatalf("still failing after %d runs: %v\n%v\n%s", run, last.Err(), plan, n.TraceString())
 		}
 	}
-	h.assertReplicated("src/data/a", "dst/sinks/alice/src/data/a", "s2") // a new job starts with the newest
-	h.assertReplicated("src/data/b", "dst/sinks/alice/src/data/b", "s1")
+	h.assertReplicated("src/data/a", dstRoot+"/src/data/a", "s2") // a new job starts with the newest
+	h.assertReplicated("src/data/b", dstRoot+"/src/data/b", "s1")
 }
