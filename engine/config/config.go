@@ -235,6 +235,16 @@ type KeepRule struct {
 	Count  int      // last_n only
 }
 
+// Considers reports whether the rule looks at a snapshot called name: its
+// regex matches (inverted by Negate for regex rules); a rule without a
+// regex considers every snapshot.
+func (r KeepRule) Considers(name string) bool {
+	if r.Regex == nil {
+		return true
+	}
+	return r.Regex.MatchString(name) != (r.Type == KeepRegex && r.Negate)
+}
+
 type Pruning struct {
 	KeepSender   []KeepRule // push, pull
 	KeepReceiver []KeepRule // push, pull

@@ -380,3 +380,32 @@ func TestServeAddressTakenByMonitoring(t *testing.T) {
 	require.Len(t, errs, 1)
 	assert.Equal(t, Error{"jobs[0].serve.listen", 6, `address ":9811" is already served by the prometheus monitoring endpoint`}, *errs[0])
 }
+
+func TestKeepRuleConsiders(t *testing.T) {
+	cfg := mustParse(t, `
+		jobs:
+		  - name: s
+		    type: snap
+		    filesystems: {"pool<": true}
+		    snapshotting: {type: manual}
+		    pruning:
+		      keep:
+		        - {type: regex, regex: "^zrepl_"}
+		        - {type: regex, regex: "^zrepl_", negate: true}
+		        - {type: last_n, count: 2}
+		        - {type: grid, grid: 1x1h, regex: "^manual_"}
+		`)
+	keep := cfg.Jobs[0].Pruning.Keep
+	for _, tc := range []struct {
+		rule int
+		name string
+		want bool
+	}{
+		{0, "zrepl_1", true}, {0, "manual_1", false},
+		{1, "zrepl_1", false}, {1, "manual_1", true},
+		{2, "anything", true},
+		{3, "manual_1", true}, {3, "zrepl_1", false},
+	} {
+		assert.Equal(t, tc.want, keep[tc.rule].Considers(tc.name), "rule %d on %s", tc.rule, tc.name)
+	}
+}
