@@ -86,3 +86,55 @@ func (r *recordingReceiver) Receive(ctx context.Context, req endpoint.ReceiveReq
 	r.mu.Unlock()
 	return err
 }
+
+// A data connection that goes half-open (both ends believe it alive,
+// nothing arrives) fails after the idle timeout on both ends instead of
+// hanging the step; the receive keeps its partial state.
+func TestHalfOpenDataConnectionTimesOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHosts(t)
+		h.create("src/data")
+		h.writeSnap("src/data", 1, 64, "s1")
+		full := fullSize(t, h, "src/data")
+		n := netsim.New(1)
+		require.NoError(t, n.SetDefaultLink(netsim.Link{Latency: 10 * time.Millisecond, Bandwidth: 4 << 20}))
+		nl, err := n.Listen("sink", 7000)
+		require.NoError(t, err)
+		l, err := transport.Fixed(nl, "alice")
+		require.NoError(t, err)
+		require.NoError(t, n.Schedule(netsim.FaultPlan{Faults: []netsim.Fault{
+			{Kind: netsim.FaultHalfOpen, Conn: 2, Dir: netsim.Up, AtByte: full / 3},
+		}}))
+		srv := newServer(t, ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks")), DataIdleTimeout: time.Minute})
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			srv.Serve(l)
+		}()
+		defer func() {
+			srv.Stop()
+			<-served
+		}()
+		dial := n.DialFunc("laptop")
+		c := newClient(t, ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "sink:7000") }, DataIdleTimeout: time.Minute})
+		ctx := context.Background()
+		r := c.Receiver()
+		_, err = r.ListFilesystems(ctx) // dial 1: the control connection
+		require.NoError(t, err)
+		vs, err := h.src.ListVersions(ctx, zfs.MustDatasetPath("src/data"))
+		require.NoError(t, err)
+		stream, err := h.sender.Send(ctx, endpoint.SendRequest{FS: "src/data", To: vs[0]})
+		require.NoError(t, err)
+		defer stream.Close()
+		start := time.Now()
+		err = r.Receive(ctx, endpoint.ReceiveRequest{FS: "src/data", To: vs[0], Full: true}, stream)
+		took := time.Since(start)
+		require.Error(t, err)
+		assert.ErrorIs(t, err, ErrTruncated)
+		assert.ErrorContains(t, err, "no data for 1m0s")
+		assert.Less(t, took, 3*time.Minute)
+		info, err := h.dst.Info(zfs.MustDatasetPath("dst/sinks/alice/src/data"))
+		require.NoError(t, err)
+		assert.NotEmpty(t, info.ReceiveResumeToken, "partial state kept for a resume")
+	})
+}
