@@ -180,7 +180,7 @@ func TestCorruptStreamIsRejectedPerRecord(t *testing.T) {
 	dst2 := zfs.MustDatasetPath("dstp/fs2")
 	err = w.m.Receive(bg, dst2, bytes.NewReader(bad), zfs.RecvOptions{})
 	require.Error(t, err)
-	assert.Equal(t, "cannot receive new filesystem stream: checksum mismatch or incomplete stream", err.(*zfs.Error).Msg)
+	assert.Equal(t, "cannot receive new filesystem stream: invalid stream (checksum mismatch)", err.(*zfs.Error).Msg)
 	_, err = w.m.Info(dst2)
 	assert.ErrorIs(t, err, zfs.ErrDatasetNotExist)
 

@@ -190,6 +190,12 @@ func (m *Model) beginRecv(op, name string, h streamHeader, opts zfs.RecvOptions)
 		return rp, nil
 	}
 	if d != nil && d.Partial != nil {
+		// A new-filesystem stream meets the partially received filesystem
+		// as an existing destination (as on OpenZFS 2.1.11); an
+		// incremental one meets the saved state.
+		if h.FromGUID == 0 && !opts.ForceRollback {
+			return nil, zerr(zfs.ErrDestinationExists, op, name, "%s: destination '%s' exists\nmust specify -F to overwrite it", pre, name)
+		}
 		return nil, zerr(zfs.ErrDatasetBusy, op, name, "%s: destination %s contains partially-complete state from \"zfs receive -s\".", pre, name)
 	}
 
@@ -198,7 +204,7 @@ func (m *Model) beginRecv(op, name string, h streamHeader, opts zfs.RecvOptions)
 			parentName, ok := parentOf(name)
 			parent := m.st.Datasets[parentName]
 			if !ok || parent == nil {
-				return nil, zerr(zfs.ErrDatasetNotExist, op, name, "%s: dataset does not exist", pre)
+				return nil, zerr(zfs.ErrDatasetNotExist, op, name, "cannot open '%s': dataset does not exist\n%s: unable to restore to destination", parentName, pre)
 			}
 			if parent.Encrypted && !h.Encrypted && !m.keyLoaded(parent) {
 				return nil, zerr(zfs.ErrKeyNotLoaded, op, name, "%s: inherited key must be loaded", pre)
@@ -291,7 +297,13 @@ func (m *Model) failRecv(op string, rp *recvPlan, h streamHeader, got content, n
 				delete(m.st.Datasets, rp.name)
 			}
 		}
-		return &zfs.Error{Op: op, Dataset: rp.name, Msg: pre + ": checksum mismatch or incomplete stream", Err: cause}
+		// OpenZFS 2.1.11 says "incomplete stream" for a stream cut short;
+		// corruption it reports as an invalid stream.
+		msg := pre + ": incomplete stream"
+		if errors.Is(cause, errChecksum) {
+			msg = pre + ": invalid stream (checksum mismatch)"
+		}
+		return &zfs.Error{Op: op, Dataset: rp.name, Msg: msg, Err: cause}
 	}
 	p := rp.prior
 	if p == nil {
@@ -332,7 +344,7 @@ func (m *Model) commitRecv(op string, rp *recvPlan, h streamHeader, got content,
 			// Checked at the start; a parent destroyed meanwhile cannot
 			// happen through zfs.ZFS, which destroys no filesystems.
 			if parentName, _ := parentOf(rp.name); m.st.Datasets[parentName] == nil {
-				return zerr(zfs.ErrDatasetNotExist, op, rp.name, "%s: dataset does not exist", pre)
+				return zerr(zfs.ErrDatasetNotExist, op, rp.name, "cannot open '%s': dataset does not exist\n%s: unable to restore to destination", parentName, pre)
 			}
 			d = m.newRecvDataset(rp.name, h)
 		}

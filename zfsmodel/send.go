@@ -164,7 +164,7 @@ func (m *Model) planSend(args zfs.SendArgs) (*streamPlan, error) {
 		if raw {
 			h.Encrypted, h.KeyID = true, m.root(d).KeyID
 		} else if !m.keyLoaded(d) {
-			return nil, zerr(zfs.ErrKeyNotLoaded, op, toRef.String(), "warning: cannot send '%s': Invalid argument", toRef)
+			return nil, zerr(zfs.ErrKeyNotLoaded, op, toRef.String(), "warning: cannot send '%s': dataset key must be loaded", toRef)
 		}
 	}
 

@@ -128,7 +128,8 @@ func caseFullIntoExisting(e *env) {
 		fmt.Sprintf("cannot receive new filesystem stream: destination has snapshots (eg. %s@x)\nmust destroy them to overwrite it", other))
 	// A full stream needs the parent to exist.
 	_, err = e.transfer(full(src, a), e.path("nope/dst"), zfs.RecvOptions{}, 0)
-	e.wantErr(err, zfs.ErrDatasetNotExist, "recv", "", "cannot receive new filesystem stream: dataset does not exist")
+	e.wantErr(err, zfs.ErrDatasetNotExist, "recv", "",
+		fmt.Sprintf("cannot open '%s': dataset does not exist\ncannot receive new filesystem stream: unable to restore to destination", e.path("nope")))
 }
 
 func caseForceRollbackDestroysNewer(e *env) {
@@ -190,10 +191,11 @@ func caseResumableFull(e *env) {
 	if vs := e.versions(dst); len(vs) != 0 {
 		e.t.Errorf("partially received filesystem lists versions %v", e.relNames(dst))
 	}
-	// A new full stream is refused while partial state exists.
+	// A new full stream is refused while partial state exists: it meets
+	// the partially received filesystem as an existing destination.
 	_, err = e.transfer(full(src, b), dst, zfs.RecvOptions{Resumable: true}, 0)
-	e.wantErr(err, zfs.ErrDatasetBusy, "recv", dst.String(),
-		fmt.Sprintf("cannot receive new filesystem stream: destination %s contains partially-complete state from \"zfs receive -s\".", dst))
+	e.wantErr(err, zfs.ErrDestinationExists, "recv", dst.String(),
+		fmt.Sprintf("cannot receive new filesystem stream: destination '%s' exists\nmust specify -F to overwrite it", dst))
 	e.mustTransfer(zfs.SendArgs{FS: src, To: b, ResumeToken: tok}, dst, zfs.RecvOptions{Resumable: true})
 	e.received(dst, b)
 	e.sameContent(b.Ref(src), b.Ref(dst))
@@ -255,7 +257,7 @@ func caseNonResumableInterrupt(e *env) {
 		e.t.Errorf("non-resumable receive reports saved state: %v", err)
 	}
 	var ze *zfs.Error
-	if !errors.As(err, &ze) || !strings.HasPrefix(ze.Msg, "cannot receive new filesystem stream: checksum mismatch or incomplete stream") {
+	if !errors.As(err, &ze) || ze.Msg != "cannot receive new filesystem stream: incomplete stream" {
 		e.t.Errorf("error %v, want the incomplete stream message", err)
 	}
 	if _, ok := e.info(dst); ok {
