@@ -65,8 +65,15 @@ func TestRealZFSSmoke(t *testing.T) {
 	require.Equal(t, "-", Prop(t, dst, "receive_resume_token"), "token still set after completing the receive")
 	require.Equal(t, sentGUID, Prop(t, dst+"@s1", "guid"), "received snapshot GUID differs from the sent one")
 
+	// The bytes survived the cut and the resume.
+	Run(t, "zfs", "mount", dst)
+	got, err := os.ReadFile(filepath.Join(Prop(t, dst, "mountpoint"), "data"))
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, got), "received file differs from the sent one (%d vs %d bytes)", len(got), len(data))
+
 	require.NoError(t, pool.Destroy())
-	_, stderr, err := RunErr("zfs", "list", pool.Name)
+	var stderr string
+	_, stderr, err = RunErr("zfs", "list", pool.Name)
 	require.Error(t, err, "pool still listed after destroy")
 	require.Contains(t, stderr, "dataset does not exist")
 }

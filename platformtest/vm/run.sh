@@ -80,7 +80,10 @@ mkdir -p "$CACHE"
 # Runs hold the lock shared, so warm runs overlap and no run loses its base;
 # refreshing the apt lists or building a base takes it exclusive.
 exec 9>"$CACHE/lock"
-flock -s 9 || die "cannot lock $CACHE/lock"
+if ! flock -n -s 9; then
+	log "waiting for another run that is updating the cache ($CACHE/lock)"
+	flock -s 9 || die "cannot lock $CACHE/lock"
+fi
 exclusive=0
 lock_exclusive() {
 	((exclusive == 0)) || return 0
