@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -155,8 +156,8 @@ func isOurs(err error) bool {
 	return !direct
 }
 
-// fromStatus turns a failed call's error into a RemoteError where the
-// server sent one, and names the call otherwise.
+// fromStatus turns a failed call's error into one naming the call and
+// wrapping a RemoteError where the server sent one.
 func fromStatus(ctx context.Context, call string, err error) error {
 	if err == nil {
 		return nil
@@ -167,7 +168,10 @@ func fromStatus(ctx context.Context, call string, err error) error {
 	}
 	for _, d := range st.Details() {
 		if info, ok := d.(*pb.ErrorInfo); ok {
-			return remoteError(info)
+			if strings.HasPrefix(info.Text, call+": ") {
+				return remoteError(info) // the server named the call already
+			}
+			return fmt.Errorf("%s: %w", call, remoteError(info))
 		}
 	}
 	switch st.Code() {
