@@ -2,7 +2,8 @@ package rpc
 
 import (
 	"fmt"
-	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/rpc/pb"
@@ -24,7 +25,7 @@ func toPBVersion(v *zfs.FilesystemVersion) *pb.FilesystemVersion {
 		out.Kind = pb.VersionKind_BOOKMARK
 	}
 	if !v.Creation.IsZero() {
-		out.CreationUnixNano = v.Creation.UnixNano()
+		out.Creation = timestamppb.New(v.Creation)
 	}
 	return out
 }
@@ -45,8 +46,11 @@ func fromPBVersion(what string, v *pb.FilesystemVersion) (zfs.FilesystemVersion,
 	if err := zfs.ValidateVersionName(out.Kind, v.Name); err != nil {
 		return zfs.FilesystemVersion{}, fmt.Errorf("%s version: %w", what, err)
 	}
-	if v.CreationUnixNano != 0 {
-		out.Creation = time.Unix(0, v.CreationUnixNano).UTC()
+	if v.Creation != nil {
+		if err := v.Creation.CheckValid(); err != nil {
+			return zfs.FilesystemVersion{}, fmt.Errorf("%w: %s version %q: creation time: %v", ErrBadRequest, what, v.Name, err)
+		}
+		out.Creation = v.Creation.AsTime()
 	}
 	return out, nil
 }

@@ -16,6 +16,7 @@ package pb
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -83,11 +84,11 @@ type FilesystemVersion struct {
 	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Guid      uint64                 `protobuf:"fixed64,3,opt,name=guid,proto3" json:"guid,omitempty"`
 	CreateTxg uint64                 `protobuf:"varint,4,opt,name=create_txg,json=createTxg,proto3" json:"create_txg,omitempty"`
-	// Creation time in nanoseconds since the Unix epoch.
-	CreationUnixNano int64  `protobuf:"varint,5,opt,name=creation_unix_nano,json=creationUnixNano,proto3" json:"creation_unix_nano,omitempty"`
-	UserRefs         uint64 `protobuf:"varint,6,opt,name=user_refs,json=userRefs,proto3" json:"user_refs,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Absent when unknown.
+	Creation      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=creation,proto3" json:"creation,omitempty"`
+	UserRefs      uint64                 `protobuf:"varint,6,opt,name=user_refs,json=userRefs,proto3" json:"user_refs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FilesystemVersion) Reset() {
@@ -148,11 +149,11 @@ func (x *FilesystemVersion) GetCreateTxg() uint64 {
 	return 0
 }
 
-func (x *FilesystemVersion) GetCreationUnixNano() int64 {
+func (x *FilesystemVersion) GetCreation() *timestamppb.Timestamp {
 	if x != nil {
-		return x.CreationUnixNano
+		return x.Creation
 	}
-	return 0
+	return nil
 }
 
 func (x *FilesystemVersion) GetUserRefs() uint64 {
@@ -961,14 +962,14 @@ var File_zrepl_proto protoreflect.FileDescriptor
 
 const file_zrepl_proto_rawDesc = "" +
 	"\n" +
-	"\vzrepl.proto\x12\fzrepl.rpc.v1\"\xd4\x01\n" +
+	"\vzrepl.proto\x12\fzrepl.rpc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x01\n" +
 	"\x11FilesystemVersion\x12-\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x19.zrepl.rpc.v1.VersionKindR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04guid\x18\x03 \x01(\x06R\x04guid\x12\x1d\n" +
 	"\n" +
-	"create_txg\x18\x04 \x01(\x04R\tcreateTxg\x12,\n" +
-	"\x12creation_unix_nano\x18\x05 \x01(\x03R\x10creationUnixNano\x12\x1b\n" +
+	"create_txg\x18\x04 \x01(\x04R\tcreateTxg\x126\n" +
+	"\bcreation\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bcreation\x12\x1b\n" +
 	"\tuser_refs\x18\x06 \x01(\x04R\buserRefs\"\xf4\x01\n" +
 	"\x0eFilesystemInfo\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
@@ -1075,37 +1076,39 @@ var file_zrepl_proto_goTypes = []any{
 	(*AbortPartialReceiveRequest)(nil), // 12: zrepl.rpc.v1.AbortPartialReceiveRequest
 	(*Empty)(nil),                      // 13: zrepl.rpc.v1.Empty
 	(*ErrorInfo)(nil),                  // 14: zrepl.rpc.v1.ErrorInfo
+	(*timestamppb.Timestamp)(nil),      // 15: google.protobuf.Timestamp
 }
 var file_zrepl_proto_depIdxs = []int32{
 	0,  // 0: zrepl.rpc.v1.FilesystemVersion.kind:type_name -> zrepl.rpc.v1.VersionKind
-	2,  // 1: zrepl.rpc.v1.Filesystem.info:type_name -> zrepl.rpc.v1.FilesystemInfo
-	1,  // 2: zrepl.rpc.v1.Filesystem.versions:type_name -> zrepl.rpc.v1.FilesystemVersion
-	3,  // 3: zrepl.rpc.v1.ListFilesystemsReply.filesystems:type_name -> zrepl.rpc.v1.Filesystem
-	1,  // 4: zrepl.rpc.v1.SendRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
-	1,  // 5: zrepl.rpc.v1.SendRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
-	6,  // 6: zrepl.rpc.v1.SendStreamRequest.request:type_name -> zrepl.rpc.v1.SendRequest
-	6,  // 7: zrepl.rpc.v1.StepCompletedRequest.request:type_name -> zrepl.rpc.v1.SendRequest
-	1,  // 8: zrepl.rpc.v1.ReceiveRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
-	1,  // 9: zrepl.rpc.v1.ReceiveRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
-	4,  // 10: zrepl.rpc.v1.Sender.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
-	6,  // 11: zrepl.rpc.v1.Sender.SendSize:input_type -> zrepl.rpc.v1.SendRequest
-	8,  // 12: zrepl.rpc.v1.Sender.Send:input_type -> zrepl.rpc.v1.SendStreamRequest
-	10, // 13: zrepl.rpc.v1.Sender.StepCompleted:input_type -> zrepl.rpc.v1.StepCompletedRequest
-	4,  // 14: zrepl.rpc.v1.Receiver.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
-	11, // 15: zrepl.rpc.v1.Receiver.Receive:input_type -> zrepl.rpc.v1.ReceiveRequest
-	12, // 16: zrepl.rpc.v1.Receiver.AbortPartialReceive:input_type -> zrepl.rpc.v1.AbortPartialReceiveRequest
-	5,  // 17: zrepl.rpc.v1.Sender.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	7,  // 18: zrepl.rpc.v1.Sender.SendSize:output_type -> zrepl.rpc.v1.SendSizeReply
-	9,  // 19: zrepl.rpc.v1.Sender.Send:output_type -> zrepl.rpc.v1.SendStreamEvent
-	13, // 20: zrepl.rpc.v1.Sender.StepCompleted:output_type -> zrepl.rpc.v1.Empty
-	5,  // 21: zrepl.rpc.v1.Receiver.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	13, // 22: zrepl.rpc.v1.Receiver.Receive:output_type -> zrepl.rpc.v1.Empty
-	13, // 23: zrepl.rpc.v1.Receiver.AbortPartialReceive:output_type -> zrepl.rpc.v1.Empty
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	15, // 1: zrepl.rpc.v1.FilesystemVersion.creation:type_name -> google.protobuf.Timestamp
+	2,  // 2: zrepl.rpc.v1.Filesystem.info:type_name -> zrepl.rpc.v1.FilesystemInfo
+	1,  // 3: zrepl.rpc.v1.Filesystem.versions:type_name -> zrepl.rpc.v1.FilesystemVersion
+	3,  // 4: zrepl.rpc.v1.ListFilesystemsReply.filesystems:type_name -> zrepl.rpc.v1.Filesystem
+	1,  // 5: zrepl.rpc.v1.SendRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
+	1,  // 6: zrepl.rpc.v1.SendRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
+	6,  // 7: zrepl.rpc.v1.SendStreamRequest.request:type_name -> zrepl.rpc.v1.SendRequest
+	6,  // 8: zrepl.rpc.v1.StepCompletedRequest.request:type_name -> zrepl.rpc.v1.SendRequest
+	1,  // 9: zrepl.rpc.v1.ReceiveRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
+	1,  // 10: zrepl.rpc.v1.ReceiveRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
+	4,  // 11: zrepl.rpc.v1.Sender.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
+	6,  // 12: zrepl.rpc.v1.Sender.SendSize:input_type -> zrepl.rpc.v1.SendRequest
+	8,  // 13: zrepl.rpc.v1.Sender.Send:input_type -> zrepl.rpc.v1.SendStreamRequest
+	10, // 14: zrepl.rpc.v1.Sender.StepCompleted:input_type -> zrepl.rpc.v1.StepCompletedRequest
+	4,  // 15: zrepl.rpc.v1.Receiver.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
+	11, // 16: zrepl.rpc.v1.Receiver.Receive:input_type -> zrepl.rpc.v1.ReceiveRequest
+	12, // 17: zrepl.rpc.v1.Receiver.AbortPartialReceive:input_type -> zrepl.rpc.v1.AbortPartialReceiveRequest
+	5,  // 18: zrepl.rpc.v1.Sender.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
+	7,  // 19: zrepl.rpc.v1.Sender.SendSize:output_type -> zrepl.rpc.v1.SendSizeReply
+	9,  // 20: zrepl.rpc.v1.Sender.Send:output_type -> zrepl.rpc.v1.SendStreamEvent
+	13, // 21: zrepl.rpc.v1.Sender.StepCompleted:output_type -> zrepl.rpc.v1.Empty
+	5,  // 22: zrepl.rpc.v1.Receiver.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
+	13, // 23: zrepl.rpc.v1.Receiver.Receive:output_type -> zrepl.rpc.v1.Empty
+	13, // 24: zrepl.rpc.v1.Receiver.AbortPartialReceive:output_type -> zrepl.rpc.v1.Empty
+	18, // [18:25] is the sub-list for method output_type
+	11, // [11:18] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_zrepl_proto_init() }
