@@ -436,3 +436,51 @@ func TestLargeListing(t *testing.T) {
 	assert.Len(t, fss[29999].Versions, 3)
 	assert.Greater(t, proto.Size(toPBFilesystems(fss)), 4<<20, "the listing exceeds 4 MiB")
 }
+
+// flakyListener fails its first Accepts with a temporary error.
+type flakyListener struct {
+	transport.Listener
+	fails int
+}
+
+type temporaryErr struct{}
+
+func (temporaryErr) Error() string   { return "too many open files" }
+func (temporaryErr) Temporary() bool { return true }
+
+func (f *flakyListener) Accept() (*transport.AuthConn, error) {
+	if f.fails > 0 {
+		f.fails--
+		return nil, temporaryErr{}
+	}
+	return f.Listener.Accept()
+}
+
+// A temporary accept error does not end serving.
+func TestServeSurvivesTemporaryAcceptErrors(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var errs []error
+		var mu sync.Mutex
+		srv := newServer(t, ServerConfig{Receiver: func(string) (ReceiverEndpoint, error) { return drainReceiver{}, nil }, OnConnError: func(_ string, err error) {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}})
+		reg := transport.NewLocal()
+		l, err := reg.Listen("sink")
+		require.NoError(t, err)
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(&flakyListener{Listener: l, fails: 3}) }()
+		c := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")})
+		_, err = c.Receiver().ListFilesystems(context.Background())
+		assert.NoError(t, err)
+		srv.Stop()
+		assert.ErrorIs(t, <-served, ErrServerStopped)
+		mu.Lock()
+		defer mu.Unlock()
+		assert.Len(t, errs, 3)
+		for _, e := range errs {
+			assert.ErrorContains(t, e, "too many open files")
+		}
+	})
+}

@@ -164,8 +164,22 @@ func (s *Server) Serve(l transport.Listener) error {
 			s.grpc.Serve(s.ctrl)
 		}()
 	})
+	var pause time.Duration
 	for {
 		c, err := l.Accept()
+		if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
+			// Running out of file descriptors and the like passes: pause
+			// and go on serving rather than give up.
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			s.connError("", fmt.Errorf("accept: %w (retrying in %v)", err, pause))
+			select {
+			case <-time.After(pause):
+				continue
+			case <-s.ctrl.done:
+				return ErrServerStopped
+			}
+		}
+		pause = 0
 		if err != nil {
 			s.mu.Lock()
 			closed := s.closed
