@@ -138,3 +138,70 @@ func TestHalfOpenDataConnectionTimesOut(t *testing.T) {
 		assert.NotEmpty(t, info.ReceiveResumeToken, "partial state kept for a resume")
 	})
 }
+
+// countingReceiver counts Receive calls per filesystem.
+type countingReceiver struct {
+	replication.Receiver
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (c *countingReceiver) Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error {
+	c.mu.Lock()
+	c.calls[req.FS]++
+	c.mu.Unlock()
+	return c.Receiver.Receive(ctx, req, stream)
+}
+
+// Lowering the concurrency mid-run suspends running steps: over the wire,
+// their receives are cancelled, the sink keeps partial state, and the steps
+// resume later without sending again what arrived.
+func TestResizeDownOverRPC(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHosts(t)
+		fss := []string{"src/data/a", "src/data/b", "src/data/c"}
+		for i, fs := range fss {
+			h.create(fs)
+			h.writeSnap(fs, int64(i), 64, "s1")
+		}
+		n := netsim.New(1)
+		require.NoError(t, n.SetDefaultLink(netsim.Link{Latency: 10 * time.Millisecond, Bandwidth: 1 << 20}))
+		nl, err := n.Listen("sink", 7000)
+		require.NoError(t, err)
+		l, err := transport.Fixed(nl, "alice")
+		require.NoError(t, err)
+		srv := newServer(t, ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))})
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			srv.Serve(l)
+		}()
+		defer func() {
+			srv.Stop()
+			<-served
+		}()
+		dial := n.DialFunc("laptop")
+		c := newClient(t, ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "sink:7000") }})
+		counting := &countingReceiver{Receiver: c.Receiver(), calls: map[string]int{}}
+		run := replication.NewRun(h.sender, counting, replication.Config{Concurrency: 3, Sleep: noSleep})
+		go func() {
+			time.Sleep(3 * time.Second) // all three steps are sending by now
+			assert.NoError(t, run.SetConcurrency(1))
+		}()
+		rep := run.Do(context.Background())
+		requireOK(t, rep)
+		for _, fs := range fss {
+			h.assertReplicated(fs, "dst/sinks/alice/"+fs, "s1")
+		}
+		resumed := 0
+		for _, k := range counting.calls {
+			if k > 1 {
+				resumed++
+			}
+		}
+		assert.Equal(t, 2, resumed, "two steps were suspended and resumed: %v", counting.calls)
+		for _, s := range run.Progress().Steps {
+			assert.LessOrEqual(t, s.Done, s.Expected+s.Expected/20, "step %s re-sent received data", s.FS)
+		}
+	})
+}
