@@ -9,10 +9,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -22,7 +24,17 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// Re-executed as the forced command of the ssh tests.
+	if socket := os.Getenv("ZREPL_TEST_STDINSERVER_SOCKET"); socket != "" {
+		if err := StdinServer(context.Background(), socket, os.Getenv("ZREPL_TEST_STDINSERVER_IDENTITY"), os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func TestValidateIdentity(t *testing.T) {
 	for _, ok := range []string{"alice", "host-1.example.com", "a_b:c", "192.0.2.7", "2001:db8::1"} {
