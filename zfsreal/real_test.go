@@ -157,6 +157,15 @@ func TestRealReceiveCancelResumes(t *testing.T) {
 	}
 	require.NotEmpty(t, token, "no resume token after the cancelled receive: %+v", infos)
 
+	// The estimate of a resumed send (zfs prints the token's contents and
+	// no total) is what is left, at most the whole stream.
+	full, err := e.z.SendSize(e.ctx, zfs.SendArgs{FS: src, To: s})
+	require.NoError(t, err)
+	left, err := e.z.SendSize(e.ctx, zfs.SendArgs{FS: src, To: s, ResumeToken: token})
+	require.NoError(t, err)
+	assert.True(t, left > 0 && left <= full, "resumed estimate %d, full %d", left, full)
+	t.Logf("send size: full %d, resumed %d", full, left)
+
 	resumed, err := e.z.Send(e.ctx, zfs.SendArgs{FS: src, To: s, ResumeToken: token})
 	require.NoError(t, err)
 	require.NoError(t, e.z.Receive(e.ctx, dst, resumed, zfs.RecvOptions{Resumable: true}))
