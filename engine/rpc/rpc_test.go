@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,14 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// Re-executed as ssh plus the forced stdinserver command (ssh_test.go).
+	if socket := os.Getenv("ZREPL_TEST_STDINSERVER_SOCKET"); socket != "" {
+		if err := transport.StdinServer(context.Background(), socket, os.Getenv("ZREPL_TEST_STDINSERVER_IDENTITY"), os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	// gRPC logs the GOAWAYs that the keepalive test provokes on purpose.
 	grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
 	goleak.VerifyTestMain(m)
