@@ -112,19 +112,19 @@ func (c *processConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Close closes stdin (the remote side sees EOF) and stdout, and ends the
-// process if it does not exit by itself within a few seconds.
+// Close closes stdin (the remote side sees EOF) and stdout and waits for
+// the process to exit, killing it if it does not within a few seconds: a
+// closed connection leaves no process behind.
 func (c *processConn) Close() error {
 	c.once.Do(func() {
 		c.stdin.Close()
 		c.stdout.Close()
-		go func() {
-			select {
-			case <-c.exited:
-			case <-time.After(5 * time.Second):
-				c.cmd.Process.Kill()
-			}
-		}()
+		select {
+		case <-c.exited:
+		case <-time.After(5 * time.Second):
+			c.cmd.Process.Kill()
+			<-c.exited
+		}
 	})
 	return nil
 }
