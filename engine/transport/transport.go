@@ -1,8 +1,12 @@
 // Package transport carries zrepl's RPC connections and authenticates their
 // peers: a listener hands out connections together with the client identity
-// it established (from an address allow-list, a TLS client certificate, or
-// the name of an in-process pipe). engine/rpc builds its protocol on top and
-// confines each client to the data below <root_fs>/<identity>.
+// it established, and a Dialer opens connections to a server. Transports:
+// tcp (identity from an address allow-list), tls (mutual TLS, identity =
+// client certificate CN), ssh (a process per connection; the server side's
+// forced command `zrepl stdinserver <identity>` reaches a StdinServerListener)
+// and local (in-process pipes, identity chosen by the dialer). engine/rpc
+// builds its protocol on top and confines each client to the data below
+// <root_fs>/<identity>.
 package transport
 
 import (
