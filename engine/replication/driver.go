@@ -510,10 +510,20 @@ func stepErr(ctx context.Context, err error) error {
 	return err
 }
 
+// PermanentError is implemented by errors from other layers (such as the
+// wire protocol) that know a retry cannot fix them.
+type PermanentError interface {
+	error
+	Permanent() bool
+}
+
 // permanent tells errors a retry cannot fix from temporary ones.
 func permanent(err error) bool {
 	var conflict *planner.Conflict
+	var perm PermanentError
 	switch {
+	case errors.As(err, &perm) && perm.Permanent():
+		return true
 	case errors.As(err, &conflict),
 		errors.Is(err, endpoint.ErrNotAllowed),
 		errors.Is(err, endpoint.ErrReceivedWrongVersion),

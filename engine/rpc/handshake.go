@@ -55,6 +55,10 @@ func (e *VersionMismatchError) Error() string {
 
 func (e *VersionMismatchError) Is(target error) bool { return target == ErrVersionMismatch }
 
+// Permanent tells the replication driver not to retry: only an upgrade of
+// one side resolves a version mismatch.
+func (e *VersionMismatchError) Permanent() bool { return true }
+
 func deadline(ctx context.Context, timeout time.Duration) time.Time {
 	d := time.Now().Add(timeout)
 	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {

@@ -395,6 +395,8 @@ func TestVersionMismatch(t *testing.T) {
 			require.Error(t, err)
 			assert.ErrorIs(t, err, ErrVersionMismatch)
 			assert.ErrorContains(t, err, want)
+			var perm replication.PermanentError
+			assert.True(t, errors.As(err, &perm) && perm.Permanent(), "the driver must not retry a version mismatch")
 
 			// The data connection's hello refuses it the same way.
 			_, err = cl.Sender().Send(context.Background(), endpoint.SendRequest{FS: "src/data", To: zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: "s1"}})
