@@ -45,7 +45,7 @@ func Sink(z zfs.ZFS, job endpoint.JobID, root zfs.DatasetPath) func(identity str
 		if err != nil {
 			return nil, fmt.Errorf("root of client %q: %w", identity, err)
 		}
-		return &endpoint.Receiver{ZFS: z, Job: job, Root: clientRoot}, nil
+		return SinkReceiver{&endpoint.Receiver{ZFS: z, Job: job, Root: clientRoot}}, nil
 	}
 }
 

@@ -832,6 +832,61 @@ func (x *AbortPartialReceiveRequest) GetFs() string {
 	return ""
 }
 
+// DestroySnapshotsRequest asks a sink to prune: fs is named as the sink's
+// ListFilesystems names it (relative to the client's root); each snapshot
+// is destroyed only if it still has the GUID given here.
+type DestroySnapshotsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fs            string                 `protobuf:"bytes,1,opt,name=fs,proto3" json:"fs,omitempty"`
+	Snapshots     []*FilesystemVersion   `protobuf:"bytes,2,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroySnapshotsRequest) Reset() {
+	*x = DestroySnapshotsRequest{}
+	mi := &file_zrepl_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroySnapshotsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroySnapshotsRequest) ProtoMessage() {}
+
+func (x *DestroySnapshotsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroySnapshotsRequest.ProtoReflect.Descriptor instead.
+func (*DestroySnapshotsRequest) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DestroySnapshotsRequest) GetFs() string {
+	if x != nil {
+		return x.Fs
+	}
+	return ""
+}
+
+func (x *DestroySnapshotsRequest) GetSnapshots() []*FilesystemVersion {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
 type Empty struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -840,7 +895,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_zrepl_proto_msgTypes[12]
+	mi := &file_zrepl_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +907,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[12]
+	mi := &file_zrepl_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +920,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{12}
+	return file_zrepl_proto_rawDescGZIP(), []int{13}
 }
 
 // ErrorInfo travels as a detail of a failed call's status (and in the error
@@ -888,7 +943,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_zrepl_proto_msgTypes[13]
+	mi := &file_zrepl_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +955,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[13]
+	mi := &file_zrepl_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +968,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{13}
+	return file_zrepl_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ErrorInfo) GetText() string {
@@ -1022,7 +1077,10 @@ const file_zrepl_proto_rawDesc = "" +
 	"\vdata_ticket\x18\x06 \x01(\x04R\n" +
 	"dataTicket\",\n" +
 	"\x1aAbortPartialReceiveRequest\x12\x0e\n" +
-	"\x02fs\x18\x01 \x01(\tR\x02fs\"\a\n" +
+	"\x02fs\x18\x01 \x01(\tR\x02fs\"h\n" +
+	"\x17DestroySnapshotsRequest\x12\x0e\n" +
+	"\x02fs\x18\x01 \x01(\tR\x02fs\x12=\n" +
+	"\tsnapshots\x18\x02 \x03(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\tsnapshots\"\a\n" +
 	"\x05Empty\"\xa9\x01\n" +
 	"\tErrorInfo\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x19\n" +
@@ -1040,11 +1098,12 @@ const file_zrepl_proto_rawDesc = "" +
 	"\x0fListFilesystems\x12$.zrepl.rpc.v1.ListFilesystemsRequest\x1a\".zrepl.rpc.v1.ListFilesystemsReply\x12B\n" +
 	"\bSendSize\x12\x19.zrepl.rpc.v1.SendRequest\x1a\x1b.zrepl.rpc.v1.SendSizeReply\x12H\n" +
 	"\x04Send\x12\x1f.zrepl.rpc.v1.SendStreamRequest\x1a\x1d.zrepl.rpc.v1.SendStreamEvent0\x01\x12H\n" +
-	"\rStepCompleted\x12\".zrepl.rpc.v1.StepCompletedRequest\x1a\x13.zrepl.rpc.v1.Empty2\xfb\x01\n" +
+	"\rStepCompleted\x12\".zrepl.rpc.v1.StepCompletedRequest\x1a\x13.zrepl.rpc.v1.Empty2\xcb\x02\n" +
 	"\bReceiver\x12[\n" +
 	"\x0fListFilesystems\x12$.zrepl.rpc.v1.ListFilesystemsRequest\x1a\".zrepl.rpc.v1.ListFilesystemsReply\x12<\n" +
 	"\aReceive\x12\x1c.zrepl.rpc.v1.ReceiveRequest\x1a\x13.zrepl.rpc.v1.Empty\x12T\n" +
-	"\x13AbortPartialReceive\x12(.zrepl.rpc.v1.AbortPartialReceiveRequest\x1a\x13.zrepl.rpc.v1.EmptyB\x1fZ\x1dzrepl.dev/zrepl/engine/rpc/pbb\x06proto3"
+	"\x13AbortPartialReceive\x12(.zrepl.rpc.v1.AbortPartialReceiveRequest\x1a\x13.zrepl.rpc.v1.Empty\x12N\n" +
+	"\x10DestroySnapshots\x12%.zrepl.rpc.v1.DestroySnapshotsRequest\x1a\x13.zrepl.rpc.v1.EmptyB\x1fZ\x1dzrepl.dev/zrepl/engine/rpc/pbb\x06proto3"
 
 var (
 	file_zrepl_proto_rawDescOnce sync.Once
@@ -1059,7 +1118,7 @@ func file_zrepl_proto_rawDescGZIP() []byte {
 }
 
 var file_zrepl_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_zrepl_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_zrepl_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_zrepl_proto_goTypes = []any{
 	(VersionKind)(0),                   // 0: zrepl.rpc.v1.VersionKind
 	(*FilesystemVersion)(nil),          // 1: zrepl.rpc.v1.FilesystemVersion
@@ -1074,13 +1133,14 @@ var file_zrepl_proto_goTypes = []any{
 	(*StepCompletedRequest)(nil),       // 10: zrepl.rpc.v1.StepCompletedRequest
 	(*ReceiveRequest)(nil),             // 11: zrepl.rpc.v1.ReceiveRequest
 	(*AbortPartialReceiveRequest)(nil), // 12: zrepl.rpc.v1.AbortPartialReceiveRequest
-	(*Empty)(nil),                      // 13: zrepl.rpc.v1.Empty
-	(*ErrorInfo)(nil),                  // 14: zrepl.rpc.v1.ErrorInfo
-	(*timestamppb.Timestamp)(nil),      // 15: google.protobuf.Timestamp
+	(*DestroySnapshotsRequest)(nil),    // 13: zrepl.rpc.v1.DestroySnapshotsRequest
+	(*Empty)(nil),                      // 14: zrepl.rpc.v1.Empty
+	(*ErrorInfo)(nil),                  // 15: zrepl.rpc.v1.ErrorInfo
+	(*timestamppb.Timestamp)(nil),      // 16: google.protobuf.Timestamp
 }
 var file_zrepl_proto_depIdxs = []int32{
 	0,  // 0: zrepl.rpc.v1.FilesystemVersion.kind:type_name -> zrepl.rpc.v1.VersionKind
-	15, // 1: zrepl.rpc.v1.FilesystemVersion.creation:type_name -> google.protobuf.Timestamp
+	16, // 1: zrepl.rpc.v1.FilesystemVersion.creation:type_name -> google.protobuf.Timestamp
 	2,  // 2: zrepl.rpc.v1.Filesystem.info:type_name -> zrepl.rpc.v1.FilesystemInfo
 	1,  // 3: zrepl.rpc.v1.Filesystem.versions:type_name -> zrepl.rpc.v1.FilesystemVersion
 	3,  // 4: zrepl.rpc.v1.ListFilesystemsReply.filesystems:type_name -> zrepl.rpc.v1.Filesystem
@@ -1090,25 +1150,28 @@ var file_zrepl_proto_depIdxs = []int32{
 	6,  // 8: zrepl.rpc.v1.StepCompletedRequest.request:type_name -> zrepl.rpc.v1.SendRequest
 	1,  // 9: zrepl.rpc.v1.ReceiveRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
 	1,  // 10: zrepl.rpc.v1.ReceiveRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
-	4,  // 11: zrepl.rpc.v1.Sender.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
-	6,  // 12: zrepl.rpc.v1.Sender.SendSize:input_type -> zrepl.rpc.v1.SendRequest
-	8,  // 13: zrepl.rpc.v1.Sender.Send:input_type -> zrepl.rpc.v1.SendStreamRequest
-	10, // 14: zrepl.rpc.v1.Sender.StepCompleted:input_type -> zrepl.rpc.v1.StepCompletedRequest
-	4,  // 15: zrepl.rpc.v1.Receiver.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
-	11, // 16: zrepl.rpc.v1.Receiver.Receive:input_type -> zrepl.rpc.v1.ReceiveRequest
-	12, // 17: zrepl.rpc.v1.Receiver.AbortPartialReceive:input_type -> zrepl.rpc.v1.AbortPartialReceiveRequest
-	5,  // 18: zrepl.rpc.v1.Sender.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	7,  // 19: zrepl.rpc.v1.Sender.SendSize:output_type -> zrepl.rpc.v1.SendSizeReply
-	9,  // 20: zrepl.rpc.v1.Sender.Send:output_type -> zrepl.rpc.v1.SendStreamEvent
-	13, // 21: zrepl.rpc.v1.Sender.StepCompleted:output_type -> zrepl.rpc.v1.Empty
-	5,  // 22: zrepl.rpc.v1.Receiver.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	13, // 23: zrepl.rpc.v1.Receiver.Receive:output_type -> zrepl.rpc.v1.Empty
-	13, // 24: zrepl.rpc.v1.Receiver.AbortPartialReceive:output_type -> zrepl.rpc.v1.Empty
-	18, // [18:25] is the sub-list for method output_type
-	11, // [11:18] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	1,  // 11: zrepl.rpc.v1.DestroySnapshotsRequest.snapshots:type_name -> zrepl.rpc.v1.FilesystemVersion
+	4,  // 12: zrepl.rpc.v1.Sender.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
+	6,  // 13: zrepl.rpc.v1.Sender.SendSize:input_type -> zrepl.rpc.v1.SendRequest
+	8,  // 14: zrepl.rpc.v1.Sender.Send:input_type -> zrepl.rpc.v1.SendStreamRequest
+	10, // 15: zrepl.rpc.v1.Sender.StepCompleted:input_type -> zrepl.rpc.v1.StepCompletedRequest
+	4,  // 16: zrepl.rpc.v1.Receiver.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
+	11, // 17: zrepl.rpc.v1.Receiver.Receive:input_type -> zrepl.rpc.v1.ReceiveRequest
+	12, // 18: zrepl.rpc.v1.Receiver.AbortPartialReceive:input_type -> zrepl.rpc.v1.AbortPartialReceiveRequest
+	13, // 19: zrepl.rpc.v1.Receiver.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
+	5,  // 20: zrepl.rpc.v1.Sender.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
+	7,  // 21: zrepl.rpc.v1.Sender.SendSize:output_type -> zrepl.rpc.v1.SendSizeReply
+	9,  // 22: zrepl.rpc.v1.Sender.Send:output_type -> zrepl.rpc.v1.SendStreamEvent
+	14, // 23: zrepl.rpc.v1.Sender.StepCompleted:output_type -> zrepl.rpc.v1.Empty
+	5,  // 24: zrepl.rpc.v1.Receiver.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
+	14, // 25: zrepl.rpc.v1.Receiver.Receive:output_type -> zrepl.rpc.v1.Empty
+	14, // 26: zrepl.rpc.v1.Receiver.AbortPartialReceive:output_type -> zrepl.rpc.v1.Empty
+	14, // 27: zrepl.rpc.v1.Receiver.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_zrepl_proto_init() }
@@ -1122,7 +1185,7 @@ func file_zrepl_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_zrepl_proto_rawDesc), len(file_zrepl_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

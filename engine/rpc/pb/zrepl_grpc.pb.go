@@ -253,6 +253,7 @@ const (
 	Receiver_ListFilesystems_FullMethodName     = "/zrepl.rpc.v1.Receiver/ListFilesystems"
 	Receiver_Receive_FullMethodName             = "/zrepl.rpc.v1.Receiver/Receive"
 	Receiver_AbortPartialReceive_FullMethodName = "/zrepl.rpc.v1.Receiver/AbortPartialReceive"
+	Receiver_DestroySnapshots_FullMethodName    = "/zrepl.rpc.v1.Receiver/DestroySnapshots"
 )
 
 // ReceiverClient is the client API for Receiver service.
@@ -264,6 +265,9 @@ type ReceiverClient interface {
 	ListFilesystems(ctx context.Context, in *ListFilesystemsRequest, opts ...grpc.CallOption) (*ListFilesystemsReply, error)
 	Receive(ctx context.Context, in *ReceiveRequest, opts ...grpc.CallOption) (*Empty, error)
 	AbortPartialReceive(ctx context.Context, in *AbortPartialReceiveRequest, opts ...grpc.CallOption) (*Empty, error)
+	// DestroySnapshots prunes the client's received snapshots: never held
+	// ones, never bookmarks, never anything outside the client's root.
+	DestroySnapshots(ctx context.Context, in *DestroySnapshotsRequest, opts ...grpc.CallOption) (*Empty, error)
 }
 
 type receiverClient struct {
@@ -304,6 +308,16 @@ func (c *receiverClient) AbortPartialReceive(ctx context.Context, in *AbortParti
 	return out, nil
 }
 
+func (c *receiverClient) DestroySnapshots(ctx context.Context, in *DestroySnapshotsRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Receiver_DestroySnapshots_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReceiverServer is the server API for Receiver service.
 // All implementations must embed UnimplementedReceiverServer
 // for forward compatibility.
@@ -313,6 +327,9 @@ type ReceiverServer interface {
 	ListFilesystems(context.Context, *ListFilesystemsRequest) (*ListFilesystemsReply, error)
 	Receive(context.Context, *ReceiveRequest) (*Empty, error)
 	AbortPartialReceive(context.Context, *AbortPartialReceiveRequest) (*Empty, error)
+	// DestroySnapshots prunes the client's received snapshots: never held
+	// ones, never bookmarks, never anything outside the client's root.
+	DestroySnapshots(context.Context, *DestroySnapshotsRequest) (*Empty, error)
 	mustEmbedUnimplementedReceiverServer()
 }
 
@@ -331,6 +348,9 @@ func (UnimplementedReceiverServer) Receive(context.Context, *ReceiveRequest) (*E
 }
 func (UnimplementedReceiverServer) AbortPartialReceive(context.Context, *AbortPartialReceiveRequest) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method AbortPartialReceive not implemented")
+}
+func (UnimplementedReceiverServer) DestroySnapshots(context.Context, *DestroySnapshotsRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method DestroySnapshots not implemented")
 }
 func (UnimplementedReceiverServer) mustEmbedUnimplementedReceiverServer() {}
 func (UnimplementedReceiverServer) testEmbeddedByValue()                  {}
@@ -407,6 +427,24 @@ func _Receiver_AbortPartialReceive_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Receiver_DestroySnapshots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DestroySnapshotsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReceiverServer).DestroySnapshots(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Receiver_DestroySnapshots_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReceiverServer).DestroySnapshots(ctx, req.(*DestroySnapshotsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Receiver_ServiceDesc is the grpc.ServiceDesc for Receiver service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -425,6 +463,10 @@ var Receiver_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AbortPartialReceive",
 			Handler:    _Receiver_AbortPartialReceive_Handler,
+		},
+		{
+			MethodName: "DestroySnapshots",
+			Handler:    _Receiver_DestroySnapshots_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
