@@ -76,4 +76,3 @@ func TestDestroySnapshotsOverRPC(t *testing.T) {
 	require.NoError(t, rr.DestroySnapshots(ctx, "src/data", []zfs.FilesystemVersion{v["@b"]}))
 	assert.NotContains(t, byName(), "@b")
 }
-
