@@ -1,0 +1,153 @@
+// Package snapper takes a job's snapshots: one snapshot name for every
+// filesystem the job snapshots, taken now or when the periodic interval is
+// due. It keeps no state of its own: when the next snapshot is due follows
+// from the newest snapshot on disk, so a restarted daemon neither
+// snapshots at once nor waits a full interval.
+package snapper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+// Config says how a job snapshots.
+type Config struct {
+	// Prefix starts every snapshot name of the job; NextDue looks only at
+	// snapshots with it.
+	Prefix string
+	// Interval between periodic snapshots; 0 means manual (the snapper
+	// never decides by itself that a snapshot is due).
+	Interval time.Duration
+	// Name builds the snapshot name for time t (the daemon passes
+	// config.Snapshotting.SnapshotName). Nil means Prefix followed by the
+	// UTC time in the layout 20060102_150405_000 (zrepl's "dense" format,
+	// whose _000 is literal).
+	Name func(t time.Time) string
+}
+
+// Snapper snapshots the filesystems of one job.
+type Snapper struct {
+	z           zfs.ZFS
+	filesystems func(ctx context.Context) ([]zfs.DatasetPath, error)
+	cfg         Config
+}
+
+// New returns a snapper. filesystems lists what to snapshot at the time of
+// each snapshot (the job's filter over the sender).
+func New(z zfs.ZFS, filesystems func(ctx context.Context) ([]zfs.DatasetPath, error), cfg Config) *Snapper {
+	return &Snapper{z: z, filesystems: filesystems, cfg: cfg}
+}
+
+// ErrBadName is matched by the error for a snapshot name that is invalid
+// or lacks the prefix.
+var ErrBadName = errors.New("bad snapshot name")
+
+func (s *Snapper) name(now time.Time) (string, error) {
+	var name string
+	if s.cfg.Name != nil {
+		name = s.cfg.Name(now)
+	} else {
+		name = s.cfg.Prefix + now.UTC().Format("20060102_150405_000")
+	}
+	if err := zfs.ValidateVersionName(zfs.Snapshot, name); err != nil {
+		return "", fmt.Errorf("snapshot name %q for %s: %w: %w", name, now.Format(time.RFC3339), ErrBadName, err)
+	}
+	// Without the prefix NextDue would never see the snapshot and would
+	// ask for one again at once, forever.
+	if !strings.HasPrefix(name, s.cfg.Prefix) {
+		return "", fmt.Errorf("snapshot name %q does not start with the prefix %q: %w", name, s.cfg.Prefix, ErrBadName)
+	}
+	return name, nil
+}
+
+// SnapshotNow snapshots every filesystem with one name, Name(now). A
+// filesystem that already has that snapshot is skipped, so a retry after a
+// partial failure snapshots only what is missing; a filesystem destroyed
+// since it was listed is skipped too. Failures do not stop the other
+// filesystems: they are joined, each naming its snapshot. SnapshotNow
+// returns the snapshots it created, in the order of filesystems.
+func (s *Snapper) SnapshotNow(ctx context.Context, now time.Time) ([]zfs.VersionRef, error) {
+	name, err := s.name(now)
+	if err != nil {
+		return nil, err
+	}
+	fss, err := s.filesystems(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list filesystems to snapshot: %w", err)
+	}
+	var created []zfs.VersionRef
+	var errs []error
+	for _, fs := range fss {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("snapshot %s: %w", zfs.SnapshotRef(fs, name), err))
+			break
+		}
+		ref := zfs.SnapshotRef(fs, name)
+		err := s.z.Snapshot(ctx, fs, name)
+		switch {
+		case err == nil:
+			created = append(created, ref)
+		case errors.Is(err, zfs.ErrDatasetExists), errors.Is(err, zfs.ErrDatasetNotExist):
+		default:
+			errs = append(errs, fmt.Errorf("snapshot %s: %w", ref, err))
+		}
+	}
+	return created, errors.Join(errs...)
+}
+
+// NextDue is when the next periodic snapshot is due: the earliest, over the
+// filesystems, of the newest prefixed snapshot's creation plus Interval, or
+// now if a filesystem has no prefixed snapshot. A time already past is
+// returned as now. A snapshot dated after now (a clock that went back)
+// counts as taken now, so the wait never exceeds one interval. Without
+// filesystems the next look is one interval away. Interval 0 (manual)
+// returns the zero time.
+//
+// A filesystem that cannot be listed is left out and its error returned
+// (joined, naming the filesystem) with the time the others give.
+func (s *Snapper) NextDue(ctx context.Context, now time.Time) (time.Time, error) {
+	if s.cfg.Interval <= 0 {
+		return time.Time{}, nil
+	}
+	fss, err := s.filesystems(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("list filesystems to snapshot: %w", err)
+	}
+	due := now.Add(s.cfg.Interval)
+	var errs []error
+	for _, fs := range fss {
+		versions, err := s.z.ListVersions(ctx, fs)
+		if errors.Is(err, zfs.ErrDatasetNotExist) {
+			continue // destroyed since listed
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list snapshots of %s: %w", fs, err))
+			continue
+		}
+		var newest time.Time
+		found := false
+		for _, v := range versions {
+			if v.Kind == zfs.Snapshot && strings.HasPrefix(v.Name, s.cfg.Prefix) && (!found || v.Creation.After(newest)) {
+				newest, found = v.Creation, true
+			}
+		}
+		if !found {
+			return now, errors.Join(errs...)
+		}
+		if newest.After(now) {
+			newest = now
+		}
+		if d := newest.Add(s.cfg.Interval); d.Before(due) {
+			due = d
+		}
+	}
+	if due.Before(now) {
+		due = now
+	}
+	return due, errors.Join(errs...)
+}
