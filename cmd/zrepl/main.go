@@ -28,7 +28,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newVersionCommand(), newDaemonCommand(), newTestCommand())
+	root.AddCommand(newVersionCommand(), newDaemonCommand(), newTestCommand(), newStatusCommand(), newSignalCommand(),
+		newConfigcheckCommand(), newHoldsCommand(), newMigrateCommand(), newStdinserverCommand())
 	return root
 }
 
@@ -42,26 +43,4 @@ func newVersionCommand() *cobra.Command {
 			return nil
 		},
 	}
-}
-
-// errNotYet marks commands whose engine is not built yet; it is an error so
-// that scripts never mistake the placeholder for a running daemon.
-var errNotYet = fmt.Errorf("not yet: the daemon, its jobs and its config arrive with the daemon issue; " +
-	"today the ZFS interface, zfsmodel and the resume-token codec are usable (see README)")
-
-func newDaemonCommand() *cobra.Command {
-	var configPath string
-	cmd := &cobra.Command{
-		Use:   "daemon",
-		Short: "run all jobs of the config",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := os.Stat(configPath); err != nil {
-				return fmt.Errorf("config %s: %w", configPath, err)
-			}
-			return errNotYet
-		},
-	}
-	cmd.Flags().StringVar(&configPath, "config", "/etc/zrepl/zrepl.yml", "path of the YAML config")
-	return cmd
 }

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"zrepl.dev/zrepl/engine/config"
+	"zrepl.dev/zrepl/engine/daemon"
+	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/zfsmodel"
+	"zrepl.dev/zrepl/zfsreal"
+)
+
+// backend is the ZFS a config asks for, and how to save it.
+type backend struct {
+	zfs zfs.ZFS
+	// persist saves the model's state (nil for the real backend or a
+	// model without state dir).
+	persist func() error
+	// demo writes data before each periodic snapshot (model only).
+	demo func(ctx context.Context, fss []zfs.DatasetPath) error
+}
+
+const modelStateFile = "model.json"
+
+// openBackend opens the configured backend. The model backend loads its
+// state from global.model_state_dir; on the first start it creates the
+// pools and filesystems the config names, so that the quickstart works
+// out of the box.
+func openBackend(cfg *config.Config, log *slog.Logger, readOnly bool) (*backend, error) {
+	if cfg.Global.ZFSBackend != config.BackendModel {
+		return &backend{zfs: zfsreal.New(zfsreal.Options{})}, nil
+	}
+	opts := zfsmodel.Options{Seed: time.Now().UnixNano(), Clock: time.Now}
+	var m *zfsmodel.Model
+	dir := cfg.Global.ModelStateDir
+	path := filepath.Join(dir, modelStateFile)
+	if dir != "" {
+		f, err := os.Open(path)
+		switch {
+		case err == nil:
+			m, err = zfsmodel.Load(f, opts)
+			f.Close()
+			if err != nil {
+				return nil, fmt.Errorf("model state %s: %w", path, err)
+			}
+			log.Info("model backend: loaded state", "path", path)
+		case !errors.Is(err, os.ErrNotExist):
+			return nil, fmt.Errorf("model state: %w", err)
+		}
+	}
+	if m == nil {
+		m = zfsmodel.New(opts)
+		if err := seedModel(m, cfg); err != nil {
+			return nil, err
+		}
+		log.Info("model backend: created the pools and filesystems the config names", "roots", fmt.Sprint(daemon.ConfigRoots(cfg)))
+	}
+	b := &backend{zfs: m}
+	if dir != "" && !readOnly {
+		b.persist = func() error { return saveModel(m, dir) }
+	}
+	var seed atomic.Int64
+	b.demo = func(ctx context.Context, fss []zfs.DatasetPath) error {
+		var errs []error
+		for _, fs := range fss {
+			if err := m.WriteData(fs, seed.Add(1), 4); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+	return b, nil
+}
+
+// seedModel creates every root the config names (filter roots, root_fs)
+// and its pool.
+func seedModel(m *zfsmodel.Model, cfg *config.Config) error {
+	for _, root := range daemon.ConfigRoots(cfg) {
+		pool := root
+		for p, ok := root.Parent(); ok; p, ok = p.Parent() {
+			pool = p
+		}
+		if err := m.CreatePool(pool.String()); err != nil && !errors.Is(err, zfs.ErrDatasetExists) {
+			return err
+		}
+		if root == pool {
+			continue
+		}
+		if err := m.CreateFilesystem(root, zfsmodel.FSOptions{Parents: true}); err != nil && !errors.Is(err, zfs.ErrDatasetExists) {
+			return err
+		}
+	}
+	return nil
+}
+
+// saveModel writes the state atomically: a crash leaves the old or the
+// new state, never half of one.
+func saveModel(m *zfsmodel.Model, dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, modelStateFile+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := m.Save(tmp); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(dir, modelStateFile))
+}
+
+// newLogger builds the slog logger of the config's stdout outlet (syslog
+// outlets are logged to stdout as well, with a note).
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	level := slog.LevelWarn
+	format := config.FormatHuman
+	syslog := false
+	for _, o := range cfg.Global.Logging {
+		if o.Type == "syslog" {
+			syslog = true
+		}
+		level, format = slogLevel(o.Level), o.Format
+		if o.Type == "stdout" {
+			break
+		}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
+	if format == config.FormatJSON {
+		h = slog.NewJSONHandler(w, opts)
+	} else {
+		h = slog.NewTextHandler(w, opts)
+	}
+	l := slog.New(h)
+	if syslog {
+		l.Warn("syslog outlets are not supported yet: logging to stdout")
+	}
+	return l
+}
+
+func slogLevel(l config.LogLevel) slog.Level {
+	switch l {
+	case config.LevelDebug:
+		return slog.LevelDebug
+	case config.LevelInfo:
+		return slog.LevelInfo
+	case config.LevelError:
+		return slog.LevelError
+	}
+	return slog.LevelWarn
+}

@@ -1,0 +1,248 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"zrepl.dev/zrepl/engine/config"
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/job"
+	"zrepl.dev/zrepl/engine/replication/planner"
+	"zrepl.dev/zrepl/engine/rpc"
+	"zrepl.dev/zrepl/engine/transport"
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+// Roots are the datasets a filter's accepting rules name: where its
+// filesystems are listed from.
+func Roots(f *config.Filter) []zfs.DatasetPath {
+	if f == nil {
+		return nil
+	}
+	var out []zfs.DatasetPath
+	for _, r := range f.Rules() {
+		if !r.Accept {
+			continue
+		}
+		if r.Path.IsZero() {
+			return nil // "<": every pool; the caller lists pools
+		}
+		covered := false
+		for _, o := range out {
+			if r.Path.HasPrefix(o) {
+				covered = true
+			}
+		}
+		if !covered {
+			out = append(out, r.Path)
+		}
+	}
+	return out
+}
+
+// sender is the endpoint of a job that sends (push, source).
+func sender(z zfs.ZFS, j *config.Job) *endpoint.Sender {
+	return &endpoint.Sender{ZFS: z, Job: j.ID, Filter: j.Filesystems.Match, Roots: Roots(j.Filesystems)}
+}
+
+// senderTarget prunes a local sender: it lists what the job sends and
+// destroys snapshots (never bookmarks, never held ones) of those
+// filesystems.
+type senderTarget struct{ *endpoint.Sender }
+
+func (s senderTarget) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
+	p, err := zfs.NewDatasetPath(fs)
+	if err != nil {
+		return err
+	}
+	if !s.Filter(p) {
+		return fmt.Errorf("prune %s: not a filesystem of job %s: %w", fs, s.Job, endpoint.ErrNotAllowed)
+	}
+	var refs []zfs.VersionRef
+	for _, v := range snaps {
+		if v.Kind != zfs.Snapshot {
+			return fmt.Errorf("prune %s: %s is not a snapshot: %w", fs, v.RelName(), endpoint.ErrNotAllowed)
+		}
+		if v.UserRefs > 0 {
+			continue
+		}
+		refs = append(refs, v.Ref(p))
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	return ignoreBusy(s.ZFS.Destroy(ctx, refs))
+}
+
+// ignoreBusy drops "held" errors of a batch destroy: a hold taken since
+// the listing is a promise the pruner must keep.
+func ignoreBusy(err error) error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var rest []error
+		for _, e := range j.Unwrap() {
+			if e := ignoreBusy(e); e != nil {
+				rest = append(rest, e)
+			}
+		}
+		return errors.Join(rest...)
+	}
+	if errors.Is(err, zfs.ErrDatasetBusy) {
+		return nil
+	}
+	return err
+}
+
+// policy maps a job's send and conflict settings to the planner's.
+func policy(j *config.Job) planner.Policy {
+	p := planner.Policy{
+		Compressed: j.Send.Compressed, LargeBlocks: j.Send.LargeBlocks, EmbeddedData: j.Send.EmbeddedData,
+	}
+	if j.ConflictResolution.InitialReplication == config.InitialAll {
+		p.InitialReplication = planner.AllSnapshots
+	}
+	if j.Send.Encrypted {
+		p.Encrypted = planner.True
+	}
+	return p
+}
+
+// dialer builds the connect side of a transport.
+func dialer(c *config.Connect) (transport.Dialer, error) {
+	switch c.Type {
+	case config.TransportTCP:
+		return transport.DialTCP(c.Address), nil
+	case config.TransportTLS:
+		cfg, err := tlsConfig(c.CA, c.Cert, c.Key)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs, cfg.ClientCAs = cfg.ClientCAs, nil
+		cfg.ServerName = c.ServerCN
+		return transport.DialTLS(c.Address, cfg), nil
+	case config.TransportSSH:
+		cmd := []string{"ssh", "-o", "BatchMode=yes", "-i", c.IdentityFile, "-p", strconv.Itoa(c.Port)}
+		for _, o := range c.Options {
+			cmd = append(cmd, "-o", o)
+		}
+		cmd = append(cmd, c.User+"@"+c.Host)
+		return transport.SSHDialer(cmd)
+	}
+	return nil, fmt.Errorf("transport %q cannot be dialed", c.Type)
+}
+
+func tlsConfig(ca, cert, key string) (*tls.Config, error) {
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls: %s holds no PEM certificate", ca)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// listen builds the serve side of a non-local transport.
+func listen(g *config.Global, s *config.Serve) ([]transport.Listener, error) {
+	switch s.Type {
+	case config.TransportTCP:
+		clients := transport.TCPClients{}
+		for _, c := range s.Clients {
+			key := c.Prefix.String()
+			if c.Prefix.IsSingleIP() {
+				key = c.Prefix.Addr().String()
+			}
+			clients[key] = c.Identity
+		}
+		l, err := transport.ListenTCP(s.Listen, clients)
+		if err != nil {
+			return nil, err
+		}
+		return []transport.Listener{l}, nil
+	case config.TransportTLS:
+		cfg, err := tlsConfig(s.CA, s.Cert, s.Key)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		l, err := transport.ListenTLS(s.Listen, transport.TLSConfig{TLS: cfg, ClientCNs: s.ClientCNs})
+		if err != nil {
+			return nil, err
+		}
+		return []transport.Listener{l}, nil
+	case config.TransportStdinserver:
+		var out []transport.Listener
+		for _, id := range s.ClientIdentities {
+			l, err := transport.ListenStdinServer(StdinserverSocket(g, id))
+			if err != nil {
+				for _, o := range out {
+					o.Close()
+				}
+				return nil, err
+			}
+			out = append(out, onlyIdentity{l, id})
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("transport %q cannot be served", s.Type)
+}
+
+// StdinserverSocket is where `zrepl stdinserver IDENTITY` finds the daemon.
+func StdinserverSocket(g *config.Global, identity string) string {
+	return filepath.Join(g.StdinserverSockDir, identity)
+}
+
+// onlyIdentity refuses stdinserver connections that claim another
+// identity than the one their socket is for.
+type onlyIdentity struct {
+	transport.Listener
+	id string
+}
+
+func (o onlyIdentity) Accept() (*transport.AuthConn, error) {
+	for {
+		c, err := o.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if c.Identity == o.id {
+			return c, nil
+		}
+		c.Close()
+	}
+}
+
+// newClient is an rpc client on a job's connect settings.
+func newClient(c *config.Connect) (*rpc.Client, error) {
+	d, err := dialer(c)
+	if err != nil {
+		return nil, err
+	}
+	if c.DialTimeout > 0 {
+		inner := d
+		d = func(ctx context.Context) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
+			defer cancel()
+			return inner(ctx)
+		}
+	}
+	return rpc.NewClient(rpc.ClientConfig{Dial: d})
+}
+
+var _ = time.Second
+var _ job.PruneTarget = senderTarget{}

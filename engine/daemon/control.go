@@ -1,0 +1,388 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"time"
+
+	"zrepl.dev/zrepl/engine/config"
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/job"
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+// The control socket speaks HTTP with JSON bodies:
+//
+//	GET  /status                      []job.Status
+//	POST /signal                      SignalRequest
+//	GET  /holds?job=J                 []Hold
+//	POST /holds/release-stale?dry_run=1   []Hold (what was, or would be, released)
+//	POST /migrate/replication-cursor-v1-v2?dry_run=1   []string (v1 cursors destroyed)
+
+// SignalRequest asks a job to wake up, reset or change its concurrency.
+type SignalRequest struct {
+	Job    string `json:"job"`
+	Signal string `json:"signal"` // wakeup, reset, concurrency
+	N      int    `json:"n,omitempty"`
+}
+
+// Hold is a hold or bookmark zrepl made (an endpoint.Abstraction).
+type Hold struct {
+	Kind    string `json:"kind"`
+	Job     string `json:"job,omitempty"`
+	Version string `json:"version"`
+	Tag     string `json:"tag,omitempty"`
+	GUID    uint64 `json:"guid"`
+	TXG     uint64 `json:"createtxg"`
+}
+
+func (h Hold) String() string {
+	job := h.Job
+	if job == "" {
+		job = "-"
+	}
+	if h.Tag != "" {
+		return fmt.Sprintf("%-22s job=%s %s tag=%s", h.Kind, job, h.Version, h.Tag)
+	}
+	return fmt.Sprintf("%-22s job=%s %s", h.Kind, job, h.Version)
+}
+
+// Handler serves the control API.
+func (d *Daemon) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, d.Status(), nil)
+	})
+	mux.HandleFunc("POST /signal", func(w http.ResponseWriter, r *http.Request) {
+		var req SignalRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			reply(w, nil, fmt.Errorf("bad signal request: %w", err))
+			return
+		}
+		reply(w, map[string]string{"ok": req.Signal}, d.Signal(req))
+	})
+	mux.HandleFunc("GET /holds", func(w http.ResponseWriter, r *http.Request) {
+		hs, err := d.Holds(r.Context(), r.URL.Query().Get("job"))
+		reply(w, hs, err)
+	})
+	mux.HandleFunc("POST /holds/release-stale", func(w http.ResponseWriter, r *http.Request) {
+		hs, err := d.ReleaseStale(r.Context(), r.URL.Query().Get("dry_run") != "")
+		reply(w, hs, err)
+	})
+	mux.HandleFunc("POST /migrate/replication-cursor-v1-v2", func(w http.ResponseWriter, r *http.Request) {
+		out, err := d.MigrateCursors(r.Context(), r.URL.Query().Get("dry_run") != "")
+		reply(w, out, err)
+	})
+	return mux
+}
+
+type errorReply struct {
+	Error string `json:"error"`
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(w).Encode(errorReply{Error: err.Error()})
+		return
+	}
+	json.NewEncoder(w).Encode(v)
+}
+
+// Signal delivers a signal to a job.
+func (d *Daemon) Signal(req SignalRequest) error {
+	a, err := d.Job(req.Job)
+	if err != nil {
+		return err
+	}
+	switch req.Signal {
+	case "wakeup":
+		a.Wakeup()
+		return nil
+	case "reset":
+		if !a.Reset() {
+			return fmt.Errorf("job %s: no replication is running", req.Job)
+		}
+		return nil
+	case "concurrency":
+		return a.SetConcurrency(req.N)
+	}
+	return fmt.Errorf("unknown signal %q (want wakeup, reset or concurrency)", req.Signal)
+}
+
+// roots are the datasets below which the config's jobs keep holds and
+// bookmarks.
+func (d *Daemon) roots() []zfs.DatasetPath {
+	return ConfigRoots(d.opts.Config)
+}
+
+// ConfigRoots are the filter roots and root_fs of every job.
+func ConfigRoots(c *config.Config) []zfs.DatasetPath {
+	var out []zfs.DatasetPath
+	add := func(p zfs.DatasetPath) {
+		if p.IsZero() {
+			return
+		}
+		for i, o := range out {
+			if p.HasPrefix(o) {
+				return
+			}
+			if o.HasPrefix(p) {
+				out[i] = p
+				return
+			}
+		}
+		out = append(out, p)
+	}
+	for _, j := range c.Jobs {
+		for _, r := range Roots(j.Filesystems) {
+			add(r)
+		}
+		add(j.RootFS)
+	}
+	return out
+}
+
+// existingRoots drops roots that do not exist (a sink's root before its
+// first receive).
+func existingRoots(ctx context.Context, z zfs.ZFS, roots []zfs.DatasetPath) ([]zfs.DatasetPath, error) {
+	var out []zfs.DatasetPath
+	for _, r := range roots {
+		_, err := z.ListVersions(ctx, r)
+		if errors.Is(err, zfs.ErrDatasetNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func toHolds(abs []endpoint.Abstraction) []Hold {
+	out := make([]Hold, 0, len(abs))
+	for _, a := range abs {
+		out = append(out, Hold{Kind: a.Kind.String(), Job: a.Job.String(), Version: a.Version.String(), Tag: a.Tag, GUID: a.GUID, TXG: a.TXG})
+	}
+	return out
+}
+
+// Holds lists the holds and bookmarks zrepl made below the config's roots,
+// of one job or ("" ) of all.
+func (d *Daemon) Holds(ctx context.Context, jobName string) ([]Hold, error) {
+	return ListHolds(ctx, d.opts.ZFS, d.opts.Config, jobName)
+}
+
+// ListHolds lists zrepl's holds and bookmarks below the config's roots.
+func ListHolds(ctx context.Context, z zfs.ZFS, c *config.Config, jobName string) ([]Hold, error) {
+	var f endpoint.AbstractionFilter
+	if jobName != "" {
+		id, err := endpoint.NewJobID(jobName)
+		if err != nil {
+			return nil, err
+		}
+		f.Job = &id
+	}
+	roots, err := existingRoots(ctx, z, ConfigRoots(c))
+	if err != nil {
+		return nil, err
+	}
+	abs, err := endpoint.ListAbstractions(ctx, z, roots, f)
+	if err != nil {
+		return nil, err
+	}
+	return toHolds(abs), nil
+}
+
+// ReleaseStale releases the step holds and destroys the step bookmarks of
+// jobs that have no replication running: left behind by runs that were cut
+// off and will not be resumed. Cursors and last-received holds stay.
+func (d *Daemon) ReleaseStale(ctx context.Context, dryRun bool) ([]Hold, error) {
+	z := d.opts.ZFS
+	roots, err := existingRoots(ctx, z, d.roots())
+	if err != nil {
+		return nil, err
+	}
+	abs, err := endpoint.ListAbstractions(ctx, z, roots, endpoint.AbstractionFilter{Kinds: []endpoint.AbstractionKind{endpoint.StepHold, endpoint.StepBookmark}})
+	if err != nil {
+		return nil, err
+	}
+	abs = slices.DeleteFunc(abs, func(a endpoint.Abstraction) bool {
+		j, err := d.Job(a.Job.String())
+		return err == nil && j.Replicating()
+	})
+	if dryRun {
+		return toHolds(abs), nil
+	}
+	var done []endpoint.Abstraction
+	var errs []error
+	for _, a := range abs {
+		var err error
+		switch a.Kind {
+		case endpoint.StepHold:
+			err = z.Release(ctx, a.Version, a.Tag)
+		case endpoint.StepBookmark:
+			err = z.Destroy(ctx, []zfs.VersionRef{a.Version})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a, err))
+			continue
+		}
+		done = append(done, a)
+	}
+	return toHolds(done), errors.Join(errs...)
+}
+
+// MigrateCursors destroys zrepl 0.x's v1 replication cursors
+// (#zrepl_replication_cursor), but only on filesystems that already have a
+// v2 cursor, so no filesystem loses its incremental base.
+func (d *Daemon) MigrateCursors(ctx context.Context, dryRun bool) ([]string, error) {
+	return MigrateCursors(ctx, d.opts.ZFS, d.opts.Config, dryRun)
+}
+
+// MigrateCursors is Daemon.MigrateCursors on any backend.
+func MigrateCursors(ctx context.Context, z zfs.ZFS, c *config.Config, dryRun bool) ([]string, error) {
+	roots, err := existingRoots(ctx, z, ConfigRoots(c))
+	if err != nil {
+		return nil, err
+	}
+	abs, err := endpoint.ListAbstractions(ctx, z, roots, endpoint.AbstractionFilter{Kinds: []endpoint.AbstractionKind{endpoint.ReplicationCursorV1, endpoint.ReplicationCursorV2}})
+	if err != nil {
+		return nil, err
+	}
+	hasV2 := map[zfs.DatasetPath]bool{}
+	for _, a := range abs {
+		if a.Kind == endpoint.ReplicationCursorV2 {
+			hasV2[a.Version.FS] = true
+		}
+	}
+	var out []string
+	var errs []error
+	for _, a := range abs {
+		if a.Kind != endpoint.ReplicationCursorV1 || !hasV2[a.Version.FS] {
+			continue
+		}
+		if !dryRun {
+			if err := z.Destroy(ctx, []zfs.VersionRef{a.Version}); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		out = append(out, a.Version.String())
+	}
+	return out, errors.Join(errs...)
+}
+
+// Client talks to a daemon's control socket.
+type Client struct {
+	http *http.Client
+}
+
+// NewClient returns a client of the control socket at path.
+func NewClient(path string) *Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	return &Client{http: &http.Client{Transport: tr, Timeout: time.Minute}}
+}
+
+// NewClientHandler returns a client that calls h directly (tests).
+func NewClientHandler(h http.Handler) *Client {
+	return &Client{http: &http.Client{Transport: handlerTransport{h}}}
+}
+
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := &recorder{header: http.Header{}, code: http.StatusOK}
+	t.h.ServeHTTP(rec, r)
+	return &http.Response{StatusCode: rec.code, Header: rec.header, Body: io.NopCloser(&rec.body), Request: r}, nil
+}
+
+type recorder struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header         { return r.header }
+func (r *recorder) Write(p []byte) (int, error) { return r.body.Write(p) }
+func (r *recorder) WriteHeader(code int)        { r.code = code }
+
+func (c *Client) call(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://zrepl"+path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("control socket: %w (is the daemon running?)", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e errorReply
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("control socket: %s", resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Status returns every job's status.
+func (c *Client) Status(ctx context.Context) ([]job.Status, error) {
+	var out []job.Status
+	return out, c.call(ctx, "GET", "/status", nil, &out)
+}
+
+// Signal sends a signal to a job.
+func (c *Client) Signal(ctx context.Context, req SignalRequest) error {
+	var out map[string]string
+	return c.call(ctx, "POST", "/signal", req, &out)
+}
+
+// Holds lists holds and bookmarks of one job or all ("").
+func (c *Client) Holds(ctx context.Context, jobName string) ([]Hold, error) {
+	var out []Hold
+	return out, c.call(ctx, "GET", "/holds?job="+urlEscape(jobName), nil, &out)
+}
+
+// ReleaseStale releases stale step holds and bookmarks.
+func (c *Client) ReleaseStale(ctx context.Context, dryRun bool) ([]Hold, error) {
+	var out []Hold
+	return out, c.call(ctx, "POST", "/holds/release-stale"+dry(dryRun), nil, &out)
+}
+
+// MigrateCursors destroys v1 cursors where v2 cursors exist.
+func (c *Client) MigrateCursors(ctx context.Context, dryRun bool) ([]string, error) {
+	var out []string
+	return out, c.call(ctx, "POST", "/migrate/replication-cursor-v1-v2"+dry(dryRun), nil, &out)
+}
+
+func dry(b bool) string {
+	if b {
+		return "?dry_run=1"
+	}
+	return ""
+}
+
+func urlEscape(s string) string { return url.QueryEscape(s) }

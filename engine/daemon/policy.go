@@ -1,0 +1,47 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"zrepl.dev/zrepl/engine/config"
+	"zrepl.dev/zrepl/engine/job"
+	"zrepl.dev/zrepl/engine/pruner"
+)
+
+// rules maps a side's keep rules to the pruner's.
+func rules(keep []config.KeepRule) []pruner.Rule {
+	var out []pruner.Rule
+	for _, r := range keep {
+		switch r.Type {
+		case config.KeepLastN:
+			out = append(out, pruner.KeepLastN(r.Count, r.Regex))
+		case config.KeepRegex:
+			out = append(out, pruner.KeepRegex(r.Regex, r.Negate))
+		case config.KeepNotReplicated:
+			out = append(out, pruner.KeepNotReplicated())
+		case config.KeepGrid:
+			ivs := make([]pruner.GridInterval, len(r.Grid.Intervals))
+			for i, iv := range r.Grid.Intervals {
+				ivs[i] = pruner.GridInterval{Length: iv.Length, Keep: iv.Keep, Repeat: iv.Repeat}
+			}
+			out = append(out, pruner.KeepGrid(ivs, r.Regex))
+		}
+	}
+	return out
+}
+
+// newPrune applies keep rules as zrepl does: every snapshot of the side
+// is considered, and what no rule keeps goes (the pruner never destroys
+// held snapshots, the newest one or the newest replicated one). A side
+// without rules is not pruned.
+func newPrune(keep []config.KeepRule, _ *config.Snapshotting) job.PruneFunc {
+	if len(keep) == 0 {
+		return nil
+	}
+	p := pruner.Policy{Rules: rules(keep)}
+	return func(ctx context.Context, t job.PruneTarget, now time.Time, replicatedTXG func(string) (uint64, bool)) (int, error) {
+		rep, err := pruner.Prune(ctx, t, p, now, replicatedTXG)
+		return rep.Destroyed(), err
+	}
+}

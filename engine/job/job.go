@@ -1,0 +1,453 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/replication"
+	"zrepl.dev/zrepl/engine/replication/planner"
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+// Snapshotter takes an active job's periodic snapshots.
+type Snapshotter interface {
+	SnapshotNow(ctx context.Context, now time.Time) ([]zfs.VersionRef, error)
+	NextDue(ctx context.Context, now time.Time) (time.Time, error)
+}
+
+// PruneTarget is one side a job prunes: its listing and a way to destroy
+// snapshots of a filesystem named as the listing names it.
+type PruneTarget interface {
+	ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error)
+	DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error
+}
+
+// PruneFunc applies one side's keep rules to target. replicatedTXG tells,
+// per filesystem, up to which createtxg the job has replicated (for the
+// not_replicated rule). It returns how many snapshots it destroyed.
+type PruneFunc func(ctx context.Context, target PruneTarget, now time.Time, replicatedTXG func(fs string) (uint64, bool)) (int, error)
+
+// Sides are the two ends of one replication, as a connection gives them.
+type Sides struct {
+	Sender   replication.Sender
+	Receiver replication.Receiver
+	// SenderPrune and ReceiverPrune are nil where that side cannot be
+	// pruned from here.
+	SenderPrune, ReceiverPrune PruneTarget
+	// Close releases the connection (may be nil).
+	Close func() error
+}
+
+// Clock is the job's time: Now, and a timer channel.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// RealClock is the wall clock.
+var RealClock Clock = realClock{}
+
+// Config describes an active job (push, pull, snap) or the snapshotting
+// part of a source.
+type Config struct {
+	Name string
+	ID   endpoint.JobID
+	Type string
+	Log  *slog.Logger
+	// Clock defaults to RealClock.
+	Clock Clock
+
+	// Snapshotter is nil for jobs that do not snapshot (pull).
+	Snapshotter Snapshotter
+	// BeforeSnapshot runs before each periodic snapshot (the model
+	// backend's demo data); nil for none.
+	BeforeSnapshot func(ctx context.Context) error
+	// Interval: a pull job's replication period; 0 with Snapshotter nil
+	// means replicate only on wakeup.
+	Interval time.Duration
+
+	// Connect gives the sides of a replication; nil for jobs that do not
+	// replicate (snap, source).
+	Connect func(ctx context.Context) (Sides, error)
+	Policy  planner.Policy
+	// Concurrency of steps (default 1).
+	Concurrency int
+	// Backoff and Sleep are passed to the replication driver (defaults
+	// there).
+	ReplicationSleep func(ctx context.Context, d time.Duration) error
+
+	// PruneSender and PruneReceiver apply keep_sender/keep_receiver; a
+	// snap job's keep rules are PruneLocal on LocalTarget.
+	PruneSender, PruneReceiver PruneFunc
+	PruneLocal                 PruneFunc
+	LocalTarget                PruneTarget
+
+	// AfterRun runs after every run of the job (persisting model state).
+	AfterRun func()
+	// Observer learns of finished runs (metrics); may be nil.
+	Observer Observer
+}
+
+// Observer is told what runs did (the daemon's metrics).
+type Observer interface {
+	RunDone(job string, took time.Duration, err error)
+	Replicated(job string, bytes int64)
+	Pruned(job, side string, n int)
+	Snapshotted(job string, n int)
+}
+
+// Active is a running active job. Its runs are serialized: one goroutine
+// snapshots, replicates and prunes in turn.
+type Active struct {
+	cfg    Config
+	wakeup chan struct{}
+
+	mu          sync.Mutex
+	status      Status
+	run         *replication.Run
+	cancelRun   context.CancelFunc
+	concurrency int
+}
+
+// NewActive prepares a job; Run runs it.
+func NewActive(cfg Config) (*Active, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("job: no name")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = RealClock
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Concurrency < 1 {
+		cfg.Concurrency = 1
+	}
+	if cfg.Snapshotter == nil && cfg.Connect == nil {
+		return nil, fmt.Errorf("job %s: neither snapshots nor replicates", cfg.Name)
+	}
+	return &Active{
+		cfg: cfg, wakeup: make(chan struct{}, 1), concurrency: cfg.Concurrency,
+		status: Status{Name: cfg.Name, Type: cfg.Type, State: StateIdle, Concurrency: cfg.Concurrency},
+	}, nil
+}
+
+// Name is the job's name.
+func (j *Active) Name() string { return j.cfg.Name }
+
+// Wakeup starts a replication (and pruning) now, without a snapshot; for
+// a snap job it snapshots and prunes now.
+func (j *Active) Wakeup() {
+	select {
+	case j.wakeup <- struct{}{}:
+	default:
+	}
+}
+
+// Reset cancels the running replication, if any; the engine leaves state
+// the next run resumes from. It reports whether there was one.
+func (j *Active) Reset() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.cancelRun == nil {
+		return false
+	}
+	j.cancelRun()
+	return true
+}
+
+// SetConcurrency changes the step concurrency of the running replication
+// and of later ones.
+func (j *Active) SetConcurrency(n int) error {
+	if n < 1 {
+		return fmt.Errorf("job %s: concurrency must be at least 1, not %d", j.cfg.Name, n)
+	}
+	if j.cfg.Connect == nil {
+		return fmt.Errorf("job %s: a %s job does not replicate", j.cfg.Name, j.cfg.Type)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.concurrency = n
+	j.status.Concurrency = n
+	if j.run != nil {
+		return j.run.SetConcurrency(n)
+	}
+	return nil
+}
+
+// Replicating reports whether a replication runs right now.
+func (j *Active) Replicating() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.run != nil
+}
+
+// Run runs the job until ctx ends.
+func (j *Active) Run(ctx context.Context) error {
+	for {
+		next, snapshot, err := j.next(ctx)
+		if err != nil {
+			j.cfg.Log.Error("cannot compute the next run; retrying in a minute", "job", j.cfg.Name, "err", err)
+			next, snapshot = j.cfg.Clock.Now().Add(time.Minute), false
+		}
+		j.setNext(next)
+		var timer <-chan time.Time
+		if !next.IsZero() {
+			timer = j.cfg.Clock.After(max(next.Sub(j.cfg.Clock.Now()), 0))
+		}
+		select {
+		case <-ctx.Done():
+			j.setState(StateStopped)
+			return nil
+		case <-timer:
+		case <-j.wakeup:
+			snapshot = j.cfg.Connect == nil // a snap job's wakeup snapshots
+		}
+		j.once(ctx, snapshot)
+	}
+}
+
+// next is when the job runs next and whether that run snapshots.
+func (j *Active) next(ctx context.Context) (time.Time, bool, error) {
+	now := j.cfg.Clock.Now()
+	if j.cfg.Snapshotter != nil {
+		t, err := j.cfg.Snapshotter.NextDue(ctx, now)
+		return t, true, err
+	}
+	if j.cfg.Interval <= 0 {
+		return time.Time{}, false, nil // manual: wakeups only
+	}
+	j.mu.Lock()
+	last := j.status.LastRunStart
+	j.mu.Unlock()
+	if last.IsZero() {
+		return now, false, nil
+	}
+	return last.Add(j.cfg.Interval), false, nil
+}
+
+// once is one run: snapshot (if due), replicate, prune.
+func (j *Active) once(ctx context.Context, snapshot bool) {
+	start := j.cfg.Clock.Now()
+	j.mu.Lock()
+	j.status.LastRunStart = start
+	j.status.Runs++
+	j.status.LastError = ""
+	j.status.Replication = nil
+	j.mu.Unlock()
+	log := j.cfg.Log.With("job", j.cfg.Name)
+	var errs []error
+	fail := func(what string, err error) {
+		log.Error(what+" failed", "err", err)
+		errs = append(errs, fmt.Errorf("%s: %w", what, err))
+	}
+
+	if snapshot && j.cfg.Snapshotter != nil {
+		j.setState(StateSnapshotting)
+		if j.cfg.BeforeSnapshot != nil {
+			if err := j.cfg.BeforeSnapshot(ctx); err != nil {
+				log.Warn("writing demo data failed", "err", err)
+			}
+		}
+		refs, err := j.cfg.Snapshotter.SnapshotNow(ctx, j.cfg.Clock.Now())
+		names := make([]string, len(refs))
+		for i, r := range refs {
+			names[i] = r.String()
+		}
+		if len(refs) > 0 {
+			log.Info("snapshots taken", "count", len(refs), "snapshots", names)
+		}
+		if j.cfg.Observer != nil {
+			j.cfg.Observer.Snapshotted(j.cfg.Name, len(refs))
+		}
+		j.mu.Lock()
+		j.status.LastSnapshots = names
+		j.mu.Unlock()
+		if err != nil {
+			fail("snapshot", err)
+		}
+	}
+
+	if j.cfg.Connect != nil && ctx.Err() == nil {
+		errs = append(errs, j.replicateAndPrune(ctx, log)...)
+	}
+	if j.cfg.PruneLocal != nil && j.cfg.LocalTarget != nil && ctx.Err() == nil {
+		j.setState(StatePruning)
+		n, err := j.cfg.PruneLocal(ctx, j.cfg.LocalTarget, j.cfg.Clock.Now(), func(string) (uint64, bool) { return math.MaxUint64, true })
+		j.pruned("local", n, log)
+		if err != nil {
+			fail("prune", err)
+		}
+	}
+
+	err := errors.Join(errs...)
+	end := j.cfg.Clock.Now()
+	j.mu.Lock()
+	j.status.LastRunEnd = end
+	if err != nil {
+		j.status.LastError = err.Error()
+	}
+	j.mu.Unlock()
+	if ctx.Err() == nil {
+		j.setState(StateIdle)
+	}
+	if j.cfg.Observer != nil {
+		j.cfg.Observer.RunDone(j.cfg.Name, end.Sub(start), err)
+	}
+	if j.cfg.AfterRun != nil {
+		j.cfg.AfterRun()
+	}
+}
+
+func (j *Active) pruned(side string, n int, log *slog.Logger) {
+	if n > 0 {
+		log.Info("pruned snapshots", "side", side, "destroyed", n)
+	}
+	if j.cfg.Observer != nil {
+		j.cfg.Observer.Pruned(j.cfg.Name, side, n)
+	}
+	j.mu.Lock()
+	if j.status.Pruned == nil {
+		j.status.Pruned = map[string]int{}
+	}
+	j.status.Pruned[side] += n
+	j.mu.Unlock()
+}
+
+func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []error {
+	var errs []error
+	fail := func(what string, err error) {
+		log.Error(what+" failed", "err", err)
+		errs = append(errs, fmt.Errorf("%s: %w", what, err))
+	}
+	sides, err := j.cfg.Connect(ctx)
+	if err != nil {
+		fail("connect", err)
+		return errs
+	}
+	if sides.Close != nil {
+		defer sides.Close()
+	}
+
+	j.setState(StateReplicating)
+	runCtx, cancel := context.WithCancel(ctx)
+	j.mu.Lock()
+	run := replication.NewRun(sides.Sender, sides.Receiver, replication.Config{
+		Policy: j.cfg.Policy, Concurrency: j.concurrency, Sleep: j.cfg.ReplicationSleep, Now: j.cfg.Clock.Now,
+	})
+	j.run, j.cancelRun = run, cancel
+	j.mu.Unlock()
+	log.Info("replication started")
+	rep := run.Do(runCtx)
+	prog := run.Progress()
+	cancel()
+	j.mu.Lock()
+	j.run, j.cancelRun = nil, nil
+	j.status.Replication = replicationStatus(prog, &rep)
+	j.mu.Unlock()
+	if j.cfg.Observer != nil {
+		j.cfg.Observer.Replicated(j.cfg.Name, prog.Done)
+	}
+	if err := rep.Err(); err != nil {
+		fail("replication", err)
+	} else {
+		log.Info("replication done", "filesystems", len(rep.Filesystems), "bytes", prog.Done, "attempts", rep.Attempts)
+	}
+	if ctx.Err() != nil {
+		return errs
+	}
+
+	now := j.cfg.Clock.Now()
+	if j.cfg.PruneSender != nil && sides.SenderPrune != nil {
+		j.setState(StatePruningSender)
+		txgs, err := cursorTXGs(ctx, sides.SenderPrune, j.cfg.ID)
+		if err != nil {
+			fail("prune sender", err)
+		} else {
+			n, err := j.cfg.PruneSender(ctx, sides.SenderPrune, now, func(fs string) (uint64, bool) {
+				t, ok := txgs[fs]
+				return t, ok
+			})
+			j.pruned("sender", n, log)
+			if err != nil {
+				fail("prune sender", err)
+			}
+		}
+	}
+	if j.cfg.PruneReceiver != nil && sides.ReceiverPrune != nil && ctx.Err() == nil {
+		j.setState(StatePruningReceiver)
+		// Whatever the receiver has was replicated.
+		n, err := j.cfg.PruneReceiver(ctx, sides.ReceiverPrune, now, func(string) (uint64, bool) { return math.MaxUint64, true })
+		j.pruned("receiver", n, log)
+		if err != nil {
+			fail("prune receiver", err)
+		}
+	}
+	return errs
+}
+
+// cursorTXGs maps each of the sender's filesystems to the createtxg of the
+// job's replication cursor: snapshots up to it are replicated.
+func cursorTXGs(ctx context.Context, t PruneTarget, job endpoint.JobID) (map[string]uint64, error) {
+	fss, err := t.ListFilesystems(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]uint64{}
+	for _, fs := range fss {
+		for _, v := range fs.Versions {
+			if v.Kind != zfs.Bookmark {
+				continue
+			}
+			if p, ok := endpoint.ParseBookmarkName(v.Name); ok && p.Kind == endpoint.ReplicationCursorV2 && p.Job == job {
+				if v.CreateTXG >= out[fs.Path] {
+					out[fs.Path] = v.CreateTXG
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func (j *Active) setState(s State) {
+	j.mu.Lock()
+	j.status.State = s
+	j.mu.Unlock()
+}
+
+func (j *Active) setNext(t time.Time) {
+	j.mu.Lock()
+	j.status.NextRun = t
+	j.mu.Unlock()
+}
+
+// Status is a snapshot of the job's state, with the running replication's
+// progress.
+func (j *Active) Status() Status {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	s := j.status
+	s.LastSnapshots = append([]string(nil), s.LastSnapshots...)
+	if s.Pruned != nil {
+		p := make(map[string]int, len(s.Pruned))
+		for k, v := range s.Pruned {
+			p[k] = v
+		}
+		s.Pruned = p
+	}
+	if j.run != nil {
+		s.Replication = replicationStatus(j.run.Progress(), nil)
+	}
+	return s
+}

@@ -1,0 +1,123 @@
+package job
+
+import (
+	"time"
+
+	"zrepl.dev/zrepl/engine/replication"
+)
+
+// State is what a job does right now.
+type State string
+
+const (
+	StateIdle            State = "idle"
+	StateSnapshotting    State = "snapshotting"
+	StateReplicating     State = "replicating"
+	StatePruningSender   State = "pruning sender"
+	StatePruningReceiver State = "pruning receiver"
+	StatePruning         State = "pruning"
+	StateServing         State = "serving"
+	StateStopped         State = "stopped"
+)
+
+// Status is what `zrepl status` shows of a job.
+type Status struct {
+	Name         string    `json:"name"`
+	Type         string    `json:"type"`
+	State        State     `json:"state"`
+	Runs         int       `json:"runs"`
+	LastRunStart time.Time `json:"last_run_start,omitzero"`
+	LastRunEnd   time.Time `json:"last_run_end,omitzero"`
+	NextRun      time.Time `json:"next_run,omitzero"`
+	LastError    string    `json:"last_error,omitempty"`
+	Concurrency  int       `json:"concurrency,omitempty"`
+	// LastSnapshots are the snapshots the last periodic snapshot took.
+	LastSnapshots []string `json:"last_snapshots,omitempty"`
+	// Pruned counts destroyed snapshots per side since the start.
+	Pruned map[string]int `json:"pruned,omitempty"`
+	// Replication is the running replication, or else the last one.
+	Replication *ReplicationStatus `json:"replication,omitempty"`
+}
+
+// ReplicationStatus is a replication's progress, in total and per
+// filesystem.
+type ReplicationStatus struct {
+	Attempt       int        `json:"attempt"`
+	BytesExpected int64      `json:"bytes_expected"`
+	BytesDone     int64      `json:"bytes_done"`
+	Estimated     bool       `json:"estimated,omitempty"`
+	Rate          float64    `json:"rate_bytes_per_second"`
+	ETASeconds    float64    `json:"eta_seconds,omitempty"`
+	Finished      bool       `json:"finished"`
+	Filesystems   []FSStatus `json:"filesystems,omitempty"`
+}
+
+// FSStatus is one filesystem of a replication.
+type FSStatus struct {
+	FS            string `json:"fs"`
+	State         string `json:"state"`
+	BytesExpected int64  `json:"bytes_expected"`
+	BytesDone     int64  `json:"bytes_done"`
+	Steps         int    `json:"steps"`
+	StepsDone     int    `json:"steps_done"`
+	LastError     string `json:"last_error,omitempty"`
+	// Rate and ETA are the run's, shared out by bytes left.
+	ETASeconds float64 `json:"eta_seconds,omitempty"`
+}
+
+// replicationStatus merges the progress of a run with its report, if it
+// ended.
+func replicationStatus(p replication.Progress, rep *replication.Report) *ReplicationStatus {
+	out := &ReplicationStatus{
+		Attempt: p.Attempt, BytesExpected: p.Expected, BytesDone: p.Done, Estimated: p.Estimated,
+		Rate: p.Rate, ETASeconds: p.ETA.Seconds(), Finished: rep != nil,
+	}
+	idx := map[string]int{}
+	get := func(fs string) *FSStatus {
+		i, ok := idx[fs]
+		if !ok {
+			i = len(out.Filesystems)
+			idx[fs] = i
+			out.Filesystems = append(out.Filesystems, FSStatus{FS: fs, State: "planned"})
+		}
+		return &out.Filesystems[i]
+	}
+	for _, s := range p.Steps {
+		f := get(s.FS)
+		f.Steps++
+		f.BytesExpected += s.Expected
+		f.BytesDone += s.Done
+		switch s.State {
+		case "done":
+			f.StepsDone++
+		case "running", "suspending", "suspended", "failed":
+			f.State = s.State
+		}
+		if f.StepsDone == f.Steps {
+			f.State = "done"
+		} else if f.State == "planned" || f.State == "done" {
+			f.State = "waiting"
+		}
+	}
+	if rep != nil {
+		for _, r := range rep.Filesystems {
+			f := get(r.FS)
+			f.State = string(r.State)
+			if r.Err != nil {
+				f.LastError = r.Err.Error()
+			}
+		}
+	}
+	for i := range out.Filesystems {
+		f := &out.Filesystems[i]
+		if left := f.BytesExpected - f.BytesDone; left > 0 && p.Rate > 0 && rep == nil {
+			f.ETASeconds = float64(left) / p.Rate
+		}
+	}
+	return out
+}
+
+// ETA is the status's ETA as a duration.
+func (r *ReplicationStatus) ETA() time.Duration {
+	return time.Duration(r.ETASeconds * float64(time.Second))
+}
