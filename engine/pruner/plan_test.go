@@ -8,14 +8,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func names(snaps []Snapshot) []string {
-	var out []string
-	for _, s := range snaps {
-		out = append(out, s.Name)
-	}
-	return out
-}
-
 func TestPlanKeptByAnyRule(t *testing.T) {
 	snaps := []Snapshot{
 		at("zrepl_1", 1, 50*time.Hour), at("manual_2", 2, 40*time.Hour), at("zrepl_3", 3, 30*time.Hour),
@@ -88,7 +80,7 @@ func TestPlanProtections(t *testing.T) {
 		t.Errorf("held: destroyed (-want +got):\n%s", d)
 	}
 
-	if got := Plan(nil, Policy{}, t0); got != nil {
+	if got := Plan(nil, Policy{}, t0); len(got) != 0 {
 		t.Errorf("empty input planned %v", got)
 	}
 	if got := Plan([]Snapshot{at("only", 1, 1000*time.Hour)}, Policy{}, t0); got != nil {

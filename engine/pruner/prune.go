@@ -31,7 +31,7 @@ type FSReport struct {
 	// succeeded, else empty, since a failed batch may have destroyed some
 	// and not others (the next Prune plans the rest again).
 	Destroyed []string
-	// Kept is the number of snapshots left alone.
+	// Kept is the number of snapshots not planned (prefixed or not).
 	Kept int
 	// Err is why destroying failed; nil on success.
 	Err error
@@ -56,6 +56,16 @@ func (r Report) Destroyed() int {
 // joins the failures, each naming its filesystem. Listing failures and a
 // cancelled ctx end Prune early.
 func Prune(ctx context.Context, t Target, p Policy, now time.Time, replicatedTXG func(fs string) (uint64, bool)) (Report, error) {
+	return prune(ctx, t, p, now, replicatedTXG, true)
+}
+
+// DryRun is Prune without destroying: the report has Planned and Kept,
+// never Destroyed (for `zrepl test`-like commands and logs).
+func DryRun(ctx context.Context, t Target, p Policy, now time.Time, replicatedTXG func(fs string) (uint64, bool)) (Report, error) {
+	return prune(ctx, t, p, now, replicatedTXG, false)
+}
+
+func prune(ctx context.Context, t Target, p Policy, now time.Time, replicatedTXG func(fs string) (uint64, bool), destroy bool) (Report, error) {
 	var rep Report
 	fss, err := t.ListFilesystems(ctx)
 	if err != nil {
@@ -88,9 +98,11 @@ func Prune(ctx context.Context, t Target, p Policy, now time.Time, replicatedTXG
 		plan := Plan(snaps, p, now)
 		fr := FSReport{FS: fs.Path, Kept: len(snaps) - len(plan)}
 		if len(plan) > 0 {
+			fr.Planned = names(plan)
+		}
+		if len(plan) > 0 && destroy {
 			versions := make([]zfs.FilesystemVersion, len(plan))
 			for i, s := range plan {
-				fr.Planned = append(fr.Planned, s.Name)
 				// The full version carries the GUID, so the target can
 				// refuse a snapshot re-created under the same name.
 				versions[i] = byName[s.Name]
@@ -105,4 +117,12 @@ func Prune(ctx context.Context, t Target, p Policy, now time.Time, replicatedTXG
 		rep.Filesystems = append(rep.Filesystems, fr)
 	}
 	return rep, errors.Join(errs...)
+}
+
+func names(snaps []Snapshot) []string {
+	out := make([]string, len(snaps))
+	for i, s := range snaps {
+		out[i] = s.Name
+	}
+	return out
 }

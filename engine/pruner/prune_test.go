@@ -174,3 +174,12 @@ func TestPruneStopsWhenCancelled(t *testing.T) {
 	require.Len(t, rep.Filesystems, 1)
 	require.False(t, errors.Is(rep.Filesystems[0].Err, context.Canceled))
 }
+
+func TestDryRunDestroysNothing(t *testing.T) {
+	tg := &fakeTarget{fss: []endpoint.Filesystem{{Path: "a", Versions: hourly(4)}}}
+	rep, err := DryRun(context.Background(), tg, Policy{Rules: []Rule{KeepLastN(2, nil)}}, t0, nil)
+	require.NoError(t, err)
+	require.Equal(t, []FSReport{{FS: "a", Planned: []string{"zrepl_00", "zrepl_01"}, Kept: 2}}, rep.Filesystems)
+	require.Empty(t, tg.calls)
+	require.Len(t, tg.fss[0].Versions, 4)
+}

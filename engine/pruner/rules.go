@@ -21,8 +21,9 @@ type Snapshot struct {
 }
 
 // Rule is one keep rule. The interface is sealed: rules come from the
-// constructors of this package. keep gets the considered snapshots oldest
-// first (see older) and says for each whether the rule keeps it.
+// constructors of this package. keep gets the considered snapshots in
+// createtxg order (see byTXG) and says for each whether the rule keeps it;
+// a rule that orders by time sorts for itself (see older).
 type Rule interface {
 	keep(snaps []Snapshot, now time.Time) []bool
 }
