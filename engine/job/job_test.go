@@ -1,0 +1,158 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/replication"
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// blockingSender blocks its listing until the run is cancelled.
+type blockingSender struct{ listed chan struct{} }
+
+func (b blockingSender) ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error) {
+	b.listed <- struct{}{}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+func (blockingSender) Send(context.Context, endpoint.SendRequest) (io.ReadCloser, error) {
+	return nil, errors.New("unused")
+}
+func (blockingSender) SendSize(context.Context, endpoint.SendRequest) (int64, error) { return 0, nil }
+func (blockingSender) StepCompleted(context.Context, endpoint.SendRequest, bool) error {
+	return nil
+}
+
+type emptyReceiver struct{}
+
+func (emptyReceiver) ListFilesystems(context.Context) ([]endpoint.Filesystem, error) { return nil, nil }
+func (emptyReceiver) Receive(context.Context, endpoint.ReceiveRequest, io.Reader) error {
+	return nil
+}
+func (emptyReceiver) AbortPartialReceive(context.Context, string) error { return nil }
+
+type countingSnapshotter struct {
+	every time.Duration
+	taken []time.Time
+}
+
+func (c *countingSnapshotter) SnapshotNow(_ context.Context, now time.Time) ([]zfs.VersionRef, error) {
+	c.taken = append(c.taken, now)
+	return []zfs.VersionRef{zfs.SnapshotRef(zfs.MustDatasetPath("p/fs"), "s")}, nil
+}
+
+func (c *countingSnapshotter) NextDue(_ context.Context, now time.Time) (time.Time, error) {
+	if len(c.taken) == 0 {
+		return now, nil
+	}
+	return c.taken[len(c.taken)-1].Add(c.every), nil
+}
+
+// A running replication can be resized and reset; reset cancels it, the
+// run records the error and the job goes on with its schedule.
+func TestResetAndConcurrencyOfARunningReplication(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		listed := make(chan struct{})
+		snap := &countingSnapshotter{every: time.Minute}
+		var runsDone int
+		j, err := NewActive(Config{
+			Name: "push", ID: endpoint.MustJobID("push"), Type: "push", Snapshotter: snap,
+			Connect: func(context.Context) (Sides, error) {
+				return Sides{Sender: blockingSender{listed}, Receiver: emptyReceiver{}}, nil
+			},
+			AfterRun: func() { runsDone++ },
+		})
+		require.NoError(t, err)
+		assert.False(t, j.Reset(), "nothing to reset before a run")
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- j.Run(ctx) }()
+
+		<-listed
+		assert.True(t, j.Replicating())
+		st := j.Status()
+		assert.Equal(t, StateReplicating, st.State)
+		require.NotNil(t, st.Replication)
+		assert.False(t, st.Replication.Finished)
+		require.NoError(t, j.SetConcurrency(4))
+		assert.Equal(t, 4, j.Status().Concurrency)
+		assert.Error(t, j.SetConcurrency(0))
+
+		assert.True(t, j.Reset())
+		synctest.Wait()
+		assert.False(t, j.Replicating())
+		st = j.Status()
+		assert.Equal(t, StateIdle, st.State)
+		assert.Contains(t, st.LastError, "replication")
+		assert.Equal(t, 1, runsDone)
+		assert.Len(t, snap.taken, 1)
+		assert.Equal(t, snap.taken[0].Add(time.Minute), st.NextRun)
+
+		// The next period starts the next run (which blocks again).
+		time.Sleep(time.Minute)
+		<-listed
+		assert.Len(t, snap.taken, 2)
+		cancel()
+		require.NoError(t, <-done)
+		assert.Equal(t, StateStopped, j.Status().State)
+		assert.Equal(t, 2, runsDone)
+	})
+}
+
+func TestNewActiveRefusesAJobThatDoesNothing(t *testing.T) {
+	_, err := NewActive(Config{Name: "x"})
+	assert.ErrorContains(t, err, "neither snapshots nor replicates")
+	_, err = NewActive(Config{})
+	assert.Error(t, err)
+	j, err := NewActive(Config{Name: "snap", Type: "snap", Snapshotter: &countingSnapshotter{}})
+	require.NoError(t, err)
+	assert.ErrorContains(t, j.SetConcurrency(2), "does not replicate")
+}
+
+// Progress of steps becomes per-filesystem status; a finished run's report
+// decides the final states and errors.
+func TestReplicationStatus(t *testing.T) {
+	p := replication.Progress{
+		Attempt: 2, Expected: 300, Done: 150, Rate: 50, ETA: 3 * time.Second,
+		Steps: []replication.StepProgress{
+			{FS: "a", Expected: 100, Done: 100, State: "done"},
+			{FS: "a", Expected: 100, Done: 50, State: "running"},
+			{FS: "b", Expected: 100, Done: 0, State: "waiting"},
+		},
+	}
+	s := replicationStatus(p, nil)
+	assert.Equal(t, &ReplicationStatus{
+		Attempt: 2, BytesExpected: 300, BytesDone: 150, Rate: 50, ETASeconds: 3,
+		Filesystems: []FSStatus{
+			{FS: "a", State: "running", BytesExpected: 200, BytesDone: 150, Steps: 2, StepsDone: 1, ETASeconds: 1},
+			{FS: "b", State: "waiting", BytesExpected: 100, Steps: 1, ETASeconds: 2},
+		},
+	}, s)
+	assert.Equal(t, 3*time.Second, s.ETA())
+
+	rep := replication.Report{Filesystems: []replication.FSReport{
+		{FS: "a", State: replication.FSDone},
+		{FS: "b", State: replication.FSFailed, Err: errors.New("boom")},
+		{FS: "c", State: replication.FSUpToDate},
+	}}
+	s = replicationStatus(p, &rep)
+	assert.True(t, s.Finished)
+	require.Len(t, s.Filesystems, 3)
+	assert.Equal(t, "done", s.Filesystems[0].State)
+	assert.Equal(t, "failed", s.Filesystems[1].State)
+	assert.Equal(t, "boom", s.Filesystems[1].LastError)
+	assert.Equal(t, "up to date", s.Filesystems[2].State)
+	assert.Zero(t, s.Filesystems[0].ETASeconds, "no ETA after the end")
+}
