@@ -195,6 +195,14 @@ func (j *Active) Replicating() bool {
 
 // Run runs the job until ctx ends.
 func (j *Active) Run(ctx context.Context) error {
+	// A replicating job whose snapshot is not due yet replicates at
+	// once: a run cut off by the last shutdown resumes now, not a
+	// period later.
+	if j.cfg.Connect != nil && j.cfg.Snapshotter != nil {
+		if next, _, err := j.next(ctx); err == nil && next.After(j.cfg.Clock.Now()) {
+			j.once(ctx, false)
+		}
+	}
 	for {
 		next, snapshot, err := j.next(ctx)
 		if err != nil {

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"zrepl.dev/zrepl/engine/job"
+)
+
+// syncBuffer is a buffer the daemon's logger and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestConfigcheck(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yml")
+	require.NoError(t, os.WriteFile(bad, []byte(`jobs:
+  - name: a
+    type: push
+    filesystems: {"pool<": true}
+  - name: b
+    type: snap
+    filesystems: {"x<": true}
+    snapshotting: {type: periodic, prefix: zrepl_, interval: 0s}
+`), 0o600))
+	out, err := run(t, "configcheck", "--config", bad)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "problem(s)")
+	for _, want := range []string{"jobs[0]", "connect", "line 2", "jobs[1]", bad} {
+		assert.Contains(t, out, want)
+	}
+	assert.GreaterOrEqual(t, strings.Count(out, "\n"), 2, "one line per problem:\n%s", out)
+
+	out, err = run(t, "configcheck", "--config", "../../examples/quickstart.yml")
+	require.NoError(t, err)
+	assert.Contains(t, out, "ok (2 jobs)")
+
+	_, err = run(t, "configcheck", "--config", filepath.Join(dir, "missing.yml"))
+	assert.ErrorContains(t, err, "missing.yml")
+}
+
+// shortDir is a temporary directory with a path short enough for a unix
+// socket (108 bytes).
+func shortDir(t *testing.T) string {
+	d, err := os.MkdirTemp("", "zr")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+func quickstartIn(t *testing.T, dir, interval string) string {
+	b, err := os.ReadFile("../../examples/quickstart.yml")
+	require.NoError(t, err)
+	s := strings.ReplaceAll(string(b), "./.zrepl-quickstart", dir)
+	s = strings.ReplaceAll(s, "interval: 5s", "interval: "+interval)
+	p := filepath.Join(dir, "zrepl.yml")
+	require.NoError(t, os.WriteFile(p, []byte(s), 0o600))
+	return p
+}
+
+// The daemon command with the quickstart config, driven by the CLI over
+// its control socket: status --json, signal, holds list; then a clean
+// stop that saves the model, and a restart that loads it.
+func TestDaemonAndClientCommands(t *testing.T) {
+	dir := shortDir(t)
+	cfg := quickstartIn(t, dir, "1h")
+	startDaemon := func() (*syncBuffer, func()) {
+		var logs syncBuffer
+		root := newRootCommand(&logs, &logs)
+		root.SetArgs([]string{"daemon", "--config", cfg})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- root.ExecuteContext(ctx) }()
+		// Bounded wait for the first run (snapshot, replication).
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(logs.String(), "replication done") {
+			require.True(t, time.Now().Before(deadline), "daemon did not replicate in time; log:\n%s", logs.String())
+			time.Sleep(20 * time.Millisecond)
+		}
+		return &logs, func() {
+			cancel()
+			require.NoError(t, <-done)
+		}
+	}
+	logs, stop := startDaemon()
+	assert.Contains(t, logs.String(), "created the pools and filesystems")
+
+	out, err := run(t, "status", "--json", "--config", cfg)
+	require.NoError(t, err)
+	var st []job.Status
+	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+	require.Len(t, st, 2)
+	assert.Equal(t, "quickstart_push", st[0].Name)
+	assert.Equal(t, job.StateIdle, st[0].State)
+	require.NotNil(t, st[0].Replication)
+	assert.Positive(t, st[0].Replication.BytesDone)
+	assert.Equal(t, "quickstart_sink", st[1].Name)
+	assert.Equal(t, job.StateServing, st[1].State)
+
+	out, err = run(t, "status", "--config", cfg)
+	require.NoError(t, err)
+	assert.Contains(t, out, "job quickstart_push (push): idle, next run in")
+	assert.Contains(t, out, "pool/data")
+
+	out, err = run(t, "holds", "list", "--config", cfg, "--job", "quickstart_push")
+	require.NoError(t, err)
+	assert.Contains(t, out, "replication-cursor-v2")
+	assert.Equal(t, 1, strings.Count(out, "\n"), out)
+
+	require.NoError(t, runErr(t, "signal", "wakeup", "quickstart_push", "--config", cfg))
+	assert.ErrorContains(t, runErr(t, "signal", "wakeup", "nope", "--config", cfg), `no job "nope"`)
+	assert.ErrorContains(t, runErr(t, "signal", "concurrency", "quickstart_push", "x", "--config", cfg), "at least 1")
+	require.NoError(t, runErr(t, "signal", "concurrency", "quickstart_push", "2", "--config", cfg))
+	out, err = run(t, "holds", "release-stale", "--dry-run", "--config", cfg)
+	require.NoError(t, err)
+	assert.Empty(t, out, "no stale step holds after completed runs")
+	out, err = run(t, "migrate", "replication-cursor:v1-v2", "--dry-run", "--config", cfg)
+	require.NoError(t, err)
+	assert.Empty(t, out)
+
+	stop()
+	assert.Contains(t, logs.String(), "daemon stopped")
+	_, err = os.Stat(filepath.Join(dir, "model.json"))
+	require.NoError(t, err, "model state saved")
+	_, err = run(t, "status", "--config", cfg)
+	assert.ErrorContains(t, err, "is the daemon running?")
+
+	out, err = run(t, "test", "filesystems", "--config", cfg, "--job", "quickstart_push")
+	require.NoError(t, err)
+	assert.Equal(t, "pool/data\n", out)
+
+	logs, stop = startDaemon()
+	assert.Contains(t, logs.String(), "loaded state")
+	stop()
+}
+
+func runErr(t *testing.T, args ...string) error {
+	t.Helper()
+	_, err := run(t, args...)
+	return err
+}
