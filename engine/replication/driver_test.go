@@ -442,3 +442,32 @@ func TestReceiverRolledBack(t *testing.T) {
 	assert.Equal(t, 2, rep.Filesystems[0].StepsDone)
 	p.assertReplicated("src/data", "s1", "s2", "s3")
 }
+
+// A filesystem replicated by zrepl before cursor v2 has only the shared v1
+// cursor bookmark on the sender; it is still a valid incremental source.
+func TestV1CursorIsReadForCompatibility(t *testing.T) {
+	p := newPair(t, "push")
+	p.sender.Filter = func(fs zfs.DatasetPath) bool { return fs == p.fs("src/data") }
+	p.create("src/data", false)
+	p.write("src/data", 1, 2)
+	p.snap("src/data", "s1")
+	requireOK(t, p.run(replication.Config{}))
+	// Rewrite history as the old zrepl left it: no v2 cursor, a v1 cursor
+	// on s1, and s1 itself pruned on the sender.
+	src := p.fs("src/data")
+	s1 := versions(t, p.src, "src/data")[0]
+	require.NoError(t, p.src.Bookmark(ctx, zfs.SnapshotRef(src, "s1"), endpoint.CursorV1BookmarkName))
+	require.NoError(t, p.src.Destroy(ctx, []zfs.VersionRef{
+		zfs.BookmarkRef(src, endpoint.CursorBookmarkName(s1.GUID, p.job)), zfs.SnapshotRef(src, "s1"),
+	}))
+	p.write("src/data", 2, 2)
+	p.snap("src/data", "s2")
+
+	rep := p.run(replication.Config{})
+	requireOK(t, rep)
+	assert.Equal(t, 1, rep.Filesystems[0].StepsDone, "one incremental from the v1 cursor, no full send")
+	got := versions(t, p.dst, "dst/client/src/data")
+	assert.Equal(t, []string{"s1", "s2"}, snapNames(got, zfs.Snapshot))
+	assert.Contains(t, snapNames(versions(t, p.src, "src/data"), zfs.Bookmark), endpoint.CursorV1BookmarkName,
+		"the v1 cursor is left for `zrepl migrate replication-cursor:v1-v2` to remove")
+}
