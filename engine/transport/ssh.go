@@ -9,7 +9,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,50 +23,190 @@ func SSHDialer(command []string) (Dialer, error) {
 	if len(command) == 0 {
 		return nil, errors.New("ssh transport: no command")
 	}
-	return func(ctx context.Context) (net.Conn, error) {
-		return startProcess(ctx, command)
-	}, nil
+	return ProcessDialer(ExecProcess(command)), nil
 }
+
+// Process is the child process behind one ssh connection: its stdin and
+// stdout are the two directions of the connection.
+//
+// If Stdin has a SetWriteDeadline method and Stdout a SetReadDeadline
+// method (as *os.File pipes do), the connection's deadlines use them;
+// otherwise setting a deadline fails with os.ErrNoDeadline.
+type Process struct {
+	Stdin  io.WriteCloser
+	Stdout io.ReadCloser
+	// Wait waits for the process to exit and returns nil for status 0,
+	// otherwise an error with an `ExitCode() int` method (-1 when killed
+	// by a signal), as *exec.ExitError has. Called exactly once. When it
+	// returns, everything the process wrote to stderr has been written to
+	// the stderr the ProcessStarter was given.
+	Wait func() error
+	// Kill ends the process at once.
+	Kill func()
+	// Name names the process in errors and addresses ("ssh").
+	Name string
+}
+
+// ProcessStarter starts the process behind one connection and has it
+// write its stderr to stderr. Exec runs real ones (ExecProcess); tests run
+// simulated ones.
+type ProcessStarter func(ctx context.Context, stderr io.Writer) (*Process, error)
+
+// ExecProcess starts command as a child process per connection.
+func ExecProcess(command []string) ProcessStarter {
+	command = append([]string(nil), command...)
+	return func(ctx context.Context, stderr io.Writer) (*Process, error) {
+		if len(command) == 0 {
+			return nil, errors.New("ssh transport: no command")
+		}
+		// Pipes of our own, not cmd.StdinPipe/StdoutPipe: Wait must not
+		// close our ends (the connection may still hold unread bytes), and
+		// *os.File pipes support deadlines.
+		inR, inW, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("ssh transport: %w", err)
+		}
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			inR.Close()
+			inW.Close()
+			return nil, fmt.Errorf("ssh transport: %w", err)
+		}
+		// Not CommandContext: the process outlives the dial's context and
+		// ends with the connection.
+		cmd := exec.Command(command[0], command[1:]...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, stderr
+		err = cmd.Start()
+		inR.Close() // the child's ends
+		outW.Close()
+		if err != nil {
+			inW.Close()
+			outR.Close()
+			return nil, fmt.Errorf("ssh transport: start %s: %w", command[0], err)
+		}
+		return &Process{
+			Stdin:  inW,
+			Stdout: outR,
+			Wait:   cmd.Wait,
+			Kill:   func() { cmd.Process.Kill() },
+			Name:   command[0],
+		}, nil
+	}
+}
+
+// ProcessDialer runs a process from start per connection and speaks over
+// its stdin and stdout. When the process ends while the connection is in
+// use, Read and Write fail with a *ProcessExitError carrying its exit
+// status and the tail of its stderr, instead of a bare EOF or broken pipe.
+func ProcessDialer(start ProcessStarter) Dialer {
+	return func(ctx context.Context) (net.Conn, error) {
+		return startProcess(ctx, start)
+	}
+}
+
+// ProcessExitError says that the process behind an ssh connection exited
+// while the connection was in use: with a non-zero status, or with status
+// 0 before the connection was closed (the remote command quit early).
+type ProcessExitError struct {
+	Name   string // the command, e.g. "ssh"
+	Status int    // exit status; -1 if killed by a signal
+	// Stderr is the tail of what the process wrote to stderr (at most
+	// StderrLimit bytes), trimmed of surrounding white space.
+	Stderr string
+	// StderrDropped counts the bytes of stderr before the tail that were
+	// not kept.
+	StderrDropped int64
+	// Err is what Wait returned (nil for status 0); Cause is the error of
+	// the Read or Write that noticed the exit (io.EOF, a broken pipe).
+	Err, Cause error
+}
+
+// stderrInError bounds the stderr an error message shows: the message ends
+// up in logs and status lines, the full tail stays in the Stderr field.
+const stderrInError = 2 << 10
+
+func (e *ProcessExitError) Error() string {
+	var b bytes.Buffer
+	b.WriteString(e.Name)
+	switch {
+	case e.Status == 0:
+		b.WriteString(" exited with status 0 before the connection was closed")
+	case e.Status < 0 && e.Err != nil:
+		b.WriteString(" ended: ")
+		b.WriteString(e.Err.Error())
+	default:
+		b.WriteString(" exited with status ")
+		b.WriteString(strconv.Itoa(e.Status))
+	}
+	if e.Stderr != "" {
+		b.WriteString(": ")
+		msg := e.Stderr
+		if len(msg) > stderrInError {
+			// Keep the end, where ssh says what went wrong last.
+			msg = msg[len(msg)-stderrInError:]
+			if i := bytes.IndexByte([]byte(msg), '\n'); i >= 0 && i < len(msg)-1 {
+				msg = msg[i+1:]
+			}
+			b.WriteString("[...] ")
+		} else if e.StderrDropped > 0 {
+			b.WriteString("[...] ")
+		}
+		b.WriteString(msg)
+	}
+	return b.String()
+}
+
+// Unwrap gives errors.Is/As both the exit (an *exec.ExitError, say) and
+// the IO error that noticed it.
+func (e *ProcessExitError) Unwrap() []error {
+	var errs []error
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	if e.Cause != nil {
+		errs = append(errs, e.Cause)
+	}
+	return errs
+}
+
+// StderrLimit is how much of a process's stderr an ssh connection keeps:
+// the last bytes, where ssh's reason for failing is.
+const StderrLimit = 64 << 10
+
+// exitGrace is how long a Read or Write that hit the end of the pipe waits
+// for the process to exit, to tell why; ssh exits right after its pipes end.
+const exitGrace = 2 * time.Second
+
+// closeGrace is how long Close waits for the process to exit on its own
+// after its stdin closed, before killing it.
+const closeGrace = 5 * time.Second
 
 // processConn is a connection over a child process's stdin and stdout.
 type processConn struct {
-	cmd    *exec.Cmd
-	stdin  *os.File // our end of the child's stdin
-	stdout *os.File // our end of the child's stdout
-	stderr *boundedBuffer
+	proc   *Process
+	stderr *tailBuffer
 	exited chan struct{}
-	err    error // the process's exit, valid after exited
+	err    error       // what Wait returned, valid after exited
+	read   atomic.Bool // whether any byte came from stdout
+	closed atomic.Bool
 	once   sync.Once
 }
 
-// stderrLimit bounds what is kept of a process's stderr for errors.
-const stderrLimit = 4 << 10
-
-func startProcess(ctx context.Context, command []string) (*processConn, error) {
-	inR, inW, err := os.Pipe()
+func startProcess(ctx context.Context, start ProcessStarter) (*processConn, error) {
+	stderr := newTailBuffer(StderrLimit)
+	proc, err := start(ctx, stderr)
 	if err != nil {
 		return nil, err
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		return nil, err
+	if proc == nil || proc.Stdin == nil || proc.Stdout == nil || proc.Wait == nil || proc.Kill == nil {
+		return nil, errors.New("ssh transport: the process starter returned an incomplete process")
 	}
-	cmd := exec.Command(command[0], command[1:]...)
-	cmd.Stdin, cmd.Stdout = inR, outW
-	c := &processConn{cmd: cmd, stdin: inW, stdout: outR, stderr: &boundedBuffer{max: stderrLimit}, exited: make(chan struct{})}
-	cmd.Stderr = c.stderr
-	err = cmd.Start()
-	inR.Close() // the child's ends
-	outW.Close()
-	if err != nil {
-		inW.Close()
-		outR.Close()
-		return nil, fmt.Errorf("ssh transport: start %s: %w", command[0], err)
+	if proc.Name == "" {
+		proc.Name = "ssh"
 	}
+	c := &processConn{proc: proc, stderr: stderr, exited: make(chan struct{})}
 	go func() {
-		c.err = cmd.Wait()
+		c.err = proc.Wait()
 		close(c.exited)
 	}()
 	if ctx.Err() != nil {
@@ -74,38 +216,71 @@ func startProcess(ctx context.Context, command []string) (*processConn, error) {
 	return c, nil
 }
 
-// exitErr describes how the process ended, once it did (within a moment).
-func (c *processConn) exitErr() error {
+// exitErr says why the pipes ended, once the process exited (within
+// exitGrace): an error for a non-zero status, and for status 0 if
+// early0 (the process quit before the connection could have ended well).
+// nil means: let the IO error speak for itself.
+func (c *processConn) exitErr(cause error, early0 bool) error {
+	if c.closed.Load() {
+		return nil // our own Close ended the pipes
+	}
+	t := time.NewTimer(exitGrace)
+	defer t.Stop()
 	select {
 	case <-c.exited:
-	case <-time.After(time.Second):
+	case <-t.C:
 		return nil
 	}
-	if c.err == nil {
+	status := 0
+	if c.err != nil {
+		status = -1
+		var ec interface{ ExitCode() int }
+		if errors.As(c.err, &ec) {
+			status = ec.ExitCode()
+		}
+		if status == 0 { // an error from Wait that is no exit status
+			status = -1
+		}
+	} else if !early0 {
 		return nil
 	}
-	msg := bytes.TrimSpace(c.stderr.Bytes())
-	if len(msg) == 0 {
-		return fmt.Errorf("%s: %w", c.cmd.Path, c.err)
+	tail, dropped := c.stderr.Tail()
+	return &ProcessExitError{
+		Name:          c.proc.Name,
+		Status:        status,
+		Stderr:        string(bytes.TrimSpace(tail)),
+		StderrDropped: dropped,
+		Err:           c.err,
+		Cause:         cause,
 	}
-	return fmt.Errorf("%s: %w: %s", c.cmd.Path, c.err, msg)
 }
 
+// Read returns what the process wrote to stdout. At the end of stdout it
+// returns io.EOF if the process exited with status 0 after writing
+// something (the remote end closed the connection: every zrepl server
+// answers before it closes), and a *ProcessExitError otherwise. A process
+// that exits 0 mid-stream reads like a remote close: the protocol on top
+// notices the missing rest, and a Write says what happened.
 func (c *processConn) Read(p []byte) (int, error) {
-	n, err := c.stdout.Read(p)
+	n, err := c.proc.Stdout.Read(p)
+	if n > 0 {
+		c.read.Store(true)
+	}
 	if err == io.EOF {
-		// The process closed its stdout: say why it ended, if it failed.
-		if xerr := c.exitErr(); xerr != nil {
+		if xerr := c.exitErr(err, !c.read.Load()); xerr != nil {
 			return n, xerr
 		}
 	}
 	return n, err
 }
 
+// Write passes p to the process's stdin. When the process is gone, it
+// fails with a *ProcessExitError, whatever the exit status: a Write means
+// the connection still had something to say.
 func (c *processConn) Write(p []byte) (int, error) {
-	n, err := c.stdin.Write(p)
-	if err != nil {
-		if xerr := c.exitErr(); xerr != nil {
+	n, err := c.proc.Stdin.Write(p)
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		if xerr := c.exitErr(err, true); xerr != nil {
 			return n, xerr
 		}
 	}
@@ -117,12 +292,15 @@ func (c *processConn) Write(p []byte) (int, error) {
 // closed connection leaves no process behind.
 func (c *processConn) Close() error {
 	c.once.Do(func() {
-		c.stdin.Close()
-		c.stdout.Close()
+		c.closed.Store(true)
+		c.proc.Stdin.Close()
+		c.proc.Stdout.Close()
+		t := time.NewTimer(closeGrace)
+		defer t.Stop()
 		select {
 		case <-c.exited:
-		case <-time.After(5 * time.Second):
-			c.cmd.Process.Kill()
+		case <-t.C:
+			c.proc.Kill()
 			<-c.exited
 		}
 	})
@@ -130,37 +308,84 @@ func (c *processConn) Close() error {
 }
 
 func (c *processConn) LocalAddr() net.Addr  { return processAddr("local") }
-func (c *processConn) RemoteAddr() net.Addr { return processAddr(c.cmd.Path) }
+func (c *processConn) RemoteAddr() net.Addr { return processAddr(c.proc.Name) }
+
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 
 func (c *processConn) SetDeadline(t time.Time) error {
-	return errors.Join(c.stdin.SetWriteDeadline(t), c.stdout.SetReadDeadline(t))
+	return errors.Join(c.SetWriteDeadline(t), c.SetReadDeadline(t))
 }
-func (c *processConn) SetReadDeadline(t time.Time) error  { return c.stdout.SetReadDeadline(t) }
-func (c *processConn) SetWriteDeadline(t time.Time) error { return c.stdin.SetWriteDeadline(t) }
+
+func (c *processConn) SetReadDeadline(t time.Time) error {
+	if d, ok := c.proc.Stdout.(readDeadliner); ok {
+		return d.SetReadDeadline(t)
+	}
+	return os.ErrNoDeadline
+}
+
+func (c *processConn) SetWriteDeadline(t time.Time) error {
+	if d, ok := c.proc.Stdin.(writeDeadliner); ok {
+		return d.SetWriteDeadline(t)
+	}
+	return os.ErrNoDeadline
+}
 
 type processAddr string
 
 func (processAddr) Network() string  { return "process" }
 func (a processAddr) String() string { return string(a) }
 
-// boundedBuffer keeps the first max bytes written to it.
-type boundedBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf bytes.Buffer
+// tailBuffer keeps the last max bytes written to it in a ring, so a
+// process that floods stderr costs at most max bytes.
+type tailBuffer struct {
+	mu      sync.Mutex
+	max     int
+	buf     []byte // grows up to max, then wraps
+	next    int    // where the next byte goes once buf is full
+	written int64
 }
 
-func (b *boundedBuffer) Write(p []byte) (int, error) {
+func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if room := b.max - b.buf.Len(); room > 0 {
-		b.buf.Write(p[:min(len(p), room)])
+	n := len(p)
+	b.written += int64(n)
+	if b.max <= 0 {
+		return n, nil
 	}
-	return len(p), nil
+	if len(p) > b.max {
+		p = p[len(p)-b.max:]
+	}
+	if room := b.max - len(b.buf); room > 0 {
+		// Still filling up: grow by what arrives (never beyond max), so a
+		// quiet process costs little.
+		k := min(room, len(p))
+		if cap(b.buf) < b.max && len(b.buf)+k > cap(b.buf) {
+			nb := make([]byte, len(b.buf), min(b.max, max(2*cap(b.buf), len(b.buf)+k)))
+			copy(nb, b.buf)
+			b.buf = nb
+		}
+		b.buf = append(b.buf, p[:k]...)
+		p = p[k:]
+	}
+	for len(p) > 0 {
+		k := copy(b.buf[b.next:], p)
+		p = p[k:]
+		b.next = (b.next + k) % b.max
+	}
+	return n, nil
 }
 
-func (b *boundedBuffer) Bytes() []byte {
+// Tail returns the kept bytes in order and how many earlier ones were
+// dropped.
+func (b *tailBuffer) Tail() (tail []byte, dropped int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
+	out := make([]byte, 0, len(b.buf))
+	out = append(out, b.buf[b.next:]...)
+	out = append(out, b.buf[:b.next]...)
+	return out, b.written - int64(len(out))
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -38,8 +39,10 @@ func TestProcessConnFailure(t *testing.T) {
 	defer c.Close()
 	_, err = c.Read(make([]byte, 1))
 	require.Error(t, err)
-	assert.ErrorContains(t, err, "exit status 255")
-	assert.ErrorContains(t, err, "Permission denied (publickey).")
+	assert.EqualError(t, err, "sh exited with status 255: Permission denied (publickey).")
+	var xe *exec.ExitError
+	require.ErrorAs(t, err, &xe, "the exec error stays reachable")
+	assert.Equal(t, 255, xe.ExitCode())
 
 	_, err = SSHDialer(nil)
 	assert.Error(t, err)
