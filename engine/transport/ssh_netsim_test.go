@@ -1,4 +1,4 @@
-package transport
+package transport_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/netsim"
 )
 
@@ -30,7 +31,7 @@ type simProcesses struct {
 	procs  []*netsim.Process
 }
 
-func (s *simProcesses) start(ctx context.Context, stderr io.Writer) (*Process, error) {
+func (s *simProcesses) start(ctx context.Context, stderr io.Writer) (*transport.Process, error) {
 	s.mu.Lock()
 	i := len(s.procs)
 	s.procs = append(s.procs, nil)
@@ -42,7 +43,7 @@ func (s *simProcesses) start(ctx context.Context, stderr io.Writer) (*Process, e
 	s.mu.Lock()
 	s.procs[i] = pr
 	s.mu.Unlock()
-	return &Process{
+	return &transport.Process{
 		Stdin:  simStdin{pr.Stdin(), pr},
 		Stdout: simStdout{pr.Stdout(), pr},
 		Wait: func() error {
@@ -91,7 +92,7 @@ func (s simStdout) SetReadDeadline(t time.Time) error {
 // simSSH returns a network with a 5ms link, a listener on sink:22 whose
 // connections are handled by serve (nil: no listener) and a dialer of
 // simulated ssh processes. Call inside a synctest bubble.
-func simSSH(t *testing.T, script func(int) netsim.ProcessScript, serve func(c net.Conn)) (*simProcesses, Dialer) {
+func simSSH(t *testing.T, script func(int) netsim.ProcessScript, serve func(c net.Conn)) (*simProcesses, transport.Dialer) {
 	t.Helper()
 	n := netsim.New(1)
 	require.NoError(t, n.SetDefaultLink(netsim.Link{Latency: 5 * time.Millisecond}))
@@ -121,16 +122,16 @@ func simSSH(t *testing.T, script func(int) netsim.ProcessScript, serve func(c ne
 		})
 	}
 	sp := &simProcesses{n: n, script: script}
-	return sp, ProcessDialer(sp.start)
+	return sp, transport.ProcessDialer(sp.start)
 }
 
 func fixedScript(s netsim.ProcessScript) func(int) netsim.ProcessScript {
 	return func(int) netsim.ProcessScript { return s }
 }
 
-func requireExit(t *testing.T, err error, status int, stderr string) *ProcessExitError {
+func requireExit(t *testing.T, err error, status int, stderr string) *transport.ProcessExitError {
 	t.Helper()
-	var xe *ProcessExitError
+	var xe *transport.ProcessExitError
 	require.ErrorAs(t, err, &xe)
 	assert.Equal(t, status, xe.Status)
 	assert.Equal(t, stderr, xe.Stderr)
@@ -266,7 +267,7 @@ func TestSSHExitAfterStream(t *testing.T) {
 		assert.NoError(t, sp.proc(0).Wait())
 		_, err = c.Write([]byte("x"))
 		assert.Error(t, err, "writing to a closed connection")
-		assert.NotErrorAs(t, err, new(*ProcessExitError), "after our own Close the exit is no news")
+		assert.NotErrorAs(t, err, new(*transport.ProcessExitError), "after our own Close the exit is no news")
 	})
 }
 
@@ -322,28 +323,27 @@ func TestSSHHugeStderr(t *testing.T) {
 		require.NoError(t, err)
 		defer c.Close()
 		_, err = c.Write([]byte("x"))
-		var xe *ProcessExitError
+		var xe *transport.ProcessExitError
 		require.ErrorAs(t, err, &xe)
 		assert.Equal(t, 255, xe.Status)
-		assert.LessOrEqual(t, len(xe.Stderr), StderrLimit)
-		assert.Greater(t, len(xe.Stderr), StderrLimit-100, "the tail, all of it")
-		assert.Equal(t, strings.TrimSpace(stderr[len(stderr)-StderrLimit:]), xe.Stderr)
-		assert.Equal(t, int64(len(stderr)-StderrLimit), xe.StderrDropped)
+		assert.LessOrEqual(t, len(xe.Stderr), transport.StderrLimit)
+		assert.Greater(t, len(xe.Stderr), transport.StderrLimit-100, "the tail, all of it")
+		assert.Equal(t, strings.TrimSpace(stderr[len(stderr)-transport.StderrLimit:]), xe.Stderr)
+		assert.Equal(t, int64(len(stderr)-transport.StderrLimit), xe.StderrDropped)
 		assert.NotContains(t, xe.Stderr, "debug1: line 0\n", "the head is gone")
 		msg := err.Error()
 		assert.True(t, strings.HasSuffix(msg, "\nuser@sink: Permission denied (publickey)."), msg)
-		assert.LessOrEqual(t, len(msg), stderrInError+100, "the message shows a bounded tail")
+		assert.LessOrEqual(t, len(msg), transport.StderrInError+100, "the message shows a bounded tail")
 		assert.Contains(t, msg, "ssh exited with status 255: [...] debug1: line ")
 		// The shown tail starts at a line.
 		rest := strings.TrimPrefix(msg, "ssh exited with status 255: [...] ")
 		assert.Contains(t, stderr, "\n"+rest)
-		memo := c.(*processConn).stderr
-		assert.LessOrEqual(t, cap(memo.buf), StderrLimit, "bounded memory")
+		assert.LessOrEqual(t, transport.StderrMemory(c), transport.StderrLimit, "bounded memory")
 	})
 }
 
 // Close of a connection whose process does not end by itself (the remote
-// never closes) kills it after closeGrace; nothing is left behind.
+// never closes) kills it after CloseGrace; nothing is left behind.
 func TestSSHCloseKillsAfterGrace(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hold := make(chan struct{})
@@ -356,7 +356,7 @@ func TestSSHCloseKillsAfterGrace(t *testing.T) {
 		require.NoError(t, err)
 		start := time.Now()
 		require.NoError(t, c.Close())
-		assert.Equal(t, closeGrace, time.Since(start))
+		assert.Equal(t, transport.CloseGrace, time.Since(start))
 		var ne *netsim.ExitError
 		require.ErrorAs(t, sp.proc(0).Wait(), &ne)
 		assert.Equal(t, -1, ne.ExitCode(), "killed")
@@ -406,22 +406,22 @@ func TestSSHDeadlines(t *testing.T) {
 }
 
 func TestProcessDialerBadStarter(t *testing.T) {
-	dial := ProcessDialer(func(ctx context.Context, stderr io.Writer) (*Process, error) {
-		return &Process{Stdin: nopWriteCloser{}}, nil
+	dial := transport.ProcessDialer(func(ctx context.Context, stderr io.Writer) (*transport.Process, error) {
+		return &transport.Process{Stdin: nopWriteCloser{}}, nil
 	})
 	_, err := dial(context.Background())
 	assert.ErrorContains(t, err, "incomplete process")
 
 	failing := errors.New("no such host")
-	dial = ProcessDialer(func(ctx context.Context, stderr io.Writer) (*Process, error) { return nil, failing })
+	dial = transport.ProcessDialer(func(ctx context.Context, stderr io.Writer) (*transport.Process, error) { return nil, failing })
 	_, err = dial(context.Background())
 	assert.ErrorIs(t, err, failing)
 
 	// Without deadline support in the pipes, setting one says so.
 	r, w := io.Pipe()
 	exited := make(chan struct{})
-	dial = ProcessDialer(func(ctx context.Context, stderr io.Writer) (*Process, error) {
-		return &Process{Stdin: w, Stdout: r, Wait: func() error { <-exited; return nil }, Kill: func() {}}, nil
+	dial = transport.ProcessDialer(func(ctx context.Context, stderr io.Writer) (*transport.Process, error) {
+		return &transport.Process{Stdin: w, Stdout: r, Wait: func() error { <-exited; return nil }, Kill: func() {}}, nil
 	})
 	c, err := dial(context.Background())
 	require.NoError(t, err)
@@ -438,7 +438,7 @@ func TestSSHDialCancelled(t *testing.T) {
 		sp, _ := simSSH(t, fixedScript(netsim.ProcessScript{}), serveEcho)
 		ctx, cancel := context.WithCancelCause(context.Background())
 		cause := errors.New("job stopped")
-		dial := ProcessDialer(func(c context.Context, stderr io.Writer) (*Process, error) {
+		dial := transport.ProcessDialer(func(c context.Context, stderr io.Writer) (*transport.Process, error) {
 			p, err := sp.start(c, stderr)
 			cancel(cause)
 			return p, err
