@@ -22,10 +22,11 @@ import (
 )
 
 // simProcesses starts netsim processes standing in for ssh from host
-// "laptop" to "sink:22", the i-th (from 0) with script(i), and remembers
-// them for the test to inspect.
+// "laptop" to addr ("sink:22" if empty), the i-th (from 0) with script(i),
+// and remembers them for the test to inspect.
 type simProcesses struct {
 	n      *netsim.Network
+	addr   string
 	script func(i int) netsim.ProcessScript
 	mu     sync.Mutex
 	procs  []*netsim.Process
@@ -36,7 +37,11 @@ func (s *simProcesses) start(ctx context.Context, stderr io.Writer) (*transport.
 	i := len(s.procs)
 	s.procs = append(s.procs, nil)
 	s.mu.Unlock()
-	pr, err := s.n.StartProcess(ctx, "laptop", "sink:22", s.script(i))
+	addr := s.addr
+	if addr == "" {
+		addr = "sink:22"
+	}
+	pr, err := s.n.StartProcess(ctx, "laptop", addr, s.script(i))
 	if err != nil {
 		return nil, err
 	}
