@@ -331,13 +331,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	var closers []func()
-	defer func() {
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		cancel()
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
 		wg.Wait()
-	}()
+	}
+	defer stop()
 
 	for _, p := range d.passive {
 		if p.cfg.Serve.Type == config.TransportLocal {
@@ -412,6 +418,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	<-ctx.Done()
 	d.log.Info("shutting down: cancelling runs (they resume on the next start)")
 	jobs.Wait()
+	// Servers stop before the state is saved: their cancelled receives
+	// leave partial state (with resume tokens) that must be in it.
+	stop()
 	if err := d.persist(); err != nil {
 		return fmt.Errorf("saving backend state: %w", err)
 	}

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"zrepl.dev/zrepl/engine/daemon"
+	"zrepl.dev/zrepl/engine/job"
+	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/zfsmodel"
+)
+
+// buildBinary builds the zrepl command once per test.
+func buildBinary(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "zrepl")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// proc is a daemon process of the test.
+type proc struct {
+	t   *testing.T
+	cmd *exec.Cmd
+	log string
+}
+
+func startProc(t *testing.T, bin, cfg, log string) *proc {
+	t.Helper()
+	f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	require.NoError(t, err)
+	cmd := exec.Command(bin, "daemon", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = f, f
+	require.NoError(t, cmd.Start())
+	f.Close()
+	p := &proc{t: t, cmd: cmd, log: log}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits (bounded) for a clean exit.
+func (p *proc) stop() {
+	p.t.Helper()
+	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGTERM))
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		b, _ := os.ReadFile(p.log)
+		require.NoError(p.t, err, "daemon exit; log:\n%s", b)
+	case <-time.After(60 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+		p.t.Fatalf("daemon did not stop within 60s after SIGTERM")
+	}
+}
+
+// waitFor polls cond every 50ms for at most d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func loadModel(t *testing.T, dir string) *zfsmodel.Model {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, modelStateFile))
+	require.NoError(t, err)
+	defer f.Close()
+	m, err := zfsmodel.Load(f, zfsmodel.Options{})
+	require.NoError(t, err)
+	return m
+}
+
+const e2eBlocks = 8192 // 1 GiB of model data: a stream long enough to cut
+
+// Two daemons of the real binary, a sender (push) and a receiver (sink)
+// over loopback TCP, both on the model backend. The receiver is stopped
+// in the middle of the first (full) stream and keeps its partial receive
+// state; after its restart the sender's run resumes from the token instead
+// of sending everything again.
+func TestEndToEndPushSinkOverTCPResumes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and moves a GiB through two processes")
+	}
+	dir := shortDir(t)
+	bin := buildBinary(t, dir)
+	port := freePort(t)
+	sndDir, rcvDir := filepath.Join(dir, "snd"), filepath.Join(dir, "rcv")
+
+	// The sender's pool, prepared as its saved state.
+	m := zfsmodel.New(zfsmodel.Options{Seed: 11})
+	require.NoError(t, m.CreatePool("pool"))
+	data := zfs.MustDatasetPath("pool/data")
+	require.NoError(t, m.CreateFilesystem(data, zfsmodel.FSOptions{}))
+	require.NoError(t, m.WriteData(data, 1, e2eBlocks))
+	require.NoError(t, saveModel(m, sndDir))
+
+	sndCfg := filepath.Join(dir, "snd.yml")
+	require.NoError(t, os.WriteFile(sndCfg, []byte(fmt.Sprintf(`
+global:
+  zfs_backend: model
+  model_state_dir: %s
+  control: {sockpath: %s}
+  logging: [{type: stdout, level: info, format: human}]
+jobs:
+  - name: push
+    type: push
+    connect: {type: tcp, address: "127.0.0.1:%d"}
+    filesystems: {"pool/data<": true}
+    snapshotting: {type: periodic, prefix: zrepl_, interval: 1h}
+    pruning:
+      keep_sender: [{type: not_replicated}, {type: last_n, count: 10}]
+      keep_receiver: [{type: last_n, count: 10}]
+`, sndDir, filepath.Join(dir, "snd.sock"), port)), 0o600))
+	rcvCfg := filepath.Join(dir, "rcv.yml")
+	require.NoError(t, os.WriteFile(rcvCfg, []byte(fmt.Sprintf(`
+global:
+  zfs_backend: model
+  model_state_dir: %s
+  control: {sockpath: %s}
+  logging: [{type: stdout, level: info, format: human}]
+jobs:
+  - name: sink
+    type: sink
+    serve:
+      type: tcp
+      listen: "127.0.0.1:%d"
+      clients: {"127.0.0.1": "snd"}
+    root_fs: backup
+`, rcvDir, filepath.Join(dir, "rcv.sock"), port)), 0o600))
+
+	rcv := startProc(t, bin, rcvCfg, filepath.Join(dir, "rcv.log"))
+	snd := startProc(t, bin, sndCfg, filepath.Join(dir, "snd.log"))
+	sndClient := daemon.NewClient(filepath.Join(dir, "snd.sock"))
+	status := func() job.Status {
+		st, err := sndClient.Status(context.Background())
+		if err != nil || len(st) != 1 {
+			return job.Status{}
+		}
+		return st[0]
+	}
+
+	// Mid-stream: bytes moved, the run not finished.
+	var full int64
+	waitFor(t, 60*time.Second, "the full send to be under way", func() bool {
+		r := status().Replication
+		if r != nil && r.Finished {
+			t.Fatalf("the stream ended before the test could cut it: %+v", r)
+		}
+		if r != nil && r.BytesDone > r.BytesExpected/10 && r.BytesDone < r.BytesExpected/2 {
+			full = r.BytesExpected
+			return true
+		}
+		return false
+	})
+	rcv.stop()
+	rm := loadModel(t, rcvDir)
+	infos, err := rm.ListFilesystems(context.Background(), zfs.MustDatasetPath("backup/snd/pool/data"))
+	require.NoError(t, err, "the receiver saved the partial receive")
+	require.NotEmpty(t, infos[0].ReceiveResumeToken, "partial state with a resume token")
+
+	rcv = startProc(t, bin, rcvCfg, filepath.Join(dir, "rcv.log"))
+	var final job.Status
+	waitFor(t, 120*time.Second, "the run to finish after the receiver's restart", func() bool {
+		final = status()
+		return final.Replication != nil && final.Replication.Finished && final.State == job.StateIdle
+	})
+	assert.Empty(t, final.LastError)
+	assert.GreaterOrEqual(t, final.Replication.Attempt, 2, "a later attempt finished the run")
+	// A fresh full send would move at least the full size again.
+	assert.Less(t, final.Replication.BytesDone, full-(1<<20), "the last attempt resumed (sent %d of %d bytes)", final.Replication.BytesDone, full)
+	if t.Failed() {
+		b, _ := os.ReadFile(filepath.Join(dir, "snd.log"))
+		t.Logf("sender log:\n%s", b)
+		b, _ = os.ReadFile(filepath.Join(dir, "rcv.log"))
+		t.Logf("receiver log:\n%s", b)
+	}
+
+	snd.stop()
+	rcv.stop()
+	sm, rm := loadModel(t, sndDir), loadModel(t, rcvDir)
+	sv, err := sm.ListVersions(context.Background(), data)
+	require.NoError(t, err)
+	rfs := zfs.MustDatasetPath("backup/snd/pool/data")
+	rv, err := rm.ListVersions(context.Background(), rfs)
+	require.NoError(t, err)
+	var sent, got []zfs.FilesystemVersion
+	for _, v := range sv {
+		if v.Kind == zfs.Snapshot {
+			sent = append(sent, v)
+		}
+	}
+	for _, v := range rv {
+		if v.Kind == zfs.Snapshot {
+			got = append(got, v)
+		}
+	}
+	require.Len(t, got, 1)
+	require.Len(t, sent, 1)
+	assert.Equal(t, sent[0].GUID, got[0].GUID)
+	want, err := sm.Checksum(sent[0].Ref(data))
+	require.NoError(t, err)
+	have, err := rm.Checksum(got[0].Ref(rfs))
+	require.NoError(t, err)
+	assert.Equal(t, want, have, "the received snapshot has the sent content")
+}
