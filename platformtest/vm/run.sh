@@ -19,6 +19,10 @@
 #   ZREPL_PLATFORMTEST_FORCE_VM=1  use the VM even where ZFS is present
 set -euo pipefail
 
+# Everything runs inside main, which bash parses completely before running:
+# editing this file then cannot derail a run already in progress.
+main() {
+
 log() { printf 'platformtest: %s\n' "$*" >&2; }
 die() {
 	printf 'platformtest: FAILED: %s\n' "$*" >&2
@@ -31,6 +35,8 @@ phase() {
 	log "$*"
 }
 phase_done() { log "  ... done in $(($(now) - phase_start)) s"; }
+
+(($# == 0)) || die "run.sh takes no arguments; pass test binary flags in PLATFORMTEST_ARGS"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 GO=${GO:-go}
@@ -183,11 +189,13 @@ build_base() {
 	common=$(ls -d /usr/src/linux-headers-"${KVER%-amd64}"-common 2>/dev/null) ||
 		die "linux-headers-$KVER installed but ${KVER%-amd64}-common headers missing"
 
-	phase "building the OpenZFS kernel modules for $KVER (configure + make, a few minutes)"
+	phase "configuring the OpenZFS kernel modules for $KVER (probes the kernel API: minutes)"
 	local src
 	src=$(ls -d "$work"/x/usr/src/zfs-*/ | head -1) || die "no source in zfs-dkms"
 	(cd "$src" && ./configure --with-config=kernel --with-linux="$common" --with-linux-obj="$hdr" \
 		>"$work/configure.log" 2>&1) || die "zfs configure failed, see $work/configure.log"
+	phase_done
+	phase "building the OpenZFS kernel modules (minutes)"
 	(cd "$src" && make -j"$(nproc)" -C module >"$work/make.log" 2>&1) || die "zfs module build failed, see $work/make.log"
 	mkdir -p "$work/root/lib/modules/zfs"
 	local m ko
@@ -318,3 +326,6 @@ if [[ -z $status ]]; then
 fi
 log "exit status $status (VM run, $(($(now) - t_total)) s in all)"
 exit "$status"
+}
+
+main "$@"
