@@ -263,7 +263,7 @@ func (d *Daemon) pullConnect(j *config.Job) func(ctx context.Context) (job.Sides
 				return job.Sides{}, fmt.Errorf("no source job listens on local listener %q", j.Connect.ListenerName)
 			}
 			s := sender(d.opts.ZFS, src)
-			return job.Sides{Sender: s, Receiver: recv, SenderPrune: senderTarget{s}, ReceiverPrune: recv}, nil
+			return job.Sides{Sender: s, Receiver: recv, SenderPrune: senderTarget{s}, ReceiverPrune: recv, SenderJob: src.ID}, nil
 		}
 	}
 	var client *rpc.Client

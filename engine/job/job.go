@@ -40,6 +40,9 @@ type Sides struct {
 	// SenderPrune and ReceiverPrune are nil where that side cannot be
 	// pruned from here.
 	SenderPrune, ReceiverPrune PruneTarget
+	// SenderJob owns the replication cursors on the sender: the job
+	// itself (push), or the source job it pulls from; zero means the job.
+	SenderJob endpoint.JobID
 	// Close releases the connection (may be nil).
 	Close func() error
 }
@@ -379,7 +382,11 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 	now := j.cfg.Clock.Now()
 	if j.cfg.PruneSender != nil && sides.SenderPrune != nil {
 		j.setState(StatePruningSender)
-		txgs, err := cursorTXGs(ctx, sides.SenderPrune, j.cfg.ID)
+		owner := sides.SenderJob
+		if owner == (endpoint.JobID{}) {
+			owner = j.cfg.ID
+		}
+		txgs, err := cursorTXGs(ctx, sides.SenderPrune, owner)
 		if err != nil {
 			fail("prune sender", err)
 		} else {
