@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,7 +145,7 @@ func (e *ProcessExitError) Error() string {
 		if len(msg) > stderrInError {
 			// Keep the end, where ssh says what went wrong last.
 			msg = msg[len(msg)-stderrInError:]
-			if i := bytes.IndexByte([]byte(msg), '\n'); i >= 0 && i < len(msg)-1 {
+			if i := strings.IndexByte(msg, '\n'); i >= 0 && i < len(msg)-1 {
 				msg = msg[i+1:]
 			}
 			b.WriteString("[...] ")

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,3 +171,24 @@ func TestStdinServerRefusals(t *testing.T) {
 type netDialer struct{}
 
 func (netDialer) dial(network, addr string) (net.Conn, error) { return net.Dial(network, addr) }
+
+// A real child flooding stderr: the error ends with its last line, and the
+// connection kept only the tail.
+func TestProcessConnHugeStderr(t *testing.T) {
+	dial, err := SSHDialer([]string{"sh", "-c", "yes 'debug1: noise' | head -n 70000 >&2; echo 'Connection closed by 192.0.2.1 port 22' >&2; exit 255"})
+	require.NoError(t, err)
+	c, err := dial(context.Background())
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = io.ReadAll(c)
+	var xe *ProcessExitError
+	require.ErrorAs(t, err, &xe)
+	assert.Equal(t, 255, xe.Status)
+	assert.Len(t, xe.Stderr, StderrLimit-1, "the tail, less the trimmed newline")
+	assert.Equal(t, int64(70000*len("debug1: noise\n")+len("Connection closed by 192.0.2.1 port 22\n")-StderrLimit), xe.StderrDropped)
+	msg := err.Error()
+	assert.True(t, strings.HasPrefix(msg, "sh exited with status 255: [...] debug1: noise\n"), "cut at a line: %.80q", msg)
+	assert.True(t, strings.HasSuffix(msg, "\ndebug1: noise\nConnection closed by 192.0.2.1 port 22"), "%.80q", msg[max(0, len(msg)-80):])
+	assert.LessOrEqual(t, len(msg), StderrInError+50)
+	assert.LessOrEqual(t, cap(c.(*processConn).stderr.buf), StderrLimit)
+}
