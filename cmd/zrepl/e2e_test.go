@@ -109,13 +109,35 @@ const e2eBlocks = 8192 // 1 GiB of model data: a stream long enough to cut
 // in the middle of the first (full) stream and keeps its partial receive
 // state; after its restart the sender's run resumes from the token instead
 // of sending everything again.
-func TestEndToEndPushSinkOverTCPResumes(t *testing.T) {
+//
+// The same runs over TLS with certificates made here: the client's
+// identity is its certificate's CN, the server is checked by its CN.
+func TestEndToEndPushSinkResumes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and moves a GiB through two processes")
 	}
+	bin := buildBinary(t, shortDir(t))
+	for _, kind := range []string{"tcp", "tls"} {
+		t.Run(kind, func(t *testing.T) { endToEnd(t, bin, kind) })
+	}
+}
+
+func endToEnd(t *testing.T, bin, kind string) {
 	dir := shortDir(t)
-	bin := buildBinary(t, dir)
 	port := freePort(t)
+	connect := fmt.Sprintf(`{type: tcp, address: "127.0.0.1:%d"}`, port)
+	serve := fmt.Sprintf(`{type: tcp, listen: "127.0.0.1:%d", clients: {"127.0.0.1": "snd"}}`, port)
+	if kind == "tls" {
+		ca := newTestCA(t)
+		ca.issue(t, dir, "backup", true)
+		ca.issue(t, dir, "snd", false)
+		caFile := filepath.Join(dir, "ca.crt")
+		require.NoError(t, os.WriteFile(caFile, ca.pem, 0o600))
+		connect = fmt.Sprintf(`{type: tls, address: "127.0.0.1:%d", ca: %s, cert: %s, key: %s, server_cn: backup}`,
+			port, caFile, filepath.Join(dir, "snd.crt"), filepath.Join(dir, "snd.key"))
+		serve = fmt.Sprintf(`{type: tls, listen: "127.0.0.1:%d", ca: %s, cert: %s, key: %s, client_cns: [snd]}`,
+			port, caFile, filepath.Join(dir, "backup.crt"), filepath.Join(dir, "backup.key"))
+	}
 	sndDir, rcvDir := filepath.Join(dir, "snd"), filepath.Join(dir, "rcv")
 
 	// The sender's pool, prepared as its saved state.
@@ -136,13 +158,13 @@ global:
 jobs:
   - name: push
     type: push
-    connect: {type: tcp, address: "127.0.0.1:%d"}
+    connect: %s
     filesystems: {"pool/data<": true}
     snapshotting: {type: periodic, prefix: zrepl_, interval: 1h}
     pruning:
       keep_sender: [{type: not_replicated}, {type: last_n, count: 10}]
       keep_receiver: [{type: last_n, count: 10}]
-`, sndDir, filepath.Join(dir, "snd.sock"), port)), 0o600))
+`, sndDir, filepath.Join(dir, "snd.sock"), connect)), 0o600))
 	rcvCfg := filepath.Join(dir, "rcv.yml")
 	require.NoError(t, os.WriteFile(rcvCfg, []byte(fmt.Sprintf(`
 global:
@@ -153,12 +175,9 @@ global:
 jobs:
   - name: sink
     type: sink
-    serve:
-      type: tcp
-      listen: "127.0.0.1:%d"
-      clients: {"127.0.0.1": "snd"}
+    serve: %s
     root_fs: backup
-`, rcvDir, filepath.Join(dir, "rcv.sock"), port)), 0o600))
+`, rcvDir, filepath.Join(dir, "rcv.sock"), serve)), 0o600))
 
 	rcv := startProc(t, bin, rcvCfg, filepath.Join(dir, "rcv.log"))
 	snd := startProc(t, bin, sndCfg, filepath.Join(dir, "snd.log"))

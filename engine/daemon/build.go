@@ -127,8 +127,15 @@ func dialer(c *config.Connect) (transport.Dialer, error) {
 		if err != nil {
 			return nil, err
 		}
-		cfg.RootCAs, cfg.ClientCAs = cfg.ClientCAs, nil
-		cfg.ServerName = c.ServerCN
+		roots := cfg.ClientCAs
+		cfg.ClientCAs = nil
+		// zrepl names the server by its certificate's common name, not
+		// by a host name in its SANs: verify the chain against the CA,
+		// then the CN, instead of Go's host name check.
+		cfg.InsecureSkipVerify = true
+		cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			return verifyServerCN(raw, roots, c.ServerCN)
+		}
 		return transport.DialTLS(c.Address, cfg), nil
 	case config.TransportSSH:
 		cmd := []string{"ssh", "-o", "BatchMode=yes", "-i", c.IdentityFile, "-p", strconv.Itoa(c.Port)}
@@ -155,6 +162,33 @@ func tlsConfig(ca, cert, key string) (*tls.Config, error) {
 		return nil, fmt.Errorf("tls: %s holds no PEM certificate", ca)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// verifyServerCN checks that the server's chain leads to roots and that
+// its leaf certificate's common name is cn.
+func verifyServerCN(raw [][]byte, roots *x509.CertPool, cn string) error {
+	if len(raw) == 0 {
+		return errors.New("tls: the server sent no certificate")
+	}
+	certs := make([]*x509.Certificate, len(raw))
+	for i, b := range raw {
+		c, err := x509.ParseCertificate(b)
+		if err != nil {
+			return fmt.Errorf("tls: server certificate: %w", err)
+		}
+		certs[i] = c
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return fmt.Errorf("tls: server certificate: %w", err)
+	}
+	if certs[0].Subject.CommonName != cn {
+		return fmt.Errorf("tls: server certificate is for %q, server_cn wants %q", certs[0].Subject.CommonName, cn)
+	}
+	return nil
 }
 
 // listen builds the serve side of a non-local transport.
