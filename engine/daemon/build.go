@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -27,7 +28,7 @@ func Roots(f *config.Filter) []zfs.DatasetPath {
 	if f == nil {
 		return nil
 	}
-	var out []zfs.DatasetPath
+	var accepted []zfs.DatasetPath
 	for _, r := range f.Rules() {
 		if !r.Accept {
 			continue
@@ -35,14 +36,20 @@ func Roots(f *config.Filter) []zfs.DatasetPath {
 		if r.Path.IsZero() {
 			return nil // "<": every pool; the caller lists pools
 		}
-		covered := false
-		for _, o := range out {
-			if r.Path.HasPrefix(o) {
-				covered = true
+		accepted = append(accepted, r.Path)
+	}
+	// Listing a root lists everything below it: drop nested roots,
+	// whatever order the rules come in.
+	var out []zfs.DatasetPath
+	for _, p := range accepted {
+		nested := false
+		for _, q := range accepted {
+			if p != q && p.HasPrefix(q) {
+				nested = true
 			}
 		}
-		if !covered {
-			out = append(out, r.Path)
+		if !nested && !slices.Contains(out, p) {
+			out = append(out, p)
 		}
 	}
 	return out

@@ -127,27 +127,24 @@ func (d *Daemon) roots() []zfs.DatasetPath {
 
 // ConfigRoots are the filter roots and root_fs of every job.
 func ConfigRoots(c *config.Config) []zfs.DatasetPath {
-	var out []zfs.DatasetPath
-	add := func(p zfs.DatasetPath) {
-		if p.IsZero() {
-			return
-		}
-		for i, o := range out {
-			if p.HasPrefix(o) {
-				return
-			}
-			if o.HasPrefix(p) {
-				out[i] = p
-				return
-			}
-		}
-		out = append(out, p)
-	}
+	var all []zfs.DatasetPath
 	for _, j := range c.Jobs {
-		for _, r := range Roots(j.Filesystems) {
-			add(r)
+		all = append(all, Roots(j.Filesystems)...)
+		if !j.RootFS.IsZero() {
+			all = append(all, j.RootFS)
 		}
-		add(j.RootFS)
+	}
+	var out []zfs.DatasetPath
+	for _, p := range all {
+		nested := false
+		for _, q := range all {
+			if p != q && p.HasPrefix(q) {
+				nested = true
+			}
+		}
+		if !nested && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
 	}
 	return out
 }
