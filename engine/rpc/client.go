@@ -281,12 +281,18 @@ func (r *RemoteReceiver) Receive(ctx context.Context, req endpoint.ReceiveReques
 		}
 		done <- err
 	}()
-	_, srcErr, _ := copyFrames(conn, stream)
+	_, srcErr, dstErr := copyFrames(conn, stream)
 	callErr := <-done
 	if callErr != nil {
 		callErr = r.c.err(ctx, "receive "+req.FS, callErr)
 		if srcErr != nil {
 			return fmt.Errorf("%w (the stream failed at its source: %v)", callErr, srcErr)
+		}
+		if dstErr != nil {
+			// The data connection broke on our side: its error says how
+			// (an ssh transport names the exit status and stderr), which
+			// the sink's view ("connection reset") does not.
+			return fmt.Errorf("%w (sending the stream failed: %w)", callErr, dstErr)
 		}
 		return callErr
 	}
