@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -45,15 +47,26 @@ func (emptyReceiver) AbortPartialReceive(context.Context, string) error { return
 
 type countingSnapshotter struct {
 	every time.Duration
+	mu    sync.Mutex
 	taken []time.Time
 }
 
+func (c *countingSnapshotter) times() []time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]time.Time(nil), c.taken...)
+}
+
 func (c *countingSnapshotter) SnapshotNow(_ context.Context, now time.Time) ([]zfs.VersionRef, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.taken = append(c.taken, now)
 	return []zfs.VersionRef{zfs.SnapshotRef(zfs.MustDatasetPath("p/fs"), "s")}, nil
 }
 
 func (c *countingSnapshotter) NextDue(_ context.Context, now time.Time) (time.Time, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if len(c.taken) == 0 {
 		return now, nil
 	}
@@ -66,13 +79,13 @@ func TestResetAndConcurrencyOfARunningReplication(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		listed := make(chan struct{})
 		snap := &countingSnapshotter{every: time.Minute}
-		var runsDone int
+		var runsDone atomic.Int32
 		j, err := NewActive(Config{
 			Name: "push", ID: endpoint.MustJobID("push"), Type: "push", Snapshotter: snap,
 			Connect: func(context.Context) (Sides, error) {
 				return Sides{Sender: blockingSender{listed}, Receiver: emptyReceiver{}}, nil
 			},
-			AfterRun: func() { runsDone++ },
+			AfterRun: func() { runsDone.Add(1) },
 		})
 		require.NoError(t, err)
 		assert.False(t, j.Reset(), "nothing to reset before a run")
@@ -96,18 +109,19 @@ func TestResetAndConcurrencyOfARunningReplication(t *testing.T) {
 		st = j.Status()
 		assert.Equal(t, StateIdle, st.State)
 		assert.Contains(t, st.LastError, "replication")
-		assert.Equal(t, 1, runsDone)
-		assert.Len(t, snap.taken, 1)
-		assert.Equal(t, snap.taken[0].Add(time.Minute), st.NextRun)
+		assert.EqualValues(t, 1, runsDone.Load())
+		taken := snap.times()
+		require.Len(t, taken, 1)
+		assert.Equal(t, taken[0].Add(time.Minute), st.NextRun)
 
 		// The next period starts the next run (which blocks again).
 		time.Sleep(time.Minute)
 		<-listed
-		assert.Len(t, snap.taken, 2)
+		assert.Len(t, snap.times(), 2)
 		cancel()
 		require.NoError(t, <-done)
 		assert.Equal(t, StateStopped, j.Status().State)
-		assert.Equal(t, 2, runsDone)
+		assert.EqualValues(t, 2, runsDone.Load())
 	})
 }
 
