@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -238,6 +239,12 @@ func newHoldsCommand() *cobra.Command {
 				return err
 			}
 			hs, err := c.Holds(cmd.Context(), jobName)
+			if notRunning(err) {
+				err = direct(cmd, configPath, func(b *backend, cfg *config.Config) error {
+					hs, err = daemon.ListHolds(cmd.Context(), b.zfs, cfg, jobName)
+					return err
+				})
+			}
 			if err != nil {
 				return err
 			}
@@ -259,6 +266,14 @@ func newHoldsCommand() *cobra.Command {
 				return err
 			}
 			hs, err := c.ReleaseStale(cmd.Context(), dryRun)
+			if notRunning(err) {
+				err = direct(cmd, configPath, func(b *backend, cfg *config.Config) error {
+					// No daemon, so no replication runs: every step hold
+					// and step bookmark is stale.
+					hs, err = daemon.ReleaseStale(cmd.Context(), b.zfs, cfg, func(string) bool { return false }, dryRun)
+					return err
+				})
+			}
 			verb := "released"
 			if dryRun {
 				verb = "would release"
@@ -291,6 +306,12 @@ func newMigrateCommand() *cobra.Command {
 				return err
 			}
 			done, err := c.MigrateCursors(cmd.Context(), dryRun)
+			if notRunning(err) {
+				err = direct(cmd, configPath, func(b *backend, cfg *config.Config) error {
+					done, err = daemon.MigrateCursors(cmd.Context(), b.zfs, cfg, dryRun)
+					return err
+				})
+			}
 			verb := "destroyed"
 			if dryRun {
 				verb = "would destroy"
@@ -327,4 +348,30 @@ func newStdinserverCommand() *cobra.Command {
 	}
 	configFlag(cmd, &configPath)
 	return cmd
+}
+
+func notRunning(err error) bool {
+	var nr *daemon.NotRunningError
+	return errors.As(err, &nr)
+}
+
+// direct runs f on the configured backend itself, for when no daemon runs
+// (a model backend's state is saved afterwards).
+func direct(cmd *cobra.Command, configPath string, f func(*backend, *config.Config) error) error {
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		return err
+	}
+	b, err := openBackend(cfg, slog.New(slog.DiscardHandler), false)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.ErrOrStderr(), "zrepl: no daemon answers; working on the backend directly")
+	if err := f(b, cfg); err != nil {
+		return err
+	}
+	if b.persist != nil {
+		return b.persist()
+	}
+	return nil
 }

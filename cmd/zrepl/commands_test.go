@@ -14,7 +14,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/job"
+	"zrepl.dev/zrepl/engine/zfs"
 )
 
 // syncBuffer is a buffer the daemon's logger and the test share.
@@ -148,6 +150,23 @@ func TestDaemonAndClientCommands(t *testing.T) {
 	require.NoError(t, err, "model state saved")
 	_, err = run(t, "status", "--config", cfg)
 	assert.ErrorContains(t, err, "is the daemon running?")
+
+	// Without a daemon, holds commands work on the backend itself.
+	out, err = run(t, "holds", "list", "--config", cfg, "--job", "quickstart_push")
+	require.NoError(t, err)
+	assert.Contains(t, out, "replication-cursor-v2")
+	m := loadModel(t, dir)
+	fs := zfs.MustDatasetPath("pool/data")
+	vs, err := m.ListVersions(context.Background(), fs)
+	require.NoError(t, err)
+	require.NoError(t, m.Hold(context.Background(), zfs.SnapshotRef(fs, vs[0].Name), endpoint.StepHoldTag(endpoint.MustJobID("quickstart_push"))))
+	require.NoError(t, saveModel(m, dir))
+	out, err = run(t, "holds", "release-stale", "--config", cfg)
+	require.NoError(t, err)
+	assert.Equal(t, 1, strings.Count(out, "released step-hold"), out)
+	out, err = run(t, "holds", "release-stale", "--config", cfg, "--dry-run")
+	require.NoError(t, err)
+	assert.Empty(t, out, "released for good (the state was saved)")
 
 	out, err = run(t, "test", "filesystems", "--config", cfg, "--job", "quickstart_push")
 	require.NoError(t, err)

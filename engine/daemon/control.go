@@ -205,8 +205,16 @@ func ListHolds(ctx context.Context, z zfs.ZFS, c *config.Config, jobName string)
 // jobs that have no replication running: left behind by runs that were cut
 // off and will not be resumed. Cursors and last-received holds stay.
 func (d *Daemon) ReleaseStale(ctx context.Context, dryRun bool) ([]Hold, error) {
-	z := d.opts.ZFS
-	roots, err := existingRoots(ctx, z, d.roots())
+	return ReleaseStale(ctx, d.opts.ZFS, d.opts.Config, func(job string) bool {
+		j, err := d.Job(job)
+		return err == nil && j.Replicating()
+	}, dryRun)
+}
+
+// ReleaseStale is Daemon.ReleaseStale on any backend; replicating tells
+// which jobs have a replication running (none, without a daemon).
+func ReleaseStale(ctx context.Context, z zfs.ZFS, c *config.Config, replicating func(job string) bool, dryRun bool) ([]Hold, error) {
+	roots, err := existingRoots(ctx, z, ConfigRoots(c))
 	if err != nil {
 		return nil, err
 	}
@@ -214,10 +222,7 @@ func (d *Daemon) ReleaseStale(ctx context.Context, dryRun bool) ([]Hold, error) 
 	if err != nil {
 		return nil, err
 	}
-	abs = slices.DeleteFunc(abs, func(a endpoint.Abstraction) bool {
-		j, err := d.Job(a.Job.String())
-		return err == nil && j.Replicating()
-	})
+	abs = slices.DeleteFunc(abs, func(a endpoint.Abstraction) bool { return replicating(a.Job.String()) })
 	if dryRun {
 		return toHolds(abs), nil
 	}
@@ -332,7 +337,7 @@ func (c *Client) call(ctx context.Context, method, path string, body, out any) e
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("control socket: %w (is the daemon running?)", err)
+		return &NotRunningError{err}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -383,3 +388,12 @@ func dry(b bool) string {
 }
 
 func urlEscape(s string) string { return url.QueryEscape(s) }
+
+// NotRunningError means the control socket did not answer: no daemon runs.
+type NotRunningError struct{ Err error }
+
+func (e *NotRunningError) Error() string {
+	return fmt.Sprintf("control socket: %v (is the daemon running?)", e.Err)
+}
+
+func (e *NotRunningError) Unwrap() error { return e.Err }
