@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -268,6 +270,38 @@ func (o onlyIdentity) Accept() (*transport.AuthConn, error) {
 	}
 }
 
+// withRecvOptions applies a receiving job's recv.properties to every
+// receive: the receiving side's config decides them, whatever the sender.
+type withRecvOptions struct {
+	rpc.SinkReceiver
+	opts config.RecvOptions
+}
+
+func (r withRecvOptions) Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error {
+	if len(r.opts.Override) > 0 {
+		props := make(map[string]string, len(r.opts.Override)+len(req.SetProperties))
+		maps.Copy(props, req.SetProperties)
+		maps.Copy(props, r.opts.Override)
+		req.SetProperties = props
+	}
+	if len(r.opts.Inherit) > 0 {
+		req.InheritProperties = append(slices.Clone(req.InheritProperties), r.opts.Inherit...)
+	}
+	return r.SinkReceiver.Receive(ctx, req, stream)
+}
+
+// sinkFor serves a sink's clients with its recv options.
+func sinkFor(z zfs.ZFS, j *config.Job) func(identity string) (rpc.ReceiverEndpoint, error) {
+	inner := rpc.Sink(z, j.ID, j.RootFS)
+	return func(identity string) (rpc.ReceiverEndpoint, error) {
+		ep, err := inner(identity)
+		if err != nil {
+			return nil, err
+		}
+		return withRecvOptions{ep.(rpc.SinkReceiver), j.Recv}, nil
+	}
+}
+
 // newClient is an rpc client on a job's connect settings.
 func newClient(c *config.Connect) (*rpc.Client, error) {
 	d, err := dialer(c)
@@ -287,3 +321,6 @@ func newClient(c *config.Connect) (*rpc.Client, error) {
 
 var _ = time.Second
 var _ job.PruneTarget = senderTarget{}
+
+// A sink's clients may prune what they pushed (rpc's DestroySnapshots).
+var _ rpc.ReceiverPruner = withRecvOptions{}

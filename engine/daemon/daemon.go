@@ -226,12 +226,11 @@ func (d *Daemon) pushConnect(j *config.Job) func(ctx context.Context) (job.Sides
 			if !ok {
 				return job.Sides{}, fmt.Errorf("no sink job listens on local listener %q", j.Connect.ListenerName)
 			}
-			f := rpc.Sink(d.opts.ZFS, sink.ID, sink.RootFS)
-			ep, err := f(j.Connect.ClientIdentity)
+			ep, err := sinkFor(d.opts.ZFS, sink)(j.Connect.ClientIdentity)
 			if err != nil {
 				return job.Sides{}, err
 			}
-			r := ep.(rpc.SinkReceiver)
+			r := ep.(withRecvOptions)
 			return job.Sides{Sender: s, Receiver: r, SenderPrune: senderTarget{s}, ReceiverPrune: r}, nil
 		}
 	}
@@ -255,7 +254,7 @@ func (d *Daemon) pushConnect(j *config.Job) func(ctx context.Context) (job.Sides
 // pullConnect gives a pull job's sides: the source's sender and the local
 // receiver below root_fs.
 func (d *Daemon) pullConnect(j *config.Job) func(ctx context.Context) (job.Sides, error) {
-	recv := rpc.SinkReceiver{Receiver: &endpoint.Receiver{ZFS: d.opts.ZFS, Job: j.ID, Root: j.RootFS}}
+	recv := withRecvOptions{rpc.SinkReceiver{Receiver: &endpoint.Receiver{ZFS: d.opts.ZFS, Job: j.ID, Root: j.RootFS}}, j.Recv}
 	if j.Connect.Type == config.TransportLocal {
 		return func(ctx context.Context) (job.Sides, error) {
 			src, ok := d.localJob(j.Connect.ListenerName, config.JobSource)
@@ -299,7 +298,7 @@ func (d *Daemon) buildPassive(j *config.Job) error {
 	}}
 	switch j.Type {
 	case config.JobSink:
-		sc.Receiver = rpc.Sink(d.opts.ZFS, j.ID, j.RootFS)
+		sc.Receiver = sinkFor(d.opts.ZFS, j)
 	case config.JobSource:
 		sc.Sender = rpc.Source(sender(d.opts.ZFS, j))
 		if j.Snapshotting != nil && j.Snapshotting.Type == config.SnapshottingPeriodic {

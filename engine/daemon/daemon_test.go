@@ -174,3 +174,28 @@ func TestPushSinkInOneDaemon(t *testing.T) {
 		assert.EqualValues(t, 9, persisted.Load(), "and once more on shutdown")
 	})
 }
+
+// A sink's recv.properties apply to what its clients push.
+func TestSinkRecvProperties(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := model(t)
+		doc := pushSinkConfig + `    recv:
+      properties:
+        override: {"zrepl:test": "on"}
+`
+		d, err := New(Options{Config: parse(t, doc), ZFS: m, NoControlSocket: true})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- d.Run(ctx) }()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		v, ok := m.UserProperty(zfs.MustDatasetPath("backup/laptop/pool/data"), "zrepl:test")
+		assert.True(t, ok)
+		assert.Equal(t, "on", v)
+		_, ok = m.UserProperty(zfs.MustDatasetPath("pool/data"), "zrepl:test")
+		assert.False(t, ok, "the sender's filesystem is untouched")
+		cancel()
+		require.NoError(t, <-done)
+	})
+}
