@@ -62,6 +62,12 @@ func sender(z zfs.ZFS, j *config.Job) *endpoint.Sender {
 	return &endpoint.Sender{ZFS: z, Job: j.ID, Filter: j.Filesystems.Match, Roots: Roots(j.Filesystems)}
 }
 
+// streamSender is the sender a job's streams come from, under its
+// send.bandwidth_limit.
+func streamSender(s *endpoint.Sender, j *config.Job) limitedSender {
+	return limitedSender{s, newBucket(j.Send.BandwidthLimit)}
+}
+
 // senderTarget prunes a local sender: it lists what the job sends and
 // destroys snapshots (never bookmarks, never held ones) of those
 // filesystems.
@@ -275,6 +281,8 @@ func (o onlyIdentity) Accept() (*transport.AuthConn, error) {
 type withRecvOptions struct {
 	rpc.SinkReceiver
 	opts config.RecvOptions
+	// limit is the job's recv.bandwidth_limit (nil: none).
+	limit *bucket
 }
 
 func (r withRecvOptions) Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error {
@@ -287,18 +295,19 @@ func (r withRecvOptions) Receive(ctx context.Context, req endpoint.ReceiveReques
 	if len(r.opts.Inherit) > 0 {
 		req.InheritProperties = append(slices.Clone(req.InheritProperties), r.opts.Inherit...)
 	}
-	return r.SinkReceiver.Receive(ctx, req, stream)
+	return r.SinkReceiver.Receive(ctx, req, limitReader(ctx, stream, r.limit))
 }
 
 // sinkFor serves a sink's clients with its recv options.
 func sinkFor(z zfs.ZFS, j *config.Job) func(identity string) (rpc.ReceiverEndpoint, error) {
 	inner := rpc.Sink(z, j.ID, j.RootFS)
+	limit := newBucket(j.Recv.BandwidthLimit)
 	return func(identity string) (rpc.ReceiverEndpoint, error) {
 		ep, err := inner(identity)
 		if err != nil {
 			return nil, err
 		}
-		return withRecvOptions{ep.(rpc.SinkReceiver), j.Recv}, nil
+		return withRecvOptions{ep.(rpc.SinkReceiver), j.Recv, limit}, nil
 	}
 }
 

@@ -220,6 +220,7 @@ func (d *Daemon) buildActive(j *config.Job) error {
 // receiver (in this process for the local transport, else over rpc).
 func (d *Daemon) pushConnect(j *config.Job) func(ctx context.Context) (job.Sides, error) {
 	s := sender(d.opts.ZFS, j)
+	streams := streamSender(s, j)
 	if j.Connect.Type == config.TransportLocal {
 		return func(ctx context.Context) (job.Sides, error) {
 			sink, ok := d.localJob(j.Connect.ListenerName, config.JobSink)
@@ -231,7 +232,7 @@ func (d *Daemon) pushConnect(j *config.Job) func(ctx context.Context) (job.Sides
 				return job.Sides{}, err
 			}
 			r := ep.(withRecvOptions)
-			return job.Sides{Sender: s, Receiver: r, SenderPrune: senderTarget{s}, ReceiverPrune: r}, nil
+			return job.Sides{Sender: streams, Receiver: r, SenderPrune: senderTarget{s}, ReceiverPrune: r}, nil
 		}
 	}
 	var client *rpc.Client
@@ -247,14 +248,14 @@ func (d *Daemon) pushConnect(j *config.Job) func(ctx context.Context) (job.Sides
 			client = c
 		}
 		r := client.Receiver()
-		return job.Sides{Sender: s, Receiver: r, SenderPrune: senderTarget{s}, ReceiverPrune: r}, nil
+		return job.Sides{Sender: streams, Receiver: r, SenderPrune: senderTarget{s}, ReceiverPrune: r}, nil
 	}
 }
 
 // pullConnect gives a pull job's sides: the source's sender and the local
 // receiver below root_fs.
 func (d *Daemon) pullConnect(j *config.Job) func(ctx context.Context) (job.Sides, error) {
-	recv := withRecvOptions{rpc.SinkReceiver{Receiver: &endpoint.Receiver{ZFS: d.opts.ZFS, Job: j.ID, Root: j.RootFS}}, j.Recv}
+	recv := withRecvOptions{rpc.SinkReceiver{Receiver: &endpoint.Receiver{ZFS: d.opts.ZFS, Job: j.ID, Root: j.RootFS}}, j.Recv, newBucket(j.Recv.BandwidthLimit)}
 	if j.Connect.Type == config.TransportLocal {
 		return func(ctx context.Context) (job.Sides, error) {
 			src, ok := d.localJob(j.Connect.ListenerName, config.JobSource)
@@ -262,7 +263,7 @@ func (d *Daemon) pullConnect(j *config.Job) func(ctx context.Context) (job.Sides
 				return job.Sides{}, fmt.Errorf("no source job listens on local listener %q", j.Connect.ListenerName)
 			}
 			s := sender(d.opts.ZFS, src)
-			return job.Sides{Sender: s, Receiver: recv, SenderPrune: senderTarget{s}, ReceiverPrune: recv, SenderJob: src.ID}, nil
+			return job.Sides{Sender: streamSender(s, src), Receiver: recv, SenderPrune: senderTarget{s}, ReceiverPrune: recv, SenderJob: src.ID}, nil
 		}
 	}
 	var client *rpc.Client
@@ -300,7 +301,7 @@ func (d *Daemon) buildPassive(j *config.Job) error {
 	case config.JobSink:
 		sc.Receiver = sinkFor(d.opts.ZFS, j)
 	case config.JobSource:
-		sc.Sender = rpc.Source(sender(d.opts.ZFS, j))
+		sc.Sender = rpc.Source(streamSender(sender(d.opts.ZFS, j), j))
 		if j.Snapshotting != nil && j.Snapshotting.Type == config.SnapshottingPeriodic {
 			c := d.jobConfig(j)
 			c.Snapshotter = newSnapshotter(d.opts.ZFS, j)
