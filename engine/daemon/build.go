@@ -307,7 +307,11 @@ func sinkFor(z zfs.ZFS, j *config.Job) func(identity string) (rpc.ReceiverEndpoi
 		if err != nil {
 			return nil, err
 		}
-		return withRecvOptions{ep.(rpc.SinkReceiver), j.Recv, limit}, nil
+		sr, ok := ep.(rpc.SinkReceiver)
+		if !ok {
+			return nil, fmt.Errorf("sink %s: receiver of type %T cannot prune", j.Name, ep)
+		}
+		return withRecvOptions{sr, j.Recv, limit}, nil
 	}
 }
 

@@ -231,7 +231,10 @@ func (d *Daemon) pushConnect(j *config.Job) func(ctx context.Context) (job.Sides
 			if err != nil {
 				return job.Sides{}, err
 			}
-			r := ep.(withRecvOptions)
+			r, ok := ep.(withRecvOptions)
+			if !ok {
+				return job.Sides{}, fmt.Errorf("sink %s: unexpected receiver %T", sink.Name, ep)
+			}
 			return job.Sides{Sender: streams, Receiver: r, SenderPrune: senderTarget{s}, ReceiverPrune: r}, nil
 		}
 	}
