@@ -64,8 +64,12 @@ func sender(z zfs.ZFS, j *config.Job) *endpoint.Sender {
 
 // streamSender is the sender a job's streams come from, under its
 // send.bandwidth_limit.
-func streamSender(s *endpoint.Sender, j *config.Job) limitedSender {
-	return limitedSender{s, newBucket(j.Send.BandwidthLimit)}
+func streamSender(s *endpoint.Sender, j *config.Job, m *Metrics) limitedSender {
+	ls := limitedSender{Sender: s, b: newBucket(j.Send.BandwidthLimit)}
+	if m != nil {
+		ls.stepDone = func(took time.Duration) { m.StepDone(j.Name, took) }
+	}
+	return ls
 }
 
 // senderTarget prunes a local sender: it lists what the job sends and
@@ -332,7 +336,6 @@ func newClient(c *config.Connect) (*rpc.Client, error) {
 	return rpc.NewClient(rpc.ClientConfig{Dial: d})
 }
 
-var _ = time.Second
 var _ job.PruneTarget = senderTarget{}
 
 // A sink's clients may prune what they pushed (rpc's DestroySnapshots).

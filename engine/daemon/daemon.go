@@ -220,7 +220,7 @@ func (d *Daemon) buildActive(j *config.Job) error {
 // receiver (in this process for the local transport, else over rpc).
 func (d *Daemon) pushConnect(j *config.Job) func(ctx context.Context) (job.Sides, error) {
 	s := sender(d.opts.ZFS, j)
-	streams := streamSender(s, j)
+	streams := streamSender(s, j, d.metrics)
 	if j.Connect.Type == config.TransportLocal {
 		return func(ctx context.Context) (job.Sides, error) {
 			sink, ok := d.localJob(j.Connect.ListenerName, config.JobSink)
@@ -266,7 +266,7 @@ func (d *Daemon) pullConnect(j *config.Job) func(ctx context.Context) (job.Sides
 				return job.Sides{}, fmt.Errorf("no source job listens on local listener %q", j.Connect.ListenerName)
 			}
 			s := sender(d.opts.ZFS, src)
-			return job.Sides{Sender: streamSender(s, src), Receiver: recv, SenderPrune: senderTarget{s}, ReceiverPrune: recv, SenderJob: src.ID}, nil
+			return job.Sides{Sender: streamSender(s, src, d.metrics), Receiver: recv, SenderPrune: senderTarget{s}, ReceiverPrune: recv, SenderJob: src.ID}, nil
 		}
 	}
 	var client *rpc.Client
@@ -304,7 +304,7 @@ func (d *Daemon) buildPassive(j *config.Job) error {
 	case config.JobSink:
 		sc.Receiver = sinkFor(d.opts.ZFS, j)
 	case config.JobSource:
-		sc.Sender = rpc.Source(streamSender(sender(d.opts.ZFS, j), j))
+		sc.Sender = rpc.Source(streamSender(sender(d.opts.ZFS, j), j, d.metrics))
 		if j.Snapshotting != nil && j.Snapshotting.Type == config.SnapshottingPeriodic {
 			c := d.jobConfig(j)
 			c.Snapshotter = newSnapshotter(d.opts.ZFS, j)

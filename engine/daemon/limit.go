@@ -104,10 +104,13 @@ func limitReader(ctx context.Context, r io.Reader, b *bucket) io.Reader {
 	return limitedReader{r: r, b: b, done: ctx.Done()}
 }
 
-// limitedSender applies a job's send.bandwidth_limit to its streams.
+// limitedSender applies a job's send.bandwidth_limit to its streams and
+// reports how long each stream (a step's send) took.
 type limitedSender struct {
 	*endpoint.Sender
 	b *bucket
+	// stepDone learns each stream's duration (nil: nobody listens).
+	stepDone func(took time.Duration)
 }
 
 func (s limitedSender) Send(ctx context.Context, req endpoint.SendRequest) (io.ReadCloser, error) {
@@ -115,5 +118,22 @@ func (s limitedSender) Send(ctx context.Context, req endpoint.SendRequest) (io.R
 	if err != nil {
 		return nil, err
 	}
-	return limitReadCloser(rc, s.b), nil
+	rc = limitReadCloser(rc, s.b)
+	if s.stepDone != nil {
+		rc = &timedStream{ReadCloser: rc, start: time.Now(), done: s.stepDone}
+	}
+	return rc, nil
+}
+
+// timedStream reports its lifetime once, when closed.
+type timedStream struct {
+	io.ReadCloser
+	start time.Time
+	done  func(time.Duration)
+	once  sync.Once
+}
+
+func (t *timedStream) Close() error {
+	t.once.Do(func() { t.done(time.Since(t.start)) })
+	return t.ReadCloser.Close()
 }

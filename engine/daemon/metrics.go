@@ -22,6 +22,7 @@ type Metrics struct {
 	pruned      *prometheus.CounterVec
 	snapshots   *prometheus.CounterVec
 	abstraction *prometheus.GaugeVec
+	steps       *prometheus.HistogramVec
 }
 
 func newMetrics() *Metrics {
@@ -49,8 +50,12 @@ func newMetrics() *Metrics {
 		abstraction: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "zrepl", Name: "abstractions", Help: "Holds and bookmarks of each job, by kind (counted at scrape time).",
 		}, []string{"job", "kind"}),
+		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "zrepl", Name: "step_send_duration_seconds", Help: "Duration of each step's send stream, from its start to its close.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
+		}, []string{"job"}),
 	}
-	m.reg.MustRegister(m.runs, m.runSeconds, m.errors, m.bytes, m.pruned, m.snapshots, m.abstraction)
+	m.reg.MustRegister(m.runs, m.runSeconds, m.errors, m.bytes, m.pruned, m.snapshots, m.abstraction, m.steps)
 	return m
 }
 
@@ -65,6 +70,12 @@ func (m *Metrics) Replicated(job string, n int64) { m.bytes.WithLabelValues(job)
 func (m *Metrics) Pruned(job, side string, n int) {
 	m.pruned.WithLabelValues(job, side).Add(float64(n))
 }
+
+// StepDone records one step's send duration.
+func (m *Metrics) StepDone(job string, took time.Duration) {
+	m.steps.WithLabelValues(job).Observe(took.Seconds())
+}
+
 func (m *Metrics) Snapshotted(job string, n int) { m.snapshots.WithLabelValues(job).Add(float64(n)) }
 
 // handler serves /metrics, counting holds and bookmarks first.

@@ -95,6 +95,9 @@ func TestPullSourceAndSnapJobs(t *testing.T) {
 		} {
 			assert.Contains(t, body, want)
 		}
+		// One step per pulled snapshot: 8, or 7 when the first pull came
+		// after the second snapshot and sent only the newest.
+		assert.Regexp(t, `zrepl_step_send_duration_seconds_count\{job="src"\} [78]\n`, body)
 		assert.False(t, strings.Contains(body, `job_run_errors_total{job="pull"}`), "no failed runs")
 
 		cancel()
