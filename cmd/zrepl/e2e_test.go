@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -14,7 +15,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"zrepl.dev/zrepl/engine/daemon"
 	"zrepl.dev/zrepl/engine/job"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/zfsmodel"
@@ -181,10 +181,11 @@ jobs:
 
 	rcv := startProc(t, bin, rcvCfg, filepath.Join(dir, "rcv.log"))
 	snd := startProc(t, bin, sndCfg, filepath.Join(dir, "snd.log"))
-	sndClient := daemon.NewClient(filepath.Join(dir, "snd.sock"))
+	// The sender's state as `zrepl status --json` prints it.
 	status := func() job.Status {
-		st, err := sndClient.Status(context.Background())
-		if err != nil || len(st) != 1 {
+		out, err := exec.Command(bin, "status", "--json", "--config", sndCfg).Output()
+		var st []job.Status
+		if err != nil || json.Unmarshal(out, &st) != nil || len(st) != 1 {
 			return job.Status{}
 		}
 		return st[0]
