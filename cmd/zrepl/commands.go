@@ -137,6 +137,9 @@ func printStatus(w io.Writer, st []job.Status, now time.Time) {
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 		for _, f := range r.Filesystems {
 			fmt.Fprintf(tw, "    %s\t%s\t%d/%d steps\t%s/%s", f.FS, f.State, f.StepsDone, f.Steps, bytesStr(f.BytesDone), bytesStr(f.BytesExpected))
+			if f.Rate > 0 && !r.Finished {
+				fmt.Fprintf(tw, "\t%s/s", bytesStr(int64(f.Rate)))
+			}
 			if f.ETASeconds > 0 {
 				fmt.Fprintf(tw, "\tETA %s", time.Duration(f.ETASeconds*float64(time.Second)).Round(time.Second))
 			}

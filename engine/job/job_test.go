@@ -150,7 +150,7 @@ func TestReplicationStatus(t *testing.T) {
 	assert.Equal(t, &ReplicationStatus{
 		Attempt: 2, BytesExpected: 300, BytesDone: 150, Rate: 50, ETASeconds: 3,
 		Filesystems: []FSStatus{
-			{FS: "a", State: "running", BytesExpected: 200, BytesDone: 150, Steps: 2, StepsDone: 1, ETASeconds: 1},
+			{FS: "a", State: "running", BytesExpected: 200, BytesDone: 150, Steps: 2, StepsDone: 1, Rate: 50, ETASeconds: 1},
 			{FS: "b", State: "waiting", BytesExpected: 100, Steps: 1, ETASeconds: 2},
 		},
 	}, s)

@@ -61,7 +61,9 @@ type FSStatus struct {
 	Steps         int    `json:"steps"`
 	StepsDone     int    `json:"steps_done"`
 	LastError     string `json:"last_error,omitempty"`
-	// Rate and ETA are the run's, shared out by bytes left.
+	// Rate is this filesystem's bytes over the run's time so far.
+	Rate float64 `json:"rate_bytes_per_second,omitempty"`
+	// ETASeconds is the filesystem's bytes left at the run's rate.
 	ETASeconds float64 `json:"eta_seconds,omitempty"`
 }
 
@@ -110,6 +112,10 @@ func replicationStatus(p replication.Progress, rep *replication.Report) *Replica
 	}
 	for i := range out.Filesystems {
 		f := &out.Filesystems[i]
+		if p.Done > 0 {
+			// The run's rate is Done over its elapsed time.
+			f.Rate = float64(f.BytesDone) * p.Rate / float64(p.Done)
+		}
 		if left := f.BytesExpected - f.BytesDone; left > 0 && p.Rate > 0 && rep == nil {
 			f.ETASeconds = float64(left) / p.Rate
 		}
