@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"log/syslog"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -122,33 +123,64 @@ func saveModel(m *zfsmodel.Model, dir string) error {
 	return os.Rename(tmp.Name(), filepath.Join(dir, modelStateFile))
 }
 
-// newLogger builds the slog logger of the config's stdout outlet (syslog
-// outlets are logged to stdout as well, with a note).
+// newLogger builds the slog logger of the config's outlets: stdout (text
+// for human and logfmt, JSON for json) and syslog. A syslog that cannot be
+// reached is reported on stdout and left out.
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	level := slog.LevelWarn
-	format := config.FormatHuman
-	syslog := false
+	var handlers []slog.Handler
+	var problems []string
 	for _, o := range cfg.Global.Logging {
-		if o.Type == "syslog" {
-			syslog = true
-		}
-		level, format = slogLevel(o.Level), o.Format
-		if o.Type == "stdout" {
-			break
+		opts := &slog.HandlerOptions{Level: slogLevel(o.Level)}
+		switch o.Type {
+		case "stdout":
+			if o.Time != nil && !*o.Time {
+				opts.ReplaceAttr = dropTime
+			}
+			if o.Format == config.FormatJSON {
+				handlers = append(handlers, slog.NewJSONHandler(w, opts))
+			} else {
+				handlers = append(handlers, slog.NewTextHandler(w, opts))
+			}
+		case "syslog":
+			sw, err := syslog.New(syslogFacility(o.Facility)|syslog.LOG_INFO, "zrepl")
+			if err != nil {
+				problems = append(problems, err.Error())
+				continue
+			}
+			// syslog stamps its own time.
+			opts.ReplaceAttr = dropTime
+			handlers = append(handlers, slog.NewTextHandler(sw, opts))
 		}
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler
-	if format == config.FormatJSON {
-		h = slog.NewJSONHandler(w, opts)
-	} else {
-		h = slog.NewTextHandler(w, opts)
+	if len(handlers) == 0 {
+		handlers = append(handlers, slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	l := slog.New(h)
-	if syslog {
-		l.Warn("syslog outlets are not supported yet: logging to stdout")
+	l := slog.New(slog.NewMultiHandler(handlers...))
+	for _, p := range problems {
+		slog.New(slog.NewTextHandler(w, nil)).Warn("syslog outlet left out", "err", p)
 	}
 	return l
+}
+
+func dropTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
+}
+
+func syslogFacility(name string) syslog.Priority {
+	facilities := map[string]syslog.Priority{
+		"kern": syslog.LOG_KERN, "user": syslog.LOG_USER, "mail": syslog.LOG_MAIL, "daemon": syslog.LOG_DAEMON,
+		"auth": syslog.LOG_AUTH, "syslog": syslog.LOG_SYSLOG, "lpr": syslog.LOG_LPR, "news": syslog.LOG_NEWS,
+		"uucp": syslog.LOG_UUCP, "cron": syslog.LOG_CRON, "authpriv": syslog.LOG_AUTHPRIV, "ftp": syslog.LOG_FTP,
+		"local0": syslog.LOG_LOCAL0, "local1": syslog.LOG_LOCAL1, "local2": syslog.LOG_LOCAL2, "local3": syslog.LOG_LOCAL3,
+		"local4": syslog.LOG_LOCAL4, "local5": syslog.LOG_LOCAL5, "local6": syslog.LOG_LOCAL6, "local7": syslog.LOG_LOCAL7,
+	}
+	if f, ok := facilities[name]; ok {
+		return f
+	}
+	return syslog.LOG_LOCAL0
 }
 
 func slogLevel(l config.LogLevel) slog.Level {

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"zrepl.dev/zrepl/engine/config"
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/job"
 	"zrepl.dev/zrepl/engine/zfs"
@@ -207,4 +208,26 @@ func TestPrintStatus(t *testing.T) {
 	} {
 		assert.Contains(t, out, want)
 	}
+}
+
+func TestLoggerFollowsOutlets(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+global:
+  logging:
+    - {type: stdout, level: error, format: json, time: false}
+jobs:
+  - {name: s, type: sink, serve: {type: local, listener_name: s}, root_fs: backup}
+`))
+	require.NoError(t, err)
+	var b bytes.Buffer
+	log := newLogger(cfg, &b)
+	log.Info("quiet")
+	log.Error("loud", "job", "s")
+	out := b.String()
+	assert.NotContains(t, out, "quiet")
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &rec), out)
+	assert.Equal(t, "loud", rec["msg"])
+	assert.Equal(t, "s", rec["job"])
+	assert.NotContains(t, rec, "time")
 }
