@@ -52,6 +52,34 @@ type Daemon struct {
 	byName  map[string]runner
 
 	persistMu sync.Mutex
+
+	clientsMu sync.Mutex
+	clients   []*rpc.Client // of active jobs, closed on shutdown
+}
+
+// client returns the rpc client of *slot, creating it on first use.
+func (d *Daemon) client(slot **rpc.Client, c *config.Connect) (*rpc.Client, error) {
+	d.clientsMu.Lock()
+	defer d.clientsMu.Unlock()
+	if *slot != nil {
+		return *slot, nil
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return nil, err
+	}
+	*slot = cl
+	d.clients = append(d.clients, cl)
+	return cl, nil
+}
+
+func (d *Daemon) closeClients() {
+	d.clientsMu.Lock()
+	defer d.clientsMu.Unlock()
+	for _, c := range d.clients {
+		c.Close()
+	}
+	d.clients = nil
 }
 
 type runner interface {
@@ -238,17 +266,11 @@ func (d *Daemon) pushConnect(j *config.Job) func(ctx context.Context) (job.Sides
 			return job.Sides{Sender: streams, Receiver: r, SenderPrune: senderTarget{s}, ReceiverPrune: r}, nil
 		}
 	}
-	var client *rpc.Client
-	var mu sync.Mutex
+	var slot *rpc.Client
 	return func(ctx context.Context) (job.Sides, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if client == nil {
-			c, err := newClient(j.Connect)
-			if err != nil {
-				return job.Sides{}, err
-			}
-			client = c
+		client, err := d.client(&slot, j.Connect)
+		if err != nil {
+			return job.Sides{}, err
 		}
 		r := client.Receiver()
 		return job.Sides{Sender: streams, Receiver: r, SenderPrune: senderTarget{s}, ReceiverPrune: r}, nil
@@ -269,17 +291,11 @@ func (d *Daemon) pullConnect(j *config.Job) func(ctx context.Context) (job.Sides
 			return job.Sides{Sender: streamSender(s, src, d.metrics), Receiver: recv, SenderPrune: senderTarget{s}, ReceiverPrune: recv, SenderJob: src.ID}, nil
 		}
 	}
-	var client *rpc.Client
-	var mu sync.Mutex
+	var slot *rpc.Client
 	return func(ctx context.Context) (job.Sides, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if client == nil {
-			c, err := newClient(j.Connect)
-			if err != nil {
-				return job.Sides{}, err
-			}
-			client = c
+		client, err := d.client(&slot, j.Connect)
+		if err != nil {
+			return job.Sides{}, err
 		}
 		return job.Sides{Sender: client.Sender(), Receiver: recv, ReceiverPrune: recv}, nil
 	}
@@ -421,6 +437,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	<-ctx.Done()
 	d.log.Info("shutting down: cancelling runs (they resume on the next start)")
 	jobs.Wait()
+	d.closeClients()
 	// Servers stop before the state is saved: their cancelled receives
 	// leave partial state (with resume tokens) that must be in it.
 	stop()
