@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -111,15 +113,24 @@ func newStatusCommand() *cobra.Command {
 func printStatus(w io.Writer, st []job.Status, now time.Time) {
 	for _, s := range st {
 		fmt.Fprintf(w, "job %s (%s): %s", s.Name, s.Type, s.State)
-		if !s.NextRun.IsZero() {
+		switch {
+		case s.NextRun.IsZero():
+		case s.NextRun.After(now):
 			fmt.Fprintf(w, ", next run in %s", s.NextRun.Sub(now).Round(time.Second))
+		default:
+			fmt.Fprint(w, ", next run due")
 		}
 		fmt.Fprintln(w)
 		if s.LastError != "" {
 			fmt.Fprintf(w, "  last error: %s\n", strings.ReplaceAll(s.LastError, "\n", "\n    "))
 		}
 		if len(s.Pruned) > 0 {
-			fmt.Fprintf(w, "  pruned so far: %v\n", s.Pruned)
+			sides := slices.Sorted(maps.Keys(s.Pruned))
+			parts := make([]string, len(sides))
+			for i, side := range sides {
+				parts[i] = fmt.Sprintf("%d on the %s", s.Pruned[side], side)
+			}
+			fmt.Fprintf(w, "  snapshots pruned since start: %s\n", strings.Join(parts, ", "))
 		}
 		r := s.Replication
 		if r == nil {
