@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 
+	"zrepl.dev/zrepl/engine/internal/plantedbugs"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/engine/zfs/resumetoken"
 )
@@ -110,7 +111,7 @@ func (s *Sender) Send(ctx context.Context, req SendRequest) (io.ReadCloser, erro
 	if req.To.Kind != zfs.Snapshot {
 		return nil, fmt.Errorf("send %s: target %s is not a snapshot: %w", fs, req.To.RelName(), ErrNotAllowed)
 	}
-	if req.ResumeToken != "" {
+	if req.ResumeToken != "" && !plantedbugs.SkipResumeTokenCheck {
 		if err := checkToken(fs, req); err != nil {
 			return nil, err
 		}
@@ -133,6 +134,12 @@ func (s *Sender) Send(ctx context.Context, req SendRequest) (io.ReadCloser, erro
 				}
 			}
 		}
+	}
+	if plantedbugs.CursorInSend {
+		_ = bookmarkIdempotent(ctx, s.ZFS, req.To.Ref(fs), req.To.GUID, CursorBookmarkName(req.To.GUID, s.Job))
+	}
+	if plantedbugs.EarlyStepRelease {
+		_ = s.releaseTag(ctx, []zfs.VersionRef{req.To.Ref(fs)}, tag)
 	}
 	return s.ZFS.Send(ctx, zfs.SendArgs{
 		FS: fs, From: req.From, To: req.To, ResumeToken: req.ResumeToken, Raw: req.Raw,

@@ -1,0 +1,399 @@
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/pruner"
+	"zrepl.dev/zrepl/engine/replication"
+	"zrepl.dev/zrepl/engine/rpc"
+	"zrepl.dev/zrepl/engine/transport"
+	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/netsim"
+	"zrepl.dev/zrepl/zfsmodel"
+)
+
+// Faults a replicate action may suffer.
+var faultKinds = []string{
+	"none", "reset", "partition", "cut", "fail-zfs", "resize",
+	"crash-sender", "crash-receiver", "crash-step",
+}
+
+// stats count, over all histories of a test, what the histories did, so
+// the log shows that they exercise replication and not only the rest.
+var stats struct{ runs, faulty, completed atomic.Int64 }
+
+// errNoSpace is an ENOSPC-like failure: temporary, of no known kind.
+var errNoSpace = &zfs.Error{Op: "recv", Msg: "cannot receive incremental stream: out of space"}
+
+// interferer watches the bytes a run moves and the steps it completes, and
+// acts once (fault injection, crash, resize) when a threshold is reached.
+type interferer struct {
+	replication.Receiver
+	sender replication.Sender
+
+	onBytes int64
+	onSteps int
+	act     func()
+
+	bytes atomic.Int64
+	steps atomic.Int64
+	once  sync.Once
+	fired atomic.Bool
+}
+
+func (x *interferer) fire() {
+	x.once.Do(func() {
+		x.fired.Store(true)
+		x.act()
+	})
+}
+
+func (x *interferer) Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error {
+	return x.Receiver.Receive(ctx, req, readerFunc(func(p []byte) (int, error) {
+		n, err := stream.Read(p)
+		if x.act != nil && x.onBytes > 0 && x.bytes.Add(int64(n)) >= x.onBytes {
+			x.fire()
+		}
+		return n, err
+	}))
+}
+
+// stepSender counts completed steps for a crash at a step boundary.
+type stepSender struct {
+	replication.Sender
+	x *interferer
+}
+
+func (s stepSender) StepCompleted(ctx context.Context, req endpoint.SendRequest, last bool) error {
+	err := s.Sender.StepCompleted(ctx, req, last)
+	if err == nil && s.x.act != nil && s.x.onSteps > 0 && s.x.steps.Add(1) >= int64(s.x.onSteps) {
+		s.x.fire()
+	}
+	return err
+}
+
+// link is one replicate action's network: a sink server on the receiver
+// host and a client on the sender host, over a fresh seeded netsim.
+type link struct {
+	n      *netsim.Network
+	srv    *rpc.Server
+	served chan struct{}
+	client *rpc.Client
+}
+
+func (w *world) connect(t *rapid.T, j job, seed int64, plan netsim.FaultPlan) *link {
+	n := netsim.New(seed)
+	must(t, n.SetDefaultLink(netsim.Link{Latency: 2 * time.Millisecond, Bandwidth: 64 << 20}))
+	must(t, n.Schedule(plan))
+	nl, err := n.Listen(sinkHost, 7000)
+	must(t, err)
+	l, err := transport.Fixed(nl, j.identity)
+	must(t, err)
+	srv, err := rpc.NewServer(rpc.ServerConfig{Receiver: rpc.Sink(w.dst, sinkJob, zfs.MustDatasetPath(sinkRoot))})
+	must(t, err)
+	lk := &link{n: n, srv: srv, served: make(chan struct{})}
+	go func() {
+		defer close(lk.served)
+		_ = srv.Serve(l)
+	}()
+	dial := n.DialFunc(senderHost)
+	lk.client, err = rpc.NewClient(rpc.ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, sinkHost+":7000") }})
+	must(t, err)
+	return lk
+}
+
+func (lk *link) close() {
+	_ = lk.client.Close()
+	lk.srv.Stop()
+	<-lk.served
+	_ = lk.n.Close()
+}
+
+// replicate is one replication run of a drawn job, with a drawn fault.
+func (w *world) replicate(t *rapid.T) {
+	j := rapid.SampledFrom(jobs).Draw(t, "job")
+	fault := rapid.SampledFrom(faultKinds).Draw(t, "fault")
+	w.run(t, j, fault)
+	w.persist(t)
+}
+
+// run replicates once and checks what a run owes: resumed steps send only
+// what is missing, and a filesystem the run completed is in its final
+// state. It returns the report (nil after a crash).
+func (w *world) run(t *rapid.T, j job, fault string) *replication.Report {
+	stats.runs.Add(1)
+	if fault != "none" {
+		stats.faulty.Add(1)
+	}
+	var plan netsim.FaultPlan
+	x := &interferer{}
+	runCtx, cancel := context.WithTimeout(bg, 4*time.Hour)
+	defer cancel()
+	var run *replication.Run
+	var crashImg []byte
+	var crashErr error
+	crashed := ""
+	switch fault {
+	case "reset":
+		plan.Faults = append(plan.Faults, netsim.Fault{
+			Kind: netsim.FaultReset, Conn: rapid.IntRange(1, 6).Draw(t, "conn"),
+			Dir:    rapid.SampledFrom([]netsim.Dir{netsim.Up, netsim.Down}).Draw(t, "dir"),
+			AtByte: rapid.Int64Range(0, 1<<20).Draw(t, "atByte"),
+		})
+	case "cut":
+		must(t, w.src.CutNextSend(rapid.Int64Range(0, 1<<20).Draw(t, "cutAt")))
+	case "fail-zfs":
+		host := rapid.SampledFrom([]string{"src", "dst"}).Draw(t, "host")
+		m := map[string]*zfsmodel.Model{"src": w.src, "dst": w.dst}[host]
+		methods := map[string][]string{"src": {"Send", "Hold", "Bookmark", "Release", "Destroy", "ListVersions"}, "dst": {"Receive", "Hold", "Release", "ListFilesystems"}}[host]
+		method := rapid.SampledFrom(methods).Draw(t, "method")
+		var err error = &zfs.Error{Kind: zfs.ErrDatasetBusy, Op: "zfs", Msg: "dataset is busy"}
+		if rapid.Bool().Draw(t, "nospace") {
+			err = errNoSpace
+		}
+		must(t, m.FailNext(method, rapid.IntRange(1, 3).Draw(t, "times"), err))
+	case "partition":
+		// The partition starts once the run moved some bytes and heals
+		// after d; the run's retries may or may not outlast it.
+		x.onBytes = rapid.Int64Range(1, 1<<20).Draw(t, "partitionAt")
+		d := time.Duration(rapid.IntRange(1, 180).Draw(t, "partitionSeconds")) * time.Second
+		x.act = func() { _ = w.partitionNow(d) }
+	case "resize":
+		x.onBytes = rapid.Int64Range(1, 1<<20).Draw(t, "resizeAt")
+		n := rapid.IntRange(1, 3).Draw(t, "newConcurrency")
+		x.act = func() { _ = run.SetConcurrency(n) }
+	case "crash-sender", "crash-receiver":
+		x.onBytes = rapid.Int64Range(1, 1<<20).Draw(t, "crashAt")
+		victim := map[string]*zfsmodel.Model{"crash-sender": w.src, "crash-receiver": w.dst}[fault]
+		x.act = func() {
+			crashImg, crashErr = saveErr(victim)
+			cancel()
+		}
+		crashed = fault
+	case "crash-step":
+		x.onSteps = rapid.IntRange(1, 3).Draw(t, "crashAfterSteps")
+		host := rapid.SampledFrom([]string{"crash-sender", "crash-receiver"}).Draw(t, "crashHost")
+		victim := map[string]*zfsmodel.Model{"crash-sender": w.src, "crash-receiver": w.dst}[host]
+		x.act = func() {
+			crashImg, crashErr = saveErr(victim)
+			cancel()
+		}
+		crashed = host
+	}
+	lk := w.connect(t, j, rapid.Int64().Draw(t, "netSeed"), plan)
+	w.curNet = lk.n
+	x.Receiver = lk.client.Receiver()
+	x.sender = stepSender{Sender: w.sender(j), x: x}
+	run = replication.NewRun(x.sender, x, replication.Config{
+		Concurrency: rapid.IntRange(1, 3).Draw(t, "concurrency"),
+		Now:         w.clock,
+	})
+	rep := run.Do(runCtx)
+	lk.close()
+	w.curNet = nil
+	must(t, crashErr)
+	if x.fired.Load() && crashImg != nil {
+		switch crashed {
+		case "crash-sender":
+			w.src = w.load(t, crashImg)
+		case "crash-receiver":
+			w.dst = w.load(t, crashImg)
+		}
+		return nil
+	}
+	if errors.Is(runCtx.Err(), context.DeadlineExceeded) {
+		t.Fatalf("LIVENESS: a run of %s with fault %s did not end within 4 hours of virtual time: %v", j.id, fault, rep.Err())
+	}
+	// Resumability: a step sends what the receiver lacks, not again what
+	// an interrupted attempt or run delivered.
+	for _, s := range run.Progress().Steps {
+		if s.State == "done" && s.Expected > 0 && s.Done > s.Expected+s.Expected/20+(64<<10) {
+			t.Fatalf("INVARIANT resumable: %s step %s moved %d bytes, %d expected: received data sent again", s.FS, s.Step, s.Done, s.Expected)
+		}
+	}
+	for _, f := range rep.Filesystems {
+		if f.Err != nil {
+			continue
+		}
+		switch f.State {
+		case replication.FSDone:
+			stats.completed.Add(1)
+			w.rolledBack[j.identity+"|"+f.FS] = false
+			w.checkCompleted(t, j, f.FS, true)
+		case replication.FSUpToDate:
+			// Weak check only: see the known bug below; and after a
+			// receiver rollback the cursor may stay ahead of a receiver
+			// that has nothing left to receive.
+			w.checkCompleted(t, j, f.FS, false)
+		}
+	}
+	return &rep
+}
+
+// Known engine bug (up-to-date not reconciled): when a step's receive committed but what follows it
+// failed (the receiver's last-received hold, or the sender's
+// StepCompleted: cursor, step-hold release), the next attempt plans the
+// filesystem as up to date and leaves the old cursor, the step holds and
+// the old last-received hold in place until a later step. Found by this
+// simulator (fault fail-zfs on the receiver's Hold); the fix belongs in
+// engine/replication. Up-to-date filesystems therefore get only the weak
+// completed check (receiver has the newest snapshot, no partial state).
+// TestKnownBugUpToDateNotReconciled shows it.
+
+// partitionNow cuts the two hosts apart now, for d.
+func (w *world) partitionNow(d time.Duration) error {
+	if w.curNet == nil {
+		return nil
+	}
+	return w.curNet.Partition(senderHost, sinkHost, d)
+}
+
+// converge is the liveness check: with faults over, a job replicates
+// everything within three runs, unless a filesystem conflicts for a reason
+// the history made (the receiver's newest snapshot is unknown to the
+// sender, so no incremental can follow it).
+func (w *world) converge(t *rapid.T, j job) {
+	var rep *replication.Report
+	for i := 0; i < 3; i++ {
+		rep = w.run(t, j, "none")
+		if rep.Err() == nil {
+			return
+		}
+	}
+	for _, f := range rep.Filesystems {
+		if f.Err == nil {
+			continue
+		}
+		if f.State == replication.FSConflict && w.diverged(t, j, f.FS) {
+			continue
+		}
+		t.Fatalf("LIVENESS: job %s: %s still fails after 3 runs without faults: %v\n%s", j.id, f.FS, f.Err, w.dump(t))
+	}
+}
+
+// diverged: the receiver's newest snapshot of fs is on the sender neither
+// as snapshot nor as bookmark.
+func (w *world) diverged(t *rapid.T, j job, fs string) bool {
+	snaps := snapshots(versionsOf(t, w.dst, j.dstFS(fs)))
+	if len(snaps) == 0 {
+		return false
+	}
+	newest := snaps[len(snaps)-1].GUID
+	return !slices.ContainsFunc(versionsOf(t, w.src, fs), func(v zfs.FilesystemVersion) bool { return v.GUID == newest })
+}
+
+// senderTarget prunes the sender as a push job does: the job's
+// filesystems, snapshots only, never a held one.
+type senderTarget struct{ *endpoint.Sender }
+
+func (s senderTarget) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
+	var refs []zfs.VersionRef
+	for _, v := range snaps {
+		if v.Kind == zfs.Snapshot && v.UserRefs == 0 {
+			refs = append(refs, v.Ref(zfs.MustDatasetPath(fs)))
+		}
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	err := s.ZFS.Destroy(ctx, refs)
+	if errors.Is(err, zfs.ErrDatasetBusy) {
+		return nil // held since listed: the hold wins
+	}
+	return err
+}
+
+// pruneSender applies keep_sender rules (not_replicated + last_n) of a job.
+// It must never destroy a held snapshot, the job's incremental base (the
+// cursor's snapshot) or a snapshot the job did not replicate yet.
+func (w *world) pruneSender(t *rapid.T) {
+	j := rapid.SampledFrom(jobs).Draw(t, "job")
+	keep := rapid.IntRange(1, 3).Draw(t, "keepLast")
+	policy := pruner.Policy{Rules: []pruner.Rule{pruner.KeepNotReplicated(), pruner.KeepLastN(keep, nil)}}
+	type protect struct{ fs, why string }
+	must_ := map[uint64]protect{}
+	cursors := map[string]uint64{}
+	for _, fs := range fsNames {
+		vs := versionsOf(t, w.src, fs)
+		c := cursorOf(vs, j)
+		if c != nil {
+			cursors[fs] = c.CreateTXG
+		}
+		for _, v := range snapshots(vs) {
+			switch {
+			case v.UserRefs > 0:
+				must_[v.GUID] = protect{fs, "held"}
+			case c != nil && v.GUID == c.GUID:
+				must_[v.GUID] = protect{fs, "the cursor's snapshot"}
+			case c == nil || v.CreateTXG > c.CreateTXG:
+				must_[v.GUID] = protect{fs, "not replicated"}
+			}
+		}
+	}
+	_, err := pruner.Prune(bg, senderTarget{w.sender(j)}, policy, w.clock(), func(fs string) (uint64, bool) {
+		txg, ok := cursors[fs]
+		return txg, ok
+	})
+	must(t, err)
+	for guid, p := range must_ {
+		if !slices.ContainsFunc(snapshots(versionsOf(t, w.src, p.fs)), func(v zfs.FilesystemVersion) bool { return v.GUID == guid }) {
+			t.Fatalf("INVARIANT sender-prune: pruning %s destroyed %s snapshot %016x of %s\n%s", j.id, p.why, guid, p.fs, w.dump(t))
+		}
+	}
+	w.persist(t)
+}
+
+// pruneReceiver applies keep_receiver rules through the sink's own
+// endpoint; every snapshot a rule keeps must survive.
+func (w *world) pruneReceiver(t *rapid.T) {
+	j := rapid.SampledFrom(jobs).Draw(t, "job")
+	policy := pruner.Policy{Rules: []pruner.Rule{pruner.KeepLastN(rapid.IntRange(1, 3).Draw(t, "keepLast"), nil)}}
+	if rapid.Bool().Draw(t, "keepEven") {
+		policy.Rules = append(policy.Rules, pruner.KeepRegex(regexp.MustCompile(`[02468]00_000$`), false))
+	}
+	target := rpc.SinkReceiver{Receiver: &endpoint.Receiver{ZFS: w.dst, Job: sinkJob, Root: j.root()}}
+	now := w.clock()
+	dry, err := pruner.DryRun(bg, target, policy, now, nil)
+	must(t, err)
+	planned := map[string]bool{}
+	for _, f := range dry.Filesystems {
+		for _, s := range f.Planned {
+			planned[f.FS+"@"+s] = true
+		}
+	}
+	before := map[string][]zfs.FilesystemVersion{}
+	for _, fs := range fsNames {
+		before[fs] = snapshots(versionsOf(t, w.dst, j.dstFS(fs)))
+		for _, v := range before[fs] {
+			if planned[fs+"@"+v.Name] {
+				w.allowGone[j.dstFS(fs)+"@"+fmt.Sprint(v.GUID)] = true
+			}
+		}
+	}
+	_, err = pruner.Prune(bg, target, policy, now, nil)
+	must(t, err)
+	for _, fs := range fsNames {
+		after := snapshots(versionsOf(t, w.dst, j.dstFS(fs)))
+		for _, v := range before[fs] {
+			if planned[fs+"@"+v.Name] {
+				continue
+			}
+			if !slices.ContainsFunc(after, func(a zfs.FilesystemVersion) bool { return a.GUID == v.GUID }) {
+				t.Fatalf("INVARIANT receiver-prune: %s@%s, kept by the rules (or held, or newest), was destroyed\n%s", j.dstFS(fs), v.Name, w.dump(t))
+			}
+		}
+	}
+	w.persist(t)
+}

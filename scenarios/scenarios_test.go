@@ -1,0 +1,113 @@
+package scenarios
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/grpclog"
+	"pgregory.net/rapid"
+)
+
+func TestMain(m *testing.M) {
+	// gRPC logs every reset and partition the simulator provokes.
+	grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
+	goleak.VerifyTestMain(m)
+}
+
+// defaultChecks bounds `make test`: histories per rapid.Check unless
+// -rapid.checks is given.
+const defaultChecks = 300
+
+// setDefaultChecks applies n unless the command line chose -rapid.checks.
+func setDefaultChecks(t *testing.T, n int) {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "rapid.checks" })
+	if set {
+		return
+	}
+	f := flag.Lookup("rapid.checks")
+	old := f.Value.String()
+	if err := f.Value.Set(strconv.Itoa(n)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Value.Set(old) })
+}
+
+// history is one simulated history: random actions, the invariants after
+// each, then the liveness check, then no goroutine may be left.
+func history(t *rapid.T) {
+	ignore := goleak.IgnoreCurrent()
+	w := newWorld(t)
+	w.check(t)
+	t.Repeat(map[string]func(*rapid.T){
+		"snapshot":          w.snapshot,
+		"destroy-sender":    w.destroySender,
+		"replicate":         w.replicate,
+		"prune-sender":      w.pruneSender,
+		"prune-receiver":    w.pruneReceiver,
+		"rollback-receiver": w.rollbackReceiver,
+		"":                  w.check,
+	})
+	for _, j := range jobs {
+		w.converge(t, j)
+		w.check(t)
+	}
+	synctest.Wait()
+	if err := goleak.Find(ignore); err != nil {
+		t.Fatalf("LEAK: goroutines left behind by the history: %v", err)
+	}
+}
+
+// checkScenarios runs each history in its own synctest bubble, so every
+// timer (gRPC backoff and keepalives, the driver's retry backoff,
+// partitions) runs in virtual time that starts afresh, and a history's
+// outcome depends on its draws alone. rapid itself stays outside, on real
+// time, so its shrinking has a real time budget.
+func checkScenarios(t *testing.T, checks int) {
+	setDefaultChecks(t, checks)
+	start := time.Now()
+	n := 0
+	stats.runs.Store(0)
+	stats.faulty.Store(0)
+	stats.completed.Store(0)
+	rapid.Check(t, func(rt *rapid.T) {
+		n++
+		var failure any
+		t.Run(fmt.Sprintf("history%d", n), func(t *testing.T) {
+			synctest.Test(t, func(*testing.T) {
+				// rapid reports a failed property by panicking; carry
+				// the panic out of the bubble to rapid's goroutine.
+				defer func() { failure = recover() }()
+				history(rt)
+			})
+		})
+		if failure != nil {
+			panic(failure)
+		}
+	})
+	if took := time.Since(start); took > 0 {
+		t.Logf("%d histories (with shrinking) in %v: %.2f histories/s; %d replication runs, %d with a fault, %d filesystems completed by a step",
+			n, took.Round(time.Millisecond), float64(n)/took.Seconds(), stats.runs.Load(), stats.faulty.Load(), stats.completed.Load())
+	}
+}
+
+// TestScenarios is the simulator's bounded run (make test). Replay a
+// failure with go test ./scenarios -run 'TestScenarios$' -rapid.seed=S.
+func TestScenarios(t *testing.T) {
+	checkScenarios(t, defaultChecks)
+}
+
+// TestScenarioLong is the long run for make fuzz and soak testing.
+func TestScenarioLong(t *testing.T) {
+	if os.Getenv("ZREPL_SCENARIOS_LONG") != "1" {
+		t.Skip("set ZREPL_SCENARIOS_LONG=1 for the long simulation")
+	}
+	checkScenarios(t, 500)
+}

@@ -1,0 +1,451 @@
+package scenarios
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/snapper"
+	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/engine/zfs/resumetoken"
+	"zrepl.dev/zrepl/netsim"
+	"zrepl.dev/zrepl/zfsmodel"
+)
+
+var bg = context.Background()
+
+const (
+	srcRoot  = "src/data"
+	sinkRoot = "dst/sinks"
+	// The host names on the simulated network.
+	senderHost = "laptop"
+	sinkHost   = "sink"
+)
+
+// sinkJob is the sink's job name: its last-received holds carry it.
+var sinkJob = endpoint.MustJobID("sink")
+
+// fsNames are the sender's filesystems, parents first.
+var fsNames = []string{"src/data", "src/data/a", "src/data/b"}
+
+// job is a push job of the sender host. Two of them send the same
+// filesystems to the same sink under two client identities, so a check
+// sees whether one job touches the other's cursors and holds.
+type job struct {
+	id       endpoint.JobID
+	identity string
+}
+
+var jobs = []job{{endpoint.MustJobID("push_a"), "a"}, {endpoint.MustJobID("push_b"), "b"}}
+
+func (j job) root() zfs.DatasetPath  { return zfs.MustDatasetPath(sinkRoot + "/" + j.identity) }
+func (j job) dstFS(fs string) string { return sinkRoot + "/" + j.identity + "/" + fs }
+
+// world is one simulated history: the two hosts, the virtual calendar the
+// snapper and pruner see, and what the checks remember.
+type world struct {
+	mu  sync.Mutex
+	now time.Time
+
+	src, dst *zfsmodel.Model
+
+	// sum is the content checksum of every snapshot the sender ever had,
+	// by GUID, taken when it was created.
+	sum map[uint64]string
+	// created lists each filesystem's snapshot GUIDs in creation order.
+	created map[string][]uint64
+	// rolledBack marks job|fs whose receiver was rolled back since the
+	// job last replicated it: its cursor may point past the receiver.
+	rolledBack map[string]bool
+	// dstSeen is every receiver snapshot (dstFS@guid) after the last
+	// check; allowGone is what the actions since may have destroyed.
+	dstSeen   map[string]bool
+	allowGone map[string]bool
+
+	// curNet is the running replicate action's network.
+	curNet *netsim.Network
+}
+
+func (w *world) clock() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.now
+}
+
+func (w *world) advance(d time.Duration) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.now = w.now.Add(d)
+	return w.now
+}
+
+func newWorld(t *rapid.T) *world {
+	w := &world{
+		now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		sum: map[uint64]string{}, created: map[string][]uint64{},
+		rolledBack: map[string]bool{}, dstSeen: map[string]bool{}, allowGone: map[string]bool{},
+	}
+	w.src = zfsmodel.New(zfsmodel.Options{Seed: 1, Clock: w.clock})
+	w.dst = zfsmodel.New(zfsmodel.Options{Seed: 2, Clock: w.clock})
+	must(t, w.src.CreatePool("src"))
+	must(t, w.dst.CreatePool("dst"))
+	must(t, w.dst.CreateFilesystem(zfs.MustDatasetPath(sinkRoot), zfsmodel.FSOptions{}))
+	for _, fs := range fsNames {
+		must(t, w.src.CreateFilesystem(zfs.MustDatasetPath(fs), zfsmodel.FSOptions{Parents: true}))
+	}
+	return w
+}
+
+func must(t *rapid.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// save is a host's durable state at this instant: what survives a power
+// cut (receives in flight are lost, as zfsmodel.Save documents).
+func save(t *rapid.T, m *zfsmodel.Model) []byte {
+	img, err := saveErr(m)
+	must(t, err)
+	return img
+}
+
+// saveErr is save for goroutines other than the test's.
+func saveErr(m *zfsmodel.Model) ([]byte, error) {
+	var b bytes.Buffer
+	err := m.Save(&b)
+	return b.Bytes(), err
+}
+
+func (w *world) load(t *rapid.T, img []byte) *zfsmodel.Model {
+	m, err := zfsmodel.Load(bytes.NewReader(img), zfsmodel.Options{Clock: w.clock})
+	must(t, err)
+	return m
+}
+
+// persist ends every action: both hosts are saved and restarted from what
+// they saved, so an action boundary is always a clean restart, pending
+// fault injections are dropped, and Save/Load must lose nothing.
+func (w *world) persist(t *rapid.T) {
+	w.src = w.load(t, save(t, w.src))
+	w.dst = w.load(t, save(t, w.dst))
+}
+
+func (w *world) sender(j job) *endpoint.Sender {
+	return &endpoint.Sender{
+		ZFS: w.src, Job: j.id, Roots: []zfs.DatasetPath{zfs.MustDatasetPath("src")},
+		Filter: func(fs zfs.DatasetPath) bool { return fs.HasPrefix(zfs.MustDatasetPath(srcRoot)) },
+	}
+}
+
+func versionsOf(t *rapid.T, z zfs.ZFS, fs string) []zfs.FilesystemVersion {
+	vs, err := z.ListVersions(bg, zfs.MustDatasetPath(fs))
+	if errors.Is(err, zfs.ErrDatasetNotExist) {
+		return nil
+	}
+	must(t, err)
+	return vs
+}
+
+func snapshots(vs []zfs.FilesystemVersion) []zfs.FilesystemVersion {
+	return slices.DeleteFunc(slices.Clone(vs), func(v zfs.FilesystemVersion) bool { return v.Kind != zfs.Snapshot })
+}
+
+// cursorOf is the newest replication cursor of job on the sender's fs.
+func cursorOf(vs []zfs.FilesystemVersion, j job) *zfs.FilesystemVersion {
+	var c *zfs.FilesystemVersion
+	for i, v := range vs {
+		if p, ok := endpoint.ParseBookmarkName(v.Name); ok && v.Kind == zfs.Bookmark && p.Kind == endpoint.ReplicationCursorV2 && p.Job == j.id {
+			if c == nil || v.CreateTXG > c.CreateTXG {
+				c = &vs[i]
+			}
+		}
+	}
+	return c
+}
+
+func resumeToken(t *rapid.T, z *zfsmodel.Model, fs string) string {
+	info, err := z.Info(zfs.MustDatasetPath(fs))
+	if errors.Is(err, zfs.ErrDatasetNotExist) {
+		return ""
+	}
+	must(t, err)
+	return info.ReceiveResumeToken
+}
+
+// snapshot writes to a filesystem and takes the job-wide snapshot with the
+// snapper, remembering each new snapshot's content.
+func (w *world) snapshot(t *rapid.T) {
+	if rapid.Bool().Draw(t, "write") {
+		fs := rapid.SampledFrom(fsNames).Draw(t, "fs")
+		must(t, w.src.WriteData(zfs.MustDatasetPath(fs), rapid.Int64Range(0, 1000).Draw(t, "seed"), rapid.IntRange(1, 4).Draw(t, "blocks")))
+	}
+	now := w.advance(time.Duration(rapid.IntRange(1, 180).Draw(t, "minutes")) * time.Minute)
+	s := w.sender(jobs[0])
+	sn := snapper.New(w.src, func(ctx context.Context) ([]zfs.DatasetPath, error) {
+		fss, err := s.ListFilesystems(ctx)
+		var out []zfs.DatasetPath
+		for _, f := range fss {
+			out = append(out, f.Info.Path)
+		}
+		return out, err
+	}, snapper.Config{Prefix: "zrepl_"})
+	refs, err := sn.SnapshotNow(bg, now)
+	must(t, err)
+	for _, ref := range refs {
+		for _, v := range versionsOf(t, w.src, ref.FS.String()) {
+			if v.Kind == zfs.Snapshot && v.Name == ref.Name {
+				sum, err := w.src.Checksum(ref)
+				must(t, err)
+				w.sum[v.GUID] = sum
+				w.created[ref.FS.String()] = append(w.created[ref.FS.String()], v.GUID)
+			}
+		}
+	}
+	w.persist(t)
+}
+
+// destroySender destroys a sender snapshot as an operator would; held
+// snapshots refuse, which is what protects replication.
+func (w *world) destroySender(t *rapid.T) {
+	fs := rapid.SampledFrom(fsNames).Draw(t, "fs")
+	snaps := snapshots(versionsOf(t, w.src, fs))
+	if len(snaps) == 0 {
+		t.Skip("no snapshot")
+	}
+	v := rapid.SampledFrom(snaps).Draw(t, "snap")
+	err := w.src.Destroy(bg, []zfs.VersionRef{v.Ref(zfs.MustDatasetPath(fs))})
+	switch {
+	case v.UserRefs > 0 && !errors.Is(err, zfs.ErrDatasetBusy):
+		t.Fatalf("destroying held %s@%s: %v, want busy", fs, v.Name, err)
+	case v.UserRefs == 0 && err != nil:
+		t.Fatalf("destroying %s@%s: %v", fs, v.Name, err)
+	}
+	w.persist(t)
+}
+
+// rollbackReceiver rolls a receiver filesystem back to an older snapshot
+// the sender still knows (as snapshot or bookmark), releasing the
+// last-received hold first as an operator must.
+func (w *world) rollbackReceiver(t *rapid.T) {
+	j := rapid.SampledFrom(jobs).Draw(t, "job")
+	fs := rapid.SampledFrom(fsNames).Draw(t, "fs")
+	dst := j.dstFS(fs)
+	snaps := snapshots(versionsOf(t, w.dst, dst))
+	srcGUIDs := map[uint64]bool{}
+	for _, v := range versionsOf(t, w.src, fs) {
+		srcGUIDs[v.GUID] = true
+	}
+	var candidates []zfs.FilesystemVersion
+	for _, v := range snaps[:max(len(snaps)-1, 0)] {
+		if srcGUIDs[v.GUID] {
+			candidates = append(candidates, v)
+		}
+	}
+	if len(candidates) == 0 {
+		t.Skip("nothing to roll back to")
+	}
+	target := rapid.SampledFrom(candidates).Draw(t, "to")
+	p := zfs.MustDatasetPath(dst)
+	tag := endpoint.LastReceivedHoldTag(sinkJob)
+	for _, v := range snaps {
+		if v.CreateTXG <= target.CreateTXG {
+			continue
+		}
+		w.allowGone[dst+"@"+fmt.Sprint(v.GUID)] = true
+		if v.UserRefs > 0 {
+			must(t, w.dst.Release(bg, v.Ref(p), tag))
+		}
+	}
+	must(t, w.dst.Rollback(bg, target.Ref(p), true))
+	w.rolledBack[j.identity+"|"+fs] = true
+	w.persist(t)
+}
+
+// check holds after every action.
+func (w *world) check(t *rapid.T) {
+	seen := map[string]bool{}
+	for _, j := range jobs {
+		for _, fs := range fsNames {
+			dst := j.dstFS(fs)
+			dstVersions := versionsOf(t, w.dst, dst)
+			srcVersions := versionsOf(t, w.src, fs)
+			// The receiver's snapshots are sender snapshots, by GUID,
+			// in the sender's order and with the sender's content.
+			last := -1
+			dstGUIDs := map[uint64]bool{}
+			for _, v := range snapshots(dstVersions) {
+				dstGUIDs[v.GUID] = true
+				seen[dst+"@"+fmt.Sprint(v.GUID)] = true
+				i := slices.Index(w.created[fs], v.GUID)
+				if i < 0 {
+					t.Fatalf("INVARIANT receiver-subset: %s@%s has GUID %016x the sender never created\n%s", dst, v.Name, v.GUID, w.dump(t))
+				}
+				if i <= last {
+					t.Fatalf("INVARIANT receiver-subset: %s@%s is out of the sender's order\n%s", dst, v.Name, w.dump(t))
+				}
+				last = i
+				sum, err := w.dst.Checksum(v.Ref(zfs.MustDatasetPath(dst)))
+				must(t, err)
+				if sum != w.sum[v.GUID] {
+					t.Fatalf("INVARIANT receiver-content: %s@%s differs from what the sender snapshotted\n%s", dst, v.Name, w.dump(t))
+				}
+			}
+			// The cursor marks a snapshot the receiver has: it moves
+			// only once the receiver confirmed.
+			if c := cursorOf(srcVersions, j); c != nil && !w.rolledBack[j.identity+"|"+fs] && !dstGUIDs[c.GUID] {
+				t.Fatalf("INVARIANT cursor-confirmed: %s cursor %s of job %s marks a snapshot %s lacks\n%s", fs, c.Name, j.id, dst, w.dump(t))
+			}
+			// Partial receive state can always resume: the sender keeps
+			// the step's target (step hold) and its incremental source.
+			if tok := resumeToken(t, w.dst, dst); tok != "" {
+				w.checkResumable(t, j, fs, tok, srcVersions)
+			}
+		}
+	}
+	for k := range w.dstSeen {
+		if !seen[k] && !w.allowGone[k] {
+			t.Fatalf("INVARIANT receiver-keep: receiver snapshot %s vanished, neither pruned nor rolled back\n%s", k, w.dump(t))
+		}
+	}
+	w.dstSeen, w.allowGone = seen, map[string]bool{}
+}
+
+func (w *world) checkResumable(t *rapid.T, j job, fs, tok string, srcVersions []zfs.FilesystemVersion) {
+	dec, err := resumetoken.Decode(tok)
+	must(t, err)
+	var to *zfs.FilesystemVersion
+	from := dec.FromGUID == 0
+	for i, v := range srcVersions {
+		if v.Kind == zfs.Snapshot && v.GUID == dec.ToGUID {
+			to = &srcVersions[i]
+		}
+		if v.GUID == dec.FromGUID {
+			from = true
+		}
+	}
+	if to == nil || !from {
+		t.Fatalf("INVARIANT step-protected: %s has partial state of %s (from %016x), the sender lost the step's versions\n%s", j.dstFS(fs), dec.ToName, dec.FromGUID, w.dump(t))
+	}
+	holds, err := w.src.Holds(bg, []zfs.VersionRef{to.Ref(zfs.MustDatasetPath(fs))})
+	must(t, err)
+	if !slices.Contains(holds[to.Name], endpoint.StepHoldTag(j.id)) {
+		t.Fatalf("INVARIANT step-protected: %s has partial state of %s, which lacks job %s's step hold (holds %v)\n%s", j.dstFS(fs), dec.ToName, j.id, holds[to.Name], w.dump(t))
+	}
+}
+
+// checkCompleted holds for a filesystem a run of j completed: the receiver
+// has the sender's newest snapshot (or the one the job's cursor marks, if
+// the sender destroyed it since), and the job owns exactly its cursor on
+// the sender and its last-received hold on the receiver, on that snapshot.
+func (w *world) checkCompleted(t *rapid.T, j job, fs string, strict bool) {
+	srcVersions := versionsOf(t, w.src, fs)
+	var newest *zfs.FilesystemVersion
+	for i, v := range srcVersions {
+		if v.Kind == zfs.Snapshot || v.Kind == zfs.Bookmark && cursorOf(srcVersions, j) != nil && v.Name == cursorOf(srcVersions, j).Name {
+			if newest == nil || v.CreateTXG >= newest.CreateTXG {
+				newest = &srcVersions[i]
+			}
+		}
+	}
+	if newest == nil {
+		return
+	}
+	dst := j.dstFS(fs)
+	dstSnaps := snapshots(versionsOf(t, w.dst, dst))
+	// A cursor newer than every snapshot has nothing left to send: the
+	// receiver may have it or, after a rollback, the newest snapshot.
+	ok := len(dstSnaps) > 0 && dstSnaps[len(dstSnaps)-1].GUID == newest.GUID
+	if !ok && newest.Kind == zfs.Bookmark && !strict && len(dstSnaps) > 0 {
+		if s := snapshots(srcVersions); len(s) == 0 || s[len(s)-1].GUID == dstSnaps[len(dstSnaps)-1].GUID {
+			ok = true
+		}
+	}
+	if !ok {
+		t.Fatalf("INVARIANT completed: %s: after a completed run of %s the receiver's newest is not the sender's %s\n%s", fs, j.id, newest.RelName(), w.dump(t))
+	}
+	dstNewest := dstSnaps[len(dstSnaps)-1]
+	if tok := resumeToken(t, w.dst, dst); tok != "" {
+		t.Fatalf("INVARIANT completed: %s keeps partial receive state after a completed run\n%s", dst, w.dump(t))
+	}
+	if !strict {
+		return
+	}
+	var got []string
+	id := j.id
+	abs, err := endpoint.ListAbstractions(bg, w.src, []zfs.DatasetPath{zfs.MustDatasetPath(fs)}, endpoint.AbstractionFilter{Job: &id})
+	must(t, err)
+	for _, a := range abs {
+		if a.Version.FS.String() == fs {
+			got = append(got, fmt.Sprintf("%s@%016x", a.Kind, a.GUID))
+		}
+	}
+	sj := sinkJob
+	dabs, err := endpoint.ListAbstractions(bg, w.dst, []zfs.DatasetPath{zfs.MustDatasetPath(dst)}, endpoint.AbstractionFilter{Job: &sj})
+	must(t, err)
+	for _, a := range dabs {
+		if a.Version.FS.String() == dst {
+			got = append(got, fmt.Sprintf("%s@%016x", a.Kind, a.GUID))
+		}
+	}
+	want := []string{
+		fmt.Sprintf("%s@%016x", endpoint.ReplicationCursorV2, newest.GUID),
+		fmt.Sprintf("%s@%016x", endpoint.LastReceivedHold, dstNewest.GUID),
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("INVARIANT completed: %s: after a completed run of %s its abstractions are %v, want %v\n%s", fs, j.id, got, want, w.dump(t))
+	}
+}
+
+// dump describes both hosts for a failure message.
+func (w *world) dump(t *rapid.T) string {
+	var b strings.Builder
+	show := func(z *zfsmodel.Model, fs string) {
+		vs := versionsOf(t, z, fs)
+		fmt.Fprintf(&b, "%s:\n", fs)
+		var refs []zfs.VersionRef
+		for _, v := range vs {
+			if v.Kind == zfs.Snapshot && v.UserRefs > 0 {
+				refs = append(refs, v.Ref(zfs.MustDatasetPath(fs)))
+			}
+		}
+		holds := map[string][]string{}
+		if len(refs) > 0 {
+			holds, _ = z.Holds(bg, refs)
+		}
+		for _, v := range vs {
+			h := holds[v.Name]
+			sort.Strings(h)
+			fmt.Fprintf(&b, "  %-50s guid=%016x txg=%d %v\n", v.RelName(), v.GUID, v.CreateTXG, h)
+		}
+		if tok := resumeToken(t, z, fs); tok != "" {
+			if d, err := resumetoken.Decode(tok); err == nil {
+				fmt.Fprintf(&b, "  partial receive of %s guid=%016x from=%016x\n", d.ToName, d.ToGUID, d.FromGUID)
+			}
+		}
+	}
+	for _, fs := range fsNames {
+		show(w.src, fs)
+		for _, j := range jobs {
+			show(w.dst, j.dstFS(fs))
+		}
+	}
+	return b.String()
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+var _ io.Reader = readerFunc(nil)
