@@ -64,8 +64,8 @@ func sender(z zfs.ZFS, j *config.Job) *endpoint.Sender {
 
 // streamSender is the sender a job's streams come from, under its
 // send.bandwidth_limit.
-func streamSender(s *endpoint.Sender, j *config.Job, m *Metrics) limitedSender {
-	ls := limitedSender{Sender: s, b: newBucket(j.Send.BandwidthLimit)}
+func streamSender(s *endpoint.Sender, j *config.Job, m *Metrics, clock job.Clock) limitedSender {
+	ls := limitedSender{Sender: s, b: newBucket(j.Send.BandwidthLimit, clock)}
 	if m != nil {
 		ls.stepDone = func(took time.Duration) { m.StepDone(j.Name, took) }
 	}
@@ -303,9 +303,9 @@ func (r withRecvOptions) Receive(ctx context.Context, req endpoint.ReceiveReques
 }
 
 // sinkFor serves a sink's clients with its recv options.
-func sinkFor(z zfs.ZFS, j *config.Job) func(identity string) (rpc.ReceiverEndpoint, error) {
+func sinkFor(z zfs.ZFS, j *config.Job, clock job.Clock) func(identity string) (rpc.ReceiverEndpoint, error) {
 	inner := rpc.Sink(z, j.ID, j.RootFS)
-	limit := newBucket(j.Recv.BandwidthLimit)
+	limit := newBucket(j.Recv.BandwidthLimit, clock)
 	return func(identity string) (rpc.ReceiverEndpoint, error) {
 		ep, err := inner(identity)
 		if err != nil {

@@ -265,14 +265,14 @@ func (d *Daemon) buildActive(j *config.Job) error {
 // receiver (in this process for the local transport, else over rpc).
 func (d *Daemon) pushConnect(j *config.Job) func(ctx context.Context) (job.Sides, error) {
 	s := sender(d.opts.ZFS, j)
-	streams := streamSender(s, j, d.metrics)
+	streams := streamSender(s, j, d.metrics, d.opts.Clock)
 	if j.Connect.Type == config.TransportLocal {
 		return func(ctx context.Context) (job.Sides, error) {
 			sink, ok := d.localJob(j.Connect.ListenerName, config.JobSink)
 			if !ok {
 				return job.Sides{}, fmt.Errorf("no sink job listens on local listener %q", j.Connect.ListenerName)
 			}
-			ep, err := sinkFor(d.opts.ZFS, sink)(j.Connect.ClientIdentity)
+			ep, err := sinkFor(d.opts.ZFS, sink, d.opts.Clock)(j.Connect.ClientIdentity)
 			if err != nil {
 				return job.Sides{}, err
 			}
@@ -297,7 +297,7 @@ func (d *Daemon) pushConnect(j *config.Job) func(ctx context.Context) (job.Sides
 // pullConnect gives a pull job's sides: the source's sender and the local
 // receiver below root_fs.
 func (d *Daemon) pullConnect(j *config.Job) func(ctx context.Context) (job.Sides, error) {
-	recv := withRecvOptions{rpc.SinkReceiver{Receiver: &endpoint.Receiver{ZFS: d.opts.ZFS, Job: j.ID, Root: j.RootFS}}, j.Recv, newBucket(j.Recv.BandwidthLimit)}
+	recv := withRecvOptions{rpc.SinkReceiver{Receiver: &endpoint.Receiver{ZFS: d.opts.ZFS, Job: j.ID, Root: j.RootFS}}, j.Recv, newBucket(j.Recv.BandwidthLimit, d.opts.Clock)}
 	if j.Connect.Type == config.TransportLocal {
 		return func(ctx context.Context) (job.Sides, error) {
 			src, ok := d.localJob(j.Connect.ListenerName, config.JobSource)
@@ -305,7 +305,7 @@ func (d *Daemon) pullConnect(j *config.Job) func(ctx context.Context) (job.Sides
 				return job.Sides{}, fmt.Errorf("no source job listens on local listener %q", j.Connect.ListenerName)
 			}
 			s := sender(d.opts.ZFS, src)
-			return job.Sides{Sender: streamSender(s, src, d.metrics), Receiver: recv, SenderPrune: senderTarget{s}, ReceiverPrune: recv, SenderJob: src.ID}, nil
+			return job.Sides{Sender: streamSender(s, src, d.metrics, d.opts.Clock), Receiver: recv, SenderPrune: senderTarget{s}, ReceiverPrune: recv, SenderJob: src.ID}, nil
 		}
 	}
 	var slot *rpc.Client
@@ -335,9 +335,9 @@ func (d *Daemon) buildPassive(j *config.Job) error {
 	}}
 	switch j.Type {
 	case config.JobSink:
-		sc.Receiver = sinkFor(d.opts.ZFS, j)
+		sc.Receiver = sinkFor(d.opts.ZFS, j, d.opts.Clock)
 	case config.JobSource:
-		sc.Sender = rpc.Source(streamSender(sender(d.opts.ZFS, j), j, d.metrics))
+		sc.Sender = rpc.Source(streamSender(sender(d.opts.ZFS, j), j, d.metrics, d.opts.Clock))
 		if j.Snapshotting != nil && j.Snapshotting.Type == config.SnapshottingPeriodic {
 			c := d.jobConfig(j)
 			c.Snapshotter = newSnapshotter(d.opts.ZFS, j)

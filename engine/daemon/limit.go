@@ -8,6 +8,7 @@ import (
 
 	"zrepl.dev/zrepl/engine/config"
 	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/job"
 )
 
 // bucket is a token bucket shared by all streams of one job side: a
@@ -16,6 +17,7 @@ import (
 type bucket struct {
 	rate     float64 // bytes per second
 	capacity float64
+	clock    job.Clock
 
 	mu     sync.Mutex
 	tokens float64
@@ -23,7 +25,7 @@ type bucket struct {
 }
 
 // newBucket returns nil for an unlimited setting.
-func newBucket(l config.BandwidthLimit) *bucket {
+func newBucket(l config.BandwidthLimit, clock job.Clock) *bucket {
 	if l.Max <= 0 {
 		return nil
 	}
@@ -31,7 +33,7 @@ func newBucket(l config.BandwidthLimit) *bucket {
 	if c <= 0 {
 		c = config.DefaultBucketCapacity
 	}
-	return &bucket{rate: float64(l.Max), capacity: float64(c), tokens: float64(c)}
+	return &bucket{rate: float64(l.Max), capacity: float64(c), tokens: float64(c), clock: clock}
 }
 
 // take removes n tokens and says how long the reader must wait.
@@ -65,11 +67,9 @@ type limitedReader struct {
 func (l limitedReader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p[:l.b.chunk(len(p))])
 	if n > 0 {
-		if wait := l.b.take(n, time.Now()); wait > 0 {
-			t := time.NewTimer(wait)
-			defer t.Stop()
+		if wait := l.b.take(n, l.b.clock.Now()); wait > 0 {
 			select {
-			case <-t.C:
+			case <-l.b.clock.After(wait):
 			case <-l.done:
 			}
 		}
