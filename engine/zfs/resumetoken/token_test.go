@@ -382,3 +382,15 @@ func FuzzUnpack(f *testing.F) {
 		}
 	})
 }
+
+// A second token, captured by the platformtest smoke test on OpenZFS
+// 2.1.11 in the VM, with what `zfs send -nvt` decoded it to there.
+func TestDecodeSecondRealToken(t *testing.T) {
+	const tok = "1-9cd246eff-b8-789c636064000310a500c4ec50360710e72765a52697303030419460caa7a515a79680646ce0f26c48f2499525a9c540fa84be1d56fd25f9e9a5992940fad6846d5f0f7ffda68124cf0996cf4bcc4d6560a82a283134348937d42f2e4a762836049b0500941f19b9"
+	got, err := Decode(tok)
+	require.NoError(t, err)
+	assert.Equal(t, Token{Object: 0x2, Offset: 0x3c0000, Bytes: 0x3e2fc8, ToGUID: 0xf6f5c3f5b690da74, ToName: "zpt114_1/src@s1"}, got)
+	again, err := Decode(got.Encode())
+	require.NoError(t, err)
+	assert.Equal(t, got, again)
+}
