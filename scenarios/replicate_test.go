@@ -46,6 +46,7 @@ type interferer struct {
 	onBytes int64
 	onSteps int
 	act     func()
+	crash   bool
 
 	bytes atomic.Int64
 	steps atomic.Int64
@@ -77,6 +78,12 @@ type stepSender struct {
 }
 
 func (s stepSender) StepCompleted(ctx context.Context, req endpoint.SendRequest, last bool) error {
+	// After a crash nothing is confirmed any more: a receive that commits
+	// after the crashed receiver's image was taken is lost with it, and
+	// its confirmation could never have reached the sender.
+	if s.x.crash && s.x.fired.Load() {
+		return errors.New("scenarios: a host crashed")
+	}
 	err := s.Sender.StepCompleted(ctx, req, last)
 	if err == nil && s.x.act != nil && s.x.onSteps > 0 && s.x.steps.Add(1) >= int64(s.x.onSteps) {
 		s.x.fire()
@@ -95,7 +102,7 @@ type link struct {
 
 func (w *world) connect(t *rapid.T, j job, seed int64, plan netsim.FaultPlan) *link {
 	n := netsim.New(seed)
-	must(t, n.SetDefaultLink(netsim.Link{Latency: 2 * time.Millisecond, Bandwidth: 64 << 20}))
+	must(t, n.SetDefaultLink(netsim.Link{Latency: 2 * time.Millisecond, Bandwidth: 64 << 20, Buffer: 64 << 10}))
 	must(t, n.Schedule(plan))
 	nl, err := n.Listen(sinkHost, 7000)
 	must(t, err)
@@ -182,6 +189,7 @@ func (w *world) run(t *rapid.T, j job, fault string) *replication.Report {
 			cancel()
 		}
 		crashed = fault
+		x.crash = true
 	case "crash-step":
 		x.onSteps = rapid.IntRange(1, 3).Draw(t, "crashAfterSteps")
 		host := rapid.SampledFrom([]string{"crash-sender", "crash-receiver"}).Draw(t, "crashHost")
@@ -191,6 +199,7 @@ func (w *world) run(t *rapid.T, j job, fault string) *replication.Report {
 			cancel()
 		}
 		crashed = host
+		x.crash = true
 	}
 	lk := w.connect(t, j, rapid.Int64().Draw(t, "netSeed"), plan)
 	w.curNet = lk.n
@@ -219,7 +228,9 @@ func (w *world) run(t *rapid.T, j job, fault string) *replication.Report {
 	// Resumability: a step sends what the receiver lacks, not again what
 	// an interrupted attempt or run delivered.
 	for _, s := range run.Progress().Steps {
-		if s.State == "done" && s.Expected > 0 && s.Done > s.Expected+s.Expected/20+(64<<10) {
+		// Bytes in flight when a step is suspended or cut (network and
+		// rpc buffers) are counted twice: allow some, not a resend.
+		if s.State == "done" && s.Expected > 0 && s.Done > s.Expected+s.Expected/20+(256<<10) {
 			t.Fatalf("INVARIANT resumable: %s step %s moved %d bytes, %d expected: received data sent again", s.FS, s.Step, s.Done, s.Expected)
 		}
 	}

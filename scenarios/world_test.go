@@ -69,7 +69,9 @@ type world struct {
 	rolledBack map[string]bool
 	// dstSeen is every receiver snapshot (dstFS@guid) after the last
 	// check; allowGone is what the actions since may have destroyed.
-	dstSeen   map[string]bool
+	dstSeen map[string]bool
+	// received is every receiver snapshot (dstFS@guid) any check saw.
+	received  map[string]bool
 	allowGone map[string]bool
 
 	// curNet is the running replicate action's network.
@@ -93,7 +95,7 @@ func newWorld(t *rapid.T) *world {
 	w := &world{
 		now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		sum: map[uint64]string{}, created: map[string][]uint64{},
-		rolledBack: map[string]bool{}, dstSeen: map[string]bool{}, allowGone: map[string]bool{},
+		rolledBack: map[string]bool{}, dstSeen: map[string]bool{}, received: map[string]bool{}, allowGone: map[string]bool{},
 	}
 	w.src = zfsmodel.New(zfsmodel.Options{Seed: 1, Clock: w.clock})
 	w.dst = zfsmodel.New(zfsmodel.Options{Seed: 2, Clock: w.clock})
@@ -189,7 +191,7 @@ func resumeToken(t *rapid.T, z *zfsmodel.Model, fs string) string {
 func (w *world) snapshot(t *rapid.T) {
 	if rapid.Bool().Draw(t, "write") {
 		fs := rapid.SampledFrom(fsNames).Draw(t, "fs")
-		must(t, w.src.WriteData(zfs.MustDatasetPath(fs), rapid.Int64Range(0, 1000).Draw(t, "seed"), rapid.IntRange(1, 4).Draw(t, "blocks")))
+		must(t, w.src.WriteData(zfs.MustDatasetPath(fs), rapid.Int64Range(0, 1000).Draw(t, "seed"), rapid.IntRange(1, 12).Draw(t, "blocks")))
 	}
 	now := w.advance(time.Duration(rapid.IntRange(1, 180).Draw(t, "minutes")) * time.Minute)
 	s := w.sender(jobs[0])
@@ -302,9 +304,13 @@ func (w *world) check(t *rapid.T) {
 					t.Fatalf("INVARIANT receiver-content: %s@%s differs from what the sender snapshotted\n%s", dst, v.Name, w.dump(t))
 				}
 			}
-			// The cursor marks a snapshot the receiver has: it moves
-			// only once the receiver confirmed.
-			if c := cursorOf(srcVersions, j); c != nil && !w.rolledBack[j.identity+"|"+fs] && !dstGUIDs[c.GUID] {
+			// The cursor marks a snapshot the receiver has or had (it may
+			// have been pruned or rolled back since): the cursor moves only
+			// once the receiver confirmed.
+			for g := range dstGUIDs {
+				w.received[dst+"@"+fmt.Sprint(g)] = true
+			}
+			if c := cursorOf(srcVersions, j); c != nil && !w.received[dst+"@"+fmt.Sprint(c.GUID)] {
 				t.Fatalf("INVARIANT cursor-confirmed: %s cursor %s of job %s marks a snapshot %s lacks\n%s", fs, c.Name, j.id, dst, w.dump(t))
 			}
 			// Partial receive state can always resume: the sender keeps
