@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -80,6 +84,7 @@ func quickstartIn(t *testing.T, dir, interval string) string {
 	require.NoError(t, err)
 	s := strings.ReplaceAll(string(b), "./.zrepl-quickstart", dir)
 	s = strings.ReplaceAll(s, "interval: 5s", "interval: "+interval)
+	s = strings.Replace(s, "global:\n", fmt.Sprintf("global:\n  monitoring: [{type: prometheus, listen: \"127.0.0.1:%d\"}]\n", freePort(t)), 1)
 	p := filepath.Join(dir, "zrepl.yml")
 	require.NoError(t, os.WriteFile(p, []byte(s), 0o600))
 	return p
@@ -102,7 +107,11 @@ func TestDaemonAndClientCommands(t *testing.T) {
 		deadline := time.Now().Add(20 * time.Second)
 		for !strings.Contains(logs.String(), "replication done") {
 			require.True(t, time.Now().Before(deadline), "daemon did not replicate in time; log:\n%s", logs.String())
-			time.Sleep(20 * time.Millisecond)
+			select {
+			case err := <-done:
+				t.Fatalf("daemon ended early: %v; log:\n%s", err, logs.String())
+			case <-time.After(20 * time.Millisecond):
+			}
 		}
 		return &logs, func() {
 			cancel()
@@ -112,11 +121,37 @@ func TestDaemonAndClientCommands(t *testing.T) {
 	logs, stop := startDaemon()
 	assert.Contains(t, logs.String(), "created the pools and filesystems")
 
-	out, err := run(t, "status", "--json", "--config", cfg)
-	require.NoError(t, err)
+	// The prometheus endpoint (port chosen by the kernel, read from the
+	// log).
+	addr := regexp.MustCompile(`prometheus metrics listening" address=(\S+)`).FindStringSubmatch(logs.String())
+	require.Len(t, addr, 2, logs.String())
+	var body []byte
+	deadline := time.Now().Add(10 * time.Second)
+	for !bytes.Contains(body, []byte(`zrepl_job_runs_total{job="quickstart_push"} 1`)) {
+		require.True(t, time.Now().Before(deadline), "the first run is not counted:\n%s", body)
+		resp, err := http.Get("http://" + addr[1] + "/metrics")
+		require.NoError(t, err)
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		time.Sleep(10 * time.Millisecond)
+	}
+	assert.Contains(t, string(body), `zrepl_abstractions{job="quickstart_push",kind="replication-cursor-v2"} 1`)
+
+	// The first run ends (its pruning follows the replication).
 	var st []job.Status
-	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
-	require.Len(t, st, 2)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		out, err := run(t, "status", "--json", "--config", cfg)
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+		require.Len(t, st, 2)
+		if st[0].Runs == 1 && !st[0].LastRunEnd.IsZero() && st[0].State == job.StateIdle {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the first run did not end: %s", out)
+		time.Sleep(10 * time.Millisecond)
+	}
 	assert.Equal(t, "quickstart_push", st[0].Name)
 	assert.Equal(t, job.StateIdle, st[0].State)
 	require.NotNil(t, st[0].Replication)
@@ -124,7 +159,7 @@ func TestDaemonAndClientCommands(t *testing.T) {
 	assert.Equal(t, "quickstart_sink", st[1].Name)
 	assert.Equal(t, job.StateServing, st[1].State)
 
-	out, err = run(t, "status", "--config", cfg)
+	out, err := run(t, "status", "--config", cfg)
 	require.NoError(t, err)
 	assert.Contains(t, out, "job quickstart_push (push): idle, next run in")
 	assert.Contains(t, out, "pool/data")
