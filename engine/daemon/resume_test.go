@@ -2,6 +2,10 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -94,4 +98,88 @@ func TestShutdownMidStreamThenResume(t *testing.T) {
 		assert.Equal(t, "replication-cursor-v2", holds[0].Kind, "the step hold is gone, the cursor is there")
 		stop()
 	})
+}
+
+// `signal reset` cancels the running replication; the job stays up and its
+// next run (here a wakeup) resumes from the partial state.
+func TestResetThenWakeupResumes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := model(t)
+		data := zfs.MustDatasetPath("pool/data")
+		require.NoError(t, m.WriteData(data, 1, 8<<20/zfsmodel.BlockSize))
+		d, err := New(Options{Config: parse(t, slowPushConfig), ZFS: m, NoControlSocket: true})
+		require.NoError(t, err)
+		c := NewClientHandler(d.Handler())
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- d.Run(ctx) }()
+
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		full := d.Status()[0].Replication.BytesExpected
+		require.NoError(t, c.Signal(context.Background(), SignalRequest{Job: "push", Signal: "reset"}))
+		synctest.Wait()
+		st := d.Status()[0]
+		assert.Equal(t, job.StateIdle, st.State)
+		assert.Contains(t, st.LastError, "replication")
+		infos, err := m.ListFilesystems(context.Background(), zfs.MustDatasetPath("backup/laptop/pool/data"))
+		require.NoError(t, err)
+		require.NotEmpty(t, infos[0].ReceiveResumeToken)
+
+		require.NoError(t, c.Signal(context.Background(), SignalRequest{Job: "push", Signal: "wakeup"}))
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		st = d.Status()[0]
+		assert.Empty(t, st.LastError)
+		assert.True(t, st.Replication.Finished)
+		assert.Less(t, st.Replication.BytesDone, full-(2<<20), "resumed")
+		assert.Len(t, snapshots(t, m, "backup/laptop/pool/data"), 1)
+		cancel()
+		require.NoError(t, <-done)
+	})
+}
+
+// A push whose sink does not answer: the run fails with an error that says
+// where, status and metrics show it, and the job goes on.
+func TestUnreachableSinkIsAnError(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	cfg := parse(t, fmt.Sprintf(`
+global: {zfs_backend: model}
+jobs:
+  - name: push
+    type: push
+    connect: {type: tcp, address: "%s"}
+    filesystems: {"pool/data": true}
+    snapshotting: {type: manual}
+    pruning:
+      keep_sender: [{type: last_n, count: 1}]
+      keep_receiver: [{type: last_n, count: 1}]
+`, addr))
+	m := model(t)
+	require.NoError(t, m.Snapshot(context.Background(), zfs.MustDatasetPath("pool/data"), "a"))
+	d, err := New(Options{Config: cfg, ZFS: m, NoControlSocket: true, ReplicationSleep: func(context.Context, time.Duration) error { return nil }})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	p, err := d.Job("push")
+	require.NoError(t, err)
+	p.Wakeup()
+	deadline := time.Now().Add(30 * time.Second)
+	for st := p.Status(); st.Runs < 1 || st.State != job.StateIdle; st = p.Status() {
+		require.True(t, time.Now().Before(deadline), "the run did not end: %+v", st)
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := p.Status()
+	assert.Contains(t, st.LastError, "list receiver")
+	assert.Contains(t, st.LastError, "prune receiver", "pruning the receiver fails too, and says so")
+	assert.Equal(t, []string{"a"}, snapshots(t, m, "pool/data"), "the sender keeps its only snapshot")
+	rec := httptest.NewRecorder()
+	d.metrics.handler(d).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	assert.Contains(t, rec.Body.String(), `zrepl_job_run_errors_total{job="push"} 1`)
+	cancel()
+	require.NoError(t, <-done)
 }
