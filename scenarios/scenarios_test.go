@@ -23,7 +23,7 @@ func TestMain(m *testing.M) {
 
 // defaultChecks bounds `make test`: histories per rapid.Check unless
 // -rapid.checks is given.
-const defaultChecks = 100
+const defaultChecks = 300
 
 // setDefaultChecks applies n unless the command line chose -rapid.checks.
 func setDefaultChecks(t *testing.T, n int) {
