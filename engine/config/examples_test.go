@@ -39,7 +39,7 @@ func TestEveryExampleParses(t *testing.T) {
 func TestQuickstartExample(t *testing.T) {
 	cfg := parseExample(t, "quickstart.yml")
 	assert.Equal(t, BackendModel, cfg.Global.ZFSBackend)
-	assert.Equal(t, []LogOutlet{{Type: "stdout", Level: LevelWarn, Format: FormatHuman}}, cfg.Global.Logging)
+	assert.Equal(t, []LogOutlet{{Type: "stdout", Level: LevelInfo, Format: FormatHuman}}, cfg.Global.Logging)
 	require.Len(t, cfg.Jobs, 2)
 
 	push, ok := cfg.Job("quickstart_push")
