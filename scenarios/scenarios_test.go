@@ -74,6 +74,9 @@ func checkScenarios(t *testing.T, checks int) {
 	setDefaultChecks(t, checks)
 	start := time.Now()
 	n := 0
+	// first is the first failure rapid met, before shrinking: a replay of
+	// a history with concurrent steps may not fail the same way.
+	first := ""
 	stats.runs.Store(0)
 	stats.faulty.Store(0)
 	stats.completed.Store(0)
@@ -89,6 +92,10 @@ func checkScenarios(t *testing.T, checks int) {
 			})
 		})
 		if failure != nil {
+			if first == "" {
+				first = fmt.Sprint(failure)
+				t.Logf("first failure (before shrinking), history %d: %s", n, first)
+			}
 			panic(failure)
 		}
 	})
