@@ -263,7 +263,7 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency 
 	return &rep
 }
 
-// Known engine bug (up-to-date not reconciled): when a step's receive committed but what follows it
+// Known engine issue (TestKnownIssueUpToDateNotReconciled): when a step's receive committed but what follows it
 // failed (the receiver's last-received hold, or the sender's
 // StepCompleted: cursor, step-hold release), the next attempt plans the
 // filesystem as up to date and leaves the old cursor, the step holds and
@@ -272,7 +272,7 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency 
 // engine/replication. Up-to-date filesystems therefore get only the weak
 // completed check (receiver has the newest snapshot, no partial state).
 //
-// Known issue (stale cursor after a receiver rollback): a cursor newer than
+// Known issue (stale cursor after a receiver rollback, not pinned by a test yet): a cursor newer than
 // the receiver's newest snapshot (left by a rollback on the receiver) is
 // never destroyed, since StepCompleted destroys only older cursors; the
 // sender's pruner takes the newest cursor as "replicated up to", so it

@@ -263,7 +263,8 @@ func (w *world) rollbackReceiver(t *rapid.T) {
 	}
 	// Rolling back under a partial receive strands it (its incremental
 	// source goes away and the planner calls it foreign for good): a
-	// known issue, reported; the simulated operator does not do that.
+	// known issue (TestKnownIssueRollbackStrandsPartialReceive); the
+	// simulated operator does not do that.
 	if len(candidates) == 0 || resumeToken(t, w.dst, dst) != "" {
 		return // a no-op, not t.Skip (see destroySender)
 	}
