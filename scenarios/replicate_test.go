@@ -254,7 +254,7 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency 
 			w.checkCompleted(t, j, f.FS, !w.rolledBack[key])
 			w.rolledBack[key] = false
 		case replication.FSUpToDate:
-			// Weak check only: see the known bug below; and after a
+			// Weak check only: see the known issue below; and after a
 			// receiver rollback the cursor may stay ahead of a receiver
 			// that has nothing left to receive.
 			w.checkCompleted(t, j, f.FS, false)
@@ -263,20 +263,22 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency 
 	return &rep
 }
 
-// Known engine issue (TestKnownIssueUpToDateNotReconciled): when a step's receive committed but what follows it
-// failed (the receiver's last-received hold, or the sender's
-// StepCompleted: cursor, step-hold release), the next attempt plans the
-// filesystem as up to date and leaves the old cursor, the step holds and
-// the old last-received hold in place until a later step. Found by this
-// simulator (fault fail-zfs on the receiver's Hold); the fix belongs in
-// engine/replication. Up-to-date filesystems therefore get only the weak
-// completed check (receiver has the newest snapshot, no partial state).
+// Known engine issue (TestKnownIssueUpToDateNotReconciled): when a
+// step's receive committed but what follows it failed (the receiver's
+// last-received hold, or the sender's StepCompleted: cursor, step-hold
+// release), the next attempt plans the filesystem as up to date and
+// leaves the old cursor, the step holds and the old last-received hold in
+// place until a later step. Found by this simulator (fault fail-zfs on the
+// receiver's Hold); the fix belongs in engine/replication. Up-to-date
+// filesystems therefore get only the weak completed check (receiver has
+// the newest snapshot, no partial state).
 //
-// Known issue (stale cursor after a receiver rollback, not pinned by a test yet): a cursor newer than
-// the receiver's newest snapshot (left by a rollback on the receiver) is
-// never destroyed, since StepCompleted destroys only older cursors; the
-// sender's pruner takes the newest cursor as "replicated up to", so it
-// treats snapshots the receiver lost as replicated.
+// Known issue (stale cursor after a receiver rollback, no test pins it
+// yet): a cursor newer than the receiver's newest snapshot (left by a
+// rollback on the receiver) is never destroyed, since StepCompleted
+// destroys only older cursors; the sender's pruner takes the newest cursor
+// as "replicated up to", so it treats snapshots the receiver lost as
+// replicated.
 
 // partitionNow cuts the two hosts apart now, for d.
 func (w *world) partitionNow(d time.Duration) error {
