@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"zrepl.dev/zrepl/engine/zfs"
 )
 
 // MaxJobIDLen keeps every name derived from a job ID a valid ZFS name
@@ -41,8 +43,7 @@ func NewJobID(name string) (JobID, error) {
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':'
-		if !ok {
+		if c == ' ' || !zfs.ValidNameChar(c) {
 			return JobID{}, &JobIDError{Name: name, Reason: fmt.Sprintf("character %q at position %d is not allowed (use letters, digits, '-', '_', '.', ':')", c, i)}
 		}
 	}

@@ -139,7 +139,7 @@ func (s *Sender) Send(ctx context.Context, req SendRequest) (io.ReadCloser, erro
 		_ = bookmarkIdempotent(ctx, s.ZFS, req.To.Ref(fs), req.To.GUID, CursorBookmarkName(req.To.GUID, s.Job))
 	}
 	if plantedbugs.EarlyStepRelease {
-		_ = s.releaseTag(ctx, []zfs.VersionRef{req.To.Ref(fs)}, tag)
+		_ = releaseTagFrom(ctx, s.ZFS, []zfs.VersionRef{req.To.Ref(fs)}, tag)
 	}
 	return s.ZFS.Send(ctx, zfs.SendArgs{
 		FS: fs, From: req.From, To: req.To, ResumeToken: req.ResumeToken, Raw: req.Raw,
@@ -199,17 +199,13 @@ func (s *Sender) StepCompleted(ctx context.Context, req SendRequest, last bool) 
 			}
 		}
 	}
-	if err := s.releaseTag(ctx, release, StepHoldTag(s.Job)); err != nil {
+	if err := releaseTagFrom(ctx, s.ZFS, release, StepHoldTag(s.Job)); err != nil {
 		return err
 	}
 	return destroyIdempotent(ctx, s.ZFS, obsolete)
 }
 
-// releaseTag releases tag from those of snaps that carry it.
-func (s *Sender) releaseTag(ctx context.Context, snaps []zfs.VersionRef, tag string) error {
-	return releaseTagFrom(ctx, s.ZFS, snaps, tag)
-}
-
+// releaseTagFrom releases tag from those of snaps that carry it.
 func releaseTagFrom(ctx context.Context, z zfs.ZFS, snaps []zfs.VersionRef, tag string) error {
 	if len(snaps) == 0 {
 		return nil

@@ -28,7 +28,8 @@ func (e *NameError) Error() string {
 // Is makes every *NameError match ErrInvalidName.
 func (e *NameError) Is(target error) bool { return target == ErrInvalidName }
 
-func validNameChar(c byte) bool {
+// ValidNameChar reports whether c may appear in a ZFS name component.
+func ValidNameChar(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
 		c == '-' || c == '_' || c == '.' || c == ':' || c == ' '
 }
@@ -49,7 +50,7 @@ func checkComponent(name, what, comp string, off int) error {
 	}
 	for i := 0; i < len(comp); i++ {
 		c := comp[i]
-		if !validNameChar(c) {
+		if !ValidNameChar(c) {
 			return &NameError{Name: name, What: what, Reason: describeChar(c), Pos: off + i}
 		}
 	}

@@ -203,7 +203,7 @@ func FuzzValidateName(f *testing.F) {
 				t.Fatalf("%q accepted", s)
 			}
 			for i := 0; i < len(s); i++ {
-				if s[i] != '/' && !validNameChar(s[i]) {
+				if s[i] != '/' && !ValidNameChar(s[i]) {
 					t.Fatalf("%q accepted with byte %q", s, s[i])
 				}
 			}

@@ -7,25 +7,6 @@ import (
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
-func validNameChar(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-		c == '-' || c == '_' || c == '.' || c == ':' || c == ' '
-}
-
-// validComponent reports whether s is a valid ZFS name component (the
-// rules of zfs.ValidateVersionName, which only the error path calls).
-func validComponent(s string) bool {
-	if s == "" || s == "." || s == ".." || len(s) >= zfs.MaxNameLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !validNameChar(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
 // validateRelPath checks a path relative to the job's namespace: one or
 // more components separated by "/", each a valid ZFS name component.
 func validateRelPath(p string) error {
@@ -39,7 +20,7 @@ func validateRelPath(p string) error {
 	start := 0
 	for i := 0; i <= len(p); i++ {
 		if i < len(p) && p[i] != '/' {
-			if !validNameChar(p[i]) {
+			if !zfs.ValidNameChar(p[i]) {
 				return &zfs.NameError{Name: p, What: what, Reason: fmt.Sprintf("invalid character %q", p[i]), Pos: i}
 			}
 			continue

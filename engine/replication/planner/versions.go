@@ -50,13 +50,10 @@ func checkVersion(v zfs.FilesystemVersion) error {
 	if v.Kind != zfs.Snapshot && v.Kind != zfs.Bookmark {
 		return fmt.Errorf("version %q has unknown kind %d", v.Name, v.Kind)
 	}
-	if !validComponent(v.Name) {
-		// Only the slow path builds the error: the happy path must not
-		// allocate, a listing has a million versions.
-		if err := zfs.ValidateVersionName(v.Kind, v.Name); err != nil {
-			return err
-		}
-		return fmt.Errorf("invalid %s name %q", v.Kind, v.Name)
+	// Allocation-free unless the name is invalid: a listing can hold a
+	// million versions.
+	if err := zfs.ValidateVersionName(v.Kind, v.Name); err != nil {
+		return err
 	}
 	if v.GUID == 0 {
 		return fmt.Errorf("%s has guid 0", v.RelName())
