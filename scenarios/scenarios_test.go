@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -84,10 +85,17 @@ func checkScenarios(t *testing.T, checks int) {
 		n++
 		var failure any
 		t.Run(fmt.Sprintf("history%d", n), func(t *testing.T) {
-			synctest.Test(t, func(*testing.T) {
+			synctest.Test(t, func(bt *testing.T) {
 				// rapid reports a failed property by panicking; carry
-				// the panic out of the bubble to rapid's goroutine.
-				defer func() { failure = recover() }()
+				// the panic out of the bubble to rapid's goroutine. A
+				// leak also ends the bubble with synctest's deadlock
+				// panic, which rapid never sees: log the failure first.
+				defer func() {
+					failure = recover()
+					if s := fmt.Sprint(failure); strings.HasPrefix(s, "LEAK") {
+						bt.Log(s)
+					}
+				}()
 				history(rt)
 			})
 		})
