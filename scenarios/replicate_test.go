@@ -281,12 +281,12 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency 
 // filesystems therefore get only the weak completed check (receiver has
 // the newest snapshot, no partial state).
 //
-// Known issue (stale cursor after a receiver rollback, no test pins it
-// yet): a cursor newer than the receiver's newest snapshot (left by a
-// rollback on the receiver) is never destroyed, since StepCompleted
-// destroys only older cursors; the sender's pruner takes the newest cursor
-// as "replicated up to", so it treats snapshots the receiver lost as
-// replicated.
+// Known issue (stale cursor after a receiver rollback, low severity, no
+// test pins it yet): a cursor newer than the receiver's newest snapshot
+// (left by a rollback on the receiver) stays until a step newer than it
+// completes, since StepCompleted destroys only older cursors; meanwhile
+// the sender's pruner takes it as "replicated up to", so snapshots the
+// receiver lost count as replicated and may be pruned instead of sent.
 
 // partitionNow cuts the two hosts apart now, for d.
 func (w *world) partitionNow(d time.Duration) error {
