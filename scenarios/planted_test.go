@@ -36,31 +36,45 @@ func plantedRun(t *testing.T, bug string, checks string) (string, error) {
 // the invariant that guards against it. (TestScenarios itself is the run
 // with every switch off.)
 func TestPlantedBugsAreFound(t *testing.T) {
-	for _, c := range []struct{ bug, invariant string }{
-		{earlyStepRelease, "INVARIANT step-protected"},
-		// The early cursor shows up as an unconfirmed cursor or as a
-		// completed run whose abstractions are off: any invariant.
-		{cursorInSend, "INVARIANT"},
+	for _, c := range []struct {
+		bug        string
+		invariants []string
+	}{
+		// Mostly an interrupted step without its hold; sometimes first a
+		// completed run whose holds are off.
+		{earlyStepRelease, []string{"INVARIANT step-protected", "INVARIANT completed"}},
+		// An unconfirmed cursor, or a completed run whose abstractions
+		// are off.
+		{cursorInSend, []string{"INVARIANT cursor-confirmed", "INVARIANT completed"}},
 	} {
 		t.Run(c.bug, func(t *testing.T) {
-			out, err := plantedRun(t, c.bug, "300")
+			// Up to 500 histories: the run stops at the first failure,
+			// typically within the first 100 (9 in 10 within 300).
+			out, err := plantedRun(t, c.bug, "500")
 			if err == nil {
 				t.Fatalf("the simulator passed with planted bug %s:\n%s", c.bug, tail(out))
 			}
 			// The first failure counts: shrinking may lose it where a
 			// history does not replay alike (see run).
-			if !strings.Contains(out, "first failure (before shrinking)") || !strings.Contains(out, c.invariant) {
-				t.Fatalf("planted bug %s failed, but not on %s:\n%s", c.bug, c.invariant, tail(out))
+			first := ""
+			for _, l := range strings.Split(out, "\n") {
+				if strings.Contains(l, "first failure (before shrinking)") {
+					first = l
+					break
+				}
 			}
+			found := false
+			for _, inv := range c.invariants {
+				found = found || strings.Contains(first, inv)
+			}
+			if !found {
+				t.Fatalf("planted bug %s failed, but not on %v:\n%s", c.bug, c.invariants, tail(out))
+			}
+			t.Log(strings.TrimSpace(first))
 		})
 	}
 }
 
-// The sender's resume-token check is defence in depth against a confused
-// or malicious receiver: with honest endpoints the planner only ever uses
-// a token that matches its step, and zfsmodel (like zfs send -t) refuses a
-// token naming another snapshot or source by itself. So the simulator
-// cannot tell the planted bug apart; this test records that.
 func TestPlantedSkipResumeTokenCheckIsMasked(t *testing.T) {
 	out, err := plantedRun(t, skipResumeTokenCheck, "50")
 	if err != nil && strings.Contains(out, "INVARIANT") {

@@ -132,14 +132,17 @@ func (lk *link) close() {
 func (w *world) replicate(t *rapid.T) {
 	j := rapid.SampledFrom(jobs).Draw(t, "job")
 	fault := rapid.SampledFrom(faultKinds).Draw(t, "fault")
-	w.run(t, j, fault, rapid.Int64().Draw(t, "netSeed"), rapid.IntRange(1, 3).Draw(t, "concurrency"))
+	w.run(t, j, fault, rapid.Int64().Draw(t, "netSeed"), rapid.IntRange(1, 3).Draw(t, "concurrency"), rapid.IntRange(1, 5).Draw(t, "attempts"))
 	w.persist(t)
 }
 
 // run replicates once and checks what a run owes: resumed steps send only
 // what is missing, and a filesystem the run completed is in its final
 // state. It returns the report (nil after a crash).
-func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency int) *replication.Report {
+//
+// attempts bounds the run's attempts: with few, a fault more often
+// outlasts the run, and the next run must resume what it left.
+func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency, attempts int) *replication.Report {
 	stats.runs.Add(1)
 	if fault != "none" {
 		stats.faulty.Add(1)
@@ -213,6 +216,7 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency 
 	x.sender = stepSender{Sender: w.sender(j), x: x}
 	run = replication.NewRun(x.sender, x, replication.Config{
 		Concurrency: concurrency,
+		MaxAttempts: attempts,
 		Now:         w.clock,
 	})
 	rep := run.Do(runCtx)
@@ -305,7 +309,7 @@ func (w *world) converge(t *rapid.T, j job) {
 	// No draws here: how many runs it takes depends on the state, and
 	// draws must not (see newWorld).
 	for i := 0; i < 3; i++ {
-		rep = w.run(t, j, "none", int64(i), 1+i%3)
+		rep = w.run(t, j, "none", int64(i), 1+i%3, 5)
 		if rep.Err() == nil {
 			return
 		}
