@@ -364,14 +364,18 @@ func (n *Network) DialFunc(from string) func(ctx context.Context, address string
 // nothing listens or a refusal is scheduled, with syscall.EHOSTUNREACH while
 // the hosts are partitioned, and with a *net.DNSError for unknown hosts.
 func (n *Network) Dial(ctx context.Context, from, address string) (net.Conn, error) {
-	c, err := n.dial(ctx, from, address)
+	c, err := n.dial(ctx, from, address, nil)
 	if err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-func (n *Network) dial(ctx context.Context, from, address string) (*Conn, error) {
+// dial connects from to address. setup, if not nil, sees the client end
+// before the server end is handed to the listener, so that what it
+// installs (a process's exit trigger) is in place before the server can
+// write a byte.
+func (n *Network) dial(ctx context.Context, from, address string, setup func(client *Conn)) (*Conn, error) {
 	if err := validHost(from); err != nil {
 		return nil, dialErr(nil, nil, err)
 	}
@@ -423,6 +427,10 @@ func (n *Network) dial(ctx context.Context, from, address string) (*Conn, error)
 		return nil, dialErr(src, dst, sysErr("connect", syscall.ECONNREFUSED))
 	}
 	p := n.newPipeLocked(id, src, dst, up, down, now)
+	client := &Conn{p: p, side: 0}
+	if setup != nil {
+		setup(client)
+	}
 	select {
 	case l.backlog <- &Conn{p: p, side: 1}:
 	default:
@@ -434,7 +442,7 @@ func (n *Network) dial(ctx context.Context, from, address string) (*Conn, error)
 	for _, f := range n.planConn[id] {
 		n.applyConnFaultLocked(p, f)
 	}
-	return &Conn{p: p, side: 0}, nil
+	return client, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -97,7 +97,24 @@ func (n *Network) StartProcess(ctx context.Context, from, address string, script
 		pr.finish(script.Status, script.Stderr)
 		return pr, nil
 	}
-	c, err := n.dial(ctx, from, address)
+	// The exit trigger goes in before the server end exists: a server that
+	// writes at once must not get more than StdoutBytes past it.
+	_, err := n.dial(ctx, from, address, func(c *Conn) {
+		pr.conn = c
+		p := c.p
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.onReset = func(now time.Time) {
+			pr.exitLocked(now, 255, "client_loop: send disconnect: Connection reset by peer\n")
+		}
+		p.onClose[1] = func(now time.Time) { pr.exitLocked(now, script.Status, script.Stderr) }
+		if script.Exit == ExitAfterStdout {
+			p.s[Down].addTrigger(trigger{off: script.StdoutBytes, kind: trigExit, exit: func(now time.Time) {
+				pr.exitLocked(now, script.Status, script.Stderr)
+			}})
+			_ = p.fireTriggers(int(Down), time.Now())
+		}
+	})
 	if err != nil {
 		host, port, _ := net.SplitHostPort(address)
 		var msg string
@@ -109,20 +126,6 @@ func (n *Network) StartProcess(ctx context.Context, from, address string, script
 		}
 		pr.finish(255, fmt.Sprintf("ssh: connect to host %s port %s: %s\n", host, port, capitalize(msg)))
 		return pr, nil
-	}
-	pr.conn = c
-	p := c.p
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.onReset = func(now time.Time) {
-		pr.exitLocked(now, 255, "client_loop: send disconnect: Connection reset by peer\n")
-	}
-	p.onClose[1] = func(now time.Time) { pr.exitLocked(now, script.Status, script.Stderr) }
-	if script.Exit == ExitAfterStdout {
-		p.s[Down].addTrigger(trigger{off: script.StdoutBytes, kind: trigExit, exit: func(now time.Time) {
-			pr.exitLocked(now, script.Status, script.Stderr)
-		}})
-		_ = p.fireTriggers(int(Down), time.Now())
 	}
 	return pr, nil
 }
