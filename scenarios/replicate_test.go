@@ -264,7 +264,11 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 			// after it gets the weak check. See the known issue below.
 			key := j.identity + "|" + f.FS
 			w.checkCompleted(t, j, f.FS, !w.rolledBack[key])
-			w.rolledBack[key] = false
+			// The stale cursor is gone once the cursor marks a snapshot
+			// the receiver has.
+			if c := cursorOf(versionsOf(t, w.src, f.FS), j); c == nil || slices.ContainsFunc(snapshots(versionsOf(t, w.dst, j.dstFS(f.FS))), func(v zfs.FilesystemVersion) bool { return v.GUID == c.GUID }) {
+				w.rolledBack[key] = false
+			}
 		case replication.FSUpToDate:
 			// Weak check only: see the known issue below; and after a
 			// receiver rollback the cursor may stay ahead of a receiver
