@@ -139,6 +139,7 @@ var regressions = []struct {
 }{
 	// Predates the drawn attempts per run.
 	{9096100523423863516, "a step suspended by a resize counts the bytes in flight twice: the resumability check allows for them"},
+	{848528315303454903, "after a receiver rollback the receiver's newest snapshot survives on the sender only as another job's cursor: nothing is left to send"},
 }
 
 func TestRegressionSeeds(t *testing.T) {

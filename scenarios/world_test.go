@@ -383,9 +383,14 @@ func (w *world) checkCompleted(t *rapid.T, j job, fs string, strict bool) {
 	// A cursor newer than every snapshot has nothing left to send: the
 	// receiver may have it or, after a rollback, the newest snapshot.
 	ok := len(dstSnaps) > 0 && dstSnaps[len(dstSnaps)-1].GUID == newest.GUID
-	if !ok && newest.Kind == zfs.Bookmark && !strict && len(dstSnaps) > 0 {
-		if s := snapshots(srcVersions); len(s) == 0 || s[len(s)-1].GUID == dstSnaps[len(dstSnaps)-1].GUID {
-			ok = true
+	// Weakly: nothing is left to send, i.e. the sender knows the
+	// receiver's newest snapshot (as snapshot or any bookmark) and has no
+	// snapshot after it.
+	if !ok && !strict && len(dstSnaps) > 0 {
+		for _, v := range srcVersions {
+			if v.GUID == dstSnaps[len(dstSnaps)-1].GUID {
+				ok = !slices.ContainsFunc(snapshots(srcVersions), func(s zfs.FilesystemVersion) bool { return s.CreateTXG > v.CreateTXG })
+			}
 		}
 	}
 	if !ok {
