@@ -31,6 +31,8 @@ fuzz:
 			$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) $$dir; \
 		done; \
 	done
+	@echo "== scenarios: the long budget (ZREPL_SCENARIOS_LONG=1)"
+	ZREPL_SCENARIOS_LONG=1 $(GO) test -count=1 -run='^TestScenarioLong$$' -timeout=60m ./scenarios
 
 # Benchmarks print their own ratios against a baseline measured in the same run.
 bench:
