@@ -24,8 +24,11 @@ import (
 // realPair is a sender and a receiver on one real pool: the engine's
 // local endpoint pair on zfsreal.
 type realPair struct {
-	t        *testing.T
-	h        *zfsrealtest.Harness
+	t *testing.T
+	h *zfsrealtest.Harness
+	// dstH reads content on the receiving side's pool (a harness clones
+	// snapshots within its own pool).
+	dstH     *zfsrealtest.Harness
 	z        *zfsreal.CLI
 	src, dst zfs.DatasetPath
 	job      endpoint.JobID
@@ -40,7 +43,7 @@ func newRealPair(t *testing.T, poolSize int64) *realPair {
 	z := zfsreal.New(zfsreal.Options{})
 	h := zfsrealtest.NewHarness(t, pool, z)
 	root := h.NewRoot(t)
-	p := &realPair{t: t, h: h, z: z, job: endpoint.MustJobID("platform")}
+	p := &realPair{t: t, h: h, dstH: h, z: z, job: endpoint.MustJobID("platform")}
 	p.src = zfs.MustDatasetPath(root.String() + "/src")
 	p.dst = zfs.MustDatasetPath(root.String() + "/sink")
 	ctx := context.Background()
@@ -90,7 +93,7 @@ func (p *realPair) assertReplicated(fs zfs.DatasetPath, want ...string) {
 		assert.Equal(t, guid, v.GUID, "GUID of %s@%s", dst, v.Name)
 		a, err := p.h.Checksum(ctx, v.Ref(fs))
 		require.NoError(t, err)
-		b, err := p.h.Checksum(ctx, v.Ref(dst))
+		b, err := p.dstH.Checksum(ctx, v.Ref(dst))
 		require.NoError(t, err)
 		assert.Equal(t, a, b, "content of %s@%s", dst, v.Name)
 	}
@@ -187,18 +190,24 @@ func TestEngineOnRealZFS(t *testing.T) {
 	p.assertReplicated(fs, "s1", "s2", "s3", "s4", "s5")
 }
 
-// TestEngineThroughput replicates a few hundred MiB between two
-// filesystems of a real pool through the engine and prints its speed next
+// TestEngineThroughput replicates a few hundred MiB between two real
+// pools through the engine and prints its speed next
 // to a plain `zfs send | zfs recv` of the same data in the same run.
 func TestEngineThroughput(t *testing.T) {
 	const size = 256 << 20
-	p := newRealPair(t, 2<<30)
+	p := newRealPair(t, 1<<30)
 	ctx := context.Background()
 	require.NoError(t, p.h.WriteData(ctx, p.src, 42, size))
 	require.NoError(t, p.z.Snapshot(ctx, p.src, "big"))
+	// The receiving side is a second pool, as between two hosts.
+	second := zfsrealtest.NewPool(t, 1<<30)
+	p.dstH = zfsrealtest.NewHarness(t, second, p.z)
+	p.dst = zfs.MustDatasetPath(second.Name + "/sink")
+	require.NoError(t, p.dstH.CreateFilesystem(ctx, p.dst, false))
+	p.receiver = &endpoint.Receiver{ZFS: p.z, Job: p.job, Root: p.dst}
 
 	// Baseline: the kernel pipes zfs send straight into zfs recv.
-	plain := zfs.MustDatasetPath(p.dst.String() + "-plain")
+	plain := zfs.MustDatasetPath(second.Name + "/plain")
 	send := exec.Command("zfs", "send", p.src.String()+"@big")
 	recv := exec.Command("zfs", "recv", "-u", plain.String())
 	pr, pw, err := os.Pipe()
