@@ -367,16 +367,21 @@ type senderService struct {
 	s *Server
 }
 
-func (h *senderService) endpoint(ctx context.Context) (SenderEndpoint, error) {
+// endpointFor looks up the endpoint that serves the calling client.
+func endpointFor[E any](ctx context.Context, lookup func(identity string) (E, error)) (E, error) {
 	id, err := identityOf(ctx)
 	if err != nil {
-		return nil, err
+		var zero E
+		return zero, err
 	}
-	return h.s.cfg.Sender(id)
+	return lookup(id)
 }
 
-func (h *senderService) ListFilesystems(ctx context.Context, _ *pb.ListFilesystemsRequest) (*pb.ListFilesystemsReply, error) {
-	ep, err := h.endpoint(ctx)
+// listFilesystems serves ListFilesystems for either role.
+func listFilesystems[E interface {
+	ListFilesystems(context.Context) ([]endpoint.Filesystem, error)
+}](ctx context.Context, lookup func(identity string) (E, error)) (*pb.ListFilesystemsReply, error) {
+	ep, err := endpointFor(ctx, lookup)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -385,6 +390,14 @@ func (h *senderService) ListFilesystems(ctx context.Context, _ *pb.ListFilesyste
 		return nil, toStatus(err)
 	}
 	return toPBFilesystems(fss), nil
+}
+
+func (h *senderService) endpoint(ctx context.Context) (SenderEndpoint, error) {
+	return endpointFor(ctx, h.s.cfg.Sender)
+}
+
+func (h *senderService) ListFilesystems(ctx context.Context, _ *pb.ListFilesystemsRequest) (*pb.ListFilesystemsReply, error) {
+	return listFilesystems(ctx, h.s.cfg.Sender)
 }
 
 func (h *senderService) SendSize(ctx context.Context, req *pb.SendRequest) (*pb.SendSizeReply, error) {
@@ -466,23 +479,11 @@ type receiverService struct {
 }
 
 func (h *receiverService) endpoint(ctx context.Context) (ReceiverEndpoint, error) {
-	id, err := identityOf(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return h.s.cfg.Receiver(id)
+	return endpointFor(ctx, h.s.cfg.Receiver)
 }
 
 func (h *receiverService) ListFilesystems(ctx context.Context, _ *pb.ListFilesystemsRequest) (*pb.ListFilesystemsReply, error) {
-	ep, err := h.endpoint(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	fss, err := ep.ListFilesystems(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return toPBFilesystems(fss), nil
+	return listFilesystems(ctx, h.s.cfg.Receiver)
 }
 
 func (h *receiverService) AbortPartialReceive(ctx context.Context, req *pb.AbortPartialReceiveRequest) (*pb.Empty, error) {
