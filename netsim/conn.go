@@ -568,6 +568,12 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if err := p.fireTriggers(w, now); err != nil {
 			return n, c.opErr("write", err)
 		}
+		if n == len(b) {
+			// All of b went out, even if a trigger just shut the stream
+			// (a process exiting after reading exactly these bytes took
+			// them): the next Write learns of the end.
+			return n, nil
+		}
 	}
 }
 

@@ -28,23 +28,36 @@ const (
 	ExitAfterStdout
 	// ExitOnStdinClose: the process exits when Stdin is closed.
 	ExitOnStdinClose
+	// ExitAfterStdin: the process exits once StdinBytes bytes were
+	// written to Stdin, like ssh dying while a push streams into it. The
+	// remote end reads exactly those bytes, then EOF. The Write that
+	// reaches byte StdinBytes keeps the bytes up to it: if it ends there
+	// it succeeds, otherwise it returns that count with EPIPE; every later
+	// Write fails with EPIPE. With StdinBytes 0 the process exits as soon
+	// as it has connected.
+	ExitAfterStdin
 )
 
 // ProcessScript scripts a Process's end. Whatever the exit point, a reset
-// of the underlying connection ends the process with status 255.
+// of the underlying connection ends the process with status 255, and the
+// remote end closing the connection first ends it with Status.
 type ProcessScript struct {
 	Exit        ExitPoint
 	StdoutBytes int64  // for ExitAfterStdout
+	StdinBytes  int64  // for ExitAfterStdin
 	Status      int    // exit status, 0..255
 	Stderr      string // what the process writes to stderr when it exits
 }
 
 func (s ProcessScript) validate() error {
-	if s.Exit < ExitOnRemoteClose || s.Exit > ExitOnStdinClose {
+	if s.Exit < ExitOnRemoteClose || s.Exit > ExitAfterStdin {
 		return fmt.Errorf("netsim: process script: unknown exit point %d", int(s.Exit))
 	}
 	if s.StdoutBytes < 0 {
 		return fmt.Errorf("netsim: process script: StdoutBytes %d is negative", s.StdoutBytes)
+	}
+	if s.StdinBytes < 0 {
+		return fmt.Errorf("netsim: process script: StdinBytes %d is negative", s.StdinBytes)
 	}
 	if s.Status < 0 || s.Status > 255 {
 		return fmt.Errorf("netsim: process script: exit status %d outside 0..255", s.Status)
@@ -98,7 +111,8 @@ func (n *Network) StartProcess(ctx context.Context, from, address string, script
 		return pr, nil
 	}
 	// The exit trigger goes in before the server end exists: a server that
-	// writes at once must not get more than StdoutBytes past it.
+	// writes at once must not get more than StdoutBytes past it (and an
+	// exit at stdin byte 0 happens before the server can write at all).
 	_, err := n.dial(ctx, from, address, func(c *Conn) {
 		pr.conn = c
 		p := c.p
@@ -113,6 +127,12 @@ func (n *Network) StartProcess(ctx context.Context, from, address string, script
 				pr.exitLocked(now, script.Status, script.Stderr)
 			}})
 			_ = p.fireTriggers(int(Down), time.Now())
+		}
+		if script.Exit == ExitAfterStdin {
+			p.s[Up].addTrigger(trigger{off: script.StdinBytes, kind: trigExit, exit: func(now time.Time) {
+				pr.exitLocked(now, script.Status, script.Stderr)
+			}})
+			_ = p.fireTriggers(int(Up), time.Now())
 		}
 	})
 	if err != nil {
