@@ -56,7 +56,13 @@ func ListenStdinServer(path string) (*StdinServerListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stdinserver: %w", err)
 	}
-	return &StdinServerListener{l: l, path: path, timeout: 10 * time.Second}, nil
+	return newStdinServerListener(l, path), nil
+}
+
+// newStdinServerListener accepts stdinserver connections on l (a unix
+// socket, or a simulated one in tests).
+func newStdinServerListener(l net.Listener, path string) *StdinServerListener {
+	return &StdinServerListener{l: l, path: path, timeout: 10 * time.Second}
 }
 
 // Accept returns the next connection whose greeting named a valid
@@ -108,11 +114,19 @@ func (l *StdinServerListener) Addr() net.Addr { return l.l.Addr() }
 // as identity and pass bytes between stdin/stdout and it until either side
 // ends.
 func StdinServer(ctx context.Context, socket, identity string, stdin io.Reader, stdout io.Writer) error {
+	return stdinServer(ctx, func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}, identity, stdin, stdout)
+}
+
+// stdinServer is StdinServer over a connection that dial opens (a unix
+// socket, or a simulated one in tests).
+func stdinServer(ctx context.Context, dial func(context.Context) (net.Conn, error), identity string, stdin io.Reader, stdout io.Writer) error {
 	if err := ValidateIdentity(identity); err != nil {
 		return err
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", socket)
+	c, err := dial(ctx)
 	if err != nil {
 		return fmt.Errorf("stdinserver: connect to the zrepl daemon: %w", err)
 	}
@@ -129,8 +143,8 @@ func StdinServer(ctx context.Context, socket, identity string, stdin io.Reader, 
 		defer wg.Done()
 		_, upErr = io.Copy(c, bufio.NewReaderSize(stdin, 256<<10))
 		// The client closed its end (ssh's stdin): pass the EOF on.
-		if uc, ok := c.(*net.UnixConn); ok {
-			uc.CloseWrite()
+		if hc, ok := c.(interface{ CloseWrite() error }); ok {
+			hc.CloseWrite()
 		}
 	}()
 	_, downErr := io.Copy(stdout, c)
