@@ -137,23 +137,47 @@ func (r *Receiver) Receive(ctx context.Context, req ReceiveRequest, stream io.Re
 	if err != nil {
 		return fmt.Errorf("list versions of %s after receive: %w", target, err)
 	}
+	return r.moveLastReceivedHold(ctx, target, versions, req.To)
+}
+
+// MoveLastReceivedHold puts the job's last-received hold on Root/fs@to.Name,
+// which must have to's GUID, and releases it from every other snapshot. A
+// receive does this itself; the driver calls it for a filesystem that is
+// up to date but whose hold stayed behind (the receive committed, then the
+// hold failed).
+func (r *Receiver) MoveLastReceivedHold(ctx context.Context, fs string, to zfs.FilesystemVersion) error {
+	target, err := r.Target(fs)
+	if err != nil {
+		return err
+	}
+	if to.Kind != zfs.Snapshot {
+		return fmt.Errorf("last-received hold on %s: %s is not a snapshot: %w", target, to.RelName(), ErrNotAllowed)
+	}
+	versions, err := r.ZFS.ListVersions(ctx, target)
+	if err != nil {
+		return fmt.Errorf("list versions of %s: %w", target, err)
+	}
+	return r.moveLastReceivedHold(ctx, target, versions, to)
+}
+
+func (r *Receiver) moveLastReceivedHold(ctx context.Context, target zfs.DatasetPath, versions []zfs.FilesystemVersion, to zfs.FilesystemVersion) error {
 	var got *zfs.FilesystemVersion
 	var older []zfs.VersionRef
 	for i, v := range versions {
 		if v.Kind != zfs.Snapshot {
 			continue
 		}
-		if v.Name == req.To.Name {
+		if v.Name == to.Name {
 			got = &versions[i]
 		} else if v.UserRefs > 0 {
 			older = append(older, v.Ref(target))
 		}
 	}
 	if got == nil {
-		return fmt.Errorf("%s: snapshot %s missing after receive: %w", target, req.To.RelName(), ErrReceivedWrongVersion)
+		return fmt.Errorf("%s: snapshot %s missing: %w", target, to.RelName(), ErrReceivedWrongVersion)
 	}
-	if got.GUID != req.To.GUID {
-		return fmt.Errorf("%s%s has GUID %016x, the plan said %016x: %w", target, got.RelName(), got.GUID, req.To.GUID, ErrReceivedWrongVersion)
+	if got.GUID != to.GUID {
+		return fmt.Errorf("%s%s has GUID %016x, the plan said %016x: %w", target, got.RelName(), got.GUID, to.GUID, ErrReceivedWrongVersion)
 	}
 	tag := LastReceivedHoldTag(r.Job)
 	if err := holdIdempotent(ctx, r.ZFS, got.Ref(target), tag); err != nil {

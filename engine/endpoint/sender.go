@@ -18,6 +18,41 @@ type Filesystem struct {
 	Path     string
 	Info     zfs.FilesystemInfo
 	Versions []zfs.FilesystemVersion
+	// Marks are the sender's own job's bookmarks among Versions. Only
+	// the sender knows which job it is, so it reads them off for the
+	// driver; a receiver's listing leaves them empty.
+	Marks JobMarks
+}
+
+// JobMarks are a job's bookmarks on one sender filesystem: what the driver
+// needs to tell whether an up-to-date filesystem still carries leftovers of
+// a step whose bookkeeping did not finish.
+type JobMarks struct {
+	// Cursors are the GUIDs of the job's replication cursors (v2). A
+	// completed run leaves exactly one.
+	Cursors []uint64
+	// StepBookmarks: the job has step bookmarks on the filesystem.
+	StepBookmarks bool
+}
+
+func jobMarks(versions []zfs.FilesystemVersion, job JobID) JobMarks {
+	var m JobMarks
+	for _, v := range versions {
+		if v.Kind != zfs.Bookmark {
+			continue
+		}
+		p, ok := ParseBookmarkName(v.Name)
+		if !ok || p.Job != job {
+			continue
+		}
+		switch p.Kind {
+		case ReplicationCursorV2:
+			m.Cursors = append(m.Cursors, v.GUID)
+		case StepBookmark:
+			m.StepBookmarks = true
+		}
+	}
+	return m
 }
 
 // ErrNotAllowed is returned for a request that names a filesystem or
@@ -74,7 +109,7 @@ func (s *Sender) ListFilesystems(ctx context.Context) ([]Filesystem, error) {
 			if err != nil {
 				return nil, fmt.Errorf("list versions of %s: %w", info.Path, err)
 			}
-			out = append(out, Filesystem{Path: info.Path.String(), Info: info, Versions: versions})
+			out = append(out, Filesystem{Path: info.Path.String(), Info: info, Versions: versions, Marks: jobMarks(versions, s.Job)})
 		}
 	}
 	return out, nil
@@ -161,9 +196,17 @@ func (s *Sender) SendSize(ctx context.Context, req SendRequest) (int64, error) {
 
 // StepCompleted is called once the receiver confirmed req.To. It moves the
 // job's replication cursor to req.To (create the new bookmark, then destroy
-// the older ones: there is never an instant without a cursor) and releases
-// the protection of older steps. With last, the step's own protection goes
-// too: the cursor alone keeps the next incremental possible.
+// the others: there is never an instant without a cursor) and releases the
+// protection of older steps. With last, the filesystem is replicated and
+// all of the job's step protection goes: the cursor alone keeps the next
+// incremental possible.
+//
+// req.To may be a bookmark: the driver confirms an up-to-date filesystem
+// whose common base is one (the snapshot was destroyed since).
+//
+// A cursor newer than req.To goes too: it outlived a rollback on the
+// receiver, and left in place it would tell the pruner that snapshots the
+// receiver lost are replicated.
 func (s *Sender) StepCompleted(ctx context.Context, req SendRequest, last bool) error {
 	fs, err := s.allowed(req.FS)
 	if err != nil {
@@ -187,14 +230,14 @@ func (s *Sender) StepCompleted(ctx context.Context, req SendRequest, last bool) 
 			if !ok || p.Job != s.Job {
 				continue
 			}
-			if p.Kind == ReplicationCursorV2 && v.Name != cursor && older {
+			if p.Kind == ReplicationCursorV2 && v.Name != cursor {
 				obsolete = append(obsolete, v.Ref(fs))
 			}
 			if p.Kind == StepBookmark && (older || last) {
 				obsolete = append(obsolete, v.Ref(fs))
 			}
 		case zfs.Snapshot:
-			if v.UserRefs > 0 && (older || (last && v.GUID == req.To.GUID)) {
+			if v.UserRefs > 0 && (older || last) {
 				release = append(release, v.Ref(fs))
 			}
 		}
