@@ -44,6 +44,9 @@ func (emptyReceiver) Receive(context.Context, endpoint.ReceiveRequest, io.Reader
 	return nil
 }
 func (emptyReceiver) AbortPartialReceive(context.Context, string) error { return nil }
+func (emptyReceiver) MoveLastReceivedHold(context.Context, string, zfs.FilesystemVersion) error {
+	return nil
+}
 
 type countingSnapshotter struct {
 	every time.Duration

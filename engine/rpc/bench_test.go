@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/zfs"
 )
 
 const benchBytes = 1 << 30
@@ -53,6 +54,9 @@ func (discardReceiver) ListFilesystems(context.Context) ([]endpoint.Filesystem, 
 	return nil, nil
 }
 func (discardReceiver) AbortPartialReceive(context.Context, string) error { return nil }
+func (discardReceiver) MoveLastReceivedHold(context.Context, string, zfs.FilesystemVersion) error {
+	return nil
+}
 func (d discardReceiver) Receive(_ context.Context, _ endpoint.ReceiveRequest, stream io.Reader) error {
 	n, err := drain(stream)
 	d.got <- n

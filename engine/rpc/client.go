@@ -19,6 +19,7 @@ import (
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/rpc/pb"
 	"zrepl.dev/zrepl/engine/transport"
+	"zrepl.dev/zrepl/engine/zfs"
 )
 
 // ClientConfig configures a client.
@@ -251,6 +252,11 @@ func (r *RemoteReceiver) ListFilesystems(ctx context.Context) ([]endpoint.Filesy
 func (r *RemoteReceiver) AbortPartialReceive(ctx context.Context, fs string) error {
 	_, err := r.c.receiver.AbortPartialReceive(ctx, &pb.AbortPartialReceiveRequest{Fs: fs})
 	return r.c.err(ctx, "abort partial receive of "+fs, err)
+}
+
+func (r *RemoteReceiver) MoveLastReceivedHold(ctx context.Context, fs string, to zfs.FilesystemVersion) error {
+	_, err := r.c.receiver.MoveLastReceivedHold(ctx, &pb.MoveLastReceivedHoldRequest{Fs: fs, To: toPBVersion(&to)})
+	return r.c.err(ctx, "move last-received hold of "+fs, err)
 }
 
 // Receive streams stream to the server on a data connection while the

@@ -140,6 +140,8 @@ func toPBFilesystems(in []endpoint.Filesystem) *pb.ListFilesystemsReply {
 		for j := range f.Versions {
 			pf.Versions = append(pf.Versions, toPBVersion(&f.Versions[j]))
 		}
+		pf.JobCursorGuids = f.Marks.Cursors
+		pf.JobStepBookmarks = f.Marks.StepBookmarks
 		out.Filesystems[i] = pf
 	}
 	return out
@@ -170,7 +172,7 @@ func fromPBFilesystems(in *pb.ListFilesystemsReply) ([]endpoint.Filesystem, erro
 			Path: path, GUID: info.GetGuid(), ReceiveResumeToken: info.GetReceiveResumeToken(),
 			Encryption: info.GetEncryption(), EncryptionRoot: info.GetEncryptionRoot(), KeyStatus: ks,
 			Placeholder: info.GetPlaceholder(),
-		}}
+		}, Marks: endpoint.JobMarks{Cursors: f.GetJobCursorGuids(), StepBookmarks: f.GetJobStepBookmarks()}}
 		for _, v := range f.Versions {
 			fv, err := fromPBVersion("listed", v)
 			if err != nil {

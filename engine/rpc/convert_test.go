@@ -85,6 +85,11 @@ func TestConversionsRoundTrip(t *testing.T) {
 			if len(f.Versions) == 0 {
 				f.Versions = nil
 			}
+			f.Marks.Cursors = rapid.SliceOfN(rapid.Uint64(), 0, 3).Draw(t, "cursors")
+			if len(f.Marks.Cursors) == 0 {
+				f.Marks.Cursors = nil
+			}
+			f.Marks.StepBookmarks = rapid.Bool().Draw(t, "stepbookmarks")
 			fss = append(fss, f)
 		}
 		gotF, err := fromPBFilesystems(toPBFilesystems(fss))

@@ -13,7 +13,9 @@ import (
 // ProtocolVersion is the version of the wire protocol: the hello, the
 // control RPCs and the data framing. Peers of different versions refuse
 // each other.
-const ProtocolVersion uint32 = 1
+//
+// Version 2: listings carry the sender job's marks; MoveLastReceivedHold.
+const ProtocolVersion uint32 = 2
 
 // Every connection starts with a hello in each direction, before gRPC or
 // data frames:

@@ -14,6 +14,7 @@ import (
 
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/transport"
+	"zrepl.dev/zrepl/engine/zfs"
 )
 
 type countingConn struct {
@@ -32,6 +33,9 @@ type drainReceiver struct{}
 
 func (drainReceiver) ListFilesystems(context.Context) ([]endpoint.Filesystem, error) { return nil, nil }
 func (drainReceiver) AbortPartialReceive(context.Context, string) error              { return nil }
+func (drainReceiver) MoveLastReceivedHold(context.Context, string, zfs.FilesystemVersion) error {
+	return nil
+}
 func (drainReceiver) Receive(_ context.Context, _ endpoint.ReceiveRequest, stream io.Reader) error {
 	_, err := io.Copy(io.Discard, stream)
 	return err

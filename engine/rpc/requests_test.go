@@ -313,6 +313,9 @@ func (b *blockingReceiver) ListFilesystems(context.Context) ([]endpoint.Filesyst
 	return nil, nil
 }
 func (b *blockingReceiver) AbortPartialReceive(context.Context, string) error { return nil }
+func (b *blockingReceiver) MoveLastReceivedHold(context.Context, string, zfs.FilesystemVersion) error {
+	return nil
+}
 func (b *blockingReceiver) Receive(ctx context.Context, _ endpoint.ReceiveRequest, stream io.Reader) error {
 	defer close(b.done)
 	_, b.readErr = io.Copy(io.Discard, stream)

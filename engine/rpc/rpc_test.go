@@ -218,6 +218,49 @@ func TestReplicateOverRPC(t *testing.T) {
 	}
 }
 
+// A step whose receive committed but whose bookkeeping failed is finished
+// by the next attempt, over the wire in both directions: the sender's job
+// marks travel in its listing, the receiver's hold moves by its own call.
+func TestReconcileOverRPC(t *testing.T) {
+	busy := &zfs.Error{Kind: zfs.ErrDatasetBusy, Op: "hold", Msg: "dataset is busy"}
+	for _, dir := range []string{"push", "pull"} {
+		t.Run(dir, func(t *testing.T) {
+			h := newHosts(t)
+			var s replication.Sender
+			var r replication.Receiver
+			dstFS := "dst/pulled/src/data"
+			if dir == "push" {
+				s, r = h.push("pipe", "alice")
+				dstFS = "dst/sinks/alice/src/data"
+			} else {
+				s, r = h.pull("pipe")
+			}
+			h.create("src/data")
+			h.writeSnap("src/data", 1, 8, "s1")
+			requireOK(t, run(s, r))
+			h.writeSnap("src/data", 2, 4, "s2")
+			require.NoError(t, h.dst.FailNext("Hold", 1, busy))
+			require.NoError(t, h.src.FailNext("Release", 1, busy))
+			rep := run(s, r)
+			requireOK(t, rep)
+			assert.Equal(t, replication.FSUpToDate, rep.Filesystems[0].State)
+
+			abs, err := endpoint.ListAbstractions(context.Background(), h.dst, []zfs.DatasetPath{zfs.MustDatasetPath(dstFS)}, endpoint.AbstractionFilter{})
+			require.NoError(t, err)
+			require.Len(t, abs, 1)
+			assert.Equal(t, endpoint.LastReceivedHold, abs[0].Kind)
+			assert.Equal(t, "s2", abs[0].Version.Name)
+			abs, err = endpoint.ListAbstractions(context.Background(), h.src, []zfs.DatasetPath{zfs.MustDatasetPath("src/data")}, endpoint.AbstractionFilter{})
+			require.NoError(t, err)
+			require.Len(t, abs, 1, "%v", abs)
+			assert.Equal(t, endpoint.ReplicationCursorV2, abs[0].Kind)
+			vs, err := h.src.ListVersions(context.Background(), zfs.MustDatasetPath("src/data"))
+			require.NoError(t, err)
+			assert.Equal(t, vs[len(vs)-1].GUID, abs[0].GUID, "the cursor marks s2")
+		})
+	}
+}
+
 func fullSize(t *testing.T, h *hosts, fs string) int64 {
 	vs, err := h.src.ListVersions(context.Background(), zfs.MustDatasetPath(fs))
 	require.NoError(t, err)

@@ -32,6 +32,7 @@ type ReceiverEndpoint interface {
 	ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error)
 	Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error
 	AbortPartialReceive(ctx context.Context, fs string) error
+	MoveLastReceivedHold(ctx context.Context, fs string, to zfs.FilesystemVersion) error
 }
 
 // Sink serves, to each client, an endpoint.Receiver confined to
@@ -495,6 +496,21 @@ func (h *receiverService) AbortPartialReceive(ctx context.Context, req *pb.Abort
 		return nil, toStatus(err)
 	}
 	return &pb.Empty{}, toStatus(ep.AbortPartialReceive(ctx, req.GetFs()))
+}
+
+func (h *receiverService) MoveLastReceivedHold(ctx context.Context, req *pb.MoveLastReceivedHoldRequest) (*pb.Empty, error) {
+	ep, err := h.endpoint(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := checkFS(req.GetFs()); err != nil {
+		return nil, toStatus(err)
+	}
+	to, err := fromPBVersion("last-received", req.GetTo())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.Empty{}, toStatus(ep.MoveLastReceivedHold(ctx, req.GetFs(), to))
 }
 
 // Receive feeds the claimed data connection to the endpoint. A stream that

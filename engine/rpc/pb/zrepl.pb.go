@@ -258,11 +258,16 @@ func (x *FilesystemInfo) GetPlaceholder() bool {
 type Filesystem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The sender-side name.
-	Path          string               `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
-	Info          *FilesystemInfo      `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
-	Versions      []*FilesystemVersion `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Path     string               `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Info     *FilesystemInfo      `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	Versions []*FilesystemVersion `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty"`
+	// The sender's own job's bookmarks among versions (a receiver leaves
+	// them empty): GUIDs of its replication cursors, and whether it has step
+	// bookmarks.
+	JobCursorGuids   []uint64 `protobuf:"fixed64,4,rep,packed,name=job_cursor_guids,json=jobCursorGuids,proto3" json:"job_cursor_guids,omitempty"`
+	JobStepBookmarks bool     `protobuf:"varint,5,opt,name=job_step_bookmarks,json=jobStepBookmarks,proto3" json:"job_step_bookmarks,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Filesystem) Reset() {
@@ -314,6 +319,20 @@ func (x *Filesystem) GetVersions() []*FilesystemVersion {
 		return x.Versions
 	}
 	return nil
+}
+
+func (x *Filesystem) GetJobCursorGuids() []uint64 {
+	if x != nil {
+		return x.JobCursorGuids
+	}
+	return nil
+}
+
+func (x *Filesystem) GetJobStepBookmarks() bool {
+	if x != nil {
+		return x.JobStepBookmarks
+	}
+	return false
 }
 
 type ListFilesystemsRequest struct {
@@ -832,6 +851,60 @@ func (x *AbortPartialReceiveRequest) GetFs() string {
 	return ""
 }
 
+// MoveLastReceivedHoldRequest: put the job's last-received hold on fs's
+// snapshot `to` (name and GUID must match) and release it elsewhere.
+type MoveLastReceivedHoldRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fs            string                 `protobuf:"bytes,1,opt,name=fs,proto3" json:"fs,omitempty"`
+	To            *FilesystemVersion     `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveLastReceivedHoldRequest) Reset() {
+	*x = MoveLastReceivedHoldRequest{}
+	mi := &file_zrepl_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveLastReceivedHoldRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveLastReceivedHoldRequest) ProtoMessage() {}
+
+func (x *MoveLastReceivedHoldRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveLastReceivedHoldRequest.ProtoReflect.Descriptor instead.
+func (*MoveLastReceivedHoldRequest) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MoveLastReceivedHoldRequest) GetFs() string {
+	if x != nil {
+		return x.Fs
+	}
+	return ""
+}
+
+func (x *MoveLastReceivedHoldRequest) GetTo() *FilesystemVersion {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
 // DestroySnapshotsRequest asks a sink to prune: fs is named as the sink's
 // ListFilesystems names it (relative to the client's root); each snapshot
 // is destroyed only if it still has the GUID given here.
@@ -845,7 +918,7 @@ type DestroySnapshotsRequest struct {
 
 func (x *DestroySnapshotsRequest) Reset() {
 	*x = DestroySnapshotsRequest{}
-	mi := &file_zrepl_proto_msgTypes[12]
+	mi := &file_zrepl_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +930,7 @@ func (x *DestroySnapshotsRequest) String() string {
 func (*DestroySnapshotsRequest) ProtoMessage() {}
 
 func (x *DestroySnapshotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[12]
+	mi := &file_zrepl_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +943,7 @@ func (x *DestroySnapshotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySnapshotsRequest.ProtoReflect.Descriptor instead.
 func (*DestroySnapshotsRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{12}
+	return file_zrepl_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DestroySnapshotsRequest) GetFs() string {
@@ -895,7 +968,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_zrepl_proto_msgTypes[13]
+	mi := &file_zrepl_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +980,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[13]
+	mi := &file_zrepl_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +993,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{13}
+	return file_zrepl_proto_rawDescGZIP(), []int{14}
 }
 
 // ErrorInfo travels as a detail of a failed call's status (and in the error
@@ -943,7 +1016,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_zrepl_proto_msgTypes[14]
+	mi := &file_zrepl_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1028,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[14]
+	mi := &file_zrepl_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1041,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{14}
+	return file_zrepl_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ErrorInfo) GetText() string {
@@ -1036,12 +1109,14 @@ const file_zrepl_proto_rawDesc = "" +
 	"\x0fencryption_root\x18\x05 \x01(\tR\x0eencryptionRoot\x12\x1d\n" +
 	"\n" +
 	"key_status\x18\x06 \x01(\tR\tkeyStatus\x12 \n" +
-	"\vplaceholder\x18\a \x01(\bR\vplaceholder\"\x8f\x01\n" +
+	"\vplaceholder\x18\a \x01(\bR\vplaceholder\"\xe7\x01\n" +
 	"\n" +
 	"Filesystem\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x120\n" +
 	"\x04info\x18\x02 \x01(\v2\x1c.zrepl.rpc.v1.FilesystemInfoR\x04info\x12;\n" +
-	"\bversions\x18\x03 \x03(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\bversions\"\x18\n" +
+	"\bversions\x18\x03 \x03(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\bversions\x12(\n" +
+	"\x10job_cursor_guids\x18\x04 \x03(\x06R\x0ejobCursorGuids\x12,\n" +
+	"\x12job_step_bookmarks\x18\x05 \x01(\bR\x10jobStepBookmarks\"\x18\n" +
 	"\x16ListFilesystemsRequest\"R\n" +
 	"\x14ListFilesystemsReply\x12:\n" +
 	"\vfilesystems\x18\x01 \x03(\v2\x18.zrepl.rpc.v1.FilesystemR\vfilesystems\"\xa0\x02\n" +
@@ -1077,7 +1152,10 @@ const file_zrepl_proto_rawDesc = "" +
 	"\vdata_ticket\x18\x06 \x01(\x04R\n" +
 	"dataTicket\",\n" +
 	"\x1aAbortPartialReceiveRequest\x12\x0e\n" +
-	"\x02fs\x18\x01 \x01(\tR\x02fs\"h\n" +
+	"\x02fs\x18\x01 \x01(\tR\x02fs\"^\n" +
+	"\x1bMoveLastReceivedHoldRequest\x12\x0e\n" +
+	"\x02fs\x18\x01 \x01(\tR\x02fs\x12/\n" +
+	"\x02to\x18\x02 \x01(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\x02to\"h\n" +
 	"\x17DestroySnapshotsRequest\x12\x0e\n" +
 	"\x02fs\x18\x01 \x01(\tR\x02fs\x12=\n" +
 	"\tsnapshots\x18\x02 \x03(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\tsnapshots\"\a\n" +
@@ -1098,11 +1176,12 @@ const file_zrepl_proto_rawDesc = "" +
 	"\x0fListFilesystems\x12$.zrepl.rpc.v1.ListFilesystemsRequest\x1a\".zrepl.rpc.v1.ListFilesystemsReply\x12B\n" +
 	"\bSendSize\x12\x19.zrepl.rpc.v1.SendRequest\x1a\x1b.zrepl.rpc.v1.SendSizeReply\x12H\n" +
 	"\x04Send\x12\x1f.zrepl.rpc.v1.SendStreamRequest\x1a\x1d.zrepl.rpc.v1.SendStreamEvent0\x01\x12H\n" +
-	"\rStepCompleted\x12\".zrepl.rpc.v1.StepCompletedRequest\x1a\x13.zrepl.rpc.v1.Empty2\xcb\x02\n" +
+	"\rStepCompleted\x12\".zrepl.rpc.v1.StepCompletedRequest\x1a\x13.zrepl.rpc.v1.Empty2\xa3\x03\n" +
 	"\bReceiver\x12[\n" +
 	"\x0fListFilesystems\x12$.zrepl.rpc.v1.ListFilesystemsRequest\x1a\".zrepl.rpc.v1.ListFilesystemsReply\x12<\n" +
 	"\aReceive\x12\x1c.zrepl.rpc.v1.ReceiveRequest\x1a\x13.zrepl.rpc.v1.Empty\x12T\n" +
-	"\x13AbortPartialReceive\x12(.zrepl.rpc.v1.AbortPartialReceiveRequest\x1a\x13.zrepl.rpc.v1.Empty\x12N\n" +
+	"\x13AbortPartialReceive\x12(.zrepl.rpc.v1.AbortPartialReceiveRequest\x1a\x13.zrepl.rpc.v1.Empty\x12V\n" +
+	"\x14MoveLastReceivedHold\x12).zrepl.rpc.v1.MoveLastReceivedHoldRequest\x1a\x13.zrepl.rpc.v1.Empty\x12N\n" +
 	"\x10DestroySnapshots\x12%.zrepl.rpc.v1.DestroySnapshotsRequest\x1a\x13.zrepl.rpc.v1.EmptyB\x1fZ\x1dzrepl.dev/zrepl/engine/rpc/pbb\x06proto3"
 
 var (
@@ -1118,29 +1197,30 @@ func file_zrepl_proto_rawDescGZIP() []byte {
 }
 
 var file_zrepl_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_zrepl_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_zrepl_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_zrepl_proto_goTypes = []any{
-	(VersionKind)(0),                   // 0: zrepl.rpc.v1.VersionKind
-	(*FilesystemVersion)(nil),          // 1: zrepl.rpc.v1.FilesystemVersion
-	(*FilesystemInfo)(nil),             // 2: zrepl.rpc.v1.FilesystemInfo
-	(*Filesystem)(nil),                 // 3: zrepl.rpc.v1.Filesystem
-	(*ListFilesystemsRequest)(nil),     // 4: zrepl.rpc.v1.ListFilesystemsRequest
-	(*ListFilesystemsReply)(nil),       // 5: zrepl.rpc.v1.ListFilesystemsReply
-	(*SendRequest)(nil),                // 6: zrepl.rpc.v1.SendRequest
-	(*SendSizeReply)(nil),              // 7: zrepl.rpc.v1.SendSizeReply
-	(*SendStreamRequest)(nil),          // 8: zrepl.rpc.v1.SendStreamRequest
-	(*SendStreamEvent)(nil),            // 9: zrepl.rpc.v1.SendStreamEvent
-	(*StepCompletedRequest)(nil),       // 10: zrepl.rpc.v1.StepCompletedRequest
-	(*ReceiveRequest)(nil),             // 11: zrepl.rpc.v1.ReceiveRequest
-	(*AbortPartialReceiveRequest)(nil), // 12: zrepl.rpc.v1.AbortPartialReceiveRequest
-	(*DestroySnapshotsRequest)(nil),    // 13: zrepl.rpc.v1.DestroySnapshotsRequest
-	(*Empty)(nil),                      // 14: zrepl.rpc.v1.Empty
-	(*ErrorInfo)(nil),                  // 15: zrepl.rpc.v1.ErrorInfo
-	(*timestamppb.Timestamp)(nil),      // 16: google.protobuf.Timestamp
+	(VersionKind)(0),                    // 0: zrepl.rpc.v1.VersionKind
+	(*FilesystemVersion)(nil),           // 1: zrepl.rpc.v1.FilesystemVersion
+	(*FilesystemInfo)(nil),              // 2: zrepl.rpc.v1.FilesystemInfo
+	(*Filesystem)(nil),                  // 3: zrepl.rpc.v1.Filesystem
+	(*ListFilesystemsRequest)(nil),      // 4: zrepl.rpc.v1.ListFilesystemsRequest
+	(*ListFilesystemsReply)(nil),        // 5: zrepl.rpc.v1.ListFilesystemsReply
+	(*SendRequest)(nil),                 // 6: zrepl.rpc.v1.SendRequest
+	(*SendSizeReply)(nil),               // 7: zrepl.rpc.v1.SendSizeReply
+	(*SendStreamRequest)(nil),           // 8: zrepl.rpc.v1.SendStreamRequest
+	(*SendStreamEvent)(nil),             // 9: zrepl.rpc.v1.SendStreamEvent
+	(*StepCompletedRequest)(nil),        // 10: zrepl.rpc.v1.StepCompletedRequest
+	(*ReceiveRequest)(nil),              // 11: zrepl.rpc.v1.ReceiveRequest
+	(*AbortPartialReceiveRequest)(nil),  // 12: zrepl.rpc.v1.AbortPartialReceiveRequest
+	(*MoveLastReceivedHoldRequest)(nil), // 13: zrepl.rpc.v1.MoveLastReceivedHoldRequest
+	(*DestroySnapshotsRequest)(nil),     // 14: zrepl.rpc.v1.DestroySnapshotsRequest
+	(*Empty)(nil),                       // 15: zrepl.rpc.v1.Empty
+	(*ErrorInfo)(nil),                   // 16: zrepl.rpc.v1.ErrorInfo
+	(*timestamppb.Timestamp)(nil),       // 17: google.protobuf.Timestamp
 }
 var file_zrepl_proto_depIdxs = []int32{
 	0,  // 0: zrepl.rpc.v1.FilesystemVersion.kind:type_name -> zrepl.rpc.v1.VersionKind
-	16, // 1: zrepl.rpc.v1.FilesystemVersion.creation:type_name -> google.protobuf.Timestamp
+	17, // 1: zrepl.rpc.v1.FilesystemVersion.creation:type_name -> google.protobuf.Timestamp
 	2,  // 2: zrepl.rpc.v1.Filesystem.info:type_name -> zrepl.rpc.v1.FilesystemInfo
 	1,  // 3: zrepl.rpc.v1.Filesystem.versions:type_name -> zrepl.rpc.v1.FilesystemVersion
 	3,  // 4: zrepl.rpc.v1.ListFilesystemsReply.filesystems:type_name -> zrepl.rpc.v1.Filesystem
@@ -1150,28 +1230,31 @@ var file_zrepl_proto_depIdxs = []int32{
 	6,  // 8: zrepl.rpc.v1.StepCompletedRequest.request:type_name -> zrepl.rpc.v1.SendRequest
 	1,  // 9: zrepl.rpc.v1.ReceiveRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
 	1,  // 10: zrepl.rpc.v1.ReceiveRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
-	1,  // 11: zrepl.rpc.v1.DestroySnapshotsRequest.snapshots:type_name -> zrepl.rpc.v1.FilesystemVersion
-	4,  // 12: zrepl.rpc.v1.Sender.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
-	6,  // 13: zrepl.rpc.v1.Sender.SendSize:input_type -> zrepl.rpc.v1.SendRequest
-	8,  // 14: zrepl.rpc.v1.Sender.Send:input_type -> zrepl.rpc.v1.SendStreamRequest
-	10, // 15: zrepl.rpc.v1.Sender.StepCompleted:input_type -> zrepl.rpc.v1.StepCompletedRequest
-	4,  // 16: zrepl.rpc.v1.Receiver.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
-	11, // 17: zrepl.rpc.v1.Receiver.Receive:input_type -> zrepl.rpc.v1.ReceiveRequest
-	12, // 18: zrepl.rpc.v1.Receiver.AbortPartialReceive:input_type -> zrepl.rpc.v1.AbortPartialReceiveRequest
-	13, // 19: zrepl.rpc.v1.Receiver.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
-	5,  // 20: zrepl.rpc.v1.Sender.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	7,  // 21: zrepl.rpc.v1.Sender.SendSize:output_type -> zrepl.rpc.v1.SendSizeReply
-	9,  // 22: zrepl.rpc.v1.Sender.Send:output_type -> zrepl.rpc.v1.SendStreamEvent
-	14, // 23: zrepl.rpc.v1.Sender.StepCompleted:output_type -> zrepl.rpc.v1.Empty
-	5,  // 24: zrepl.rpc.v1.Receiver.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	14, // 25: zrepl.rpc.v1.Receiver.Receive:output_type -> zrepl.rpc.v1.Empty
-	14, // 26: zrepl.rpc.v1.Receiver.AbortPartialReceive:output_type -> zrepl.rpc.v1.Empty
-	14, // 27: zrepl.rpc.v1.Receiver.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	1,  // 11: zrepl.rpc.v1.MoveLastReceivedHoldRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
+	1,  // 12: zrepl.rpc.v1.DestroySnapshotsRequest.snapshots:type_name -> zrepl.rpc.v1.FilesystemVersion
+	4,  // 13: zrepl.rpc.v1.Sender.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
+	6,  // 14: zrepl.rpc.v1.Sender.SendSize:input_type -> zrepl.rpc.v1.SendRequest
+	8,  // 15: zrepl.rpc.v1.Sender.Send:input_type -> zrepl.rpc.v1.SendStreamRequest
+	10, // 16: zrepl.rpc.v1.Sender.StepCompleted:input_type -> zrepl.rpc.v1.StepCompletedRequest
+	4,  // 17: zrepl.rpc.v1.Receiver.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
+	11, // 18: zrepl.rpc.v1.Receiver.Receive:input_type -> zrepl.rpc.v1.ReceiveRequest
+	12, // 19: zrepl.rpc.v1.Receiver.AbortPartialReceive:input_type -> zrepl.rpc.v1.AbortPartialReceiveRequest
+	13, // 20: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:input_type -> zrepl.rpc.v1.MoveLastReceivedHoldRequest
+	14, // 21: zrepl.rpc.v1.Receiver.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
+	5,  // 22: zrepl.rpc.v1.Sender.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
+	7,  // 23: zrepl.rpc.v1.Sender.SendSize:output_type -> zrepl.rpc.v1.SendSizeReply
+	9,  // 24: zrepl.rpc.v1.Sender.Send:output_type -> zrepl.rpc.v1.SendStreamEvent
+	15, // 25: zrepl.rpc.v1.Sender.StepCompleted:output_type -> zrepl.rpc.v1.Empty
+	5,  // 26: zrepl.rpc.v1.Receiver.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
+	15, // 27: zrepl.rpc.v1.Receiver.Receive:output_type -> zrepl.rpc.v1.Empty
+	15, // 28: zrepl.rpc.v1.Receiver.AbortPartialReceive:output_type -> zrepl.rpc.v1.Empty
+	15, // 29: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:output_type -> zrepl.rpc.v1.Empty
+	15, // 30: zrepl.rpc.v1.Receiver.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_zrepl_proto_init() }
@@ -1185,7 +1268,7 @@ func file_zrepl_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_zrepl_proto_rawDesc), len(file_zrepl_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

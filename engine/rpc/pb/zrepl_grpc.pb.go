@@ -250,10 +250,11 @@ var Sender_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Receiver_ListFilesystems_FullMethodName     = "/zrepl.rpc.v1.Receiver/ListFilesystems"
-	Receiver_Receive_FullMethodName             = "/zrepl.rpc.v1.Receiver/Receive"
-	Receiver_AbortPartialReceive_FullMethodName = "/zrepl.rpc.v1.Receiver/AbortPartialReceive"
-	Receiver_DestroySnapshots_FullMethodName    = "/zrepl.rpc.v1.Receiver/DestroySnapshots"
+	Receiver_ListFilesystems_FullMethodName      = "/zrepl.rpc.v1.Receiver/ListFilesystems"
+	Receiver_Receive_FullMethodName              = "/zrepl.rpc.v1.Receiver/Receive"
+	Receiver_AbortPartialReceive_FullMethodName  = "/zrepl.rpc.v1.Receiver/AbortPartialReceive"
+	Receiver_MoveLastReceivedHold_FullMethodName = "/zrepl.rpc.v1.Receiver/MoveLastReceivedHold"
+	Receiver_DestroySnapshots_FullMethodName     = "/zrepl.rpc.v1.Receiver/DestroySnapshots"
 )
 
 // ReceiverClient is the client API for Receiver service.
@@ -265,6 +266,7 @@ type ReceiverClient interface {
 	ListFilesystems(ctx context.Context, in *ListFilesystemsRequest, opts ...grpc.CallOption) (*ListFilesystemsReply, error)
 	Receive(ctx context.Context, in *ReceiveRequest, opts ...grpc.CallOption) (*Empty, error)
 	AbortPartialReceive(ctx context.Context, in *AbortPartialReceiveRequest, opts ...grpc.CallOption) (*Empty, error)
+	MoveLastReceivedHold(ctx context.Context, in *MoveLastReceivedHoldRequest, opts ...grpc.CallOption) (*Empty, error)
 	// DestroySnapshots prunes the client's received snapshots: never held
 	// ones, never bookmarks, never anything outside the client's root.
 	DestroySnapshots(ctx context.Context, in *DestroySnapshotsRequest, opts ...grpc.CallOption) (*Empty, error)
@@ -308,6 +310,16 @@ func (c *receiverClient) AbortPartialReceive(ctx context.Context, in *AbortParti
 	return out, nil
 }
 
+func (c *receiverClient) MoveLastReceivedHold(ctx context.Context, in *MoveLastReceivedHoldRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Receiver_MoveLastReceivedHold_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *receiverClient) DestroySnapshots(ctx context.Context, in *DestroySnapshotsRequest, opts ...grpc.CallOption) (*Empty, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Empty)
@@ -327,6 +339,7 @@ type ReceiverServer interface {
 	ListFilesystems(context.Context, *ListFilesystemsRequest) (*ListFilesystemsReply, error)
 	Receive(context.Context, *ReceiveRequest) (*Empty, error)
 	AbortPartialReceive(context.Context, *AbortPartialReceiveRequest) (*Empty, error)
+	MoveLastReceivedHold(context.Context, *MoveLastReceivedHoldRequest) (*Empty, error)
 	// DestroySnapshots prunes the client's received snapshots: never held
 	// ones, never bookmarks, never anything outside the client's root.
 	DestroySnapshots(context.Context, *DestroySnapshotsRequest) (*Empty, error)
@@ -348,6 +361,9 @@ func (UnimplementedReceiverServer) Receive(context.Context, *ReceiveRequest) (*E
 }
 func (UnimplementedReceiverServer) AbortPartialReceive(context.Context, *AbortPartialReceiveRequest) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method AbortPartialReceive not implemented")
+}
+func (UnimplementedReceiverServer) MoveLastReceivedHold(context.Context, *MoveLastReceivedHoldRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveLastReceivedHold not implemented")
 }
 func (UnimplementedReceiverServer) DestroySnapshots(context.Context, *DestroySnapshotsRequest) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method DestroySnapshots not implemented")
@@ -427,6 +443,24 @@ func _Receiver_AbortPartialReceive_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Receiver_MoveLastReceivedHold_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveLastReceivedHoldRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReceiverServer).MoveLastReceivedHold(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Receiver_MoveLastReceivedHold_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReceiverServer).MoveLastReceivedHold(ctx, req.(*MoveLastReceivedHoldRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Receiver_DestroySnapshots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DestroySnapshotsRequest)
 	if err := dec(in); err != nil {
@@ -463,6 +497,10 @@ var Receiver_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AbortPartialReceive",
 			Handler:    _Receiver_AbortPartialReceive_Handler,
+		},
+		{
+			MethodName: "MoveLastReceivedHold",
+			Handler:    _Receiver_MoveLastReceivedHold_Handler,
 		},
 		{
 			MethodName: "DestroySnapshots",
