@@ -28,6 +28,7 @@ type Receiver interface {
 	ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error)
 	Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error
 	AbortPartialReceive(ctx context.Context, fs string) error
+	MoveLastReceivedHold(ctx context.Context, fs string, to zfs.FilesystemVersion) error
 }
 
 // Config of a run. Zero values get defaults.
@@ -249,6 +250,15 @@ func (r *Run) attempt(ctx context.Context, attempt int, concurrency *int) Report
 		return Report{Filesystems: []FSReport{{FS: "(plan)", State: FSFailed, Err: err, Permanent: true}}}
 	}
 
+	senderByPath := make(map[string]*endpoint.Filesystem, len(senderFS))
+	for i := range senderFS {
+		senderByPath[senderFS[i].Path] = &senderFS[i]
+	}
+	receiverByPath := make(map[string]*endpoint.Filesystem, len(receiverFS))
+	for i := range receiverFS {
+		receiverByPath[receiverFS[i].Path] = &receiverFS[i]
+	}
+
 	reports := make(map[string]*FSReport, len(plan.Filesystems))
 	waiting := map[string][]*planner.FSPlan{} // parent path -> plans waiting for it
 	var order []string
@@ -296,6 +306,12 @@ func (r *Run) attempt(ctx context.Context, attempt int, concurrency *int) Report
 			}
 			if err := r.receiver.AbortPartialReceive(ctx, fp.Path); err != nil {
 				rep.State, rep.Err, rep.Permanent = FSFailed, fmt.Errorf("abort partial receive (%s): %w", a.Reason, err), permanent(err)
+				return finishFS(fp, false)
+			}
+		}
+		if fp.Status == planner.StatusUpToDate {
+			if err := r.reconcile(ctx, fp, senderByPath[fp.Path], receiverByPath[fp.Path]); err != nil {
+				rep.State, rep.Err, rep.Permanent = FSFailed, err, permanent(err)
 				return finishFS(fp, false)
 			}
 		}
@@ -486,6 +502,67 @@ func (r *Run) runStep(ctx context.Context, st *stepState) error {
 		return stepErr(ctx, fmt.Errorf("confirm %s on sender: %w", st.step, err))
 	}
 	return nil
+}
+
+// reconcile finishes the bookkeeping of an up-to-date filesystem: a step
+// whose receive committed but whose last-received hold or StepCompleted
+// failed leaves the filesystem up to date with its marks where the step
+// before left them. Only a side whose listing shows such leftovers is
+// called, so a quiet filesystem costs nothing.
+func (r *Run) reconcile(ctx context.Context, fp *planner.FSPlan, s, rcv *endpoint.Filesystem) error {
+	if fp.Base == nil || s == nil || rcv == nil {
+		return nil
+	}
+	senderStale, holdTo := reconcileNeeds(*fp.Base, s, rcv)
+	if senderStale {
+		req := endpoint.SendRequest{FS: fp.Sender.String(), To: *fp.Base}
+		if err := r.sender.StepCompleted(ctx, req, true); err != nil {
+			return fmt.Errorf("confirm %s on sender (up to date): %w", fp.Base.RelName(), err)
+		}
+	}
+	if holdTo != nil {
+		if err := r.receiver.MoveLastReceivedHold(ctx, fp.Path, *holdTo); err != nil {
+			return fmt.Errorf("move last-received hold to %s (up to date): %w", holdTo.RelName(), err)
+		}
+	}
+	return nil
+}
+
+// reconcileNeeds decides from the two listings of an up-to-date filesystem
+// with common base base whether the sender's marks are not where a
+// completed run leaves them (exactly one cursor of the job, at base; no
+// step bookmarks; no held snapshot, which may be a step hold), and on the
+// receiver the snapshot the last-received hold belongs on if it may not be
+// there (base's snapshot unheld, or another snapshot held). Holds of
+// others make it call needlessly, which is harmless: the calls are
+// idempotent.
+func reconcileNeeds(base zfs.FilesystemVersion, s, r *endpoint.Filesystem) (sender bool, holdTo *zfs.FilesystemVersion) {
+	m := s.Marks
+	sender = m.StepBookmarks || len(m.Cursors) != 1 || m.Cursors[0] != base.GUID
+	for _, v := range s.Versions {
+		if v.Kind == zfs.Snapshot && v.UserRefs > 0 {
+			sender = true
+		}
+	}
+	var to *zfs.FilesystemVersion
+	otherHeld := false
+	for i, v := range r.Versions {
+		if v.Kind != zfs.Snapshot {
+			continue
+		}
+		if v.GUID == base.GUID && (to == nil || v.CreateTXG > to.CreateTXG) {
+			to = &r.Versions[i]
+		}
+	}
+	for _, v := range r.Versions {
+		if v.Kind == zfs.Snapshot && v.UserRefs > 0 && (to == nil || v.Name != to.Name) {
+			otherHeld = true
+		}
+	}
+	if to != nil && (to.UserRefs == 0 || otherHeld) {
+		holdTo = to
+	}
+	return sender, holdTo
 }
 
 // currentToken is the receiver's resume token for fs, if any.

@@ -253,6 +253,7 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 	// filesystem, or, when a full receive creates or replaces it, by
 	// inheritance from the parent.
 	encryptedTarget := receiverEncrypted || base == nil && parentEncrypted
+	p.Base = base
 	p.Steps = buildSteps(base, snaps, raw, encryptedTarget, pol)
 	if len(p.Steps) > 0 && r != nil && r.Info.Placeholder && len(rsnaps) == 0 {
 		p.Steps[0].ReplacePlaceholder = true
@@ -279,6 +280,12 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 			first.Compressed, first.LargeBlocks, first.EmbeddedData = t.CompressOK, t.LargeBlockOK, t.EmbedOK
 		case pol.AbortForeignPartialReceive:
 			p.Actions = append(p.Actions, Action{Kind: ActionAbortPartialReceive, Reason: why})
+		case t.FromGUID != 0 && !slices.ContainsFunc(rsnaps, func(v zfs.FilesystemVersion) bool { return v.GUID == t.FromGUID }):
+			// An incremental receive resumes only on top of its source;
+			// with the source gone from the receiver the state can
+			// never complete, so discarding it loses nothing.
+			p.Actions = append(p.Actions, Action{Kind: ActionAbortPartialReceive,
+				Reason: why + "; its incremental source is not on the receiver, so it can never resume"})
 		default:
 			return conflict(ConflictForeignPartialReceive, "%s", why)
 		}

@@ -1,8 +1,10 @@
 package planner
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -125,6 +127,15 @@ func TestHistoryRules(t *testing.T) {
 			assert.Equal(t, tc.status, p.Status)
 			assert.Equal(t, tc.steps, stepsString(p.Steps))
 			assert.Empty(t, p.Actions)
+			switch {
+			case p.Status == StatusUpToDate:
+				require.NotNil(t, p.Base, "an up-to-date filesystem names its base")
+				assert.Equal(t, newest(sortedHistory(tc.s.Versions)).GUID, p.Base.GUID)
+			case len(p.Steps) > 0 && p.Steps[0].From != nil:
+				assert.Equal(t, p.Steps[0].From, p.Base)
+			default:
+				assert.Nil(t, p.Base)
+			}
 			for i, st := range p.Steps {
 				assert.False(t, st.Raw)
 				assert.Equal(t, i == 0 && tc.r != nil && tc.r.Info.Placeholder, st.ReplacePlaceholder, "step %d", i)
@@ -291,25 +302,34 @@ func TestResumeTokens(t *testing.T) {
 		name string
 		tok  string
 		want string
+		// unresumable: the token's incremental source is not on the
+		// receiver, so the state is discarded whatever the policy.
+		unresumable bool
 	}{
-		{"garbage", "1-deadbeef-10-0011", "does not decode"},
-		{"other dataset", token(resumetoken.Token{ToName: "pool/other@b", ToGUID: 102, FromGUID: 101}), "dataset differs"},
-		{"other snapshot name", token(resumetoken.Token{ToName: "pool/fs@c", ToGUID: 102, FromGUID: 101}), "snapshot name differs"},
-		{"next snapshot", token(resumetoken.Token{ToName: "pool/fs@c", ToGUID: 103, FromGUID: 102}), "snapshot name differs"},
-		{"other guid", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 999, FromGUID: 101}), "snapshot guid differs"},
-		{"full instead of incremental", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 102}), "incremental source differs"},
-		{"other source", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 102, FromGUID: 55}), "incremental source differs"},
-		{"raw", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 102, FromGUID: 101, RawOK: true}), "raw flag differs"},
-		{"saved", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 102, FromGUID: 101, SavedOK: true}), "saved-state flag differs"},
-		{"no snapshot part", token(resumetoken.Token{ToName: "pool/fs", ToGUID: 102, FromGUID: 101}), "dataset differs"},
+		{"garbage", "1-deadbeef-10-0011", "does not decode", false},
+		{"other dataset", token(resumetoken.Token{ToName: "pool/other@b", ToGUID: 102, FromGUID: 101}), "dataset differs", false},
+		{"other snapshot name", token(resumetoken.Token{ToName: "pool/fs@c", ToGUID: 102, FromGUID: 101}), "snapshot name differs", false},
+		{"next snapshot", token(resumetoken.Token{ToName: "pool/fs@c", ToGUID: 103, FromGUID: 102}), "snapshot name differs", true},
+		{"other guid", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 999, FromGUID: 101}), "snapshot guid differs", false},
+		{"full instead of incremental", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 102}), "incremental source differs", false},
+		{"other source", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 102, FromGUID: 55}), "incremental source differs", true},
+		{"raw", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 102, FromGUID: 101, RawOK: true}), "raw flag differs", false},
+		{"saved", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 102, FromGUID: 101, SavedOK: true}), "saved-state flag differs", false},
+		{"no snapshot part", token(resumetoken.Token{ToName: "pool/fs", ToGUID: 102, FromGUID: 101}), "dataset differs", false},
 	}
 	for _, tc := range foreign {
 		t.Run("foreign "+tc.name, func(t *testing.T) {
 			r := withToken(r, tc.tok)
 			p := planOne(t, s, &r, Policy{})
-			requireConflict(t, p, ConflictForeignPartialReceive, tc.want)
-			if !strings.Contains(tc.want, "decode") {
-				assert.Contains(t, p.Conflict.Msg, `"pool/fs@b" (guid 102, from @a (guid 101)`, "names the plan")
+			if tc.unresumable {
+				require.Nil(t, p.Conflict)
+				require.Len(t, p.Actions, 1)
+				assert.Contains(t, p.Actions[0].Reason, "its incremental source is not on the receiver")
+			} else {
+				requireConflict(t, p, ConflictForeignPartialReceive, tc.want)
+				if !strings.Contains(tc.want, "decode") {
+					assert.Contains(t, p.Conflict.Msg, `"pool/fs@b" (guid 102, from @a (guid 101)`, "names the plan")
+				}
 			}
 
 			p = planOne(t, s, &r, Policy{AbortForeignPartialReceive: true})
@@ -546,4 +566,10 @@ func TestHugeTokenNameIsClipped(t *testing.T) {
 	p := planOne(t, sender("fs", a, b), &r, Policy{})
 	requireConflict(t, p, ConflictForeignPartialReceive, "snapshot name differs")
 	assert.Less(t, len(p.Conflict.Error()), 1000)
+}
+
+func sortedHistory(vs []zfs.FilesystemVersion) []zfs.FilesystemVersion {
+	out := slices.Clone(vs)
+	slices.SortFunc(out, func(x, y zfs.FilesystemVersion) int { return cmp.Compare(x.CreateTXG, y.CreateTXG) })
+	return out
 }

@@ -159,6 +159,12 @@ type FSPlan struct {
 	Actions  []Action
 	Steps    []Step
 	Conflict *Conflict
+	// Base is the newest version the receiver has of the sender's
+	// history (the sender's snapshot or bookmark of that GUID): the
+	// incremental source of the first step, and for an up-to-date
+	// filesystem where its cursor and last-received hold belong. Nil
+	// where the receiver has no snapshot.
+	Base *zfs.FilesystemVersion
 	// WaitFor is the relative path of the parent that this plan creates
 	// on the receiver (by a placeholder or a first full step); this
 	// filesystem's actions and steps must wait until it exists. Empty
