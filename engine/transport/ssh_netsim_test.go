@@ -462,3 +462,108 @@ type nopWriteCloser struct{}
 
 func (nopWriteCloser) Write(p []byte) (int, error) { return len(p), nil }
 func (nopWriteCloser) Close() error                { return nil }
+
+// serveUpload reads until EOF, sends what it got on got, and closes.
+func serveUpload(got chan<- []byte) func(c net.Conn) {
+	return func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		got <- b
+		c.Close()
+	}
+}
+
+// ssh dying while the connection writes into its stdin (a push): the
+// Write keeps what ssh took and fails with the exit status and stderr,
+// whatever the status; the remote end gets exactly those bytes.
+func TestSSHExitWhileWriting(t *testing.T) {
+	const msg = "Connection to sink closed by remote host."
+	for _, tc := range []struct {
+		name   string
+		at     int64
+		status int
+		writes []int
+		want   []int // bytes each Write kept; the last one fails
+	}{
+		{"mid-write", 1000, 255, []int{600, 600}, []int{600, 400}},
+		{"at byte 0", 0, 255, []int{10}, []int{0}},
+		{"at a write boundary", 1000, 255, []int{1000, 1}, []int{1000, 0}},
+		{"status 0 mid-write", 1000, 0, []int{5000}, []int{1000}},
+		{"beyond the buffers", 300_000, 255, []int{1 << 20}, []int{300_000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				stderr := msg + "\r\n"
+				if tc.status == 0 {
+					stderr = ""
+				}
+				got := make(chan []byte, 1)
+				sp, dial := simSSH(t, fixedScript(netsim.ProcessScript{
+					Exit: netsim.ExitAfterStdin, StdinBytes: tc.at, Status: tc.status, Stderr: stderr,
+				}), serveUpload(got))
+				c, err := dial(context.Background())
+				require.NoError(t, err)
+				defer c.Close()
+				var sent []byte
+				for i, k := range tc.writes {
+					p := []byte(strings.Repeat(string(rune('a'+i)), k))
+					n, err := c.Write(p)
+					assert.Equal(t, tc.want[i], n, "write %d", i)
+					sent = append(sent, p[:n]...)
+					if i < len(tc.writes)-1 {
+						require.NoError(t, err, "write %d", i)
+						continue
+					}
+					xe := requireExit(t, err, tc.status, strings.TrimSpace(stderr))
+					assert.ErrorIs(t, err, syscall.EPIPE, "the broken pipe stays visible")
+					if tc.status == 0 {
+						assert.EqualError(t, err, "ssh exited with status 0 before the connection was closed")
+						assert.Nil(t, xe.Err)
+					} else {
+						assert.EqualError(t, err, "ssh exited with status 255: "+msg)
+					}
+				}
+				assert.Equal(t, string(sent), string(<-got), "the remote end got what the Writes kept")
+				assert.Equal(t, tc.at, sp.proc(0).Conn().Stats().Up.Written)
+				_, err = c.Write([]byte("x"))
+				requireExit(t, err, tc.status, strings.TrimSpace(stderr))
+			})
+		})
+	}
+}
+
+// A Write blocked on a full pipe (the remote does not read) when ssh is
+// killed returns what went in and says that ssh was killed.
+func TestSSHKilledWhileWriting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hold := make(chan struct{})
+		sp, dial := simSSH(t, fixedScript(netsim.ProcessScript{}), func(c net.Conn) {
+			<-hold // never reads
+			c.Close()
+		})
+		defer close(hold)
+		c, err := dial(context.Background())
+		require.NoError(t, err)
+		defer c.Close()
+		type result struct {
+			n   int
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			n, err := c.Write(make([]byte, 1<<20))
+			done <- result{n, err}
+		}()
+		synctest.Wait() // the Write is blocked on the full buffer
+		select {
+		case r := <-done:
+			t.Fatalf("the Write returned %d, %v before the kill", r.n, r.err)
+		default:
+		}
+		sp.proc(0).Kill()
+		r := <-done
+		assert.Equal(t, int64(r.n), sp.proc(0).Conn().Stats().Up.Written, "the Write reports what went in")
+		assert.Equal(t, netsim.DefaultBuffer, r.n, "a full buffer")
+		requireExit(t, r.err, -1, "")
+		assert.EqualError(t, r.err, "ssh ended: signal: killed")
+	})
+}
