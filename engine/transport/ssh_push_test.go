@@ -140,8 +140,7 @@ func TestPushOverSSHWhoseProcessDies(t *testing.T) {
 }
 
 // pushEnv is a push from a laptop's src/data (one snapshot, s1) over
-// ssh+stdinserver to a sink; the ssh process of the first data connection
-// exits after half the stream with the given status and stderr.
+// ssh+stdinserver to a sink.
 type pushEnv struct {
 	src, dst *zfsmodel.Model
 	data     zfs.DatasetPath
@@ -153,7 +152,21 @@ type pushEnv struct {
 	client   *rpc.Client
 }
 
-func newPushEnv(t *testing.T, status int, stderr string) *pushEnv {
+// dataSSHDies scripts the ssh process of the first data connection (the
+// second process; the first carries the control connection) to exit
+// when half the stream went into its stdin.
+func dataSSHDies(status int, stderr string) func(e *pushEnv, i int) netsim.ProcessScript {
+	return func(e *pushEnv, i int) netsim.ProcessScript {
+		if i == 1 {
+			return netsim.ProcessScript{Exit: netsim.ExitAfterStdin, StdinBytes: e.full / 2, Status: status, Stderr: stderr}
+		}
+		return netsim.ProcessScript{}
+	}
+}
+
+// newPushEnv sets up the push; the i-th ssh process (from 0) runs
+// script(e, i).
+func newPushEnv(t *testing.T, script func(e *pushEnv, i int) netsim.ProcessScript) *pushEnv {
 	ctx := context.Background()
 	src := zfsmodel.New(zfsmodel.Options{Seed: 1})
 	dst := zfsmodel.New(zfsmodel.Options{Seed: 2})
@@ -181,25 +194,19 @@ func newPushEnv(t *testing.T, status int, stderr string) *pushEnv {
 	require.NoError(t, n.SetLink("sink", "sink", netsim.Link{Latency: 50 * time.Microsecond}))
 	sink := sshSink(t, n, dst, job)
 
-	sp := &simProcesses{n: n, addr: "sink:22", script: func(i int) netsim.ProcessScript {
-		// Process 0 carries the control connection, 1 the first data
-		// connection: it dies when half the stream went into its stdin.
-		if i == 1 {
-			return netsim.ProcessScript{Exit: netsim.ExitAfterStdin, StdinBytes: full / 2, Status: status, Stderr: stderr}
-		}
-		return netsim.ProcessScript{}
-	}}
-	c, err := rpc.NewClient(rpc.ClientConfig{Dial: transport.ProcessDialer(sp.start)})
+	e := &pushEnv{src: src, dst: dst, data: data, vs: vs, full: full, sender: sender, sink: sink}
+	e.sp = &simProcesses{n: n, addr: "sink:22", script: func(i int) netsim.ProcessScript { return script(e, i) }}
+	e.client, err = rpc.NewClient(rpc.ClientConfig{Dial: transport.ProcessDialer(e.sp.start)})
 	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	return &pushEnv{src: src, dst: dst, data: data, vs: vs, full: full, sender: sender, sink: sink, sp: sp, client: c}
+	t.Cleanup(func() { e.client.Close() })
+	return e
 }
 
 func noSleep(context.Context, time.Duration) error { return nil }
 
 func testPushDies(t *testing.T, status int, stderr, wantMsg string) {
 	ctx := context.Background()
-	e := newPushEnv(t, status, stderr)
+	e := newPushEnv(t, dataSSHDies(status, stderr))
 	// One attempt only, so the run reports the failure instead of
 	// retrying it away.
 	rep := replication.NewRun(e.sender, e.client.Receiver(), replication.Config{MaxAttempts: 1, Sleep: noSleep}).Do(ctx)
@@ -284,7 +291,7 @@ func resumeToken(t *testing.T, z zfs.ZFS, fs zfs.DatasetPath) string {
 // retry resumes.
 func TestPushOverSSHWhoseProcessDiesRetries(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newPushEnv(t, 255, "Connection to sink closed by remote host.\r\n")
+		e := newPushEnv(t, dataSSHDies(255, "Connection to sink closed by remote host.\r\n"))
 		rep := replication.NewRun(e.sender, e.client.Receiver(), replication.Config{Sleep: noSleep}).Do(context.Background())
 		require.NoError(t, rep.Err(), "report: %+v", rep)
 		assert.Equal(t, 2, rep.Attempts, "the attempt whose ssh died and the resumed one")
@@ -292,5 +299,53 @@ func TestPushOverSSHWhoseProcessDiesRetries(t *testing.T) {
 		require.Len(t, reads, 2)
 		assert.Less(t, reads[1], e.full-e.full/3, "the retry resumed rather than resent")
 		e.assertReplicated(t)
+	})
+}
+
+// ssh refused at every connection (a key the sink does not accept): the
+// run fails with ssh's complaint, not a bare "unavailable", and sends
+// nothing.
+func TestPushOverSSHAuthFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const denied = "laptop@sink: Permission denied (publickey)."
+		e := newPushEnv(t, func(*pushEnv, int) netsim.ProcessScript {
+			return netsim.ProcessScript{Exit: netsim.ExitBeforeStdout, Status: 255, Stderr: denied + "\r\n"}
+		})
+		rep := replication.NewRun(e.sender, e.client.Receiver(), replication.Config{MaxAttempts: 2, Sleep: noSleep}).Do(context.Background())
+		err := rep.Err()
+		require.Error(t, err)
+		t.Logf("the run failed with: %v", err)
+		assert.ErrorContains(t, err, "ssh exited with status 255: "+denied)
+		assert.Empty(t, e.sink.read(), "no receive began")
+	})
+}
+
+// The control connection's ssh ending between two runs (the laptop slept,
+// the NAT forgot the connection): the next run dials a new one and
+// replicates.
+func TestPushOverSSHControlConnectionEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		e := newPushEnv(t, func(*pushEnv, int) netsim.ProcessScript { return netsim.ProcessScript{} })
+		rep := replication.NewRun(e.sender, e.client.Receiver(), replication.Config{Sleep: noSleep}).Do(ctx)
+		require.NoError(t, rep.Err())
+		e.assertReplicated(t)
+
+		control := e.sp.proc(0)
+		control.Conn().Reset()
+		<-control.Exited()
+		require.NoError(t, e.src.WriteData(e.data, 2, 4))
+		require.NoError(t, e.src.Snapshot(ctx, e.data, "s2"))
+		rep = replication.NewRun(e.sender, e.client.Receiver(), replication.Config{Sleep: noSleep}).Do(ctx)
+		require.NoError(t, rep.Err(), "report: %+v", rep)
+		t.Logf("the second run took %d attempt(s)", rep.Attempts)
+		got, err := e.dst.ListVersions(ctx, pushedFS)
+		require.NoError(t, err)
+		require.Len(t, got, 2)
+		assert.Equal(t, "s2", got[1].Name)
+		e.sp.mu.Lock()
+		procs := len(e.sp.procs)
+		e.sp.mu.Unlock()
+		assert.GreaterOrEqual(t, procs, 4, "a new control connection and a data connection after the first two")
 	})
 }
