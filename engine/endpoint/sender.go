@@ -68,6 +68,52 @@ type SendRequest struct {
 	Raw         bool
 
 	Compressed, LargeBlocks, EmbeddedData bool
+
+	// Protection is what the sender keeps while the step is open; the
+	// active side of the job chooses it (replication.protection).
+	Protection Protection
+}
+
+// Protection is how much a sender protects an open step from snapshots
+// being destroyed underneath it (by a pruner or by hand).
+type Protection uint8
+
+const (
+	// GuaranteeResumability: step holds on the step's target and on a
+	// snapshot source, a step bookmark of a bookmark source. An
+	// interrupted step always resumes; the next incremental is always
+	// possible. The default.
+	GuaranteeResumability Protection = iota
+	// GuaranteeIncremental: a step bookmark of the source only. The
+	// target may be destroyed while the step is open; its partial receive
+	// is then discarded and replication goes on from the source.
+	GuaranteeIncremental
+	// GuaranteeNothing: no step holds or bookmarks. The cursor still
+	// records what was replicated (the pruner's not_replicated rule
+	// reads it), and the receiver still holds what it last received.
+	GuaranteeNothing
+)
+
+func (p Protection) String() string {
+	switch p {
+	case GuaranteeResumability:
+		return "guarantee_resumability"
+	case GuaranteeIncremental:
+		return "guarantee_incremental"
+	case GuaranteeNothing:
+		return "guarantee_nothing"
+	}
+	return fmt.Sprintf("Protection(%d)", uint8(p))
+}
+
+// ParseProtection parses the config spelling of a protection.
+func ParseProtection(s string) (Protection, error) {
+	for _, p := range []Protection{GuaranteeResumability, GuaranteeIncremental, GuaranteeNothing} {
+		if s == p.String() {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown protection %q (want guarantee_resumability, guarantee_incremental or guarantee_nothing)", s)
 }
 
 // Sender is the sending side of a job.
@@ -151,35 +197,58 @@ func (s *Sender) Send(ctx context.Context, req SendRequest) (io.ReadCloser, erro
 			return nil, err
 		}
 	}
-	tag := StepHoldTag(s.Job)
-	if err := holdIdempotent(ctx, s.ZFS, req.To.Ref(fs), tag); err != nil {
-		return nil, fmt.Errorf("step hold on %s: %w", req.To.Ref(fs), err)
-	}
-	if req.From != nil {
-		switch req.From.Kind {
-		case zfs.Snapshot:
-			if err := holdIdempotent(ctx, s.ZFS, req.From.Ref(fs), tag); err != nil {
-				return nil, fmt.Errorf("step hold on %s: %w", req.From.Ref(fs), err)
-			}
-		case zfs.Bookmark:
-			name := StepBookmarkName(req.From.GUID, s.Job)
-			if req.From.Name != name {
-				if err := bookmarkIdempotent(ctx, s.ZFS, req.From.Ref(fs), req.From.GUID, name); err != nil {
-					return nil, fmt.Errorf("step bookmark of %s: %w", req.From.Ref(fs), err)
-				}
-			}
-		}
+	if err := s.protect(ctx, fs, req); err != nil {
+		return nil, err
 	}
 	if plantedbugs.CursorInSend {
 		_ = bookmarkIdempotent(ctx, s.ZFS, req.To.Ref(fs), req.To.GUID, CursorBookmarkName(req.To.GUID, s.Job))
 	}
 	if plantedbugs.EarlyStepRelease {
-		_ = releaseTagFrom(ctx, s.ZFS, []zfs.VersionRef{req.To.Ref(fs)}, tag)
+		_ = releaseTagFrom(ctx, s.ZFS, []zfs.VersionRef{req.To.Ref(fs)}, StepHoldTag(s.Job))
 	}
 	return s.ZFS.Send(ctx, zfs.SendArgs{
 		FS: fs, From: req.From, To: req.To, ResumeToken: req.ResumeToken, Raw: req.Raw,
 		Compressed: req.Compressed, LargeBlocks: req.LargeBlocks, EmbeddedData: req.EmbeddedData,
 	})
+}
+
+// protect takes the step protection req.Protection asks for.
+func (s *Sender) protect(ctx context.Context, fs zfs.DatasetPath, req SendRequest) error {
+	tag := StepHoldTag(s.Job)
+	stepBookmark := func(v zfs.FilesystemVersion) error {
+		name := StepBookmarkName(v.GUID, s.Job)
+		if v.Name == name {
+			return nil
+		}
+		if err := bookmarkIdempotent(ctx, s.ZFS, v.Ref(fs), v.GUID, name); err != nil {
+			return fmt.Errorf("step bookmark of %s: %w", v.Ref(fs), err)
+		}
+		return nil
+	}
+	switch req.Protection {
+	case GuaranteeResumability:
+		if err := holdIdempotent(ctx, s.ZFS, req.To.Ref(fs), tag); err != nil {
+			return fmt.Errorf("step hold on %s: %w", req.To.Ref(fs), err)
+		}
+		if req.From == nil {
+			return nil
+		}
+		if req.From.Kind == zfs.Bookmark {
+			return stepBookmark(*req.From)
+		}
+		if err := holdIdempotent(ctx, s.ZFS, req.From.Ref(fs), tag); err != nil {
+			return fmt.Errorf("step hold on %s: %w", req.From.Ref(fs), err)
+		}
+		return nil
+	case GuaranteeIncremental:
+		if req.From == nil {
+			return nil
+		}
+		return stepBookmark(*req.From)
+	case GuaranteeNothing:
+		return nil
+	}
+	return fmt.Errorf("send %s: %w: unknown protection %d", fs, ErrNotAllowed, req.Protection)
 }
 
 // SendSize estimates the bytes a Send of req would produce.

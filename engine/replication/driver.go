@@ -44,6 +44,14 @@ type Config struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Now is the clock for rates (default time.Now).
 	Now func() time.Time
+	// Protection of full (Initial) and incremental steps on the sender;
+	// the zero value guarantees resumability.
+	Protection Protection
+}
+
+// Protection is replication.protection of a job's config.
+type Protection struct {
+	Initial, Incremental endpoint.Protection
 }
 
 func (c *Config) defaults() {
@@ -458,9 +466,14 @@ func (r *Run) setState(st *stepState, s string) {
 }
 
 func (r *Run) sendRequest(fp *planner.FSPlan, s planner.Step) endpoint.SendRequest {
+	prot := r.cfg.Protection.Incremental
+	if s.Full() {
+		prot = r.cfg.Protection.Initial
+	}
 	return endpoint.SendRequest{
 		FS: fp.Sender.String(), From: s.From, To: s.To, ResumeToken: s.ResumeToken, Raw: s.Raw,
 		Compressed: s.Compressed, LargeBlocks: s.LargeBlocks, EmbeddedData: s.EmbeddedData,
+		Protection: prot,
 	}
 }
 

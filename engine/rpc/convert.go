@@ -70,14 +70,28 @@ func checkFS(fs string) error {
 	return nil
 }
 
+func toPBProtection(p endpoint.Protection) pb.Protection {
+	switch p {
+	case endpoint.GuaranteeIncremental:
+		return pb.Protection_GUARANTEE_INCREMENTAL
+	case endpoint.GuaranteeNothing:
+		return pb.Protection_GUARANTEE_NOTHING
+	}
+	return pb.Protection_GUARANTEE_RESUMABILITY
+}
+
 func toPBSendRequest(r endpoint.SendRequest) *pb.SendRequest {
 	return &pb.SendRequest{
 		Fs: r.FS, From: toPBVersion(r.From), To: toPBVersion(&r.To), ResumeToken: r.ResumeToken, Raw: r.Raw,
+		Protection: toPBProtection(r.Protection),
 		Compressed: r.Compressed, LargeBlocks: r.LargeBlocks, EmbeddedData: r.EmbeddedData,
 	}
 }
 
-func fromPBSendRequest(r *pb.SendRequest) (endpoint.SendRequest, error) {
+// fromPBSendRequest decodes a send request; a bookmark target is fine only
+// where the request confirms a step rather than sends one (StepCompleted of
+// an up-to-date filesystem whose base is a bookmark).
+func fromPBSendRequest(r *pb.SendRequest, bookmarkTarget bool) (endpoint.SendRequest, error) {
 	if r == nil {
 		return endpoint.SendRequest{}, fmt.Errorf("%w: send request missing", ErrBadRequest)
 	}
@@ -92,11 +106,22 @@ func fromPBSendRequest(r *pb.SendRequest) (endpoint.SendRequest, error) {
 	if err != nil {
 		return endpoint.SendRequest{}, fmt.Errorf("send %s: %w", r.Fs, err)
 	}
-	if to.Kind != zfs.Snapshot {
+	if to.Kind != zfs.Snapshot && !bookmarkTarget {
 		return endpoint.SendRequest{}, fmt.Errorf("send %s: %w: target %s is not a snapshot", r.Fs, ErrBadRequest, to.RelName())
 	}
+	var prot endpoint.Protection
+	switch r.Protection {
+	case pb.Protection_GUARANTEE_RESUMABILITY:
+		prot = endpoint.GuaranteeResumability
+	case pb.Protection_GUARANTEE_INCREMENTAL:
+		prot = endpoint.GuaranteeIncremental
+	case pb.Protection_GUARANTEE_NOTHING:
+		prot = endpoint.GuaranteeNothing
+	default:
+		return endpoint.SendRequest{}, fmt.Errorf("send %s: %w: unknown protection %d", r.Fs, ErrBadRequest, r.Protection)
+	}
 	return endpoint.SendRequest{
-		FS: r.Fs, From: from, To: to, ResumeToken: r.ResumeToken, Raw: r.Raw,
+		FS: r.Fs, From: from, To: to, ResumeToken: r.ResumeToken, Raw: r.Raw, Protection: prot,
 		Compressed: r.Compressed, LargeBlocks: r.LargeBlocks, EmbeddedData: r.EmbeddedData,
 	}, nil
 }

@@ -47,12 +47,13 @@ func TestConversionsRoundTrip(t *testing.T) {
 			FS: pathGen().Draw(t, "fs"), To: versionGen(zfs.Snapshot).Draw(t, "to"),
 			ResumeToken: rapid.String().Draw(t, "token"), Raw: rapid.Bool().Draw(t, "raw"),
 			Compressed: rapid.Bool().Draw(t, "c"), LargeBlocks: rapid.Bool().Draw(t, "L"), EmbeddedData: rapid.Bool().Draw(t, "e"),
+			Protection: rapid.SampledFrom([]endpoint.Protection{endpoint.GuaranteeResumability, endpoint.GuaranteeIncremental, endpoint.GuaranteeNothing}).Draw(t, "protection"),
 		}
 		if rapid.Bool().Draw(t, "incremental") {
 			from := versionGen(0).Draw(t, "from")
 			req.From = &from
 		}
-		got, err := fromPBSendRequest(toPBSendRequest(req))
+		got, err := fromPBSendRequest(toPBSendRequest(req), false)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -406,7 +406,7 @@ func (h *senderService) SendSize(ctx context.Context, req *pb.SendRequest) (*pb.
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	r, err := fromPBSendRequest(req)
+	r, err := fromPBSendRequest(req, false)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -422,7 +422,7 @@ func (h *senderService) StepCompleted(ctx context.Context, req *pb.StepCompleted
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	r, err := fromPBSendRequest(req.GetRequest())
+	r, err := fromPBSendRequest(req.GetRequest(), true)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -445,7 +445,7 @@ func (h *senderService) Send(req *pb.SendStreamRequest, call pb.Sender_SendServe
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	r, err := fromPBSendRequest(req.GetRequest())
+	r, err := fromPBSendRequest(req.GetRequest(), false)
 	if err != nil {
 		return toStatus(err)
 	}

@@ -280,6 +280,12 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 			first.Compressed, first.LargeBlocks, first.EmbeddedData = t.CompressOK, t.LargeBlockOK, t.EmbedOK
 		case pol.AbortForeignPartialReceive:
 			p.Actions = append(p.Actions, Action{Kind: ActionAbortPartialReceive, Reason: why})
+		case strings.HasPrefix(t.ToName, s.Info.Path.String()+"@") && !slices.ContainsFunc(hist, func(v zfs.FilesystemVersion) bool { return v.Kind == zfs.Snapshot && v.GUID == t.ToGUID }):
+			// The snapshot it receives is gone from the sender (possible
+			// where the job's protection does not hold step targets):
+			// nothing can ever resume it.
+			p.Actions = append(p.Actions, Action{Kind: ActionAbortPartialReceive,
+				Reason: why + "; its snapshot is no longer on the sender, so it can never resume"})
 		case t.FromGUID != 0 && !slices.ContainsFunc(rsnaps, func(v zfs.FilesystemVersion) bool { return v.GUID == t.FromGUID }):
 			// An incremental receive resumes only on top of its source;
 			// with the source gone from the receiver the state can

@@ -303,14 +303,15 @@ func TestResumeTokens(t *testing.T) {
 		tok  string
 		want string
 		// unresumable: the token's incremental source is not on the
-		// receiver, so the state is discarded whatever the policy.
+		// receiver, or its snapshot not on the sender, so the state is
+		// discarded whatever the policy.
 		unresumable bool
 	}{
 		{"garbage", "1-deadbeef-10-0011", "does not decode", false},
 		{"other dataset", token(resumetoken.Token{ToName: "pool/other@b", ToGUID: 102, FromGUID: 101}), "dataset differs", false},
 		{"other snapshot name", token(resumetoken.Token{ToName: "pool/fs@c", ToGUID: 102, FromGUID: 101}), "snapshot name differs", false},
 		{"next snapshot", token(resumetoken.Token{ToName: "pool/fs@c", ToGUID: 103, FromGUID: 102}), "snapshot name differs", true},
-		{"other guid", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 999, FromGUID: 101}), "snapshot guid differs", false},
+		{"other guid", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 999, FromGUID: 101}), "snapshot guid differs", true},
 		{"full instead of incremental", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 102}), "incremental source differs", false},
 		{"other source", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 102, FromGUID: 55}), "incremental source differs", true},
 		{"raw", token(resumetoken.Token{ToName: "pool/fs@b", ToGUID: 102, FromGUID: 101, RawOK: true}), "raw flag differs", false},
@@ -324,7 +325,7 @@ func TestResumeTokens(t *testing.T) {
 			if tc.unresumable {
 				require.Nil(t, p.Conflict)
 				require.Len(t, p.Actions, 1)
-				assert.Contains(t, p.Actions[0].Reason, "its incremental source is not on the receiver")
+				assert.Contains(t, p.Actions[0].Reason, "so it can never resume")
 			} else {
 				requireConflict(t, p, ConflictForeignPartialReceive, tc.want)
 				if !strings.Contains(tc.want, "decode") {

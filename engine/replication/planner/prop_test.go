@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -561,14 +562,18 @@ func TestPropertyMaliciousToken(t *testing.T) {
 			// Without the policy, only state that can never resume
 			// (its incremental source is not on the receiver) is
 			// aborted.
-			unresumable := false
-			if dec, err := resumetoken.Decode(rt.Info.ReceiveResumeToken); err == nil && dec.FromGUID != 0 {
-				unresumable = true
-				for _, v := range rt.Versions {
-					if v.Kind == zfs.Snapshot && v.GUID == dec.FromGUID {
-						unresumable = false
+			has := func(vs []zfs.FilesystemVersion, guid uint64) bool {
+				for _, v := range vs {
+					if v.Kind == zfs.Snapshot && v.GUID == guid {
+						return true
 					}
 				}
+				return false
+			}
+			unresumable := false
+			if dec, err := resumetoken.Decode(rt.Info.ReceiveResumeToken); err == nil {
+				unresumable = dec.FromGUID != 0 && !has(rt.Versions, dec.FromGUID) ||
+					strings.HasPrefix(dec.ToName, "pool/fs@") && !has(s.Versions, dec.ToGUID)
 			}
 			if !pol.AbortForeignPartialReceive && !unresumable || len(p.Actions) != 1 || p.Actions[0].Kind != ActionAbortPartialReceive {
 				t.Fatalf("token neither used nor aborted: %+v", p.Actions)

@@ -78,6 +78,60 @@ func (VersionKind) EnumDescriptor() ([]byte, []int) {
 	return file_zrepl_proto_rawDescGZIP(), []int{0}
 }
 
+// Protection: what the sender keeps to protect a step (the active side's
+// replication.protection).
+type Protection int32
+
+const (
+	// Step holds on both ends of the step: always resumable.
+	Protection_GUARANTEE_RESUMABILITY Protection = 0
+	// A step bookmark of the incremental source only.
+	Protection_GUARANTEE_INCREMENTAL Protection = 1
+	// Nothing.
+	Protection_GUARANTEE_NOTHING Protection = 2
+)
+
+// Enum value maps for Protection.
+var (
+	Protection_name = map[int32]string{
+		0: "GUARANTEE_RESUMABILITY",
+		1: "GUARANTEE_INCREMENTAL",
+		2: "GUARANTEE_NOTHING",
+	}
+	Protection_value = map[string]int32{
+		"GUARANTEE_RESUMABILITY": 0,
+		"GUARANTEE_INCREMENTAL":  1,
+		"GUARANTEE_NOTHING":      2,
+	}
+)
+
+func (x Protection) Enum() *Protection {
+	p := new(Protection)
+	*p = x
+	return p
+}
+
+func (x Protection) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Protection) Descriptor() protoreflect.EnumDescriptor {
+	return file_zrepl_proto_enumTypes[1].Descriptor()
+}
+
+func (Protection) Type() protoreflect.EnumType {
+	return &file_zrepl_proto_enumTypes[1]
+}
+
+func (x Protection) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Protection.Descriptor instead.
+func (Protection) EnumDescriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{1}
+}
+
 type FilesystemVersion struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Kind      VersionKind            `protobuf:"varint,1,opt,name=kind,proto3,enum=zrepl.rpc.v1.VersionKind" json:"kind,omitempty"`
@@ -423,10 +477,11 @@ type SendRequest struct {
 	To          *FilesystemVersion `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
 	ResumeToken string             `protobuf:"bytes,4,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
 	// Raw: send encrypted data as is (zfs send -w).
-	Raw           bool `protobuf:"varint,5,opt,name=raw,proto3" json:"raw,omitempty"`
-	Compressed    bool `protobuf:"varint,6,opt,name=compressed,proto3" json:"compressed,omitempty"`
-	LargeBlocks   bool `protobuf:"varint,7,opt,name=large_blocks,json=largeBlocks,proto3" json:"large_blocks,omitempty"`
-	EmbeddedData  bool `protobuf:"varint,8,opt,name=embedded_data,json=embeddedData,proto3" json:"embedded_data,omitempty"`
+	Raw           bool       `protobuf:"varint,5,opt,name=raw,proto3" json:"raw,omitempty"`
+	Compressed    bool       `protobuf:"varint,6,opt,name=compressed,proto3" json:"compressed,omitempty"`
+	LargeBlocks   bool       `protobuf:"varint,7,opt,name=large_blocks,json=largeBlocks,proto3" json:"large_blocks,omitempty"`
+	EmbeddedData  bool       `protobuf:"varint,8,opt,name=embedded_data,json=embeddedData,proto3" json:"embedded_data,omitempty"`
+	Protection    Protection `protobuf:"varint,9,opt,name=protection,proto3,enum=zrepl.rpc.v1.Protection" json:"protection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -515,6 +570,13 @@ func (x *SendRequest) GetEmbeddedData() bool {
 		return x.EmbeddedData
 	}
 	return false
+}
+
+func (x *SendRequest) GetProtection() Protection {
+	if x != nil {
+		return x.Protection
+	}
+	return Protection_GUARANTEE_RESUMABILITY
 }
 
 type SendSizeReply struct {
@@ -1119,7 +1181,7 @@ const file_zrepl_proto_rawDesc = "" +
 	"\x12job_step_bookmarks\x18\x05 \x01(\bR\x10jobStepBookmarks\"\x18\n" +
 	"\x16ListFilesystemsRequest\"R\n" +
 	"\x14ListFilesystemsReply\x12:\n" +
-	"\vfilesystems\x18\x01 \x03(\v2\x18.zrepl.rpc.v1.FilesystemR\vfilesystems\"\xa0\x02\n" +
+	"\vfilesystems\x18\x01 \x03(\v2\x18.zrepl.rpc.v1.FilesystemR\vfilesystems\"\xda\x02\n" +
 	"\vSendRequest\x12\x0e\n" +
 	"\x02fs\x18\x01 \x01(\tR\x02fs\x123\n" +
 	"\x04from\x18\x02 \x01(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\x04from\x12/\n" +
@@ -1130,7 +1192,10 @@ const file_zrepl_proto_rawDesc = "" +
 	"compressed\x18\x06 \x01(\bR\n" +
 	"compressed\x12!\n" +
 	"\flarge_blocks\x18\a \x01(\bR\vlargeBlocks\x12#\n" +
-	"\rembedded_data\x18\b \x01(\bR\fembeddedData\"#\n" +
+	"\rembedded_data\x18\b \x01(\bR\fembeddedData\x128\n" +
+	"\n" +
+	"protection\x18\t \x01(\x0e2\x18.zrepl.rpc.v1.ProtectionR\n" +
+	"protection\"#\n" +
 	"\rSendSizeReply\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\"i\n" +
 	"\x11SendStreamRequest\x123\n" +
@@ -1171,7 +1236,12 @@ const file_zrepl_proto_rawDesc = "" +
 	"\vVersionKind\x12\x1c\n" +
 	"\x18VERSION_KIND_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bSNAPSHOT\x10\x01\x12\f\n" +
-	"\bBOOKMARK\x10\x022\xbd\x02\n" +
+	"\bBOOKMARK\x10\x02*Z\n" +
+	"\n" +
+	"Protection\x12\x1a\n" +
+	"\x16GUARANTEE_RESUMABILITY\x10\x00\x12\x19\n" +
+	"\x15GUARANTEE_INCREMENTAL\x10\x01\x12\x15\n" +
+	"\x11GUARANTEE_NOTHING\x10\x022\xbd\x02\n" +
 	"\x06Sender\x12[\n" +
 	"\x0fListFilesystems\x12$.zrepl.rpc.v1.ListFilesystemsRequest\x1a\".zrepl.rpc.v1.ListFilesystemsReply\x12B\n" +
 	"\bSendSize\x12\x19.zrepl.rpc.v1.SendRequest\x1a\x1b.zrepl.rpc.v1.SendSizeReply\x12H\n" +
@@ -1196,65 +1266,67 @@ func file_zrepl_proto_rawDescGZIP() []byte {
 	return file_zrepl_proto_rawDescData
 }
 
-var file_zrepl_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_zrepl_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_zrepl_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_zrepl_proto_goTypes = []any{
 	(VersionKind)(0),                    // 0: zrepl.rpc.v1.VersionKind
-	(*FilesystemVersion)(nil),           // 1: zrepl.rpc.v1.FilesystemVersion
-	(*FilesystemInfo)(nil),              // 2: zrepl.rpc.v1.FilesystemInfo
-	(*Filesystem)(nil),                  // 3: zrepl.rpc.v1.Filesystem
-	(*ListFilesystemsRequest)(nil),      // 4: zrepl.rpc.v1.ListFilesystemsRequest
-	(*ListFilesystemsReply)(nil),        // 5: zrepl.rpc.v1.ListFilesystemsReply
-	(*SendRequest)(nil),                 // 6: zrepl.rpc.v1.SendRequest
-	(*SendSizeReply)(nil),               // 7: zrepl.rpc.v1.SendSizeReply
-	(*SendStreamRequest)(nil),           // 8: zrepl.rpc.v1.SendStreamRequest
-	(*SendStreamEvent)(nil),             // 9: zrepl.rpc.v1.SendStreamEvent
-	(*StepCompletedRequest)(nil),        // 10: zrepl.rpc.v1.StepCompletedRequest
-	(*ReceiveRequest)(nil),              // 11: zrepl.rpc.v1.ReceiveRequest
-	(*AbortPartialReceiveRequest)(nil),  // 12: zrepl.rpc.v1.AbortPartialReceiveRequest
-	(*MoveLastReceivedHoldRequest)(nil), // 13: zrepl.rpc.v1.MoveLastReceivedHoldRequest
-	(*DestroySnapshotsRequest)(nil),     // 14: zrepl.rpc.v1.DestroySnapshotsRequest
-	(*Empty)(nil),                       // 15: zrepl.rpc.v1.Empty
-	(*ErrorInfo)(nil),                   // 16: zrepl.rpc.v1.ErrorInfo
-	(*timestamppb.Timestamp)(nil),       // 17: google.protobuf.Timestamp
+	(Protection)(0),                     // 1: zrepl.rpc.v1.Protection
+	(*FilesystemVersion)(nil),           // 2: zrepl.rpc.v1.FilesystemVersion
+	(*FilesystemInfo)(nil),              // 3: zrepl.rpc.v1.FilesystemInfo
+	(*Filesystem)(nil),                  // 4: zrepl.rpc.v1.Filesystem
+	(*ListFilesystemsRequest)(nil),      // 5: zrepl.rpc.v1.ListFilesystemsRequest
+	(*ListFilesystemsReply)(nil),        // 6: zrepl.rpc.v1.ListFilesystemsReply
+	(*SendRequest)(nil),                 // 7: zrepl.rpc.v1.SendRequest
+	(*SendSizeReply)(nil),               // 8: zrepl.rpc.v1.SendSizeReply
+	(*SendStreamRequest)(nil),           // 9: zrepl.rpc.v1.SendStreamRequest
+	(*SendStreamEvent)(nil),             // 10: zrepl.rpc.v1.SendStreamEvent
+	(*StepCompletedRequest)(nil),        // 11: zrepl.rpc.v1.StepCompletedRequest
+	(*ReceiveRequest)(nil),              // 12: zrepl.rpc.v1.ReceiveRequest
+	(*AbortPartialReceiveRequest)(nil),  // 13: zrepl.rpc.v1.AbortPartialReceiveRequest
+	(*MoveLastReceivedHoldRequest)(nil), // 14: zrepl.rpc.v1.MoveLastReceivedHoldRequest
+	(*DestroySnapshotsRequest)(nil),     // 15: zrepl.rpc.v1.DestroySnapshotsRequest
+	(*Empty)(nil),                       // 16: zrepl.rpc.v1.Empty
+	(*ErrorInfo)(nil),                   // 17: zrepl.rpc.v1.ErrorInfo
+	(*timestamppb.Timestamp)(nil),       // 18: google.protobuf.Timestamp
 }
 var file_zrepl_proto_depIdxs = []int32{
 	0,  // 0: zrepl.rpc.v1.FilesystemVersion.kind:type_name -> zrepl.rpc.v1.VersionKind
-	17, // 1: zrepl.rpc.v1.FilesystemVersion.creation:type_name -> google.protobuf.Timestamp
-	2,  // 2: zrepl.rpc.v1.Filesystem.info:type_name -> zrepl.rpc.v1.FilesystemInfo
-	1,  // 3: zrepl.rpc.v1.Filesystem.versions:type_name -> zrepl.rpc.v1.FilesystemVersion
-	3,  // 4: zrepl.rpc.v1.ListFilesystemsReply.filesystems:type_name -> zrepl.rpc.v1.Filesystem
-	1,  // 5: zrepl.rpc.v1.SendRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
-	1,  // 6: zrepl.rpc.v1.SendRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
-	6,  // 7: zrepl.rpc.v1.SendStreamRequest.request:type_name -> zrepl.rpc.v1.SendRequest
-	6,  // 8: zrepl.rpc.v1.StepCompletedRequest.request:type_name -> zrepl.rpc.v1.SendRequest
-	1,  // 9: zrepl.rpc.v1.ReceiveRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
-	1,  // 10: zrepl.rpc.v1.ReceiveRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
-	1,  // 11: zrepl.rpc.v1.MoveLastReceivedHoldRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
-	1,  // 12: zrepl.rpc.v1.DestroySnapshotsRequest.snapshots:type_name -> zrepl.rpc.v1.FilesystemVersion
-	4,  // 13: zrepl.rpc.v1.Sender.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
-	6,  // 14: zrepl.rpc.v1.Sender.SendSize:input_type -> zrepl.rpc.v1.SendRequest
-	8,  // 15: zrepl.rpc.v1.Sender.Send:input_type -> zrepl.rpc.v1.SendStreamRequest
-	10, // 16: zrepl.rpc.v1.Sender.StepCompleted:input_type -> zrepl.rpc.v1.StepCompletedRequest
-	4,  // 17: zrepl.rpc.v1.Receiver.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
-	11, // 18: zrepl.rpc.v1.Receiver.Receive:input_type -> zrepl.rpc.v1.ReceiveRequest
-	12, // 19: zrepl.rpc.v1.Receiver.AbortPartialReceive:input_type -> zrepl.rpc.v1.AbortPartialReceiveRequest
-	13, // 20: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:input_type -> zrepl.rpc.v1.MoveLastReceivedHoldRequest
-	14, // 21: zrepl.rpc.v1.Receiver.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
-	5,  // 22: zrepl.rpc.v1.Sender.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	7,  // 23: zrepl.rpc.v1.Sender.SendSize:output_type -> zrepl.rpc.v1.SendSizeReply
-	9,  // 24: zrepl.rpc.v1.Sender.Send:output_type -> zrepl.rpc.v1.SendStreamEvent
-	15, // 25: zrepl.rpc.v1.Sender.StepCompleted:output_type -> zrepl.rpc.v1.Empty
-	5,  // 26: zrepl.rpc.v1.Receiver.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	15, // 27: zrepl.rpc.v1.Receiver.Receive:output_type -> zrepl.rpc.v1.Empty
-	15, // 28: zrepl.rpc.v1.Receiver.AbortPartialReceive:output_type -> zrepl.rpc.v1.Empty
-	15, // 29: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:output_type -> zrepl.rpc.v1.Empty
-	15, // 30: zrepl.rpc.v1.Receiver.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
-	22, // [22:31] is the sub-list for method output_type
-	13, // [13:22] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	18, // 1: zrepl.rpc.v1.FilesystemVersion.creation:type_name -> google.protobuf.Timestamp
+	3,  // 2: zrepl.rpc.v1.Filesystem.info:type_name -> zrepl.rpc.v1.FilesystemInfo
+	2,  // 3: zrepl.rpc.v1.Filesystem.versions:type_name -> zrepl.rpc.v1.FilesystemVersion
+	4,  // 4: zrepl.rpc.v1.ListFilesystemsReply.filesystems:type_name -> zrepl.rpc.v1.Filesystem
+	2,  // 5: zrepl.rpc.v1.SendRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
+	2,  // 6: zrepl.rpc.v1.SendRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
+	1,  // 7: zrepl.rpc.v1.SendRequest.protection:type_name -> zrepl.rpc.v1.Protection
+	7,  // 8: zrepl.rpc.v1.SendStreamRequest.request:type_name -> zrepl.rpc.v1.SendRequest
+	7,  // 9: zrepl.rpc.v1.StepCompletedRequest.request:type_name -> zrepl.rpc.v1.SendRequest
+	2,  // 10: zrepl.rpc.v1.ReceiveRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
+	2,  // 11: zrepl.rpc.v1.ReceiveRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
+	2,  // 12: zrepl.rpc.v1.MoveLastReceivedHoldRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
+	2,  // 13: zrepl.rpc.v1.DestroySnapshotsRequest.snapshots:type_name -> zrepl.rpc.v1.FilesystemVersion
+	5,  // 14: zrepl.rpc.v1.Sender.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
+	7,  // 15: zrepl.rpc.v1.Sender.SendSize:input_type -> zrepl.rpc.v1.SendRequest
+	9,  // 16: zrepl.rpc.v1.Sender.Send:input_type -> zrepl.rpc.v1.SendStreamRequest
+	11, // 17: zrepl.rpc.v1.Sender.StepCompleted:input_type -> zrepl.rpc.v1.StepCompletedRequest
+	5,  // 18: zrepl.rpc.v1.Receiver.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
+	12, // 19: zrepl.rpc.v1.Receiver.Receive:input_type -> zrepl.rpc.v1.ReceiveRequest
+	13, // 20: zrepl.rpc.v1.Receiver.AbortPartialReceive:input_type -> zrepl.rpc.v1.AbortPartialReceiveRequest
+	14, // 21: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:input_type -> zrepl.rpc.v1.MoveLastReceivedHoldRequest
+	15, // 22: zrepl.rpc.v1.Receiver.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
+	6,  // 23: zrepl.rpc.v1.Sender.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
+	8,  // 24: zrepl.rpc.v1.Sender.SendSize:output_type -> zrepl.rpc.v1.SendSizeReply
+	10, // 25: zrepl.rpc.v1.Sender.Send:output_type -> zrepl.rpc.v1.SendStreamEvent
+	16, // 26: zrepl.rpc.v1.Sender.StepCompleted:output_type -> zrepl.rpc.v1.Empty
+	6,  // 27: zrepl.rpc.v1.Receiver.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
+	16, // 28: zrepl.rpc.v1.Receiver.Receive:output_type -> zrepl.rpc.v1.Empty
+	16, // 29: zrepl.rpc.v1.Receiver.AbortPartialReceive:output_type -> zrepl.rpc.v1.Empty
+	16, // 30: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:output_type -> zrepl.rpc.v1.Empty
+	16, // 31: zrepl.rpc.v1.Receiver.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
+	23, // [23:32] is the sub-list for method output_type
+	14, // [14:23] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_zrepl_proto_init() }
@@ -1267,7 +1339,7 @@ func file_zrepl_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_zrepl_proto_rawDesc), len(file_zrepl_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
