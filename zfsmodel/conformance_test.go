@@ -12,8 +12,9 @@ import (
 
 // harness adapts a Model to the conformance suite.
 type harness struct {
-	m *zfsmodel.Model
-	n int
+	m     *zfsmodel.Model
+	n     int
+	pools int
 }
 
 func newHarness(t *testing.T) zfstest.Harness {
@@ -45,6 +46,17 @@ func (h *harness) WriteData(ctx context.Context, fs zfs.DatasetPath, seed int64,
 
 func (h *harness) Checksum(ctx context.Context, s zfs.VersionRef) (string, error) {
 	return h.m.Checksum(s)
+}
+
+// NewPool creates pool<n>; the model is dropped with the case, so there
+// is nothing to clean up.
+func (h *harness) NewPool(t *testing.T) (zfs.DatasetPath, func() error) {
+	h.pools++
+	name := fmt.Sprintf("pool%d", h.pools+1)
+	if err := h.m.CreatePool(name); err != nil {
+		t.Fatal(err)
+	}
+	return zfs.MustDatasetPath(name), func() error { return h.m.DestroyPool(name) }
 }
 
 func (h *harness) LoadKey(ctx context.Context, fs zfs.DatasetPath) error   { return h.m.LoadKey(fs) }

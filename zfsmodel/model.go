@@ -9,7 +9,7 @@
 // hundred kilobytes of memory and a send stream still carries every byte.
 //
 // Beyond zfs.ZFS, tests and simulations use the model-only methods:
-// CreatePool, CreateFilesystem, DestroyFilesystem, WriteData, LoadKey,
+// CreatePool, DestroyPool, CreateFilesystem, DestroyFilesystem, WriteData, LoadKey,
 // UnloadKey, Checksum, LiveChecksum, Modified, Info and UserProperty; the
 // fault hooks FailNext (fail the next calls of a method) and CutNextSend
 // (end the next send stream early); and Save/Load, which persist the whole
@@ -259,6 +259,25 @@ func (d *dataset) versionByGUID(guid uint64) (txg uint64, ok bool) {
 	return 0, false
 }
 
+// partialBase is the snapshot the saved state of a partial incremental
+// receive builds on, or nil. In real ZFS that state is a clone of it.
+func (d *dataset) partialBase() *snapshot {
+	p := d.Partial
+	if p == nil || p.Full || p.Overwrite {
+		return nil
+	}
+	for _, s := range d.Snaps {
+		if s.GUID == p.BaseGUID {
+			return s
+		}
+	}
+	return nil
+}
+
+// recvClone is the name of the hidden clone real ZFS keeps the partial
+// state of an incremental receive in; error texts name it.
+func (d *dataset) recvClone() string { return d.Name + "/%recv" }
+
 func (d *dataset) latest() *snapshot {
 	if len(d.Snaps) == 0 {
 		return nil
@@ -307,6 +326,29 @@ func (m *Model) CreatePool(name string) error {
 	}
 	m.st.Pools[name] = &pool{Name: name}
 	m.st.Datasets[name] = &dataset{Name: name, GUID: m.newGUID(), Props: map[string]string{}, Head: content{}}
+	return nil
+}
+
+// DestroyPool destroys a pool and everything in it, holds or not (zpool
+// destroy -f). It refuses while a receive into the pool is in flight.
+func (m *Model) DestroyPool(name string) error {
+	const op = "destroy"
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.st.Pools[name] == nil {
+		return zerr(zfs.ErrDatasetNotExist, op, name, "cannot open '%s': no such pool", name)
+	}
+	for ds := range m.receiving {
+		if poolOf(ds) == name {
+			return zerr(zfs.ErrDatasetBusy, op, name, "cannot destroy '%s': pool is busy", name)
+		}
+	}
+	for ds := range m.st.Datasets {
+		if poolOf(ds) == name {
+			delete(m.st.Datasets, ds)
+		}
+	}
+	delete(m.st.Pools, name)
 	return nil
 }
 
@@ -456,7 +498,7 @@ func (m *Model) FailNext(method string, n int, err error) error {
 }
 
 var knownMethods = map[string]bool{
-	"ListFilesystems": true, "ListVersions": true, "CreatePlaceholder": true, "SetUserProperty": true,
+	"ListPools": true, "ListFilesystems": true, "ListVersions": true, "CreatePlaceholder": true, "SetUserProperty": true,
 	"Snapshot": true, "Bookmark": true, "Destroy": true, "Rollback": true, "Hold": true, "Release": true,
 	"Holds": true, "Send": true, "SendSize": true, "Receive": true, "AbortReceive": true,
 }

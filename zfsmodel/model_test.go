@@ -25,15 +25,23 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var bg = context.Background()
 
+// tb is what the helpers need of a test: both *testing.T and *rapid.T
+// have it.
+type tb interface {
+	require.TestingT
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 // world is a model with pools srcp and dstp and a filesystem srcp/fs with
 // snapshots s1 and s2 (data written before each).
 type world struct {
-	t   testing.TB
+	t   tb
 	m   *Model
 	src zfs.DatasetPath
 }
 
-func newWorld(t testing.TB) *world {
+func newWorld(t tb) *world {
 	w := &world{t: t, m: New(Options{Seed: 7}), src: zfs.MustDatasetPath("srcp/fs")}
 	require.NoError(t, w.m.CreatePool("srcp"))
 	require.NoError(t, w.m.CreatePool("dstp"))
@@ -57,7 +65,7 @@ func (w *world) v(fs zfs.DatasetPath, name string) zfs.FilesystemVersion {
 	return zfs.FilesystemVersion{}
 }
 
-func readAll(t testing.TB, m *Model, args zfs.SendArgs) []byte {
+func readAll(t tb, m *Model, args zfs.SendArgs) []byte {
 	s, err := m.Send(bg, args)
 	require.NoError(t, err)
 	defer s.Close()

@@ -13,6 +13,21 @@ import (
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
+// ListPools implements zfs.ZFS.
+func (m *Model) ListPools(ctx context.Context) ([]zfs.DatasetPath, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.takeFault("ListPools"); err != nil {
+		return nil, err
+	}
+	names := sortedKeys(m.st.Pools)
+	out := make([]zfs.DatasetPath, len(names))
+	for i, n := range names {
+		out[i] = zfs.MustDatasetPath(n)
+	}
+	return out, nil
+}
+
 // ListFilesystems implements zfs.ZFS.
 func (m *Model) ListFilesystems(ctx context.Context, root zfs.DatasetPath) ([]zfs.FilesystemInfo, error) {
 	const op = "list"
@@ -281,9 +296,11 @@ func (m *Model) Destroy(ctx context.Context, versions []zfs.VersionRef) error {
 				errs = append(errs, zerr(zfs.ErrDatasetNotExist, op, v.String(), "could not find any snapshots to destroy; check snapshot names."))
 			case len(s.Holds) > 0:
 				errs = append(errs, zerr(zfs.ErrDatasetBusy, op, v.String(), "cannot destroy snapshot %s: dataset is busy", v))
-			case d.Partial != nil && !d.Partial.Full && d.Partial.BaseGUID == s.GUID:
-				// The partial receive state is a clone of this snapshot.
-				errs = append(errs, zerr(zfs.ErrDatasetBusy, op, v.String(), "cannot destroy snapshot %s: snapshot is cloned", v))
+			case d.partialBase() == s:
+				// The partial receive state is a clone of this snapshot
+				// (OpenZFS 2.1.11's text, exit status 1).
+				errs = append(errs, zerr(zfs.ErrDatasetBusy, op, v.String(),
+					"cannot destroy '%s': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\n%s", v, d.recvClone()))
 			default:
 				d.Snaps = removeSnap(d.Snaps, s)
 			}
@@ -339,6 +356,10 @@ func (m *Model) Rollback(ctx context.Context, snapshot zfs.VersionRef, destroyNe
 
 // rollbackLocked rolls d back to s; like zfs rollback -r it destroys the
 // newer snapshots and bookmarks, or refuses when destroyNewer is false.
+// The saved state of a partial incremental receive stays: it is a clone
+// of its base snapshot, so real ZFS refuses to destroy that base (and
+// with it the whole rollback) while the state exists; a rollback that
+// keeps the base, e.g. to the newest snapshot, keeps the state too.
 func (m *Model) rollbackLocked(op string, d *dataset, s *snapshot, destroyNewer bool) error {
 	var newer []string
 	var held []string
@@ -360,6 +381,14 @@ func (m *Model) rollbackLocked(op string, d *dataset, s *snapshot, destroyNewer 
 		return zerr(zfs.ErrNewerSnapshotsExist, op, ref,
 			"cannot rollback to '%s': more recent snapshots or bookmarks exist\nuse '-r' to force deletion of the following snapshots and bookmarks:\n%s",
 			ref, strings.Join(newer, "\n"))
+	}
+	// zfs rollback -r looks for clones of the newer snapshots before it
+	// destroys anything, so this refusal comes before a hold's. Text and
+	// exit status 1 as on OpenZFS 2.1.11.
+	if b := d.partialBase(); b != nil && b.TXG > s.TXG {
+		return zerr(zfs.ErrDatasetBusy, op, ref,
+			"cannot rollback to '%s': clones of previous snapshots exist\nuse '-R' to force deletion of the following clones and dependents:\n%s",
+			ref, d.recvClone())
 	}
 	if len(held) > 0 {
 		return zerr(zfs.ErrDatasetBusy, op, held[0], "cannot destroy '%s': dataset is busy", held[0])

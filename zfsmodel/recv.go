@@ -142,7 +142,20 @@ func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reade
 	if rerr != nil {
 		return m.failRecv(op, rp, h, got, next, h.ResumeBytes+uint64(complete), opts, rerr)
 	}
-	return m.commitRecv(op, rp, h, got, opts)
+	err = m.commitRecv(op, rp, h, got, opts)
+	if err != nil && !rp.full && !rp.overwrite {
+		// The stream was all there but its end was refused (the target
+		// changed meanwhile): as on OpenZFS 2.1.11, an incremental
+		// receive keeps everything it received as resumable state with
+		// -s and loses it without. A refused full receive changed
+		// nothing yet.
+		if opts.Resumable {
+			m.savePartial(rp, h, got, next, h.ResumeBytes+uint64(complete), opts)
+		} else {
+			m.dropPartial(rp)
+		}
+	}
+	return err
 }
 
 func streamPrefix(h streamHeader) string {
@@ -288,15 +301,9 @@ func (m *Model) newRecvDataset(name string, h streamHeader) *dataset {
 }
 
 func (m *Model) failRecv(op string, rp *recvPlan, h streamHeader, got content, next, bytes uint64, opts zfs.RecvOptions, cause error) error {
-	d := m.st.Datasets[rp.name]
 	pre := rp.prefix
 	if !opts.Resumable {
-		if rp.prior != nil && d != nil {
-			d.Partial = nil
-			if rp.prior.Full {
-				delete(m.st.Datasets, rp.name)
-			}
-		}
+		m.dropPartial(rp)
 		// OpenZFS 2.1.11 says "incomplete stream" for a stream cut short;
 		// corruption it reports as an invalid stream.
 		msg := pre + ": incomplete stream"
@@ -305,6 +312,30 @@ func (m *Model) failRecv(op string, rp *recvPlan, h streamHeader, got content, n
 		}
 		return &zfs.Error{Op: op, Dataset: rp.name, Msg: msg, Err: cause}
 	}
+	p := m.savePartial(rp, h, got, next, bytes, opts)
+	return &zfs.Error{Kind: zfs.ErrPartialReceive, Op: op, Dataset: rp.name,
+		Msg: pre + ": checksum mismatch or incomplete stream.\nPartially received snapshot is saved.\n" +
+			"A resuming stream can be generated on the sending system by running:\n    zfs send -t " + p.token(),
+		Err: cause}
+}
+
+// dropPartial discards the saved state a non-resumable receive that
+// continued it has ended (zfs recv without -s of a resume stream).
+func (m *Model) dropPartial(rp *recvPlan) {
+	d := m.st.Datasets[rp.name]
+	if rp.prior == nil || d == nil {
+		return
+	}
+	d.Partial = nil
+	if rp.prior.Full {
+		delete(m.st.Datasets, rp.name)
+	}
+}
+
+// savePartial keeps what a resumable receive got, blocks before next, as
+// the target's saved state.
+func (m *Model) savePartial(rp *recvPlan, h streamHeader, got content, next, bytes uint64, opts zfs.RecvOptions) *partial {
+	d := m.st.Datasets[rp.name]
 	p := rp.prior
 	if p == nil {
 		p = &partial{Full: rp.full, Overwrite: rp.overwrite, BaseGUID: rp.base, Force: opts.ForceRollback,
@@ -319,22 +350,14 @@ func (m *Model) failRecv(op string, rp *recvPlan, h streamHeader, got content, n
 		d = m.newRecvDataset(rp.name, h)
 	}
 	d.Partial = p
-	return &zfs.Error{Kind: zfs.ErrPartialReceive, Op: op, Dataset: rp.name,
-		Msg: pre + ": checksum mismatch or incomplete stream.\nPartially received snapshot is saved.\n" +
-			"A resuming stream can be generated on the sending system by running:\n    zfs send -t " + p.token(),
-		Err: cause}
+	return p
 }
 
 func (m *Model) commitRecv(op string, rp *recvPlan, h streamHeader, got content, opts zfs.RecvOptions) error {
 	pre := rp.prefix
 	d := m.st.Datasets[rp.name]
-	blocks := got
 	force := opts.ForceRollback
 	if rp.prior != nil {
-		blocks = rp.prior.Blocks
-		for bn, b := range got {
-			blocks[bn] = b
-		}
 		force = rp.prior.Force
 	}
 	var head content
@@ -370,6 +393,14 @@ func (m *Model) commitRecv(op string, rp *recvPlan, h streamHeader, got content,
 			return zerr(zfs.ErrDestinationModified, op, rp.name, "%s: destination %s has been modified\nsince most recent snapshot", pre, rp.name)
 		}
 		head = base.Content.clone()
+	}
+	// Merged only now: a refused commit leaves the saved state as it was.
+	blocks := got
+	if rp.prior != nil {
+		blocks = rp.prior.Blocks
+		for bn, b := range got {
+			blocks[bn] = b
+		}
 	}
 	txg := m.nextTXG(poolOf(d.Name))
 	for bn, b := range blocks {

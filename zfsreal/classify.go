@@ -55,9 +55,12 @@ var patterns = []pattern{
 	{kind: zfs.ErrHoldTagNotFound, sub: "no such tag on this dataset"},
 
 	// A held snapshot, a mounted or in-use dataset; a snapshot with clones
-	// cannot be destroyed either while they exist.
+	// cannot be destroyed either while they exist, nor rolled back through
+	// with -r (the saved state of a partial incremental receive is such a
+	// clone: pool/fs/%recv).
 	{kind: zfs.ErrDatasetBusy, sub: "dataset is busy"},
 	{kind: zfs.ErrDatasetBusy, sub: "snapshot has dependent clones"},
+	{kind: zfs.ErrDatasetBusy, sub: "clones of previous snapshots exist"},
 
 	{kind: zfs.ErrDatasetExists, sub: "dataset already exists"},
 	{kind: zfs.ErrDatasetExists, sub: "bookmark exists"},

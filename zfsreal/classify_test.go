@@ -36,6 +36,14 @@ var classifyCases = []struct {
 	{"cannot open 'p/c/nope': dataset does not exist\ncannot receive new filesystem stream: unable to restore to destination\n", zfs.ErrDatasetNotExist},
 	{"cannot receive new filesystem stream: incomplete stream\n", 0},
 
+	// Measured on 2.1.11 in the VM under a partial incremental receive of
+	// p/dst from @b (its saved state is the hidden clone p/dst/%recv).
+	{"cannot rollback to 'p/dst@a': clones of previous snapshots exist\nuse '-R' to force deletion of the following clones and dependents:\np/dst/%recv\n", zfs.ErrDatasetBusy},
+	{"cannot destroy 'p/dst@b': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\np/dst/%recv\n", zfs.ErrDatasetBusy},
+	{"cannot receive resume stream: destination p/dst has been modified\nsince most recent snapshot\n", zfs.ErrDestinationModified},
+	// Without root (or without access to /dev/zfs): no kind of ours.
+	{"Permission denied the ZFS utilities must be run as root.\n", 0},
+
 	// Known from OpenZFS.
 	{"cannot receive new filesystem stream: destination has snapshots (eg. dstp/m@a)\nmust destroy them to overwrite it\n", zfs.ErrDestinationExists},
 	{"cannot receive new filesystem stream: destination 'dstp/m' is a clone\nmust destroy it to overwrite it\n", zfs.ErrDestinationExists},

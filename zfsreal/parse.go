@@ -56,6 +56,42 @@ func parseUint(no int, line, what, s string) (uint64, error) {
 	return v, nil
 }
 
+// listPoolsArgs is the listing ListPools parses: the depth-0 filesystems
+// of every pool, which are the pools' root filesystems. zfs rather than
+// `zpool list`, because it needs only the one binary this package runs,
+// and it lists only pools whose datasets can be opened, which are the only
+// ones there is anything to replicate from.
+func listPoolsArgs() []string {
+	return []string{"list", "-H", "-o", "name", "-t", "filesystem", "-d", "0"}
+}
+
+// parsePools reads the output of listPoolsArgs, sorted by name. A row
+// that is not a pool name (it has a '/') or is repeated is an error.
+func parsePools(out []byte) ([]zfs.DatasetPath, error) {
+	var pools []zfs.DatasetPath
+	seen := map[string]bool{}
+	err := lines(out, 1, func(no int, line string, f []string) error {
+		p, err := zfs.NewDatasetPath(f[0])
+		if err != nil {
+			return &outputError{Line: no, Text: line, Reason: err.Error()}
+		}
+		if p.Depth() != 0 {
+			return &outputError{Line: no, Text: line, Reason: "not a pool's root filesystem"}
+		}
+		if seen[f[0]] {
+			return &outputError{Line: no, Text: line, Reason: "listed twice"}
+		}
+		seen[f[0]] = true
+		pools = append(pools, p)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(pools, func(a, b zfs.DatasetPath) int { return strings.Compare(a.String(), b.String()) })
+	return pools, nil
+}
+
 // listFilesystemsArgs is the listing ListFilesystems parses.
 func listFilesystemsArgs(root zfs.DatasetPath) []string {
 	return []string{"list", "-H", "-p", "-o",

@@ -65,6 +65,20 @@ func New(opts Options) *CLI {
 	return c
 }
 
+// ListPools implements zfs.ZFS.
+func (c *CLI) ListPools(ctx context.Context) ([]zfs.DatasetPath, error) {
+	const op = "list"
+	out, _, err := c.run(ctx, op, "", listPoolsArgs())
+	if err != nil {
+		return nil, err
+	}
+	pools, err := parsePools(out)
+	if err != nil {
+		return nil, &zfs.Error{Op: op, Err: err}
+	}
+	return pools, nil
+}
+
 // ListFilesystems implements zfs.ZFS.
 func (c *CLI) ListFilesystems(ctx context.Context, root zfs.DatasetPath) ([]zfs.FilesystemInfo, error) {
 	const op = "list"

@@ -88,6 +88,53 @@ func TestListFilesystemsErrors(t *testing.T) {
 	assert.Len(t, f.calls(), 3)
 }
 
+const poolListArgs = "list -H -o name -t filesystem -d 0"
+
+func TestListPools(t *testing.T) {
+	f := newFake(t)
+	f.on(poolListArgs, fakeRule{Stdout: "tank\nbackup\nb-pool\n"})
+	got, err := f.cli().ListPools(ctx)
+	require.NoError(t, err)
+	var names []string
+	for _, p := range got {
+		names = append(names, p.String())
+	}
+	assert.Equal(t, []string{"b-pool", "backup", "tank"}, names)
+	assert.Equal(t, []string{poolListArgs}, f.commands())
+
+	// No pool: zfs says "no datasets available" on stderr and exits 0.
+	f.rules = nil
+	f.on(poolListArgs, fakeRule{Stderr: "no datasets available\n"})
+	got, err = f.cli().ListPools(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, got)
+}
+
+func TestListPoolsErrors(t *testing.T) {
+	for _, c := range []struct{ out, reason string }{
+		{"tank\ntank/child\n", "not a pool's root filesystem"},
+		{"tank\ntank\n", "listed twice"},
+		{"tank\tx\n", "2 fields, want 1"},
+		{"tank%recv\n", "%"},
+		{"tank@s\n", "unexpected '@'"},
+	} {
+		f := newFake(t)
+		f.on(poolListArgs, fakeRule{Stdout: c.out})
+		_, err := f.cli().ListPools(ctx)
+		e := zerr(t, err, 0)
+		assert.Equal(t, "list", e.Op)
+		var oe *outputError
+		require.ErrorAs(t, err, &oe, "output %q", c.out)
+		assert.Contains(t, oe.Reason, c.reason, "output %q", c.out)
+	}
+	f := newFake(t)
+	f.on(poolListArgs, fakeRule{Stderr: "internal error: failed to initialize ZFS library\n", Exit: 1})
+	_, err := f.cli().ListPools(ctx)
+	e := zerr(t, err, 0)
+	assert.Equal(t, "internal error: failed to initialize ZFS library", e.Msg)
+	assert.Equal(t, 1, e.ExitStatus)
+}
+
 const versionListArgs = "list -H -p -o name,guid,createtxg,creation,userrefs -t snapshot,bookmark -d 1"
 
 func TestListVersions(t *testing.T) {

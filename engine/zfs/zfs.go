@@ -10,6 +10,11 @@ import (
 // cancelling it aborts the operation (a cancelled Send closes its stream,
 // a cancelled Receive behaves like a receive whose stream was cut off).
 type ZFS interface {
+	// ListPools lists the root filesystem of every imported pool, sorted
+	// by name (a pool's root filesystem has the pool's name). It is how a
+	// filter that takes every filesystem of every pool finds its roots:
+	// ListFilesystems of each lists the rest.
+	ListPools(ctx context.Context) ([]DatasetPath, error)
 	// ListFilesystems lists root and all filesystems below it, parents
 	// before children. It fails with ErrDatasetNotExist if root is absent.
 	ListFilesystems(ctx context.Context, root DatasetPath) ([]FilesystemInfo, error)

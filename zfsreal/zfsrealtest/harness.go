@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -266,6 +267,38 @@ func hashTree(dir string) (string, error) {
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// NewPool creates another pool of 128 MiB (sparse) below the case's temp
+// directory. destroy is zpool destroy -f; the case's cleanup runs it unless
+// the case did.
+func (h *Harness) NewPool(t *testing.T) (zfs.DatasetPath, func() error) {
+	t.Helper()
+	dir := t.TempDir()
+	name := fmt.Sprintf("zrt%d_%d", os.Getpid(), poolSeq.Add(1))
+	vdev := filepath.Join(dir, "vdev")
+	if err := os.WriteFile(vdev, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(vdev, 128<<20); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := run(ctx, "zpool", "create", "-f", "-R", filepath.Join(dir, "mnt"), name, vdev); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	var derr error
+	destroy := func() error {
+		once.Do(func() { _, derr = run(ctx, "zpool", "destroy", "-f", name) })
+		return derr
+	}
+	t.Cleanup(func() {
+		if err := destroy(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	return zfs.MustDatasetPath(name), destroy
 }
 
 func (h *Harness) LoadKey(ctx context.Context, root zfs.DatasetPath) error {

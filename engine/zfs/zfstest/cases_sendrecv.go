@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/engine/zfs/resumetoken"
 )
 
 func init() {
@@ -18,6 +19,7 @@ func init() {
 	register("ForceRollbackDestroysNewer", caseForceRollbackDestroysNewer)
 	register("ResumableFullReceive", caseResumableFull)
 	register("ResumableIncrementalReceive", caseResumableIncremental)
+	register("RollbackUnderPartialReceive", caseRollbackUnderPartialReceive)
 	register("AbortReceive", caseAbortReceive)
 	register("AbortWithoutState", caseAbortWithoutState)
 	register("NonResumableInterruptLeavesNothing", caseNonResumableInterrupt)
@@ -220,6 +222,71 @@ func caseResumableIncremental(e *env) {
 	e.mustTransfer(zfs.SendArgs{FS: src, From: &a, To: c, ResumeToken: tok}, dst, zfs.RecvOptions{Resumable: true})
 	e.received(dst, a, c)
 	e.sameContent(c.Ref(src), c.Ref(dst))
+}
+
+// caseRollbackUnderPartialReceive: the saved state of a partial
+// incremental receive is a clone of its base snapshot (dst/%recv), so
+// neither destroying the base nor a rollback -r through it may strand the
+// state; a rollback that keeps the base (to the newest snapshot) is allowed
+// and keeps the state, and it undoes a change that would refuse the resume.
+func caseRollbackUnderPartialReceive(e *env) {
+	src, dst, a, b, c := e.pair()
+	e.mustTransfer(full(src, a), dst, zfs.RecvOptions{})
+	e.mustTransfer(incr(src, a, b), dst, zfs.RecvOptions{})
+	_, cut := e.interrupt(incr(src, b, c), dst, true)
+	tok := e.checkToken(dst, src, c, b.GUID, cut)
+	_, before := e.token(dst)
+	stateKept := func(when string) resumetoken.Token {
+		e.t.Helper()
+		e.received(dst, a, b)
+		fi, ok := e.info(dst)
+		if !ok || fi.ReceiveResumeToken == "" {
+			e.t.Fatalf("%s: the partial receive state of %s is gone", when, dst)
+		}
+		_, t := e.token(dst)
+		if t.ToGUID != c.GUID || t.FromGUID != b.GUID || t.Bytes < before.Bytes {
+			e.t.Fatalf("%s: token %+v no longer continues the saved state %+v", when, t, before)
+		}
+		return t
+	}
+
+	aRef, bRef := a.Ref(dst), b.Ref(dst)
+	err := e.z.Rollback(e.ctx, aRef, false)
+	e.wantErr(err, zfs.ErrNewerSnapshotsExist, "rollback", aRef.String(),
+		fmt.Sprintf("cannot rollback to '%s': more recent snapshots or bookmarks exist\nuse '-r' to force deletion of the following snapshots and bookmarks:\n%s", aRef, bRef))
+	err = e.z.Rollback(e.ctx, aRef, true)
+	e.wantErr(err, zfs.ErrDatasetBusy, "rollback", aRef.String(),
+		fmt.Sprintf("cannot rollback to '%s': clones of previous snapshots exist\nuse '-R' to force deletion of the following clones and dependents:\n%s/%%recv", aRef, dst))
+	if t := stateKept("after the refused rollback -r"); t != before {
+		e.t.Errorf("refused rollback changed the token: %+v, was %+v", t, before)
+	}
+	err = e.z.Destroy(e.ctx, []zfs.VersionRef{bRef})
+	e.wantErr(err, zfs.ErrDatasetBusy, "destroy", bRef.String(),
+		fmt.Sprintf("cannot destroy '%s': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\n%s/%%recv", bRef, dst))
+	stateKept("after the refused destroy of the base")
+
+	// Changed since the base: the resumed stream is refused at its end,
+	// and the saved state stays (real ZFS keeps what the refused resume
+	// received: the token may have moved on).
+	e.write(dst, 99)
+	_, err = e.transfer(zfs.SendArgs{FS: src, From: &b, To: c, ResumeToken: tok}, dst, zfs.RecvOptions{Resumable: true}, 0)
+	e.wantErr(err, zfs.ErrDestinationModified, "recv", dst.String(),
+		fmt.Sprintf("cannot receive resume stream: destination %s has been modified\nsince most recent snapshot", dst))
+	stateKept("after the refused resume")
+	tok, _ = e.token(dst)
+
+	// Rolling back to the newest snapshot keeps the base, and the state.
+	e.noErr(e.z.Rollback(e.ctx, bRef, false), "rollback to the newest snapshot under a partial receive")
+	stateKept("after the rollback to the newest snapshot")
+	e.mustTransfer(zfs.SendArgs{FS: src, From: &b, To: c, ResumeToken: tok}, dst, zfs.RecvOptions{Resumable: true})
+	e.received(dst, a, b, c)
+	e.sameContent(c.Ref(src), c.Ref(dst))
+	if fi := e.mustInfo(dst); fi.ReceiveResumeToken != "" {
+		e.t.Errorf("token left after the resumed receive completed")
+	}
+	// Without partial state, the rollback -r is allowed again.
+	e.noErr(e.z.Rollback(e.ctx, aRef, true), "rollback -r once the receive completed")
+	e.received(dst, a)
 }
 
 func caseAbortReceive(e *env) {

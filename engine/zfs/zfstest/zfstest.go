@@ -45,6 +45,10 @@ type Harness interface {
 	LoadKey(ctx context.Context, encryptionRoot zfs.DatasetPath) error
 	// UnloadKey unloads it (real ZFS: unmount first).
 	UnloadKey(ctx context.Context, encryptionRoot zfs.DatasetPath) error
+	// NewPool creates and imports another, empty pool and returns its root
+	// filesystem and a function that destroys the pool; the harness also
+	// destroys it when the case ends, if the case did not.
+	NewPool(t *testing.T) (root zfs.DatasetPath, destroy func() error)
 }
 
 type testCase struct {

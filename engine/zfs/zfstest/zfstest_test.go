@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,8 +18,9 @@ import (
 
 // modelHarness runs the suite on zfsmodel, with z wrapping the model.
 type modelHarness struct {
-	m *zfsmodel.Model
-	z zfs.ZFS
+	m     *zfsmodel.Model
+	z     zfs.ZFS
+	pools int
 }
 
 func (h *modelHarness) ZFS() zfs.ZFS { return h.z }
@@ -38,6 +40,18 @@ func (h *modelHarness) WriteData(_ context.Context, fs zfs.DatasetPath, seed int
 func (h *modelHarness) Checksum(_ context.Context, s zfs.VersionRef) (string, error) {
 	return h.m.Checksum(s)
 }
+
+// NewPool creates pool<n>; the model is dropped with the case, so there
+// is nothing to clean up.
+func (h *modelHarness) NewPool(t *testing.T) (zfs.DatasetPath, func() error) {
+	h.pools++
+	name := fmt.Sprintf("pool%d", h.pools+1)
+	if err := h.m.CreatePool(name); err != nil {
+		t.Fatal(err)
+	}
+	return zfs.MustDatasetPath(name), func() error { return h.m.DestroyPool(name) }
+}
+
 func (h *modelHarness) LoadKey(_ context.Context, fs zfs.DatasetPath) error { return h.m.LoadKey(fs) }
 func (h *modelHarness) UnloadKey(_ context.Context, fs zfs.DatasetPath) error {
 	return h.m.UnloadKey(fs)
@@ -90,6 +104,23 @@ func (m mutant) SendSize(ctx context.Context, a zfs.SendArgs) (int64, error) {
 	return n, err
 }
 
+// Rollback with destroyNewer discards partial receive state first, as an
+// implementation might that treats the state as in the way.
+func (m mutant) Rollback(ctx context.Context, s zfs.VersionRef, destroyNewer bool) error {
+	if m.kind == "rollbackaborts" && destroyNewer {
+		_ = m.ZFS.AbortReceive(ctx, s.FS)
+	}
+	return m.ZFS.Rollback(ctx, s, destroyNewer)
+}
+
+func (m mutant) ListPools(ctx context.Context) ([]zfs.DatasetPath, error) {
+	ps, err := m.ZFS.ListPools(ctx)
+	if m.kind == "poolsreversed" {
+		slices.Reverse(ps)
+	}
+	return ps, err
+}
+
 // TestMutantChild runs the suite against the mutant named by
 // $ZFSTEST_MUTANT; TestSuiteCatchesMutants runs it in a subprocess.
 func TestMutantChild(t *testing.T) {
@@ -120,6 +151,8 @@ func TestSuiteCatchesMutants(t *testing.T) {
 		{"noforce", "DestinationModified"},
 		{"noresume", "ResumableFullReceive"},
 		{"sizeoff", "SendSizeEstimate"},
+		{"rollbackaborts", "RollbackUnderPartialReceive"},
+		{"poolsreversed", "ListPools"},
 	} {
 		t.Run(c.mutant, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestMutantChild$", "-test.v", "-test.count=1")
