@@ -91,8 +91,10 @@ func (s stepSender) StepCompleted(ctx context.Context, req endpoint.SendRequest,
 	return err
 }
 
-// link is one replicate action's network: a sink server on the receiver
-// host and a client on the sender host, over a fresh seeded netsim.
+// link is one replicate action's network: the server of the job's pair
+// (the sink on the receiver host for a push, the source on the sender
+// host for a pull) and its client on the other host, over a fresh seeded
+// netsim.
 type link struct {
 	n      *netsim.Network
 	srv    *rpc.Server
@@ -100,25 +102,48 @@ type link struct {
 	client *rpc.Client
 }
 
+// hosts are the server's and the client's host for j.
+func (j job) hosts() (server, client string) {
+	if j.pull {
+		return senderHost, sinkHost
+	}
+	return sinkHost, senderHost
+}
+
 func (w *world) connect(t *rapid.T, j job, seed int64, plan netsim.FaultPlan) *link {
 	n := netsim.New(seed)
 	must(t, n.SetDefaultLink(netsim.Link{Latency: 2 * time.Millisecond, Bandwidth: 64 << 20, Buffer: 64 << 10}))
 	must(t, n.Schedule(plan))
-	nl, err := n.Listen(sinkHost, 7000)
+	serverHost, clientHost := j.hosts()
+	nl, err := n.Listen(serverHost, 7000)
 	must(t, err)
 	l, err := transport.Fixed(nl, j.identity)
 	must(t, err)
-	srv, err := rpc.NewServer(rpc.ServerConfig{Receiver: rpc.Sink(w.dst, sinkJob, zfs.MustDatasetPath(sinkRoot))})
+	cfg := rpc.ServerConfig{Receiver: rpc.Sink(w.dst, sinkJob, zfs.MustDatasetPath(sinkRoot))}
+	if j.pull {
+		cfg = rpc.ServerConfig{Sender: rpc.Source(w.sender(j))}
+	}
+	srv, err := rpc.NewServer(cfg)
 	must(t, err)
 	lk := &link{n: n, srv: srv, served: make(chan struct{})}
 	go func() {
 		defer close(lk.served)
 		_ = srv.Serve(l)
 	}()
-	dial := n.DialFunc(senderHost)
-	lk.client, err = rpc.NewClient(rpc.ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, sinkHost+":7000") }})
+	dial := n.DialFunc(clientHost)
+	addr := fmt.Sprintf("%s:7000", serverHost)
+	lk.client, err = rpc.NewClient(rpc.ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, addr) }})
 	must(t, err)
 	return lk
+}
+
+// endpoints are what the job's run talks to: the local side directly, the
+// remote side through the link's client.
+func (w *world) endpoints(j job, lk *link) (replication.Sender, replication.Receiver) {
+	if j.pull {
+		return lk.client.Sender(), &endpoint.Receiver{ZFS: w.dst, Job: j.recv, Root: j.root()}
+	}
+	return w.sender(j), lk.client.Receiver()
 }
 
 func (lk *link) close() {
@@ -212,8 +237,9 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 	}
 	lk := w.connect(t, j, netSeed, plan)
 	w.curNet = lk.n
-	x.Receiver = lk.client.Receiver()
-	x.sender = stepSender{Sender: w.sender(j), x: x}
+	snd, rcv := w.endpoints(j, lk)
+	x.Receiver = rcv
+	x.sender = stepSender{Sender: snd, x: x}
 	run = replication.NewRun(x.sender, x, replication.Config{
 		Concurrency: concurrency,
 		MaxAttempts: attempts,
@@ -409,7 +435,7 @@ func (w *world) pruneReceiver(t *rapid.T) {
 	if rapid.Bool().Draw(t, "keepEven") {
 		policy.Rules = append(policy.Rules, pruner.KeepRegex(regexp.MustCompile(`[02468]00_000$`), false))
 	}
-	target := rpc.SinkReceiver{Receiver: &endpoint.Receiver{ZFS: w.dst, Job: sinkJob, Root: j.root()}}
+	target := rpc.SinkReceiver{Receiver: &endpoint.Receiver{ZFS: w.dst, Job: j.recv, Root: j.root()}}
 	now := w.clock()
 	dry, err := pruner.DryRun(bg, target, policy, now, nil)
 	must(t, err)

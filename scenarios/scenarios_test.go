@@ -3,6 +3,7 @@ package scenarios
 import (
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"strconv"
@@ -54,6 +55,7 @@ func history(t *rapid.T) {
 		"prune-sender":      w.pruneSender,
 		"prune-receiver":    w.pruneReceiver,
 		"rollback-receiver": w.rollbackReceiver,
+		"forged-pull":       w.forgedPull,
 		"":                  w.check,
 	})
 	for _, j := range jobs {
@@ -100,17 +102,50 @@ func checkScenarios(t *testing.T, checks int) {
 			})
 		})
 		if failure != nil {
-			if first == "" {
+			if first == "" && !invalidData(failure) {
 				first = fmt.Sprint(failure)
 				t.Logf("first failure (before shrinking), history %d: %s", n, first)
 			}
-			panic(failure)
+			rethrow(failure, failureDepth(failure))
 		}
 	})
 	if took := time.Since(start); took > 0 {
 		t.Logf("%d histories (with shrinking) in %v: %.2f histories/s; %d replication runs, %d with a fault, %d filesystems completed by a step",
 			n, took.Round(time.Millisecond), float64(n)/took.Seconds(), stats.runs.Load(), stats.faulty.Load(), stats.completed.Load())
 	}
+}
+
+// rethrow re-panics a history's failure in rapid's goroutine, depth calls
+// deep. rapid's shrinker takes a smaller history as failing the same way
+// when its panic's traceback is the same, and every failure is re-panicked
+// here: a depth per kind of failure keeps the shrinker on one kind, and
+// apart from rapid's own invalid-data panics (a shrunk history that ran
+// out of draws), which it would otherwise take for the failure.
+func rethrow(failure any, depth int) {
+	if depth > 0 {
+		rethrow(failure, depth-1)
+		return
+	}
+	panic(failure)
+}
+
+// failureDepth is 0 for rapid's invalid data, else 1 plus a hash of the
+// failure's kind: the text before its first colon ("INVARIANT completed",
+// "LIVENESS", ...).
+func failureDepth(failure any) int {
+	if invalidData(failure) {
+		return 0
+	}
+	kind, _, _ := strings.Cut(fmt.Sprint(failure), ":")
+	h := fnv.New32a()
+	h.Write([]byte(kind))
+	return 1 + int(h.Sum32()%61)
+}
+
+// invalidData: rapid's panic for a history it cannot draw (a type it does
+// not export).
+func invalidData(failure any) bool {
+	return fmt.Sprintf("%T", failure) == "rapid.invalidData"
 }
 
 // TestScenarios is the simulator's bounded run (make test). Replay a

@@ -38,18 +38,37 @@ var sinkJob = endpoint.MustJobID("sink")
 // fsNames are the sender's filesystems, parents first.
 var fsNames = []string{"src/data", "src/data/a", "src/data/b"}
 
-// job is a push job of the sender host. Two of them send the same
-// filesystems to the same sink under two client identities, so a check
-// sees whether one job touches the other's cursors and holds.
+// privateFS is a sender filesystem outside every job's filter, with one
+// snapshot: a forged request may name it, a source must never send it.
+const privateFS = "src/private"
+
+// job is a pair of jobs replicating the sender's filesystems: a push job
+// on the sender host to the sink on the receiver host, or a pull job on
+// the receiver host from a source job on the sender host. Several of them
+// send the same filesystems, so a check sees whether one job touches the
+// other's cursors and holds.
 type job struct {
-	id       endpoint.JobID
+	// id is the sending side's job (push or source): cursors and step
+	// holds carry it. recv is the receiving side's job (sink or pull):
+	// last-received holds carry it.
+	id, recv endpoint.JobID
+	// identity is the client identity the server authenticates.
 	identity string
+	// dstRoot is where the job's filesystems land on the receiver host.
+	dstRoot string
+	// pull: the client and the receiving endpoint live on the receiver
+	// host, the server serves the source on the sender host.
+	pull bool
 }
 
-var jobs = []job{{endpoint.MustJobID("push_a"), "a"}, {endpoint.MustJobID("push_b"), "b"}}
+var jobs = []job{
+	{id: endpoint.MustJobID("push_a"), recv: sinkJob, identity: "a", dstRoot: sinkRoot + "/a"},
+	{id: endpoint.MustJobID("push_b"), recv: sinkJob, identity: "b", dstRoot: sinkRoot + "/b"},
+	{id: endpoint.MustJobID("source"), recv: endpoint.MustJobID("pull"), identity: "puller", dstRoot: "dst/pulled", pull: true},
+}
 
-func (j job) root() zfs.DatasetPath  { return zfs.MustDatasetPath(sinkRoot + "/" + j.identity) }
-func (j job) dstFS(fs string) string { return sinkRoot + "/" + j.identity + "/" + fs }
+func (j job) root() zfs.DatasetPath  { return zfs.MustDatasetPath(j.dstRoot) }
+func (j job) dstFS(fs string) string { return j.dstRoot + "/" + fs }
 
 // world is one simulated history: the two hosts, the virtual calendar the
 // snapper and pruner see, and what the checks remember.
@@ -105,6 +124,10 @@ func newWorld(t *rapid.T) *world {
 	for _, fs := range fsNames {
 		must(t, w.src.CreateFilesystem(zfs.MustDatasetPath(fs), zfsmodel.FSOptions{Parents: true}))
 	}
+	private := zfs.MustDatasetPath(privateFS)
+	must(t, w.src.CreateFilesystem(private, zfsmodel.FSOptions{}))
+	must(t, w.src.WriteData(private, 7, 2))
+	must(t, w.src.Snapshot(bg, private, "secret"))
 	return w
 }
 
@@ -270,7 +293,7 @@ func (w *world) rollbackReceiver(t *rapid.T) {
 	}
 	target := candidates[pick%len(candidates)]
 	p := zfs.MustDatasetPath(dst)
-	tag := endpoint.LastReceivedHoldTag(sinkJob)
+	tag := endpoint.LastReceivedHoldTag(j.recv)
 	for _, v := range snaps {
 		if v.CreateTXG <= target.CreateTXG {
 			continue
@@ -412,8 +435,8 @@ func (w *world) checkCompleted(t *rapid.T, j job, fs string, strict bool) {
 			got = append(got, fmt.Sprintf("%s@%016x", a.Kind, a.GUID))
 		}
 	}
-	sj := sinkJob
-	dabs, err := endpoint.ListAbstractions(bg, w.dst, []zfs.DatasetPath{zfs.MustDatasetPath(dst)}, endpoint.AbstractionFilter{Job: &sj})
+	rj := j.recv
+	dabs, err := endpoint.ListAbstractions(bg, w.dst, []zfs.DatasetPath{zfs.MustDatasetPath(dst)}, endpoint.AbstractionFilter{Job: &rj})
 	must(t, err)
 	for _, a := range dabs {
 		if a.Version.FS.String() == dst {
@@ -470,3 +493,11 @@ type readerFunc func([]byte) (int, error)
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 var _ io.Reader = readerFunc(nil)
+
+// GoString names the job pair in rapid's log of draws.
+func (j job) GoString() string {
+	if j.pull {
+		return fmt.Sprintf("%s<-%s", j.recv, j.id)
+	}
+	return fmt.Sprintf("%s->%s", j.id, j.recv)
+}
