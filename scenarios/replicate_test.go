@@ -285,42 +285,13 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 		switch f.State {
 		case replication.FSDone:
 			stats.completed.Add(1)
-			// After a receiver rollback the job's newer cursor stays
-			// (StepCompleted destroys only older ones): the first step
-			// after it gets the weak check. See the known issue below.
-			key := j.identity + "|" + f.FS
-			w.checkCompleted(t, j, f.FS, !w.rolledBack[key])
-			// The stale cursor is gone once the cursor marks a snapshot
-			// the receiver has.
-			if c := cursorOf(versionsOf(t, w.src, f.FS), j); c == nil || slices.ContainsFunc(snapshots(versionsOf(t, w.dst, j.dstFS(f.FS))), func(v zfs.FilesystemVersion) bool { return v.GUID == c.GUID }) {
-				w.rolledBack[key] = false
-			}
+			w.checkCompleted(t, j, f.FS)
 		case replication.FSUpToDate:
-			// Weak check only: see the known issue below; and after a
-			// receiver rollback the cursor may stay ahead of a receiver
-			// that has nothing left to receive.
-			w.checkCompleted(t, j, f.FS, false)
+			w.checkCompleted(t, j, f.FS)
 		}
 	}
 	return &rep
 }
-
-// Known engine issue (TestKnownIssueUpToDateNotReconciled): when a
-// step's receive committed but what follows it failed (the receiver's
-// last-received hold, or the sender's StepCompleted: cursor, step-hold
-// release), the next attempt plans the filesystem as up to date and
-// leaves the old cursor, the step holds and the old last-received hold in
-// place until a later step. Found by this simulator (fault fail-zfs on the
-// receiver's Hold); the fix belongs in engine/replication. Up-to-date
-// filesystems therefore get only the weak completed check (receiver has
-// the newest snapshot, no partial state).
-//
-// Known issue (stale cursor after a receiver rollback, low severity, no
-// test pins it yet): a cursor newer than the receiver's newest snapshot
-// (left by a rollback on the receiver) stays until a step newer than it
-// completes, since StepCompleted destroys only older cursors; meanwhile
-// the sender's pruner takes it as "replicated up to", so snapshots the
-// receiver lost count as replicated and may be pruned instead of sent.
 
 // partitionNow cuts the two hosts apart now, for d.
 func (w *world) partitionNow(d time.Duration) error {
