@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +18,6 @@ import (
 	"zrepl.dev/zrepl/engine/pruner"
 	"zrepl.dev/zrepl/engine/replication"
 	"zrepl.dev/zrepl/engine/rpc"
-	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/netsim"
 	"zrepl.dev/zrepl/zfsmodel"
@@ -27,12 +26,26 @@ import (
 // Faults a replicate action may suffer.
 var faultKinds = []string{
 	"none", "reset", "partition", "cut", "fail-zfs", "resize",
-	"crash-sender", "crash-receiver", "crash-step",
+	"crash-sender", "crash-receiver", "crash-step", "keepalive", "ssh-255",
+}
+
+// sshComplaints are what ssh says on stderr when it exits with 255.
+var sshComplaints = []string{
+	"client_loop: send disconnect: Broken pipe",
+	"Connection to sink closed by remote host.",
+	"packet_write_wait: Connection to 192.0.2.7 port 22: Broken pipe",
+	"Timeout, server 192.0.2.7 not responding.",
 }
 
 // stats count, over all histories of a test, what the histories did, so
 // the log shows that they exercise replication and not only the rest.
-var stats struct{ runs, faulty, completed atomic.Int64 }
+var stats struct {
+	runs, faulty, completed atomic.Int64
+	// goaways: runs with a keepalive fault whose control connection got
+	// GOAWAY too_many_pings; sshExits: runs with an ssh process that
+	// exited with 255 mid-use.
+	goaways, sshExits atomic.Int64
+}
 
 // errNoSpace is an ENOSPC-like failure: temporary, of no known kind.
 var errNoSpace = &zfs.Error{Op: "recv", Msg: "cannot receive incremental stream: out of space"}
@@ -52,6 +65,38 @@ type interferer struct {
 	steps atomic.Int64
 	once  sync.Once
 	fired atomic.Bool
+
+	// errs are the errors of every Send, Receive and StepCompleted of
+	// the run, of all its attempts.
+	mu   sync.Mutex
+	errs []error
+}
+
+func (x *interferer) record(err error) error {
+	if err != nil {
+		x.mu.Lock()
+		x.errs = append(x.errs, err)
+		x.mu.Unlock()
+	}
+	return err
+}
+
+func (x *interferer) recorded() []error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return append([]error(nil), x.errs...)
+}
+
+// anyError reports whether a recorded error's text contains s.
+func (x *interferer) anyError(s string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, err := range x.errs {
+		if strings.Contains(err.Error(), s) {
+			return true
+		}
+	}
+	return false
 }
 
 func (x *interferer) fire() {
@@ -62,19 +107,24 @@ func (x *interferer) fire() {
 }
 
 func (x *interferer) Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error {
-	return x.Receiver.Receive(ctx, req, readerFunc(func(p []byte) (int, error) {
+	return x.record(x.Receiver.Receive(ctx, req, readerFunc(func(p []byte) (int, error) {
 		n, err := stream.Read(p)
 		if x.act != nil && x.onBytes > 0 && x.bytes.Add(int64(n)) >= x.onBytes {
 			x.fire()
 		}
 		return n, err
-	}))
+	})))
 }
 
 // stepSender counts completed steps for a crash at a step boundary.
 type stepSender struct {
 	replication.Sender
 	x *interferer
+}
+
+func (s stepSender) Send(ctx context.Context, req endpoint.SendRequest) (io.ReadCloser, error) {
+	r, err := s.Sender.Send(ctx, req)
+	return r, s.x.record(err)
 }
 
 func (s stepSender) StepCompleted(ctx context.Context, req endpoint.SendRequest, last bool) error {
@@ -84,73 +134,11 @@ func (s stepSender) StepCompleted(ctx context.Context, req endpoint.SendRequest,
 	if s.x.crash && s.x.fired.Load() {
 		return errors.New("scenarios: a host crashed")
 	}
-	err := s.Sender.StepCompleted(ctx, req, last)
+	err := s.x.record(s.Sender.StepCompleted(ctx, req, last))
 	if err == nil && s.x.act != nil && s.x.onSteps > 0 && s.x.steps.Add(1) >= int64(s.x.onSteps) {
 		s.x.fire()
 	}
 	return err
-}
-
-// link is one replicate action's network: the server of the job's pair
-// (the sink on the receiver host for a push, the source on the sender
-// host for a pull) and its client on the other host, over a fresh seeded
-// netsim.
-type link struct {
-	n      *netsim.Network
-	srv    *rpc.Server
-	served chan struct{}
-	client *rpc.Client
-}
-
-// hosts are the server's and the client's host for j.
-func (j job) hosts() (server, client string) {
-	if j.pull {
-		return senderHost, sinkHost
-	}
-	return sinkHost, senderHost
-}
-
-func (w *world) connect(t *rapid.T, j job, seed int64, plan netsim.FaultPlan) *link {
-	n := netsim.New(seed)
-	must(t, n.SetDefaultLink(netsim.Link{Latency: 2 * time.Millisecond, Bandwidth: 64 << 20, Buffer: 64 << 10}))
-	must(t, n.Schedule(plan))
-	serverHost, clientHost := j.hosts()
-	nl, err := n.Listen(serverHost, 7000)
-	must(t, err)
-	l, err := transport.Fixed(nl, j.identity)
-	must(t, err)
-	cfg := rpc.ServerConfig{Receiver: rpc.Sink(w.dst, sinkJob, zfs.MustDatasetPath(sinkRoot))}
-	if j.pull {
-		cfg = rpc.ServerConfig{Sender: rpc.Source(w.sender(j))}
-	}
-	srv, err := rpc.NewServer(cfg)
-	must(t, err)
-	lk := &link{n: n, srv: srv, served: make(chan struct{})}
-	go func() {
-		defer close(lk.served)
-		_ = srv.Serve(l)
-	}()
-	dial := n.DialFunc(clientHost)
-	addr := fmt.Sprintf("%s:7000", serverHost)
-	lk.client, err = rpc.NewClient(rpc.ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, addr) }})
-	must(t, err)
-	return lk
-}
-
-// endpoints are what the job's run talks to: the local side directly, the
-// remote side through the link's client.
-func (w *world) endpoints(j job, lk *link) (replication.Sender, replication.Receiver) {
-	if j.pull {
-		return lk.client.Sender(), &endpoint.Receiver{ZFS: w.dst, Job: j.recv, Root: j.root()}
-	}
-	return w.sender(j), lk.client.Receiver()
-}
-
-func (lk *link) close() {
-	_ = lk.client.Close()
-	lk.srv.Stop()
-	<-lk.served
-	_ = lk.n.Close()
 }
 
 // replicate is one replication run of a drawn job, with a drawn fault.
@@ -172,7 +160,7 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 	if fault != "none" {
 		stats.faulty.Add(1)
 	}
-	var plan netsim.FaultPlan
+	var opts linkOpts
 	x := &interferer{}
 	runCtx, cancel := context.WithTimeout(bg, 4*time.Hour)
 	defer cancel()
@@ -180,9 +168,10 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 	var crashImg []byte
 	var crashErr error
 	crashed := ""
+	sshStderr := ""
 	switch fault {
 	case "reset":
-		plan.Faults = append(plan.Faults, netsim.Fault{
+		opts.plan.Faults = append(opts.plan.Faults, netsim.Fault{
 			Kind: netsim.FaultReset, Conn: rapid.IntRange(1, 6).Draw(t, "conn"),
 			Dir:    rapid.SampledFrom([]netsim.Dir{netsim.Up, netsim.Down}).Draw(t, "dir"),
 			AtByte: rapid.Int64Range(0, 1<<20).Draw(t, "atByte"),
@@ -228,6 +217,28 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 		}
 		crashed = host
 		x.crash = true
+	case "keepalive":
+		// The server enforces gRPC's default policy (a ping at most every
+		// 5 minutes, none without a call) on a client that pings more
+		// often: after a few pings it sends GOAWAY too_many_pings and
+		// closes the control connection, failing the calls on it. The
+		// link is slow, so that sends last minutes.
+		ck := rpc.ClientKeepalive()
+		ck.Time = rapid.SampledFrom([]time.Duration{10 * time.Second, 20 * time.Second, 30 * time.Second}).Draw(t, "pingEvery")
+		sk := rpc.OldServerKeepalive()
+		opts.clientKeepalive, opts.serverKeepalive = &ck, &sk
+		opts.bandwidth = int64(rapid.IntRange(1, 8).Draw(t, "kibPerSecond")) << 10
+	case "ssh-255":
+		// One of the run's ssh processes exits with 255 once a drawn
+		// number of bytes went through its stdin or stdout.
+		opts.ssh = true
+		opts.victim = rapid.IntRange(0, 3).Draw(t, "sshVictim")
+		at := rapid.Int64Range(0, 1<<20).Draw(t, "sshExitAt")
+		sshStderr = rapid.SampledFrom(sshComplaints).Draw(t, "sshStderr")
+		opts.script = netsim.ProcessScript{Exit: netsim.ExitAfterStdout, StdoutBytes: at, Status: 255, Stderr: sshStderr + "\r\n"}
+		if rapid.Bool().Draw(t, "sshOnStdin") {
+			opts.script = netsim.ProcessScript{Exit: netsim.ExitAfterStdin, StdinBytes: at, Status: 255, Stderr: sshStderr + "\r\n"}
+		}
 	}
 	// Concurrent steps race (for dial numbers, byte offsets, the order of
 	// txgs), so a history with them may not replay alike: only resize
@@ -235,7 +246,7 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 	if fault != "resize" {
 		concurrency = 1
 	}
-	lk := w.connect(t, j, netSeed, plan)
+	lk := w.connect(t, j, netSeed, opts)
 	w.curNet = lk.n
 	snd, rcv := w.endpoints(j, lk)
 	x.Receiver = rcv
@@ -246,6 +257,11 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 		Now:         w.clock,
 	})
 	rep := run.Do(runCtx)
+	sshStatus := -2
+	if lk.ssh != nil {
+		// Before the link closes: closing it ends the processes too.
+		sshStatus = lk.ssh.victimStatus()
+	}
 	lk.close()
 	w.curNet = nil
 	must(t, crashErr)
@@ -260,6 +276,37 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 	}
 	if errors.Is(runCtx.Err(), context.DeadlineExceeded) {
 		t.Fatalf("LIVENESS: a run of %s with fault %s did not end within 4 hours of virtual time: %v", j.id, fault, rep.Err())
+	}
+	switch fault {
+	case "keepalive":
+		if x.anyError("too_many_pings") || strings.Contains(fmt.Sprint(rep.Err()), "too_many_pings") {
+			stats.goaways.Add(1)
+		}
+		// A killed control connection is a temporary failure.
+		for _, f := range rep.Filesystems {
+			if f.Err != nil && f.Permanent && strings.Contains(f.Err.Error(), "too_many_pings") {
+				t.Fatalf("INVARIANT temporary: %s: GOAWAY too_many_pings failed a run of %s for good: %v", f.FS, j.id, f.Err)
+			}
+		}
+	case "ssh-255":
+		if sshStatus == 255 {
+			stats.sshExits.Add(1)
+			// What the process's death failed names ssh's exit status
+			// and complaint (a death between calls may fail nothing).
+			want := "ssh exited with status 255: " + sshStderr
+			for _, err := range x.recorded() {
+				if !strings.Contains(err.Error(), want) {
+					t.Fatalf("INVARIANT ssh-named: a run of %s whose ssh process exited with 255 (%q) failed with an error that does not say so: %v", j.id, sshStderr, err)
+				}
+			}
+			for _, f := range rep.Filesystems {
+				// Permanent failures are the history's (a conflict),
+				// a child's failure its parent's.
+				if f.Err != nil && !f.Permanent && !strings.Contains(f.Err.Error(), want) && !strings.Contains(f.Err.Error(), "was not replicated") {
+					t.Fatalf("INVARIANT ssh-named: %s: a run of %s whose ssh process exited with 255 (%q) failed with an error that does not say so: %v", f.FS, j.id, sshStderr, f.Err)
+				}
+			}
+		}
 	}
 	// Resumability: a step sends what the receiver lacks, not again what
 	// an interrupted attempt or run delivered.

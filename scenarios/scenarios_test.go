@@ -83,6 +83,8 @@ func checkScenarios(t *testing.T, checks int) {
 	stats.runs.Store(0)
 	stats.faulty.Store(0)
 	stats.completed.Store(0)
+	stats.goaways.Store(0)
+	stats.sshExits.Store(0)
 	rapid.Check(t, func(rt *rapid.T) {
 		n++
 		var failure any
@@ -110,8 +112,8 @@ func checkScenarios(t *testing.T, checks int) {
 		}
 	})
 	if took := time.Since(start); took > 0 {
-		t.Logf("%d histories (with shrinking) in %v: %.2f histories/s; %d replication runs, %d with a fault, %d filesystems completed by a step",
-			n, took.Round(time.Millisecond), float64(n)/took.Seconds(), stats.runs.Load(), stats.faulty.Load(), stats.completed.Load())
+		t.Logf("%d histories (with shrinking) in %v: %.2f histories/s; %d replication runs, %d with a fault, %d filesystems completed by a step; %d runs got GOAWAY too_many_pings, %d lost an ssh process mid-use",
+			n, took.Round(time.Millisecond), float64(n)/took.Seconds(), stats.runs.Load(), stats.faulty.Load(), stats.completed.Load(), stats.goaways.Load(), stats.sshExits.Load())
 	}
 }
 
