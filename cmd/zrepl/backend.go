@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/syslog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,7 +68,14 @@ func openBackend(cfg *config.Config, log *slog.Logger, readOnly bool) (*backend,
 	}
 	b := &backend{zfs: m}
 	if dir != "" && !readOnly {
-		b.persist = func() error { return saveModel(m, dir) }
+		s := &modelSaver{m: m, dir: dir}
+		b.persist = s.save
+		// Every change is saved before the call returns, so a kill -9
+		// keeps what the daemon did, as a real pool would.
+		b.zfs = daemon.NewDurable(m, s.save)
+		if err := s.save(); err != nil {
+			return nil, fmt.Errorf("model state: %w", err)
+		}
 	}
 	var seed atomic.Int64
 	b.demo = func(ctx context.Context, fss []zfs.DatasetPath) error {
@@ -102,10 +111,33 @@ func seedModel(m *zfsmodel.Model, cfg *config.Config) error {
 	return nil
 }
 
+// modelSaver saves a model under dir, one save at a time: two saves
+// racing could rename an older state over a newer one.
+type modelSaver struct {
+	m   *zfsmodel.Model
+	dir string
+	mu  sync.Mutex
+}
+
+func (s *modelSaver) save() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return saveModel(s.m, s.dir)
+}
+
 // saveModel writes the state atomically: a crash leaves the old or the
-// new state, never half of one.
+// new state, never half of one (temp file, fsync, rename). A killed
+// process loses nothing saved; the directory is not synced, so a power
+// loss may undo the last rename and leave the state before it, which is
+// still whole.
 func saveModel(m *zfsmodel.Model, dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	// Encode first: the model is locked while it encodes, and file IO
+	// under that lock would stall every other call on the model.
+	var buf bytes.Buffer
+	if err := m.Save(&buf); err != nil {
 		return err
 	}
 	tmp, err := os.CreateTemp(dir, modelStateFile+".tmp*")
@@ -113,7 +145,11 @@ func saveModel(m *zfsmodel.Model, dir string) error {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if err := m.Save(tmp); err != nil {
+	if _, err := tmp.Write(buf.Bytes()); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return err
 	}

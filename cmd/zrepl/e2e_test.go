@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,20 +17,46 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/job"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/zfsmodel"
 )
 
-// buildBinary builds the zrepl command once per test.
-func buildBinary(t *testing.T, dir string) string {
+var built struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+// TestMain removes the binary the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// buildBinary builds the zrepl command once per test process.
+func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(dir, "zrepl")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	return bin
+	built.once.Do(func() {
+		built.dir, built.err = os.MkdirTemp("", "zrbin")
+		if built.err != nil {
+			return
+		}
+		built.bin = filepath.Join(built.dir, "zrepl")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", built.bin, ".").CombinedOutput()
+		if err != nil {
+			built.err = fmt.Errorf("go build: %w: %s", err, out)
+		}
+	})
+	require.NoError(t, built.err)
+	return built.bin
 }
 
 func freePort(t *testing.T) int {
@@ -116,7 +144,7 @@ func TestEndToEndPushSinkResumes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and moves a GiB through two processes")
 	}
-	bin := buildBinary(t, shortDir(t))
+	bin := buildBinary(t)
 	for _, kind := range []string{"tcp", "tls"} {
 		t.Run(kind, func(t *testing.T) { endToEnd(t, bin, kind) })
 	}
@@ -254,4 +282,132 @@ jobs:
 	have, err := rm.Checksum(got[0].Ref(rfs))
 	require.NoError(t, err)
 	assert.Equal(t, want, have, "the received snapshot has the sent content")
+}
+
+// kill stops the daemon with SIGKILL: nothing of its own runs after.
+func (p *proc) kill() {
+	p.t.Helper()
+	require.NoError(p.t, p.cmd.Process.Kill())
+	p.cmd.Wait()
+}
+
+// A sender (push) and a receiver (sink) daemon on the model backend. Right
+// after the first replication finished, both are killed with SIGKILL:
+// what the run did is there anyway (the received snapshot with its
+// last-received hold, the sender's cursor), as on real ZFS, and after
+// the restart the next run has nothing to send again.
+func TestEndToEndKill9KeepsWhatWasDone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs two processes")
+	}
+	bin := buildBinary(t)
+	dir := shortDir(t)
+	port := freePort(t)
+	sndDir, rcvDir := filepath.Join(dir, "snd"), filepath.Join(dir, "rcv")
+	m := zfsmodel.New(zfsmodel.Options{Seed: 12})
+	require.NoError(t, m.CreatePool("pool"))
+	data := zfs.MustDatasetPath("pool/data")
+	require.NoError(t, m.CreateFilesystem(data, zfsmodel.FSOptions{}))
+	require.NoError(t, m.WriteData(data, 1, 64))
+	require.NoError(t, saveModel(m, sndDir))
+
+	sndCfg := filepath.Join(dir, "snd.yml")
+	require.NoError(t, os.WriteFile(sndCfg, []byte(fmt.Sprintf(`
+global:
+  zfs_backend: model
+  model_state_dir: %s
+  control: {sockpath: %s}
+  logging: [{type: stdout, level: info, format: human}]
+jobs:
+  - name: push
+    type: push
+    connect: {type: tcp, address: "127.0.0.1:%d"}
+    filesystems: {"pool/data<": true}
+    snapshotting: {type: periodic, prefix: zrepl_, interval: 1h}
+    pruning:
+      keep_sender: [{type: not_replicated}, {type: last_n, count: 10}]
+      keep_receiver: [{type: last_n, count: 10}]
+`, sndDir, filepath.Join(dir, "snd.sock"), port)), 0o600))
+	rcvCfg := filepath.Join(dir, "rcv.yml")
+	require.NoError(t, os.WriteFile(rcvCfg, []byte(fmt.Sprintf(`
+global:
+  zfs_backend: model
+  model_state_dir: %s
+  control: {sockpath: %s}
+  logging: [{type: stdout, level: info, format: human}]
+jobs:
+  - name: sink
+    type: sink
+    serve: {type: tcp, listen: "127.0.0.1:%d", clients: {"127.0.0.1": "snd"}}
+    root_fs: backup
+`, rcvDir, filepath.Join(dir, "rcv.sock"), port)), 0o600))
+	status := func() job.Status {
+		out, err := exec.Command(bin, "status", "--json", "--config", sndCfg).Output()
+		var st []job.Status
+		if err != nil || json.Unmarshal(out, &st) != nil || len(st) != 1 {
+			return job.Status{}
+		}
+		return st[0]
+	}
+	finished := func(s job.Status) bool {
+		return s.Replication != nil && s.Replication.Finished
+	}
+	defer func() {
+		if t.Failed() {
+			for _, l := range []string{"snd.log", "rcv.log"} {
+				b, _ := os.ReadFile(filepath.Join(dir, l))
+				t.Logf("%s:\n%s", l, b)
+			}
+		}
+	}()
+
+	rcv := startProc(t, bin, rcvCfg, filepath.Join(dir, "rcv.log"))
+	snd := startProc(t, bin, sndCfg, filepath.Join(dir, "snd.log"))
+	var first job.Status
+	waitFor(t, 60*time.Second, "the first replication to finish", func() bool {
+		first = status()
+		return finished(first)
+	})
+	rcv.kill()
+	snd.kill()
+	require.Empty(t, first.LastError)
+
+	ctx := context.Background()
+	sm, rm := loadModel(t, sndDir), loadModel(t, rcvDir)
+	sv, err := sm.ListVersions(ctx, data)
+	require.NoError(t, err)
+	var snap zfs.FilesystemVersion
+	var cursors []string
+	for _, v := range sv {
+		switch {
+		case v.Kind == zfs.Snapshot:
+			snap = v
+		case v.Kind == zfs.Bookmark && strings.HasPrefix(v.Name, "zrepl_CURSOR_"):
+			cursors = append(cursors, v.Name)
+		}
+	}
+	require.NotZero(t, snap.GUID, "the sender kept its snapshot")
+	assert.Equal(t, []string{endpoint.CursorBookmarkName(snap.GUID, endpoint.MustJobID("push"))}, cursors, "the sender kept its cursor")
+	rfs := zfs.MustDatasetPath("backup/snd/pool/data")
+	rv, err := rm.ListVersions(ctx, rfs)
+	require.NoError(t, err, "the receiver kept the received filesystem")
+	require.Len(t, rv, 1)
+	assert.Equal(t, snap.GUID, rv[0].GUID, "the receiver kept the received snapshot")
+	holds, err := rm.Holds(ctx, []zfs.VersionRef{rv[0].Ref(rfs)})
+	require.NoError(t, err)
+	assert.Equal(t, []string{endpoint.LastReceivedHoldTag(endpoint.MustJobID("sink"))}, holds[rv[0].Name], "and its last-received hold")
+
+	// After the restart the push job replicates at once (its snapshot is
+	// not due): there is nothing left to send.
+	rcv = startProc(t, bin, rcvCfg, filepath.Join(dir, "rcv.log"))
+	snd = startProc(t, bin, sndCfg, filepath.Join(dir, "snd.log"))
+	var again job.Status
+	waitFor(t, 60*time.Second, "the run after the restart to finish", func() bool {
+		again = status()
+		return finished(again) && again.State == job.StateIdle
+	})
+	assert.Empty(t, again.LastError)
+	assert.Zero(t, again.Replication.BytesDone, "nothing was sent again")
+	snd.stop()
+	rcv.stop()
 }

@@ -29,7 +29,7 @@ func TestStdinserverCommandReachesTheDaemon(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	dir := shortDir(t)
-	bin := buildBinary(t, dir)
+	bin := buildBinary(t)
 	cfg := filepath.Join(dir, "src.yml")
 	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`
 global:
