@@ -18,6 +18,7 @@ import (
 	"zrepl.dev/zrepl/engine/config"
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/job"
+	"zrepl.dev/zrepl/engine/replication"
 	"zrepl.dev/zrepl/engine/replication/planner"
 	"zrepl.dev/zrepl/engine/rpc"
 	"zrepl.dev/zrepl/engine/transport"
@@ -134,6 +135,21 @@ func policy(j *config.Job) planner.Policy {
 		p.Encrypted = planner.True
 	}
 	return p
+}
+
+// protection maps a job's replication.protection to the engine's. The
+// active side chooses it; the send request carries it to the sender, so a
+// pull job's choice applies on the source too.
+func protection(j *config.Job) (replication.Protection, error) {
+	initial, err := endpoint.ParseProtection(string(j.Replication.Initial))
+	if err != nil {
+		return replication.Protection{}, fmt.Errorf("replication.protection.initial: %w", err)
+	}
+	incremental, err := endpoint.ParseProtection(string(j.Replication.Incremental))
+	if err != nil {
+		return replication.Protection{}, fmt.Errorf("replication.protection.incremental: %w", err)
+	}
+	return replication.Protection{Initial: initial, Incremental: incremental}, nil
 }
 
 // dialer builds the connect side of a transport.

@@ -226,6 +226,13 @@ func (d *Daemon) buildActive(j *config.Job) error {
 		c.Snapshotter = newSnapshotter(z, j)
 		c.BeforeSnapshot = d.demo(j)
 	}
+	if j.Type == config.JobPush || j.Type == config.JobPull {
+		p, err := protection(j)
+		if err != nil {
+			return err
+		}
+		c.Protection = p
+	}
 	switch j.Type {
 	case config.JobSnap:
 		c.LocalTarget = senderTarget{sender(z, j)}

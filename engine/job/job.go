@@ -84,6 +84,9 @@ type Config struct {
 	// replicate (snap, source).
 	Connect func(ctx context.Context) (Sides, error)
 	Policy  planner.Policy
+	// Protection is replication.protection: what the sender keeps while
+	// a full or an incremental step is open (zero: resumability).
+	Protection replication.Protection
 	// Concurrency of steps (default 1).
 	Concurrency int
 	// Backoff and Sleep are passed to the replication driver (defaults
@@ -355,7 +358,7 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 	runCtx, cancel := context.WithCancel(ctx)
 	j.mu.Lock()
 	run := replication.NewRun(sides.Sender, sides.Receiver, replication.Config{
-		Policy: j.cfg.Policy, Concurrency: j.concurrency, Sleep: j.cfg.ReplicationSleep, Now: j.cfg.Clock.Now,
+		Policy: j.cfg.Policy, Protection: j.cfg.Protection, Concurrency: j.concurrency, Sleep: j.cfg.ReplicationSleep, Now: j.cfg.Clock.Now,
 	})
 	j.run, j.cancelRun = run, cancel
 	j.mu.Unlock()
