@@ -25,8 +25,35 @@ import (
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
+// everyPool tells whether f accepts "<": every filesystem of every pool.
+func everyPool(f *config.Filter) bool {
+	if f == nil {
+		return false
+	}
+	for _, r := range f.Rules() {
+		if r.Accept && r.Path.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// filterRoots are the datasets f's filesystems are listed from: its
+// roots, or the pools imported right now for "<".
+func filterRoots(ctx context.Context, z zfs.ZFS, f *config.Filter) ([]zfs.DatasetPath, error) {
+	if !everyPool(f) {
+		return Roots(f), nil
+	}
+	pools, err := z.ListPools(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list pools: %w", err)
+	}
+	return pools, nil
+}
+
 // Roots are the datasets a filter's accepting rules name: where its
-// filesystems are listed from.
+// filesystems are listed from. The every-pool filter "<" names none: see
+// filterRoots.
 func Roots(f *config.Filter) []zfs.DatasetPath {
 	if f == nil {
 		return nil
@@ -58,15 +85,41 @@ func Roots(f *config.Filter) []zfs.DatasetPath {
 	return out
 }
 
-// sender is the endpoint of a job that sends (push, source).
-func sender(z zfs.ZFS, j *config.Job) *endpoint.Sender {
-	return &endpoint.Sender{ZFS: z, Job: j.ID, Filter: j.Filesystems.Match, Roots: Roots(j.Filesystems)}
+// sender is the endpoint of a job that sends (push, source, snap).
+func sender(z zfs.ZFS, j *config.Job) jobSender {
+	return jobSender{
+		Sender:    &endpoint.Sender{ZFS: z, Job: j.ID, Filter: j.Filesystems.Match, Roots: Roots(j.Filesystems)},
+		everyPool: everyPool(j.Filesystems),
+	}
+}
+
+// jobSender is a job's sender endpoint. With the every-pool filter its
+// roots are the pools imported at each listing, so a pool imported while
+// the daemon runs is seen at the next run.
+type jobSender struct {
+	*endpoint.Sender
+	everyPool bool
+}
+
+func (s jobSender) ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error) {
+	if !s.everyPool {
+		return s.Sender.ListFilesystems(ctx)
+	}
+	pools, err := s.ZFS.ListPools(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list pools: %w", err)
+	}
+	// A copy per listing: concurrent listings (several clients of a
+	// source) must not share the roots.
+	cp := *s.Sender
+	cp.Roots = pools
+	return cp.ListFilesystems(ctx)
 }
 
 // streamSender is the sender a job's streams come from, under its
 // send.bandwidth_limit.
-func streamSender(s *endpoint.Sender, j *config.Job, m *Metrics, clock job.Clock) limitedSender {
-	ls := limitedSender{Sender: s, b: newBucket(j.Send.BandwidthLimit, clock)}
+func streamSender(s jobSender, j *config.Job, m *Metrics, clock job.Clock) limitedSender {
+	ls := limitedSender{jobSender: s, b: newBucket(j.Send.BandwidthLimit, clock)}
 	if m != nil {
 		ls.stepDone = func(took time.Duration) { m.StepDone(j.Name, took) }
 	}
@@ -76,7 +129,7 @@ func streamSender(s *endpoint.Sender, j *config.Job, m *Metrics, clock job.Clock
 // senderTarget prunes a local sender: it lists what the job sends and
 // destroys snapshots (never bookmarks, never held ones) of those
 // filesystems.
-type senderTarget struct{ *endpoint.Sender }
+type senderTarget struct{ jobSender }
 
 func (s senderTarget) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
 	p, err := zfs.NewDatasetPath(fs)

@@ -68,13 +68,3 @@ jobs:
 	require.NoError(t, err)
 	assert.Equal(t, []zfs.DatasetPath{zfs.MustDatasetPath("p/x"), zfs.MustDatasetPath("q")}, ConfigRoots(cfg))
 }
-
-func TestEveryPoolFilterIsRefused(t *testing.T) {
-	cfg, err := config.Parse([]byte(`
-jobs:
-  - {name: all, type: snap, filesystems: {"<": true}, snapshotting: {type: manual}, pruning: {keep: [{type: last_n, count: 1}]}}
-`))
-	require.NoError(t, err)
-	_, err = New(Options{Config: cfg, ZFS: model(t)})
-	assert.ErrorContains(t, err, `job all: filesystems: the pattern "<"`)
-}

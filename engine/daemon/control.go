@@ -119,12 +119,6 @@ func (d *Daemon) Signal(req SignalRequest) error {
 	return fmt.Errorf("unknown signal %q (want wakeup, reset or concurrency)", req.Signal)
 }
 
-// roots are the datasets below which the config's jobs keep holds and
-// bookmarks.
-func (d *Daemon) roots() []zfs.DatasetPath {
-	return ConfigRoots(d.opts.Config)
-}
-
 // ConfigRoots are the filter roots and root_fs of every job.
 func ConfigRoots(c *config.Config) []zfs.DatasetPath {
 	var all []zfs.DatasetPath
@@ -147,6 +141,21 @@ func ConfigRoots(c *config.Config) []zfs.DatasetPath {
 		}
 	}
 	return out
+}
+
+// hostRoots are the existing datasets below which the config's jobs keep
+// holds and bookmarks: every pool if a job's filter takes every pool.
+func hostRoots(ctx context.Context, z zfs.ZFS, c *config.Config) ([]zfs.DatasetPath, error) {
+	for _, j := range c.Jobs {
+		if everyPool(j.Filesystems) {
+			pools, err := z.ListPools(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("list pools: %w", err)
+			}
+			return pools, nil
+		}
+	}
+	return existingRoots(ctx, z, ConfigRoots(c))
 }
 
 // existingRoots drops roots that do not exist (a sink's root before its
@@ -190,7 +199,7 @@ func ListHolds(ctx context.Context, z zfs.ZFS, c *config.Config, jobName string)
 		}
 		f.Job = &id
 	}
-	roots, err := existingRoots(ctx, z, ConfigRoots(c))
+	roots, err := hostRoots(ctx, z, c)
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +223,7 @@ func (d *Daemon) ReleaseStale(ctx context.Context, dryRun bool) ([]Hold, error) 
 // ReleaseStale is Daemon.ReleaseStale on any backend; replicating tells
 // which jobs have a replication running (none, without a daemon).
 func ReleaseStale(ctx context.Context, z zfs.ZFS, c *config.Config, replicating func(job string) bool, dryRun bool) ([]Hold, error) {
-	roots, err := existingRoots(ctx, z, ConfigRoots(c))
+	roots, err := hostRoots(ctx, z, c)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +263,7 @@ func (d *Daemon) MigrateCursors(ctx context.Context, dryRun bool) ([]string, err
 
 // MigrateCursors is Daemon.MigrateCursors on any backend.
 func MigrateCursors(ctx context.Context, z zfs.ZFS, c *config.Config, dryRun bool) ([]string, error) {
-	roots, err := existingRoots(ctx, z, ConfigRoots(c))
+	roots, err := hostRoots(ctx, z, c)
 	if err != nil {
 		return nil, err
 	}

@@ -124,9 +124,6 @@ func New(opts Options) (*Daemon, error) {
 	d := &Daemon{opts: opts, log: opts.Log, local: transport.NewLocal(), metrics: newMetrics(), byName: map[string]runner{}}
 	for i := range opts.Config.Jobs {
 		j := &opts.Config.Jobs[i]
-		if err := checkFilter(j); err != nil {
-			return nil, fmt.Errorf("job %s: %w", j.Name, err)
-		}
 		var err error
 		switch j.Type {
 		case config.JobSink, config.JobSource:
@@ -139,20 +136,6 @@ func New(opts Options) (*Daemon, error) {
 		}
 	}
 	return d, nil
-}
-
-// checkFilter refuses a filter that accepts every pool ("<"): the ZFS
-// interface lists filesystems below a root, and has no list of pools.
-func checkFilter(j *config.Job) error {
-	if j.Filesystems == nil {
-		return nil
-	}
-	for _, r := range j.Filesystems.Rules() {
-		if r.Accept && r.Path.IsZero() {
-			return fmt.Errorf(`filesystems: the pattern "<" (every pool) is not supported; name each pool instead ("tank<")`)
-		}
-	}
-	return nil
 }
 
 func (d *Daemon) afterRun() {
@@ -193,7 +176,11 @@ func (d *Daemon) filesystems(ctx context.Context, f *config.Filter) ([]zfs.Datas
 func MatchFilesystems(ctx context.Context, z zfs.ZFS, f *config.Filter) ([]zfs.DatasetPath, error) {
 	var out []zfs.DatasetPath
 	seen := map[zfs.DatasetPath]bool{}
-	for _, root := range Roots(f) {
+	roots, err := filterRoots(ctx, z, f)
+	if err != nil {
+		return nil, err
+	}
+	for _, root := range roots {
 		infos, err := z.ListFilesystems(ctx, root)
 		if errors.Is(err, zfs.ErrDatasetNotExist) {
 			continue

@@ -107,7 +107,7 @@ func limitReader(ctx context.Context, r io.Reader, b *bucket) io.Reader {
 // limitedSender applies a job's send.bandwidth_limit to its streams and
 // reports how long each stream (a step's send) took.
 type limitedSender struct {
-	*endpoint.Sender
+	jobSender
 	b *bucket
 	// stepDone learns each stream's duration (nil: nobody listens).
 	stepDone func(took time.Duration)
