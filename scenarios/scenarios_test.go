@@ -56,8 +56,10 @@ func history(t *rapid.T) {
 		"prune-receiver":    w.pruneReceiver,
 		"rollback-receiver": w.rollbackReceiver,
 		"forged-pull":       w.forgedPull,
+		"toggle-key":        w.toggleKey,
 		"":                  w.check,
 	})
+	w.loadAllKeys(t)
 	for _, j := range jobs {
 		w.converge(t, j)
 		w.check(t)
@@ -85,6 +87,7 @@ func checkScenarios(t *testing.T, checks int) {
 	stats.completed.Store(0)
 	stats.goaways.Store(0)
 	stats.sshExits.Store(0)
+	stats.keyFailures.Store(0)
 	rapid.Check(t, func(rt *rapid.T) {
 		n++
 		var failure any
@@ -112,8 +115,8 @@ func checkScenarios(t *testing.T, checks int) {
 		}
 	})
 	if took := time.Since(start); took > 0 {
-		t.Logf("%d histories (with shrinking) in %v: %.2f histories/s; %d replication runs, %d with a fault, %d filesystems completed by a step; %d runs got GOAWAY too_many_pings, %d lost an ssh process mid-use",
-			n, took.Round(time.Millisecond), float64(n)/took.Seconds(), stats.runs.Load(), stats.faulty.Load(), stats.completed.Load(), stats.goaways.Load(), stats.sshExits.Load())
+		t.Logf("%d histories (with shrinking) in %v: %.2f histories/s; %d replication runs, %d with a fault, %d filesystems completed by a step; %d runs got GOAWAY too_many_pings, %d lost an ssh process mid-use; %d filesystems failed for want of a key",
+			n, took.Round(time.Millisecond), float64(n)/took.Seconds(), stats.runs.Load(), stats.faulty.Load(), stats.completed.Load(), stats.goaways.Load(), stats.sshExits.Load(), stats.keyFailures.Load())
 	}
 }
 

@@ -119,8 +119,9 @@ func newWorld(t *rapid.T) *world {
 	must(t, w.dst.CreatePool("dst"))
 	must(t, w.dst.CreateFilesystem(zfs.MustDatasetPath(sinkRoot), zfsmodel.FSOptions{}))
 	for _, fs := range fsNames {
-		must(t, w.src.CreateFilesystem(zfs.MustDatasetPath(fs), zfsmodel.FSOptions{Parents: true}))
+		must(t, w.src.CreateFilesystem(zfs.MustDatasetPath(fs), zfsmodel.FSOptions{Parents: true, Encrypted: fs == encFS}))
 	}
+	must(t, w.dst.CreateFilesystem(jobs[plainJob].root(), zfsmodel.FSOptions{Encrypted: true}))
 	private := zfs.MustDatasetPath(privateFS)
 	must(t, w.src.CreateFilesystem(private, zfsmodel.FSOptions{}))
 	must(t, w.src.WriteData(private, 7, 2))
@@ -215,7 +216,10 @@ func resumeToken(t *rapid.T, z *zfsmodel.Model, fs string) string {
 func (w *world) snapshot(t *rapid.T) {
 	if rapid.Bool().Draw(t, "write") {
 		fs := rapid.SampledFrom(fsNames).Draw(t, "fs")
-		must(t, w.src.WriteData(zfs.MustDatasetPath(fs), rapid.Int64Range(0, 1000).Draw(t, "seed"), rapid.IntRange(1, 12).Draw(t, "blocks")))
+		err := w.src.WriteData(zfs.MustDatasetPath(fs), rapid.Int64Range(0, 1000).Draw(t, "seed"), rapid.IntRange(1, 12).Draw(t, "blocks"))
+		if !errors.Is(err, zfs.ErrKeyNotLoaded) { // no writes without the key
+			must(t, err)
+		}
 	}
 	now := w.advance(time.Duration(rapid.IntRange(1, 180).Draw(t, "minutes")) * time.Minute)
 	s := w.sender(jobs[0])
@@ -229,12 +233,11 @@ func (w *world) snapshot(t *rapid.T) {
 	}, snapper.Config{Prefix: "zrepl_"})
 	refs, err := sn.SnapshotNow(bg, now)
 	must(t, err)
+	cs := &checksummer{w: w, m: w.src}
 	for _, ref := range refs {
 		for _, v := range versionsOf(t, w.src, ref.FS.String()) {
 			if v.Kind == zfs.Snapshot && v.Name == ref.Name {
-				sum, err := w.src.Checksum(ref)
-				must(t, err)
-				w.sum[v.GUID] = sum
+				w.sum[v.GUID] = cs.sum(t, ref)
 				w.created[ref.FS.String()] = append(w.created[ref.FS.String()], v.GUID)
 			}
 		}
@@ -318,6 +321,8 @@ func (w *world) rollbackReceiver(t *rapid.T) {
 
 // check holds after every action.
 func (w *world) check(t *rapid.T) {
+	w.checkEncryptedAtRest(t)
+	cs := &checksummer{w: w, m: w.dst}
 	seen := map[string]bool{}
 	for _, j := range jobs {
 		for _, fs := range fsNames {
@@ -339,9 +344,7 @@ func (w *world) check(t *rapid.T) {
 					t.Fatalf("INVARIANT receiver-subset: %s@%s is out of the sender's order\n%s", dst, v.Name, w.dump(t))
 				}
 				last = i
-				sum, err := w.dst.Checksum(v.Ref(zfs.MustDatasetPath(dst)))
-				must(t, err)
-				if sum != w.sum[v.GUID] {
+				if cs.sum(t, v.Ref(zfs.MustDatasetPath(dst))) != w.sum[v.GUID] {
 					t.Fatalf("INVARIANT receiver-content: %s@%s differs from what the sender snapshotted\n%s", dst, v.Name, w.dump(t))
 				}
 			}
