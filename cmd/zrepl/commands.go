@@ -272,7 +272,7 @@ func newHoldsCommand() *cobra.Command {
 	var dryRun bool
 	release := &cobra.Command{
 		Use:   "release-stale",
-		Short: "release step holds and step bookmarks of jobs with no running replication",
+		Short: "release step holds and step bookmarks of jobs with no running replication, and last-received holds of jobs no longer configured that a configured job's hold supersedes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := client(configPath)

@@ -372,6 +372,18 @@ func (r withRecvOptions) Receive(ctx context.Context, req endpoint.ReceiveReques
 }
 
 // sinkFor serves a sink's clients with its recv options.
+//
+// The last-received hold a sink places is named after the sink, not after
+// the client's push job, as zrepl does: the hold lives on the sink's host,
+// whose daemon knows its own jobs and not the clients', so `holds list
+// --job` and release-stale can judge it; and the name stays the same
+// whatever the client calls its job. It does not make two holders share
+// one: each client has its own area <root_fs>/<identity>, and within an
+// area a filesystem has one newest received snapshot whichever push job
+// sent it (two push jobs of one identity must send disjoint filesystems,
+// or they race on the same receiving filesystem anyway). A renamed sink
+// leaves its old holds; release-stale releases those a current job's hold
+// supersedes.
 func sinkFor(z zfs.ZFS, j *config.Job, clock job.Clock) func(identity string) (rpc.ReceiverEndpoint, error) {
 	inner := rpc.Sink(z, j.ID, j.RootFS)
 	limit := newBucket(j.Recv.BandwidthLimit, clock)

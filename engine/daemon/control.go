@@ -212,7 +212,11 @@ func ListHolds(ctx context.Context, z zfs.ZFS, c *config.Config, jobName string)
 
 // ReleaseStale releases the step holds and destroys the step bookmarks of
 // jobs that have no replication running: left behind by runs that were cut
-// off and will not be resumed. Cursors and last-received holds stay.
+// off and will not be resumed. Cursors stay, and so do last-received holds,
+// except those superseded: of a job the config no longer has (a renamed
+// sink) on a filesystem where a job of the config holds what it last
+// received. The filesystem's incremental base is then kept by the new hold,
+// and the old one would keep its snapshot forever.
 func (d *Daemon) ReleaseStale(ctx context.Context, dryRun bool) ([]Hold, error) {
 	return ReleaseStale(ctx, d.opts.ZFS, d.opts.Config, func(job string) bool {
 		j, err := d.Job(job)
@@ -227,11 +231,26 @@ func ReleaseStale(ctx context.Context, z zfs.ZFS, c *config.Config, replicating 
 	if err != nil {
 		return nil, err
 	}
-	abs, err := endpoint.ListAbstractions(ctx, z, roots, endpoint.AbstractionFilter{Kinds: []endpoint.AbstractionKind{endpoint.StepHold, endpoint.StepBookmark}})
+	abs, err := endpoint.ListAbstractions(ctx, z, roots, endpoint.AbstractionFilter{Kinds: []endpoint.AbstractionKind{endpoint.StepHold, endpoint.StepBookmark, endpoint.LastReceivedHold}})
 	if err != nil {
 		return nil, err
 	}
-	abs = slices.DeleteFunc(abs, func(a endpoint.Abstraction) bool { return replicating(a.Job.String()) })
+	configured := map[endpoint.JobID]bool{}
+	for _, j := range c.Jobs {
+		configured[j.ID] = true
+	}
+	heldByConfigured := map[zfs.DatasetPath]bool{}
+	for _, a := range abs {
+		if a.Kind == endpoint.LastReceivedHold && configured[a.Job] {
+			heldByConfigured[a.Version.FS] = true
+		}
+	}
+	abs = slices.DeleteFunc(abs, func(a endpoint.Abstraction) bool {
+		if a.Kind == endpoint.LastReceivedHold {
+			return configured[a.Job] || !heldByConfigured[a.Version.FS]
+		}
+		return replicating(a.Job.String())
+	})
 	if dryRun {
 		return toHolds(abs), nil
 	}
@@ -240,7 +259,7 @@ func ReleaseStale(ctx context.Context, z zfs.ZFS, c *config.Config, replicating 
 	for _, a := range abs {
 		var err error
 		switch a.Kind {
-		case endpoint.StepHold:
+		case endpoint.StepHold, endpoint.LastReceivedHold:
 			err = z.Release(ctx, a.Version, a.Tag)
 		case endpoint.StepBookmark:
 			err = z.Destroy(ctx, []zfs.VersionRef{a.Version})

@@ -75,12 +75,29 @@ func TestControlAPI(t *testing.T) {
 		require.NoError(t, m.Hold(bg, zfs.SnapshotRef(fs, snap), endpoint.StepHoldTag(push)))
 		require.NoError(t, m.Hold(bg, zfs.SnapshotRef(fs, snap), endpoint.StepHoldTag(gone)))
 		require.NoError(t, m.Bookmark(bg, zfs.SnapshotRef(fs, snap), endpoint.StepBookmarkName(vs[0].GUID, push)))
+		// A last-received hold of a sink that was renamed: superseded
+		// where the sink holds what it received since, kept elsewhere
+		// (nothing else keeps that filesystem's incremental base).
+		oldSink := endpoint.LastReceivedHoldTag(endpoint.MustJobID("oldsink"))
+		recvFirst := zfs.SnapshotRef(zfs.MustDatasetPath("backup/laptop/pool/data"), snapshots(t, m, "backup/laptop/pool/data")[0])
+		require.NoError(t, m.Hold(bg, recvFirst, oldSink))
+		require.NoError(t, m.Hold(bg, zfs.SnapshotRef(fs, snap), oldSink))
 		dry, err := c.ReleaseStale(bg, true)
 		require.NoError(t, err)
-		assert.Len(t, dry, 3)
+		assert.Len(t, dry, 4)
+		oldsinkHolds := func(hs []Hold) []string {
+			var out []string
+			for _, h := range hs {
+				if h.Job == "oldsink" {
+					out = append(out, h.Version)
+				}
+			}
+			return out
+		}
+		assert.Equal(t, []string{recvFirst.String()}, oldsinkHolds(dry), "the superseded hold goes")
 		all, err := c.Holds(bg, "")
 		require.NoError(t, err)
-		assert.Len(t, all, 2+2+3, "cursors and last-received holds of two filesystems, and the stale three: %v", all)
+		assert.Len(t, all, 2+2+3+2, "cursors and last-received holds of two filesystems, the stale three and oldsink's two: %v", all)
 		released, err := c.ReleaseStale(bg, false)
 		require.NoError(t, err)
 		assert.ElementsMatch(t, dry, released)
@@ -89,7 +106,8 @@ func TestControlAPI(t *testing.T) {
 		for _, h := range all {
 			assert.Contains(t, []string{"replication-cursor-v2", "last-received-hold"}, h.Kind, h.String())
 		}
-		assert.Len(t, all, 4)
+		assert.Len(t, all, 5)
+		assert.Equal(t, []string{zfs.SnapshotRef(fs, snap).String()}, oldsinkHolds(all), "the hold without a successor stays")
 
 		// v1 cursors go only where a v2 cursor exists.
 		require.NoError(t, m.Bookmark(bg, zfs.SnapshotRef(fs, snap), endpoint.CursorV1BookmarkName))
