@@ -180,20 +180,23 @@ func requireOK(t *testing.T, rep replication.Report) {
 // The driver replicates over the protocol as it does in-process: full,
 // incremental, then up to date; pushing to a sink and pulling from a
 // source; over in-memory pipes and loopback TCP.
+// direction connects the hosts for a push (to the sink as "alice") or a
+// pull over kind, and names where src/data lands.
+func (h *hosts) direction(kind, dir string) (replication.Sender, replication.Receiver, string) {
+	if dir == "push" {
+		s, r := h.push(kind, "alice")
+		return s, r, "dst/sinks/alice/src/data"
+	}
+	s, r := h.pull(kind)
+	return s, r, "dst/pulled/src/data"
+}
+
 func TestReplicateOverRPC(t *testing.T) {
 	for _, kind := range []string{"pipe", "tcp"} {
 		for _, dir := range []string{"push", "pull"} {
 			t.Run(kind+"/"+dir, func(t *testing.T) {
 				h := newHosts(t)
-				var s replication.Sender
-				var r replication.Receiver
-				dstFS := "dst/pulled/src/data"
-				if dir == "push" {
-					s, r = h.push(kind, "alice")
-					dstFS = "dst/sinks/alice/src/data"
-				} else {
-					s, r = h.pull(kind)
-				}
+				s, r, dstFS := h.direction(kind, dir)
 				h.create("src/data/child")
 				h.writeSnap("src/data", 1, 8, "s1")
 				h.writeSnap("src/data/child", 11, 8, "s1")
@@ -226,15 +229,7 @@ func TestReconcileOverRPC(t *testing.T) {
 	for _, dir := range []string{"push", "pull"} {
 		t.Run(dir, func(t *testing.T) {
 			h := newHosts(t)
-			var s replication.Sender
-			var r replication.Receiver
-			dstFS := "dst/pulled/src/data"
-			if dir == "push" {
-				s, r = h.push("pipe", "alice")
-				dstFS = "dst/sinks/alice/src/data"
-			} else {
-				s, r = h.pull("pipe")
-			}
+			s, r, dstFS := h.direction("pipe", dir)
 			h.create("src/data")
 			h.writeSnap("src/data", 1, 8, "s1")
 			requireOK(t, run(s, r))
@@ -276,15 +271,7 @@ func TestResumeAfterSourceCut(t *testing.T) {
 	for _, dir := range []string{"push", "pull"} {
 		t.Run(dir, func(t *testing.T) {
 			h := newHosts(t)
-			var s replication.Sender
-			var r replication.Receiver
-			dstFS := "dst/pulled/src/data"
-			if dir == "push" {
-				s, r = h.push("pipe", "alice")
-				dstFS = "dst/sinks/alice/src/data"
-			} else {
-				s, r = h.pull("pipe")
-			}
+			s, r, dstFS := h.direction("pipe", dir)
 			h.create("src/data")
 			h.writeSnap("src/data", 1, 64, "s1")
 			full := fullSize(t, h, "src/data")
