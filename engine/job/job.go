@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -416,7 +417,10 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 }
 
 // cursorTXGs maps each of the sender's filesystems to the createtxg of the
-// job's replication cursor: snapshots up to it are replicated.
+// job's replication cursor: snapshots up to it are replicated. The cursor
+// is the one the listing marks as the sender job's (a remote source marks
+// its own, which carries the source's name), else the bookmark named after
+// job.
 func cursorTXGs(ctx context.Context, t PruneTarget, job endpoint.JobID) (map[string]uint64, error) {
 	fss, err := t.ListFilesystems(ctx)
 	if err != nil {
@@ -428,10 +432,12 @@ func cursorTXGs(ctx context.Context, t PruneTarget, job endpoint.JobID) (map[str
 			if v.Kind != zfs.Bookmark {
 				continue
 			}
-			if p, ok := endpoint.ParseBookmarkName(v.Name); ok && p.Kind == endpoint.ReplicationCursorV2 && p.Job == job {
-				if v.CreateTXG >= out[fs.Path] {
-					out[fs.Path] = v.CreateTXG
-				}
+			p, ok := endpoint.ParseBookmarkName(v.Name)
+			if !ok || p.Kind != endpoint.ReplicationCursorV2 {
+				continue
+			}
+			if (p.Job == job || slices.Contains(fs.Marks.Cursors, v.GUID)) && v.CreateTXG >= out[fs.Path] {
+				out[fs.Path] = v.CreateTXG
 			}
 		}
 	}

@@ -173,3 +173,29 @@ func TestReplicationStatus(t *testing.T) {
 	assert.Equal(t, "up to date", s.Filesystems[2].State)
 	assert.Zero(t, s.Filesystems[0].ETASeconds, "no ETA after the end")
 }
+
+// listing is a PruneTarget with a fixed listing.
+type listing []endpoint.Filesystem
+
+func (l listing) ListFilesystems(context.Context) ([]endpoint.Filesystem, error) { return l, nil }
+func (listing) DestroySnapshots(context.Context, string, []zfs.FilesystemVersion) error {
+	return errors.New("unused")
+}
+
+// The replicated mark of the not_replicated rule: the job's own cursor, or
+// the cursor a remote source marks as its job's (named after the source).
+func TestCursorTXGs(t *testing.T) {
+	pull, src, other := endpoint.MustJobID("pull"), endpoint.MustJobID("src"), endpoint.MustJobID("other")
+	bm := func(name string, guid, txg uint64) zfs.FilesystemVersion {
+		return zfs.FilesystemVersion{Kind: zfs.Bookmark, Name: name, GUID: guid, CreateTXG: txg}
+	}
+	l := listing{
+		{Path: "own", Versions: []zfs.FilesystemVersion{bm(endpoint.CursorBookmarkName(1, pull), 1, 10), bm(endpoint.CursorBookmarkName(2, other), 2, 20)}},
+		{Path: "marked", Versions: []zfs.FilesystemVersion{bm(endpoint.CursorBookmarkName(3, src), 3, 30), bm(endpoint.CursorBookmarkName(4, other), 4, 40)}, Marks: endpoint.JobMarks{Cursors: []uint64{3}}},
+		{Path: "plain bookmark", Versions: []zfs.FilesystemVersion{bm("manual", 5, 50)}, Marks: endpoint.JobMarks{Cursors: []uint64{5}}},
+		{Path: "foreign", Versions: []zfs.FilesystemVersion{bm(endpoint.CursorBookmarkName(6, other), 6, 60)}},
+	}
+	got, err := cursorTXGs(context.Background(), l, pull)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]uint64{"own": 10, "marked": 30}, got)
+}
