@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"zrepl.dev/zrepl/engine/zfs"
 )
@@ -67,8 +69,10 @@ func (e *startError) Unwrap() error { return e.err }
 
 // proc is one started zfs child.
 type proc struct {
+	c      *CLI
 	cmd    *exec.Cmd
 	stderr *tailBuffer
+	start  time.Time
 
 	waitOnce sync.Once
 	waitErr  error
@@ -76,8 +80,19 @@ type proc struct {
 
 // wait reaps the child once; every caller gets the same result.
 func (p *proc) wait() error {
-	p.waitOnce.Do(func() { p.waitErr = p.cmd.Wait() })
+	p.waitOnce.Do(func() {
+		p.waitErr = p.cmd.Wait()
+		p.c.observed(p.cmd, p.start, p.waitErr)
+	})
 	return p.waitErr
+}
+
+// observed reports a reaped child to Options.Observe.
+func (c *CLI) observed(cmd *exec.Cmd, start time.Time, err error) {
+	if c.observe == nil || cmd.Process == nil {
+		return // not observed, or never started
+	}
+	c.observe(Invocation{Args: slices.Clone(cmd.Args[1:]), Start: start, Duration: time.Since(start), Err: err})
 }
 
 // kill ends the child. It is safe after the child was reaped (os.Process
@@ -103,7 +118,9 @@ func (c *CLI) run(ctx context.Context, op, dataset string, args []string) ([]byt
 	stderr := newTailBuffer(c.stderrLimit)
 	cmd.Stdout = &stdout
 	cmd.Stderr = stderr
+	start := time.Now()
 	err := cmd.Run()
+	c.observed(cmd, start, err)
 	if err != nil {
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) && ctx.Err() == nil {

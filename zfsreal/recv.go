@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"time"
 
 	"zrepl.dev/zrepl/engine/zfs"
 )
@@ -111,6 +112,7 @@ func (c *CLI) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reader,
 	cmd.Stderr = stderr
 	cmd.Cancel = pw.Close
 	cmd.WaitDelay = c.cancelGrace
+	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		pr.Close()
 		pw.Close()
@@ -120,6 +122,7 @@ func (c *CLI) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reader,
 	fed := make(chan error, 1)
 	go func() { fed <- feed(pw, stream) }()
 	waitErr := cmd.Wait()
+	c.observed(cmd, start, waitErr)
 	if errors.Is(waitErr, os.ErrClosed) {
 		// Cancel's close raced with feed's: the close happened either way.
 		waitErr = nil

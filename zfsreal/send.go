@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/engine/zfs/resumetoken"
@@ -210,6 +211,7 @@ func (c *CLI) Send(ctx context.Context, args zfs.SendArgs) (io.ReadCloser, error
 	stderr := newTailBuffer(c.stderrLimit)
 	cmd.Stdout = w
 	cmd.Stderr = stderr
+	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		r.Close()
 		w.Close()
@@ -218,7 +220,7 @@ func (c *CLI) Send(ctx context.Context, args zfs.SendArgs) (io.ReadCloser, error
 	// The child has its own copy; ours would keep the pipe open and hide
 	// the child's end of stream.
 	w.Close()
-	return &sendStream{c: c, ctx: ctx, args: args, subject: subject, r: r, p: &proc{cmd: cmd, stderr: stderr}}, nil
+	return &sendStream{c: c, ctx: ctx, args: args, subject: subject, r: r, p: &proc{c: c, cmd: cmd, stderr: stderr, start: start}}, nil
 }
 
 // errStreamClosed is what Read returns after Close.

@@ -27,6 +27,23 @@ type Options struct {
 	// closing its input (zfs then ends as for a cut-off stream, saving the
 	// partial state with Resumable) before killing it. Default 30s.
 	CancelGrace time.Duration
+	// Observe, if set, is called once for every zfs child after it was
+	// reaped: what ran and for how long. It is for finding where time
+	// goes (every child is a process start, costly under emulation); it
+	// may be called from several goroutines at once and must not block.
+	Observe func(Invocation)
+}
+
+// Invocation is one zfs child as Options.Observe sees it.
+type Invocation struct {
+	// Args are zfs's arguments (without the binary), as run.
+	Args []string
+	// Start is when the child was started, Duration how long it took
+	// until it was reaped (for send and recv: the whole stream).
+	Start    time.Time
+	Duration time.Duration
+	// Err is how the child ended (nil: exit status 0).
+	Err error
 }
 
 const (
@@ -42,6 +59,7 @@ type CLI struct {
 	stderrLimit int
 	maxArgBytes int
 	cancelGrace time.Duration
+	observe     func(Invocation)
 }
 
 var _ zfs.ZFS = (*CLI)(nil)
@@ -49,7 +67,7 @@ var _ zfs.ZFS = (*CLI)(nil)
 // New returns a CLI running opts.ZFSBinary.
 func New(opts Options) *CLI {
 	c := &CLI{bin: opts.ZFSBinary, stderrLimit: opts.StderrLimit, maxArgBytes: opts.MaxArgBytes,
-		cancelGrace: opts.CancelGrace}
+		cancelGrace: opts.CancelGrace, observe: opts.Observe}
 	if c.bin == "" {
 		c.bin = "zfs"
 	}
