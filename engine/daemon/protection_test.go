@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/job"
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
@@ -97,4 +100,68 @@ func TestProtectionFromConfig(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, endpoint.GuaranteeResumability, p.Initial)
 	assert.Equal(t, endpoint.GuaranteeResumability, p.Incremental)
+}
+
+// A pull job's protection reaches a remote source over the wire: with
+// guarantee_nothing the source takes no step holds or bookmarks.
+func TestPullProtectionReachesTheSource(t *testing.T) {
+	for _, tc := range []struct {
+		protection string
+		holds      int
+	}{
+		{"{initial: guarantee_resumability, incremental: guarantee_resumability}", 1 + 2},
+		{"{initial: guarantee_nothing, incremental: guarantee_nothing}", 0},
+	} {
+		t.Run(tc.protection, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			addr := l.Addr().String()
+			l.Close()
+			cfg := parse(t, fmt.Sprintf(`
+global: {zfs_backend: model}
+jobs:
+  - name: src
+    type: source
+    serve: {type: tcp, listen: "%[1]s", clients: {"127.0.0.1": "backup"}}
+    filesystems: {"pool/data": true}
+    snapshotting: {type: manual}
+  - name: pull
+    type: pull
+    connect: {type: tcp, address: "%[1]s"}
+    root_fs: backup/pulled
+    interval: manual
+    replication: {protection: %[2]s}
+    pruning: {keep_sender: [{type: last_n, count: 10}], keep_receiver: [{type: last_n, count: 10}]}
+`, addr, tc.protection))
+			m := model(t)
+			rec := &recording{ZFS: m}
+			d, err := New(Options{Config: cfg, ZFS: rec, NoControlSocket: true, ReplicationSleep: func(context.Context, time.Duration) error { return nil }})
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error)
+			go func() { done <- d.Run(ctx) }()
+			defer func() {
+				cancel()
+				require.NoError(t, <-done)
+			}()
+			pull, err := d.Job("pull")
+			require.NoError(t, err)
+			fs := zfs.MustDatasetPath("pool/data")
+			for i, name := range []string{"a", "b"} {
+				require.NoError(t, m.WriteData(fs, int64(i), 1))
+				require.NoError(t, m.Snapshot(ctx, fs, name))
+				pull.Wakeup()
+				deadline := time.Now().Add(30 * time.Second)
+				for st := pull.Status(); st.Runs < i+1 || st.State != job.StateIdle; st = pull.Status() {
+					require.True(t, time.Now().Before(deadline), "run %d did not end: %+v", i+1, st)
+					time.Sleep(10 * time.Millisecond)
+				}
+				require.Empty(t, pull.Status().LastError)
+			}
+			assert.Equal(t, []string{"a", "b"}, snapshots(t, m, "backup/pulled/pool/data"))
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			assert.Len(t, rec.holds, tc.holds, "step holds on the source: %v", rec.holds)
+		})
+	}
 }
