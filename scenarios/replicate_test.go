@@ -63,6 +63,8 @@ type interferer struct {
 	onSteps int
 	act     func()
 	crash   bool
+	// stagger starts the steps of different filesystems apart.
+	stagger bool
 
 	bytes atomic.Int64
 	steps atomic.Int64
@@ -126,6 +128,19 @@ type stepSender struct {
 }
 
 func (s stepSender) Send(ctx context.Context, req endpoint.SendRequest) (io.ReadCloser, error) {
+	if s.x.stagger {
+		// Steps that start at one instant (a run's first steps, or those
+		// a resize lets go) would race for dial numbers, txgs and the
+		// byte count; starting each filesystem's at its own odd offset
+		// orders them in virtual time.
+		t := time.NewTimer(staggerOf(req.FS))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, s.x.record(context.Cause(ctx))
+		}
+	}
 	r, err := s.Sender.Send(ctx, req)
 	return r, s.x.record(err)
 }
@@ -144,10 +159,23 @@ func (s stepSender) StepCompleted(ctx context.Context, req endpoint.SendRequest,
 	return err
 }
 
+// staggerOf is a filesystem's step start offset: distinct per filesystem
+// and no multiple of another's, nor of the links' latency.
+func staggerOf(fs string) time.Duration {
+	i := slices.Index(fsNames, fs) + 1
+	return time.Duration(i)*1013*time.Microsecond + time.Duration(i*i)*7*time.Microsecond
+}
+
+// resizeDelay is how long after its threshold a resize comes.
+const resizeDelay = 333*time.Microsecond + 17*time.Nanosecond
+
 // replicate is one replication run of a drawn job, with a drawn fault.
 func (w *world) replicate(t *rapid.T) {
 	j := rapid.SampledFrom(jobs).Draw(t, "job")
 	fault := rapid.SampledFrom(faultKinds).Draw(t, "fault")
+	if forceFault != "" {
+		fault = forceFault
+	}
 	w.run(t, j, fault, rapid.Int64().Draw(t, "netSeed"), rapid.IntRange(1, 3).Draw(t, "concurrency"), rapid.IntRange(1, 5).Draw(t, "attempts"))
 	w.persist(t)
 }
@@ -200,7 +228,11 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 	case "resize":
 		x.onBytes = rapid.Int64Range(1, 1<<20).Draw(t, "resizeAt")
 		n := rapid.IntRange(1, 3).Draw(t, "newConcurrency")
-		x.act = func() { _ = run.SetConcurrency(n) }
+		// The resize comes a moment after the threshold, from a timer of
+		// its own, so that the steps it suspends and starts do not race
+		// with the step whose bytes reached it.
+		x.act = func() { time.AfterFunc(resizeDelay, func() { _ = run.SetConcurrency(n) }) }
+		x.stagger = true
 	case "crash-sender", "crash-receiver":
 		x.onBytes = rapid.Int64Range(1, 1<<20).Draw(t, "crashAt")
 		victim := map[string]*zfsmodel.Model{"crash-sender": w.src, "crash-receiver": w.dst}[fault]
@@ -244,8 +276,9 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 		}
 	}
 	// Concurrent steps race (for dial numbers, byte offsets, the order of
-	// txgs), so a history with them may not replay alike: only resize
-	// runs have several steps at once, the others replay exactly.
+	// txgs): only resize runs have several steps at once, ordered in
+	// virtual time as far as it goes (see stepSender.Send); the others
+	// replay exactly.
 	if fault != "resize" {
 		concurrency = 1
 	}
@@ -319,6 +352,7 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 			}
 		}
 	}
+	w.traceRun(j, fault, run, &rep)
 	// Resumability: a step sends what the receiver lacks, not again what
 	// an interrupted attempt or run delivered.
 	for _, s := range run.Progress().Steps {

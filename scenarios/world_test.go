@@ -92,6 +92,9 @@ type world struct {
 
 	// curNet is the running replicate action's network.
 	curNet *netsim.Network
+
+	// trace is what the runs did, for the replay test (see traceRun).
+	trace strings.Builder
 }
 
 func (w *world) clock() time.Time {
