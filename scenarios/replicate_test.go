@@ -48,6 +48,8 @@ var stats struct {
 	// keyFailures: filesystems a run without faults failed for want of
 	// an unloaded key.
 	keyFailures atomic.Int64
+	// resumes: sends that continued a partial receive.
+	resumes atomic.Int64
 }
 
 // errNoSpace is an ENOSPC-like failure: temporary, of no known kind.
@@ -140,6 +142,9 @@ func (s stepSender) Send(ctx context.Context, req endpoint.SendRequest) (io.Read
 			t.Stop()
 			return nil, s.x.record(context.Cause(ctx))
 		}
+	}
+	if req.ResumeToken != "" {
+		stats.resumes.Add(1)
 	}
 	r, err := s.Sender.Send(ctx, req)
 	return r, s.x.record(err)

@@ -91,6 +91,7 @@ func checkScenarios(t *testing.T, checks int) {
 	stats.goaways.Store(0)
 	stats.sshExits.Store(0)
 	stats.keyFailures.Store(0)
+	stats.resumes.Store(0)
 	rapid.Check(t, func(rt *rapid.T) {
 		n++
 		var failure any
@@ -118,8 +119,8 @@ func checkScenarios(t *testing.T, checks int) {
 		}
 	})
 	if took := time.Since(start); took > 0 {
-		t.Logf("%d histories (with shrinking) in %v: %.2f histories/s; %d replication runs, %d with a fault, %d filesystems completed by a step; %d runs got GOAWAY too_many_pings, %d lost an ssh process mid-use; %d filesystems failed for want of a key",
-			n, took.Round(time.Millisecond), float64(n)/took.Seconds(), stats.runs.Load(), stats.faulty.Load(), stats.completed.Load(), stats.goaways.Load(), stats.sshExits.Load(), stats.keyFailures.Load())
+		t.Logf("%d histories (with shrinking) in %v: %.2f histories/s; %d replication runs, %d with a fault, %d filesystems completed by a step, %d sends resumed; %d runs got GOAWAY too_many_pings, %d lost an ssh process mid-use; %d filesystems failed for want of a key",
+			n, took.Round(time.Millisecond), float64(n)/took.Seconds(), stats.runs.Load(), stats.faulty.Load(), stats.completed.Load(), stats.resumes.Load(), stats.goaways.Load(), stats.sshExits.Load(), stats.keyFailures.Load())
 	}
 }
 
