@@ -123,7 +123,9 @@ func (x *interferer) Receive(ctx context.Context, req endpoint.ReceiveRequest, s
 	})))
 }
 
-// stepSender counts completed steps for a crash at a step boundary.
+// stepSender wraps the run's sender: it records errors, counts resumed
+// sends and completed steps (for a crash at a step boundary), and
+// staggers the starts of concurrent steps.
 type stepSender struct {
 	replication.Sender
 	x *interferer
