@@ -18,10 +18,12 @@ var (
 	// forceFault replaces the fault every replicate action draws (the
 	// draw stays, so the history's other draws are the same).
 	forceFault string
+	// traceAlways prints every run's trace as it ends (debugging).
+	traceAlways bool
 )
 
 // traceRun records what a run did, for the replay test.
-func (w *world) traceRun(j job, fault string, run *replication.Run, rep *replication.Report) {
+func (w *world) traceRun(j job, fault string, run *replication.Run, rep *replication.Report, errs []error) {
 	if replayTrace == nil {
 		return
 	}
@@ -31,6 +33,13 @@ func (w *world) traceRun(j job, fault string, run *replication.Run, rep *replica
 	}
 	for _, s := range run.Progress().Steps {
 		fmt.Fprintf(&w.trace, "  step %s %s %s %d/%d\n", s.FS, s.Step, s.State, s.Done, s.Expected)
+	}
+	if traceAlways {
+		for _, err := range errs {
+			fmt.Fprintf(&w.trace, "  error: %.300s\n", err)
+		}
+		fmt.Print(w.trace.String())
+		w.trace.Reset()
 	}
 }
 
@@ -90,4 +99,20 @@ func TestReplayResize(t *testing.T) {
 	if differ > max(2, n/50) {
 		t.Errorf("%d of %d histories with concurrent steps replayed differently", differ, n)
 	}
+}
+
+// TestTraceFailfile replays a failing history from rapid's fail file and
+// prints what each run did (reports, steps, every attempt's errors):
+//
+//	ZREPL_SCENARIOS_TRACE=testdata/rapid/TestScenarios/X.fail go test ./scenarios -run TraceFailfile -v
+func TestTraceFailfile(t *testing.T) {
+	file := os.Getenv("ZREPL_SCENARIOS_TRACE")
+	if file == "" {
+		t.Skip("set ZREPL_SCENARIOS_TRACE to a rapid fail file")
+	}
+	replayTrace = func(s string) { fmt.Println(s) }
+	traceAlways = true
+	defer func() { replayTrace, traceAlways = nil, false }()
+	setFlag(t, "rapid.failfile", file)
+	checkScenarios(t, 1)
 }
