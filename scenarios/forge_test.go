@@ -224,8 +224,8 @@ func (w *world) askSource(t *rapid.T, j job, req endpoint.SendRequest, seed int6
 
 // refusal: err is of a kind that refuses a request. A kind the sender
 // wraps bare (fmt.Errorf("...: %w", zfs.ErrResumeTokenCorrupt)) does not
-// cross the wire: zfs.KindOf finds only a *zfs.Error, so rpc sends no
-// kind and only the text says it.
+// cross the wire, so only the text says it (known issue
+// TestKnownIssueRemoteRefusalLosesKind).
 func refusal(err error) bool {
 	for _, k := range []error{zfs.ErrResumeTokenCorrupt, zfs.ErrVersionMismatch, zfs.ErrDatasetNotExist, endpoint.ErrNotAllowed} {
 		if errors.Is(err, k) || strings.HasSuffix(err.Error(), ": "+k.Error()) {

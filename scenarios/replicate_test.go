@@ -466,9 +466,7 @@ func (w *world) strandedNewestOnly(t *rapid.T, j job, fs string) bool {
 // encryptedPlaceholder: the receiver holds fs as a placeholder below an
 // encrypted root (the plain job's): ZFS cannot replace an encrypted
 // filesystem with a full receive, so once the sender's fs has snapshots,
-// fs and everything below it is stuck. Real zrepl creates placeholders
-// unencrypted for this (recv.placeholder.encryption: off); this engine
-// parses that option but its zfs.ZFS.CreatePlaceholder cannot honour it.
+// fs is stuck (known issue TestKnownIssueEncryptedPlaceholderStuck).
 func (w *world) encryptedPlaceholder(t *rapid.T, j job, fs string) bool {
 	info, err := w.dst.Info(zfs.MustDatasetPath(j.dstFS(fs)))
 	if errors.Is(err, zfs.ErrDatasetNotExist) {
