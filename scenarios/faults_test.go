@@ -57,8 +57,13 @@ func TestKeepaliveMisconfigurationResumes(t *testing.T) {
 				if f.Err == nil || f.Permanent {
 					rt.Fatalf("the run with GOAWAY: %s ended %s (permanent %v): %v, want a temporary failure", fs, f.State, f.Permanent, f.Err)
 				}
-				if !j.pull && !strings.Contains(f.Err.Error(), "too_many_pings") {
-					rt.Fatalf("the push's error does not name GOAWAY too_many_pings: %v", f.Err)
+				// Known issue: in a pull, the server ends the send when the
+				// control connection dies, and the puller's receive fails
+				// with "data stream truncated after N bytes" alone: the
+				// remote stream does not ask its call why. When this
+				// fails, the issue is fixed: require the name for pulls too.
+				if named := strings.Contains(f.Err.Error(), "too_many_pings"); named != !j.pull {
+					rt.Fatalf("the error names GOAWAY too_many_pings: %v, want %v (pull %v): %v", named, !j.pull, j.pull, f.Err)
 				}
 				if resumeToken(rt, w.dst, j.dstFS(fs)) == "" {
 					rt.Fatalf("no partial receive state left to resume")
