@@ -95,13 +95,20 @@ func (e *Error) Is(target error) bool {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// KindOf returns the kind of the first *Error in err's chain, or 0.
+// KindOf returns the kind of the first *Error in err's chain, or else of
+// the first Kind wrapped bare (fmt.Errorf("...: %w", zfs.ErrX)), or of a
+// name error, or 0.
 func KindOf(err error) Kind {
 	var ze *Error
 	if errors.As(err, &ze) {
 		return ze.Kind
 	}
+	var k Kind
+	if errors.As(err, &k) {
+		return k
+	}
 	if errors.Is(err, ErrInvalidName) {
+		// Name errors are their own type and match the kind by Is.
 		return ErrInvalidName
 	}
 	return kindUnknown

@@ -23,6 +23,8 @@ func TestErrorKinds(t *testing.T) {
 
 	assert.Equal(t, kindUnknown, KindOf(errors.New("other")))
 	assert.Equal(t, ErrInvalidName, KindOf(ValidateDatasetPath("")))
+	bare := fmt.Errorf("resume token for p/fs: %w", ErrResumeTokenCorrupt)
+	assert.Equal(t, ErrResumeTokenCorrupt, KindOf(bare), "a kind wrapped bare counts, as it does for errors.Is")
 	unknown := &Error{Op: "list", Dataset: "p", Msg: "something new"}
 	assert.NotErrorIs(t, unknown, Kind(0), "an unknown kind matches no kind, not even itself")
 	assert.Equal(t, "zfs list p: something new", unknown.Error())
