@@ -2,7 +2,6 @@ package scenarios
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -23,19 +22,15 @@ import (
 // one fails, the issue is fixed: turn it into a test of the right
 // behaviour and drop the simulator's exception its comment names.
 
-// Known issue "newest-only step stranded" (simulator: rapid seed 99,
-// history 1315 of 3000; shrunk: snapshot, pull with the sender crashing
-// mid full send, snapshot, snapshot, pull with a keepalive fault). An
-// initial full receive, interrupted while newer snapshots appear, is
-// finished and then continued straight to the newest snapshot (initial
-// replication skips those between). If that second step is interrupted
-// as well, later attempts plan incrementally through every snapshot after
-// the base, call its partial state foreign, and stop for good: only `zfs
-// recv -A` gets the filesystem going again, though its state continues
-// the job's own step from the receiver's newest snapshot to a snapshot
-// the sender has. (Simulator: converge accepts this conflict, see
-// strandedNewestOnly.)
-func TestKnownIssueNewestOnlyStepStranded(t *testing.T) {
+// Found by the simulator (rapid seed 99, history 1315 of 3000; shrunk:
+// snapshot, pull with the sender crashing mid full send, snapshot,
+// snapshot, pull with a keepalive fault). An initial full receive,
+// interrupted while newer snapshots appear, is finished and then continued
+// straight to the newest snapshot (initial replication skips those
+// between). When that second step was interrupted as well, later attempts
+// planned incrementally through every snapshot after the base and called
+// its partial state foreign for good. The planner now resumes it.
+func TestNewestOnlyStepResumes(t *testing.T) {
 	p := newPairT(t)
 	once := func() replication.Report {
 		noSleep := func(context.Context, time.Duration) error { return nil }
@@ -52,8 +47,9 @@ func TestKnownIssueNewestOnlyStepStranded(t *testing.T) {
 	require.Error(t, rep.Err(), "s1 completes, s1 -> s3 is cut")
 	require.Equal(t, 1, rep.Filesystems[0].StepsDone)
 	rep = p.run()
-	require.Equal(t, replication.FSConflict, rep.Filesystems[0].State, "the partial s1 -> s3 should resume, then s3 is the newest")
-	require.ErrorContains(t, rep.Err(), "foreign partial receive")
+	require.NoError(t, rep.Err(), "the partial s1 -> s3 resumes")
+	require.Equal(t, 1, rep.Filesystems[0].StepsDone)
+	p.requireCompleted(t, "s3")
 }
 
 // Known issue "encrypted placeholder stuck" (simulator: the plain job
@@ -92,16 +88,13 @@ func TestKnownIssueEncryptedPlaceholderStuck(t *testing.T) {
 	require.NoError(t, rep.Filesystems[1].Err, "the child goes on below the placeholder")
 }
 
-// Known issue "remote refusal loses its kind": the source refuses a send
-// whose resume token encodes another step with an error that wraps
-// zfs.ErrResumeTokenCorrupt bare; zfs.KindOf finds only a *zfs.Error, so
-// rpc sends the error without its kind and the puller cannot tell it
-// (errors.Is) from any other failure: the driver's fallback for a stale
-// token (send afresh) and its classification as permanent do not apply
-// over the wire. The fix belongs in engine/zfs (KindOf finding a bare
-// Kind). (Simulator: forgedPull's refusal accepts the kind's text, see
-// refusal.)
-func TestKnownIssueRemoteRefusalLosesKind(t *testing.T) {
+// Found by the simulator: the source refuses a send whose resume token
+// encodes another step with an error that wraps zfs.ErrResumeTokenCorrupt
+// bare; zfs.KindOf found only a *zfs.Error, so rpc sent the error without
+// its kind and the puller could not tell it (errors.Is) from any other
+// failure: the driver's fallback for a stale token (send afresh) and its
+// classification as permanent did not apply over the wire.
+func TestRemoteRefusalKeepsKind(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPairT(t)
 		p.snap(t, "s1", 1)
@@ -133,6 +126,6 @@ func TestKnownIssueRemoteRefusalLosesKind(t *testing.T) {
 		defer c.Close()
 		_, err = c.Sender().Send(ctx, req)
 		require.ErrorContains(t, err, "resume token corrupt")
-		require.False(t, errors.Is(err, zfs.ErrResumeTokenCorrupt), "over rpc the refusal should keep its kind")
+		require.ErrorIs(t, err, zfs.ErrResumeTokenCorrupt, "over rpc the refusal keeps its kind")
 	})
 }

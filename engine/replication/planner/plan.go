@@ -232,6 +232,14 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 			return conflict(ConflictReceiverAhead, "common base is %s and the sender has no newer snapshot; the receiver has %s after it",
 				describe(b), listVersions(newer))
 		}
+		if k := skipStep(r, s.Info.Path, b, snaps, raw); k > 0 && pol.InitialReplication == MostRecent {
+			// The receiver holds partial state of base -> snaps[k]: the
+			// step that continues an interrupted initial replication
+			// straight to the then newest snapshot (see interruptedFull),
+			// interrupted in turn. Resume it rather than discard what it
+			// received; the snapshots it skips were never meant to go.
+			snaps = snaps[k:]
+		}
 		if len(snaps) > 0 {
 			// Raw streams go into encrypted filesystems only. A plain
 			// stream into an encrypted filesystem is encrypted with the
@@ -316,6 +324,30 @@ func interruptedFull(r *Filesystem, fs zfs.DatasetPath, all []zfs.FilesystemVers
 		return -1
 	}
 	for i, v := range all {
+		if v.Name == snap && v.GUID == t.ToGUID {
+			return i
+		}
+	}
+	return -1
+}
+
+// skipStep returns the index in snaps (the sender's snapshots after base)
+// of the snapshot an incremental partial receive from base continues, or
+// -1 if the receiver's token is absent, does not decode, or encodes
+// anything else on fs with the planned raw flag.
+func skipStep(r *Filesystem, fs zfs.DatasetPath, base zfs.FilesystemVersion, snaps []zfs.FilesystemVersion, raw bool) int {
+	if r == nil || r.Info.ReceiveResumeToken == "" {
+		return -1
+	}
+	t, err := resumetoken.Decode(r.Info.ReceiveResumeToken)
+	if err != nil || t.FromGUID != base.GUID || t.SavedOK || t.RawOK != raw {
+		return -1
+	}
+	ds, snap, ok := strings.Cut(t.ToName, "@")
+	if !ok || ds != fs.String() {
+		return -1
+	}
+	for i, v := range snaps {
 		if v.Name == snap && v.GUID == t.ToGUID {
 			return i
 		}

@@ -284,6 +284,19 @@ func TestResumeTokens(t *testing.T) {
 		assert.Equal(t, uint64(101), args.From.GUID)
 		assert.Equal(t, st.ResumeToken, args.ResumeToken)
 	})
+	t.Run("continued initial replication", func(t *testing.T) {
+		// An interrupted initial full receive of a was finished and
+		// continued straight to c; that step was cut in turn.
+		r := withToken(r, token(resumetoken.Token{ToName: "pool/fs@c", ToGUID: 103, FromGUID: 101}))
+		p := planOne(t, sender("fs", a, b, c, d), &r, Policy{})
+		require.Equal(t, "@a -> @c (resuming); @c -> @d", stepsString(p.Steps))
+		assert.Empty(t, p.Actions)
+
+		// Only initial replication of the most recent snapshot skips
+		// snapshots; with all snapshots the state is not the job's.
+		p = planOne(t, sender("fs", a, b, c, d), &r, Policy{InitialReplication: AllSnapshots})
+		requireConflict(t, p, ConflictForeignPartialReceive, "snapshot name differs")
+	})
 	t.Run("matching full into partially received filesystem", func(t *testing.T) {
 		// A full receive interrupted: the filesystem exists with a token
 		// and no snapshots, and is no placeholder.
