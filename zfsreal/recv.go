@@ -78,6 +78,69 @@ func feed(stdin *os.File, r io.Reader) error {
 	}
 }
 
+// StreamWrapper is a reader wrapped around a stream of Send that lets
+// Receive look past it: given such a stream (or a chain of wrappers ending
+// in one), Receive moves the stream from zfs send to zfs recv with
+// splice(2), so the bytes never pass through this process, and tells every
+// wrapper how many went by in its place (Passed), so that a wrapper that
+// counts progress stays right. A wrapper that changes or inspects the
+// bytes must not implement it.
+type StreamWrapper interface {
+	io.Reader
+	Unwrap() io.Reader
+	Passed(n int64)
+}
+
+// spliceSource finds the stream of Send below stream's wrappers, if any.
+func spliceSource(stream io.Reader) (*sendStream, []StreamWrapper) {
+	var ws []StreamWrapper
+	for range 64 { // a cycle of wrappers must not hang Receive
+		switch v := stream.(type) {
+		case *sendStream:
+			return v, ws
+		case StreamWrapper:
+			ws = append(ws, v)
+			stream = v.Unwrap()
+		default:
+			return nil, nil
+		}
+	}
+	return nil, nil
+}
+
+// feedSplice moves s into the child's stdin with splice and closes it;
+// its result means what feed's does. handled is false where splice cannot
+// be used (nothing was moved then, and stdin is still open).
+func feedSplice(stdin *os.File, s *sendStream, ws []StreamWrapper) (err error, handled bool) {
+	_, err = splicePipe(stdin, s.r, func(n int64) {
+		for _, w := range ws {
+			w.Passed(n)
+		}
+	})
+	if errors.Is(err, errSpliceUnsupported) {
+		return nil, false
+	}
+	defer stdin.Close()
+	var se *srcError
+	switch {
+	case err == nil:
+		// The send's output ended: its exit says whether all of it came.
+		if end := s.end(); end != io.EOF {
+			return end, true
+		}
+		return nil, true
+	case errors.As(err, &se):
+		if s.isClosed() {
+			return errStreamClosed, true
+		}
+		return &zfs.Error{Op: "send", Dataset: s.subject, Err: se.err}, true
+	default:
+		// zfs stopped reading (or its input was closed on cancel): its
+		// exit says why.
+		return nil, true
+	}
+}
+
 // Receive implements zfs.ZFS. The stream is fed to zfs's stdin as it is
 // read. If reading it fails, zfs gets a cut-off stream, and the error
 // carries both the reader's error and zfs's (errors.Is finds each).
@@ -87,6 +150,10 @@ func feed(stdin *os.File, r io.Reader) error {
 // ended within Options.CancelGrace. Receive then returns at once, even if
 // a Read on stream is still blocked: that Read's data is dropped when it
 // returns. Otherwise Receive returns only when stream is no longer read.
+//
+// A stream that Send of this package returned, bare or below
+// StreamWrappers, is moved with splice(2) instead of being read: on one
+// host, send to recv costs no copy through this process.
 func (c *CLI) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reader, opts zfs.RecvOptions) error {
 	const op = "recv"
 	if err := checkFS(op, fs); err != nil {
@@ -119,8 +186,18 @@ func (c *CLI) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reader,
 		return c.cmdError(ctx, op, fs.String(), "", &startError{err})
 	}
 	pr.Close()
+	enlargePipe(pw)
+	src, wrappers := spliceSource(stream)
 	fed := make(chan error, 1)
-	go func() { fed <- feed(pw, stream) }()
+	go func() {
+		if src != nil {
+			if err, ok := feedSplice(pw, src, wrappers); ok {
+				fed <- err
+				return
+			}
+		}
+		fed <- feed(pw, stream)
+	}()
 	waitErr := cmd.Wait()
 	c.observed(cmd, start, waitErr)
 	if errors.Is(waitErr, os.ErrClosed) {

@@ -207,6 +207,7 @@ func (c *CLI) Send(ctx context.Context, args zfs.SendArgs) (io.ReadCloser, error
 	if err != nil {
 		return nil, &zfs.Error{Op: op, Dataset: subject, Err: &startError{err}}
 	}
+	enlargePipe(w)
 	cmd := c.command(ctx, sendArgv(args, false))
 	stderr := newTailBuffer(c.stderrLimit)
 	cmd.Stdout = w
@@ -252,6 +253,12 @@ func (s *sendStream) Read(b []byte) (int, error) {
 	default:
 		return n, &zfs.Error{Op: "send", Dataset: s.subject, Err: err}
 	}
+}
+
+func (s *sendStream) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // end reaps the child at end of stream and decides what the reader sees.
