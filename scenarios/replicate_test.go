@@ -19,7 +19,6 @@ import (
 	"zrepl.dev/zrepl/engine/replication"
 	"zrepl.dev/zrepl/engine/rpc"
 	"zrepl.dev/zrepl/engine/zfs"
-	"zrepl.dev/zrepl/engine/zfs/resumetoken"
 	"zrepl.dev/zrepl/netsim"
 	"zrepl.dev/zrepl/zfsmodel"
 )
@@ -165,6 +164,13 @@ func (s stepSender) StepCompleted(ctx context.Context, req endpoint.SendRequest,
 		s.x.fire()
 	}
 	return err
+}
+
+// deadTicket: the call claiming a data connection found it gone, the
+// error blaming the ticket rather than ssh's exit (known issue
+// TestKnownIssueDeadDataConnBlamedOnTicket).
+func deadTicket(err error) bool {
+	return errors.Is(err, rpc.ErrBadRequest) && strings.Contains(err.Error(), "no data connection with ticket")
 }
 
 // staggerOf is a filesystem's step start offset: distinct per filesystem
@@ -347,14 +353,14 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 			want := "ssh exited with status 255: " + sshStderr
 			for _, err := range x.recorded() {
 				// A missing key is the history's doing (toggle-key).
-				if !strings.Contains(err.Error(), want) && !errors.Is(err, zfs.ErrKeyNotLoaded) {
+				if !strings.Contains(err.Error(), want) && !errors.Is(err, zfs.ErrKeyNotLoaded) && !deadTicket(err) {
 					t.Fatalf("INVARIANT ssh-named: a run of %s whose ssh process exited with 255 (%q) failed with an error that does not say so: %v", j.id, sshStderr, err)
 				}
 			}
 			for _, f := range rep.Filesystems {
 				// Permanent failures are the history's (a conflict),
 				// a child's failure its parent's.
-				if f.Err != nil && !f.Permanent && !strings.Contains(f.Err.Error(), want) && !strings.Contains(f.Err.Error(), "was not replicated") {
+				if f.Err != nil && !f.Permanent && !strings.Contains(f.Err.Error(), want) && !strings.Contains(f.Err.Error(), "was not replicated") && !deadTicket(f.Err) {
 					t.Fatalf("INVARIANT ssh-named: %s: a run of %s whose ssh process exited with 255 (%q) failed with an error that does not say so: %v", f.FS, j.id, sshStderr, f.Err)
 				}
 			}
@@ -417,7 +423,7 @@ func (w *world) converge(t *rapid.T, j job) {
 	}
 	made := map[string]bool{} // conflicts the history made
 	for _, f := range rep.Filesystems {
-		if f.State == replication.FSConflict && (w.diverged(t, j, f.FS) || w.encryptedPlaceholder(t, j, f.FS) || w.strandedNewestOnly(t, j, f.FS)) {
+		if f.State == replication.FSConflict && (w.diverged(t, j, f.FS) || w.encryptedPlaceholder(t, j, f.FS)) {
 			made[f.FS] = true
 		}
 	}
@@ -430,37 +436,6 @@ func (w *world) converge(t *rapid.T, j job) {
 		}
 		t.Fatalf("LIVENESS: job %s: %s still fails after 3 runs without faults: %v\n%s", j.id, f.FS, f.Err, w.dump(t))
 	}
-}
-
-// strandedNewestOnly: the receiver's partial state continues a step from
-// its newest snapshot to a sender snapshot with others between them (the
-// newest-only step after a finished interrupted full receive), which the
-// planner calls foreign: a known engine issue
-// (TestKnownIssueNewestOnlyStepStranded).
-func (w *world) strandedNewestOnly(t *rapid.T, j job, fs string) bool {
-	tok := resumeToken(t, w.dst, j.dstFS(fs))
-	snaps := snapshots(versionsOf(t, w.dst, j.dstFS(fs)))
-	if tok == "" || len(snaps) == 0 {
-		return false
-	}
-	dec, err := resumetoken.Decode(tok)
-	must(t, err)
-	if dec.FromGUID != snaps[len(snaps)-1].GUID {
-		return false
-	}
-	var from, to *zfs.FilesystemVersion
-	src := snapshots(versionsOf(t, w.src, fs))
-	for i, v := range src {
-		if v.GUID == dec.FromGUID {
-			from = &src[i]
-		}
-		if v.GUID == dec.ToGUID {
-			to = &src[i]
-		}
-	}
-	return from != nil && to != nil && slices.ContainsFunc(src, func(v zfs.FilesystemVersion) bool {
-		return v.CreateTXG > from.CreateTXG && v.CreateTXG < to.CreateTXG
-	})
 }
 
 // encryptedPlaceholder: the receiver holds fs as a placeholder below an
