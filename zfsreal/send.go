@@ -196,9 +196,27 @@ func (c *CLI) Send(ctx context.Context, args zfs.SendArgs) (io.ReadCloser, error
 	if err := checkSendArgs(op, args); err != nil {
 		return nil, err
 	}
-	if err := c.checkVersions(ctx, op, args); err != nil {
+	// The by-name check and the send start together: each is a process
+	// start, which on a slow or busy host costs more than either command's
+	// work. The stream is handed out only once the check passed; else the
+	// send is killed and reaped unread, and the check's error returned.
+	checked := make(chan error, 1)
+	go func() { checked <- c.checkVersions(ctx, op, args) }()
+	stream, err := c.startSend(ctx, args)
+	if cerr := <-checked; cerr != nil {
+		if stream != nil {
+			stream.Close()
+		}
+		return nil, cerr
+	}
+	if err != nil {
 		return nil, err
 	}
+	return stream, nil
+}
+
+func (c *CLI) startSend(ctx context.Context, args zfs.SendArgs) (*sendStream, error) {
+	const op = "send"
 	subject := args.To.Ref(args.FS).String()
 	if err := ctx.Err(); err != nil {
 		return nil, &zfs.Error{Op: op, Dataset: subject, Err: err}
@@ -304,11 +322,14 @@ func (c *CLI) SendSize(ctx context.Context, args zfs.SendArgs) (int64, error) {
 	if err := checkSendArgs(op, args); err != nil {
 		return 0, err
 	}
-	if err := c.checkVersions(ctx, op, args); err != nil {
-		return 0, err
-	}
+	// The check runs beside the estimate, as in Send; its error wins.
+	checked := make(chan error, 1)
+	go func() { checked <- c.checkVersions(ctx, op, args) }()
 	subject := args.To.Ref(args.FS).String()
 	out, stderr, err := c.run(ctx, op, subject, sendArgv(args, true))
+	if cerr := <-checked; cerr != nil {
+		return 0, cerr
+	}
 	if err != nil {
 		var e *zfs.Error
 		if errors.As(err, &e) {

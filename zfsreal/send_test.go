@@ -72,8 +72,7 @@ func TestSendStreamsToEOF(t *testing.T) {
 	assert.True(t, bytes.Equal(streamBytes(n), got), "stream content differs (got %d bytes)", len(got))
 	require.NoError(t, r.Close())
 	require.NoError(t, r.Close())
-	pid := f.calls()[1].Pid
-	assert.True(t, gone(pid))
+	assert.True(t, gone(f.pidOf("send ")))
 }
 
 func TestSendEmptyStream(t *testing.T) {
@@ -141,7 +140,7 @@ func TestSendCloseEarlyKillsChild(t *testing.T) {
 	_, err = io.ReadFull(r, buf)
 	require.NoError(t, err)
 	assert.Equal(t, streamBytes(1000), buf)
-	pid := f.calls()[1].Pid
+	pid := f.pidOf("send ")
 	require.NoError(t, r.Close())
 	assert.True(t, gone(pid), "zfs child %d still exists after Close", pid)
 	_, err = r.Read(buf)
@@ -154,7 +153,8 @@ func TestSendCloseUnblocksRead(t *testing.T) {
 	f.on("send pool/a/fs@s1", fakeRule{Hang: true})
 	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
 	require.NoError(t, err)
-	pid := f.waitCalls(2)[1].Pid
+	f.waitCalls(2)
+	pid := f.pidOf("send ")
 	readErr := make(chan error)
 	go func() {
 		_, err := r.Read(make([]byte, 10))
@@ -177,7 +177,7 @@ func TestSendContextCancel(t *testing.T) {
 	buf := make([]byte, 10)
 	_, err = io.ReadFull(r, buf)
 	require.NoError(t, err)
-	pid := f.calls()[1].Pid
+	pid := f.pidOf("send ")
 	cancel()
 	_, err = io.ReadAll(r)
 	assert.ErrorIs(t, err, context.Canceled)
@@ -196,7 +196,7 @@ func TestSendChecksVersions(t *testing.T) {
 	_, err = io.ReadAll(r)
 	require.NoError(t, err)
 	require.NoError(t, r.Close())
-	assert.Equal(t, []string{listing, "send -i pool/a/fs#b1 pool/a/fs@s2"}, f.commands())
+	assert.ElementsMatch(t, []string{listing, "send -i pool/a/fs#b1 pool/a/fs@s2"}, f.commands())
 
 	// s2 was re-created under the same name.
 	_, err = c.Send(ctx, zfs.SendArgs{FS: fs, From: &from, To: withGUID(sv("s2"), 99)})
@@ -219,16 +219,15 @@ func TestSendChecksVersions(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, r.Close())
 
-	// Only listings ran besides the two sends.
-	sends := 0
-	for _, cmd := range f.commands() {
-		if strings.HasPrefix(cmd, "send ") {
-			sends++
-		} else {
+	// Only listings ran besides the sends, which start beside the
+	// listing: those refused were killed unread, and none is left.
+	for _, c := range f.calls() {
+		cmd := strings.Join(c.Args, " ")
+		if !strings.HasPrefix(cmd, "send ") {
 			assert.Equal(t, listing, cmd)
 		}
+		assert.True(t, gone(c.Pid), "%s left behind", cmd)
 	}
-	assert.Equal(t, 2, sends)
 }
 
 // TestSendMissingVersion: a missing snapshot fails Send itself, with
@@ -245,7 +244,10 @@ func TestSendMissingVersion(t *testing.T) {
 		assert.Equal(t, "pool/a/fs@gone", e.Dataset)
 		assert.False(t, errors.Is(err, zfs.ErrVersionMismatch))
 	}
-	assert.Len(t, f.calls(), 2)
+	// The sends started beside the listings are gone.
+	for _, c := range f.calls() {
+		assert.True(t, gone(c.Pid), "%v left behind", c.Args)
+	}
 }
 
 func TestSendResumeToken(t *testing.T) {
@@ -265,7 +267,7 @@ func TestSendResumeToken(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, got, 7)
 	require.NoError(t, r.Close())
-	assert.Equal(t, []string{listing, "send -t " + token}, f.commands())
+	assert.ElementsMatch(t, []string{listing, "send -t " + token}, f.commands())
 
 	otherFrom := withGUID(sv("s1"), 12)
 	bad := map[string]zfs.SendArgs{
@@ -296,7 +298,7 @@ func TestSendResumeToken(t *testing.T) {
 	_, err = io.ReadAll(r)
 	require.NoError(t, err)
 	require.NoError(t, r.Close())
-	assert.Equal(t, "send -t "+token, f.commands()[len(f.commands())-1])
+	assert.ElementsMatch(t, []string{listing, "send -t " + token, listing, "send -t " + token}, f.commands())
 }
 
 // TestSendCorruptToken: a token that does not decode is refused before
@@ -389,5 +391,54 @@ func TestParseSendSize(t *testing.T) {
 		n, ok := parseSendSize(c.out)
 		assert.Equal(t, c.ok, ok, "%q", c.out)
 		assert.Equal(t, c.want, n, "%q", c.out)
+	}
+}
+
+// pidOf is the pid of the last call whose command line starts with
+// prefix (a send starts beside its listing: call order varies).
+func (f *fake) pidOf(prefix string) int {
+	f.t.Helper()
+	calls := f.calls()
+	for i := len(calls) - 1; i >= 0; i-- {
+		if strings.HasPrefix(strings.Join(calls[i].Args, " "), prefix) {
+			return calls[i].Pid
+		}
+	}
+	f.t.Fatalf("no call starting with %q in %v", prefix, f.commands())
+	return 0
+}
+
+// TestSendCheckBesideSend: the by-name check and the send (or the size
+// estimate) run at the same time, each a process start; a check that does
+// not finish keeps the stream from the caller, and cancelling ends both.
+func TestSendCheckBesideSend(t *testing.T) {
+	for _, size := range []bool{false, true} {
+		f := newFake(t)
+		listArgs := strings.Fields("list -H -p -o name,guid -t snapshot,bookmark pool/a/fs@s1")
+		f.onArgs(listArgs, fakeRule{Hang: true})
+		f.on("send pool/a/fs@s1", fakeRule{StreamBytes: 10, Hang: true})
+		f.on("send -nvP pool/a/fs@s1", fakeRule{Stdout: "size\t10\n", Hang: true})
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan error)
+		go func() {
+			var err error
+			if size {
+				_, err = f.cli().SendSize(cctx, zfs.SendArgs{FS: fs, To: sv("s1")})
+			} else {
+				var r io.ReadCloser
+				if r, err = f.cli().Send(cctx, zfs.SendArgs{FS: fs, To: sv("s1")}); r != nil {
+					r.Close()
+				}
+			}
+			done <- err
+		}()
+		// Both children run while the check hangs.
+		calls := f.waitCalls(2)
+		cancel()
+		err := <-done
+		assert.ErrorIs(t, err, context.Canceled, "size estimate: %v", size)
+		for _, c := range calls {
+			assert.True(t, gone(c.Pid), "%v left behind", c.Args)
+		}
 	}
 }
