@@ -186,7 +186,7 @@ func (c *CLI) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reader,
 		return c.cmdError(ctx, op, fs.String(), "", &startError{err})
 	}
 	pr.Close()
-	enlargePipe(pw)
+	enlargePipe(pw, c.pipeSize)
 	src, wrappers := spliceSource(stream)
 	fed := make(chan error, 1)
 	go func() {

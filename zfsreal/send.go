@@ -225,7 +225,7 @@ func (c *CLI) startSend(ctx context.Context, args zfs.SendArgs) (*sendStream, er
 	if err != nil {
 		return nil, &zfs.Error{Op: op, Dataset: subject, Err: &startError{err}}
 	}
-	enlargePipe(w)
+	enlargePipe(w, c.pipeSize)
 	cmd := c.command(ctx, sendArgv(args, false))
 	stderr := newTailBuffer(c.stderrLimit)
 	cmd.Stdout = w

@@ -11,21 +11,20 @@ const (
 	spliceMove     = 0x1 // SPLICE_F_MOVE
 	spliceNonblock = 0x2 // SPLICE_F_NONBLOCK
 	spliceChunk    = 1 << 20
-	// pipeSize is asked for the pipes a stream passes through: the
-	// default 64 KiB makes zfs and this process take turns on every
-	// 64 KiB, each turn a wake-up, which is costly under emulation.
-	pipeSize = 1 << 20
 )
 
-// enlargePipe asks for a larger pipe buffer; failing that (an old kernel,
-// pipe-max-size), the pipe works as it is.
-func enlargePipe(f *os.File) {
+// enlargePipe asks for a pipe buffer of size bytes; failing that (an old
+// kernel, pipe-max-size), the pipe works as it is.
+func enlargePipe(f *os.File, size int) {
+	if size <= 0 {
+		return
+	}
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return
 	}
 	_ = rc.Control(func(fd uintptr) {
-		_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_SETPIPE_SZ, pipeSize)
+		_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_SETPIPE_SZ, uintptr(size))
 	})
 }
 

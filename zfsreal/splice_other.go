@@ -7,7 +7,7 @@ import (
 	"os"
 )
 
-func enlargePipe(*os.File) {}
+func enlargePipe(*os.File, int) {}
 
 var errSpliceUnsupported = errors.New("splice not supported here")
 

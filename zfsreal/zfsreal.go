@@ -27,6 +27,12 @@ type Options struct {
 	// closing its input (zfs then ends as for a cut-off stream, saving the
 	// partial state with Resumable) before killing it. Default 30s.
 	CancelGrace time.Duration
+	// PipeSize is the buffer asked for the pipes a stream passes through
+	// (send's stdout, recv's stdin). Default 1 MiB: with the system's
+	// 64 KiB, zfs and this process take turns every 64 KiB, each turn a
+	// wake-up, which costs a lot on a slow or busy host. Negative keeps the
+	// system's default.
+	PipeSize int
 	// Observe, if set, is called once for every zfs child after it was
 	// reaped: what ran and for how long. It is for finding where time
 	// goes (every child is a process start, costly under emulation); it
@@ -50,6 +56,7 @@ const (
 	defaultStderrLimit = 64 << 10
 	defaultMaxArgBytes = 64 << 10
 	defaultCancelGrace = 30 * time.Second
+	defaultPipeSize    = 1 << 20
 )
 
 // CLI is zfs.ZFS on the zfs command line tool. It holds no state besides
@@ -60,6 +67,7 @@ type CLI struct {
 	maxArgBytes int
 	cancelGrace time.Duration
 	observe     func(Invocation)
+	pipeSize    int
 }
 
 var _ zfs.ZFS = (*CLI)(nil)
@@ -67,7 +75,7 @@ var _ zfs.ZFS = (*CLI)(nil)
 // New returns a CLI running opts.ZFSBinary.
 func New(opts Options) *CLI {
 	c := &CLI{bin: opts.ZFSBinary, stderrLimit: opts.StderrLimit, maxArgBytes: opts.MaxArgBytes,
-		cancelGrace: opts.CancelGrace, observe: opts.Observe}
+		cancelGrace: opts.CancelGrace, observe: opts.Observe, pipeSize: opts.PipeSize}
 	if c.bin == "" {
 		c.bin = "zfs"
 	}
@@ -79,6 +87,9 @@ func New(opts Options) *CLI {
 	}
 	if c.cancelGrace <= 0 {
 		c.cancelGrace = defaultCancelGrace
+	}
+	if c.pipeSize == 0 {
+		c.pipeSize = defaultPipeSize
 	}
 	return c
 }
