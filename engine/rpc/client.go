@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -205,11 +206,37 @@ func (s *RemoteSender) Send(ctx context.Context, req endpoint.SendRequest) (io.R
 	}
 	if err != nil {
 		cancel()
+		err = s.c.err(ctx, "send "+req.FS, err)
+		if errors.Is(err, ErrDataConnLost) {
+			if cause := dataConnCause(conn); cause != nil {
+				err = fmt.Errorf("%w (the data connection failed: %w)", err, cause)
+			}
+		}
 		conn.Close()
-		return nil, s.c.err(ctx, "send "+req.FS, err)
+		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	return &remoteStream{ctx: ctx, fr: newFrameReader(conn), conn: conn, cancel: cancel, stop: stop}, nil
+}
+
+// dataConnProbe bounds how long dataConnCause waits on a live connection.
+const dataConnProbe = 200 * time.Millisecond
+
+// dataConnCause says why a data connection failed, if it did. A call that
+// finds no data connection for its ticket usually means the connection
+// died between its hello and the call; our end knows how (an ssh transport
+// names the exit status and stderr), the server does not. Only for error
+// paths: it may read from conn.
+func dataConnCause(conn net.Conn) error {
+	if err := conn.SetReadDeadline(time.Now().Add(dataConnProbe)); err != nil {
+		return nil
+	}
+	var b [1]byte
+	_, err := conn.Read(b[:])
+	if err == nil || err == io.EOF || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
 }
 
 type remoteStream struct {
@@ -282,6 +309,12 @@ func (r *RemoteReceiver) Receive(ctx context.Context, req endpoint.ReceiveReques
 	go func() {
 		_, err := r.c.receiver.Receive(callCtx, toPBReceiveRequest(req, ticket))
 		if err != nil {
+			err = r.c.err(ctx, "receive "+req.FS, err)
+			if errors.Is(err, ErrDataConnLost) {
+				if cause := dataConnCause(conn); cause != nil {
+					err = fmt.Errorf("%w (the data connection failed: %w)", err, cause)
+				}
+			}
 			// The server has stopped reading: unblock the copy.
 			conn.Close()
 		}
@@ -290,7 +323,6 @@ func (r *RemoteReceiver) Receive(ctx context.Context, req endpoint.ReceiveReques
 	_, srcErr, dstErr := copyFrames(conn, stream)
 	callErr := <-done
 	if callErr != nil {
-		callErr = r.c.err(ctx, "receive "+req.FS, callErr)
 		if srcErr != nil {
 			return fmt.Errorf("%w (the stream failed at its source: %v)", callErr, srcErr)
 		}

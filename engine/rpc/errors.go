@@ -20,6 +20,10 @@ var (
 	ErrBadRequest = errors.New("bad request")
 	// ErrProtocol means the peer broke the protocol.
 	ErrProtocol = errors.New("protocol error")
+	// ErrDataConnLost: the data connection a call names by its ticket
+	// ended (or timed out) before the call claimed it. Temporary: the
+	// next attempt opens a new one.
+	ErrDataConnLost = errors.New("data connection lost")
 )
 
 // zfsKinds are the stable wire names of zfs error kinds. Numbers would
@@ -55,6 +59,7 @@ var sentinels = []struct {
 	{"bad_identity", transport.ErrBadIdentity},
 	{"bad_request", ErrBadRequest},
 	{"protocol", ErrProtocol},
+	{"data_conn_lost", ErrDataConnLost},
 	{"truncated", ErrTruncated},
 	{"corrupt_stream", ErrCorruptStream},
 }

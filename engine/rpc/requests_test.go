@@ -387,10 +387,12 @@ func TestUnclaimedDataConnections(t *testing.T) {
 		bob := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "bob")})
 		ctx := context.Background()
 		var conns []net.Conn
+		var tickets []uint64
 		for range maxUnclaimed {
-			c, _, err := alice.dialData(ctx)
+			c, ticket, err := alice.dialData(ctx)
 			require.NoError(t, err)
 			conns = append(conns, c)
+			tickets = append(tickets, ticket)
 		}
 		_, _, err = alice.dialData(ctx)
 		assert.ErrorContains(t, err, "too many unclaimed data connections")
@@ -407,6 +409,14 @@ func TestUnclaimedDataConnections(t *testing.T) {
 		c, _, err = alice.dialData(ctx)
 		require.NoError(t, err, "timed-out connections no longer count")
 		c.Close()
+
+		// A call naming a timed-out connection learns what happened to
+		// it: a temporary loss, not a bad request.
+		_, err = alice.receiver.Receive(ctx, toPBReceiveRequest(endpoint.ReceiveRequest{FS: "src/data", To: snap("s1", 7), Full: true}, tickets[0]))
+		err = alice.err(ctx, "receive", err)
+		assert.ErrorIs(t, err, ErrDataConnLost)
+		assert.NotErrorIs(t, err, ErrBadRequest)
+		assert.ErrorContains(t, err, "no call claimed it within 1m0s")
 	})
 }
 

@@ -90,9 +90,13 @@ type Server struct {
 	closed     bool
 	nextTicket uint64
 	pending    map[uint64]*pendingConn
-	hellos     map[net.Conn]struct{}
-	listeners  map[transport.Listener]struct{}
-	wg         sync.WaitGroup
+	// lost says why recent tickets' connections went before a call
+	// claimed them, so that call's error says so; lostOrder bounds it.
+	lost      map[uint64]string
+	lostOrder []uint64
+	hellos    map[net.Conn]struct{}
+	listeners map[transport.Listener]struct{}
+	wg        sync.WaitGroup
 }
 
 type pendingConn struct {
@@ -123,7 +127,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.version = ProtocolVersion
 	}
 	s := &Server{
-		cfg: cfg, ctrl: newChanListener(), pending: map[uint64]*pendingConn{},
+		cfg: cfg, ctrl: newChanListener(), pending: map[uint64]*pendingConn{}, lost: map[uint64]string{},
 		hellos: map[net.Conn]struct{}{}, listeners: map[transport.Listener]struct{}{},
 	}
 	opts := []grpc.ServerOption{
@@ -280,7 +284,7 @@ func (s *Server) hello(c *transport.AuthConn) {
 			return
 		}
 		if err := serverHello(c.Conn, s.cfg.version, statusOK, ticket, ""); err != nil {
-			s.unpark(ticket)
+			s.drop(ticket, fmt.Sprintf("its hello failed: %v", err))
 			s.connError(c.Identity, fmt.Errorf("handshake with %q: %w", c.Identity, err))
 			return
 		}
@@ -314,11 +318,31 @@ func (s *Server) park(conn net.Conn, identity string) (uint64, error) {
 	s.nextTicket++
 	t := s.nextTicket
 	s.pending[t] = &pendingConn{conn: conn, identity: identity, timer: time.AfterFunc(s.cfg.ClaimTimeout, func() {
-		if c := s.unpark(t); c != nil {
+		if c := s.drop(t, fmt.Sprintf("no call claimed it within %s", s.cfg.ClaimTimeout)); c != nil {
 			c.Close()
 		}
 	})}
 	return t, nil
+}
+
+// maxLost bounds the remembered reasons of lost data connections.
+const maxLost = 64
+
+// drop unparks ticket's connection and remembers why it went.
+func (s *Server) drop(ticket uint64, why string) net.Conn {
+	c := s.unpark(ticket)
+	if c == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lost[ticket] = why
+	s.lostOrder = append(s.lostOrder, ticket)
+	if len(s.lostOrder) > maxLost {
+		delete(s.lost, s.lostOrder[0])
+		s.lostOrder = s.lostOrder[1:]
+	}
+	return c
 }
 
 func (s *Server) unpark(ticket uint64) net.Conn {
@@ -337,9 +361,13 @@ func (s *Server) unpark(ticket uint64) net.Conn {
 func (s *Server) claim(ticket uint64, identity string) (net.Conn, error) {
 	s.mu.Lock()
 	p, ok := s.pending[ticket]
+	why, lost := s.lost[ticket]
 	s.mu.Unlock()
+	if lost {
+		return nil, fmt.Errorf("%w: data connection %d went before the call claimed it (%s)", ErrDataConnLost, ticket, why)
+	}
 	if !ok {
-		return nil, fmt.Errorf("%w: no data connection with ticket %d (unknown, timed out or already used)", ErrBadRequest, ticket)
+		return nil, fmt.Errorf("%w: no data connection with ticket %d (unknown or already used)", ErrBadRequest, ticket)
 	}
 	if p.identity != identity {
 		return nil, fmt.Errorf("data connection %d belongs to another client: %w", ticket, endpoint.ErrNotAllowed)
