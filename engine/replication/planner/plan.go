@@ -209,7 +209,10 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 			// ZFS refuses a forced full receive over an encrypted
 			// filesystem, and a raw one over an unencrypted filesystem.
 			if receiverEncrypted {
-				return conflict(ConflictEncryptionMismatch, "the receiver's placeholder is encrypted; ZFS cannot replace an encrypted filesystem with a full receive of %s", describe(snaps[0]))
+				// Only the administrator can make room; the message
+				// says how.
+				return conflict(ConflictEncryptionMismatch, "the receiver's placeholder is encrypted; ZFS cannot replace an encrypted filesystem with a full receive of %s "+
+					"(to receive it, destroy the placeholder with what is below it on the receiver: the filesystems below are then received anew)", describe(snaps[0]))
 			}
 			if raw {
 				return conflict(ConflictEncryptionMismatch, "the receiver's placeholder is not encrypted; ZFS cannot replace it with a raw (encrypted) full receive of %s", describe(snaps[0]))

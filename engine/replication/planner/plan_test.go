@@ -255,7 +255,7 @@ func TestEncryption(t *testing.T) {
 	})
 	t.Run("encrypted placeholder cannot be replaced", func(t *testing.T) {
 		p := planOne(t, sender("fs", a), rp(placeholder(encrypted(receiver("fs"), zfs.KeyStatusAvailable))), Policy{})
-		requireConflict(t, p, ConflictEncryptionMismatch, "placeholder is encrypted")
+		requireConflict(t, p, ConflictEncryptionMismatch, "placeholder is encrypted", "destroy the placeholder with what is below it")
 	})
 	t.Run("raw cannot replace plain placeholder", func(t *testing.T) {
 		p := planOne(t, encrypted(sender("fs", a), zfs.KeyStatusAvailable), rp(placeholder(receiver("fs"))), Policy{})
