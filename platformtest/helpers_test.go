@@ -7,10 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"zrepl.dev/zrepl/zfsreal"
 )
 
 // EnvVar is set by `make platformtest` ("vm" inside the VM, "host" on a host
@@ -157,4 +161,77 @@ func (p *Pool) Destroy() error {
 func Prop(t testing.TB, dataset, prop string) string {
 	t.Helper()
 	return Run(t, "zfs", "get", "-H", "-p", "-o", "value", prop, dataset)
+}
+
+// invocationLog collects zfsreal's Observe reports.
+type invocationLog struct {
+	mu  sync.Mutex
+	inv []zfsreal.Invocation
+}
+
+func (l *invocationLog) add(inv zfsreal.Invocation) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.inv = append(l.inv, inv)
+}
+
+// take returns what was collected since the last take, by start time.
+func (l *invocationLog) take() []zfsreal.Invocation {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.inv
+	l.inv = nil
+	slices.SortFunc(out, func(a, b zfsreal.Invocation) int { return a.Start.Compare(b.Start) })
+	return out
+}
+
+// isStream tells the send and recv children, which carry a stream, from
+// the one-shot ones (zfs send -nvP is a one-shot size estimate).
+func isStream(inv zfsreal.Invocation) bool {
+	if len(inv.Args) == 0 {
+		return false
+	}
+	switch inv.Args[0] {
+	case "recv", "receive":
+		return !slices.Contains(inv.Args, "-A")
+	case "send":
+		return !slices.Contains(inv.Args, "-nvP")
+	}
+	return false
+}
+
+// nonStream sums the durations of the one-shot invocations.
+func nonStream(invs []zfsreal.Invocation) time.Duration {
+	var d time.Duration
+	for _, inv := range invs {
+		if !isStream(inv) {
+			d += inv.Duration
+		}
+	}
+	return d
+}
+
+// formatInvocations is one line per invocation: offset from the first
+// start, duration, command line (long arguments shortened).
+func formatInvocations(invs []zfsreal.Invocation) string {
+	if len(invs) == 0 {
+		return "  (none)"
+	}
+	var b strings.Builder
+	t0 := invs[0].Start
+	for _, inv := range invs {
+		args := make([]string, len(inv.Args))
+		for i, a := range inv.Args {
+			if len(a) > 60 {
+				a = a[:57] + "..."
+			}
+			args[i] = a
+		}
+		status := ""
+		if inv.Err != nil {
+			status = " (" + inv.Err.Error() + ")"
+		}
+		fmt.Fprintf(&b, "  +%6.3fs %6.3fs zfs %s%s\n", inv.Start.Sub(t0).Seconds(), inv.Duration.Seconds(), strings.Join(args, " "), status)
+	}
+	return strings.TrimRight(b.String(), "\n")
 }
