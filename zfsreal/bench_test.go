@@ -85,3 +85,48 @@ func timeIt(b *testing.B, fn func()) float64 {
 	fn()
 	return time.Since(start).Seconds()
 }
+
+// BenchmarkSendIntoReceive: a stream of Send handed to Receive, spliced
+// past a counting StreamWrapper against copied through a reader that
+// hides it, in the same run (the fake's hashing of its stdin is in both).
+func BenchmarkSendIntoReceive(b *testing.B) {
+	f := newFake(b)
+	f.onVersions("pool/a/fs@s1 1")
+	f.on("send pool/a/fs@s1", fakeRule{StreamBytes: benchBytes})
+	f.on("recv -u pool/b/fs", fakeRule{ReadStdin: true})
+	c := f.cli()
+	one := func(wrap func(io.Reader) io.Reader) {
+		r, err := c.Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer r.Close()
+		if err := c.Receive(ctx, zfs.MustDatasetPath("pool/b/fs"), wrap(r), zfs.RecvOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var spliced, copied float64
+	b.SetBytes(benchBytes)
+	for b.Loop() {
+		spliced += timeIt(b, func() {
+			one(func(r io.Reader) io.Reader { return &benchCounter{r: r} })
+		})
+		copied += timeIt(b, func() {
+			one(func(r io.Reader) io.Reader { return struct{ io.Reader }{r} })
+		})
+	}
+	b.ReportMetric(spliced/copied, "splice/copy")
+}
+
+type benchCounter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *benchCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+func (c *benchCounter) Unwrap() io.Reader { return c.r }
+func (c *benchCounter) Passed(n int64)    { c.n += n }
