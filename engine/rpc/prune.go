@@ -91,25 +91,146 @@ func (h *receiverService) DestroySnapshots(ctx context.Context, req *pb.DestroyS
 	if err := checkFS(req.GetFs()); err != nil {
 		return nil, toStatus(err)
 	}
-	snaps := make([]zfs.FilesystemVersion, 0, len(req.GetSnapshots()))
-	for _, v := range req.GetSnapshots() {
+	snaps, err := fromPBSnapshots(req.GetSnapshots())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.Empty{}, toStatus(pruner.DestroySnapshots(ctx, req.GetFs(), snaps))
+}
+
+// fromPBSnapshots converts the versions of a DestroySnapshotsRequest.
+func fromPBSnapshots(in []*pb.FilesystemVersion) ([]zfs.FilesystemVersion, error) {
+	snaps := make([]zfs.FilesystemVersion, 0, len(in))
+	for _, v := range in {
 		fv, err := fromPBVersion("pruned", v)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, err
 		}
 		snaps = append(snaps, fv)
 	}
-	return &pb.Empty{}, toStatus(pruner.DestroySnapshots(ctx, req.GetFs(), snaps))
+	return snaps, nil
+}
+
+func toPBDestroySnapshots(fs string, snaps []zfs.FilesystemVersion) *pb.DestroySnapshotsRequest {
+	req := &pb.DestroySnapshotsRequest{Fs: fs}
+	for i := range snaps {
+		req.Snapshots = append(req.Snapshots, toPBVersion(&snaps[i]))
+	}
+	return req
 }
 
 // DestroySnapshots asks the sink to destroy the client's snapshots of fs
 // (named as ListFilesystems names it); see SinkReceiver.DestroySnapshots
 // for what the sink refuses.
 func (r *RemoteReceiver) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
-	req := &pb.DestroySnapshotsRequest{Fs: fs}
-	for i := range snaps {
-		req.Snapshots = append(req.Snapshots, toPBVersion(&snaps[i]))
-	}
-	_, err := r.c.receiver.DestroySnapshots(ctx, req)
+	_, err := r.c.receiver.DestroySnapshots(ctx, toPBDestroySnapshots(fs, snaps))
 	return r.c.err(ctx, "destroy snapshots of "+fs, err)
+}
+
+// SenderPruner is implemented by sender endpoints that let their client
+// prune the source (a pull job's keep_sender rules).
+type SenderPruner interface {
+	DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error
+}
+
+// SourceSender is the sender a source serves, made prunable by its
+// clients. It is used over the wire (a source's server) and may wrap the
+// sender of a source in the same process.
+type SourceSender struct {
+	*endpoint.Sender
+}
+
+// DestroySnapshots destroys snapshots of fs, named as ListFilesystems
+// names it. The client decides what to prune, but the source decides what
+// may go: only snapshots (never bookmarks: a cursor or a step bookmark is
+// an incremental source), only of filesystems the source serves, never
+// held ones (a step hold keeps an open step of some client resumable),
+// never a snapshot a replication cursor marks (the newest replicated one,
+// whatever job's cursor it is), and only while a snapshot still has the
+// GUID the client saw, so a re-created snapshot of the same name survives.
+func (s SourceSender) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
+	p, err := zfs.NewDatasetPath(fs)
+	if err != nil {
+		return fmt.Errorf("prune %q: %w", fs, err)
+	}
+	if s.Filter == nil || !s.Filter(p) {
+		return fmt.Errorf("prune %s: not a filesystem of source %s: %w", fs, s.Job, endpoint.ErrNotAllowed)
+	}
+	if len(snaps) == 0 {
+		return nil
+	}
+	for _, v := range snaps {
+		if v.Kind != zfs.Snapshot {
+			return fmt.Errorf("prune %s: %s is not a snapshot: %w", p, v.RelName(), endpoint.ErrNotAllowed)
+		}
+		if err := zfs.ValidateVersionName(zfs.Snapshot, v.Name); err != nil {
+			return fmt.Errorf("prune %s: %w", p, err)
+		}
+	}
+	versions, err := s.ZFS.ListVersions(ctx, p)
+	if err != nil {
+		return fmt.Errorf("prune %s: %w", p, err)
+	}
+	current := map[string]zfs.FilesystemVersion{}
+	cursors := map[uint64]bool{}
+	for _, v := range versions {
+		switch v.Kind {
+		case zfs.Snapshot:
+			current[v.Name] = v
+		case zfs.Bookmark:
+			if n, ok := endpoint.ParseBookmarkName(v.Name); ok && (n.Kind == endpoint.ReplicationCursorV2 || n.Kind == endpoint.ReplicationCursorV1) {
+				cursors[v.GUID] = true
+			}
+		}
+	}
+	var refs []zfs.VersionRef
+	var errs []error
+	for _, v := range snaps {
+		cur, ok := current[v.Name]
+		switch {
+		case !ok:
+			// Already gone: what the client wanted.
+		case v.GUID != 0 && cur.GUID != v.GUID:
+			errs = append(errs, fmt.Errorf("prune %s: %s has GUID %016x, the client meant %016x: %w", p, v.RelName(), cur.GUID, v.GUID, endpoint.ErrNotAllowed))
+		case cur.UserRefs > 0:
+			errs = append(errs, fmt.Errorf("prune %s: %s is held: %w", p, v.RelName(), endpoint.ErrNotAllowed))
+		case cursors[cur.GUID]:
+			errs = append(errs, fmt.Errorf("prune %s: %s is the snapshot of a replication cursor: %w", p, v.RelName(), endpoint.ErrNotAllowed))
+		default:
+			refs = append(refs, v.Ref(p))
+		}
+	}
+	if len(refs) > 0 {
+		if err := s.ZFS.Destroy(ctx, refs); err != nil {
+			errs = append(errs, fmt.Errorf("prune %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (h *senderService) DestroySnapshots(ctx context.Context, req *pb.DestroySnapshotsRequest) (*pb.Empty, error) {
+	ep, err := h.endpoint(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	pruner, ok := ep.(SenderPruner)
+	if !ok {
+		return nil, toStatus(fmt.Errorf("this source does not prune: %w", endpoint.ErrNotAllowed))
+	}
+	if err := checkFS(req.GetFs()); err != nil {
+		return nil, toStatus(err)
+	}
+	snaps, err := fromPBSnapshots(req.GetSnapshots())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.Empty{}, toStatus(pruner.DestroySnapshots(ctx, req.GetFs(), snaps))
+}
+
+// DestroySnapshots asks the source to destroy its snapshots of fs (named
+// as ListFilesystems names it); see SourceSender.DestroySnapshots for what
+// the source refuses.
+func (s *RemoteSender) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
+	_, err := s.c.sender.DestroySnapshots(ctx, toPBDestroySnapshots(fs, snaps))
+	return s.c.err(ctx, "destroy source snapshots of "+fs, err)
 }

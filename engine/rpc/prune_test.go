@@ -2,6 +2,8 @@ package rpc
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -75,4 +77,102 @@ func TestDestroySnapshotsOverRPC(t *testing.T) {
 	require.NoError(t, rr.DestroySnapshots(ctx, "src/data", []zfs.FilesystemVersion{v["@a"]}))
 	require.NoError(t, rr.DestroySnapshots(ctx, "src/data", []zfs.FilesystemVersion{v["@b"]}))
 	assert.NotContains(t, byName(), "@b")
+}
+
+// A pull job prunes the source over the wire (keep_sender); the source
+// keeps held snapshots (another client's open step), the snapshot of a
+// replication cursor, bookmarks, re-created snapshots and everything it
+// does not serve.
+func TestSourceDestroySnapshotsOverRPC(t *testing.T) {
+	h := newHosts(t)
+	h.create("src/data")
+	h.create("src/other")
+	for i, s := range []string{"a", "b", "c", "d", "e"} {
+		h.writeSnap("src/data", int64(i), 2, s)
+	}
+	h.writeSnap("src/other", 9, 1, "x")
+	srv := newServer(t, ServerConfig{Sender: Source(SourceSender{h.sender})})
+	c := newClient(t, ClientConfig{Dial: serve(t, srv, "pipe", "puller")})
+	rs := c.Sender()
+	ctx := context.Background()
+	// Replicate so the source has its job's cursor on @e.
+	requireOK(t, replication.NewRun(rs, &endpoint.Receiver{ZFS: h.dst, Job: h.job, Root: zfs.MustDatasetPath("dst/pulled")},
+		replication.Config{Sleep: noSleep}).Do(ctx))
+	fs := zfs.MustDatasetPath("src/data")
+	byName := func() map[string]zfs.FilesystemVersion {
+		vs, err := h.src.ListVersions(ctx, fs)
+		require.NoError(t, err)
+		m := map[string]zfs.FilesystemVersion{}
+		for _, v := range vs {
+			m[v.RelName()] = v
+		}
+		return m
+	}
+	v := byName()
+	require.Contains(t, v, "#"+endpoint.CursorBookmarkName(v["@e"].GUID, h.job), "the cursor marks @e")
+	// Another client's open step holds @c.
+	require.NoError(t, h.src.Hold(ctx, zfs.SnapshotRef(fs, "c"), endpoint.StepHoldTag(endpoint.MustJobID("other"))))
+	v = byName()
+
+	err := rs.DestroySnapshots(ctx, "src/data", []zfs.FilesystemVersion{v["@a"], v["@c"], v["@e"]})
+	require.Error(t, err)
+	assert.ErrorIs(t, err, endpoint.ErrNotAllowed)
+	assert.ErrorContains(t, err, "@c is held")
+	assert.ErrorContains(t, err, "@e is the snapshot of a replication cursor")
+	after := byName()
+	assert.NotContains(t, after, "@a", "an unprotected snapshot goes")
+	assert.Contains(t, after, "@c")
+	assert.Contains(t, after, "@e")
+
+	// A stale GUID (the snapshot was re-created) is refused.
+	stale := v["@b"]
+	stale.GUID++
+	assert.ErrorIs(t, rs.DestroySnapshots(ctx, "src/data", []zfs.FilesystemVersion{stale}), endpoint.ErrNotAllowed)
+	assert.Contains(t, byName(), "@b")
+
+	// Bookmarks (the cursor among them) are not the client's to prune.
+	cursor := v["#"+endpoint.CursorBookmarkName(v["@e"].GUID, h.job)]
+	assert.ErrorIs(t, rs.DestroySnapshots(ctx, "src/data", []zfs.FilesystemVersion{cursor}), endpoint.ErrNotAllowed)
+	assert.Contains(t, byName(), cursor.RelName())
+
+	// Filesystems the source does not serve, and bad names, are refused
+	// before any ZFS call.
+	xs, err := h.src.ListVersions(ctx, zfs.MustDatasetPath("src/other"))
+	require.NoError(t, err)
+	assert.ErrorIs(t, rs.DestroySnapshots(ctx, "src/other", xs), endpoint.ErrNotAllowed)
+	xs2, err := h.src.ListVersions(ctx, zfs.MustDatasetPath("src/other"))
+	require.NoError(t, err)
+	assert.Len(t, xs2, 1, "src/other keeps its snapshot")
+	for _, bad := range []string{"../src/data", "", "src/data@b"} {
+		assert.Error(t, rs.DestroySnapshots(ctx, bad, []zfs.FilesystemVersion{v["@b"]}), bad)
+	}
+
+	// Already gone is fine, and what may go goes.
+	require.NoError(t, rs.DestroySnapshots(ctx, "src/data", []zfs.FilesystemVersion{v["@a"], v["@b"], v["@d"]}))
+	assert.Equal(t, []string{"@c", "@e"}, snapNames(byName()))
+}
+
+func snapNames(m map[string]zfs.FilesystemVersion) []string {
+	var out []string
+	for n := range m {
+		if strings.HasPrefix(n, "@") {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// A source that does not prune refuses clearly.
+func TestSourceWithoutPruning(t *testing.T) {
+	h := newHosts(t)
+	h.create("src/data")
+	h.writeSnap("src/data", 1, 1, "a")
+	srv := newServer(t, ServerConfig{Sender: Source(h.sender)})
+	c := newClient(t, ClientConfig{Dial: serve(t, srv, "pipe", "puller")})
+	vs, err := h.src.ListVersions(context.Background(), zfs.MustDatasetPath("src/data"))
+	require.NoError(t, err)
+	err = c.Sender().DestroySnapshots(context.Background(), "src/data", vs)
+	assert.ErrorIs(t, err, endpoint.ErrNotAllowed)
+	assert.ErrorContains(t, err, "this source does not prune")
 }

@@ -967,9 +967,10 @@ func (x *MoveLastReceivedHoldRequest) GetTo() *FilesystemVersion {
 	return nil
 }
 
-// DestroySnapshotsRequest asks a sink to prune: fs is named as the sink's
-// ListFilesystems names it (relative to the client's root); each snapshot
-// is destroyed only if it still has the GUID given here.
+// DestroySnapshotsRequest asks a sink or a source to prune: fs is named as
+// the server's ListFilesystems names it (for a sink, relative to the
+// client's root); each snapshot is destroyed only if it still has the GUID
+// given here.
 type DestroySnapshotsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Fs            string                 `protobuf:"bytes,1,opt,name=fs,proto3" json:"fs,omitempty"`
@@ -1241,12 +1242,13 @@ const file_zrepl_proto_rawDesc = "" +
 	"Protection\x12\x1a\n" +
 	"\x16GUARANTEE_RESUMABILITY\x10\x00\x12\x19\n" +
 	"\x15GUARANTEE_INCREMENTAL\x10\x01\x12\x15\n" +
-	"\x11GUARANTEE_NOTHING\x10\x022\xbd\x02\n" +
+	"\x11GUARANTEE_NOTHING\x10\x022\x8d\x03\n" +
 	"\x06Sender\x12[\n" +
 	"\x0fListFilesystems\x12$.zrepl.rpc.v1.ListFilesystemsRequest\x1a\".zrepl.rpc.v1.ListFilesystemsReply\x12B\n" +
 	"\bSendSize\x12\x19.zrepl.rpc.v1.SendRequest\x1a\x1b.zrepl.rpc.v1.SendSizeReply\x12H\n" +
 	"\x04Send\x12\x1f.zrepl.rpc.v1.SendStreamRequest\x1a\x1d.zrepl.rpc.v1.SendStreamEvent0\x01\x12H\n" +
-	"\rStepCompleted\x12\".zrepl.rpc.v1.StepCompletedRequest\x1a\x13.zrepl.rpc.v1.Empty2\xa3\x03\n" +
+	"\rStepCompleted\x12\".zrepl.rpc.v1.StepCompletedRequest\x1a\x13.zrepl.rpc.v1.Empty\x12N\n" +
+	"\x10DestroySnapshots\x12%.zrepl.rpc.v1.DestroySnapshotsRequest\x1a\x13.zrepl.rpc.v1.Empty2\xa3\x03\n" +
 	"\bReceiver\x12[\n" +
 	"\x0fListFilesystems\x12$.zrepl.rpc.v1.ListFilesystemsRequest\x1a\".zrepl.rpc.v1.ListFilesystemsReply\x12<\n" +
 	"\aReceive\x12\x1c.zrepl.rpc.v1.ReceiveRequest\x1a\x13.zrepl.rpc.v1.Empty\x12T\n" +
@@ -1308,22 +1310,24 @@ var file_zrepl_proto_depIdxs = []int32{
 	7,  // 15: zrepl.rpc.v1.Sender.SendSize:input_type -> zrepl.rpc.v1.SendRequest
 	9,  // 16: zrepl.rpc.v1.Sender.Send:input_type -> zrepl.rpc.v1.SendStreamRequest
 	11, // 17: zrepl.rpc.v1.Sender.StepCompleted:input_type -> zrepl.rpc.v1.StepCompletedRequest
-	5,  // 18: zrepl.rpc.v1.Receiver.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
-	12, // 19: zrepl.rpc.v1.Receiver.Receive:input_type -> zrepl.rpc.v1.ReceiveRequest
-	13, // 20: zrepl.rpc.v1.Receiver.AbortPartialReceive:input_type -> zrepl.rpc.v1.AbortPartialReceiveRequest
-	14, // 21: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:input_type -> zrepl.rpc.v1.MoveLastReceivedHoldRequest
-	15, // 22: zrepl.rpc.v1.Receiver.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
-	6,  // 23: zrepl.rpc.v1.Sender.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	8,  // 24: zrepl.rpc.v1.Sender.SendSize:output_type -> zrepl.rpc.v1.SendSizeReply
-	10, // 25: zrepl.rpc.v1.Sender.Send:output_type -> zrepl.rpc.v1.SendStreamEvent
-	16, // 26: zrepl.rpc.v1.Sender.StepCompleted:output_type -> zrepl.rpc.v1.Empty
-	6,  // 27: zrepl.rpc.v1.Receiver.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	16, // 28: zrepl.rpc.v1.Receiver.Receive:output_type -> zrepl.rpc.v1.Empty
-	16, // 29: zrepl.rpc.v1.Receiver.AbortPartialReceive:output_type -> zrepl.rpc.v1.Empty
-	16, // 30: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:output_type -> zrepl.rpc.v1.Empty
-	16, // 31: zrepl.rpc.v1.Receiver.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
-	23, // [23:32] is the sub-list for method output_type
-	14, // [14:23] is the sub-list for method input_type
+	15, // 18: zrepl.rpc.v1.Sender.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
+	5,  // 19: zrepl.rpc.v1.Receiver.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
+	12, // 20: zrepl.rpc.v1.Receiver.Receive:input_type -> zrepl.rpc.v1.ReceiveRequest
+	13, // 21: zrepl.rpc.v1.Receiver.AbortPartialReceive:input_type -> zrepl.rpc.v1.AbortPartialReceiveRequest
+	14, // 22: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:input_type -> zrepl.rpc.v1.MoveLastReceivedHoldRequest
+	15, // 23: zrepl.rpc.v1.Receiver.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
+	6,  // 24: zrepl.rpc.v1.Sender.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
+	8,  // 25: zrepl.rpc.v1.Sender.SendSize:output_type -> zrepl.rpc.v1.SendSizeReply
+	10, // 26: zrepl.rpc.v1.Sender.Send:output_type -> zrepl.rpc.v1.SendStreamEvent
+	16, // 27: zrepl.rpc.v1.Sender.StepCompleted:output_type -> zrepl.rpc.v1.Empty
+	16, // 28: zrepl.rpc.v1.Sender.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
+	6,  // 29: zrepl.rpc.v1.Receiver.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
+	16, // 30: zrepl.rpc.v1.Receiver.Receive:output_type -> zrepl.rpc.v1.Empty
+	16, // 31: zrepl.rpc.v1.Receiver.AbortPartialReceive:output_type -> zrepl.rpc.v1.Empty
+	16, // 32: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:output_type -> zrepl.rpc.v1.Empty
+	16, // 33: zrepl.rpc.v1.Receiver.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
+	24, // [24:34] is the sub-list for method output_type
+	14, // [14:24] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name

@@ -26,10 +26,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Sender_ListFilesystems_FullMethodName = "/zrepl.rpc.v1.Sender/ListFilesystems"
-	Sender_SendSize_FullMethodName        = "/zrepl.rpc.v1.Sender/SendSize"
-	Sender_Send_FullMethodName            = "/zrepl.rpc.v1.Sender/Send"
-	Sender_StepCompleted_FullMethodName   = "/zrepl.rpc.v1.Sender/StepCompleted"
+	Sender_ListFilesystems_FullMethodName  = "/zrepl.rpc.v1.Sender/ListFilesystems"
+	Sender_SendSize_FullMethodName         = "/zrepl.rpc.v1.Sender/SendSize"
+	Sender_Send_FullMethodName             = "/zrepl.rpc.v1.Sender/Send"
+	Sender_StepCompleted_FullMethodName    = "/zrepl.rpc.v1.Sender/StepCompleted"
+	Sender_DestroySnapshots_FullMethodName = "/zrepl.rpc.v1.Sender/DestroySnapshots"
 )
 
 // SenderClient is the client API for Sender service.
@@ -42,6 +43,11 @@ type SenderClient interface {
 	SendSize(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendSizeReply, error)
 	Send(ctx context.Context, in *SendStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SendStreamEvent], error)
 	StepCompleted(ctx context.Context, in *StepCompletedRequest, opts ...grpc.CallOption) (*Empty, error)
+	// DestroySnapshots prunes the source's snapshots for a pull job's
+	// keep_sender rules: only snapshots of filesystems the source serves,
+	// never held ones, never one a replication cursor marks, never
+	// bookmarks.
+	DestroySnapshots(ctx context.Context, in *DestroySnapshotsRequest, opts ...grpc.CallOption) (*Empty, error)
 }
 
 type senderClient struct {
@@ -101,6 +107,16 @@ func (c *senderClient) StepCompleted(ctx context.Context, in *StepCompletedReque
 	return out, nil
 }
 
+func (c *senderClient) DestroySnapshots(ctx context.Context, in *DestroySnapshotsRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Sender_DestroySnapshots_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SenderServer is the server API for Sender service.
 // All implementations must embed UnimplementedSenderServer
 // for forward compatibility.
@@ -111,6 +127,11 @@ type SenderServer interface {
 	SendSize(context.Context, *SendRequest) (*SendSizeReply, error)
 	Send(*SendStreamRequest, grpc.ServerStreamingServer[SendStreamEvent]) error
 	StepCompleted(context.Context, *StepCompletedRequest) (*Empty, error)
+	// DestroySnapshots prunes the source's snapshots for a pull job's
+	// keep_sender rules: only snapshots of filesystems the source serves,
+	// never held ones, never one a replication cursor marks, never
+	// bookmarks.
+	DestroySnapshots(context.Context, *DestroySnapshotsRequest) (*Empty, error)
 	mustEmbedUnimplementedSenderServer()
 }
 
@@ -132,6 +153,9 @@ func (UnimplementedSenderServer) Send(*SendStreamRequest, grpc.ServerStreamingSe
 }
 func (UnimplementedSenderServer) StepCompleted(context.Context, *StepCompletedRequest) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method StepCompleted not implemented")
+}
+func (UnimplementedSenderServer) DestroySnapshots(context.Context, *DestroySnapshotsRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method DestroySnapshots not implemented")
 }
 func (UnimplementedSenderServer) mustEmbedUnimplementedSenderServer() {}
 func (UnimplementedSenderServer) testEmbeddedByValue()                {}
@@ -219,6 +243,24 @@ func _Sender_StepCompleted_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Sender_DestroySnapshots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DestroySnapshotsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SenderServer).DestroySnapshots(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sender_DestroySnapshots_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SenderServer).DestroySnapshots(ctx, req.(*DestroySnapshotsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Sender_ServiceDesc is the grpc.ServiceDesc for Sender service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -237,6 +279,10 @@ var Sender_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StepCompleted",
 			Handler:    _Sender_StepCompleted_Handler,
+		},
+		{
+			MethodName: "DestroySnapshots",
+			Handler:    _Sender_DestroySnapshots_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
