@@ -421,3 +421,10 @@ var _ job.PruneTarget = senderTarget{}
 
 // A sink's clients may prune what they pushed (rpc's DestroySnapshots).
 var _ rpc.ReceiverPruner = withRecvOptions{}
+
+// A source's clients may prune it (rpc's Sender DestroySnapshots), and a
+// pull job prunes a remote source.
+var (
+	_ rpc.SenderPruner = limitedSender{}
+	_ job.PruneTarget  = (*rpc.RemoteSender)(nil)
+)

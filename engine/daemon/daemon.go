@@ -239,9 +239,6 @@ func (d *Daemon) buildActive(j *config.Job) error {
 			c.Interval = j.Interval.Every
 		}
 		c.PruneReceiver = newPrune(j.Pruning.KeepReceiver, nil)
-		if len(j.Pruning.KeepSender) > 0 && j.Connect.Type != config.TransportLocal {
-			d.log.Warn("keep_sender of a pull job is not applied over the network yet; the source keeps its snapshots", "job", j.Name)
-		}
 		c.PruneSender = newPrune(j.Pruning.KeepSender, nil)
 	default:
 		return fmt.Errorf("unknown job type %q", j.Type)
@@ -308,7 +305,10 @@ func (d *Daemon) pullConnect(j *config.Job) func(ctx context.Context) (job.Sides
 		if err != nil {
 			return job.Sides{}, err
 		}
-		return job.Sides{Sender: client.Sender(), Receiver: recv, ReceiverPrune: recv}, nil
+		// keep_sender prunes the source over the wire; the source decides
+		// what may go (rpc.SourceSender).
+		s := client.Sender()
+		return job.Sides{Sender: s, Receiver: recv, SenderPrune: s, ReceiverPrune: recv}, nil
 	}
 }
 
