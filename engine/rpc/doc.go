@@ -2,7 +2,9 @@
 // implement replication.Sender and replication.Receiver, and a server that
 // serves an endpoint.Sender (a source) or endpoint.Receivers (a sink, one
 // per client, confined to <root_fs>/<identity>) to the clients a transport
-// authenticated.
+// authenticated. A client may prune the server's side for its job's keep
+// rules (a push job the sink's, a pull job the source's); the server
+// decides what may go (SinkReceiver, SourceSender).
 //
 // Every connection opens with a hello carrying ProtocolVersion; a peer of
 // another version is refused with an error naming both. A client keeps one
