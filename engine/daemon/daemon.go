@@ -29,7 +29,9 @@ type Options struct {
 	// Clock defaults to job.RealClock.
 	Clock job.Clock
 	// Persist saves backend state (the model backend's); called after
-	// every job run and on shutdown. May be nil.
+	// every job run and on shutdown. May be nil. A backend wrapped in
+	// Durable also saves after every change, so that a killed daemon
+	// loses nothing.
 	Persist func() error
 	// DemoData writes data into a job's filesystems before each periodic
 	// snapshot (the model backend's live demo); nil for none.
