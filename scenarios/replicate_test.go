@@ -166,13 +166,6 @@ func (s stepSender) StepCompleted(ctx context.Context, req endpoint.SendRequest,
 	return err
 }
 
-// deadTicket: the call claiming a data connection found it gone, the
-// error blaming the ticket rather than ssh's exit (known issue
-// TestKnownIssueDeadDataConnBlamedOnTicket).
-func deadTicket(err error) bool {
-	return errors.Is(err, rpc.ErrBadRequest) && strings.Contains(err.Error(), "no data connection with ticket")
-}
-
 // staggerOf is a filesystem's step start offset: distinct per filesystem
 // and no multiple of another's, nor of the links' latency.
 func staggerOf(fs string) time.Duration {
@@ -190,7 +183,11 @@ func (w *world) replicate(t *rapid.T) {
 	if forceFault != "" {
 		fault = forceFault
 	}
-	w.run(t, j, fault, rapid.Int64().Draw(t, "netSeed"), rapid.IntRange(1, 3).Draw(t, "concurrency"), rapid.IntRange(1, 5).Draw(t, "attempts"))
+	netSeed, concurrency, attempts := rapid.Int64().Draw(t, "netSeed"), rapid.IntRange(1, 3).Draw(t, "concurrency"), rapid.IntRange(1, 5).Draw(t, "attempts")
+	// Some runs go over the ssh transport whatever their fault.
+	w.overSSH = rapid.IntRange(0, 3).Draw(t, "overSSH") == 0
+	w.run(t, j, fault, netSeed, concurrency, attempts)
+	w.overSSH = false
 	w.persist(t)
 }
 
@@ -296,6 +293,7 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 	if fault != "resize" {
 		concurrency = 1
 	}
+	opts.ssh = opts.ssh || w.overSSH
 	lk := w.connect(t, j, netSeed, opts)
 	w.curNet = lk.n
 	snd, rcv := w.endpoints(j, lk)
@@ -353,14 +351,14 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 			want := "ssh exited with status 255: " + sshStderr
 			for _, err := range x.recorded() {
 				// A missing key is the history's doing (toggle-key).
-				if !strings.Contains(err.Error(), want) && !errors.Is(err, zfs.ErrKeyNotLoaded) && !deadTicket(err) {
+				if !strings.Contains(err.Error(), want) && !errors.Is(err, zfs.ErrKeyNotLoaded) {
 					t.Fatalf("INVARIANT ssh-named: a run of %s whose ssh process exited with 255 (%q) failed with an error that does not say so: %v", j.id, sshStderr, err)
 				}
 			}
 			for _, f := range rep.Filesystems {
 				// Permanent failures are the history's (a conflict),
 				// a child's failure its parent's.
-				if f.Err != nil && !f.Permanent && !strings.Contains(f.Err.Error(), want) && !strings.Contains(f.Err.Error(), "was not replicated") && !deadTicket(f.Err) {
+				if f.Err != nil && !f.Permanent && !strings.Contains(f.Err.Error(), want) && !strings.Contains(f.Err.Error(), "was not replicated") {
 					t.Fatalf("INVARIANT ssh-named: %s: a run of %s whose ssh process exited with 255 (%q) failed with an error that does not say so: %v", f.FS, j.id, sshStderr, f.Err)
 				}
 			}

@@ -92,6 +92,8 @@ type world struct {
 
 	// curNet is the running replicate action's network.
 	curNet *netsim.Network
+	// overSSH: the next run goes over simulated ssh processes.
+	overSSH bool
 
 	// trace is what the runs did, for the replay test (see traceRun).
 	trace strings.Builder
