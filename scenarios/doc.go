@@ -11,10 +11,11 @@
 // job pairs sending the same filesystems: two push jobs into a sink (one
 // of them sending plain into an encrypted receiver root) and a pull job
 // from a source job. Actions snapshot, destroy, prune both sides, roll the
-// receiver back, load and unload keys, replicate with one of the faults
-// (connection resets, partitions, cut streams, failing ZFS calls, resizes,
-// crashes of either host, keepalive misconfiguration, ssh exiting with
-// 255), and ask the source for sends with forged resume tokens.
+// receiver back, load and unload keys, replicate (a quarter of the runs
+// over simulated ssh processes) with one of the faults (connection
+// resets, partitions, cut streams, failing ZFS calls, resizes, crashes of
+// either host, keepalive misconfiguration, ssh exiting with 255), and ask
+// the source for sends with forged resume tokens.
 //
 // Running it:
 //
