@@ -3,6 +3,7 @@ package zfsmodel_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"testing"
 
 	"zrepl.dev/zrepl/engine/zfs"
@@ -64,6 +65,23 @@ func (h *harness) UnloadKey(ctx context.Context, fs zfs.DatasetPath) error { ret
 
 func TestConformance(t *testing.T) {
 	zfstest.Run(t, newHarness)
+}
+
+// The suite again with a checkpoint (and a save) after every record of a
+// resumable receive: checkpoints change nothing a caller can see.
+func TestConformanceWithCheckpoints(t *testing.T) {
+	zfstest.Run(t, func(t *testing.T) zfstest.Harness {
+		var m *zfsmodel.Model
+		m = zfsmodel.New(zfsmodel.Options{Seed: 42, CheckpointEvery: 1, OnCheckpoint: func() {
+			if err := m.Save(io.Discard); err != nil {
+				t.Error(err)
+			}
+		}})
+		if err := m.CreatePool("pool"); err != nil {
+			t.Fatal(err)
+		}
+		return &harness{m: m}
+	})
 }
 
 func TestConformanceCaseNames(t *testing.T) {

@@ -42,6 +42,17 @@ type Options struct {
 	// starts at 2020-01-01 UTC and advances one second per reading, so
 	// that a model without a clock is still deterministic.
 	Clock func() time.Time
+	// CheckpointEvery makes a resumable receive (-s) record its partial
+	// state and resume token each time this many more bytes of the stream
+	// arrived, as real ZFS keeps what a receive wrote up to the last
+	// transaction group sync: a process killed mid-stream can resume from
+	// the last checkpoint if the state was saved there. 0 (or less) turns it off
+	// (the state is recorded only when the receive ends).
+	CheckpointEvery int64
+	// OnCheckpoint, if set, is called after each checkpoint, without the
+	// model's lock held (it may call Save), on the receiving goroutine:
+	// the receive reads no further until it returns.
+	OnCheckpoint func()
 }
 
 // Model is an in-memory ZFS host. It is safe for concurrent use.
@@ -54,6 +65,9 @@ type Model struct {
 	receiving map[string]bool
 	faults    map[string][]error
 	cuts      []int64
+
+	ckEvery int64
+	onCk    func()
 }
 
 // state is everything Save persists.
@@ -141,6 +155,7 @@ func (m *Model) init(o Options) {
 	}
 	m.receiving = map[string]bool{}
 	m.faults = map[string][]error{}
+	m.ckEvery, m.onCk = max(o.CheckpointEvery, 0), o.OnCheckpoint
 }
 
 var _ zfs.ZFS = (*Model)(nil)

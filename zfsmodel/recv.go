@@ -102,6 +102,12 @@ func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reade
 	if h.Encrypted {
 		adjust = rawSumAdjust(splitmix(h.KeyID) | 1)
 	}
+	// Checkpoints only where a cut would keep state (-s).
+	var ckEvery int64
+	if opts.Resumable {
+		ckEvery = m.ckEvery
+	}
+	lastCk, checkpointed := complete, false
 	var rerr error
 	// A record is kept once the checksum that follows it verified it.
 	var pending *blockRec
@@ -128,6 +134,13 @@ func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reade
 			break
 		}
 		pending, pendingEnd = &rec, sr.n
+		if ckEvery > 0 && complete-lastCk >= ckEvery {
+			// What a stream cut here would leave: the blocks verified so
+			// far, not the one just read.
+			lastCk = complete
+			m.checkpointRecv(rp, h, got, next, h.ResumeBytes+uint64(complete), opts)
+			checkpointed = true
+		}
 	}
 	if rerr == nil {
 		if rerr = ctx.Err(); rerr == nil {
@@ -143,6 +156,9 @@ func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reade
 		return m.failRecv(op, rp, h, got, next, h.ResumeBytes+uint64(complete), opts, rerr)
 	}
 	err = m.commitRecv(op, rp, h, got, opts)
+	if err != nil && checkpointed && (rp.full || rp.overwrite) {
+		m.undoCheckpoints(rp)
+	}
 	if err != nil && !rp.full && !rp.overwrite {
 		// The stream was all there but its end was refused (the target
 		// changed meanwhile): as on OpenZFS 2.1.11, an incremental
@@ -332,15 +348,67 @@ func (m *Model) dropPartial(rp *recvPlan) {
 	}
 }
 
+// newPartial is the saved state a receive without prior state starts.
+func newPartial(rp *recvPlan, h streamHeader, opts zfs.RecvOptions) *partial {
+	p := &partial{Full: rp.full, Overwrite: rp.overwrite, BaseGUID: rp.base, Force: opts.ForceRollback,
+		Header: h, Blocks: content{}}
+	p.Header.Resume, p.Header.ResumeOffset, p.Header.ResumeBytes = false, 0, 0
+	return p
+}
+
+// checkpointRecv records what a receive in flight got so far as the
+// target's saved state, as savePartial would if the stream ended here,
+// then calls OnCheckpoint without the lock. The state is a new object:
+// rp.prior stays as it was, so a refused end can restore it.
+func (m *Model) checkpointRecv(rp *recvPlan, h streamHeader, got content, next, bytes uint64, opts zfs.RecvOptions) {
+	m.mu.Lock()
+	var p *partial
+	if rp.prior != nil {
+		cp := *rp.prior
+		cp.Blocks = rp.prior.Blocks.clone()
+		p = &cp
+	} else {
+		p = newPartial(rp, h, opts)
+	}
+	for bn, b := range got {
+		p.Blocks[bn] = b
+	}
+	p.NextBlock, p.Bytes = next, bytes
+	d := m.st.Datasets[rp.name]
+	if d == nil {
+		d = m.newRecvDataset(rp.name, h)
+	}
+	d.Partial = p
+	m.mu.Unlock()
+	if m.onCk != nil {
+		m.onCk()
+	}
+}
+
+// undoCheckpoints puts back the state before a full or overwriting
+// receive whose end was refused, which today leaves no trace of the
+// receive (called with mu held).
+func (m *Model) undoCheckpoints(rp *recvPlan) {
+	d := m.st.Datasets[rp.name]
+	switch {
+	case d == nil:
+	case rp.prior != nil:
+		d.Partial = rp.prior
+	case rp.full:
+		// The first checkpoint created it.
+		delete(m.st.Datasets, rp.name)
+	default:
+		d.Partial = nil
+	}
+}
+
 // savePartial keeps what a resumable receive got, blocks before next, as
 // the target's saved state.
 func (m *Model) savePartial(rp *recvPlan, h streamHeader, got content, next, bytes uint64, opts zfs.RecvOptions) *partial {
 	d := m.st.Datasets[rp.name]
 	p := rp.prior
 	if p == nil {
-		p = &partial{Full: rp.full, Overwrite: rp.overwrite, BaseGUID: rp.base, Force: opts.ForceRollback,
-			Header: h, Blocks: content{}}
-		p.Header.Resume, p.Header.ResumeOffset, p.Header.ResumeBytes = false, 0, 0
+		p = newPartial(rp, h, opts)
 	}
 	for bn, b := range got {
 		p.Blocks[bn] = b
