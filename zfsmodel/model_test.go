@@ -378,7 +378,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	require.NoError(t, m.Bookmark(bg, s1.Ref(w.src), "b1"))
 	enc := zfs.MustDatasetPath("srcp/enc")
 	require.NoError(t, m.CreateFilesystem(enc, FSOptions{Encrypted: true}))
-	require.NoError(t, m.CreatePlaceholder(bg, zfs.MustDatasetPath("dstp/ph")))
+	require.NoError(t, m.CreatePlaceholder(bg, zfs.MustDatasetPath("dstp/ph"), zfs.PlaceholderOptions{}))
 	require.NoError(t, m.SetUserProperty(bg, w.src, "zrepl:test", "v"))
 	dst := zfs.MustDatasetPath("dstp/fs")
 	full := readAll(t, m, zfs.SendArgs{FS: w.src, To: s2})

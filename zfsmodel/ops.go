@@ -127,7 +127,7 @@ func (m *Model) ListVersions(ctx context.Context, fs zfs.DatasetPath) ([]zfs.Fil
 }
 
 // CreatePlaceholder implements zfs.ZFS.
-func (m *Model) CreatePlaceholder(ctx context.Context, fs zfs.DatasetPath) error {
+func (m *Model) CreatePlaceholder(ctx context.Context, fs zfs.DatasetPath, opts zfs.PlaceholderOptions) error {
 	const op = "create"
 	if err := checkPath(op, fs); err != nil {
 		return err

@@ -143,7 +143,7 @@ func (c *CLI) ListVersions(ctx context.Context, fs zfs.DatasetPath) ([]zfs.Files
 }
 
 // CreatePlaceholder implements zfs.ZFS.
-func (c *CLI) CreatePlaceholder(ctx context.Context, fs zfs.DatasetPath) error {
+func (c *CLI) CreatePlaceholder(ctx context.Context, fs zfs.DatasetPath, opts zfs.PlaceholderOptions) error {
 	const op = "create"
 	if err := checkFS(op, fs); err != nil {
 		return err

@@ -174,7 +174,7 @@ func TestCommandLines(t *testing.T) {
 		call func(c *CLI) error
 		want string
 	}{
-		{"placeholder", func(c *CLI) error { return c.CreatePlaceholder(ctx, fs) },
+		{"placeholder", func(c *CLI) error { return c.CreatePlaceholder(ctx, fs, zfs.PlaceholderOptions{}) },
 			"create -o zrepl:placeholder=on -o mountpoint=none -o canmount=off pool/a/fs"},
 		{"set", func(c *CLI) error { return c.SetUserProperty(ctx, fs, "zrepl:x", "-v a=b") },
 			"set zrepl:x=-v a=b pool/a/fs"},
@@ -244,7 +244,7 @@ func TestOperationErrors(t *testing.T) {
 			func(c *CLI) error { return c.AbortReceive(ctx, fs) }, zfs.ErrNoResumableState, "pool/a/fs"},
 		{"placeholder parent", "create -o zrepl:placeholder=on -o mountpoint=none -o canmount=off pool/a/fs",
 			"cannot create 'pool/a/fs': parent does not exist\n", 1,
-			func(c *CLI) error { return c.CreatePlaceholder(ctx, fs) }, zfs.ErrDatasetNotExist, "pool/a/fs"},
+			func(c *CLI) error { return c.CreatePlaceholder(ctx, fs, zfs.PlaceholderOptions{}) }, zfs.ErrDatasetNotExist, "pool/a/fs"},
 		{"bookmark gone", "destroy pool/a/fs#b1", "bookmark 'pool/a/fs#b1' does not exist.\n", 1,
 			func(c *CLI) error { return c.Destroy(ctx, []zfs.VersionRef{book("b1")}) }, zfs.ErrDatasetNotExist, "pool/a/fs#b1"},
 		{"unknown", "snapshot pool/a/fs@s1", "internal error: out of memory\n", 2,

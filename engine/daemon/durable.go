@@ -94,8 +94,8 @@ func (d *Durable) after(op, what string, err error) error {
 	return err
 }
 
-func (d *Durable) CreatePlaceholder(ctx context.Context, fs zfs.DatasetPath) error {
-	return d.after("create placeholder", fs.String(), d.ZFS.CreatePlaceholder(ctx, fs))
+func (d *Durable) CreatePlaceholder(ctx context.Context, fs zfs.DatasetPath, opts zfs.PlaceholderOptions) error {
+	return d.after("create placeholder", fs.String(), d.ZFS.CreatePlaceholder(ctx, fs, opts))
 }
 
 func (d *Durable) SetUserProperty(ctx context.Context, fs zfs.DatasetPath, property, value string) error {
@@ -133,6 +133,16 @@ func (d *Durable) Release(ctx context.Context, snapshot zfs.VersionRef, tag stri
 // cut off by a shutdown keeps its resume state.
 func (d *Durable) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reader, opts zfs.RecvOptions) error {
 	return d.after("receive into", fs.String(), d.ZFS.Receive(ctx, fs, stream, opts))
+}
+
+// Checkpoint saves a change that a call still in flight made, such as the
+// partial state a receive records while it runs (zfsmodel's OnCheckpoint),
+// so that a kill after it returns keeps that state. It shares saves with
+// other changes like any change. The caller must not hold the backend's
+// lock, as the save reads the whole state; it may run inside a Receive of
+// this Durable, which commits only after the receive returns.
+func (d *Durable) Checkpoint() error {
+	return d.c.commit()
 }
 
 func (d *Durable) AbortReceive(ctx context.Context, fs zfs.DatasetPath) error {

@@ -104,7 +104,7 @@ func TestDurableSavedStateIsLiveState(t *testing.T) {
 				_ = d.AbortReceive(ctx, dst)
 			case 10:
 				op = "placeholder"
-				_ = d.CreatePlaceholder(ctx, zfs.MustDatasetPath("backup/p"))
+				_ = d.CreatePlaceholder(ctx, zfs.MustDatasetPath("backup/p"), zfs.PlaceholderOptions{})
 			}
 			if d.Saves() != before+wantSaves {
 				t.Fatalf("%s: %d saves, want %d", op, d.Saves()-before, wantSaves)
@@ -185,4 +185,95 @@ func TestDurableSaveError(t *testing.T) {
 	assert.ErrorIs(t, err, zfs.ErrDatasetExists)
 	assert.ErrorIs(t, err, fail)
 	assert.EqualValues(t, 3, d.Saves())
+}
+
+// A receive that checkpoints through Durable.Checkpoint while other calls
+// change the state at the same time: each checkpoint returns with its
+// partial state and token saved, nothing deadlocks, and once all returned
+// the saved state is the live state.
+func TestDurableCheckpointDuringReceive(t *testing.T) {
+	ctx := context.Background()
+	var d *Durable
+	var ckErrs []error
+	var tokens []string
+	var mu sync.Mutex // guards saved
+	var saved []byte
+	target := zfs.MustDatasetPath("backup/a")
+	savedToken := func() string {
+		mu.Lock()
+		b := saved
+		mu.Unlock()
+		sm, err := zfsmodel.Load(bytes.NewReader(b), zfsmodel.Options{})
+		require.NoError(t, err)
+		info, err := sm.Info(target)
+		if err != nil {
+			return ""
+		}
+		return info.ReceiveResumeToken
+	}
+	var m *zfsmodel.Model
+	m = zfsmodel.New(zfsmodel.Options{Seed: 3, CheckpointEvery: 2 * zfsmodel.BlockSize, OnCheckpoint: func() {
+		ckErrs = append(ckErrs, d.Checkpoint())
+		live, err := m.Info(target)
+		require.NoError(t, err)
+		require.NotEmpty(t, live.ReceiveResumeToken)
+		assert.Equal(t, live.ReceiveResumeToken, savedToken(), "a checkpoint returns saved")
+		tokens = append(tokens, live.ReceiveResumeToken)
+	}})
+	for _, p := range []string{"pool", "backup"} {
+		require.NoError(t, m.CreatePool(p))
+	}
+	src := zfs.MustDatasetPath("pool/a")
+	require.NoError(t, m.CreateFilesystem(src, zfsmodel.FSOptions{}))
+	require.NoError(t, m.WriteData(src, 1, 20))
+	require.NoError(t, m.Snapshot(ctx, src, "s"))
+	d = NewDurable(m, func() error {
+		var b bytes.Buffer
+		if err := m.Save(&b); err != nil {
+			return err
+		}
+		mu.Lock()
+		saved = b.Bytes()
+		mu.Unlock()
+		return nil
+	})
+
+	stream, err := m.Send(ctx, zfs.SendArgs{FS: src, To: zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: "s", GUID: guidOf(m, zfs.SnapshotRef(src, "s"))}})
+	require.NoError(t, err)
+	defer stream.Close()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	others := make([]error, 3)
+	for i := range others {
+		wg.Go(func() {
+			fs := zfs.MustDatasetPath(fmt.Sprintf("pool/o%d", i))
+			require.NoError(t, m.CreateFilesystem(fs, zfsmodel.FSOptions{}))
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := d.Snapshot(ctx, fs, fmt.Sprint("s", n)); err != nil {
+					others[i] = err
+					return
+				}
+			}
+		})
+	}
+	rerr := d.Receive(ctx, target, stream, zfs.RecvOptions{Resumable: true})
+	close(stop)
+	wg.Wait()
+	require.NoError(t, rerr)
+	for _, err := range append(ckErrs, others...) {
+		require.NoError(t, err)
+	}
+	// 20 records, a checkpoint every second one up to the 19th's end.
+	assert.Len(t, tokens, 9)
+	var live bytes.Buffer
+	require.NoError(t, m.Save(&live))
+	mu.Lock()
+	assert.Equal(t, live.String(), string(saved))
+	mu.Unlock()
+	assert.Empty(t, savedToken(), "the completed receive is saved without partial state")
 }

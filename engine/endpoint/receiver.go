@@ -85,7 +85,7 @@ func (r *Receiver) ensureParents(ctx context.Context, target zfs.DatasetPath) er
 		}
 	}
 	for i := len(missing) - 1; i >= 0; i-- {
-		err := r.ZFS.CreatePlaceholder(ctx, missing[i])
+		err := r.ZFS.CreatePlaceholder(ctx, missing[i], zfs.PlaceholderOptions{})
 		if err != nil && !errors.Is(err, zfs.ErrDatasetExists) {
 			return fmt.Errorf("create placeholder %s: %w", missing[i], err)
 		}

@@ -25,8 +25,9 @@ type ZFS interface {
 
 	// CreatePlaceholder creates fs (not its parents) as a placeholder: an
 	// unmounted filesystem that exists only to hold children, marked with
-	// PlaceholderProperty.
-	CreatePlaceholder(ctx context.Context, fs DatasetPath) error
+	// PlaceholderProperty. It inherits its parent's encryption unless
+	// opts say otherwise.
+	CreatePlaceholder(ctx context.Context, fs DatasetPath, opts PlaceholderOptions) error
 	// SetUserProperty sets a user property ("module:name") on fs; an empty
 	// value inherits it (removes the local value).
 	SetUserProperty(ctx context.Context, fs DatasetPath, property, value string) error
@@ -70,6 +71,15 @@ type ZFS interface {
 
 // PlaceholderProperty marks a filesystem created only to hold children.
 const PlaceholderProperty = "zrepl:placeholder"
+
+// PlaceholderOptions describe how CreatePlaceholder creates a placeholder.
+type PlaceholderOptions struct {
+	// EncryptionOff creates it unencrypted (zfs create -o encryption=off),
+	// also below an encrypted parent. A non-raw full receive can later
+	// replace an unencrypted placeholder, never an encrypted one (ZFS
+	// refuses a forced receive over an encrypted filesystem).
+	EncryptionOff bool
+}
 
 // KeyStatus is the ZFS keystatus property.
 type KeyStatus string

@@ -208,13 +208,13 @@ func caseRollback(e *env) {
 
 func casePlaceholder(e *env) {
 	ph := e.path("ph")
-	e.noErr(e.z.CreatePlaceholder(e.ctx, ph), "create placeholder")
+	e.noErr(e.z.CreatePlaceholder(e.ctx, ph, zfs.PlaceholderOptions{}), "create placeholder")
 	if fi := e.mustInfo(ph); !fi.Placeholder {
 		e.t.Errorf("%s: Placeholder = false", ph)
 	}
 	child := e.path("ph/child")
-	e.noErr(e.z.CreatePlaceholder(e.ctx, child), "placeholder below a placeholder")
-	err := e.z.CreatePlaceholder(e.ctx, e.path("missing/child"))
+	e.noErr(e.z.CreatePlaceholder(e.ctx, child, zfs.PlaceholderOptions{}), "placeholder below a placeholder")
+	err := e.z.CreatePlaceholder(e.ctx, e.path("missing/child"), zfs.PlaceholderOptions{})
 	if !errors.Is(err, zfs.ErrDatasetNotExist) {
 		e.t.Errorf("placeholder without parent: %v, want ErrDatasetNotExist", err)
 	}
