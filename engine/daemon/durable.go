@@ -94,8 +94,8 @@ func (d *Durable) after(op, what string, err error) error {
 	return err
 }
 
-func (d *Durable) CreatePlaceholder(ctx context.Context, fs zfs.DatasetPath) error {
-	return d.after("create placeholder", fs.String(), d.ZFS.CreatePlaceholder(ctx, fs))
+func (d *Durable) CreatePlaceholder(ctx context.Context, fs zfs.DatasetPath, opts zfs.PlaceholderOptions) error {
+	return d.after("create placeholder", fs.String(), d.ZFS.CreatePlaceholder(ctx, fs, opts))
 }
 
 func (d *Durable) SetUserProperty(ctx context.Context, fs zfs.DatasetPath, property, value string) error {

@@ -104,7 +104,7 @@ func TestDurableSavedStateIsLiveState(t *testing.T) {
 				_ = d.AbortReceive(ctx, dst)
 			case 10:
 				op = "placeholder"
-				_ = d.CreatePlaceholder(ctx, zfs.MustDatasetPath("backup/p"))
+				_ = d.CreatePlaceholder(ctx, zfs.MustDatasetPath("backup/p"), zfs.PlaceholderOptions{})
 			}
 			if d.Saves() != before+wantSaves {
 				t.Fatalf("%s: %d saves, want %d", op, d.Saves()-before, wantSaves)
