@@ -3,15 +3,22 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"zrepl.dev/zrepl/engine/config"
 	"zrepl.dev/zrepl/engine/daemon"
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/replication"
 	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/engine/zfs/resumetoken"
 	"zrepl.dev/zrepl/zfsmodel"
 )
 
@@ -66,4 +73,92 @@ func BenchmarkModelSaveEveryChange(b *testing.B) {
 	b.ReportMetric(float64(took)/float64(bare), "durable/bare")
 	b.ReportMetric(savesPerStep, "saves/step")
 	b.ReportMetric(float64(took-bare)/float64(b.N)/savesPerStep/1e6, "ms/save")
+}
+
+// killAt hands out a stream until at bytes, then reads the state the
+// daemon saved so far (what a kill -9 there would leave) and ends the
+// stream.
+type killAt struct {
+	r     io.Reader
+	at, n int64
+	dir   string
+	seen  *zfsmodel.Model
+}
+
+func (k *killAt) Read(p []byte) (int, error) {
+	if k.n >= k.at {
+		if k.seen == nil {
+			f, err := os.Open(filepath.Join(k.dir, modelStateFile))
+			if err != nil {
+				return 0, err
+			}
+			defer f.Close()
+			if k.seen, err = zfsmodel.Load(f, zfsmodel.Options{}); err != nil {
+				return 0, err
+			}
+		}
+		return 0, io.ErrUnexpectedEOF
+	}
+	n, err := k.r.Read(p[:min(int64(len(p)), k.at-k.n)])
+	k.n += int64(n)
+	return n, err
+}
+
+// The model backend saves a receive's partial state while the stream
+// runs (every ZREPL_MODEL_CHECKPOINT_BYTES), so the state on disk in the
+// middle of a stream has a resume token at most that far behind; with 0
+// it has nothing of the receive.
+func TestModelBackendSavesCheckpoints(t *testing.T) {
+	src := zfsmodel.New(zfsmodel.Options{Seed: 2})
+	require.NoError(t, src.CreatePool("pool"))
+	fs := zfs.MustDatasetPath("pool/data")
+	require.NoError(t, src.CreateFilesystem(fs, zfsmodel.FSOptions{}))
+	require.NoError(t, src.WriteData(fs, 1, 40)) // 5 MiB
+	require.NoError(t, src.Snapshot(context.Background(), fs, "s"))
+	vs, err := src.ListVersions(context.Background(), fs)
+	require.NoError(t, err)
+	const every, at = 1 << 20, 3<<20 + 1000
+	for _, env := range []string{fmt.Sprint(every), "0"} {
+		t.Run("every="+env, func(t *testing.T) {
+			t.Setenv(checkpointEnv, env)
+			dir := t.TempDir()
+			cfg, err := config.Parse([]byte(fmt.Sprintf(`
+global: {zfs_backend: model, model_state_dir: %s}
+jobs:
+  - {name: s, type: sink, serve: {type: local, listener_name: s}, root_fs: backup}
+`, dir)))
+			require.NoError(t, err)
+			b, err := openBackend(cfg, slog.New(slog.DiscardHandler), false)
+			require.NoError(t, err)
+			stream, err := src.Send(context.Background(), zfs.SendArgs{FS: fs, To: vs[0]})
+			require.NoError(t, err)
+			defer stream.Close()
+			k := &killAt{r: stream, at: at, dir: dir}
+			target := zfs.MustDatasetPath("backup/data")
+			err = b.zfs.Receive(context.Background(), target, k, zfs.RecvOptions{Resumable: true})
+			require.ErrorIs(t, err, zfs.ErrPartialReceive)
+			require.NotNil(t, k.seen, "the stream reached the kill")
+			info, ierr := k.seen.Info(target)
+			if env == "0" {
+				require.ErrorIs(t, ierr, zfs.ErrDatasetNotExist, "without checkpoints a kill keeps nothing of the receive")
+				return
+			}
+			require.NoError(t, ierr)
+			require.NotEmpty(t, info.ReceiveResumeToken, "saved mid-stream")
+			tok, err := resumetoken.Decode(info.ReceiveResumeToken)
+			require.NoError(t, err)
+			assert.Greater(t, int64(tok.Bytes), int64(at-every-zfsmodel.BlockSize), "at most a checkpoint interval and a record behind")
+		})
+	}
+	t.Run("bad", func(t *testing.T) {
+		t.Setenv(checkpointEnv, "lots")
+		cfg, err := config.Parse([]byte(fmt.Sprintf(`
+global: {zfs_backend: model, model_state_dir: %s}
+jobs:
+  - {name: s, type: sink, serve: {type: local, listener_name: s}, root_fs: backup}
+`, t.TempDir())))
+		require.NoError(t, err)
+		_, err = openBackend(cfg, slog.New(slog.DiscardHandler), false)
+		require.ErrorContains(t, err, checkpointEnv+`="lots"`)
+	})
 }
