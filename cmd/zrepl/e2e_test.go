@@ -20,6 +20,7 @@ import (
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/job"
 	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/engine/zfs/resumetoken"
 	"zrepl.dev/zrepl/zfsmodel"
 )
 
@@ -75,9 +76,18 @@ type proc struct {
 
 func startProc(t *testing.T, bin, cfg, log string) *proc {
 	t.Helper()
+	return startProcEnv(t, bin, cfg, log, nil)
+}
+
+// startProcEnv starts a daemon with env added to the test's environment.
+func startProcEnv(t *testing.T, bin, cfg, log string, env []string) *proc {
+	t.Helper()
 	f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	require.NoError(t, err)
 	cmd := exec.Command(bin, "daemon", "--config", cfg)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	require.NoError(t, cmd.Start())
 	f.Close()
@@ -410,4 +420,171 @@ jobs:
 	assert.Zero(t, again.Replication.BytesDone, "nothing was sent again")
 	snd.stop()
 	rcv.stop()
+}
+
+// A sender (push) and a receiver (sink) daemon on the model backend; the
+// receiver is killed with SIGKILL well into the first (full) stream of
+// 1 GiB, past several of its checkpoints (every 64 MiB), and restarted.
+// As on real ZFS with zfs recv -s, what arrived up to its last checkpoint
+// is there after the kill: the next attempt resumes from that token and
+// sends at most a checkpoint interval (plus what was in flight) of what
+// it had sent already; the data arrives whole. With checkpoints off
+// (ZREPL_MODEL_CHECKPOINT_BYTES=0) the same kill loses the whole receive
+// and the next attempt sends everything again, which the first case
+// would catch.
+func TestEndToEndKill9MidStreamResumes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and moves GiBs through two processes")
+	}
+	bin := buildBinary(t)
+	t.Run("checkpoints", func(t *testing.T) { kill9MidStream(t, bin, true) })
+	t.Run("off", func(t *testing.T) { kill9MidStream(t, bin, false) })
+}
+
+func kill9MidStream(t *testing.T, bin string, checkpoints bool) {
+	dir := shortDir(t)
+	port := freePort(t)
+	sndDir, rcvDir := filepath.Join(dir, "snd"), filepath.Join(dir, "rcv")
+	m := zfsmodel.New(zfsmodel.Options{Seed: 13})
+	require.NoError(t, m.CreatePool("pool"))
+	data := zfs.MustDatasetPath("pool/data")
+	require.NoError(t, m.CreateFilesystem(data, zfsmodel.FSOptions{}))
+	require.NoError(t, m.WriteData(data, 1, e2eBlocks))
+	require.NoError(t, saveModel(m, sndDir))
+
+	sndCfg := filepath.Join(dir, "snd.yml")
+	require.NoError(t, os.WriteFile(sndCfg, []byte(fmt.Sprintf(`
+global:
+  zfs_backend: model
+  model_state_dir: %s
+  control: {sockpath: %s}
+  logging: [{type: stdout, level: info, format: human}]
+jobs:
+  - name: push
+    type: push
+    connect: {type: tcp, address: "127.0.0.1:%d"}
+    filesystems: {"pool/data<": true}
+    snapshotting: {type: periodic, prefix: zrepl_, interval: 1h}
+    pruning:
+      keep_sender: [{type: not_replicated}, {type: last_n, count: 10}]
+      keep_receiver: [{type: last_n, count: 10}]
+`, sndDir, filepath.Join(dir, "snd.sock"), port)), 0o600))
+	rcvCfg := filepath.Join(dir, "rcv.yml")
+	require.NoError(t, os.WriteFile(rcvCfg, []byte(fmt.Sprintf(`
+global:
+  zfs_backend: model
+  model_state_dir: %s
+  control: {sockpath: %s}
+  logging: [{type: stdout, level: info, format: human}]
+jobs:
+  - name: sink
+    type: sink
+    serve: {type: tcp, listen: "127.0.0.1:%d", clients: {"127.0.0.1": "snd"}}
+    root_fs: backup
+`, rcvDir, filepath.Join(dir, "rcv.sock"), port)), 0o600))
+	var env []string
+	if !checkpoints {
+		env = []string{checkpointEnv + "=0"}
+	}
+	status := func() job.Status {
+		out, err := exec.Command(bin, "status", "--json", "--config", sndCfg).Output()
+		var st []job.Status
+		if err != nil || json.Unmarshal(out, &st) != nil || len(st) != 1 {
+			return job.Status{}
+		}
+		return st[0]
+	}
+	defer func() {
+		if t.Failed() {
+			for _, l := range []string{"snd.log", "rcv.log"} {
+				b, _ := os.ReadFile(filepath.Join(dir, l))
+				t.Logf("%s:\n%s", l, b)
+			}
+		}
+	}()
+
+	rcv := startProcEnv(t, bin, rcvCfg, filepath.Join(dir, "rcv.log"), env)
+	snd := startProc(t, bin, sndCfg, filepath.Join(dir, "snd.log"))
+	// Well into the stream: past several checkpoints, far from its end.
+	var full, sentBefore int64
+	waitFor(t, 60*time.Second, "the full send to be well under way", func() bool {
+		r := status().Replication
+		if r != nil && r.Finished {
+			t.Fatalf("the stream ended before the test could kill the receiver: %+v", r)
+		}
+		if r != nil && r.BytesDone > r.BytesExpected*3/10 && r.BytesDone < r.BytesExpected*3/4 {
+			full, sentBefore = r.BytesExpected, r.BytesDone
+			return true
+		}
+		return false
+	})
+	rcv.kill()
+	t.Logf("killed the receiver after %d of %d bytes were sent", sentBefore, full)
+
+	rfs := zfs.MustDatasetPath("backup/snd/pool/data")
+	rm := loadModel(t, rcvDir)
+	infos, err := rm.ListFilesystems(context.Background(), rfs)
+	// What the sender counted may still have been in buffers on the way
+	// (sockets, pipes) when the receiver died.
+	const inFlight = 32 << 20
+	var kept int64
+	if checkpoints {
+		require.NoError(t, err, "the receiver saved the partial receive before the kill")
+		require.NotEmpty(t, infos[0].ReceiveResumeToken)
+		tok, err := resumetoken.Decode(infos[0].ReceiveResumeToken)
+		require.NoError(t, err)
+		kept = int64(tok.Bytes)
+		assert.Greater(t, kept, sentBefore-modelCheckpointEvery-inFlight, "at most a checkpoint interval and what was in flight is lost")
+	} else {
+		require.ErrorIs(t, err, zfs.ErrDatasetNotExist, "without checkpoints nothing of the receive was saved")
+	}
+
+	rcv = startProcEnv(t, bin, rcvCfg, filepath.Join(dir, "rcv.log"), env)
+	var final job.Status
+	waitFor(t, 120*time.Second, "the run to finish after the receiver's restart", func() bool {
+		final = status()
+		return final.Replication != nil && final.Replication.Finished && final.State == job.StateIdle
+	})
+	assert.Empty(t, final.LastError)
+	assert.GreaterOrEqual(t, final.Replication.Attempt, 2, "a later attempt finished the run")
+	again := final.Replication.BytesDone
+	t.Logf("after the restart: sent %d bytes (%.0f%% of the stream)", again, 100*float64(again)/float64(full))
+	if checkpoints {
+		// The rest of the stream from the token, its header and the one
+		// record a checkpoint has read but not verified.
+		assert.LessOrEqual(t, again, full-kept+zfsmodel.BlockSize+(1<<16), "the attempt resumed from the last checkpoint")
+		assert.Less(t, again, full-sentBefore+modelCheckpointEvery+inFlight, "re-sent at most a checkpoint interval of what went before")
+	} else {
+		assert.GreaterOrEqual(t, again, full-(1<<20), "without checkpoints the whole stream is sent again")
+	}
+
+	snd.stop()
+	rcv.stop()
+	sm, rm := loadModel(t, sndDir), loadModel(t, rcvDir)
+	sv, err := sm.ListVersions(context.Background(), data)
+	require.NoError(t, err)
+	rv, err := rm.ListVersions(context.Background(), rfs)
+	require.NoError(t, err)
+	var sent, got []zfs.FilesystemVersion
+	for _, v := range sv {
+		if v.Kind == zfs.Snapshot {
+			sent = append(sent, v)
+		}
+	}
+	for _, v := range rv {
+		if v.Kind == zfs.Snapshot {
+			got = append(got, v)
+		}
+	}
+	require.Len(t, sent, 1)
+	require.Len(t, got, 1)
+	assert.Equal(t, sent[0].GUID, got[0].GUID)
+	want, err := sm.Checksum(sent[0].Ref(data))
+	require.NoError(t, err)
+	have, err := rm.Checksum(got[0].Ref(rfs))
+	require.NoError(t, err)
+	assert.Equal(t, want, have, "the received snapshot has the sent content")
+	info, err := rm.Info(rfs)
+	require.NoError(t, err)
+	assert.Empty(t, info.ReceiveResumeToken, "no partial state is left")
 }
