@@ -38,12 +38,13 @@ const modelStateFile = "model.json"
 // backend takes between saves of its partial state, so that a daemon
 // killed mid-stream resumes from there, as a real pool resumes from its
 // last transaction group sync. Real ZFS syncs every 5 s or once a fifth of
-// zfs_dirty_data_max (10% of RAM) is dirty, some hundred MiB on a small
-// host; the model streams a few hundred MiB/s on loopback, and a save
-// writes the whole model (JSON, fsync), which costs about as much as
-// streaming a few MiB. 64 MiB keeps a save per a fraction of a second of
-// streaming at a few percent of the stream's time, and re-sends at most
-// 64 MiB after a kill.
+// zfs_dirty_data_max (10% of RAM) is dirty: some hundred MiB on a small
+// host. A save writes the whole model (JSON, fsync): 10 to 40 ms while a
+// GiB arrives into a small model (BenchmarkModelReceiveCheckpoints), the
+// time the daemon streams a few MiB over loopback at a few hundred MiB/s.
+// 64 MiB (16 saves per GiB) keeps that near a tenth of the stream's time
+// and re-sends at most 64 MiB after a kill. The save grows with the
+// model's whole state, so on a model of many GiB the share grows too.
 const modelCheckpointEvery = 64 << 20
 
 // checkpointEnv overrides modelCheckpointEvery (bytes; 0 turns checkpoints

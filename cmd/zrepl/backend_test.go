@@ -162,3 +162,67 @@ jobs:
 		require.ErrorContains(t, err, checkpointEnv+`="lots"`)
 	})
 }
+
+// What the model backend's receive checkpoints cost: a resumable full
+// receive of 256 MiB into a daemon's model (Durable, saving to a file with
+// fsync) with a checkpoint every modelCheckpointEvery, against the same
+// receive without checkpoints, in the same run. Reported: the time ratio,
+// the saves per GiB streamed and the time per checkpoint save.
+func BenchmarkModelReceiveCheckpoints(b *testing.B) {
+	const blocks = 2048 // 256 MiB
+	src := zfsmodel.New(zfsmodel.Options{Seed: 2})
+	require.NoError(b, src.CreatePool("pool"))
+	fs := zfs.MustDatasetPath("pool/data")
+	require.NoError(b, src.CreateFilesystem(fs, zfsmodel.FSOptions{}))
+	require.NoError(b, src.WriteData(fs, 1, blocks))
+	require.NoError(b, src.Snapshot(context.Background(), fs, "s"))
+	vs, err := src.ListVersions(context.Background(), fs)
+	require.NoError(b, err)
+	var streamBytes int64
+	measure := func(b *testing.B, every int64) (time.Duration, int64) {
+		var took time.Duration
+		var saves int64
+		for range b.N {
+			var d *daemon.Durable
+			m := zfsmodel.New(zfsmodel.Options{Seed: 3, CheckpointEvery: every, OnCheckpoint: func() {
+				require.NoError(b, d.Checkpoint())
+			}})
+			require.NoError(b, m.CreatePool("backup"))
+			s := &modelSaver{m: m, dir: b.TempDir()}
+			d = daemon.NewDurable(m, s.save)
+			stream, err := src.Send(context.Background(), zfs.SendArgs{FS: fs, To: vs[0]})
+			require.NoError(b, err)
+			c := &countingReader{r: stream}
+			start := time.Now()
+			require.NoError(b, d.Receive(context.Background(), zfs.MustDatasetPath("backup/data"), c, zfs.RecvOptions{Resumable: true}))
+			took += time.Since(start)
+			saves += d.Saves()
+			streamBytes = c.n
+			stream.Close()
+		}
+		return took, saves
+	}
+	b.StopTimer()
+	bare, bareSaves := measure(b, 0)
+	b.StartTimer()
+	took, saves := measure(b, modelCheckpointEvery)
+	b.StopTimer()
+	ckSaves := saves - bareSaves
+	b.ReportMetric(float64(took)/float64(bare), "checkpoints/none")
+	b.ReportMetric(float64(ckSaves)/float64(b.N)*float64(1<<30)/float64(streamBytes), "ckpt-saves/GiB")
+	if ckSaves > 0 {
+		b.ReportMetric(float64(took-bare)/float64(ckSaves)/1e6, "ms/save")
+	}
+	b.ReportMetric(float64(streamBytes)*float64(b.N)/bare.Seconds()/(1<<20), "MiB/s-none")
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
