@@ -184,29 +184,8 @@ func (w *world) forgedPull(t *rapid.T) {
 // the header of the stream it got, or the error of the request (a nil
 // header and a nil error: the stream's header was unreadable).
 func (w *world) askSource(t *rapid.T, j job, req endpoint.SendRequest, seed int64) (*streamHeader, error) {
-	n := netsim.New(seed)
-	must(t, n.SetDefaultLink(netsim.Link{Latency: 2 * time.Millisecond, Bandwidth: 64 << 20, Buffer: 64 << 10}))
-	nl, err := n.Listen(senderHost, 7000)
-	must(t, err)
-	l, err := transport.Fixed(nl, "mallory")
-	must(t, err)
-	srv, err := rpc.NewServer(rpc.ServerConfig{Sender: rpc.Source(w.sender(j))})
-	must(t, err)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = srv.Serve(l)
-	}()
-	dial := n.DialFunc(sinkHost)
-	client, err := rpc.NewClient(rpc.ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, senderHost+":7000") }})
-	must(t, err)
-	defer func() {
-		_ = client.Close()
-		srv.Stop()
-		<-served
-		_ = n.Close()
-	}()
-
+	client, done := w.sourceClient(t, j, seed, "mallory")
+	defer done()
 	ctx, cancel := context.WithTimeout(bg, time.Hour)
 	defer cancel()
 	stream, err := client.Sender().Send(ctx, req)
@@ -220,6 +199,34 @@ func (w *world) askSource(t *rapid.T, j job, req endpoint.SendRequest, seed int6
 		return nil, nil
 	}
 	return &h, nil
+}
+
+// sourceClient serves j's source on the sender host, as the source job
+// does, to one client on the receiver host that the server knows as
+// identity. done closes both.
+func (w *world) sourceClient(t *rapid.T, j job, seed int64, identity string) (client *rpc.Client, done func()) {
+	n := netsim.New(seed)
+	must(t, n.SetDefaultLink(netsim.Link{Latency: 2 * time.Millisecond, Bandwidth: 64 << 20, Buffer: 64 << 10}))
+	nl, err := n.Listen(senderHost, 7000)
+	must(t, err)
+	l, err := transport.Fixed(nl, identity)
+	must(t, err)
+	srv, err := rpc.NewServer(rpc.ServerConfig{Sender: rpc.Source(rpc.SourceSender{Sender: w.sender(j)})})
+	must(t, err)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(l)
+	}()
+	dial := n.DialFunc(sinkHost)
+	client, err = rpc.NewClient(rpc.ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, senderHost+":7000") }})
+	must(t, err)
+	return client, func() {
+		_ = client.Close()
+		srv.Stop()
+		<-served
+		_ = n.Close()
+	}
 }
 
 // refusal: err is of a kind that refuses a request.

@@ -79,7 +79,7 @@ func (w *world) connect(t *rapid.T, j job, seed int64, o linkOpts) *link {
 	must(t, err)
 	cfg := rpc.ServerConfig{Receiver: rpc.Sink(w.dst, sinkJob, zfs.MustDatasetPath(sinkRoot)), Keepalive: o.serverKeepalive}
 	if j.pull {
-		cfg = rpc.ServerConfig{Sender: rpc.Source(w.sender(j)), Keepalive: o.serverKeepalive}
+		cfg = rpc.ServerConfig{Sender: rpc.Source(rpc.SourceSender{Sender: w.sender(j)}), Keepalive: o.serverKeepalive}
 	}
 	srv, err := rpc.NewServer(cfg)
 	must(t, err)
