@@ -137,7 +137,21 @@ func (m *Model) CreatePlaceholder(ctx context.Context, fs zfs.DatasetPath, opts 
 	if err := m.takeFault("CreatePlaceholder"); err != nil {
 		return err
 	}
-	return m.createLocked(op, fs.String(), FSOptions{}, map[string]string{zfs.PlaceholderProperty: "on"})
+	name := fs.String()
+	props := map[string]string{zfs.PlaceholderProperty: "on"}
+	parentName, _ := parentOf(name)
+	parent := m.st.Datasets[parentName]
+	if !opts.EncryptionOff || parent == nil || !parent.Encrypted || m.st.Datasets[name] != nil {
+		// Nothing to turn off, or a failure zfs create reports whatever
+		// the options.
+		return m.createLocked(op, name, FSOptions{}, props)
+	}
+	// encryption=off below an encrypted parent: OpenZFS 2.1.11 creates an
+	// unencrypted child, also while the parent's key is unloaded (so
+	// createLocked, which inherits encryption and checks the key, is not
+	// for this case).
+	m.st.Datasets[name] = &dataset{Name: name, GUID: m.newGUID(), Props: props, Head: content{}}
+	return nil
 }
 
 // SetUserProperty implements zfs.ZFS.

@@ -39,6 +39,8 @@ var patterns = []pattern{
 	{kind: zfs.ErrKeyNotLoaded, sub: "key must be loaded"},
 	{kind: zfs.ErrKeyNotLoaded, sub: "encryption key not loaded"},
 	{kind: zfs.ErrKeyNotLoaded, sub: "key not loaded"},
+	// zfs create below an encrypted parent whose key is unloaded (2.1.11).
+	{kind: zfs.ErrKeyNotLoaded, sub: "encryption root's key is not loaded"},
 
 	// Receive conflicts.
 	{kind: zfs.ErrDestinationExists, sub: "must specify -F to overwrite it"},

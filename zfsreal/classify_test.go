@@ -53,6 +53,7 @@ var classifyCases = []struct {
 	{"cannot receive incremental stream: cannot perform raw receive on top of existing unencrypted dataset\n", zfs.ErrEncryptionMismatch},
 	{"cannot receive new filesystem stream: zfs receive -F cannot be used to destroy an encrypted filesystem or overwrite an unencrypted one with an encrypted one\n", zfs.ErrEncryptionMismatch},
 	{"cannot receive incremental stream: inherited key must be loaded\n", zfs.ErrKeyNotLoaded},
+	{"cannot create 'p/enc/ph': encryption root's key is not loaded or provided\n", zfs.ErrKeyNotLoaded},
 	{"cannot resume send: 'srcp/fs@s1' is no longer the same snapshot used in the initial send\n", zfs.ErrVersionMismatch},
 	{"cannot resume send: 'srcp/fs@s1' used in the initial send no longer exists\n", zfs.ErrDatasetNotExist},
 	{"cannot resume send: incremental source 0xa000000000000000 no longer exists\n", zfs.ErrDatasetNotExist},

@@ -148,8 +148,11 @@ func (c *CLI) CreatePlaceholder(ctx context.Context, fs zfs.DatasetPath, opts zf
 	if err := checkFS(op, fs); err != nil {
 		return err
 	}
-	_, _, err := c.run(ctx, op, fs.String(), []string{"create",
-		"-o", zfs.PlaceholderProperty + "=on", "-o", "mountpoint=none", "-o", "canmount=off", fs.String()})
+	args := []string{"create", "-o", zfs.PlaceholderProperty + "=on", "-o", "mountpoint=none", "-o", "canmount=off"}
+	if opts.EncryptionOff {
+		args = append(args, "-o", "encryption=off")
+	}
+	_, _, err := c.run(ctx, op, fs.String(), append(args, fs.String()))
 	return err
 }
 

@@ -176,6 +176,9 @@ func TestCommandLines(t *testing.T) {
 	}{
 		{"placeholder", func(c *CLI) error { return c.CreatePlaceholder(ctx, fs, zfs.PlaceholderOptions{}) },
 			"create -o zrepl:placeholder=on -o mountpoint=none -o canmount=off pool/a/fs"},
+		{"placeholder unencrypted", func(c *CLI) error {
+			return c.CreatePlaceholder(ctx, fs, zfs.PlaceholderOptions{EncryptionOff: true})
+		}, "create -o zrepl:placeholder=on -o mountpoint=none -o canmount=off -o encryption=off pool/a/fs"},
 		{"set", func(c *CLI) error { return c.SetUserProperty(ctx, fs, "zrepl:x", "-v a=b") },
 			"set zrepl:x=-v a=b pool/a/fs"},
 		{"inherit", func(c *CLI) error { return c.SetUserProperty(ctx, fs, "zrepl:x", "") },

@@ -121,6 +121,14 @@ func (m mutant) ListPools(ctx context.Context) ([]zfs.DatasetPath, error) {
 	return ps, err
 }
 
+// CreatePlaceholder ignores EncryptionOff, as it did before the option.
+func (m mutant) CreatePlaceholder(ctx context.Context, fs zfs.DatasetPath, o zfs.PlaceholderOptions) error {
+	if m.kind == "placeholderinherits" {
+		o.EncryptionOff = false
+	}
+	return m.ZFS.CreatePlaceholder(ctx, fs, o)
+}
+
 // TestMutantChild runs the suite against the mutant named by
 // $ZFSTEST_MUTANT; TestSuiteCatchesMutants runs it in a subprocess.
 func TestMutantChild(t *testing.T) {
@@ -153,6 +161,7 @@ func TestSuiteCatchesMutants(t *testing.T) {
 		{"sizeoff", "SendSizeEstimate"},
 		{"rollbackaborts", "RollbackUnderPartialReceive"},
 		{"poolsreversed", "ListPools"},
+		{"placeholderinherits", "PlaceholderEncryption"},
 	} {
 		t.Run(c.mutant, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestMutantChild$", "-test.v", "-test.count=1")
