@@ -34,7 +34,46 @@ type Receiver struct {
 	ZFS  zfs.ZFS
 	Job  JobID
 	Root zfs.DatasetPath
+	// Placeholder says how placeholders below an encrypted parent are
+	// created (the receiving job's recv.placeholder.encryption).
+	Placeholder PlaceholderEncryption
 }
+
+// PlaceholderEncryption says how a Receiver creates placeholders below an
+// encrypted parent; below an unencrypted one they are all the same. ZFS
+// cannot replace an encrypted placeholder by the full receive of the
+// sender's filesystem once that has snapshots: the choice is the
+// administrator's, so the daemon's default is PlaceholderUnspecified.
+type PlaceholderEncryption uint8
+
+const (
+	// PlaceholderInherit: placeholders inherit the parent's encryption.
+	// The zero value, so that a Receiver built without the option behaves
+	// as it did before the option existed.
+	PlaceholderInherit PlaceholderEncryption = iota
+	// PlaceholderOff: placeholders are created unencrypted
+	// (encryption=off), so a later non-raw full receive can replace them.
+	PlaceholderOff
+	// PlaceholderUnspecified: refuse to create a placeholder below an
+	// encrypted parent, with an error saying which option to set.
+	PlaceholderUnspecified
+)
+
+func (p PlaceholderEncryption) String() string {
+	switch p {
+	case PlaceholderInherit:
+		return "inherit"
+	case PlaceholderOff:
+		return "off"
+	case PlaceholderUnspecified:
+		return "unspecified"
+	}
+	return fmt.Sprintf("PlaceholderEncryption(%d)", uint8(p))
+}
+
+// PlaceholderEncryptionKey is the config key that sets
+// Receiver.Placeholder; errors name it.
+const PlaceholderEncryptionKey = "recv.placeholder.encryption"
 
 // Target maps a sender-side filesystem name below Root.
 func (r *Receiver) Target(fs string) (zfs.DatasetPath, error) {
@@ -70,7 +109,7 @@ func (r *Receiver) ListFilesystems(ctx context.Context) ([]Filesystem, error) {
 }
 
 // ensureParents creates missing ancestors of target, from Root down, as
-// placeholders.
+// placeholders, encrypted or not as r.Placeholder says.
 func (r *Receiver) ensureParents(ctx context.Context, target zfs.DatasetPath) error {
 	var missing []zfs.DatasetPath
 	for p, ok := target.Parent(); ok; p, ok = p.Parent() {
@@ -84,13 +123,56 @@ func (r *Receiver) ensureParents(ctx context.Context, target zfs.DatasetPath) er
 			break
 		}
 	}
+	if len(missing) == 0 {
+		return nil
+	}
+	opts, err := r.placeholderOptions(ctx, missing[len(missing)-1])
+	if err != nil {
+		return err
+	}
 	for i := len(missing) - 1; i >= 0; i-- {
-		err := r.ZFS.CreatePlaceholder(ctx, missing[i], zfs.PlaceholderOptions{})
+		err := r.ZFS.CreatePlaceholder(ctx, missing[i], opts)
 		if err != nil && !errors.Is(err, zfs.ErrDatasetExists) {
 			return fmt.Errorf("create placeholder %s: %w", missing[i], err)
 		}
 	}
 	return nil
+}
+
+// placeholderOptions decides how the placeholders from top down are
+// created: only the encryption of top's parent matters, as every
+// placeholder below top inherits from top.
+func (r *Receiver) placeholderOptions(ctx context.Context, top zfs.DatasetPath) (zfs.PlaceholderOptions, error) {
+	parent, ok := top.Parent()
+	if r.Placeholder == PlaceholderInherit || !ok {
+		// Without a parent top is a pool, which CreatePlaceholder cannot
+		// make whatever the options: let it say so.
+		return zfs.PlaceholderOptions{}, nil
+	}
+	// ListFilesystems also lists what lies below parent; that happens only
+	// when a placeholder is missing, i.e. for new filesystems.
+	infos, err := r.ZFS.ListFilesystems(ctx, parent)
+	if err != nil {
+		return zfs.PlaceholderOptions{}, fmt.Errorf("look up encryption of %s: %w", parent, err)
+	}
+	if len(infos) == 0 || infos[0].Path != parent {
+		return zfs.PlaceholderOptions{}, fmt.Errorf("look up encryption of %s: not listed", parent)
+	}
+	if !infos[0].Encrypted() {
+		// Nothing to turn off; encryption=off is not even settable on a
+		// pool without the encryption feature.
+		return zfs.PlaceholderOptions{}, nil
+	}
+	switch r.Placeholder {
+	case PlaceholderOff:
+		return zfs.PlaceholderOptions{EncryptionOff: true}, nil
+	case PlaceholderUnspecified:
+		return zfs.PlaceholderOptions{}, fmt.Errorf("cannot create placeholder %s: its parent %s is encrypted (encryption root %s) and %s is unspecified: "+
+			"set it to off (placeholders unencrypted: the sender's filesystem can replace one later) "+
+			"or inherit (placeholders encrypted like the parent: ZFS cannot replace one by a full receive once the sender's filesystem has snapshots): %w",
+			top, parent, infos[0].EncryptionRoot, PlaceholderEncryptionKey, ErrNotAllowed)
+	}
+	return zfs.PlaceholderOptions{}, fmt.Errorf("create placeholder %s: unknown placeholder encryption %v: %w", top, r.Placeholder, ErrNotAllowed)
 }
 
 // Receive receives one step into Root/req.FS, checks that the snapshot that
