@@ -13,7 +13,8 @@
 // UnloadKey, Checksum, LiveChecksum, Modified, Info and UserProperty; the
 // fault hooks FailNext (fail the next calls of a method) and CutNextSend
 // (end the next send stream early); and Save/Load, which persist the whole
-// state.
+// state. Options.CheckpointEvery/OnCheckpoint let a caller save the partial
+// state of a receive while it runs, so a killed process resumes from there.
 package zfsmodel
 
 import (
