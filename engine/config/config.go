@@ -273,13 +273,22 @@ type SendOptions struct {
 	BandwidthLimit   BandwidthLimit
 }
 
-// PlaceholderEncryption is how a receiver creates placeholder filesystems.
+// PlaceholderEncryption is how a receiver creates placeholder filesystems
+// below an encrypted parent (recv.placeholder.encryption); below an
+// unencrypted parent all three are the same.
 type PlaceholderEncryption string
 
 const (
+	// PlaceholderUnspecified (the default) refuses to create one, with an
+	// error naming the option.
 	PlaceholderUnspecified PlaceholderEncryption = "unspecified"
-	PlaceholderOff         PlaceholderEncryption = "off"
-	PlaceholderInherit     PlaceholderEncryption = "inherit"
+	// PlaceholderOff creates it unencrypted, so that the sender's
+	// filesystem can replace it later by a (non-raw) full receive.
+	PlaceholderOff PlaceholderEncryption = "off"
+	// PlaceholderInherit creates it encrypted like its parent; ZFS cannot
+	// replace it by a full receive once the sender's filesystem has
+	// snapshots.
+	PlaceholderInherit PlaceholderEncryption = "inherit"
 )
 
 type RecvOptions struct {

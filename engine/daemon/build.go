@@ -385,7 +385,7 @@ func (r withRecvOptions) Receive(ctx context.Context, req endpoint.ReceiveReques
 // leaves its old holds; release-stale releases those a current job's hold
 // supersedes.
 func sinkFor(z zfs.ZFS, j *config.Job, clock job.Clock) func(identity string) (rpc.ReceiverEndpoint, error) {
-	inner := rpc.Sink(z, j.ID, j.RootFS)
+	inner := rpc.SinkWith(z, j.ID, j.RootFS, rpc.SinkOptions{Placeholder: placeholderEncryption(j.Recv.Placeholder)})
 	limit := newBucket(j.Recv.BandwidthLimit, clock)
 	return func(identity string) (rpc.ReceiverEndpoint, error) {
 		ep, err := inner(identity)
@@ -398,6 +398,19 @@ func sinkFor(z zfs.ZFS, j *config.Job, clock job.Clock) func(identity string) (r
 		}
 		return withRecvOptions{sr, j.Recv, limit}, nil
 	}
+}
+
+// placeholderEncryption maps recv.placeholder.encryption to the
+// receiver's setting. The parser fills in unspecified; a Job built without
+// the parser (empty value) gets the same default.
+func placeholderEncryption(p config.PlaceholderEncryption) endpoint.PlaceholderEncryption {
+	switch p {
+	case config.PlaceholderOff:
+		return endpoint.PlaceholderOff
+	case config.PlaceholderInherit:
+		return endpoint.PlaceholderInherit
+	}
+	return endpoint.PlaceholderUnspecified
 }
 
 // newClient is an rpc client on a job's connect settings.

@@ -290,7 +290,8 @@ func (d *Daemon) pushConnect(j *config.Job) func(ctx context.Context) (job.Sides
 // pullConnect gives a pull job's sides: the source's sender and the local
 // receiver below root_fs.
 func (d *Daemon) pullConnect(j *config.Job) func(ctx context.Context) (job.Sides, error) {
-	recv := withRecvOptions{rpc.SinkReceiver{Receiver: &endpoint.Receiver{ZFS: d.opts.ZFS, Job: j.ID, Root: j.RootFS}}, j.Recv, newBucket(j.Recv.BandwidthLimit, d.opts.Clock)}
+	er := &endpoint.Receiver{ZFS: d.opts.ZFS, Job: j.ID, Root: j.RootFS, Placeholder: placeholderEncryption(j.Recv.Placeholder)}
+	recv := withRecvOptions{rpc.SinkReceiver{Receiver: er}, j.Recv, newBucket(j.Recv.BandwidthLimit, d.opts.Clock)}
 	if j.Connect.Type == config.TransportLocal {
 		return func(ctx context.Context) (job.Sides, error) {
 			src, ok := d.localJob(j.Connect.ListenerName, config.JobSource)

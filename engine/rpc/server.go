@@ -36,8 +36,20 @@ type ReceiverEndpoint interface {
 }
 
 // Sink serves, to each client, an endpoint.Receiver confined to
-// <root>/<identity>.
+// <root>/<identity>, with the zero SinkOptions.
 func Sink(z zfs.ZFS, job endpoint.JobID, root zfs.DatasetPath) func(identity string) (ReceiverEndpoint, error) {
+	return SinkWith(z, job, root, SinkOptions{})
+}
+
+// SinkOptions are a sink's settings that apply to every client's receiver.
+type SinkOptions struct {
+	// Placeholder is the sink's recv.placeholder.encryption (the zero
+	// value inherits the parent's encryption).
+	Placeholder endpoint.PlaceholderEncryption
+}
+
+// SinkWith is Sink with options.
+func SinkWith(z zfs.ZFS, job endpoint.JobID, root zfs.DatasetPath, o SinkOptions) func(identity string) (ReceiverEndpoint, error) {
 	return func(identity string) (ReceiverEndpoint, error) {
 		if err := transport.ValidateIdentity(identity); err != nil {
 			return nil, err
@@ -46,7 +58,7 @@ func Sink(z zfs.ZFS, job endpoint.JobID, root zfs.DatasetPath) func(identity str
 		if err != nil {
 			return nil, fmt.Errorf("root of client %q: %w", identity, err)
 		}
-		return SinkReceiver{&endpoint.Receiver{ZFS: z, Job: job, Root: clientRoot}}, nil
+		return SinkReceiver{&endpoint.Receiver{ZFS: z, Job: job, Root: clientRoot, Placeholder: o.Placeholder}}, nil
 	}
 }
 
