@@ -439,7 +439,10 @@ func (w *world) converge(t *rapid.T, j job) {
 // encryptedPlaceholder: the receiver holds fs as a placeholder below an
 // encrypted root (the plain job's): ZFS cannot replace an encrypted
 // filesystem with a full receive, so once the sender's fs has snapshots,
-// fs is stuck (known issue TestKnownIssueEncryptedPlaceholderStuck).
+// fs conflicts until an operator makes room. That is what the sink's
+// recv.placeholder.encryption inherit (its default here) costs; off would
+// store the plain job's copy of the encrypted src/data/b unencrypted
+// below an unencrypted placeholder (see TestEncryptedReceiverPlaceholders).
 func (w *world) encryptedPlaceholder(t *rapid.T, j job, fs string) bool {
 	info, err := w.dst.Info(zfs.MustDatasetPath(j.dstFS(fs)))
 	if errors.Is(err, zfs.ErrDatasetNotExist) {

@@ -186,7 +186,7 @@ var regressions = []struct {
 	{9096100523423863516, "a step suspended by a resize counts the bytes in flight twice: the resumability check allows for them"},
 	{848528315303454903, "after a receiver rollback the receiver's newest snapshot survives on the sender only as another job's cursor: nothing is left to send"},
 	{864054, "a newest-only step after a finished interrupted full receive, interrupted too, resumes (was a foreign partial receive for good; TestNewestOnlyStepResumes)"},
-	{3334660, "ssh exits right after a data connection's hello: the call claiming it blames the ticket (known issue TestKnownIssueDeadDataConnBlamedOnTicket); ssh-named accepts it"},
+	{3334660, "ssh exits right after a data connection's hello: the call claiming it must name ssh's exit (was a bad request about the ticket; TestDeadDataConnNamesSSH)"},
 	{482895, "a key is unloaded, but the plain job's filesystem fails for its encrypted placeholder (a conflict of its own), not for the key"},
 }
 
