@@ -36,6 +36,7 @@
 // instant by coincidence).
 //
 // TestTraceFailfile prints every run of a failing history from rapid's
-// fail file; found_test.go pins the engine issues the simulator found
-// that are not fixed yet, and names the exception each needs here.
+// fail file; found_test.go keeps the engine issues the simulator found as
+// short scripted tests (a known issue names the exception it needs here
+// until it is fixed).
 package scenarios
