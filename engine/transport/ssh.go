@@ -190,7 +190,12 @@ type processConn struct {
 	err    error       // what Wait returned, valid after exited
 	read   atomic.Bool // whether any byte came from stdout
 	closed atomic.Bool
-	once   sync.Once
+	// closing is taken by the first Close; closeDone ends when it is
+	// done. Later Closes wait on the channel, not on a sync.Once's mutex:
+	// a goroutine blocked on a mutex does not count as durably blocked
+	// under testing/synctest, and its virtual clock would stop.
+	closing   atomic.Bool
+	closeDone chan struct{}
 }
 
 func startProcess(ctx context.Context, start ProcessStarter) (*processConn, error) {
@@ -205,7 +210,7 @@ func startProcess(ctx context.Context, start ProcessStarter) (*processConn, erro
 	if proc.Name == "" {
 		proc.Name = "ssh"
 	}
-	c := &processConn{proc: proc, stderr: stderr, exited: make(chan struct{})}
+	c := &processConn{proc: proc, stderr: stderr, exited: make(chan struct{}), closeDone: make(chan struct{})}
 	go func() {
 		c.err = proc.Wait()
 		close(c.exited)
@@ -292,19 +297,22 @@ func (c *processConn) Write(p []byte) (int, error) {
 // the process to exit, killing it if it does not within a few seconds: a
 // closed connection leaves no process behind.
 func (c *processConn) Close() error {
-	c.once.Do(func() {
-		c.closed.Store(true)
-		c.proc.Stdin.Close()
-		c.proc.Stdout.Close()
-		t := time.NewTimer(closeGrace)
-		defer t.Stop()
-		select {
-		case <-c.exited:
-		case <-t.C:
-			c.proc.Kill()
-			<-c.exited
-		}
-	})
+	if !c.closing.CompareAndSwap(false, true) {
+		<-c.closeDone
+		return nil
+	}
+	defer close(c.closeDone)
+	c.closed.Store(true)
+	c.proc.Stdin.Close()
+	c.proc.Stdout.Close()
+	t := time.NewTimer(closeGrace)
+	defer t.Stop()
+	select {
+	case <-c.exited:
+	case <-t.C:
+		c.proc.Kill()
+		<-c.exited
+	}
 	return nil
 }
 
