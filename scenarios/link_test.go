@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/keepalive"
@@ -92,14 +91,7 @@ func (w *world) connect(t *rapid.T, j job, seed int64, o linkOpts) *link {
 	var dial transport.Dialer
 	if o.ssh {
 		lk.ssh = &sshProcesses{n: n, from: clientHost, addr: addr, victim: o.victim, script: o.script}
-		pd := transport.ProcessDialer(lk.ssh.start)
-		dial = func(ctx context.Context) (net.Conn, error) {
-			c, err := pd(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return &closeOnce{Conn: c, done: make(chan struct{})}, nil
-		}
+		dial = transport.ProcessDialer(lk.ssh.start)
 	} else {
 		d := n.DialFunc(clientHost)
 		dial = func(ctx context.Context) (net.Conn, error) { return d(ctx, addr) }
@@ -225,30 +217,5 @@ func (s sshStdout) SetReadDeadline(t time.Time) error {
 	if c := s.pr.Conn(); c != nil {
 		return c.SetReadDeadline(t)
 	}
-	return nil
-}
-
-// closeOnce lets one Close through to the ssh connection and has any
-// concurrent one wait on a channel. Known issue (engine/transport): the
-// ssh connection's Close waits (up to closeGrace, on a timer) for the
-// process to exit while holding a sync.Once, and rpc may close a data
-// connection from two goroutines at once; the second then blocks on the
-// Once's mutex, which synctest does not count as durably blocked, so the
-// bubble's clock stops and the history hangs (in real time it only
-// waits). Seen once ssh carried a quarter of all runs.
-type closeOnce struct {
-	net.Conn
-	started atomic.Bool
-	done    chan struct{}
-	err     error
-}
-
-func (c *closeOnce) Close() error {
-	if c.started.CompareAndSwap(false, true) {
-		c.err = c.Conn.Close()
-		close(c.done)
-		return c.err
-	}
-	<-c.done
 	return nil
 }
