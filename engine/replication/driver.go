@@ -487,6 +487,13 @@ func (r *Run) runStep(ctx context.Context, st *stepState) error {
 			return err
 		}
 		req.ResumeToken = tok
+		// Done counts what went before the suspension; what the receiver
+		// kept of it is what the resumed stream leaves out.
+		if tok != "" && st.expected > 0 {
+			if rest, err := r.sender.SendSize(ctx, req); err == nil {
+				st.done.Store(max(0, st.expected-rest))
+			}
+		}
 	}
 	stream, err := r.sender.Send(ctx, req)
 	if err != nil && req.ResumeToken != "" && st.step.ResumeToken == "" && errors.Is(err, zfs.ErrResumeTokenCorrupt) {

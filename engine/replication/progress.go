@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"io"
 	"sync/atomic"
 	"time"
 )
@@ -33,7 +34,7 @@ type Progress struct {
 
 // countingReader counts bytes read through it.
 type countingReader struct {
-	r interface{ Read([]byte) (int, error) }
+	r io.Reader
 	n *atomic.Int64
 }
 
@@ -42,6 +43,13 @@ func (c countingReader) Read(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// Unwrap and Passed let a receiver that can move the stream without
+// reading it (zfsreal splices a local zfs send into zfs recv) look through
+// the counter and still report the bytes that went by.
+func (c countingReader) Unwrap() io.Reader { return c.r }
+
+func (c countingReader) Passed(n int64) { c.n.Add(n) }
 
 // totals computes the expected total, extrapolating unknown estimates.
 func totals(steps []StepProgress) (expected int64, estimated bool, done int64) {
