@@ -216,7 +216,21 @@ func (s *RemoteSender) Send(ctx context.Context, req endpoint.SendRequest) (io.R
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	return &remoteStream{ctx: ctx, fr: newFrameReader(conn), conn: conn, cancel: cancel, stop: stop}, nil
+	rs := &remoteStream{ctx: ctx, fr: newFrameReader(conn), conn: conn, cancel: cancel, stop: stop, callDone: make(chan struct{})}
+	go func() {
+		// The call stays open while the stream flows; if it fails (the
+		// control connection died), a cut stream says so.
+		defer close(rs.callDone)
+		for {
+			if _, err := call.Recv(); err != nil {
+				if err != io.EOF {
+					rs.callErr = s.c.err(ctx, "send "+req.FS, err)
+				}
+				return
+			}
+		}
+	}()
+	return rs, nil
 }
 
 // dataConnProbe bounds how long dataConnCause waits on a live connection.
@@ -245,12 +259,28 @@ type remoteStream struct {
 	conn   net.Conn
 	cancel context.CancelFunc
 	stop   func() bool
+	// callDone closes when the Send call ended; callErr is its failure.
+	callDone chan struct{}
+	callErr  error
 }
 
 func (r *remoteStream) Read(p []byte) (int, error) {
 	n, err := r.fr.Read(p)
-	if err != nil && err != io.EOF && r.ctx.Err() != nil {
-		err = fmt.Errorf("%w (%w)", err, context.Cause(r.ctx))
+	if err != nil && err != io.EOF {
+		if r.ctx.Err() != nil {
+			return n, fmt.Errorf("%w (%w)", err, context.Cause(r.ctx))
+		}
+		// A data stream cut because the control connection died: the
+		// call's error says why (e.g. GOAWAY), the cut alone does not.
+		t := time.NewTimer(dataConnProbe)
+		defer t.Stop()
+		select {
+		case <-r.callDone:
+			if r.callErr != nil {
+				err = fmt.Errorf("%w (%w)", err, r.callErr)
+			}
+		case <-t.C:
+		}
 	}
 	return n, err
 }
@@ -259,6 +289,7 @@ func (r *remoteStream) Close() error {
 	r.stop()
 	err := r.conn.Close()
 	r.cancel()
+	<-r.callDone
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
