@@ -35,26 +35,38 @@ func (s SinkReceiver) DestroySnapshots(ctx context.Context, fs string, snaps []z
 	if err != nil {
 		return err
 	}
+	return pruneForClient(ctx, s.ZFS, target, snaps, nil)
+}
+
+// pruneForClient destroys snaps of fs for a client under the rules sinks
+// and sources share: only snapshots, only while a snapshot still has the
+// GUID the client saw, never held ones; keep names the endpoint's own
+// reasons to keep some (by GUID, from fs's versions; nil: none).
+func pruneForClient(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, snaps []zfs.FilesystemVersion, keep func([]zfs.FilesystemVersion) map[uint64]string) error {
 	if len(snaps) == 0 {
 		return nil
 	}
 	for _, v := range snaps {
 		if v.Kind != zfs.Snapshot {
-			return fmt.Errorf("prune %s: %s is not a snapshot: %w", target, v.RelName(), endpoint.ErrNotAllowed)
+			return fmt.Errorf("prune %s: %s is not a snapshot: %w", fs, v.RelName(), endpoint.ErrNotAllowed)
 		}
 		if err := zfs.ValidateVersionName(zfs.Snapshot, v.Name); err != nil {
-			return fmt.Errorf("prune %s: %w", target, err)
+			return fmt.Errorf("prune %s: %w", fs, err)
 		}
 	}
-	versions, err := s.ZFS.ListVersions(ctx, target)
+	versions, err := z.ListVersions(ctx, fs)
 	if err != nil {
-		return fmt.Errorf("prune %s: %w", target, err)
+		return fmt.Errorf("prune %s: %w", fs, err)
 	}
 	current := map[string]zfs.FilesystemVersion{}
 	for _, v := range versions {
 		if v.Kind == zfs.Snapshot {
 			current[v.Name] = v
 		}
+	}
+	var kept map[uint64]string
+	if keep != nil {
+		kept = keep(versions)
 	}
 	var refs []zfs.VersionRef
 	var errs []error
@@ -64,16 +76,18 @@ func (s SinkReceiver) DestroySnapshots(ctx context.Context, fs string, snaps []z
 		case !ok:
 			// Already gone: what the client wanted.
 		case v.GUID != 0 && cur.GUID != v.GUID:
-			errs = append(errs, fmt.Errorf("prune %s: %s has GUID %016x, the client meant %016x: %w", target, v.RelName(), cur.GUID, v.GUID, endpoint.ErrNotAllowed))
+			errs = append(errs, fmt.Errorf("prune %s: %s has GUID %016x, the client meant %016x: %w", fs, v.RelName(), cur.GUID, v.GUID, endpoint.ErrNotAllowed))
 		case cur.UserRefs > 0:
-			errs = append(errs, fmt.Errorf("prune %s: %s is held: %w", target, v.RelName(), endpoint.ErrNotAllowed))
+			errs = append(errs, fmt.Errorf("prune %s: %s is held: %w", fs, v.RelName(), endpoint.ErrNotAllowed))
+		case kept[cur.GUID] != "":
+			errs = append(errs, fmt.Errorf("prune %s: %s %s: %w", fs, v.RelName(), kept[cur.GUID], endpoint.ErrNotAllowed))
 		default:
-			refs = append(refs, v.Ref(target))
+			refs = append(refs, v.Ref(fs))
 		}
 	}
 	if len(refs) > 0 {
-		if err := s.ZFS.Destroy(ctx, refs); err != nil {
-			errs = append(errs, fmt.Errorf("prune %s: %w", target, err))
+		if err := z.Destroy(ctx, refs); err != nil {
+			errs = append(errs, fmt.Errorf("prune %s: %w", fs, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -156,56 +170,15 @@ func (s SourceSender) DestroySnapshots(ctx context.Context, fs string, snaps []z
 	if s.Filter == nil || !s.Filter(p) {
 		return fmt.Errorf("prune %s: not a filesystem of source %s: %w", fs, s.Job, endpoint.ErrNotAllowed)
 	}
-	if len(snaps) == 0 {
-		return nil
-	}
-	for _, v := range snaps {
-		if v.Kind != zfs.Snapshot {
-			return fmt.Errorf("prune %s: %s is not a snapshot: %w", p, v.RelName(), endpoint.ErrNotAllowed)
-		}
-		if err := zfs.ValidateVersionName(zfs.Snapshot, v.Name); err != nil {
-			return fmt.Errorf("prune %s: %w", p, err)
-		}
-	}
-	versions, err := s.ZFS.ListVersions(ctx, p)
-	if err != nil {
-		return fmt.Errorf("prune %s: %w", p, err)
-	}
-	current := map[string]zfs.FilesystemVersion{}
-	cursors := map[uint64]bool{}
-	for _, v := range versions {
-		switch v.Kind {
-		case zfs.Snapshot:
-			current[v.Name] = v
-		case zfs.Bookmark:
-			if n, ok := endpoint.ParseBookmarkName(v.Name); ok && (n.Kind == endpoint.ReplicationCursorV2 || n.Kind == endpoint.ReplicationCursorV1) {
-				cursors[v.GUID] = true
+	return pruneForClient(ctx, s.ZFS, p, snaps, func(versions []zfs.FilesystemVersion) map[uint64]string {
+		cursors := map[uint64]string{}
+		for _, v := range versions {
+			if n, ok := endpoint.ParseBookmarkName(v.Name); ok && v.Kind == zfs.Bookmark && (n.Kind == endpoint.ReplicationCursorV2 || n.Kind == endpoint.ReplicationCursorV1) {
+				cursors[v.GUID] = "is the snapshot of a replication cursor"
 			}
 		}
-	}
-	var refs []zfs.VersionRef
-	var errs []error
-	for _, v := range snaps {
-		cur, ok := current[v.Name]
-		switch {
-		case !ok:
-			// Already gone: what the client wanted.
-		case v.GUID != 0 && cur.GUID != v.GUID:
-			errs = append(errs, fmt.Errorf("prune %s: %s has GUID %016x, the client meant %016x: %w", p, v.RelName(), cur.GUID, v.GUID, endpoint.ErrNotAllowed))
-		case cur.UserRefs > 0:
-			errs = append(errs, fmt.Errorf("prune %s: %s is held: %w", p, v.RelName(), endpoint.ErrNotAllowed))
-		case cursors[cur.GUID]:
-			errs = append(errs, fmt.Errorf("prune %s: %s is the snapshot of a replication cursor: %w", p, v.RelName(), endpoint.ErrNotAllowed))
-		default:
-			refs = append(refs, v.Ref(p))
-		}
-	}
-	if len(refs) > 0 {
-		if err := s.ZFS.Destroy(ctx, refs); err != nil {
-			errs = append(errs, fmt.Errorf("prune %s: %w", p, err))
-		}
-	}
-	return errors.Join(errs...)
+		return cursors
+	})
 }
 
 func (h *senderService) DestroySnapshots(ctx context.Context, req *pb.DestroySnapshotsRequest) (*pb.Empty, error) {
