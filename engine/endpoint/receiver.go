@@ -183,8 +183,12 @@ func (r *Receiver) Receive(ctx context.Context, req ReceiveRequest, stream io.Re
 	if err != nil {
 		return err
 	}
-	if err := r.ensureParents(ctx, target); err != nil {
-		return err
+	// An incremental or resumed receive goes into a filesystem that
+	// exists, and so do its parents: no lookups (each is a zfs process).
+	if req.Full && !req.Resuming {
+		if err := r.ensureParents(ctx, target); err != nil {
+			return err
+		}
 	}
 	opts := zfs.RecvOptions{Resumable: true, SetProperties: req.SetProperties, InheritProperties: req.InheritProperties}
 	placeholder := false

@@ -1,6 +1,7 @@
 package endpoint
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"zrepl.dev/zrepl/engine/zfs"
+	"zrepl.dev/zrepl/zfsmodel"
 )
 
 func abstractionNames(t *testing.T, z zfs.ZFS, fs zfs.DatasetPath) []string {
@@ -121,4 +123,44 @@ func TestMoveLastReceivedHold(t *testing.T) {
 	bm.Kind = zfs.Bookmark
 	assert.ErrorIs(t, r.MoveLastReceivedHold(ctx, "fs", bm), ErrNotAllowed)
 	assert.Error(t, r.MoveLastReceivedHold(ctx, "../x", v["a"]))
+}
+
+// countingZFS counts the calls an endpoint makes (each is a zfs process on
+// a real host).
+type countingZFS struct {
+	zfs.ZFS
+	calls map[string]int
+}
+
+func (c *countingZFS) ListVersions(ctx context.Context, fs zfs.DatasetPath) ([]zfs.FilesystemVersion, error) {
+	c.calls["ListVersions"]++
+	return c.ZFS.ListVersions(ctx, fs)
+}
+
+func (c *countingZFS) ListFilesystems(ctx context.Context, root zfs.DatasetPath) ([]zfs.FilesystemInfo, error) {
+	c.calls["ListFilesystems"]++
+	return c.ZFS.ListFilesystems(ctx, root)
+}
+
+// An incremental receive goes into a filesystem that exists: no lookups of
+// its parents, one listing to check what arrived.
+func TestIncrementalReceiveLooksUpNothingElse(t *testing.T) {
+	src, fs, v := modelWithSnapshots(t, "a", "b")
+	dst := zfsmodel.New(zfsmodel.Options{Seed: 8})
+	require.NoError(t, dst.CreatePool("q"))
+	job := MustJobID("sink")
+	r := &Receiver{ZFS: dst, Job: job, Root: zfs.MustDatasetPath("q/sink")}
+	full, err := src.Send(ctx, zfs.SendArgs{FS: fs, To: v["a"]})
+	require.NoError(t, err)
+	require.NoError(t, r.Receive(ctx, ReceiveRequest{FS: "p/fs", To: v["a"], Full: true}, full))
+	full.Close()
+
+	counting := &countingZFS{ZFS: dst, calls: map[string]int{}}
+	r.ZFS = counting
+	from := v["a"]
+	incr, err := src.Send(ctx, zfs.SendArgs{FS: fs, From: &from, To: v["b"]})
+	require.NoError(t, err)
+	defer incr.Close()
+	require.NoError(t, r.Receive(ctx, ReceiveRequest{FS: "p/fs", From: &from, To: v["b"]}, incr))
+	assert.Equal(t, map[string]int{"ListVersions": 1}, counting.calls)
 }
