@@ -321,36 +321,7 @@ func TestEndToEndKill9KeepsWhatWasDone(t *testing.T) {
 	require.NoError(t, m.WriteData(data, 1, 64))
 	require.NoError(t, saveModel(m, sndDir))
 
-	sndCfg := filepath.Join(dir, "snd.yml")
-	require.NoError(t, os.WriteFile(sndCfg, []byte(fmt.Sprintf(`
-global:
-  zfs_backend: model
-  model_state_dir: %s
-  control: {sockpath: %s}
-  logging: [{type: stdout, level: info, format: human}]
-jobs:
-  - name: push
-    type: push
-    connect: {type: tcp, address: "127.0.0.1:%d"}
-    filesystems: {"pool/data<": true}
-    snapshotting: {type: periodic, prefix: zrepl_, interval: 1h}
-    pruning:
-      keep_sender: [{type: not_replicated}, {type: last_n, count: 10}]
-      keep_receiver: [{type: last_n, count: 10}]
-`, sndDir, filepath.Join(dir, "snd.sock"), port)), 0o600))
-	rcvCfg := filepath.Join(dir, "rcv.yml")
-	require.NoError(t, os.WriteFile(rcvCfg, []byte(fmt.Sprintf(`
-global:
-  zfs_backend: model
-  model_state_dir: %s
-  control: {sockpath: %s}
-  logging: [{type: stdout, level: info, format: human}]
-jobs:
-  - name: sink
-    type: sink
-    serve: {type: tcp, listen: "127.0.0.1:%d", clients: {"127.0.0.1": "snd"}}
-    root_fs: backup
-`, rcvDir, filepath.Join(dir, "rcv.sock"), port)), 0o600))
+	sndCfg, rcvCfg := writeTCPPairConfigs(t, dir, sndDir, rcvDir, port)
 	status := func() job.Status {
 		out, err := exec.Command(bin, "status", "--json", "--config", sndCfg).Output()
 		var st []job.Status
@@ -452,36 +423,7 @@ func kill9MidStream(t *testing.T, bin string, checkpoints bool) {
 	require.NoError(t, m.WriteData(data, 1, e2eBlocks))
 	require.NoError(t, saveModel(m, sndDir))
 
-	sndCfg := filepath.Join(dir, "snd.yml")
-	require.NoError(t, os.WriteFile(sndCfg, []byte(fmt.Sprintf(`
-global:
-  zfs_backend: model
-  model_state_dir: %s
-  control: {sockpath: %s}
-  logging: [{type: stdout, level: info, format: human}]
-jobs:
-  - name: push
-    type: push
-    connect: {type: tcp, address: "127.0.0.1:%d"}
-    filesystems: {"pool/data<": true}
-    snapshotting: {type: periodic, prefix: zrepl_, interval: 1h}
-    pruning:
-      keep_sender: [{type: not_replicated}, {type: last_n, count: 10}]
-      keep_receiver: [{type: last_n, count: 10}]
-`, sndDir, filepath.Join(dir, "snd.sock"), port)), 0o600))
-	rcvCfg := filepath.Join(dir, "rcv.yml")
-	require.NoError(t, os.WriteFile(rcvCfg, []byte(fmt.Sprintf(`
-global:
-  zfs_backend: model
-  model_state_dir: %s
-  control: {sockpath: %s}
-  logging: [{type: stdout, level: info, format: human}]
-jobs:
-  - name: sink
-    type: sink
-    serve: {type: tcp, listen: "127.0.0.1:%d", clients: {"127.0.0.1": "snd"}}
-    root_fs: backup
-`, rcvDir, filepath.Join(dir, "rcv.sock"), port)), 0o600))
+	sndCfg, rcvCfg := writeTCPPairConfigs(t, dir, sndDir, rcvDir, port)
 	var env []string
 	if !checkpoints {
 		env = []string{checkpointEnv + "=0"}
@@ -587,4 +529,42 @@ jobs:
 	info, err := rm.Info(rfs)
 	require.NoError(t, err)
 	assert.Empty(t, info.ReceiveResumeToken, "no partial state is left")
+}
+
+// writeTCPPairConfigs writes the configs of a push daemon and a sink daemon
+// over loopback TCP on port, both on the model backend with their state in
+// sndDir and rcvDir.
+func writeTCPPairConfigs(t *testing.T, dir, sndDir, rcvDir string, port int) (sndCfg, rcvCfg string) {
+	t.Helper()
+	sndCfg = filepath.Join(dir, "snd.yml")
+	require.NoError(t, os.WriteFile(sndCfg, []byte(fmt.Sprintf(`
+global:
+  zfs_backend: model
+  model_state_dir: %s
+  control: {sockpath: %s}
+  logging: [{type: stdout, level: info, format: human}]
+jobs:
+  - name: push
+    type: push
+    connect: {type: tcp, address: "127.0.0.1:%d"}
+    filesystems: {"pool/data<": true}
+    snapshotting: {type: periodic, prefix: zrepl_, interval: 1h}
+    pruning:
+      keep_sender: [{type: not_replicated}, {type: last_n, count: 10}]
+      keep_receiver: [{type: last_n, count: 10}]
+`, sndDir, filepath.Join(dir, "snd.sock"), port)), 0o600))
+	rcvCfg = filepath.Join(dir, "rcv.yml")
+	require.NoError(t, os.WriteFile(rcvCfg, []byte(fmt.Sprintf(`
+global:
+  zfs_backend: model
+  model_state_dir: %s
+  control: {sockpath: %s}
+  logging: [{type: stdout, level: info, format: human}]
+jobs:
+  - name: sink
+    type: sink
+    serve: {type: tcp, listen: "127.0.0.1:%d", clients: {"127.0.0.1": "snd"}}
+    root_fs: backup
+`, rcvDir, filepath.Join(dir, "rcv.sock"), port)), 0o600))
+	return sndCfg, rcvCfg
 }
