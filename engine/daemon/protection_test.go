@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"zrepl.dev/zrepl/engine/endpoint"
-	"zrepl.dev/zrepl/engine/job"
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
@@ -113,10 +111,7 @@ func TestPullProtectionReachesTheSource(t *testing.T) {
 		{"{initial: guarantee_nothing, incremental: guarantee_nothing}", 0},
 	} {
 		t.Run(tc.protection, func(t *testing.T) {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			require.NoError(t, err)
-			addr := l.Addr().String()
-			l.Close()
+			addr := freeTCPAddr(t)
 			cfg := parse(t, fmt.Sprintf(`
 global: {zfs_backend: model}
 jobs:
@@ -135,28 +130,15 @@ jobs:
 `, addr, tc.protection))
 			m := model(t)
 			rec := &recording{ZFS: m}
-			d, err := New(Options{Config: cfg, ZFS: rec, NoControlSocket: true, ReplicationSleep: func(context.Context, time.Duration) error { return nil }})
-			require.NoError(t, err)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error)
-			go func() { done <- d.Run(ctx) }()
-			defer func() {
-				cancel()
-				require.NoError(t, <-done)
-			}()
+			d := runDaemon(t, Options{Config: cfg, ZFS: rec})
 			pull, err := d.Job("pull")
 			require.NoError(t, err)
 			fs := zfs.MustDatasetPath("pool/data")
 			for i, name := range []string{"a", "b"} {
 				require.NoError(t, m.WriteData(fs, int64(i), 1))
-				require.NoError(t, m.Snapshot(ctx, fs, name))
+				require.NoError(t, m.Snapshot(context.Background(), fs, name))
 				pull.Wakeup()
-				deadline := time.Now().Add(30 * time.Second)
-				for st := pull.Status(); st.Runs < i+1 || st.State != job.StateIdle; st = pull.Status() {
-					require.True(t, time.Now().Before(deadline), "run %d did not end: %+v", i+1, st)
-					time.Sleep(10 * time.Millisecond)
-				}
-				require.Empty(t, pull.Status().LastError)
+				require.Empty(t, waitRuns(t, pull, i+1).LastError)
 			}
 			assert.Equal(t, []string{"a", "b"}, snapshots(t, m, "backup/pulled/pool/data"))
 			rec.mu.Lock()

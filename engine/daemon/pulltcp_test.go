@@ -5,10 +5,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -23,10 +21,7 @@ import (
 // not_replicated and last_n keep stays, the rest goes, and the snapshot
 // another client's open step holds survives.
 func TestPullOverTCPPrunesTheSource(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeTCPAddr(t)
 	cfg := parse(t, fmt.Sprintf(`
 global: {zfs_backend: model}
 jobs:
@@ -46,41 +41,15 @@ jobs:
 `, addr))
 	m := model(t)
 	var logs lockedBuffer
-	d, err := New(Options{Config: cfg, ZFS: m, NoControlSocket: true, Log: slog.New(slog.NewTextHandler(&logs, nil)),
-		ReplicationSleep: func(context.Context, time.Duration) error { return nil }})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
+	d := runDaemon(t, Options{Config: cfg, ZFS: m, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	pull, err := d.Job("pull")
 	require.NoError(t, err)
-	fs := zfs.MustDatasetPath("pool/data")
-	snap := func(names ...string) {
-		for i, n := range names {
-			require.NoError(t, m.WriteData(fs, int64(i), 1))
-			require.NoError(t, m.Snapshot(context.Background(), fs, n))
-		}
-	}
-	runs := func(n int) job.Status {
-		var st job.Status
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			st = pull.Status()
-			if st.Runs >= n && st.State == job.StateIdle {
-				return st
-			}
-			require.True(t, time.Now().Before(deadline), "run %d did not end: %+v", n, st)
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	snap := func(names ...string) { snapData(t, m, "pool/data", names...) }
+	runs := func(n int) job.Status { return waitRuns(t, pull, n) }
 
 	snap("a", "b", "c", "d", "e")
 	// Another client of the source has a step open on @b.
-	require.NoError(t, m.Hold(context.Background(), zfs.SnapshotRef(fs, "b"), endpoint.StepHoldTag(endpoint.MustJobID("laptop"))))
+	require.NoError(t, m.Hold(context.Background(), zfs.SnapshotRef(zfs.MustDatasetPath("pool/data"), "b"), endpoint.StepHoldTag(endpoint.MustJobID("laptop"))))
 	pull.Wakeup()
 	st := runs(1)
 	require.Empty(t, st.LastError)

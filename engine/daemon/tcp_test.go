@@ -1,26 +1,19 @@
 package daemon
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"zrepl.dev/zrepl/engine/job"
-	"zrepl.dev/zrepl/engine/zfs"
 )
 
 // A push job with manual snapshotting replicates on wakeup to a sink over
 // loopback TCP (both in one daemon), and prunes the sink over the wire.
 func TestPushOverTCPPrunesTheSink(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeTCPAddr(t)
 	cfg := parse(t, fmt.Sprintf(`
 global: {zfs_backend: model}
 jobs:
@@ -38,36 +31,11 @@ jobs:
     root_fs: backup
 `, addr))
 	m := model(t)
-	d, err := New(Options{Config: cfg, ZFS: m, NoControlSocket: true, ReplicationSleep: func(context.Context, time.Duration) error { return nil }})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
+	d := runDaemon(t, Options{Config: cfg, ZFS: m})
 	push, err := d.Job("push")
 	require.NoError(t, err)
-	fs := zfs.MustDatasetPath("pool/data")
-	snap := func(names ...string) {
-		for i, n := range names {
-			require.NoError(t, m.WriteData(fs, int64(i), 1))
-			require.NoError(t, m.Snapshot(context.Background(), fs, n))
-		}
-	}
-	runs := func(n int) job.Status {
-		var st job.Status
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			st = push.Status()
-			if st.Runs >= n && st.State == job.StateIdle {
-				return st
-			}
-			require.True(t, time.Now().Before(deadline), "run %d did not end: %+v", n, st)
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	snap := func(names ...string) { snapData(t, m, "pool/data", names...) }
+	runs := func(n int) job.Status { return waitRuns(t, push, n) }
 
 	snap("a", "b", "c", "d", "e")
 	push.Wakeup()
