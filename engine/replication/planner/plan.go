@@ -315,23 +315,7 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 // if the token is absent, does not decode, or encodes anything but a plain
 // full send of one of them on fs with the planned raw flag.
 func interruptedFull(r *Filesystem, fs zfs.DatasetPath, all []zfs.FilesystemVersion, raw bool) int {
-	if r == nil || r.Info.ReceiveResumeToken == "" {
-		return -1
-	}
-	t, err := resumetoken.Decode(r.Info.ReceiveResumeToken)
-	if err != nil || t.FromGUID != 0 || t.SavedOK || t.RawOK != raw {
-		return -1
-	}
-	ds, snap, ok := strings.Cut(t.ToName, "@")
-	if !ok || ds != fs.String() {
-		return -1
-	}
-	for i, v := range all {
-		if v.Name == snap && v.GUID == t.ToGUID {
-			return i
-		}
-	}
-	return -1
+	return tokenTarget(r, fs, 0, all, raw)
 }
 
 // skipStep returns the index in snaps (the sender's snapshots after base)
@@ -339,11 +323,19 @@ func interruptedFull(r *Filesystem, fs zfs.DatasetPath, all []zfs.FilesystemVers
 // -1 if the receiver's token is absent, does not decode, or encodes
 // anything else on fs with the planned raw flag.
 func skipStep(r *Filesystem, fs zfs.DatasetPath, base zfs.FilesystemVersion, snaps []zfs.FilesystemVersion, raw bool) int {
+	return tokenTarget(r, fs, base.GUID, snaps, raw)
+}
+
+// tokenTarget returns the index in snaps of the snapshot the receiver's
+// resume token receives on fs, from fromGUID (0: a full send) with the
+// given raw flag, or -1 if the token is absent, does not decode or encodes
+// anything else.
+func tokenTarget(r *Filesystem, fs zfs.DatasetPath, fromGUID uint64, snaps []zfs.FilesystemVersion, raw bool) int {
 	if r == nil || r.Info.ReceiveResumeToken == "" {
 		return -1
 	}
 	t, err := resumetoken.Decode(r.Info.ReceiveResumeToken)
-	if err != nil || t.FromGUID != base.GUID || t.SavedOK || t.RawOK != raw {
+	if err != nil || t.FromGUID != fromGUID || t.SavedOK || t.RawOK != raw {
 		return -1
 	}
 	ds, snap, ok := strings.Cut(t.ToName, "@")
