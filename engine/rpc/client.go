@@ -206,12 +206,7 @@ func (s *RemoteSender) Send(ctx context.Context, req endpoint.SendRequest) (io.R
 	}
 	if err != nil {
 		cancel()
-		err = s.c.err(ctx, "send "+req.FS, err)
-		if errors.Is(err, ErrDataConnLost) {
-			if cause := dataConnCause(conn); cause != nil {
-				err = fmt.Errorf("%w (the data connection failed: %w)", err, cause)
-			}
-		}
+		err = withDataConnCause(s.c.err(ctx, "send "+req.FS, err), conn)
 		conn.Close()
 		return nil, err
 	}
@@ -235,6 +230,18 @@ func (s *RemoteSender) Send(ctx context.Context, req endpoint.SendRequest) (io.R
 
 // dataConnProbe bounds how long dataConnCause waits on a live connection.
 const dataConnProbe = 200 * time.Millisecond
+
+// withDataConnCause adds to a call's error that found its data connection
+// lost how our end of that connection failed, where it knows.
+func withDataConnCause(err error, conn net.Conn) error {
+	if !errors.Is(err, ErrDataConnLost) {
+		return err
+	}
+	if cause := dataConnCause(conn); cause != nil {
+		return fmt.Errorf("%w (the data connection failed: %w)", err, cause)
+	}
+	return err
+}
 
 // dataConnCause says why a data connection failed, if it did. A call that
 // finds no data connection for its ticket usually means the connection
@@ -340,12 +347,7 @@ func (r *RemoteReceiver) Receive(ctx context.Context, req endpoint.ReceiveReques
 	go func() {
 		_, err := r.c.receiver.Receive(callCtx, toPBReceiveRequest(req, ticket))
 		if err != nil {
-			err = r.c.err(ctx, "receive "+req.FS, err)
-			if errors.Is(err, ErrDataConnLost) {
-				if cause := dataConnCause(conn); cause != nil {
-					err = fmt.Errorf("%w (the data connection failed: %w)", err, cause)
-				}
-			}
+			err = withDataConnCause(r.c.err(ctx, "receive "+req.FS, err), conn)
 			// The server has stopped reading: unblock the copy.
 			conn.Close()
 		}
