@@ -61,6 +61,10 @@ var patterns = []pattern{
 	// with -r (the saved state of a partial incremental receive is such a
 	// clone: pool/fs/%recv).
 	{kind: zfs.ErrDatasetBusy, sub: "dataset is busy"},
+	// A held snapshot's destroy on OpenZFS 2.3.2 (2.1.11 said "dataset is
+	// busy"): "cannot destroy snapshot p/fs@s: it's being held. Run 'zfs
+	// holds -r p/fs@s' to see holders."
+	{kind: zfs.ErrDatasetBusy, sub: "it's being held"},
 	{kind: zfs.ErrDatasetBusy, sub: "snapshot has dependent clones"},
 	{kind: zfs.ErrDatasetBusy, sub: "clones of previous snapshots exist"},
 

@@ -31,6 +31,10 @@ var classifyCases = []struct {
 		"A resuming stream can be generated on the sending system by running:\n    zfs send -t 1-b88d7b776-b8-789c\n", zfs.ErrPartialReceive},
 	{"'pool/x' does not have any resumable receive state to abort\n", zfs.ErrNoResumableState},
 
+	// Measured on 2.3.2 (bookworm-backports) through the conformance suite
+	// in the VM: a held snapshot's destroy, alone and in a batch.
+	{"cannot destroy snapshot p/fs@s1: it's being held. Run 'zfs holds -r p/fs@s1' to see holders.\n", zfs.ErrDatasetBusy},
+
 	// Measured on 2.1.11 through the conformance suite in the VM.
 	{"warning: cannot send 'p/enc@e1': dataset key must be loaded\n", zfs.ErrKeyNotLoaded},
 	{"cannot open 'p/c/nope': dataset does not exist\ncannot receive new filesystem stream: unable to restore to destination\n", zfs.ErrDatasetNotExist},
