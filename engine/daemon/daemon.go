@@ -104,7 +104,7 @@ func (p *passive) Status() job.Status {
 	if p.snap != nil {
 		a := p.snap.Status()
 		s.Runs, s.LastRunStart, s.LastRunEnd, s.NextRun = a.Runs, a.LastRunStart, a.LastRunEnd, a.NextRun
-		s.LastError, s.LastSnapshots = a.LastError, a.LastSnapshots
+		s.LastError, s.LastSnapshots, s.Snapshotting = a.LastError, a.LastSnapshots, a.Snapshotting
 		if a.State != job.StateIdle && a.State != job.StateStopped {
 			s.State = a.State
 		}

@@ -22,6 +22,16 @@ type Snapshotter interface {
 	NextDue(ctx context.Context, now time.Time) (time.Time, error)
 }
 
+// SnapshotReporter is a Snapshotter that tells per filesystem what one
+// snapshot did: the snapshot's state and the results of the hooks run
+// around it. A job's status shows that report where its Snapshotter is
+// one; otherwise it lists the snapshots SnapshotNow created.
+type SnapshotReporter interface {
+	// SnapshotNowReport snapshots as SnapshotNow does; the error is
+	// what SnapshotNow would return.
+	SnapshotNowReport(ctx context.Context, now time.Time) ([]SnapshotFSStatus, error)
+}
+
 // PruneTarget is one side a job prunes: its listing and a way to destroy
 // snapshots of a filesystem named as the listing names it.
 type PruneTarget interface {
@@ -275,19 +285,30 @@ func (j *Active) once(ctx context.Context, snapshot bool) {
 				log.Warn("writing demo data failed", "err", err)
 			}
 		}
-		refs, err := j.cfg.Snapshotter.SnapshotNow(ctx, j.cfg.Clock.Now())
-		names := make([]string, len(refs))
-		for i, r := range refs {
-			names[i] = r.String()
+		snapStart := j.cfg.Clock.Now()
+		j.mu.Lock()
+		j.status.Snapshotting = &SnapshottingStatus{Start: snapStart}
+		j.mu.Unlock()
+		report, err := j.snapshot(ctx, snapStart)
+		var names []string
+		for _, f := range report {
+			if f.State == SnapDone {
+				names = append(names, f.FS+"@"+f.Snapshot)
+			}
 		}
-		if len(refs) > 0 {
-			log.Info("snapshots taken", "count", len(refs), "snapshots", names)
+		if len(names) > 0 {
+			log.Info("snapshots taken", "count", len(names), "snapshots", names)
 		}
 		if j.cfg.Observer != nil {
-			j.cfg.Observer.Snapshotted(j.cfg.Name, len(refs))
+			j.cfg.Observer.Snapshotted(j.cfg.Name, len(names))
 		}
 		j.mu.Lock()
 		j.status.LastSnapshots = names
+		st := &SnapshottingStatus{Start: snapStart, End: j.cfg.Clock.Now(), Filesystems: report}
+		if err != nil && !slices.ContainsFunc(report, func(f SnapshotFSStatus) bool { return f.Error != "" }) {
+			st.Error = err.Error()
+		}
+		j.status.Snapshotting = st
 		j.mu.Unlock()
 		if err != nil {
 			fail("snapshot", err)
@@ -323,6 +344,19 @@ func (j *Active) once(ctx context.Context, snapshot bool) {
 	if j.cfg.AfterRun != nil {
 		j.cfg.AfterRun()
 	}
+}
+
+// snapshot takes one snapshot, reporting per filesystem.
+func (j *Active) snapshot(ctx context.Context, now time.Time) ([]SnapshotFSStatus, error) {
+	if r, ok := j.cfg.Snapshotter.(SnapshotReporter); ok {
+		return r.SnapshotNowReport(ctx, now)
+	}
+	refs, err := j.cfg.Snapshotter.SnapshotNow(ctx, now)
+	report := make([]SnapshotFSStatus, len(refs))
+	for i, r := range refs {
+		report[i] = SnapshotFSStatus{FS: r.FS.String(), Snapshot: r.Name, State: SnapDone}
+	}
+	return report, err
 }
 
 func (j *Active) pruned(side string, n int, log *slog.Logger) {
@@ -463,6 +497,7 @@ func (j *Active) Status() Status {
 	defer j.mu.Unlock()
 	s := j.status
 	s.LastSnapshots = append([]string(nil), s.LastSnapshots...)
+	s.Snapshotting = s.Snapshotting.clone()
 	if s.Pruned != nil {
 		p := make(map[string]int, len(s.Pruned))
 		for k, v := range s.Pruned {

@@ -199,3 +199,56 @@ func TestCursorTXGs(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, map[string]uint64{"own": 10, "marked": 30}, got)
 }
+
+// reportingSnapshotter reports hook results per filesystem.
+type reportingSnapshotter struct{ countingSnapshotter }
+
+func (r *reportingSnapshotter) SnapshotNowReport(ctx context.Context, now time.Time) ([]SnapshotFSStatus, error) {
+	r.SnapshotNow(ctx, now)
+	return []SnapshotFSStatus{
+		{FS: "p/a", Snapshot: "s", State: SnapDone, Hooks: []HookResult{{Hook: "command /bin/true", Phase: "pre_snapshot", OK: true}}},
+		{FS: "p/b", Snapshot: "s", State: SnapSkipped, Error: "pre_snapshot hook failed", Hooks: []HookResult{{Hook: "postgres-checkpoint", Phase: "pre_snapshot", Error: "connection refused"}}},
+	}, errors.New("p/b: pre_snapshot hook failed")
+}
+
+// A run's snapshot shows in the status per filesystem: the snapshots a
+// plain Snapshotter created, or a SnapshotReporter's report with its hook
+// results (and only the snapshots taken count as taken).
+func TestSnapshottingStatus(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			snap Snapshotter
+			want []SnapshotFSStatus
+		}{
+			{"plain", &countingSnapshotter{every: time.Hour}, []SnapshotFSStatus{{FS: "p/fs", Snapshot: "s", State: SnapDone}}},
+			{"reporter", &reportingSnapshotter{countingSnapshotter{every: time.Hour}}, []SnapshotFSStatus{
+				{FS: "p/a", Snapshot: "s", State: SnapDone, Hooks: []HookResult{{Hook: "command /bin/true", Phase: "pre_snapshot", OK: true}}},
+				{FS: "p/b", Snapshot: "s", State: SnapSkipped, Error: "pre_snapshot hook failed", Hooks: []HookResult{{Hook: "postgres-checkpoint", Phase: "pre_snapshot", Error: "connection refused"}}},
+			}},
+		} {
+			ran := make(chan struct{}, 1)
+			j, err := NewActive(Config{Name: "snap", Type: "snap", Snapshotter: tc.snap, AfterRun: func() { ran <- struct{}{} }})
+			require.NoError(t, err)
+			assert.Nil(t, j.Status().Snapshotting, "none before the first snapshot")
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error)
+			go func() { done <- j.Run(ctx) }()
+			<-ran
+			st := j.Status()
+			require.NotNil(t, st.Snapshotting, tc.name)
+			assert.Equal(t, tc.want, st.Snapshotting.Filesystems, tc.name)
+			assert.False(t, st.Snapshotting.End.IsZero(), tc.name)
+			assert.Empty(t, st.Snapshotting.Error, "%s: the error belongs to a filesystem", tc.name)
+			assert.Equal(t, []string{tc.want[0].FS + "@s"}, st.LastSnapshots, tc.name)
+			// The status is a copy.
+			st.Snapshotting.Filesystems[0].State = "changed"
+			if len(st.Snapshotting.Filesystems[0].Hooks) > 0 {
+				st.Snapshotting.Filesystems[0].Hooks[0].OK = false
+			}
+			assert.Equal(t, tc.want, j.Status().Snapshotting.Filesystems, tc.name)
+			cancel()
+			require.NoError(t, <-done)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"slices"
 	"time"
 
 	"zrepl.dev/zrepl/engine/replication"
@@ -33,10 +34,72 @@ type Status struct {
 	Concurrency  int       `json:"concurrency,omitempty"`
 	// LastSnapshots are the snapshots the last periodic snapshot took.
 	LastSnapshots []string `json:"last_snapshots,omitempty"`
+	// Snapshotting is the last (or the running) snapshot of the job's
+	// filesystems, one entry each; nil before the first.
+	Snapshotting *SnapshottingStatus `json:"snapshotting,omitempty"`
 	// Pruned counts destroyed snapshots per side since the start.
 	Pruned map[string]int `json:"pruned,omitempty"`
 	// Replication is the running replication, or else the last one.
 	Replication *ReplicationStatus `json:"replication,omitempty"`
+}
+
+// SnapshottingStatus is one snapshot of a job's filesystems.
+type SnapshottingStatus struct {
+	Start time.Time `json:"start"`
+	// End is zero while the snapshot runs.
+	End time.Time `json:"end,omitzero"`
+	// Error is what failed before any filesystem was snapshotted (an
+	// invalid snapshot name, the listing of the filesystems).
+	Error       string             `json:"error,omitempty"`
+	Filesystems []SnapshotFSStatus `json:"filesystems,omitempty"`
+}
+
+func (s *SnapshottingStatus) clone() *SnapshottingStatus {
+	if s == nil {
+		return nil
+	}
+	c := *s
+	c.Filesystems = make([]SnapshotFSStatus, len(s.Filesystems))
+	for i, f := range s.Filesystems {
+		f.Hooks = slices.Clone(f.Hooks)
+		c.Filesystems[i] = f
+	}
+	return &c
+}
+
+// Snapshot states of a filesystem.
+const (
+	SnapPending = "pending"
+	SnapDone    = "done"
+	SnapFailed  = "failed"
+	// SnapSkipped: not snapshotted on purpose (a fatal pre-hook failed,
+	// the snapshot exists already).
+	SnapSkipped = "skipped"
+)
+
+// SnapshotFSStatus is one filesystem's snapshot and its hooks.
+type SnapshotFSStatus struct {
+	FS       string `json:"fs"`
+	Snapshot string `json:"snapshot"`
+	State    string `json:"state"`
+	Error    string `json:"error,omitempty"`
+	// Hooks are the hooks run around this filesystem's snapshot, in the
+	// order they ran (pre-hooks in config order, post-hooks reversed).
+	Hooks []HookResult `json:"hooks,omitempty"`
+}
+
+// HookResult is one run of one hook on one filesystem.
+type HookResult struct {
+	// Hook names the hook as its config does (its type, and a command
+	// hook's path).
+	Hook string `json:"hook"`
+	// Phase is pre_snapshot or post_snapshot (ZREPL_HOOKTYPE's values).
+	Phase string `json:"phase"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	// Output is the tail of the hook's stdout and stderr.
+	Output          string  `json:"output,omitempty"`
+	DurationSeconds float64 `json:"duration_seconds"`
 }
 
 // ReplicationStatus is a replication's progress, in total and per
