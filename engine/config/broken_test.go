@@ -93,7 +93,7 @@ var brokenConfigs = []struct {
 		    serve: {type: local, listener_name: l}
 		  - name: s2
 		    type: sink
-		    serve: {type: ssh+stdinserver, client_identities: [c1]}
+		    serve: {type: stdinserver, client_identities: [c1]}
 		    root_fs: pool/s2
 		    recv: {bandwidth_limit: {max: -1, bucket_capacity: 1 MiB}, properties: {override: {compression: ~}}}
 		  - <<: [1]
@@ -102,7 +102,7 @@ var brokenConfigs = []struct {
 		{"jobs[0].name", 2, "want a string, got a list"},
 		{"jobs[0].connect.client_identity", 4, "client identity \"bad@id\" is not a valid ZFS dataset name component: unexpected '@' in a dataset path"},
 		{"jobs[0].connect.listener_name", 4, "no sink job in this config serves local listener \"l\""},
-		{"jobs[0].snapshotting.hooks", 10, "key \"hooks\" is not supported (snapshot hooks are not implemented)"},
+		{"jobs[0].snapshotting.hooks", 10, "key \"hooks\" is not implemented yet (snapshot hooks)"},
 		{"jobs[0].send.bandwidth_limit.max", 12, "must be positive, or -1 for no limit"},
 		{"jobs[0].send.step_holds", 12, "key \"step_holds\" was replaced by replication.protection (guarantee_incremental is step_holds.disable_incremental: true)"},
 		{"jobs[1]", 13, "missing required key \"type\" (want push, sink, pull, source, snap)"},
@@ -358,7 +358,7 @@ var brokenConfigs = []struct {
 		`, []Error{
 		{"jobs[0].serve.client_identities[1]", 4, "client identity \"a\" appears twice"},
 		{"jobs[0].serve.client_identities[2]", 4, "client identity \"b/c\" must not contain '/' (it names one dataset below root_fs)"},
-		{"jobs[0].snapshotting", 6, "snapshotting type \"cron\" is not supported (want periodic, manual)"},
+		{"jobs[0].snapshotting", 6, "unknown snapshotting type \"cron\" (want periodic, manual)"},
 		{"jobs[0].send.encrypted", 8, "want true or false, got \"true\""},
 		{"jobs[0].send.bandwidth_limit.max", 9, "invalid size \"10 parsecs\" (want e.g. 512 KiB, 23.5 MiB, 1 GB)"},
 		{"jobs[0].send.bandwidth_limit.bucket_capacity", 9, "must be positive"},

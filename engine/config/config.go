@@ -13,6 +13,9 @@ import (
 type Config struct {
 	Global Global
 	Jobs   []Job
+	// Warnings are problems that do not stop the daemon, such as keys
+	// that do nothing (zrepl accepts them too); configcheck prints them.
+	Warnings []*Error
 }
 
 // Job returns the job called name.

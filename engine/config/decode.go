@@ -13,6 +13,8 @@ import (
 // decoder walks a yaml.Node tree, collecting errors instead of stopping.
 type decoder struct {
 	errs []*Error
+	// warns are problems that do not stop the daemon (Inert keys).
+	warns []*Error
 	// budget bounds the nodes visited: aliases let a small document name
 	// the same subtree many times, and a walk must stay linear in the input.
 	budget     int
@@ -21,6 +23,10 @@ type decoder struct {
 
 func (d *decoder) errf(path string, line int, format string, args ...any) {
 	d.errs = append(d.errs, &Error{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (d *decoder) warnf(path string, line int, format string, args ...any) {
+	d.warns = append(d.warns, &Error{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
 }
 
 // countNodes counts the nodes of the tree without following aliases.
@@ -88,8 +94,11 @@ func mapKey(path, key string) string { return fmt.Sprintf("%s[%q]", path, key) }
 // mapping is one YAML mapping being decoded. Every key the code asks for
 // becomes a known key; done reports the others as unknown.
 type mapping struct {
-	d       *decoder
-	path    string
+	d    *decoder
+	path string
+	// schema is the mapping's place in the key registry (see keys.go):
+	// path without list indexes, with the type of typed sections.
+	schema  string
 	line    int // of the mapping, or of where it is missing
 	valid   bool
 	vals    map[string]*yaml.Node
@@ -100,15 +109,20 @@ type mapping struct {
 	// freeKeys marks a map whose keys are data (filter patterns, property
 	// names), not options: paths name its entries as path["key"].
 	freeKeys bool
+	// checked marks keys whose registry status get has applied; refused
+	// are those of them whose value the registry refuses.
+	checked map[string]bool
+	refused []string
 }
 
-// mapping starts decoding n at path; line is used when n is absent.
-func (d *decoder) mapping(path string, n *yaml.Node, line int) *mapping {
-	return d.newMapping(path, n, line, false)
+// mapping starts decoding n at path, whose registry schema is schema; line
+// is used when n is absent.
+func (d *decoder) mapping(path, schema string, n *yaml.Node, line int) *mapping {
+	return d.newMapping(path, schema, n, line, false)
 }
 
-func (d *decoder) newMapping(path string, n *yaml.Node, line int, freeKeys bool) *mapping {
-	m := &mapping{d: d, path: path, line: line, vals: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}, isKnown: map[string]bool{}, freeKeys: freeKeys}
+func (d *decoder) newMapping(path, schema string, n *yaml.Node, line int, freeKeys bool) *mapping {
+	m := &mapping{d: d, path: path, schema: schema, line: line, vals: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}, isKnown: map[string]bool{}, freeKeys: freeKeys, checked: map[string]bool{}}
 	n = d.resolve(n)
 	if n == nil {
 		return m
@@ -178,21 +192,99 @@ func (m *mapping) entry(key string) string {
 	return child(m.path, key)
 }
 
+// branch moves the mapping's schema below the type its type key chose.
+func (m *mapping) branch(typ string) { m.schema = child(m.schema, typ) }
+
+// know marks key as one this mapping has. The parser may read only keys
+// of the registry: one it reads without an entry is an internal error, so
+// that a key cannot be added without saying what the daemon does with it.
 func (m *mapping) know(key string) {
-	if !m.isKnown[key] {
-		m.isKnown[key] = true
-		m.known = append(m.known, key)
+	if m.isKnown[key] {
+		return
+	}
+	m.isKnown[key] = true
+	m.known = append(m.known, key)
+	if m.freeKeys {
+		return
+	}
+	if _, ok := registry[child(m.schema, key)]; !ok {
+		m.d.errf(m.entry(key), m.keyLine(key), "internal error: the parser reads key %s, which the key registry (engine/config/keys.go) does not list", child(m.schema, key))
 	}
 }
 
-// get returns the value of key, nil if absent or null.
+// get returns the value of key, nil if absent or null. A value the
+// registry refuses is reported and read as absent; an Inert key is
+// reported as a warning.
 func (m *mapping) get(key string) *yaml.Node {
 	m.know(key)
 	v, ok := m.vals[key]
 	if !ok {
 		return nil
 	}
-	return m.d.resolve(v)
+	n := m.d.resolve(v)
+	if n == nil || m.freeKeys {
+		return n
+	}
+	if m.checked[key] {
+		return n
+	}
+	m.checked[key] = true
+	switch k := registry[child(m.schema, key)]; k.Status {
+	case Partial:
+		if !allowedValue(n, k.Allowed) {
+			m.refused = append(m.refused, key)
+		}
+	case Inert:
+		m.d.warnf(m.entry(key), m.keyLine(key), "key %q %s", key, k.Why)
+	}
+	return n
+}
+
+// refuse reports the values the registry refuses (see get). It runs once
+// the mapping is decoded, and leaves out keys whose value was reported
+// invalid already: "want an integer" says more than "not implemented".
+func (m *mapping) refuse() {
+	for _, key := range m.refused {
+		p := m.entry(key)
+		reported := false
+		for _, e := range m.d.errs {
+			if e.Path == p || strings.HasPrefix(e.Path, p+".") || strings.HasPrefix(e.Path, p+"[") {
+				reported = true
+			}
+		}
+		if !reported {
+			k := registry[child(m.schema, key)]
+			m.d.errf(p, m.keyLine(key), "%s", refusal(key, m.d.resolve(m.vals[key]), k))
+		}
+	}
+	m.refused = nil
+}
+
+// allowedValue reports whether n is one of allowed; booleans and integers
+// compare by value, so that yes and true are the same.
+func allowedValue(n *yaml.Node, allowed []string) bool {
+	if n.Kind != yaml.ScalarNode {
+		return false
+	}
+	v := n.Value
+	if b, ok := boolValue(n); ok {
+		v = strconv.FormatBool(b)
+	} else if i, err := strconv.ParseInt(strings.ReplaceAll(v, "_", ""), 0, 64); err == nil && n.ShortTag() == "!!int" {
+		v = strconv.FormatInt(i, 10)
+	}
+	for _, a := range allowed {
+		if v == a {
+			return true
+		}
+	}
+	return false
+}
+
+func refusal(key string, n *yaml.Node, k KeyInfo) string {
+	if len(k.Allowed) == 0 {
+		return fmt.Sprintf("key %q %s", key, k.Why)
+	}
+	return fmt.Sprintf("value %s %s (want %s)", describe(n), k.Why, strings.Join(k.Allowed, " or "))
 }
 
 func (m *mapping) has(key string) bool { return m.get(key) != nil }
@@ -212,24 +304,23 @@ func (m *mapping) missing(key, why string) {
 	m.d.errf(m.path, m.line, "missing required key %q%s", key, why)
 }
 
-// done reports keys nobody asked for.
+// done reports refused values and keys nobody asked for.
 func (m *mapping) done() {
+	m.refuse()
 	if !m.valid {
 		return
 	}
-	for _, k := range m.order {
-		if !m.isKnown[k] {
-			m.d.errf(child(m.path, k), m.keys[k].Line, "unknown key %q (want %s)", k, strings.Join(m.known, ", "))
+	var want []string
+	for _, k := range m.known {
+		// Keys refused whatever their value are no use to suggest.
+		if r := registry[child(m.schema, k)]; m.freeKeys || r.Status != Partial || len(r.Allowed) > 0 {
+			want = append(want, k)
 		}
 	}
-}
-
-// forbid reports key as an error if present, for keys that are known to
-// zrepl but not meaningful here.
-func (m *mapping) forbid(key, why string) {
-	if k, ok := m.keys[key]; ok {
-		m.know(key)
-		m.d.errf(child(m.path, key), k.Line, "key %q %s", key, why)
+	for _, k := range m.order {
+		if !m.isKnown[k] {
+			m.d.errf(child(m.path, k), m.keys[k].Line, "unknown key %q (want %s)", k, strings.Join(want, ", "))
+		}
 	}
 }
 

@@ -11,4 +11,11 @@
 // returns an *Errors listing every problem it found, each with the YAML
 // path and line it concerns. Unknown keys are errors, because a misspelt
 // optional key would otherwise silently fall back to a default.
+//
+// No key is accepted and ignored. The key registry (keys.go) lists every
+// key the parser reads with what the daemon does with it: applied,
+// partially (values the daemon does not implement are refused, naming
+// the key and line), inert (accepted with a warning in Config.Warnings,
+// only where zrepl accepts and ignores the key too) or structure (a
+// section). The parser cannot read a key the registry lacks.
 package config

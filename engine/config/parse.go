@@ -34,7 +34,7 @@ func Parse(b []byte) (*Config, error) {
 	if doc.Kind == 0 || d.resolve(root) == nil {
 		d.errf("", 0, "empty config: want a mapping with the keys global and jobs")
 	} else {
-		m := d.mapping("", root, 1)
+		m := d.mapping("", "", root, 1)
 		cfg.Global = d.global(m)
 		cfg.Jobs = d.jobs(m)
 		m.done()
@@ -53,6 +53,7 @@ func Parse(b []byte) (*Config, error) {
 		e.sort()
 		return nil, e
 	}
+	cfg.Warnings = d.warns
 	return &cfg, nil
 }
 
@@ -122,6 +123,7 @@ func (d *decoder) typeOf(m *mapping, what string, want ...string) (string, bool)
 	}
 	for _, w := range want {
 		if s == w {
+			m.branch(s)
 			return s, true
 		}
 	}
@@ -135,7 +137,7 @@ func (d *decoder) global(root *mapping) Global {
 		ControlSockPath:    DefaultControlSockPath,
 		StdinserverSockDir: DefaultStdinserverSockDir,
 	}
-	m := d.mapping("global", root.get("global"), root.keyLine("global"))
+	m := d.mapping("global", "global", root.get("global"), root.keyLine("global"))
 	if items, ok := m.list("logging"); ok {
 		seen := map[string]int{}
 		for i, it := range items {
@@ -144,7 +146,7 @@ func (d *decoder) global(root *mapping) Global {
 				d.errf(p, it.Line, "want an outlet mapping, got null")
 				continue
 			}
-			om := d.mapping(p, it, it.Line)
+			om := d.mapping(p, "global.logging", it, it.Line)
 			if !om.valid {
 				continue
 			}
@@ -169,7 +171,7 @@ func (d *decoder) global(root *mapping) Global {
 				d.errf(p, it.Line, "want a monitoring mapping, got null")
 				continue
 			}
-			mm := d.mapping(p, it, it.Line)
+			mm := d.mapping(p, "global.monitoring", it, it.Line)
 			if !mm.valid {
 				continue
 			}
@@ -195,16 +197,16 @@ func (d *decoder) global(root *mapping) Global {
 		}
 	}
 	if m.has("control") {
-		cm := d.mapping("global.control", m.get("control"), m.keyLine("control"))
+		cm := d.mapping("global.control", "global.control", m.get("control"), m.keyLine("control"))
 		if s, ok := cm.str("sockpath"); ok && s != "" {
 			g.ControlSockPath = s
 		}
 		cm.done()
 	}
 	if m.has("serve") {
-		sm := d.mapping("global.serve", m.get("serve"), m.keyLine("serve"))
+		sm := d.mapping("global.serve", "global.serve", m.get("serve"), m.keyLine("serve"))
 		if sm.has("stdinserver") {
-			ssm := d.mapping("global.serve.stdinserver", sm.get("stdinserver"), sm.keyLine("stdinserver"))
+			ssm := d.mapping("global.serve.stdinserver", "global.serve.stdinserver", sm.get("stdinserver"), sm.keyLine("stdinserver"))
 			if s, ok := ssm.str("sockdir"); ok && s != "" {
 				g.StdinserverSockDir = s
 			}
@@ -272,7 +274,7 @@ func (d *decoder) jobs(root *mapping) []Job {
 // job decodes one job. ok is false if the job is too broken to take part
 // in cross-job checks.
 func (d *decoder) job(path string, n *yaml.Node) (Job, bool) {
-	m := d.mapping(path, n, n.Line)
+	m := d.mapping(path, "jobs", n, n.Line)
 	if !m.valid {
 		return Job{}, false
 	}
@@ -337,7 +339,7 @@ func (d *decoder) section(m *mapping, key, whyRequired string) (*mapping, bool) 
 		}
 		return nil, false
 	}
-	sm := d.mapping(child(m.path, key), n, m.keyLine(key))
+	sm := d.mapping(child(m.path, key), child(m.schema, key), n, m.keyLine(key))
 	return sm, sm.valid
 }
 
@@ -350,7 +352,7 @@ func (d *decoder) dict(m *mapping, key, whyRequired string) (*mapping, bool) {
 		}
 		return nil, false
 	}
-	sm := d.newMapping(child(m.path, key), n, m.keyLine(key), true)
+	sm := d.newMapping(child(m.path, key), child(m.schema, key), n, m.keyLine(key), true)
 	return sm, sm.valid
 }
 
@@ -436,12 +438,6 @@ func (d *decoder) snapshotting(m *mapping, why string) *Snapshotting {
 	if !ok {
 		return nil
 	}
-	if sm.get("type") != nil {
-		if s, _ := sm.str("type"); s == "cron" {
-			d.errf(sm.path, sm.keyLine("type"), "snapshotting type \"cron\" is not supported (want periodic, manual)")
-			return nil
-		}
-	}
 	typ, ok := d.typeOf(sm, "snapshotting", string(SnapshottingPeriodic), string(SnapshottingManual))
 	if !ok {
 		return nil
@@ -455,14 +451,6 @@ func (d *decoder) snapshotting(m *mapping, why string) *Snapshotting {
 		}
 		s.TimestampFormat = "dense"
 		key := "timestamp_format"
-		if sm.has("utc_timestamp_format") {
-			key = "utc_timestamp_format"
-			if sm.has("timestamp_format") {
-				d.errf(child(sm.path, key), sm.keyLine(key), "give timestamp_format or utc_timestamp_format, not both")
-			}
-		} else {
-			sm.know("utc_timestamp_format")
-		}
 		if f, ok := sm.str(key); ok {
 			if strings.TrimSpace(f) == "" {
 				d.errf(child(sm.path, key), sm.keyLine(key), "must not be empty")
@@ -493,7 +481,7 @@ func (d *decoder) snapshotting(m *mapping, why string) *Snapshotting {
 				d.errf(p, sm.keyLine(k), "snapshot names would be invalid: %v", err)
 			}
 		}
-		sm.forbid("hooks", "is not supported (snapshot hooks are not implemented)")
+		sm.get("hooks")
 	}
 	sm.done()
 	return s
@@ -557,7 +545,7 @@ func (d *decoder) keepRules(pm *mapping, key string, sender bool) []KeepRule {
 			d.errf(p, it.Line, "want a rule mapping, got null")
 			continue
 		}
-		rm := d.mapping(p, it, it.Line)
+		rm := d.mapping(p, child(pm.schema, key), it, it.Line)
 		if !rm.valid {
 			continue
 		}
@@ -661,7 +649,7 @@ func (d *decoder) send(m *mapping) SendOptions {
 	o.EmbeddedData = sm.boolean("embedded_data", false)
 	o.Saved = sm.boolean("saved", false)
 	o.BandwidthLimit = d.bandwidthLimit(sm)
-	sm.forbid("step_holds", "was replaced by replication.protection (guarantee_incremental is step_holds.disable_incremental: true)")
+	sm.get("step_holds")
 	sm.done()
 	return o
 }

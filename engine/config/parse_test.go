@@ -76,7 +76,7 @@ func TestTCPServeClients(t *testing.T) {
 		    serve:
 		      type: tcp
 		      listen: "[::1]:8888"
-		      listen_freebind: true
+		      listen_freebind: false
 		      clients:
 		        "192.168.122.123": mysql01
 		        "10.1.0.0/16": "client-*"
@@ -85,7 +85,7 @@ func TestTCPServeClients(t *testing.T) {
 		`)
 	s := cfg.Jobs[0].Serve
 	assert.Equal(t, "[::1]:8888", s.Listen)
-	assert.True(t, s.ListenFreebind)
+	assert.False(t, s.ListenFreebind)
 	assert.Equal(t, []TCPClient{
 		{netip.MustParsePrefix("192.168.122.123/32"), "mysql01"},
 		{netip.MustParsePrefix("10.1.0.0/16"), "client-*"},
@@ -129,18 +129,18 @@ func TestGlobalSection(t *testing.T) {
 		  zfs_backend: model
 		  model_state_dir: /var/lib/zrepl/model
 		  logging:
-		    - {type: stdout, level: debug, format: json, time: false, color: true}
-		    - {type: syslog, level: error, facility: daemon, retry_interval: 5s}
+		    - {type: stdout, level: debug, format: json, time: false, color: false}
+		    - {type: syslog, level: error, facility: daemon}
 		  control: {sockpath: /run/z/control}
 		  serve: {stdinserver: {sockdir: /run/z/stdin}}
 		`)
 	g := cfg.Global
 	assert.Equal(t, BackendModel, g.ZFSBackend)
 	assert.Equal(t, "/var/lib/zrepl/model", g.ModelStateDir)
-	f, tr := false, true
+	f := false
 	assert.Equal(t, []LogOutlet{
-		{Type: "stdout", Level: LevelDebug, Format: FormatJSON, Time: &f, Color: &tr},
-		{Type: "syslog", Level: LevelError, Format: FormatHuman, Facility: "daemon", RetryInterval: 5 * time.Second},
+		{Type: "stdout", Level: LevelDebug, Format: FormatJSON, Time: &f, Color: &f},
+		{Type: "syslog", Level: LevelError, Format: FormatHuman, Facility: "daemon"},
 	}, g.Logging)
 	assert.Equal(t, "/run/z/control", g.ControlSockPath)
 	assert.Equal(t, "/run/z/stdin", g.StdinserverSockDir)
@@ -314,12 +314,12 @@ func TestOneDocumentOnly(t *testing.T) {
 	mustParse(t, "---\njobs: []\n")
 }
 
-func TestServeStdinserverAliasAndRecvLimits(t *testing.T) {
+func TestServeStdinserverAndRecvLimits(t *testing.T) {
 	cfg := mustParse(t, `
 		jobs:
 		  - name: s
 		    type: sink
-		    serve: {type: ssh+stdinserver, client_identities: [c1, c2]}
+		    serve: {type: stdinserver, client_identities: [c1, c2]}
 		    root_fs: pool/s
 		    recv:
 		      bandwidth_limit: {max: -1, bucket_capacity: 1 MiB}

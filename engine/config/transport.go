@@ -108,12 +108,9 @@ func (d *decoder) serve(m *mapping, why string) *Serve {
 	if !ok {
 		return nil
 	}
-	// Accept the connect side's name too: people write the pair alike.
-	typ := TransportStdinserver
-	if raw, _ := sm.str("type"); raw != TransportSSH {
-		if typ, ok = d.typeOf(sm, "transport", serveTypes...); !ok {
-			return nil
-		}
+	typ, ok := d.typeOf(sm, "transport", serveTypes...)
+	if !ok {
+		return nil
 	}
 	s := &Serve{Type: typ, lines: map[string]int{
 		"listener_name":     sm.keyLine("listener_name"),
