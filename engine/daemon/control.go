@@ -210,13 +210,12 @@ func ListHolds(ctx context.Context, z zfs.ZFS, c *config.Config, jobName string)
 	return toHolds(abs), nil
 }
 
-// ReleaseStale releases the step holds and destroys the step bookmarks of
-// jobs that have no replication running: left behind by runs that were cut
-// off and will not be resumed. Cursors stay, and so do last-received holds,
-// except those superseded: of a job the config no longer has (a renamed
-// sink) on a filesystem where a job of the config holds what it last
-// received. The filesystem's incremental base is then kept by the new hold,
-// and the old one would keep its snapshot forever.
+// ReleaseStale releases the stale step holds and destroys the stale step
+// bookmarks (stale says which), and the last-received holds of jobs the
+// config no longer has (a renamed sink) on a filesystem where a job of
+// the config holds what it last received: the filesystem's incremental
+// base is then kept by the new hold, and the old one would keep its
+// snapshot forever. Cursors stay.
 func (d *Daemon) ReleaseStale(ctx context.Context, dryRun bool) ([]Hold, error) {
 	return ReleaseStale(ctx, d.opts.ZFS, d.opts.Config, func(job string) bool {
 		j, err := d.Job(job)
@@ -225,32 +224,18 @@ func (d *Daemon) ReleaseStale(ctx context.Context, dryRun bool) ([]Hold, error) 
 }
 
 // ReleaseStale is Daemon.ReleaseStale on any backend; replicating tells
-// which jobs have a replication running (none, without a daemon).
+// which active jobs have a replication running (none, without a daemon).
 func ReleaseStale(ctx context.Context, z zfs.ZFS, c *config.Config, replicating func(job string) bool, dryRun bool) ([]Hold, error) {
 	roots, err := hostRoots(ctx, z, c)
 	if err != nil {
 		return nil, err
 	}
-	abs, err := endpoint.ListAbstractions(ctx, z, roots, endpoint.AbstractionFilter{Kinds: []endpoint.AbstractionKind{endpoint.StepHold, endpoint.StepBookmark, endpoint.LastReceivedHold}})
+	abs, err := endpoint.ListAbstractions(ctx, z, roots, endpoint.AbstractionFilter{Kinds: []endpoint.AbstractionKind{
+		endpoint.StepHold, endpoint.StepBookmark, endpoint.LastReceivedHold, endpoint.ReplicationCursorV2}})
 	if err != nil {
 		return nil, err
 	}
-	configured := map[endpoint.JobID]bool{}
-	for _, j := range c.Jobs {
-		configured[j.ID] = true
-	}
-	heldByConfigured := map[zfs.DatasetPath]bool{}
-	for _, a := range abs {
-		if a.Kind == endpoint.LastReceivedHold && configured[a.Job] {
-			heldByConfigured[a.Version.FS] = true
-		}
-	}
-	abs = slices.DeleteFunc(abs, func(a endpoint.Abstraction) bool {
-		if a.Kind == endpoint.LastReceivedHold {
-			return configured[a.Job] || !heldByConfigured[a.Version.FS]
-		}
-		return replicating(a.Job.String())
-	})
+	abs = stale(abs, c, replicating)
 	if dryRun {
 		return toHolds(abs), nil
 	}
@@ -271,6 +256,96 @@ func ReleaseStale(ctx context.Context, z zfs.ZFS, c *config.Config, replicating 
 		done = append(done, a)
 	}
 	return toHolds(done), errors.Join(errs...)
+}
+
+// stale picks from abs (step holds, step bookmarks, cursors and
+// last-received holds) what ReleaseStale releases. A step hold or step
+// bookmark is stale only when the job it belongs to says so:
+//   - a job the config does not have: always (no job will resume its
+//     step; this is how a renamed job's leftovers go);
+//   - an active job whose replication runs now: never;
+//   - otherwise (an idle push job, a source whose client may be in the
+//     middle of a pull, or any job without a daemon) per filesystem, by
+//     what the job's replication cursor says has been replicated: what
+//     is older than the cursor protected finished steps; what is newer
+//     protects a step still open, which a later run resumes; at the
+//     cursor a step hold is still the open step's incremental source,
+//     while a step bookmark there duplicates the cursor. Without a
+//     cursor (the first step never finished) the newest of the job's
+//     step holds and bookmarks belong to the open first step, older ones
+//     to an abandoned one.
+//
+// A last-received hold is stale only when its job is not configured and
+// a configured job's last-received hold is on the same filesystem.
+func stale(abs []endpoint.Abstraction, c *config.Config, replicating func(job string) bool) []endpoint.Abstraction {
+	configured := map[endpoint.JobID]bool{}
+	for _, j := range c.Jobs {
+		configured[j.ID] = true
+	}
+	type fsJob struct {
+		fs  zfs.DatasetPath
+		job endpoint.JobID
+	}
+	type marks struct {
+		cursor, newestStep uint64
+		hasCursor          bool
+		// openStep: a step hold above the cursor.
+		openStep bool
+	}
+	by := map[fsJob]*marks{}
+	get := func(a endpoint.Abstraction) *marks {
+		k := fsJob{a.Version.FS, a.Job}
+		if by[k] == nil {
+			by[k] = &marks{}
+		}
+		return by[k]
+	}
+	heldByConfigured := map[zfs.DatasetPath]bool{}
+	for _, a := range abs {
+		switch a.Kind {
+		case endpoint.ReplicationCursorV2:
+			m := get(a)
+			m.hasCursor = true
+			m.cursor = max(m.cursor, a.TXG)
+		case endpoint.StepHold, endpoint.StepBookmark:
+			m := get(a)
+			m.newestStep = max(m.newestStep, a.TXG)
+		case endpoint.LastReceivedHold:
+			if configured[a.Job] {
+				heldByConfigured[a.Version.FS] = true
+			}
+		}
+	}
+	for _, a := range abs {
+		if m := get(a); a.Kind == endpoint.StepHold && m.hasCursor && a.TXG > m.cursor {
+			m.openStep = true
+		}
+	}
+	var out []endpoint.Abstraction
+	for _, a := range abs {
+		var isStale bool
+		switch a.Kind {
+		case endpoint.LastReceivedHold:
+			isStale = !configured[a.Job] && heldByConfigured[a.Version.FS]
+		case endpoint.StepHold, endpoint.StepBookmark:
+			m := get(a)
+			switch {
+			case !configured[a.Job]:
+				isStale = true
+			case replicating(a.Job.String()):
+			case !m.hasCursor:
+				isStale = a.TXG < m.newestStep
+			case a.TXG == m.cursor:
+				isStale = a.Kind == endpoint.StepBookmark || !m.openStep
+			default:
+				isStale = a.TXG < m.cursor
+			}
+		}
+		if isStale {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // MigrateCursors destroys zrepl 0.x's v1 replication cursors
