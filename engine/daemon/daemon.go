@@ -462,7 +462,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 func listenControl(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	if fi, err := os.Lstat(path); err == nil {
@@ -475,16 +476,46 @@ func listenControl(path string) (net.Listener, error) {
 		}
 		os.Remove(path)
 	}
-	l, err := net.Listen("unix", path)
+	// Only the daemon's user may signal it or release holds, from the
+	// first instant: bind creates the socket with the umask's mode, so it
+	// is bound in a private directory (0700 whatever the umask), made
+	// 0600 there and only then renamed to its path.
+	tmp, err := os.MkdirTemp(dir, ".c")
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	// Only the daemon's user may signal it or release holds.
-	if err := os.Chmod(path, 0o600); err != nil {
+	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	bound := filepath.Join(tmp, "s")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: bound, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s (bound first as %s): %w", path, bound, err)
+	}
+	l.SetUnlinkOnClose(false)
+	if err := os.Chmod(bound, 0o600); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	return l, nil
+	if err := os.Rename(bound, path); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return &controlListener{UnixListener: l, path: path}, nil
+}
+
+// controlListener removes the socket from its path when closed (the
+// listener itself only knows the path it was bound at).
+type controlListener struct {
+	*net.UnixListener
+	path string
+}
+
+func (l *controlListener) Close() error {
+	err := l.UnixListener.Close()
+	os.Remove(l.path)
+	return err
 }
 
 // Status returns every job's status, ordered by name.
