@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"zrepl.dev/zrepl/engine/config"
 	"zrepl.dev/zrepl/engine/daemon"
@@ -52,6 +53,13 @@ func newDaemonCommand() *cobra.Command {
 				return err
 			}
 			log := newLogger(cfg, cmd.OutOrStdout())
+			// Before the backend opens: a second daemon must not even
+			// load (and save) the state the first one owns.
+			lock, err := daemon.LockState(cfg)
+			if err != nil {
+				return err
+			}
+			defer lock.Release()
 			b, err := openBackend(cfg, log, false)
 			if err != nil {
 				return err
@@ -238,6 +246,7 @@ func newConfigcheckCommand() *cobra.Command {
 
 func newHoldsCommand() *cobra.Command {
 	var configPath string
+	var offline bool
 	cmd := &cobra.Command{
 		Use:   "holds",
 		Short: "zrepl's holds and bookmarks (via the running daemon)",
@@ -248,17 +257,14 @@ func newHoldsCommand() *cobra.Command {
 		Short: "list the holds and bookmarks zrepl made, of one job or all",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := client(configPath)
-			if err != nil {
+			var hs []daemon.Hold
+			err := viaDaemon(cmd, configPath, offline, false, func(c *daemon.Client) (err error) {
+				hs, err = c.Holds(cmd.Context(), jobName)
 				return err
-			}
-			hs, err := c.Holds(cmd.Context(), jobName)
-			if notRunning(err) {
-				err = direct(cmd, configPath, func(b *backend, cfg *config.Config) error {
-					hs, err = daemon.ListHolds(cmd.Context(), b.zfs, cfg, jobName)
-					return err
-				})
-			}
+			}, func(b *backend, cfg *config.Config) (err error) {
+				hs, err = daemon.ListHolds(cmd.Context(), b.zfs, cfg, jobName)
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -275,19 +281,15 @@ func newHoldsCommand() *cobra.Command {
 		Short: "release step holds and step bookmarks of jobs with no running replication, and last-received holds of jobs no longer configured that a configured job's hold supersedes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := client(configPath)
-			if err != nil {
+			var hs []daemon.Hold
+			err := viaDaemon(cmd, configPath, offline, !dryRun, func(c *daemon.Client) (err error) {
+				hs, err = c.ReleaseStale(cmd.Context(), dryRun)
 				return err
-			}
-			hs, err := c.ReleaseStale(cmd.Context(), dryRun)
-			if notRunning(err) {
-				err = direct(cmd, configPath, func(b *backend, cfg *config.Config) error {
-					// No daemon, so no replication runs: every step hold
-					// and step bookmark is stale.
-					hs, err = daemon.ReleaseStale(cmd.Context(), b.zfs, cfg, func(string) bool { return false }, dryRun)
-					return err
-				})
-			}
+			}, func(b *backend, cfg *config.Config) (err error) {
+				// No daemon holds the state, so no replication runs.
+				hs, err = daemon.ReleaseStale(cmd.Context(), b.zfs, cfg, func(string) bool { return false }, dryRun)
+				return err
+			})
 			verb := "released"
 			if dryRun {
 				verb = "would release"
@@ -300,13 +302,14 @@ func newHoldsCommand() *cobra.Command {
 	}
 	release.Flags().BoolVar(&dryRun, "dry-run", false, "only say what would be released")
 	cmd.PersistentFlags().StringVar(&configPath, "config", defaultConfig, "path of the YAML config")
+	offlineFlag(cmd.PersistentFlags(), &offline)
 	cmd.AddCommand(list, release)
 	return cmd
 }
 
 func newMigrateCommand() *cobra.Command {
 	var configPath string
-	var dryRun bool
+	var dryRun, offline bool
 	cmd := &cobra.Command{
 		Use:   "migrate replication-cursor:v1-v2",
 		Short: "destroy v1 replication cursors where a v2 cursor exists (via the running daemon)",
@@ -315,17 +318,14 @@ func newMigrateCommand() *cobra.Command {
 			if args[0] != "replication-cursor:v1-v2" {
 				return fmt.Errorf("unknown migration %q (known: replication-cursor:v1-v2)", args[0])
 			}
-			c, err := client(configPath)
-			if err != nil {
+			var done []string
+			err := viaDaemon(cmd, configPath, offline, !dryRun, func(c *daemon.Client) (err error) {
+				done, err = c.MigrateCursors(cmd.Context(), dryRun)
 				return err
-			}
-			done, err := c.MigrateCursors(cmd.Context(), dryRun)
-			if notRunning(err) {
-				err = direct(cmd, configPath, func(b *backend, cfg *config.Config) error {
-					done, err = daemon.MigrateCursors(cmd.Context(), b.zfs, cfg, dryRun)
-					return err
-				})
-			}
+			}, func(b *backend, cfg *config.Config) (err error) {
+				done, err = daemon.MigrateCursors(cmd.Context(), b.zfs, cfg, dryRun)
+				return err
+			})
 			verb := "destroyed"
 			if dryRun {
 				verb = "would destroy"
@@ -337,6 +337,7 @@ func newMigrateCommand() *cobra.Command {
 		},
 	}
 	configFlag(cmd, &configPath)
+	offlineFlag(cmd.Flags(), &offline)
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only say what would be destroyed")
 	return cmd
 }
@@ -369,23 +370,48 @@ func notRunning(err error) bool {
 	return errors.As(err, &nr)
 }
 
-// direct runs f on the configured backend itself, for when no daemon runs
-// (a model backend's state is saved afterwards).
-func direct(cmd *cobra.Command, configPath string, f func(*backend, *config.Config) error) error {
+func offlineFlag(f *pflag.FlagSet, p *bool) {
+	f.BoolVar(p, "offline", false, "work on the backend directly instead of through the daemon; refused while a daemon runs with this config's state")
+}
+
+// viaDaemon runs online on the daemon's control socket, or with offline
+// direct on the backend itself. A command never falls back to the
+// backend by itself: a daemon that does not answer may still be running
+// (a deleted socket, no permission, busy), and changing its state behind
+// its back releases holds of replications in flight. writes says whether
+// direct changes the backend: then it holds the state lock throughout
+// (no daemon can start meanwhile); otherwise it only checks that no
+// daemon holds the state, and the backend is opened read-only (nothing
+// saved).
+func viaDaemon(cmd *cobra.Command, configPath string, offline, writes bool, online func(*daemon.Client) error, direct func(*backend, *config.Config) error) error {
 	cfg, err := loadConfig(configPath)
 	if err != nil {
 		return err
 	}
-	b, err := openBackend(cfg, slog.New(slog.DiscardHandler), false)
+	if !offline {
+		err := online(daemon.NewClient(cfg.Global.ControlSockPath))
+		if notRunning(err) {
+			return fmt.Errorf("%w\n(to work on the backend directly while no daemon runs, add --offline)", err)
+		}
+		return err
+	}
+	if writes {
+		lock, err := daemon.LockState(cfg)
+		if err != nil {
+			return fmt.Errorf("--offline: %w; stop the daemon, or drop --offline to go through its control socket", err)
+		}
+		defer lock.Release()
+	} else if err := daemon.ProbeState(cfg); err != nil {
+		return fmt.Errorf("--offline: %w; drop --offline to ask the daemon", err)
+	}
+	b, err := openBackend(cfg, slog.New(slog.DiscardHandler), !writes)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(cmd.ErrOrStderr(), "zrepl: no daemon answers; working on the backend directly")
-	if err := f(b, cfg); err != nil {
-		return err
-	}
+	err = direct(b, cfg)
 	if b.persist != nil {
-		return b.persist()
+		// Also after a partial failure: what was done stays done.
+		err = errors.Join(err, b.persist())
 	}
-	return nil
+	return err
 }

@@ -187,8 +187,11 @@ func TestDaemonAndClientCommands(t *testing.T) {
 	_, err = run(t, "status", "--config", cfg)
 	assert.ErrorContains(t, err, "is the daemon running?")
 
-	// Without a daemon, holds commands work on the backend itself.
-	out, err = run(t, "holds", "list", "--config", cfg, "--job", "quickstart_push")
+	// Without a daemon, holds commands work on the backend itself only
+	// with --offline.
+	_, err = run(t, "holds", "list", "--config", cfg, "--job", "quickstart_push")
+	assert.ErrorContains(t, err, "add --offline")
+	out, err = run(t, "holds", "list", "--offline", "--config", cfg, "--job", "quickstart_push")
 	require.NoError(t, err)
 	assert.Contains(t, out, "replication-cursor-v2")
 	m := loadModel(t, dir)
@@ -197,10 +200,10 @@ func TestDaemonAndClientCommands(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, m.Hold(context.Background(), zfs.SnapshotRef(fs, vs[0].Name), endpoint.StepHoldTag(endpoint.MustJobID("quickstart_push"))))
 	require.NoError(t, saveModel(m, dir))
-	out, err = run(t, "holds", "release-stale", "--config", cfg)
+	out, err = run(t, "holds", "release-stale", "--offline", "--config", cfg)
 	require.NoError(t, err)
 	assert.Equal(t, 1, strings.Count(out, "released step-hold"), out)
-	out, err = run(t, "holds", "release-stale", "--config", cfg, "--dry-run")
+	out, err = run(t, "holds", "release-stale", "--offline", "--config", cfg, "--dry-run")
 	require.NoError(t, err)
 	assert.Empty(t, out, "released for good (the state was saved)")
 

@@ -202,7 +202,7 @@ jobs:
     pruning:
       keep_sender: [{type: not_replicated}, {type: last_n, count: 10}]
       keep_receiver: [{type: last_n, count: 10}]
-`, sndDir, filepath.Join(dir, "snd.sock"), connect)), 0o600))
+`, sndDir, filepath.Join(sndDir, "control"), connect)), 0o600))
 	rcvCfg := filepath.Join(dir, "rcv.yml")
 	require.NoError(t, os.WriteFile(rcvCfg, []byte(fmt.Sprintf(`
 global:
@@ -215,7 +215,7 @@ jobs:
     type: sink
     serve: %s
     root_fs: backup
-`, rcvDir, filepath.Join(dir, "rcv.sock"), serve)), 0o600))
+`, rcvDir, filepath.Join(rcvDir, "control"), serve)), 0o600))
 
 	rcv := startProc(t, bin, rcvCfg, filepath.Join(dir, "rcv.log"))
 	snd := startProc(t, bin, sndCfg, filepath.Join(dir, "snd.log"))
@@ -552,7 +552,7 @@ jobs:
     pruning:
       keep_sender: [{type: not_replicated}, {type: last_n, count: 10}]
       keep_receiver: [{type: last_n, count: 10}]
-`, sndDir, filepath.Join(dir, "snd.sock"), port)), 0o600))
+`, sndDir, filepath.Join(sndDir, "control"), port)), 0o600))
 	rcvCfg = filepath.Join(dir, "rcv.yml")
 	require.NoError(t, os.WriteFile(rcvCfg, []byte(fmt.Sprintf(`
 global:
@@ -565,6 +565,6 @@ jobs:
     type: sink
     serve: {type: tcp, listen: "127.0.0.1:%d", clients: {"127.0.0.1": "snd"}}
     root_fs: backup
-`, rcvDir, filepath.Join(dir, "rcv.sock"), port)), 0o600))
+`, rcvDir, filepath.Join(rcvDir, "control"), port)), 0o600))
 	return sndCfg, rcvCfg
 }
