@@ -27,13 +27,13 @@
 // short action history on the same kind of failure and prints it with
 // its seed.
 //
-// A history's draws depend on its seed alone, and so does its outcome
-// where one step runs at a time, which is every run but those with a
-// resize fault. Those order their concurrent steps in virtual time
-// (staggered starts, the resize from a timer of its own), which makes
-// them replay alike nearly always: TestReplayResize measures it (about 1
-// history in 150 still differs, where goroutines wake at one virtual
-// instant by coincidence).
+// A history's draws depend on its seed alone, and so does its outcome,
+// also where several steps run at once (runs with a resize fault): the
+// driver carries out its decisions concurrently, and the sequencer gives
+// its calls to sender and receiver, and its reads of received streams,
+// one turn at a time, in an order fixed by what they are, at instants
+// when everything else waits (see sequencer_test.go). TestReplayResize
+// checks that such histories replay exactly.
 //
 // TestTraceFailfile prints every run of a failing history from rapid's
 // fail file; found_test.go keeps the engine issues the simulator found as

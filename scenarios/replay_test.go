@@ -45,12 +45,9 @@ func (w *world) traceRun(j job, fault string, run *replication.Run, rep *replica
 
 // TestReplayResize replays histories whose every run suffers a resize
 // (several steps at once), three times each, and compares what the runs
-// did and where the hosts ended. Concurrent steps are ordered in virtual
-// time (see stepSender.Send); without that, about 3 histories in 20
-// replayed differently, with it about 1 in 150 still does (goroutines
-// that wake at one virtual instant by coincidence run in any order), so
-// two differences in the default 30 are tolerated (a false alarm about
-// once in 600 runs; the unordered rate fails 85% of the runs).
+// did and where the hosts ended: every replay must be the same. The
+// sequencer orders the run's concurrent calls (see sequencer); without
+// it, about 3 histories in 20 replayed differently.
 // ZREPL_REPLAY_SEEDS=n (and ZREPL_REPLAY_FIRST=s) measure more.
 func TestReplayResize(t *testing.T) {
 	n := 30
@@ -96,7 +93,7 @@ func TestReplayResize(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d histories replayed differently", differ, n)
-	if differ > max(2, n/50) {
+	if differ > 0 {
 		t.Errorf("%d of %d histories with concurrent steps replayed differently", differ, n)
 	}
 }

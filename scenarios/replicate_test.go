@@ -65,8 +65,6 @@ type interferer struct {
 	onSteps int
 	act     func()
 	crash   bool
-	// stagger starts the steps of different filesystems apart.
-	stagger bool
 
 	bytes atomic.Int64
 	steps atomic.Int64
@@ -124,27 +122,13 @@ func (x *interferer) Receive(ctx context.Context, req endpoint.ReceiveRequest, s
 }
 
 // stepSender wraps the run's sender: it records errors, counts resumed
-// sends and completed steps (for a crash at a step boundary), and
-// staggers the starts of concurrent steps.
+// sends and completed steps (for a crash at a step boundary).
 type stepSender struct {
 	replication.Sender
 	x *interferer
 }
 
 func (s stepSender) Send(ctx context.Context, req endpoint.SendRequest) (io.ReadCloser, error) {
-	if s.x.stagger {
-		// Steps that start at one instant (a run's first steps, or those
-		// a resize lets go) would race for dial numbers, txgs and the
-		// byte count; starting each filesystem's at its own odd offset
-		// orders them in virtual time.
-		t := time.NewTimer(staggerOf(req.FS))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, s.x.record(context.Cause(ctx))
-		}
-	}
 	if req.ResumeToken != "" {
 		stats.resumes.Add(1)
 	}
@@ -165,16 +149,6 @@ func (s stepSender) StepCompleted(ctx context.Context, req endpoint.SendRequest,
 	}
 	return err
 }
-
-// staggerOf is a filesystem's step start offset: distinct per filesystem
-// and no multiple of another's, nor of the links' latency.
-func staggerOf(fs string) time.Duration {
-	i := slices.Index(fsNames, fs) + 1
-	return time.Duration(i)*1013*time.Microsecond + time.Duration(i*i)*7*time.Microsecond
-}
-
-// resizeDelay is how long after its threshold a resize comes.
-const resizeDelay = 333*time.Microsecond + 17*time.Nanosecond
 
 // replicate is one replication run of a drawn job, with a drawn fault.
 func (w *world) replicate(t *rapid.T) {
@@ -207,6 +181,8 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 	runCtx, cancel := context.WithTimeout(bg, 4*time.Hour)
 	defer cancel()
 	var run *replication.Run
+	seq := newSequencer()
+	defer seq.close()
 	var crashImg []byte
 	var crashErr error
 	crashed := ""
@@ -239,11 +215,10 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 	case "resize":
 		x.onBytes = rapid.Int64Range(1, 1<<20).Draw(t, "resizeAt")
 		n := rapid.IntRange(1, 3).Draw(t, "newConcurrency")
-		// The resize comes a moment after the threshold, from a timer of
-		// its own, so that the steps it suspends and starts do not race
-		// with the step whose bytes reached it.
-		x.act = func() { time.AfterFunc(resizeDelay, func() { _ = run.SetConcurrency(n) }) }
-		x.stagger = true
+		// The resize comes between turns (see sequencer), so that the
+		// steps it suspends and starts do not race with the step whose
+		// bytes reached it.
+		x.act = func() { seq.do(func() { _ = run.SetConcurrency(n) }) }
 	case "crash-sender", "crash-receiver":
 		x.onBytes = rapid.Int64Range(1, 1<<20).Draw(t, "crashAt")
 		victim := map[string]*zfsmodel.Model{"crash-sender": w.src, "crash-receiver": w.dst}[fault]
@@ -286,10 +261,8 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 			opts.script = netsim.ProcessScript{Exit: netsim.ExitAfterStdin, StdinBytes: at, Status: 255, Stderr: sshStderr + "\r\n"}
 		}
 	}
-	// Concurrent steps race (for dial numbers, byte offsets, the order of
-	// txgs): only resize runs have several steps at once, ordered in
-	// virtual time as far as it goes (see stepSender.Send); the others
-	// replay exactly.
+	// Only resize runs have several steps at once (the others keep what
+	// they draw comparable with older seeds).
 	if fault != "resize" {
 		concurrency = 1
 	}
@@ -303,7 +276,7 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 	if fault == "none" {
 		keyless = w.keylessFilesystems(t, j)
 	}
-	run = replication.NewRun(x.sender, x, replication.Config{
+	run = replication.NewRun(seqSender{inner: x.sender, s: seq}, seqReceiver{inner: x, s: seq}, replication.Config{
 		Policy:      j.policy(),
 		Concurrency: concurrency,
 		MaxAttempts: attempts,

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/replication/machine"
 	"zrepl.dev/zrepl/engine/replication/planner"
-	"zrepl.dev/zrepl/engine/replication/queue"
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
@@ -35,6 +35,8 @@ type Receiver interface {
 type Config struct {
 	Policy      planner.Policy
 	Concurrency int
+	// SizeEstimates is how many size estimates run at once (default 4).
+	SizeEstimates int
 	// MaxAttempts bounds the attempts of one run (default 5).
 	MaxAttempts int
 	// Backoff is the pause before attempt n+1 after attempt n failed
@@ -50,20 +52,9 @@ type Config struct {
 }
 
 // Protection is replication.protection of a job's config.
-type Protection struct {
-	Initial, Incremental endpoint.Protection
-}
+type Protection = machine.Protection
 
 func (c *Config) defaults() {
-	if c.Concurrency < 1 {
-		c.Concurrency = 1
-	}
-	if c.MaxAttempts < 1 {
-		c.MaxAttempts = 5
-	}
-	if c.Backoff == nil {
-		c.Backoff = func(n int) time.Duration { return min(time.Duration(1<<min(n, 6))*time.Second, time.Minute) }
-	}
 	if c.Sleep == nil {
 		c.Sleep = func(ctx context.Context, d time.Duration) error {
 			t := time.NewTimer(d)
@@ -81,46 +72,25 @@ func (c *Config) defaults() {
 	}
 }
 
-// FSState is how a filesystem ended in a run.
-type FSState string
-
-const (
-	FSDone     FSState = "done"
-	FSUpToDate FSState = "up to date"
-	FSSkipped  FSState = "skipped" // nothing to send, or only a placeholder
-	FSConflict FSState = "conflict"
-	FSFailed   FSState = "failed"
+// The outcome of a run (see package machine).
+type (
+	FSState        = machine.FSState
+	FSReport       = machine.FSReport
+	Report         = machine.Report
+	PermanentError = machine.PermanentError
 )
 
-// FSReport is the outcome of one filesystem.
-type FSReport struct {
-	FS        string
-	State     FSState
-	StepsDone int
-	Err       error
-	// Permanent errors are not retried: only a change of the data or the
-	// config resolves them.
-	Permanent bool
-}
+const (
+	FSDone     = machine.FSDone
+	FSUpToDate = machine.FSUpToDate
+	FSSkipped  = machine.FSSkipped
+	FSConflict = machine.FSConflict
+	FSFailed   = machine.FSFailed
+)
 
-// Report is the outcome of a run.
-type Report struct {
-	Attempts    int
-	Filesystems []FSReport
-}
-
-// Err joins the errors of all filesystems that did not end well.
-func (r Report) Err() error {
-	var errs []error
-	for _, f := range r.Filesystems {
-		if f.Err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", f.FS, f.Err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// Run is one replication run of a job.
+// Run is one replication run of a job: the shell around a
+// machine.Machine that carries out its decisions, each in a goroutine of
+// its own, and feeds their results back. Its loop never waits for IO.
 type Run struct {
 	sender   Sender
 	receiver Receiver
@@ -128,16 +98,21 @@ type Run struct {
 
 	resize chan int
 
-	mu       sync.Mutex
-	progress Progress
-	start    time.Time
-	steps    map[queue.StepID]*stepState
+	mu    sync.Mutex
+	m     *machine.Machine
+	start time.Time
+	// done counts each step's bytes of the current attempt, by StepID.
+	done []*atomic.Int64
 }
 
 // NewRun prepares a run.
 func NewRun(s Sender, r Receiver, cfg Config) *Run {
 	cfg.defaults()
-	return &Run{sender: s, receiver: r, cfg: cfg, resize: make(chan int, 16)}
+	m := machine.New(machine.Config{
+		Policy: cfg.Policy, Protection: cfg.Protection, Concurrency: cfg.Concurrency,
+		SizeEstimates: cfg.SizeEstimates, MaxAttempts: cfg.MaxAttempts, Backoff: cfg.Backoff,
+	})
+	return &Run{sender: s, receiver: r, cfg: cfg, resize: make(chan int, 16), m: m}
 }
 
 // SetConcurrency changes the number of steps that run at once, while the
@@ -159,10 +134,13 @@ func (r *Run) SetConcurrency(n int) error {
 func (r *Run) Progress() Progress {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p := r.progress
-	p.Steps = nil
-	for _, s := range r.orderedSteps() {
-		p.Steps = append(p.Steps, StepProgress{FS: s.fs.Path, Step: s.step.String(), Expected: s.expected, Done: s.done.Load(), State: s.state})
+	p := Progress{Attempt: r.m.Attempt()}
+	for _, s := range r.m.Steps() {
+		var done int64
+		if int(s.ID) < len(r.done) {
+			done = r.done[s.ID].Load()
+		}
+		p.Steps = append(p.Steps, StepProgress{FS: s.FS, Step: s.Step, Expected: s.Expected, Done: done, State: s.State})
 	}
 	p.Expected, p.Estimated, p.Done = totals(p.Steps)
 	if elapsed := r.cfg.Now().Sub(r.start); elapsed > 0 && p.Done > 0 {
@@ -174,16 +152,6 @@ func (r *Run) Progress() Progress {
 	return p
 }
 
-func (r *Run) orderedSteps() []*stepState {
-	out := make([]*stepState, 0, len(r.steps))
-	for id := queue.StepID(0); len(out) < len(r.steps); id++ {
-		if s, ok := r.steps[id]; ok {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // Do runs attempts until every filesystem is replicated or failed
 // permanently, attempts run out, or ctx ends. Cancelling ctx at any point
 // leaves state the next run resumes from.
@@ -191,315 +159,152 @@ func (r *Run) Do(ctx context.Context) Report {
 	r.mu.Lock()
 	r.start = r.cfg.Now()
 	r.mu.Unlock()
-	var rep Report
-	concurrency := r.cfg.Concurrency
-	for attempt := 1; ; attempt++ {
-		rep = r.attempt(ctx, attempt, &concurrency)
-		rep.Attempts = attempt
-		retry := false
-		for _, f := range rep.Filesystems {
-			if f.Err != nil && !f.Permanent {
-				retry = true
-			}
-		}
-		if !retry || attempt >= r.cfg.MaxAttempts || ctx.Err() != nil {
-			return rep
-		}
-		if err := r.cfg.Sleep(ctx, r.cfg.Backoff(attempt)); err != nil {
-			return rep
-		}
-	}
-}
-
-type stepState struct {
-	id       queue.StepID
-	fs       *planner.FSPlan
-	index    int
-	step     planner.Step
-	expected int64
-	done     atomic.Int64
-	state    string
-	cancel   context.CancelCauseFunc
-	// suspended: the step ran before and left partial receive state.
-	suspended bool
-}
-
-type stepResult struct {
-	id  queue.StepID
-	err error
-}
-
-var errSuspended = errors.New("step suspended to lower concurrency")
-
-func toPlannerFS(in []endpoint.Filesystem) []planner.Filesystem {
-	out := make([]planner.Filesystem, len(in))
-	for i, f := range in {
-		out[i] = planner.Filesystem{Path: f.Path, Info: f.Info, Versions: f.Versions}
-	}
-	return out
-}
-
-func (r *Run) attempt(ctx context.Context, attempt int, concurrency *int) Report {
-	r.mu.Lock()
-	r.progress = Progress{Attempt: attempt}
-	r.steps = map[queue.StepID]*stepState{}
-	r.mu.Unlock()
-
-	senderFS, err := r.sender.ListFilesystems(ctx)
-	if err != nil {
-		return Report{Filesystems: []FSReport{{FS: "(sender)", State: FSFailed, Err: fmt.Errorf("list sender: %w", err), Permanent: permanent(err)}}}
-	}
-	receiverFS, err := r.receiver.ListFilesystems(ctx)
-	if err != nil {
-		return Report{Filesystems: []FSReport{{FS: "(receiver)", State: FSFailed, Err: fmt.Errorf("list receiver: %w", err), Permanent: permanent(err)}}}
-	}
-	plan, err := planner.Plan(planner.Input{Sender: toPlannerFS(senderFS), Receiver: toPlannerFS(receiverFS), Policy: r.cfg.Policy})
-	if err != nil {
-		return Report{Filesystems: []FSReport{{FS: "(plan)", State: FSFailed, Err: err, Permanent: true}}}
-	}
-
-	senderByPath := make(map[string]*endpoint.Filesystem, len(senderFS))
-	for i := range senderFS {
-		senderByPath[senderFS[i].Path] = &senderFS[i]
-	}
-	receiverByPath := make(map[string]*endpoint.Filesystem, len(receiverFS))
-	for i := range receiverFS {
-		receiverByPath[receiverFS[i].Path] = &receiverFS[i]
-	}
-
-	reports := make(map[string]*FSReport, len(plan.Filesystems))
-	waiting := map[string][]*planner.FSPlan{} // parent path -> plans waiting for it
-	var order []string
-	q := queue.New(*concurrency)
-	nextID := queue.StepID(0)
-
-	enqueue := func(fp *planner.FSPlan, index int) queue.Decision {
-		id := nextID
-		nextID++
-		st := &stepState{id: id, fs: fp, index: index, step: fp.Steps[index], state: "waiting"}
-		req := r.sendRequest(fp, st.step)
-		if size, err := r.sender.SendSize(ctx, req); err == nil {
-			st.expected = size
-		}
-		r.mu.Lock()
-		r.steps[id] = st
-		r.mu.Unlock()
-		d, err := q.Enqueue(id)
-		if err != nil {
-			panic(err) // IDs are fresh: a queue protocol error is a bug here
-		}
-		return d
-	}
-	// startFS begins a filesystem's work; finishFS lets the filesystems
-	// waiting for it start (or fail with it).
-	var startFS func(fp *planner.FSPlan) []queue.Decision
-	finishFS := func(fp *planner.FSPlan, ok bool) []queue.Decision {
-		if !ok {
-			failWaiting(fp, reports, waiting)
-			return nil
-		}
-		children := waiting[fp.Path]
-		delete(waiting, fp.Path)
-		var ds []queue.Decision
-		for _, child := range children {
-			ds = append(ds, startFS(child)...)
-		}
-		return ds
-	}
-	startFS = func(fp *planner.FSPlan) []queue.Decision {
-		rep := reports[fp.Path]
-		for _, a := range fp.Actions {
-			if a.Kind != planner.ActionAbortPartialReceive {
-				continue // placeholders are created by the receiver itself
-			}
-			if err := r.receiver.AbortPartialReceive(ctx, fp.Path); err != nil {
-				rep.State, rep.Err, rep.Permanent = FSFailed, fmt.Errorf("abort partial receive (%s): %w", a.Reason, err), permanent(err)
-				return finishFS(fp, false)
-			}
-		}
-		if fp.Status == planner.StatusUpToDate {
-			if err := r.reconcile(ctx, fp, senderByPath[fp.Path], receiverByPath[fp.Path]); err != nil {
-				rep.State, rep.Err, rep.Permanent = FSFailed, err, permanent(err)
-				return finishFS(fp, false)
-			}
-		}
-		if len(fp.Steps) == 0 {
-			return finishFS(fp, true)
-		}
-		return []queue.Decision{enqueue(fp, 0)}
-	}
-
-	for i := range plan.Filesystems {
-		fp := &plan.Filesystems[i]
-		rep := &FSReport{FS: fp.Path}
-		reports[fp.Path] = rep
-		order = append(order, fp.Path)
-		switch fp.Status {
-		case planner.StatusConflict:
-			rep.State, rep.Err, rep.Permanent = FSConflict, fp.Conflict, true
-		case planner.StatusUpToDate:
-			rep.State = FSUpToDate
-		case planner.StatusNoSnapshots, planner.StatusPlaceholder:
-			rep.State = FSSkipped
-		case planner.StatusReplicate:
-			rep.State = FSDone
-		}
-		if fp.WaitFor != "" {
-			waiting[fp.WaitFor] = append(waiting[fp.WaitFor], fp)
-		}
-	}
-
-	results := make(chan stepResult)
+	events := make(chan func(*machine.Machine))
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	running := 0
-	var apply func(d queue.Decision)
-	apply = func(d queue.Decision) {
-		for _, id := range d.Suspend {
-			r.mu.Lock()
-			st := r.steps[id]
-			st.state = "suspending"
-			r.mu.Unlock()
-			st.cancel(errSuspended)
-		}
-		for _, id := range d.Start {
-			r.mu.Lock()
-			st := r.steps[id]
-			st.state = "running"
-			stepCtx, cancel := context.WithCancelCause(ctx)
-			st.cancel = cancel
-			r.mu.Unlock()
-			running++
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				err := r.runStep(stepCtx, st)
-				cancel(nil)
-				results <- stepResult{id: id, err: err}
-			}()
-		}
+	// spawn runs f in a goroutine and feeds its result to the machine.
+	spawn := func(f func() func(*machine.Machine)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			events <- f()
+		}()
 	}
-
-	for i := range plan.Filesystems {
-		fp := &plan.Filesystems[i]
-		switch {
-		case fp.WaitFor != "":
-		case fp.Status == planner.StatusConflict:
-			failWaiting(fp, reports, waiting)
-		default:
-			// Up-to-date filesystems too: a foreign partial receive
-			// may be due for an abort.
-			for _, d := range startFS(fp) {
-				apply(d)
-			}
+	cancels := map[machine.StepID]context.CancelCauseFunc{}
+	estimates := map[machine.StepID]context.CancelFunc{}
+	stopped := ctx.Done()
+	for {
+		r.mu.Lock()
+		rd := r.m.Ready()
+		if rd.List {
+			r.done = nil
 		}
-	}
-
-	for running > 0 {
-		select {
-		case n := <-r.resize:
-			*concurrency = n
-			d, err := q.Resize(n)
-			if err == nil {
-				apply(d)
-			}
-		case res := <-results:
-			running--
-			r.mu.Lock()
-			st := r.steps[res.id]
-			r.mu.Unlock()
-			var ds []queue.Decision
-			if errors.Is(res.err, errSuspended) && ctx.Err() == nil {
-				r.setState(st, "suspended")
-				st.suspended = true
-				d, _ := q.Suspended(res.id)
-				ds = append(ds, d)
-			} else {
-				d, _ := q.Done(res.id)
-				ds = append(ds, d)
-				rep := reports[st.fs.Path]
-				if res.err != nil {
-					r.setState(st, "failed")
-					rep.State, rep.Err, rep.Permanent = FSFailed, res.err, permanent(res.err)
-					ds = append(ds, finishFS(st.fs, false)...)
-				} else {
-					r.setState(st, "done")
-					rep.StepsDone++
-					if st.index+1 < len(st.fs.Steps) {
-						ds = append(ds, enqueue(st.fs, st.index+1))
-					}
-					if st.index == 0 {
-						// The filesystem exists on the receiver now:
-						// children may start.
-						ds = append(ds, finishFS(st.fs, true)...)
+		r.mu.Unlock()
+		if rd.Done != nil {
+			return *rd.Done
+		}
+		if rd.List {
+			spawn(func() func(*machine.Machine) {
+				var s, v []endpoint.Filesystem
+				var serr, verr error
+				var lw sync.WaitGroup
+				lw.Go(func() { s, serr = r.sender.ListFilesystems(ctx) })
+				lw.Go(func() { v, verr = r.receiver.ListFilesystems(ctx) })
+				lw.Wait()
+				return func(m *machine.Machine) {
+					m.Listed(s, v, serr, verr)
+					r.done = make([]*atomic.Int64, len(m.Steps()))
+					for i := range r.done {
+						r.done[i] = new(atomic.Int64)
 					}
 				}
-			}
-			for _, d := range ds {
-				apply(d)
+			})
+		}
+		for _, e := range rd.Estimate {
+			ectx, cancel := context.WithCancel(ctx)
+			estimates[e.ID] = cancel
+			spawn(func() func(*machine.Machine) {
+				size, err := r.sender.SendSize(ectx, e.Req)
+				cancel()
+				return func(m *machine.Machine) {
+					delete(estimates, e.ID)
+					m.Estimated(e.ID, size, err)
+				}
+			})
+		}
+		for _, id := range rd.Abandon {
+			if cancel := estimates[id]; cancel != nil {
+				cancel()
 			}
 		}
+		for _, a := range rd.Actions {
+			spawn(func() func(*machine.Machine) {
+				err := r.action(ctx, a)
+				return func(m *machine.Machine) { m.ActionDone(a.ID, err) }
+			})
+		}
+		for _, id := range rd.Suspend {
+			if cancel := cancels[id]; cancel != nil {
+				cancel(machine.ErrSuspended)
+			}
+		}
+		for _, st := range rd.Start {
+			sctx, cancel := context.WithCancelCause(ctx)
+			cancels[st.ID] = cancel
+			r.mu.Lock()
+			counter := r.done[st.ID]
+			r.mu.Unlock()
+			spawn(func() func(*machine.Machine) {
+				err := r.runStep(sctx, st, counter)
+				cancel(nil)
+				return func(m *machine.Machine) {
+					delete(cancels, st.ID)
+					m.StepDone(st.ID, err)
+				}
+			})
+		}
+		if rd.Sleep > 0 {
+			spawn(func() func(*machine.Machine) {
+				if err := r.cfg.Sleep(ctx, rd.Sleep); err != nil {
+					return func(m *machine.Machine) { m.Cancel(err) }
+				}
+				return func(m *machine.Machine) { m.TimerFired() }
+			})
+		}
+		select {
+		case ev := <-events:
+			r.mu.Lock()
+			ev(r.m)
+			r.mu.Unlock()
+		case n := <-r.resize:
+			r.mu.Lock()
+			_ = r.m.Resize(n)
+			r.mu.Unlock()
+		case <-stopped:
+			stopped = nil
+			r.mu.Lock()
+			r.m.Cancel(context.Cause(ctx))
+			r.mu.Unlock()
+		}
 	}
-
-	out := Report{}
-	for _, p := range order {
-		out.Filesystems = append(out.Filesystems, *reports[p])
-	}
-	return out
 }
 
-// failWaiting fails every plan waiting, directly or not, for fp.
-func failWaiting(fp *planner.FSPlan, reports map[string]*FSReport, waiting map[string][]*planner.FSPlan) {
-	for _, child := range waiting[fp.Path] {
-		rep := reports[child.Path]
-		rep.State, rep.Err = FSFailed, fmt.Errorf("parent %s was not replicated", fp.Path)
-		rep.Permanent = reports[fp.Path].Permanent
-		failWaiting(child, reports, waiting)
+// action carries out one of the machine's actions.
+func (r *Run) action(ctx context.Context, a machine.Action) error {
+	switch a.Kind {
+	case machine.AbortPartialReceive:
+		return r.receiver.AbortPartialReceive(ctx, a.FS)
+	case machine.ConfirmOnSender:
+		return r.sender.StepCompleted(ctx, a.Confirm, true)
+	case machine.MoveLastReceivedHold:
+		return r.receiver.MoveLastReceivedHold(ctx, a.FS, a.HoldTo)
 	}
-	delete(waiting, fp.Path)
-}
-
-func (r *Run) setState(st *stepState, s string) {
-	r.mu.Lock()
-	st.state = s
-	r.mu.Unlock()
-}
-
-func (r *Run) sendRequest(fp *planner.FSPlan, s planner.Step) endpoint.SendRequest {
-	prot := r.cfg.Protection.Incremental
-	if s.Full() {
-		prot = r.cfg.Protection.Initial
-	}
-	return endpoint.SendRequest{
-		FS: fp.Sender.String(), From: s.From, To: s.To, ResumeToken: s.ResumeToken, Raw: s.Raw,
-		Compressed: s.Compressed, LargeBlocks: s.LargeBlocks, EmbeddedData: s.EmbeddedData,
-		Protection: prot,
-	}
+	return fmt.Errorf("unknown action %v", a.Kind)
 }
 
 // runStep sends and receives one step, then confirms it on the sender.
 // A step that was suspended earlier picks up the receiver's resume token.
-func (r *Run) runStep(ctx context.Context, st *stepState) error {
-	req := r.sendRequest(st.fs, st.step)
-	if st.suspended && st.step.ResumeToken == "" {
-		tok, err := r.currentToken(ctx, st.fs.Path)
+func (r *Run) runStep(ctx context.Context, st machine.Step, done *atomic.Int64) error {
+	req := st.Send
+	if st.Resume && st.Planned.ResumeToken == "" {
+		tok, err := r.currentToken(ctx, st.FS)
 		if err != nil {
 			return err
 		}
 		req.ResumeToken = tok
 		// Done counts what went before the suspension; what the receiver
 		// kept of it is what the resumed stream leaves out.
-		if tok != "" && st.expected > 0 {
+		if tok != "" && st.Expected > 0 {
 			if rest, err := r.sender.SendSize(ctx, req); err == nil {
-				st.done.Store(max(0, st.expected-rest))
+				done.Store(max(0, st.Expected-rest))
 			}
 		}
 	}
 	stream, err := r.sender.Send(ctx, req)
-	if err != nil && req.ResumeToken != "" && st.step.ResumeToken == "" && errors.Is(err, zfs.ErrResumeTokenCorrupt) {
+	if err != nil && req.ResumeToken != "" && st.Planned.ResumeToken == "" && errors.Is(err, zfs.ErrResumeTokenCorrupt) {
 		// The partial state is not this step's (it was planned without
 		// one): discard it and send afresh.
-		if aerr := r.receiver.AbortPartialReceive(ctx, st.fs.Path); aerr != nil {
+		if aerr := r.receiver.AbortPartialReceive(ctx, st.FS); aerr != nil {
 			return errors.Join(err, aerr)
 		}
 		req.ResumeToken = ""
@@ -508,8 +313,9 @@ func (r *Run) runStep(ctx context.Context, st *stepState) error {
 	if err != nil {
 		return stepErr(ctx, err)
 	}
-	recvReq := endpoint.ReceiveRequest{FS: st.fs.Path, From: st.step.From, To: st.step.To, Full: st.step.Full(), Resuming: req.ResumeToken != ""}
-	err = r.receiver.Receive(ctx, recvReq, countingReader{r: stream, n: &st.done})
+	recvReq := st.Receive
+	recvReq.Resuming = req.ResumeToken != ""
+	err = r.receiver.Receive(ctx, recvReq, countingReader{r: stream, n: done})
 	cerr := stream.Close()
 	if err != nil {
 		return stepErr(ctx, err)
@@ -517,72 +323,10 @@ func (r *Run) runStep(ctx context.Context, st *stepState) error {
 	if cerr != nil {
 		return stepErr(ctx, cerr)
 	}
-	last := st.index == len(st.fs.Steps)-1
-	if err := r.sender.StepCompleted(ctx, req, last); err != nil {
-		return stepErr(ctx, fmt.Errorf("confirm %s on sender: %w", st.step, err))
+	if err := r.sender.StepCompleted(ctx, req, st.Last); err != nil {
+		return stepErr(ctx, fmt.Errorf("confirm %s on sender: %w", st.Planned, err))
 	}
 	return nil
-}
-
-// reconcile finishes the bookkeeping of an up-to-date filesystem: a step
-// whose receive committed but whose last-received hold or StepCompleted
-// failed leaves the filesystem up to date with its marks where the step
-// before left them. Only a side whose listing shows such leftovers is
-// called, so a quiet filesystem costs nothing.
-func (r *Run) reconcile(ctx context.Context, fp *planner.FSPlan, s, rcv *endpoint.Filesystem) error {
-	if fp.Base == nil || s == nil || rcv == nil {
-		return nil
-	}
-	senderStale, holdTo := reconcileNeeds(*fp.Base, s, rcv)
-	if senderStale {
-		req := endpoint.SendRequest{FS: fp.Sender.String(), To: *fp.Base}
-		if err := r.sender.StepCompleted(ctx, req, true); err != nil {
-			return fmt.Errorf("confirm %s on sender (up to date): %w", fp.Base.RelName(), err)
-		}
-	}
-	if holdTo != nil {
-		if err := r.receiver.MoveLastReceivedHold(ctx, fp.Path, *holdTo); err != nil {
-			return fmt.Errorf("move last-received hold to %s (up to date): %w", holdTo.RelName(), err)
-		}
-	}
-	return nil
-}
-
-// reconcileNeeds decides from the two listings of an up-to-date filesystem
-// with common base base whether the sender's marks are not where a
-// completed run leaves them (exactly one cursor of the job, at base; no
-// step bookmarks; no held snapshot, which may be a step hold), and on the
-// receiver the snapshot the last-received hold belongs on if it may not be
-// there (base's snapshot unheld, or another snapshot held). Holds of
-// others make it call needlessly, which is harmless: the calls are
-// idempotent.
-func reconcileNeeds(base zfs.FilesystemVersion, s, r *endpoint.Filesystem) (sender bool, holdTo *zfs.FilesystemVersion) {
-	m := s.Marks
-	sender = m.StepBookmarks || len(m.Cursors) != 1 || m.Cursors[0] != base.GUID
-	for _, v := range s.Versions {
-		if v.Kind == zfs.Snapshot && v.UserRefs > 0 {
-			sender = true
-		}
-	}
-	var to *zfs.FilesystemVersion
-	otherHeld := false
-	for i, v := range r.Versions {
-		if v.Kind != zfs.Snapshot {
-			continue
-		}
-		if v.GUID == base.GUID && (to == nil || v.CreateTXG > to.CreateTXG) {
-			to = &r.Versions[i]
-		}
-	}
-	for _, v := range r.Versions {
-		if v.Kind == zfs.Snapshot && v.UserRefs > 0 && (to == nil || v.Name != to.Name) {
-			otherHeld = true
-		}
-	}
-	if to != nil && (to.UserRefs == 0 || otherHeld) {
-		holdTo = to
-	}
-	return sender, holdTo
 }
 
 // currentToken is the receiver's resume token for fs, if any.
@@ -601,39 +345,8 @@ func (r *Run) currentToken(ctx context.Context, fs string) (string, error) {
 
 // stepErr attaches the suspension cause where the step was suspended.
 func stepErr(ctx context.Context, err error) error {
-	if cause := context.Cause(ctx); errors.Is(cause, errSuspended) {
-		return fmt.Errorf("%w (%v)", errSuspended, err)
+	if cause := context.Cause(ctx); errors.Is(cause, machine.ErrSuspended) {
+		return fmt.Errorf("%w (%v)", machine.ErrSuspended, err)
 	}
 	return err
-}
-
-// PermanentError is implemented by errors from other layers (such as the
-// wire protocol) that know a retry cannot fix them.
-type PermanentError interface {
-	error
-	Permanent() bool
-}
-
-// permanent tells errors a retry cannot fix from temporary ones.
-func permanent(err error) bool {
-	var conflict *planner.Conflict
-	var perm PermanentError
-	switch {
-	case errors.As(err, &perm) && perm.Permanent():
-		return true
-	case errors.As(err, &conflict),
-		errors.Is(err, endpoint.ErrNotAllowed),
-		errors.Is(err, endpoint.ErrReceivedWrongVersion),
-		errors.Is(err, endpoint.ErrInvalidJobID),
-		errors.Is(err, zfs.ErrInvalidName),
-		errors.Is(err, zfs.ErrResumeTokenCorrupt),
-		errors.Is(err, zfs.ErrKeyNotLoaded),
-		errors.Is(err, zfs.ErrEncryptionMismatch),
-		errors.Is(err, zfs.ErrDestinationModified),
-		errors.Is(err, zfs.ErrIncrementalSourceMismatch),
-		errors.Is(err, zfs.ErrDestinationExists),
-		errors.Is(err, zfs.ErrUnsupported):
-		return true
-	}
-	return false
 }

@@ -384,23 +384,13 @@ func TestResizeDownMidRunResumesWithoutResending(t *testing.T) {
 	run := replication.NewRun(p.sender, recv, replication.Config{Concurrency: 3, Sleep: noSleep})
 	recv.act = func() {
 		defer close(recv.gate)
+		// The steps start as their size estimates come in: wait until all
+		// three run.
+		waitFor(t, func() bool { return countStates(run, "running") == 3 }, "three steps running")
 		require.NoError(t, run.SetConcurrency(1))
 		// Hold the data flow until the driver has acted on the change, so
 		// that the steps are still running when it does.
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			suspending := 0
-			for _, s := range run.Progress().Steps {
-				if s.State == "suspending" || s.State == "suspended" {
-					suspending++
-				}
-			}
-			if suspending == 2 {
-				return
-			}
-			time.Sleep(time.Millisecond)
-		}
-		t.Error("the driver did not suspend two steps after the limit went from 3 to 1")
+		waitFor(t, func() bool { return countStates(run, "suspending", "suspended") == 2 }, "two steps suspended after the limit went from 3 to 1")
 	}
 	rep := run.Do(ctx)
 	requireOK(t, rep)
@@ -418,6 +408,30 @@ func TestResizeDownMidRunResumesWithoutResending(t *testing.T) {
 		assert.Equal(t, "done", s.State)
 		assert.LessOrEqual(t, s.Done, s.Expected+s.Expected/20, "step %s %s sent %d bytes for an estimate of %d: re-sent received data", s.FS, s.Step, s.Done, s.Expected)
 	}
+}
+
+// countStates counts the run's steps in one of states.
+func countStates(run *replication.Run, states ...string) int {
+	n := 0
+	for _, s := range run.Progress().Steps {
+		if slices.Contains(states, s.State) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitFor polls cond for up to 10 seconds.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Errorf("waited 10 s in vain for %s", what)
 }
 
 // After the receiver is rolled back to an older snapshot, the next run
