@@ -204,7 +204,7 @@ func (d *Daemon) jobConfig(j *config.Job) job.Config {
 	return job.Config{
 		Name: j.Name, ID: j.ID, Type: string(j.Type), Log: d.log, Clock: d.opts.Clock,
 		AfterRun: d.afterRun, Observer: d.metrics, ReplicationSleep: d.opts.ReplicationSleep,
-		Concurrency: j.Replication.Steps,
+		Concurrency: j.Replication.Steps, SizeEstimates: j.Replication.SizeEstimates,
 	}
 }
 

@@ -100,6 +100,9 @@ type Config struct {
 	Protection replication.Protection
 	// Concurrency of steps (default 1).
 	Concurrency int
+	// SizeEstimates is how many size estimates run at once
+	// (replication.concurrency.size_estimates; default 4).
+	SizeEstimates int
 	// Backoff and Sleep are passed to the replication driver (defaults
 	// there).
 	ReplicationSleep func(ctx context.Context, d time.Duration) error
@@ -393,7 +396,7 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 	runCtx, cancel := context.WithCancel(ctx)
 	j.mu.Lock()
 	run := replication.NewRun(sides.Sender, sides.Receiver, replication.Config{
-		Policy: j.cfg.Policy, Protection: j.cfg.Protection, Concurrency: j.concurrency, Sleep: j.cfg.ReplicationSleep, Now: j.cfg.Clock.Now,
+		Policy: j.cfg.Policy, Protection: j.cfg.Protection, Concurrency: j.concurrency, SizeEstimates: j.cfg.SizeEstimates, Sleep: j.cfg.ReplicationSleep, Now: j.cfg.Clock.Now,
 	})
 	j.run, j.cancelRun = run, cancel
 	j.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -484,4 +485,53 @@ func TestV1CursorIsReadForCompatibility(t *testing.T) {
 	assert.Equal(t, []string{"s1", "s2"}, snapNames(got, zfs.Snapshot))
 	assert.Contains(t, snapNames(versions(t, p.src, "src/data"), zfs.Bookmark), endpoint.CursorV1BookmarkName,
 		"the v1 cursor is left for `zrepl migrate replication-cursor:v1-v2` to remove")
+}
+
+// slowSizes makes every size estimate take a second and records how many
+// ran at once.
+type slowSizes struct {
+	replication.Sender
+	mu          sync.Mutex
+	now, most   int
+	estimations int
+}
+
+func (s *slowSizes) SendSize(ctx context.Context, req endpoint.SendRequest) (int64, error) {
+	s.mu.Lock()
+	s.now++
+	s.estimations++
+	s.most = max(s.most, s.now)
+	s.mu.Unlock()
+	time.Sleep(time.Second)
+	s.mu.Lock()
+	s.now--
+	s.mu.Unlock()
+	return s.Sender.SendSize(ctx, req)
+}
+
+// replication.concurrency.size_estimates: that many size estimates run at
+// once, whatever the step concurrency.
+func TestSizeEstimatesRunAtOnce(t *testing.T) {
+	for _, n := range []int{1, 2, 4} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := newPair(t, "push")
+				for i := range 6 {
+					fs := fmt.Sprintf("src/data/f%d", i)
+					p.create(fs, false)
+					p.write(fs, int64(i), 1)
+					p.snap(fs, "s1")
+					p.snap(fs, "s2")
+				}
+				s := &slowSizes{Sender: p.sender}
+				rep := replication.NewRun(s, p.receiver, replication.Config{
+					SizeEstimates: n, Concurrency: 1, Sleep: noSleep,
+					Policy: planner.Policy{InitialReplication: planner.AllSnapshots},
+				}).Do(ctx)
+				requireOK(t, rep)
+				assert.Equal(t, 12, s.estimations, "one estimate per step")
+				assert.Equal(t, n, s.most, "estimates at once")
+			})
+		})
+	}
 }
