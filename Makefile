@@ -4,7 +4,7 @@ FUZZTIME ?= 60s
 BENCHTIME ?= 1x
 PKGS ?= ./...
 
-.PHONY: all build test fmt-check vet fuzz bench platformtest generate tools run
+.PHONY: all build test fmt-check vet fuzz bench platformtest generate tools run dbservers
 
 all: build test
 
@@ -44,6 +44,19 @@ bench:
 # make platformtest PLATFORMTEST_ARGS='-test.run Smoke -test.v'
 platformtest:
 	./platformtest/vm/run.sh
+
+# PostgreSQL and MariaDB servers from Debian's packages, for the snapshot
+# hook tests: engine/hooks/dbtest starts each on a temporary data directory
+# and a loopback port (tests skip, saying so, where they are missing).
+# Installs only what is missing; .ci/run calls it before make test.
+dbservers:
+	@missing=""; \
+	{ ls /usr/lib/postgresql/*/bin/initdb || command -v initdb; } >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	{ command -v mariadbd || ls /usr/sbin/mariadbd; } >/dev/null 2>&1 || missing="$$missing mariadb-server"; \
+	if [ -z "$$missing" ]; then echo "dbservers: PostgreSQL and MariaDB are installed"; exit 0; fi; \
+	echo "dbservers: installing$$missing from Debian's packages"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing
 
 # Code generators, pinned: protoc from Debian's protobuf-compiler, the Go
 # plugins built into bin/ (git-ignored) so generated code does not depend on
