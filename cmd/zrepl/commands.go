@@ -228,9 +228,13 @@ func newConfigcheckCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.ParseFile(configPath)
+			if err == nil {
+				err = config.CheckFiles(cfg)
+			}
 			if err != nil {
 				var errs *config.Errors
 				if errors.As(err, &errs) {
+					errs.File = configPath
 					fmt.Fprintln(cmd.OutOrStdout(), errs.Error())
 					return fmt.Errorf("%s: %d problem(s)", configPath, len(errs.List))
 				}

@@ -86,7 +86,7 @@ var brokenConfigs = []struct {
 		      type: periodic
 		      prefix: z_
 		      interval: 1h
-		      hooks: [{type: command, path: /bin/true}]
+		      hooks: [{type: command, path: bin/true}]
 		    pruning: {keep_sender: [], keep_receiver: []}
 		    send: {bandwidth_limit: {max: 0}, step_holds: {disable_incremental: true}}
 		  - name: l
@@ -102,7 +102,7 @@ var brokenConfigs = []struct {
 		{"jobs[0].name", 2, "want a string, got a list"},
 		{"jobs[0].connect.client_identity", 4, "client identity \"bad@id\" is not a valid ZFS dataset name component: unexpected '@' in a dataset path"},
 		{"jobs[0].connect.listener_name", 4, "no sink job in this config serves local listener \"l\""},
-		{"jobs[0].snapshotting.hooks", 10, "key \"hooks\" is not implemented yet (snapshot hooks)"},
+		{"jobs[0].snapshotting.hooks[0].path", 10, "path \"bin/true\" must be absolute (hooks run without arguments; wrap a command line in a script)"},
 		{"jobs[0].send.bandwidth_limit.max", 12, "must be positive, or -1 for no limit"},
 		{"jobs[0].send.step_holds", 12, "key \"step_holds\" was replaced by replication.protection (guarantee_incremental is step_holds.disable_incremental: true)"},
 		{"jobs[1]", 13, "missing required key \"type\" (want push, sink, pull, source, snap)"},
@@ -395,6 +395,56 @@ var brokenConfigs = []struct {
 		{"jobs[0].name", 6, "duplicate key \"name\" (first at line 5)"},
 		{"jobs[1]", 12, "want a job mapping, got null"},
 		{"jobs[2]", 15, "mapping keys must be strings"},
+	}},
+	{"hooks", `
+		jobs:
+		  - name: s
+		    type: snap
+		    filesystems: {"pool<": true}
+		    snapshotting:
+		      type: periodic
+		      prefix: z_
+		      interval: 1h
+		      hooks:
+		        - type: command
+		        - type: command
+		          path: /bin/true
+		          timeout: 10
+		          err_is_fatal: maybe
+		          filesystems: {}
+		          dsn: "x"
+		        - type: postgres-checkpoint
+		          dsn: "host=db port=notaport password=s3cret"
+		        - type: mysql-lock-tables
+		          dsn: "no slash"
+		          filesystems: {"pool/mysql": true}
+		          path: /bin/true
+		        - type: mysql-lock-tables
+		          filesystems: {"pool/mysql": true}
+		        - type: lvm-snapshot
+		        - ~
+		        - [a]
+		    pruning: {keep: []}
+		  - name: m
+		    type: snap
+		    filesystems: {"pool<": true}
+		    snapshotting: {type: manual, hooks: []}
+		    pruning: {keep: []}
+		`, []Error{
+		{"jobs[0].snapshotting.hooks[0]", 10, "missing required key \"path\" (the executable to run before and after each snapshot)"},
+		{"jobs[0].snapshotting.hooks[1].timeout", 13, "invalid duration \"10\" (want e.g. 30s, 10m, 2h, 1d, 1w)"},
+		{"jobs[0].snapshotting.hooks[1].err_is_fatal", 14, "want true or false, got \"maybe\""},
+		{"jobs[0].snapshotting.hooks[1].filesystems", 15, "empty filter: no filesystem would be selected (e.g. {\"pool/data<\": true})"},
+		{"jobs[0].snapshotting.hooks[1].dsn", 16, "unknown key \"dsn\" (want type, err_is_fatal, timeout, filesystems, path)"},
+		{"jobs[0].snapshotting.hooks[2]", 17, "missing required key \"filesystems\" (a postgres-checkpoint hook runs only for the filesystems it names)"},
+		{"jobs[0].snapshotting.hooks[2].dsn", 18, "invalid dsn: invalid port"},
+		{"jobs[0].snapshotting.hooks[3].dsn", 20, "invalid dsn: missing the slash separating the database name"},
+		{"jobs[0].snapshotting.hooks[3].path", 22, "unknown key \"path\" (want type, err_is_fatal, timeout, filesystems, dsn)"},
+		{"jobs[0].snapshotting.hooks[4]", 23, "missing required key \"dsn\" (how to connect to the database)"},
+		{"jobs[0].snapshotting.hooks[5]", 25, "unknown hook type \"lvm-snapshot\" (want command, postgres-checkpoint, mysql-lock-tables)"},
+		{"jobs[0].snapshotting.hooks[6]", 26, "want a hook mapping, got null"},
+		{"jobs[0].snapshotting.hooks[7]", 27, "want a mapping, got a list"},
+		{"jobs[1].snapshotting.hooks", 32, "key \"hooks\" needs periodic snapshotting: manual snapshotting takes no snapshots to run hooks around"},
 	}},
 	{"empty document", ``, []Error{
 		{"", 0, "empty config: want a mapping with the keys global and jobs"},

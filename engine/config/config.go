@@ -215,6 +215,8 @@ type Snapshotting struct {
 	TimestampFormat string
 	// TimestampLocation is the time zone of the timestamp; nil is UTC.
 	TimestampLocation *time.Location
+	// Hooks run around each filesystem's snapshot, in config order.
+	Hooks []Hook
 }
 
 // KeepType is the type of a pruning rule.

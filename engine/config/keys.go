@@ -134,8 +134,12 @@ var registryEntries = []KeyInfo{
 	{Schema: "jobs.{push,source,snap}.snapshotting", Status: Structure},
 	{Schema: "jobs.{push,source,snap}.snapshotting.type", Status: Structure},
 	{Schema: "jobs.{push,source,snap}.snapshotting.periodic.{prefix,interval,timestamp_format,timestamp_location}", Status: Applied},
-	{Schema: "jobs.{push,source,snap}.snapshotting.periodic.hooks", Status: Partial,
-		Why: "is not implemented yet (snapshot hooks)"},
+	{Schema: "jobs.{push,source,snap}.snapshotting.periodic.hooks", Status: Structure},
+	{Schema: "jobs.{push,source,snap}.snapshotting.periodic.hooks.type", Status: Structure},
+	{Schema: "jobs.{push,source,snap}.snapshotting.periodic.hooks.command.{path,timeout,err_is_fatal,filesystems}", Status: Applied},
+	{Schema: "jobs.{push,source,snap}.snapshotting.periodic.hooks.{postgres-checkpoint,mysql-lock-tables}.{dsn,timeout,err_is_fatal,filesystems}", Status: Applied},
+	{Schema: "jobs.{push,source,snap}.snapshotting.manual.hooks", Status: Partial,
+		Why: "needs periodic snapshotting: manual snapshotting takes no snapshots to run hooks around"},
 
 	// pruning
 	{Schema: "jobs.{push,pull,snap}.pruning", Status: Structure},

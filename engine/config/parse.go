@@ -481,7 +481,9 @@ func (d *decoder) snapshotting(m *mapping, why string) *Snapshotting {
 				d.errf(p, sm.keyLine(k), "snapshot names would be invalid: %v", err)
 			}
 		}
-		sm.get("hooks")
+		s.Hooks = d.hooks(sm)
+	} else {
+		sm.get("hooks") // refused by the registry
 	}
 	sm.done()
 	return s
