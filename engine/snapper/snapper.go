@@ -1,8 +1,11 @@
 // Package snapper takes a job's snapshots: one snapshot name for every
 // filesystem the job snapshots, taken now or when the periodic interval is
-// due. It keeps no state of its own: when the next snapshot is due follows
-// from the newest snapshot on disk, so a restarted daemon neither
-// snapshots at once nor waits a full interval.
+// due, each between the job's snapshot hooks (engine/hooks). When the next
+// snapshot is due follows from the newest snapshot on disk, so a restarted
+// daemon neither snapshots at once nor waits a full interval; the only
+// state kept, in memory, is when the last run started, so that a
+// filesystem left without a snapshot (a failure, a fatal hook) is tried
+// again an interval later, not at once and forever.
 package snapper
 
 import (
@@ -10,8 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
+	"zrepl.dev/zrepl/engine/hooks"
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
@@ -28,6 +33,8 @@ type Config struct {
 	// UTC time in the layout 20060102_150405_000 (zrepl's "dense" format,
 	// whose _000 is literal).
 	Name func(t time.Time) string
+	// Hooks run around each filesystem's snapshot; nil for none.
+	Hooks *hooks.List
 }
 
 // Snapper snapshots the filesystems of one job.
@@ -35,6 +42,9 @@ type Snapper struct {
 	z           zfs.ZFS
 	filesystems func(ctx context.Context) ([]zfs.DatasetPath, error)
 	cfg         Config
+
+	mu      sync.Mutex
+	lastRun time.Time // of Snapshot; zero before the first
 }
 
 // New returns a snapper. filesystems lists what to snapshot at the time of
@@ -65,13 +75,57 @@ func (s *Snapper) name(now time.Time) (string, error) {
 	return name, nil
 }
 
-// SnapshotNow snapshots every filesystem with one name, Name(now). A
-// filesystem that already has that snapshot is skipped, so a retry after a
-// partial failure snapshots only what is missing; a filesystem destroyed
-// since it was listed is skipped too. Failures do not stop the other
-// filesystems: they are joined, each naming its snapshot. SnapshotNow
-// returns the snapshots it created, in the order of filesystems.
+// SnapshotNow snapshots every filesystem with one name, Name(now), as
+// Snapshot does, and returns the snapshots it created, in the order of
+// filesystems.
 func (s *Snapper) SnapshotNow(ctx context.Context, now time.Time) ([]zfs.VersionRef, error) {
+	reps, err := s.Snapshot(ctx, now)
+	var created []zfs.VersionRef
+	for _, r := range reps {
+		if r.State == Taken {
+			created = append(created, zfs.SnapshotRef(r.FS, r.Snapshot))
+		}
+	}
+	return created, err
+}
+
+// State is what one snapshot run did on one filesystem.
+type State string
+
+const (
+	Taken  State = "taken"
+	Failed State = "failed"
+	// Skipped: a pre-snapshot hook with err_is_fatal failed.
+	Skipped State = "skipped"
+	// Existed: the filesystem had the snapshot already.
+	Existed State = "existed"
+	// Gone: the filesystem was destroyed since it was listed.
+	Gone State = "gone"
+)
+
+// FSReport is one filesystem's part of a snapshot run.
+type FSReport struct {
+	FS       zfs.DatasetPath
+	Snapshot string
+	State    State
+	// Err is why the snapshot failed (Failed) or was skipped (Skipped).
+	Err error
+	// Hooks are the hook edges that ran, in order.
+	Hooks []hooks.Result
+}
+
+// Snapshot snapshots every filesystem with one name, Name(now), each
+// between the hooks that match it. A filesystem that already has that
+// snapshot is left as it is, so a retry after a partial failure snapshots
+// only what is missing; a filesystem destroyed since it was listed is
+// skipped too. Failures do not stop the other filesystems: the error
+// joins them, each naming its filesystem (a failed hook is one, also
+// where the snapshot was taken). The reports are in the order of
+// filesystems.
+func (s *Snapper) Snapshot(ctx context.Context, now time.Time) ([]FSReport, error) {
+	s.mu.Lock()
+	s.lastRun = now
+	s.mu.Unlock()
 	name, err := s.name(now)
 	if err != nil {
 		return nil, err
@@ -80,24 +134,41 @@ func (s *Snapper) SnapshotNow(ctx context.Context, now time.Time) ([]zfs.Version
 	if err != nil {
 		return nil, fmt.Errorf("list filesystems to snapshot: %w", err)
 	}
-	var created []zfs.VersionRef
+	s.cfg.Hooks.WarnUnmatched(fss)
+	var reps []FSReport
 	var errs []error
 	for _, fs := range fss {
+		ref := zfs.SnapshotRef(fs, name)
 		if err := ctx.Err(); err != nil {
-			errs = append(errs, fmt.Errorf("snapshot %s: %w", zfs.SnapshotRef(fs, name), err))
+			errs = append(errs, fmt.Errorf("snapshot %s: %w", ref, err))
 			break
 		}
-		ref := zfs.SnapshotRef(fs, name)
-		err := s.z.Snapshot(ctx, fs, name)
-		switch {
+		hr := s.cfg.Hooks.Run(ctx, fs, name, func(ctx context.Context) error {
+			return s.z.Snapshot(ctx, fs, name)
+		})
+		r := FSReport{FS: fs, Snapshot: name, Hooks: hr.Results}
+		switch err := hr.SnapshotErr; {
+		case hr.Skipped:
+			r.State = Skipped
+			r.Err = fmt.Errorf("snapshot %s not taken: a pre_snapshot hook with err_is_fatal failed", ref)
+			errs = append(errs, r.Err)
 		case err == nil:
-			created = append(created, ref)
-		case errors.Is(err, zfs.ErrDatasetExists), errors.Is(err, zfs.ErrDatasetNotExist):
+			r.State = Taken
+		case errors.Is(err, zfs.ErrDatasetExists):
+			r.State = Existed
+		case errors.Is(err, zfs.ErrDatasetNotExist):
+			r.State = Gone
 		default:
-			errs = append(errs, fmt.Errorf("snapshot %s: %w", ref, err))
+			r.State = Failed
+			r.Err = fmt.Errorf("snapshot %s: %w", ref, err)
+			errs = append(errs, r.Err)
 		}
+		if err := hr.HookErr(); err != nil {
+			errs = append(errs, err)
+		}
+		reps = append(reps, r)
 	}
-	return created, errors.Join(errs...)
+	return reps, errors.Join(errs...)
 }
 
 // NextDue is when the next periodic snapshot is due: the earliest, over the
@@ -105,8 +176,11 @@ func (s *Snapper) SnapshotNow(ctx context.Context, now time.Time) ([]zfs.Version
 // now if a filesystem has no prefixed snapshot. A time already past is
 // returned as now. A snapshot dated after now (a clock that went back)
 // counts as taken now, so the wait never exceeds one interval. Without
-// filesystems the next look is one interval away. Interval 0 (manual)
-// returns the zero time.
+// filesystems the next look is one interval away. It is never earlier
+// than an interval after the start of this snapper's last Snapshot (as
+// zrepl, which snapshots every interval after its first sync point):
+// what that run left unsnapshotted waits for the next. Interval 0
+// (manual) returns the zero time.
 //
 // A filesystem that cannot be listed is left out and its error returned
 // (joined, naming the filesystem) with the time the others give.
@@ -137,7 +211,8 @@ func (s *Snapper) NextDue(ctx context.Context, now time.Time) (time.Time, error)
 			}
 		}
 		if !found {
-			return now, errors.Join(errs...)
+			due = now
+			break
 		}
 		if newest.After(now) {
 			newest = now
@@ -146,6 +221,11 @@ func (s *Snapper) NextDue(ctx context.Context, now time.Time) (time.Time, error)
 			due = d
 		}
 	}
+	s.mu.Lock()
+	if floor := s.lastRun.Add(s.cfg.Interval); !s.lastRun.IsZero() && due.Before(floor) && !s.lastRun.After(now) {
+		due = floor
+	}
+	s.mu.Unlock()
 	if due.Before(now) {
 		due = now
 	}

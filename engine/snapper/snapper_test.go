@@ -265,3 +265,28 @@ func TestPeriodicScheduleSurvivesRestart(t *testing.T) {
 	require.Equal(t, t0.Add(time.Hour), due)
 	require.True(t, strings.HasPrefix(w.snapshots(t, w.fss[1])[3], "zrepl_20260504_1045"))
 }
+
+// A filesystem a run left without a snapshot (a failure, a fatal hook)
+// does not make the next run due at once, again and again: it waits an
+// interval from the last run, as zrepl snapshots every interval. A new
+// snapper (a restart) goes by the disk alone.
+func TestNextDueAfterARunThatLeftAFilesystemOut(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t, "pool/a", "pool/b")
+	cfg := Config{Prefix: "zrepl_", Interval: time.Hour, Name: stamp}
+	s := New(w.m, w.list, cfg)
+	busy := &zfs.Error{Kind: zfs.ErrDatasetBusy, Op: "snapshot", Dataset: "pool/b@zrepl_20260504_100000", Msg: "dataset is busy"}
+	require.NoError(t, w.m.FailNext("Snapshot", 2, busy))
+	_, err := s.SnapshotNow(ctx, t0)
+	require.ErrorIs(t, err, zfs.ErrDatasetBusy)
+	require.Empty(t, w.snapshots(t, w.fss[1]))
+
+	w.now = t0.Add(time.Minute)
+	due, err := s.NextDue(ctx, w.now)
+	require.NoError(t, err)
+	require.Equal(t, t0.Add(time.Hour), due, "pool/b waits for the next interval")
+
+	due, err = New(w.m, w.list, cfg).NextDue(ctx, w.now)
+	require.NoError(t, err)
+	require.Equal(t, w.now, due, "after a restart pool/b is due at once")
+}
