@@ -123,6 +123,10 @@ func New(opts Options) (*Daemon, error) {
 	if opts.Clock == nil {
 		opts.Clock = job.RealClock
 	}
+	// A hook that cannot run is found now, not at the first snapshot.
+	if err := config.CheckFiles(opts.Config); err != nil {
+		return nil, err
+	}
 	d := &Daemon{opts: opts, log: opts.Log, local: transport.NewLocal(), metrics: newMetrics(), byName: map[string]runner{}}
 	for i := range opts.Config.Jobs {
 		j := &opts.Config.Jobs[i]
@@ -211,8 +215,15 @@ func (d *Daemon) jobConfig(j *config.Job) job.Config {
 func (d *Daemon) buildActive(j *config.Job) error {
 	c := d.jobConfig(j)
 	z := d.opts.ZFS
+	var snap snapshotter
+	if j.Snapshotting != nil {
+		var err error
+		if snap, err = d.newSnapshotter(j); err != nil {
+			return err
+		}
+	}
 	if j.Snapshotting != nil && j.Snapshotting.Type == config.SnapshottingPeriodic {
-		c.Snapshotter = newSnapshotter(z, j)
+		c.Snapshotter = snap
 		c.BeforeSnapshot = d.demo(j)
 	}
 	if j.Type == config.JobPush || j.Type == config.JobPull {
@@ -227,7 +238,7 @@ func (d *Daemon) buildActive(j *config.Job) error {
 		c.LocalTarget = senderTarget{sender(z, j)}
 		c.PruneLocal = newPrune(j.Pruning.Keep, j.Snapshotting)
 		if c.Snapshotter == nil {
-			c.Snapshotter = manualSnapshotter{newSnapshotter(z, j)}
+			c.Snapshotter = manualSnapshotter{snap}
 		}
 	case config.JobPush:
 		c.Policy = policy(j)
@@ -337,7 +348,11 @@ func (d *Daemon) buildPassive(j *config.Job) error {
 		sc.Sender = rpc.Source(streamSender(sender(d.opts.ZFS, j), j, d.metrics, d.opts.Clock))
 		if j.Snapshotting != nil && j.Snapshotting.Type == config.SnapshottingPeriodic {
 			c := d.jobConfig(j)
-			c.Snapshotter = newSnapshotter(d.opts.ZFS, j)
+			snap, err := d.newSnapshotter(j)
+			if err != nil {
+				return err
+			}
+			c.Snapshotter = snap
 			c.BeforeSnapshot = d.demo(j)
 			a, err := job.NewActive(c)
 			if err != nil {

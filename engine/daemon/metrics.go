@@ -23,6 +23,8 @@ type Metrics struct {
 	snapshots   *prometheus.CounterVec
 	abstraction *prometheus.GaugeVec
 	steps       *prometheus.HistogramVec
+	hookRuns    *prometheus.CounterVec
+	hookFails   *prometheus.CounterVec
 }
 
 func newMetrics() *Metrics {
@@ -54,8 +56,14 @@ func newMetrics() *Metrics {
 			Namespace: "zrepl", Name: "step_send_duration_seconds", Help: "Duration of each step's send stream, from its start to its close.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
 		}, []string{"job"}),
+		hookRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "zrepl", Name: "hook_runs_total", Help: "Snapshot hook edges run, by hook type and phase (pre_snapshot, post_snapshot).",
+		}, []string{"job", "type", "phase"}),
+		hookFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "zrepl", Name: "hook_failures_total", Help: "Snapshot hook edges that failed (also timed out), by hook type and phase.",
+		}, []string{"job", "type", "phase"}),
 	}
-	m.reg.MustRegister(m.runs, m.runSeconds, m.errors, m.bytes, m.pruned, m.snapshots, m.abstraction, m.steps)
+	m.reg.MustRegister(m.runs, m.runSeconds, m.errors, m.bytes, m.pruned, m.snapshots, m.abstraction, m.steps, m.hookRuns, m.hookFails)
 	return m
 }
 
@@ -74,6 +82,14 @@ func (m *Metrics) Pruned(job, side string, n int) {
 // StepDone records one step's send duration.
 func (m *Metrics) StepDone(job string, took time.Duration) {
 	m.steps.WithLabelValues(job).Observe(took.Seconds())
+}
+
+// HookRan counts one edge of a snapshot hook.
+func (m *Metrics) HookRan(job, typ, phase string, err error) {
+	m.hookRuns.WithLabelValues(job, typ, phase).Inc()
+	if err != nil {
+		m.hookFails.WithLabelValues(job, typ, phase).Inc()
+	}
 }
 
 func (m *Metrics) Snapshotted(job string, n int) { m.snapshots.WithLabelValues(job).Add(float64(n)) }

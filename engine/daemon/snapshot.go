@@ -2,26 +2,89 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"zrepl.dev/zrepl/engine/config"
+	"zrepl.dev/zrepl/engine/hooks"
 	"zrepl.dev/zrepl/engine/job"
 	"zrepl.dev/zrepl/engine/snapper"
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
 // manualSnapshotter snapshots only when woken up (snapshotting: manual).
-type manualSnapshotter struct{ job.Snapshotter }
+type manualSnapshotter struct{ snapshotter }
 
 func (manualSnapshotter) NextDue(context.Context, time.Time) (time.Time, error) {
 	return time.Time{}, nil
 }
 
+// snapshotter is a job's snapper; it reports each filesystem's snapshot
+// and hooks for the job's status.
+type snapshotter struct{ *snapper.Snapper }
+
 // newSnapshotter takes a job's snapshots of the filesystems its filter
-// matches, named by its snapshotting settings.
-func newSnapshotter(z zfs.ZFS, j *config.Job) job.Snapshotter {
+// matches, named by its snapshotting settings, between its hooks.
+func (d *Daemon) newSnapshotter(j *config.Job) (snapshotter, error) {
 	s := j.Snapshotting
-	return snapper.New(z, func(ctx context.Context) ([]zfs.DatasetPath, error) {
+	hl, err := hooks.New(s.HookSpecs(), hooks.Options{
+		Log: d.log.With("job", j.Name), Now: d.opts.Clock.Now, Observer: jobHooks{d.metrics, j.Name},
+	})
+	if err != nil {
+		return snapshotter{}, fmt.Errorf("snapshotting: %w", err)
+	}
+	z := d.opts.ZFS
+	return snapshotter{snapper.New(z, func(ctx context.Context) ([]zfs.DatasetPath, error) {
 		return MatchFilesystems(ctx, z, j.Filesystems)
-	}, snapper.Config{Prefix: s.Prefix, Interval: s.Interval, Name: s.SnapshotName})
+	}, snapper.Config{Prefix: s.Prefix, Interval: s.Interval, Name: s.SnapshotName, Hooks: hl})}, nil
+}
+
+var _ job.SnapshotReporter = snapshotter{}
+
+func (s snapshotter) SnapshotNowReport(ctx context.Context, now time.Time) ([]job.SnapshotFSStatus, error) {
+	reps, err := s.Snapshot(ctx, now)
+	out := make([]job.SnapshotFSStatus, 0, len(reps))
+	for _, r := range reps {
+		st := job.SnapshotFSStatus{FS: r.FS.String(), Snapshot: r.Snapshot}
+		switch r.State {
+		case snapper.Gone:
+			continue // not a filesystem of the job any more
+		case snapper.Taken:
+			st.State = job.SnapDone
+		case snapper.Existed:
+			st.State, st.Error = job.SnapSkipped, "the snapshot exists already"
+		case snapper.Skipped:
+			st.State = job.SnapSkipped
+		default:
+			st.State = job.SnapFailed
+		}
+		var errs []error
+		if r.Err != nil {
+			errs = append(errs, r.Err)
+		}
+		for _, h := range r.Hooks {
+			res := job.HookResult{Hook: h.Hook, Phase: string(h.Phase), OK: h.Err == nil, Output: h.Output, DurationSeconds: h.Duration.Seconds()}
+			if h.Err != nil {
+				res.Error = h.Err.Error()
+				errs = append(errs, h.Err)
+			}
+			st.Hooks = append(st.Hooks, res)
+		}
+		if err := errors.Join(errs...); err != nil {
+			st.Error = err.Error()
+		}
+		out = append(out, st)
+	}
+	return out, err
+}
+
+// jobHooks counts a job's hook runs in the daemon's metrics.
+type jobHooks struct {
+	m   *Metrics
+	job string
+}
+
+func (o jobHooks) HookRan(typ hooks.Type, phase hooks.Phase, err error) {
+	o.m.HookRan(o.job, string(typ), string(phase), err)
 }
