@@ -64,7 +64,7 @@ func FuzzReceive(f *testing.F) {
 }
 
 // FuzzLoad: Load never panics, and what it accepts can be saved and
-// listed.
+// listed, with listings the engine can use (checkServable).
 func FuzzLoad(f *testing.F) {
 	w := newWorld(f)
 	var buf bytes.Buffer
@@ -82,6 +82,7 @@ func FuzzLoad(f *testing.F) {
 		if err := m.Save(&out); err != nil {
 			t.Fatal(err)
 		}
+		checkServable(t, m)
 		for _, name := range sortedKeys(m.st.Pools) {
 			if p, err := zfs.NewDatasetPath(name); err == nil {
 				_, _ = m.ListFilesystems(bg, p)

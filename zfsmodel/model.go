@@ -1,8 +1,12 @@
 // Package zfsmodel is an in-memory ZFS: it implements zfs.ZFS with pools,
 // filesystems, snapshots, bookmarks, holds, encryption, real byte send
 // streams and resumable receives, printing the same error texts OpenZFS 2.1
-// prints. Simulations and tests use it in place of a ZFS host; it is
-// deterministic given its Options (seed and clock).
+// prints. Simulations and tests use it in place of a ZFS host; given a
+// non-zero Options.Seed and a Clock it is deterministic. Without a seed its
+// GUIDs are random, as a real pool's are: the daemon's model backend must
+// never hand out a GUID twice, not even after its state went back in time
+// (restored from a backup), since replication takes equal GUIDs for equal
+// snapshots.
 //
 // File content is modelled as blocks of BlockSize bytes whose bytes are a
 // function of a 64-bit key, so a filesystem of a gigabyte costs a few
@@ -18,6 +22,8 @@
 package zfsmodel
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
@@ -37,7 +43,9 @@ const Cipher = "aes-256-gcm"
 
 // Options configure a Model.
 type Options struct {
-	// Seed makes GUIDs and content keys deterministic.
+	// Seed, if non-zero, makes GUIDs and encryption key IDs a
+	// deterministic sequence (tests and simulations). Zero draws them from
+	// crypto/rand.
 	Seed int64
 	// Clock gives snapshot creation times. Nil means a fake clock that
 	// starts at 2020-01-01 UTC and advances one second per reading, so
@@ -73,6 +81,8 @@ type Model struct {
 
 // state is everything Save persists.
 type state struct {
+	// Seed is Options.Seed (0: random GUIDs); GUIDCounter counts the
+	// GUIDs drawn, the position in a seeded sequence.
 	Seed        int64
 	GUIDCounter uint64
 	Pools       map[string]*pool
@@ -170,12 +180,22 @@ func splitmix(x uint64) uint64 {
 	return x ^ (x >> 31)
 }
 
-// newGUID draws the next GUID. splitmix is a bijection and its inputs
-// never repeat, so GUIDs are unique within one model.
+// newGUID draws the next GUID. Seeded, splitmix is a bijection and its
+// inputs never repeat, so GUIDs are unique within one model's history as
+// long as that history only moves forward; unseeded, they are random, so
+// a state restored from a backup does not hand out the GUIDs it handed
+// out after the backup once more.
 func (m *Model) newGUID() uint64 {
 	for {
 		m.st.GUIDCounter++
-		g := splitmix(uint64(m.st.Seed) + m.st.GUIDCounter*golden)
+		var g uint64
+		if m.st.Seed != 0 {
+			g = splitmix(uint64(m.st.Seed) + m.st.GUIDCounter*golden)
+		} else {
+			var b [8]byte
+			rand.Read(b[:]) // never fails (crypto/rand's documentation)
+			g = binary.LittleEndian.Uint64(b[:])
+		}
 		if g != 0 {
 			return g
 		}

@@ -432,7 +432,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	assert.Error(t, err)
 	_, err = Load(bytes.NewReader([]byte(`{"Format":1,"State":{"Pools":{},"Datasets":{"x/y":{"Name":"x/y"}}}}`)), Options{})
 	assert.Error(t, err)
-	_, err = Load(bytes.NewReader([]byte(`{"Format":1,"State":{"Pools":{"x":{"Name":"x"}},"Datasets":{"x":{"Name":"x","Encrypted":true,"EncRoot":"x/gone"}}}}`)), Options{})
+	_, err = Load(bytes.NewReader([]byte(`{"Format":1,"State":{"Pools":{"x":{"Name":"x"}},"Datasets":{"x":{"Name":"x","GUID":1,"Encrypted":true,"EncRoot":"x/gone"}}}}`)), Options{})
 	assert.ErrorContains(t, err, "encryption root")
 }
 

@@ -31,7 +31,7 @@ type machine struct {
 
 func newMachine(t *rapid.T) *machine {
 	mc := &machine{
-		m:         New(Options{Seed: rapid.Int64().Draw(t, "seed")}),
+		m:         New(Options{Seed: rapid.Int64Min(1).Draw(t, "seed")}), // seeded: replays are deterministic,
 		sums:      map[uint64]string{},
 		bookmarks: map[string][2]uint64{},
 		holds:     map[string][]string{},
