@@ -71,7 +71,9 @@ func openBackend(cfg *config.Config, log *slog.Logger, readOnly bool) (*backend,
 	if cfg.Global.ZFSBackend != config.BackendModel {
 		return &backend{zfs: zfsreal.New(zfsreal.Options{})}, nil
 	}
-	opts := zfsmodel.Options{Seed: time.Now().UnixNano(), Clock: time.Now}
+	// No seed: the model's GUIDs are random, as a pool's are, so that a
+	// state that went back in time never hands out a GUID twice.
+	opts := zfsmodel.Options{Clock: time.Now}
 	var m *zfsmodel.Model
 	dir := cfg.Global.ModelStateDir
 	// Set once the Durable exists, before any receive can run.
@@ -95,6 +97,9 @@ func openBackend(cfg *config.Config, log *slog.Logger, readOnly bool) (*backend,
 	}
 	path := filepath.Join(dir, modelStateFile)
 	if dir != "" {
+		if p := daemon.StateDirProblem(dir, modelStateFile); p != "" {
+			log.Warn("model backend: model_state_dir is not private: any user who can write there can change the model's pools, snapshots and holds (chmod go-w)", "problem", p)
+		}
 		f, err := os.Open(path)
 		switch {
 		case err == nil:
@@ -176,38 +181,16 @@ func (s *modelSaver) save() error {
 	return saveModel(s.m, s.dir)
 }
 
-// saveModel writes the state atomically: a crash leaves the old or the
-// new state, never half of one (temp file, fsync, rename). A killed
-// process loses nothing saved; the directory is not synced, so a power
-// loss may undo the last rename and leave the state before it, which is
-// still whole.
+// saveModel writes the state atomically and durably (daemon.SaveFile): a
+// crash or power loss leaves the old or the new state, never half of one.
 func saveModel(m *zfsmodel.Model, dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
 	// Encode first: the model is locked while it encodes, and file IO
 	// under that lock would stall every other call on the model.
 	var buf bytes.Buffer
 	if err := m.Save(&buf); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, modelStateFile+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, modelStateFile))
+	return daemon.SaveFile(dir, modelStateFile, buf.Bytes())
 }
 
 // newLogger builds the slog logger of the config's outlets: stdout (text

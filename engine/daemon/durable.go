@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 
 	"zrepl.dev/zrepl/engine/zfs"
@@ -150,3 +153,66 @@ func (d *Durable) AbortReceive(ctx context.Context, fs zfs.DatasetPath) error {
 }
 
 var _ zfs.ZFS = (*Durable)(nil)
+
+// SaveFile writes data to dir/name (creating dir, mode 0700) so that a
+// crash or a power loss leaves either the previous content or the new one,
+// whole: a temporary file, fsynced, renamed over the old one, then the
+// directory fsynced. Without the last fsync the rename is not durable: a
+// power loss may bring the previous state back, and with it, on the model
+// backend, a past that other hosts have already moved on from.
+func SaveFile(dir, name string, data []byte) error {
+	return saveFile(dir, name, data, (*os.File).Sync)
+}
+
+// saveFile is SaveFile with the fsync given (a test records them).
+func saveFile(dir, name string, data []byte, sync func(*os.File) error) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, name+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := sync(tmp); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := sync(d); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// StateDirProblem says what is unsafe about the permissions of a state
+// directory and the state file in it, or "" if nothing is (a file or
+// directory that does not exist yet is none). Whoever may write there may
+// rewrite the backend's pools, snapshots and holds.
+func StateDirProblem(dir, name string) string {
+	var problems []string
+	for _, p := range []string{dir, filepath.Join(dir, name)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		if m := fi.Mode().Perm(); m&0o022 != 0 {
+			problems = append(problems, fmt.Sprintf("%s is writable by users other than its owner (mode %v)", p, m))
+		}
+	}
+	return strings.Join(problems, "; ")
+}
