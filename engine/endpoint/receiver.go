@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"zrepl.dev/zrepl/engine/zfs"
 )
@@ -264,6 +265,13 @@ func (r *Receiver) moveLastReceivedHold(ctx context.Context, target zfs.DatasetP
 	}
 	if got.GUID != to.GUID {
 		return fmt.Errorf("%s%s has GUID %016x, the plan said %016x: %w", target, got.RelName(), got.GUID, to.GUID, ErrReceivedWrongVersion)
+	}
+	// A received snapshot keeps the creation time of the one sent: the
+	// same GUID at another time is another snapshot (a sender whose state
+	// went back in time drew the GUID again).
+	if !to.Creation.IsZero() && !got.Creation.IsZero() && to.Creation.Unix() != got.Creation.Unix() {
+		return fmt.Errorf("%s%s has GUID %016x as planned but was created at %s, the sender's at %s: not the same snapshot: %w",
+			target, got.RelName(), got.GUID, got.Creation.UTC().Format(time.RFC3339), to.Creation.UTC().Format(time.RFC3339), ErrReceivedWrongVersion)
 	}
 	tag := LastReceivedHoldTag(r.Job)
 	if err := holdIdempotent(ctx, r.ZFS, got.Ref(target), tag); err != nil {

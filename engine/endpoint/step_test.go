@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -118,6 +119,14 @@ func TestMoveLastReceivedHold(t *testing.T) {
 	gone := v["a"]
 	gone.Name = "zz"
 	assert.ErrorIs(t, r.MoveLastReceivedHold(ctx, "fs", gone), ErrReceivedWrongVersion)
+
+	// The same GUID created at another time is another snapshot (a
+	// sender whose state went back in time drew the GUID again).
+	other := v["b"]
+	other.Creation = other.Creation.Add(time.Hour)
+	err = r.MoveLastReceivedHold(ctx, "fs", other)
+	assert.ErrorIs(t, err, ErrReceivedWrongVersion)
+	assert.ErrorContains(t, err, "not the same snapshot")
 
 	bm := v["a"]
 	bm.Kind = zfs.Bookmark

@@ -49,7 +49,13 @@
 // ConflictNoCommonVersion (naming both sides' newest). The receiver has
 // snapshots newer than its copy of the base (it cannot receive on top of
 // the base without losing them): ConflictDiverged if the sender has newer
-// snapshots too, else ConflictReceiverAhead.
+// snapshots too, else ConflictReceiverAhead. The receiver's snapshot of the
+// base's GUID was created at another time than the base (a received
+// snapshot and a bookmark keep the creation time of their snapshot):
+// ConflictGUIDReused, as one GUID then names two snapshots (a side's state
+// went back in time and drew its GUIDs again); the base is never taken for
+// a snapshot it is not, neither as "up to date" nor as an incremental
+// source.
 //
 // # Encryption
 //

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/engine/zfs/resumetoken"
@@ -225,6 +226,12 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 				describePtr(newest(hist), "none (the sender has no snapshots or bookmarks)"), describe(rsnaps[len(rsnaps)-1]))
 		}
 		b := hist[bi]
+		if r, ok := sameGUIDOtherSnapshot(b, rsnaps); ok {
+			return conflict(ConflictGUIDReused, "the sender's %s and the receiver's %s have the same guid but were created at different times (%s and %s): "+
+				"they are different snapshots, so one side's state went back in time (restored from a backup, or its last writes lost in a power cut) "+
+				"and hands out GUIDs again; refusing to take one for the other. The receiver's snapshots from %s on belong to a history the sender no longer has",
+				describe(b), describe(r), b.Creation.UTC().Format(time.RFC3339), r.Creation.UTC().Format(time.RFC3339), r.RelName())
+		}
 		base = &b
 		snaps = snapshotsAfter(hist, b.CreateTXG, true)
 		if newer := receiverNewerThan(rsnaps, b.GUID); len(newer) > 0 {
@@ -384,6 +391,26 @@ func commonBase(hist, rsnaps []zfs.FilesystemVersion) int {
 		return i
 	}
 	return -1
+}
+
+// sameGUIDOtherSnapshot returns the receiver's snapshot with b's GUID if
+// it is not the snapshot b is (or was made from): a received snapshot
+// keeps the creation time of the one sent, and so does a bookmark, so one
+// GUID with two creation times is two snapshots. ZFS's GUIDs are random;
+// equal GUIDs of different snapshots come from a state that went back in
+// time and drew its GUIDs from a sequence, as the model backend once did.
+// Creation times are compared in seconds, as ZFS lists them; a zero one
+// (a listing without them) compares equal to anything.
+func sameGUIDOtherSnapshot(b zfs.FilesystemVersion, rsnaps []zfs.FilesystemVersion) (zfs.FilesystemVersion, bool) {
+	for i := len(rsnaps) - 1; i >= 0; i-- {
+		r := rsnaps[i]
+		if r.GUID != b.GUID {
+			continue
+		}
+		differ := !b.Creation.IsZero() && !r.Creation.IsZero() && b.Creation.Unix() != r.Creation.Unix()
+		return r, differ
+	}
+	return zfs.FilesystemVersion{}, false
 }
 
 // receiverNewerThan returns the receiver's snapshots after its newest

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -186,6 +187,47 @@ func TestHistoryConflicts(t *testing.T) {
 		r := receiver("fs", rs...)
 		p := planOne(t, sender("fs", a), &r, Policy{})
 		requireConflict(t, p, ConflictReceiverAhead, "and 7 more")
+	})
+}
+
+// created sets a version's creation time (seconds after an epoch).
+func created(v zfs.FilesystemVersion, sec int64) zfs.FilesystemVersion {
+	v.Creation = time.Unix(1_700_000_000+sec, 0)
+	return v
+}
+
+// One GUID with two creation times is two snapshots: a sender whose state
+// went back in time and drew GUIDs from a sequence again (the model
+// backend before it drew random ones) would otherwise be "up to date" or
+// send incrementals onto the receiver's unrelated snapshot.
+func TestGUIDReused(t *testing.T) {
+	// The receiver got a, b, c; the sender was restored to a and made
+	// x and y, which drew b's and c's GUIDs again.
+	rcv := receiver("fs", created(snap("a", 101, 3), 1), created(snap("b", 102, 4), 2), created(snap("c", 103, 5), 3))
+	x, y := created(snap("x", 102, 20), 50), created(snap("y", 103, 30), 60)
+	t.Run("would be up to date", func(t *testing.T) {
+		p := planOne(t, sender("fs", created(a, 1), x, y), &rcv, Policy{})
+		requireConflict(t, p, ConflictGUIDReused, "@y (guid 103", "@c (guid 103", "different times", "from @c on")
+		assert.Nil(t, p.Base)
+	})
+	t.Run("would send onto the wrong base", func(t *testing.T) {
+		z := created(snap("z", 104, 40), 70)
+		p := planOne(t, sender("fs", created(a, 1), x, y, z), &rcv, Policy{})
+		requireConflict(t, p, ConflictGUIDReused, "@y (guid 103")
+	})
+	t.Run("a bookmark base carries its snapshot's creation", func(t *testing.T) {
+		p := planOne(t, sender("fs", created(book("cursor", 103, 30), 60), created(snap("z", 104, 40), 70)), &rcv, Policy{})
+		requireConflict(t, p, ConflictGUIDReused, "#cursor (guid 103")
+		ok := planOne(t, sender("fs", created(book("cursor", 103, 30), 3), created(snap("z", 104, 40), 70)), &rcv, Policy{})
+		assert.Equal(t, "#cursor -> @z", stepsString(ok.Steps))
+	})
+	t.Run("same creation second, or unknown, is the same snapshot", func(t *testing.T) {
+		sub := created(snap("c", 103, 30), 3)
+		sub.Creation = sub.Creation.Add(900 * time.Millisecond)
+		p := planOne(t, sender("fs", created(a, 1), created(b, 2), sub), &rcv, Policy{})
+		assert.Equal(t, StatusUpToDate, p.Status)
+		p = planOne(t, sender("fs", a, b, c), &rcv, Policy{})
+		assert.Equal(t, StatusUpToDate, p.Status)
 	})
 }
 

@@ -296,6 +296,10 @@ const (
 	// ConflictParentMissing: the parent does not exist on the receiver
 	// and this plan cannot create it.
 	ConflictParentMissing
+	// ConflictGUIDReused: the common base's GUID is on the receiver, but
+	// as another snapshot (another creation time): a side's state went
+	// back in time and handed out GUIDs again.
+	ConflictGUIDReused
 )
 
 var conflictNames = map[ConflictKind]string{
@@ -310,6 +314,7 @@ var conflictNames = map[ConflictKind]string{
 	ConflictReceiverNotPlaceholder: "receiver filesystem is not a placeholder",
 	ConflictForeignPartialReceive:  "foreign partial receive",
 	ConflictParentMissing:          "parent missing on receiver",
+	ConflictGUIDReused:             "same GUID, different snapshots",
 }
 
 func (k ConflictKind) Error() string {
