@@ -7,17 +7,17 @@ import (
 	"pgregory.net/rapid"
 
 	"zrepl.dev/zrepl/engine/replication"
-	"zrepl.dev/zrepl/engine/replication/planner"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/zfsmodel"
 )
 
 // Encryption in the world: the sender's encFS is an encryption root. The
-// jobs that follow the source (policy Unspecified) send it raw, so it
-// lands as an encryption root of its own whose key the receiver does not
-// have loaded. One job sends plain (policy Encrypted=False) into a
-// receiver root that is itself encrypted: encryption on receive, under the
-// receiver's key. Operators load and unload keys on both hosts.
+// jobs with send.raw send it raw, so it lands as an encryption root of its
+// own whose key the receiver does not have loaded (and their unencrypted
+// filesystems as zfs send -w streams). One job sends plain (the default
+// send section) into a receiver root that is itself encrypted: encryption
+// on receive, under the receiver's key. Operators load and unload keys on
+// both hosts.
 
 // encFS is the sender's encrypted filesystem.
 const encFS = "src/data/b"
@@ -26,12 +26,15 @@ const encFS = "src/data/b"
 // encrypted receiver root.
 const plainJob = 1
 
-// policy is j's replication policy.
-func (j job) policy() planner.Policy {
-	if j.id == jobs[plainJob].id {
-		return planner.Policy{Encrypted: planner.False}
+// sendsPlain: j sends encrypted filesystems decrypted.
+func (j job) sendsPlain() bool { return j.id == jobs[plainJob].id }
+
+// sendPolicy is j's send section.
+func (j job) sendPolicy() zfs.SendPolicy {
+	if j.sendsPlain() {
+		return zfs.SendPolicy{}
 	}
-	return planner.Policy{}
+	return zfs.SendPolicy{Flags: zfs.SendFlags{Raw: true}}
 }
 
 // keyRoots are the encryption roots whose keys an operator may toggle: the
@@ -146,7 +149,7 @@ func (w *world) checkEncryptedAtRest(t *rapid.T) {
 			}
 			must(t, err)
 			want := dst
-			if j.policy().Encrypted == planner.False {
+			if j.sendsPlain() {
 				want = j.dstRoot
 			}
 			if !info.Encrypted() || info.EncryptionRoot != want {
@@ -160,7 +163,7 @@ func (w *world) checkEncryptedAtRest(t *rapid.T) {
 // plain job needs the sender's key of encFS (to read it) and its
 // receiver root's key (to write below it); raw sends need no key.
 func (w *world) keyUnloaded(t *rapid.T, j job, fs string) bool {
-	if j.policy().Encrypted != planner.False {
+	if !j.sendsPlain() {
 		return false
 	}
 	unloaded := func(m *zfsmodel.Model, ds string) bool {

@@ -122,7 +122,7 @@ func TestSSHExitResumes(t *testing.T) {
 				}
 				lk := w.connect(rt, j, 1, opts)
 				snd, rcv := w.endpoints(j, lk)
-				rep := replication.NewRun(snd, rcv, replication.Config{Policy: j.policy(), MaxAttempts: 1, Now: w.clock}).Do(bg)
+				rep := replication.NewRun(snd, rcv, replication.Config{MaxAttempts: 1, Now: w.clock}).Do(bg)
 				status := lk.ssh.victimStatus()
 				lk.close()
 				w.persist(rt)

@@ -56,7 +56,6 @@ func (w *world) forgedPull(t *rapid.T) {
 	pickTo := rapid.IntRange(0, 1<<10).Draw(t, "pickTo")
 	pickFrom := rapid.IntRange(0, 1<<10).Draw(t, "pickFrom")
 	pickOther := rapid.IntRange(0, 1<<10).Draw(t, "pickOther")
-	raw := rapid.Bool().Draw(t, "raw")
 	fromGUIDKnown := rapid.Bool().Draw(t, "fromGUIDKnown")
 	offsetBlocks := uint64(rapid.IntRange(0, 4).Draw(t, "offsetBlocks"))
 
@@ -67,7 +66,12 @@ func (w *world) forgedPull(t *rapid.T) {
 	}
 	ti := pickTo % len(snaps)
 	to := snaps[ti]
-	req := endpoint.SendRequest{FS: fs, To: to, Raw: raw}
+	// The source's own policy decides whether the stream is raw.
+	info, err := w.src.Info(zfs.MustDatasetPath(fs))
+	must(t, err)
+	flags := j.sendPolicy().Flags
+	raw := flags.RawStream(info)
+	req := endpoint.SendRequest{FS: fs, To: to}
 	// The versions older than to: incremental sources.
 	var older []zfs.FilesystemVersion
 	for _, v := range vs {
@@ -85,7 +89,7 @@ func (w *world) forgedPull(t *rapid.T) {
 	// offsetBlocks blocks); each forgery changes one thing.
 	tok := resumetoken.Token{
 		Object: 2, Offset: offsetBlocks * zfsmodel.BlockSize, Bytes: offsetBlocks * zfsmodel.BlockSize,
-		ToGUID: to.GUID, ToName: fs + "@" + to.Name, RawOK: raw, CompressOK: raw,
+		ToGUID: to.GUID, ToName: fs + "@" + to.Name, RawOK: raw, CompressOK: flags.Raw || flags.Compressed,
 	}
 	if from != nil {
 		tok.FromGUID = from.GUID
@@ -93,7 +97,7 @@ func (w *world) forgedPull(t *rapid.T) {
 	switch forgery {
 	case "private-fs":
 		p := snapshots(versionsOf(t, w.src, privateFS))[0]
-		req = endpoint.SendRequest{FS: privateFS, To: p, Raw: raw}
+		req = endpoint.SendRequest{FS: privateFS, To: p}
 		tok = resumetoken.Token{Object: 2, ToGUID: p.GUID, ToName: privateFS + "@" + p.Name, RawOK: raw, CompressOK: raw}
 	case "private-token":
 		p := snapshots(versionsOf(t, w.src, privateFS))[0]
@@ -138,7 +142,7 @@ func (w *world) forgedPull(t *rapid.T) {
 	h, err := w.askSource(t, j, req, int64(pickOther))
 	w.persist(t)
 	what := fmt.Sprintf("a request for %s (from guid %016x, raw %v) with a forged resume token (%s: %s guid %016x from guid %016x raw %v)",
-		req.To.Ref(zfs.MustDatasetPath(req.FS)), fromGUID(req.From), req.Raw, forgery, tok.ToName, tok.ToGUID, tok.FromGUID, tok.RawOK)
+		req.To.Ref(zfs.MustDatasetPath(req.FS)), fromGUID(req.From), raw, forgery, tok.ToName, tok.ToGUID, tok.FromGUID, tok.RawOK)
 	if err != nil {
 		// Refused: the error must say which filesystem and why.
 		if !strings.Contains(err.Error(), req.FS) {
@@ -168,10 +172,10 @@ func (w *world) forgedPull(t *rapid.T) {
 	if h.FromGUID != wantFrom {
 		diffs = append(diffs, fmt.Sprintf("it sent from guid %016x, not %016x", h.FromGUID, wantFrom))
 	}
-	if h.RawOK != req.Raw {
+	if h.RawOK != raw {
 		diffs = append(diffs, fmt.Sprintf("it sent raw=%v", h.RawOK))
 	}
-	if info, err := w.src.Info(zfs.MustDatasetPath(req.FS)); err == nil && info.Encrypted() && req.Raw && !h.Encrypted {
+	if info.Encrypted() && raw && !h.Encrypted {
 		diffs = append(diffs, "it sent plain data of an encrypted filesystem")
 	}
 	if len(diffs) > 0 {

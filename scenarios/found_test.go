@@ -216,7 +216,7 @@ func TestDeadDataConnNamesSSH(t *testing.T) {
 		lk := w.connect(rt, j, 0, linkOpts{ssh: true, victim: 1,
 			script: netsim.ProcessScript{Exit: netsim.ExitAfterStdout, StdoutBytes: 19, Status: 255, Stderr: "client_loop: send disconnect: Broken pipe\r\n"}})
 		snd, rcv := w.endpoints(j, lk)
-		rep := replication.NewRun(snd, rcv, replication.Config{Policy: j.policy(), MaxAttempts: 1, Now: w.clock}).Do(bg)
+		rep := replication.NewRun(snd, rcv, replication.Config{MaxAttempts: 1, Now: w.clock}).Do(bg)
 		status := lk.ssh.victimStatus()
 		lk.close()
 		if status != 255 {

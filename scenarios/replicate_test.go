@@ -277,7 +277,6 @@ func (w *world) run(t *rapid.T, j job, fault string, netSeed int64, concurrency,
 		keyless = w.keylessFilesystems(t, j)
 	}
 	run = replication.NewRun(seqSender{inner: x.sender, s: seq}, seqReceiver{inner: x, s: seq}, replication.Config{
-		Policy:      j.policy(),
 		Concurrency: concurrency,
 		MaxAttempts: attempts,
 		Now:         w.clock,

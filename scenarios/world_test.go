@@ -178,6 +178,7 @@ func (w *world) sender(j job) *endpoint.Sender {
 	return &endpoint.Sender{
 		ZFS: w.src, Job: j.id, Roots: []zfs.DatasetPath{zfs.MustDatasetPath("src")},
 		Filter: func(fs zfs.DatasetPath) bool { return fs.HasPrefix(zfs.MustDatasetPath(srcRoot)) },
+		Policy: j.sendPolicy(),
 	}
 }
 

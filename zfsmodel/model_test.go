@@ -81,7 +81,7 @@ func TestSendSizeIsExact(t *testing.T) {
 	b1 := w.v(w.src, "b1")
 	for _, args := range []zfs.SendArgs{
 		{FS: w.src, To: s1},
-		{FS: w.src, To: s2, Raw: true},
+		{FS: w.src, To: s2, Flags: zfs.SendFlags{Raw: true}},
 		{FS: w.src, From: &s1, To: s2},
 		{FS: w.src, From: &b1, To: s2},
 	} {

@@ -238,6 +238,9 @@ func (m *Model) beginRecv(op, name string, h streamHeader, opts zfs.RecvOptions)
 			if parent.Encrypted && !h.Encrypted && !m.keyLoaded(parent) {
 				return nil, zerr(zfs.ErrKeyNotLoaded, op, name, "%s: inherited key must be loaded", pre)
 			}
+			if parent.Encrypted && !h.Encrypted && h.EmbedOK {
+				return nil, embeddedIntoEncrypted(op, name, pre)
+			}
 			rp.full = true
 			return rp, nil
 		}
@@ -266,6 +269,9 @@ func (m *Model) beginRecv(op, name string, h streamHeader, opts zfs.RecvOptions)
 	if !h.Encrypted && d.Encrypted && !m.keyLoaded(d) {
 		return nil, zerr(zfs.ErrKeyNotLoaded, op, name, "%s: inherited key must be loaded", pre)
 	}
+	if !h.Encrypted && d.Encrypted && h.EmbedOK {
+		return nil, embeddedIntoEncrypted(op, name, pre)
+	}
 	base := m.snapByGUID(d, h.FromGUID)
 	if base == nil {
 		return nil, zerr(zfs.ErrIncrementalSourceMismatch, op, name, "%s: most recent snapshot of %s does not\nmatch incremental source", pre, name)
@@ -278,6 +284,12 @@ func (m *Model) beginRecv(op, name string, h streamHeader, opts zfs.RecvOptions)
 	}
 	rp.base = base.GUID
 	return rp, nil
+}
+
+// embeddedIntoEncrypted: encrypted filesystems have no embedded blocks,
+// so ZFS refuses a stream with the embedded-data feature into one.
+func embeddedIntoEncrypted(op, name, pre string) error {
+	return zerr(zfs.ErrEncryptionMismatch, op, name, "%s: incompatible embedded data stream feature with encrypted receive.", pre)
 }
 
 // checkSnapNameFree refuses a stream whose snapshot name is taken on the

@@ -153,13 +153,18 @@ func (m *Model) planSend(args zfs.SendArgs) (*streamPlan, error) {
 		h.FromName, h.FromGUID = fromRef.String(), guid
 	}
 
-	raw, compress, large, embed := args.Raw, args.Compressed, args.LargeBlocks, args.EmbeddedData
+	f := args.Flags
+	raw, compress, large, embed := f.Raw, f.Compressed, f.LargeBlocks, f.EmbeddedData
 	if resuming {
 		// A resumed send continues with the flags of the interrupted one.
 		raw, compress, large, embed = tok.RawOK, tok.CompressOK, tok.LargeBlockOK, tok.EmbedOK
 		h.Resume, h.ResumeOffset, h.ResumeBytes = true, tok.Offset, tok.Bytes
 	}
-	h.RawOK, h.CompressOK, h.LargeBlockOK, h.EmbedOK = raw, compress || raw, large, embed
+	// The stream's feature flags, which a receive's token records, as
+	// OpenZFS sets them: -w implies -c, -L and -e, but only an encrypted
+	// dataset's stream is raw, and an encrypted dataset has no embedded
+	// blocks (the model's pools have the embedded_data feature active).
+	h.RawOK, h.CompressOK, h.LargeBlockOK, h.EmbedOK = raw && d.Encrypted, compress || raw, large || raw, (embed || raw) && !d.Encrypted
 	if d.Encrypted {
 		if raw {
 			h.Encrypted, h.KeyID = true, m.root(d).KeyID

@@ -36,6 +36,7 @@ var patterns = []pattern{
 	{kind: zfs.ErrEncryptionMismatch, sub: "cannot be used to destroy an encrypted filesystem"},
 	{kind: zfs.ErrEncryptionMismatch, sub: "overwrite an unencrypted one with an encrypted one"},
 	{kind: zfs.ErrEncryptionMismatch, sub: "cannot perform raw receive on top of existing unencrypted dataset"},
+	{kind: zfs.ErrEncryptionMismatch, sub: "incompatible embedded data stream feature with encrypted receive"},
 	{kind: zfs.ErrKeyNotLoaded, sub: "key must be loaded"},
 	{kind: zfs.ErrKeyNotLoaded, sub: "encryption key not loaded"},
 	{kind: zfs.ErrKeyNotLoaded, sub: "key not loaded"},

@@ -26,17 +26,14 @@ func sendArgv(args zfs.SendArgs, dryRun bool) []string {
 	if args.ResumeToken != "" {
 		return append(argv, "-t", args.ResumeToken)
 	}
-	if args.Raw {
-		argv = append(argv, "-w")
-	}
-	if args.Compressed {
-		argv = append(argv, "-c")
-	}
-	if args.LargeBlocks {
-		argv = append(argv, "-L")
-	}
-	if args.EmbeddedData {
-		argv = append(argv, "-e")
+	f := args.Flags
+	for _, fl := range []struct {
+		on   bool
+		flag string
+	}{{f.Raw, "-w"}, {f.Properties, "-p"}, {f.BackupProperties, "-b"}, {f.Compressed, "-c"}, {f.LargeBlocks, "-L"}, {f.EmbeddedData, "-e"}} {
+		if fl.on {
+			argv = append(argv, fl.flag)
+		}
 	}
 	if args.From != nil {
 		argv = append(argv, "-i", args.From.Ref(args.FS).String())
@@ -177,7 +174,7 @@ func tokenCorruptMsg(err error) string {
 // a non-raw send of a dataset whose key is not loaded fails with just
 // "Invalid argument", so the key status is asked for.
 func (c *CLI) refineSendError(ctx context.Context, args zfs.SendArgs, e *zfs.Error) {
-	if e.Kind != 0 || args.Raw || ctx.Err() != nil || e.ExitStatus == 0 {
+	if e.Kind != 0 || args.Flags.Raw || ctx.Err() != nil || e.ExitStatus == 0 {
 		return
 	}
 	out, _, err := c.run(ctx, "get", args.FS.String(), []string{"get", "-H", "-p", "-o", "value", "keystatus", args.FS.String()})

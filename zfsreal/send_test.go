@@ -47,11 +47,12 @@ func TestSendArgv(t *testing.T) {
 		{zfs.SendArgs{FS: fs, To: sv("s2")}, "send pool/a/fs@s2"},
 		{zfs.SendArgs{FS: fs, From: &from, To: sv("s2")}, "send -i pool/a/fs@s1 pool/a/fs@s2"},
 		{zfs.SendArgs{FS: fs, From: &fromBook, To: sv("s2")}, "send -i pool/a/fs#b1 pool/a/fs@s2"},
-		{zfs.SendArgs{FS: fs, To: sv("s2"), Raw: true, Compressed: true, LargeBlocks: true, EmbeddedData: true},
+		{zfs.SendArgs{FS: fs, To: sv("s2"), Flags: zfs.SendFlags{Raw: true, Compressed: true, LargeBlocks: true, EmbeddedData: true}},
 			"send -w -c -L -e pool/a/fs@s2"},
-		{zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), Raw: true}, "send -w -i pool/a/fs@s1 pool/a/fs@s2"},
+		{zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), Flags: zfs.SendFlags{Raw: true}}, "send -w -i pool/a/fs@s1 pool/a/fs@s2"},
+		{zfs.SendArgs{FS: fs, To: sv("s2"), Flags: zfs.SendFlags{Properties: true, BackupProperties: true}}, "send -p -b pool/a/fs@s2"},
 		// The token carries the flags; none are repeated.
-		{zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), Raw: true, ResumeToken: "1-2-3-4"}, "send -t 1-2-3-4"},
+		{zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), Flags: zfs.SendFlags{Raw: true}, ResumeToken: "1-2-3-4"}, "send -t 1-2-3-4"},
 	}
 	for _, c := range cases {
 		assert.Equal(t, c.want, strings.Join(sendArgv(c.args, false), " "))
@@ -65,7 +66,7 @@ func TestSendStreamsToEOF(t *testing.T) {
 	f.onVersions("pool/a/fs@s1 11")
 	const n = 3<<20 + 17
 	f.on("send -c pool/a/fs@s1", fakeRule{StreamBytes: n})
-	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1"), Compressed: true})
+	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1"), Flags: zfs.SendFlags{Compressed: true}})
 	require.NoError(t, err)
 	got, err := io.ReadAll(r)
 	require.NoError(t, err)
@@ -255,7 +256,7 @@ func TestSendResumeToken(t *testing.T) {
 		ToGUID: 22, ToName: "pool/a/fs@s2", FromGUID: 11, CompressOK: true}
 	token := tok.Encode()
 	from := withGUID(sv("s1"), 11)
-	good := zfs.SendArgs{FS: fs, From: &from, To: withGUID(sv("s2"), 22), Compressed: true, ResumeToken: token}
+	good := zfs.SendArgs{FS: fs, From: &from, To: withGUID(sv("s2"), 22), Flags: zfs.SendFlags{Compressed: true}, ResumeToken: token}
 
 	f := newFake(t)
 	listing := f.onVersions("pool/a/fs@s2 22", "pool/a/fs@s1 11")
@@ -292,7 +293,7 @@ func TestSendResumeToken(t *testing.T) {
 
 	// The token's flags rule: a raw flag in args neither refuses the
 	// token nor reaches the command line.
-	raw := zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), Raw: true, ResumeToken: token}
+	raw := zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), Flags: zfs.SendFlags{Raw: true}, ResumeToken: token}
 	r, err = c.Send(ctx, raw)
 	require.NoError(t, err)
 	_, err = io.ReadAll(r)
@@ -360,13 +361,13 @@ func TestSendSize(t *testing.T) {
 	n, err := c.SendSize(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
 	require.NoError(t, err)
 	assert.EqualValues(t, 33575792, n)
-	n, err = c.SendSize(ctx, zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), Raw: true})
+	n, err = c.SendSize(ctx, zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), Flags: zfs.SendFlags{Raw: true}})
 	require.NoError(t, err)
 	assert.EqualValues(t, 4096, n)
-	n, err = c.SendSize(ctx, zfs.SendArgs{FS: fs, To: sv("s2"), Compressed: true})
+	n, err = c.SendSize(ctx, zfs.SendArgs{FS: fs, To: sv("s2"), Flags: zfs.SendFlags{Compressed: true}})
 	require.NoError(t, err)
 	assert.EqualValues(t, 77, n)
-	_, err = c.SendSize(ctx, zfs.SendArgs{FS: fs, To: sv("s2"), LargeBlocks: true})
+	_, err = c.SendSize(ctx, zfs.SendArgs{FS: fs, To: sv("s2"), Flags: zfs.SendFlags{LargeBlocks: true}})
 	var oe *outputError
 	assert.ErrorAs(t, err, &oe)
 }

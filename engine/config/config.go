@@ -265,17 +265,13 @@ type BandwidthLimit struct {
 
 const DefaultBucketCapacity = 128 << 10
 
+// SendOptions are a push or source job's send section.
 type SendOptions struct {
-	// Encrypted sends raw and refuses filesystems that are not encrypted.
-	Encrypted        bool
-	Raw              bool // zfs send -w
-	SendProperties   bool // -p
-	BackupProperties bool // -b
-	LargeBlocks      bool // -L
-	Compressed       bool // -c
-	EmbeddedData     bool // -e
-	Saved            bool // -S
-	BandwidthLimit   BandwidthLimit
+	// Policy is send.encrypted and the send flags (send.raw,
+	// send_properties, backup_properties, large_blocks, compressed,
+	// embedded_data, saved), as the job's sender applies them.
+	Policy         zfs.SendPolicy
+	BandwidthLimit BandwidthLimit
 }
 
 // PlaceholderEncryption is how a receiver creates placeholder filesystems

@@ -81,7 +81,7 @@ func TestPushSinkTLSExamples(t *testing.T) {
 	assert.Equal(t, "backup", j.Connect.ServerCN)
 	assert.Equal(t, DefaultDialTimeout, j.Connect.DialTimeout)
 	assert.Equal(t, int64(50<<20), j.Send.BandwidthLimit.Max)
-	assert.True(t, j.Send.Compressed)
+	assert.True(t, j.Send.Policy.Flags.Compressed)
 	assert.False(t, j.Filesystems.Match(zfs.MustDatasetPath("zroot/usr/home/paranoid")))
 	assert.True(t, j.Filesystems.Match(zfs.MustDatasetPath("zroot/usr/home/paranoid/x")), "an exact exclusion does not exclude children")
 	assert.True(t, j.Filesystems.Match(zfs.MustDatasetPath("zroot/usr/home/alice")))

@@ -70,8 +70,7 @@ var registry = map[string]KeyInfo{}
 
 const (
 	// notYetSend: the semantics helper's part of issue 11.
-	notYetSend   = "is not implemented yet: this daemon would send without it"
-	notYetSource = "is not implemented yet for a source job: a source's sends do not apply it"
+	notYetSend = "is not implemented yet: this daemon would send without it"
 )
 
 var registryEntries = []KeyInfo{
@@ -158,9 +157,8 @@ var registryEntries = []KeyInfo{
 	{Schema: "jobs.{push,source}.send", Status: Structure},
 	{Schema: "jobs.{push,source}.send.bandwidth_limit", Status: Structure},
 	{Schema: "jobs.{push,source}.send.bandwidth_limit.{max,bucket_capacity}", Status: Applied},
-	{Schema: "jobs.push.send.{encrypted,compressed,large_blocks,embedded_data}", Status: Applied},
-	{Schema: "jobs.push.send.{raw,send_properties,backup_properties,saved}", Status: Partial, Allowed: []string{"false"}, Why: notYetSend},
-	{Schema: "jobs.source.send.{encrypted,raw,send_properties,backup_properties,large_blocks,compressed,embedded_data,saved}", Status: Partial, Allowed: []string{"false"}, Why: notYetSource},
+	{Schema: "jobs.{push,source}.send.{encrypted,raw,compressed,large_blocks,embedded_data}", Status: Applied},
+	{Schema: "jobs.{push,source}.send.{send_properties,backup_properties,saved}", Status: Partial, Allowed: []string{"false"}, Why: notYetSend},
 	{Schema: "jobs.{push,source}.send.step_holds", Status: Partial,
 		Why: "was replaced by replication.protection (guarantee_incremental is step_holds.disable_incremental: true)"},
 

@@ -53,23 +53,23 @@ func TestPartialKeysRefuseWhatTheDaemonWouldIgnore(t *testing.T) {
 		    snapshotting: {type: manual}
 		    pruning: {keep_sender: [], keep_receiver: []}
 		    send:
-		      raw: %s
+		      saved: %s
 		    conflict_resolution: {initial_replication: %s}
 		`
 	for _, ok := range [][2]string{{"false", "all"}, {"no", "most_recent"}, {"off", "all"}} {
 		cfg := mustParse(t, fmt.Sprintf(base, ok[0], ok[1]))
-		assert.False(t, cfg.Jobs[0].Send.Raw)
+		assert.False(t, cfg.Jobs[0].Send.Policy.Flags.Saved)
 	}
 	errs := parseErrors(t, fmt.Sprintf(base, "true", "fail"))
 	require.Len(t, errs, 2)
-	assert.Equal(t, Error{"jobs[0].send.raw", 9, `value "true" ` + notYetSend + " (want false)"}, *errs[0])
+	assert.Equal(t, Error{"jobs[0].send.saved", 9, `value "true" ` + notYetSend + " (want false)"}, *errs[0])
 	assert.Equal(t, "jobs[0].conflict_resolution.initial_replication", errs[1].Path)
 	assert.Contains(t, errs[1].Msg, `value "fail" fail is not implemented yet`)
 
 	// An invalid value says so, not that it is not implemented.
 	errs = parseErrors(t, fmt.Sprintf(base, "maybe", "all"))
 	require.Len(t, errs, 1)
-	assert.Equal(t, Error{"jobs[0].send.raw", 9, `want true or false, got "maybe"`}, *errs[0])
+	assert.Equal(t, Error{"jobs[0].send.saved", 9, `want true or false, got "maybe"`}, *errs[0])
 }
 
 func TestInertKeysWarn(t *testing.T) {

@@ -642,14 +642,18 @@ func (d *decoder) send(m *mapping) SendOptions {
 	if !ok {
 		return o
 	}
-	o.Encrypted = sm.boolean("encrypted", false)
-	o.Raw = sm.boolean("raw", false)
-	o.SendProperties = sm.boolean("send_properties", false)
-	o.BackupProperties = sm.boolean("backup_properties", false)
-	o.LargeBlocks = sm.boolean("large_blocks", false)
-	o.Compressed = sm.boolean("compressed", false)
-	o.EmbeddedData = sm.boolean("embedded_data", false)
-	o.Saved = sm.boolean("saved", false)
+	o.Policy = zfs.SendPolicy{
+		Encrypted: sm.boolean("encrypted", false),
+		Flags: zfs.SendFlags{
+			Raw:              sm.boolean("raw", false),
+			Properties:       sm.boolean("send_properties", false),
+			BackupProperties: sm.boolean("backup_properties", false),
+			LargeBlocks:      sm.boolean("large_blocks", false),
+			Compressed:       sm.boolean("compressed", false),
+			EmbeddedData:     sm.boolean("embedded_data", false),
+			Saved:            sm.boolean("saved", false),
+		},
+	}
 	o.BandwidthLimit = d.bandwidthLimit(sm)
 	sm.get("step_holds")
 	sm.done()

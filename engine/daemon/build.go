@@ -88,7 +88,7 @@ func Roots(f *config.Filter) []zfs.DatasetPath {
 // sender is the endpoint of a job that sends (push, source, snap).
 func sender(z zfs.ZFS, j *config.Job) jobSender {
 	return jobSender{
-		Sender:    &endpoint.Sender{ZFS: z, Job: j.ID, Filter: j.Filesystems.Match, Roots: Roots(j.Filesystems)},
+		Sender:    &endpoint.Sender{ZFS: z, Job: j.ID, Filter: j.Filesystems.Match, Roots: Roots(j.Filesystems), Policy: j.Send.Policy},
 		everyPool: everyPool(j.Filesystems),
 	}
 }
@@ -176,16 +176,12 @@ func ignoreBusy(err error) error {
 	return err
 }
 
-// policy maps a job's send and conflict settings to the planner's.
+// policy maps an active job's conflict settings to the planner's. The
+// send flags are the sending job's (endpoint.Sender.Policy).
 func policy(j *config.Job) planner.Policy {
-	p := planner.Policy{
-		Compressed: j.Send.Compressed, LargeBlocks: j.Send.LargeBlocks, EmbeddedData: j.Send.EmbeddedData,
-	}
+	var p planner.Policy
 	if j.ConflictResolution.InitialReplication == config.InitialAll {
 		p.InitialReplication = planner.AllSnapshots
-	}
-	if j.Send.Encrypted {
-		p.Encrypted = planner.True
 	}
 	return p
 }

@@ -18,6 +18,10 @@ type Filesystem struct {
 	Path     string
 	Info     zfs.FilesystemInfo
 	Versions []zfs.FilesystemVersion
+	// Send is the sending job's policy for the filesystem (set by a
+	// sender's listing only): the active side plans by it, the sender
+	// applies it.
+	Send zfs.SendPolicy
 	// Marks are the sender's own job's bookmarks among Versions. Only
 	// the sender knows which job it is, so it reads them off for the
 	// driver; a receiver's listing leaves them empty.
@@ -59,15 +63,13 @@ func jobMarks(versions []zfs.FilesystemVersion, job JobID) JobMarks {
 // version outside what the endpoint serves.
 var ErrNotAllowed = errors.New("not allowed")
 
-// SendRequest asks for one step.
+// SendRequest asks for one step. It carries no send flags: the sender's
+// own job decides them (Sender.Policy), as in zrepl.
 type SendRequest struct {
 	FS          string
 	From        *zfs.FilesystemVersion
 	To          zfs.FilesystemVersion
 	ResumeToken string
-	Raw         bool
-
-	Compressed, LargeBlocks, EmbeddedData bool
 
 	// Protection is what the sender keeps while the step is open; the
 	// active side of the job chooses it (replication.protection).
@@ -124,6 +126,10 @@ type Sender struct {
 	Filter func(zfs.DatasetPath) bool
 	// Roots are the datasets listed; each is filtered.
 	Roots []zfs.DatasetPath
+	// Policy is the job's send section: the flags of its sends, and
+	// whether it sends encrypted filesystems only. It applies to every
+	// send the sender makes, whoever asks.
+	Policy zfs.SendPolicy
 }
 
 func (s *Sender) allowed(fs string) (zfs.DatasetPath, error) {
@@ -155,15 +161,18 @@ func (s *Sender) ListFilesystems(ctx context.Context) ([]Filesystem, error) {
 			if err != nil {
 				return nil, fmt.Errorf("list versions of %s: %w", info.Path, err)
 			}
-			out = append(out, Filesystem{Path: info.Path.String(), Info: info, Versions: versions, Marks: jobMarks(versions, s.Job)})
+			out = append(out, Filesystem{Path: info.Path.String(), Info: info, Versions: versions, Send: s.Policy, Marks: jobMarks(versions, s.Job)})
 		}
 	}
 	return out, nil
 }
 
-// checkToken makes sure a resume token encodes exactly the requested step,
-// so a confused or malicious receiver cannot make us send anything else.
-func checkToken(fs zfs.DatasetPath, req SendRequest) error {
+// checkToken makes sure a resume token encodes exactly the requested step
+// with the rawness the policy gives it, so a confused or malicious
+// receiver cannot make us send anything else (another filesystem or
+// snapshot, or an encrypted filesystem decrypted where the job sends it
+// raw, or the other way round).
+func checkToken(fs zfs.DatasetPath, req SendRequest, raw bool) error {
 	tok, err := resumetoken.Decode(req.ResumeToken)
 	if err != nil {
 		return fmt.Errorf("resume token for %s: %w", fs, err)
@@ -173,17 +182,41 @@ func checkToken(fs zfs.DatasetPath, req SendRequest) error {
 	if req.From != nil {
 		wantFrom = req.From.GUID
 	}
-	if tok.ToName != want || tok.ToGUID != req.To.GUID || tok.FromGUID != wantFrom || tok.RawOK != req.Raw {
+	if tok.ToName != want || tok.ToGUID != req.To.GUID || tok.FromGUID != wantFrom || tok.RawOK != raw {
 		return fmt.Errorf("resume token encodes %s (guid %016x, from guid %016x, raw %v), the request is for %s (guid %016x, from guid %016x, raw %v): %w",
-			tok.ToName, tok.ToGUID, tok.FromGUID, tok.RawOK, want, req.To.GUID, wantFrom, req.Raw, zfs.ErrResumeTokenCorrupt)
+			tok.ToName, tok.ToGUID, tok.FromGUID, tok.RawOK, want, req.To.GUID, wantFrom, raw, zfs.ErrResumeTokenCorrupt)
 	}
 	return nil
 }
 
+// sendArgs turns req into the arguments of its zfs send under the job's
+// policy, refusing (ErrNotAllowed) what the policy does not send and a
+// resume token that encodes anything but the requested step.
+func (s *Sender) sendArgs(ctx context.Context, fs zfs.DatasetPath, req SendRequest) (zfs.SendArgs, error) {
+	infos, err := s.ZFS.ListFilesystems(ctx, fs)
+	if err != nil {
+		return zfs.SendArgs{}, fmt.Errorf("look up %s: %w", fs, err)
+	}
+	if len(infos) == 0 || infos[0].Path != fs {
+		return zfs.SendArgs{}, fmt.Errorf("look up %s: not listed: %w", fs, zfs.ErrDatasetNotExist)
+	}
+	flags, err := s.Policy.For(infos[0])
+	if err != nil {
+		return zfs.SendArgs{}, fmt.Errorf("job %s: %w: %w", s.Job, ErrNotAllowed, err)
+	}
+	if req.ResumeToken != "" && !plantedbugs.SkipResumeTokenCheck {
+		if err := checkToken(fs, req, flags.RawStream(infos[0])); err != nil {
+			return zfs.SendArgs{}, err
+		}
+	}
+	return zfs.SendArgs{FS: fs, From: req.From, To: req.To, ResumeToken: req.ResumeToken, Flags: flags}, nil
+}
+
 // Send protects the step with step holds (or a step bookmark where the
-// source is a bookmark) and starts the send stream. The protection stays
-// until the next step of the filesystem completed, so an interrupted step
-// can always resume and the incremental source cannot vanish underneath.
+// source is a bookmark) and starts the send stream with the flags of the
+// job's policy. The protection stays until the next step of the
+// filesystem completed, so an interrupted step can always resume and the
+// incremental source cannot vanish underneath.
 func (s *Sender) Send(ctx context.Context, req SendRequest) (io.ReadCloser, error) {
 	fs, err := s.allowed(req.FS)
 	if err != nil {
@@ -192,10 +225,9 @@ func (s *Sender) Send(ctx context.Context, req SendRequest) (io.ReadCloser, erro
 	if req.To.Kind != zfs.Snapshot {
 		return nil, fmt.Errorf("send %s: target %s is not a snapshot: %w", fs, req.To.RelName(), ErrNotAllowed)
 	}
-	if req.ResumeToken != "" && !plantedbugs.SkipResumeTokenCheck {
-		if err := checkToken(fs, req); err != nil {
-			return nil, err
-		}
+	args, err := s.sendArgs(ctx, fs, req)
+	if err != nil {
+		return nil, err
 	}
 	if err := s.protect(ctx, fs, req); err != nil {
 		return nil, err
@@ -206,10 +238,7 @@ func (s *Sender) Send(ctx context.Context, req SendRequest) (io.ReadCloser, erro
 	if plantedbugs.EarlyStepRelease {
 		_ = releaseTagFrom(ctx, s.ZFS, []zfs.VersionRef{req.To.Ref(fs)}, StepHoldTag(s.Job))
 	}
-	return s.ZFS.Send(ctx, zfs.SendArgs{
-		FS: fs, From: req.From, To: req.To, ResumeToken: req.ResumeToken, Raw: req.Raw,
-		Compressed: req.Compressed, LargeBlocks: req.LargeBlocks, EmbeddedData: req.EmbeddedData,
-	})
+	return s.ZFS.Send(ctx, args)
 }
 
 // protect takes the step protection req.Protection asks for.
@@ -257,10 +286,11 @@ func (s *Sender) SendSize(ctx context.Context, req SendRequest) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return s.ZFS.SendSize(ctx, zfs.SendArgs{
-		FS: fs, From: req.From, To: req.To, ResumeToken: req.ResumeToken, Raw: req.Raw,
-		Compressed: req.Compressed, LargeBlocks: req.LargeBlocks, EmbeddedData: req.EmbeddedData,
-	})
+	args, err := s.sendArgs(ctx, fs, req)
+	if err != nil {
+		return 0, err
+	}
+	return s.ZFS.SendSize(ctx, args)
 }
 
 // StepCompleted is called once the receiver confirmed req.To. It moves the

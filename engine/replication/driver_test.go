@@ -327,14 +327,15 @@ func TestRawSendOfEncryptedFilesystem(t *testing.T) {
 	p.create("src/data", true)
 	p.write("src/data", 1, 4)
 	p.snap("src/data", "s1")
-	requireOK(t, p.run(replication.Config{Policy: planner.Policy{Encrypted: planner.True}}))
+	p.sender.Policy = zfs.SendPolicy{Encrypted: true}
+	requireOK(t, p.run(replication.Config{}))
 	info, err := p.dst.Info(p.fs("dst/client/src/data"))
 	require.NoError(t, err)
 	assert.True(t, info.Encrypted())
 	assert.Equal(t, zfs.KeyStatusUnavailable, info.KeyStatus, "a raw receive does not bring the key")
 	p.write("src/data", 2, 4)
 	p.snap("src/data", "s2")
-	requireOK(t, p.run(replication.Config{Policy: planner.Policy{Encrypted: planner.True}}))
+	requireOK(t, p.run(replication.Config{}))
 	p.assertReplicated("src/data", "s1", "s2")
 
 	// An unencrypted source is refused where the policy requires encryption.
@@ -343,7 +344,7 @@ func TestRawSendOfEncryptedFilesystem(t *testing.T) {
 	}
 	p.create("src/plain", false)
 	p.snap("src/plain", "s1")
-	rep := p.run(replication.Config{Policy: planner.Policy{Encrypted: planner.True}})
+	rep := p.run(replication.Config{})
 	var plain *replication.FSReport
 	for i := range rep.Filesystems {
 		if rep.Filesystems[i].FS == "src/plain" {

@@ -80,11 +80,27 @@ func toPBProtection(p endpoint.Protection) pb.Protection {
 	return pb.Protection_GUARANTEE_RESUMABILITY
 }
 
+// toPBSendPolicy leaves the zero policy out of the message.
+func toPBSendPolicy(p zfs.SendPolicy) *pb.SendPolicy {
+	if p == (zfs.SendPolicy{}) {
+		return nil
+	}
+	f := p.Flags
+	return &pb.SendPolicy{Encrypted: p.Encrypted, Raw: f.Raw, Properties: f.Properties, BackupProperties: f.BackupProperties,
+		LargeBlocks: f.LargeBlocks, Compressed: f.Compressed, EmbeddedData: f.EmbeddedData, Saved: f.Saved}
+}
+
+func fromPBSendPolicy(p *pb.SendPolicy) zfs.SendPolicy {
+	return zfs.SendPolicy{Encrypted: p.GetEncrypted(), Flags: zfs.SendFlags{
+		Raw: p.GetRaw(), Properties: p.GetProperties(), BackupProperties: p.GetBackupProperties(),
+		LargeBlocks: p.GetLargeBlocks(), Compressed: p.GetCompressed(), EmbeddedData: p.GetEmbeddedData(), Saved: p.GetSaved(),
+	}}
+}
+
 func toPBSendRequest(r endpoint.SendRequest) *pb.SendRequest {
 	return &pb.SendRequest{
-		Fs: r.FS, From: toPBVersion(r.From), To: toPBVersion(&r.To), ResumeToken: r.ResumeToken, Raw: r.Raw,
+		Fs: r.FS, From: toPBVersion(r.From), To: toPBVersion(&r.To), ResumeToken: r.ResumeToken,
 		Protection: toPBProtection(r.Protection),
-		Compressed: r.Compressed, LargeBlocks: r.LargeBlocks, EmbeddedData: r.EmbeddedData,
 	}
 }
 
@@ -121,8 +137,7 @@ func fromPBSendRequest(r *pb.SendRequest, bookmarkTarget bool) (endpoint.SendReq
 		return endpoint.SendRequest{}, fmt.Errorf("send %s: %w: unknown protection %d", r.Fs, ErrBadRequest, r.Protection)
 	}
 	return endpoint.SendRequest{
-		FS: r.Fs, From: from, To: to, ResumeToken: r.ResumeToken, Raw: r.Raw, Protection: prot,
-		Compressed: r.Compressed, LargeBlocks: r.LargeBlocks, EmbeddedData: r.EmbeddedData,
+		FS: r.Fs, From: from, To: to, ResumeToken: r.ResumeToken, Protection: prot,
 	}, nil
 }
 
@@ -167,6 +182,7 @@ func toPBFilesystems(in []endpoint.Filesystem) *pb.ListFilesystemsReply {
 		}
 		pf.JobCursorGuids = f.Marks.Cursors
 		pf.JobStepBookmarks = f.Marks.StepBookmarks
+		pf.SendPolicy = toPBSendPolicy(f.Send)
 		out.Filesystems[i] = pf
 	}
 	return out
@@ -197,7 +213,7 @@ func fromPBFilesystems(in *pb.ListFilesystemsReply) ([]endpoint.Filesystem, erro
 			Path: path, GUID: info.GetGuid(), ReceiveResumeToken: info.GetReceiveResumeToken(),
 			Encryption: info.GetEncryption(), EncryptionRoot: info.GetEncryptionRoot(), KeyStatus: ks,
 			Placeholder: info.GetPlaceholder(),
-		}, Marks: endpoint.JobMarks{Cursors: f.GetJobCursorGuids(), StepBookmarks: f.GetJobStepBookmarks()}}
+		}, Send: fromPBSendPolicy(f.GetSendPolicy()), Marks: endpoint.JobMarks{Cursors: f.GetJobCursorGuids(), StepBookmarks: f.GetJobStepBookmarks()}}
 		for _, v := range f.Versions {
 			fv, err := fromPBVersion("listed", v)
 			if err != nil {

@@ -45,9 +45,8 @@ func TestConversionsRoundTrip(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		req := endpoint.SendRequest{
 			FS: pathGen().Draw(t, "fs"), To: versionGen(zfs.Snapshot).Draw(t, "to"),
-			ResumeToken: rapid.String().Draw(t, "token"), Raw: rapid.Bool().Draw(t, "raw"),
-			Compressed: rapid.Bool().Draw(t, "c"), LargeBlocks: rapid.Bool().Draw(t, "L"), EmbeddedData: rapid.Bool().Draw(t, "e"),
-			Protection: rapid.SampledFrom([]endpoint.Protection{endpoint.GuaranteeResumability, endpoint.GuaranteeIncremental, endpoint.GuaranteeNothing}).Draw(t, "protection"),
+			ResumeToken: rapid.String().Draw(t, "token"),
+			Protection:  rapid.SampledFrom([]endpoint.Protection{endpoint.GuaranteeResumability, endpoint.GuaranteeIncremental, endpoint.GuaranteeNothing}).Draw(t, "protection"),
 		}
 		if rapid.Bool().Draw(t, "incremental") {
 			from := versionGen(0).Draw(t, "from")
@@ -91,6 +90,10 @@ func TestConversionsRoundTrip(t *testing.T) {
 				f.Marks.Cursors = nil
 			}
 			f.Marks.StepBookmarks = rapid.Bool().Draw(t, "stepbookmarks")
+			f.Send = zfs.SendPolicy{Encrypted: rapid.Bool().Draw(t, "encrypted"), Flags: zfs.SendFlags{
+				Raw: rapid.Bool().Draw(t, "w"), Properties: rapid.Bool().Draw(t, "p"), BackupProperties: rapid.Bool().Draw(t, "b"),
+				LargeBlocks: rapid.Bool().Draw(t, "L"), Compressed: rapid.Bool().Draw(t, "c"), EmbeddedData: rapid.Bool().Draw(t, "e"), Saved: rapid.Bool().Draw(t, "S"),
+			}}
 			fss = append(fss, f)
 		}
 		gotF, err := fromPBFilesystems(toPBFilesystems(fss))

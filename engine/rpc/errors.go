@@ -46,6 +46,7 @@ var zfsKinds = map[zfs.Kind]string{
 	zfs.ErrInvalidName:               "invalid_name",
 	zfs.ErrNewerSnapshotsExist:       "newer_snapshots_exist",
 	zfs.ErrUnsupported:               "unsupported",
+	zfs.ErrNotEncrypted:              "not_encrypted",
 }
 
 // sentinels are the other errors whose identity crosses the wire.

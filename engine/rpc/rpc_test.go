@@ -20,7 +20,6 @@ import (
 
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/replication"
-	"zrepl.dev/zrepl/engine/replication/planner"
 	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/zfsmodel"
@@ -462,7 +461,9 @@ func TestRawSendOverRPC(t *testing.T) {
 			} else {
 				s, r = h.pull("pipe")
 			}
-			cfg := replication.Config{Sleep: noSleep, Policy: planner.Policy{Encrypted: planner.True}}
+			// The sender's own policy applies, also to a puller's sends.
+			h.sender.Policy = zfs.SendPolicy{Encrypted: true}
+			cfg := replication.Config{Sleep: noSleep}
 			requireOK(t, replication.NewRun(s, r, cfg).Do(context.Background()))
 			info, err := h.dst.Info(zfs.MustDatasetPath(dstFS))
 			require.NoError(t, err)

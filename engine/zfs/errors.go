@@ -28,6 +28,9 @@ const (
 	ErrInvalidName
 	ErrNewerSnapshotsExist
 	ErrUnsupported
+	// ErrNotEncrypted: the filesystem is not encrypted where the job's
+	// policy sends encrypted filesystems only (SendPolicy.Encrypted).
+	ErrNotEncrypted
 )
 
 var kindNames = map[Kind]string{
@@ -49,6 +52,7 @@ var kindNames = map[Kind]string{
 	ErrInvalidName:               "invalid name",
 	ErrNewerSnapshotsExist:       "more recent snapshots exist",
 	ErrUnsupported:               "unsupported",
+	ErrNotEncrypted:              "filesystem not encrypted",
 }
 
 func (k Kind) Error() string {

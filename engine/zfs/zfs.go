@@ -197,11 +197,9 @@ type SendArgs struct {
 	To FilesystemVersion
 	// ResumeToken continues an interrupted send (zfs send -t).
 	ResumeToken string
-
-	Raw          bool // -w: send encrypted data as is
-	Compressed   bool // -c
-	LargeBlocks  bool // -L
-	EmbeddedData bool // -e
+	// Flags shape the stream; a resumed send takes its flags from the
+	// token instead.
+	Flags SendFlags
 }
 
 // RecvOptions describe a receive.

@@ -309,7 +309,7 @@ func (m *Machine) Listed(sender, receiver []endpoint.Filesystem, senderErr, rece
 func toPlanner(in []endpoint.Filesystem) []planner.Filesystem {
 	out := make([]planner.Filesystem, len(in))
 	for i, f := range in {
-		out[i] = planner.Filesystem{Path: f.Path, Info: f.Info, Versions: f.Versions}
+		out[i] = planner.Filesystem{Path: f.Path, Info: f.Info, Versions: f.Versions, Send: f.Send}
 	}
 	return out
 }
@@ -528,9 +528,7 @@ func (m *Machine) sendRequest(fp *planner.FSPlan, s planner.Step) endpoint.SendR
 		prot = m.cfg.Protection.Initial
 	}
 	return endpoint.SendRequest{
-		FS: fp.Sender.String(), From: s.From, To: s.To, ResumeToken: s.ResumeToken, Raw: s.Raw,
-		Compressed: s.Compressed, LargeBlocks: s.LargeBlocks, EmbeddedData: s.EmbeddedData,
-		Protection: prot,
+		FS: fp.Sender.String(), From: s.From, To: s.To, ResumeToken: s.ResumeToken, Protection: prot,
 	}
 }
 

@@ -21,7 +21,8 @@ func FuzzResumeToken(f *testing.F) {
 		}
 		r = withToken(r, tok)
 		for _, abort := range []bool{false, true} {
-			res, err := Plan(Input{Sender: []Filesystem{sender("fs", a, b, c)}, Receiver: []Filesystem{r}, Policy: Policy{AbortForeignPartialReceive: abort}})
+			snd := sender("fs", a, b, c)
+			res, err := Plan(Input{Sender: []Filesystem{snd}, Receiver: []Filesystem{r}, Policy: Policy{AbortForeignPartialReceive: abort}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -41,7 +42,7 @@ func FuzzResumeToken(f *testing.F) {
 				if st.From != nil {
 					from = st.From.GUID
 				}
-				if dec.ToName != "pool/fs@"+st.To.Name || dec.ToGUID != st.To.GUID || dec.FromGUID != from || dec.RawOK != st.Raw || dec.SavedOK {
+				if dec.ToName != "pool/fs@"+st.To.Name || dec.ToGUID != st.To.GUID || dec.FromGUID != from || dec.RawOK != st.Flags.RawStream(snd.Info) || dec.SavedOK {
 					t.Fatalf("token %+v used for step %v", dec, st)
 				}
 			}

@@ -1,6 +1,7 @@
 package planner
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -169,11 +170,14 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 		}
 	}
 
-	senderEncrypted := s.Info.Encrypted()
-	if pol.Encrypted == True && !senderEncrypted {
-		return conflict(ConflictSenderNotEncrypted, "the policy requires encrypted sends and the sender's filesystem is not encrypted")
+	// The sender decides its flags by the same rule.
+	flags, refused := s.Send.For(s.Info)
+	var why *zfs.SendRefusedError
+	errors.As(refused, &why)
+	if errors.Is(refused, zfs.ErrNotEncrypted) {
+		return conflict(ConflictSenderNotEncrypted, "%s", why.Why)
 	}
-	raw := pol.Encrypted == True || pol.Encrypted == Unspecified && senderEncrypted
+	raw := flags.RawStream(s.Info)
 	receiverEncrypted := r != nil && r.Info.Encrypted()
 
 	var snaps []zfs.FilesystemVersion // sender snapshots to send, in order
@@ -263,16 +267,24 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 		}
 	}
 
-	if len(snaps) > 0 && !raw && senderEncrypted && s.Info.KeyStatus == zfs.KeyStatusUnavailable {
-		return conflict(ConflictKeyUnavailable, "a plain send of %s needs the sender's key loaded (or raw sends: encryption true)", describe(snaps[0]))
+	if len(snaps) > 0 && errors.Is(refused, zfs.ErrKeyNotLoaded) {
+		return conflict(ConflictKeyUnavailable, "sending %s: %s", describe(snaps[0]), why.Why)
 	}
 
 	// Where the receive would be encrypted: into the receiver's
 	// filesystem, or, when a full receive creates or replaces it, by
 	// inheritance from the parent.
 	encryptedTarget := receiverEncrypted || base == nil && parentEncrypted
+	if len(snaps) > 0 && encryptedTarget && flags.EmbedsData(s.Info) {
+		key := "send.embedded_data"
+		if !flags.EmbeddedData {
+			key = "send.raw (zfs send -w of an unencrypted filesystem embeds data as -e does)"
+		}
+		return conflict(ConflictEncryptionMismatch, "the receive of %s would be encrypted, and ZFS does not receive the embedded-data records of %s into an encrypted filesystem (man zfs-send, -e)",
+			describe(snaps[0]), key)
+	}
 	p.Base = base
-	p.Steps = buildSteps(base, snaps, raw, encryptedTarget, pol)
+	p.Steps = buildSteps(base, snaps, flags)
 	if len(p.Steps) > 0 && r != nil && r.Info.Placeholder && len(rsnaps) == 0 {
 		p.Steps[0].ReplacePlaceholder = true
 	}
@@ -291,11 +303,11 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 		if len(p.Steps) > 0 {
 			first = &p.Steps[0]
 		}
-		t, why := matchToken(tok, s.Info.Path, first)
+		t, why := matchToken(tok, s.Info.Path, first, raw)
 		switch {
 		case why == "":
 			first.ResumeToken = tok
-			first.Compressed, first.LargeBlocks, first.EmbeddedData = t.CompressOK, t.LargeBlockOK, t.EmbedOK
+			first.Flags = zfs.SendFlags{Raw: t.RawOK, Compressed: t.CompressOK, LargeBlocks: t.LargeBlockOK, EmbeddedData: t.EmbedOK}
 		case pol.AbortForeignPartialReceive:
 			p.Actions = append(p.Actions, Action{Kind: ActionAbortPartialReceive, Reason: why})
 		case strings.HasPrefix(t.ToName, s.Info.Path.String()+"@") && !slices.ContainsFunc(hist, func(v zfs.FilesystemVersion) bool { return v.Kind == zfs.Snapshot && v.GUID == t.ToGUID }):
@@ -450,14 +462,11 @@ func listVersions(vs []zfs.FilesystemVersion) string {
 }
 
 // buildSteps chains one step per snapshot: base -> snaps[0] (full if base
-// is nil), snaps[0] -> snaps[1], and so on.
-func buildSteps(base *zfs.FilesystemVersion, snaps []zfs.FilesystemVersion, raw, encryptedTarget bool, pol Policy) []Step {
+// is nil), snaps[0] -> snaps[1], and so on, each sent with flags.
+func buildSteps(base *zfs.FilesystemVersion, snaps []zfs.FilesystemVersion, flags zfs.SendFlags) []Step {
 	if len(snaps) == 0 {
 		return nil
 	}
-	// ZFS refuses embedded-data records in raw streams and in streams
-	// received into an encrypted filesystem.
-	embed := pol.EmbeddedData && !raw && !encryptedTarget
 	froms := make([]zfs.FilesystemVersion, len(snaps))
 	steps := make([]Step, len(snaps))
 	for i, to := range snaps {
@@ -470,14 +479,7 @@ func buildSteps(base *zfs.FilesystemVersion, snaps []zfs.FilesystemVersion, raw,
 			froms[i] = *base
 			from = &froms[i]
 		}
-		steps[i] = Step{
-			From:         from,
-			To:           to,
-			Raw:          raw,
-			Compressed:   pol.Compressed,
-			LargeBlocks:  pol.LargeBlocks,
-			EmbeddedData: embed,
-		}
+		steps[i] = Step{From: from, To: to, Flags: flags}
 	}
 	return steps
 }

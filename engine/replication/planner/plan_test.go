@@ -138,7 +138,7 @@ func TestHistoryRules(t *testing.T) {
 				assert.Nil(t, p.Base)
 			}
 			for i, st := range p.Steps {
-				assert.False(t, st.Raw)
+				assert.Equal(t, zfs.SendFlags{}, st.Flags)
 				assert.Equal(t, i == 0 && tc.r != nil && tc.r.Info.Placeholder, st.ReplacePlaceholder, "step %d", i)
 			}
 		})
@@ -231,40 +231,53 @@ func TestGUIDReused(t *testing.T) {
 	})
 }
 
+// sends gives the sender's filesystem the sending job's policy.
+func sends(fs Filesystem, p zfs.SendPolicy) Filesystem {
+	fs.Send = p
+	return fs
+}
+
+var (
+	encryptedOnly = zfs.SendPolicy{Encrypted: true}
+	rawAll        = zfs.SendPolicy{Flags: zfs.SendFlags{Raw: true}}
+	embedding     = zfs.SendPolicy{Flags: zfs.SendFlags{EmbeddedData: true}}
+)
+
 func TestEncryption(t *testing.T) {
 	rp := func(fs Filesystem) *Filesystem { return &fs }
 	incr := receiver("fs", snap("a", 101, 3))
-	t.Run("required but source plain", func(t *testing.T) {
-		p := planOne(t, sender("fs", a, b), nil, Policy{Encrypted: True})
-		requireConflict(t, p, ConflictSenderNotEncrypted)
+	t.Run("encrypted but source plain", func(t *testing.T) {
+		p := planOne(t, sends(sender("fs", a, b), encryptedOnly), nil, Policy{})
+		requireConflict(t, p, ConflictSenderNotEncrypted, "send.encrypted")
 	})
-	t.Run("required and source encrypted: raw", func(t *testing.T) {
-		p := planOne(t, encrypted(sender("fs", a, b), zfs.KeyStatusUnavailable), nil, Policy{Encrypted: True, EmbeddedData: true, Compressed: true})
+	t.Run("encrypted and source encrypted: raw", func(t *testing.T) {
+		pol := zfs.SendPolicy{Encrypted: true, Flags: zfs.SendFlags{EmbeddedData: true, Compressed: true}}
+		p := planOne(t, sends(encrypted(sender("fs", a, b), zfs.KeyStatusUnavailable), pol), nil, Policy{})
 		require.Equal(t, "full @b", stepsString(p.Steps))
-		assert.True(t, p.Steps[0].Raw)
-		assert.True(t, p.Steps[0].Compressed)
-		assert.False(t, p.Steps[0].EmbeddedData, "raw streams carry no embedded data")
+		assert.Equal(t, zfs.SendFlags{Raw: true, Compressed: true, EmbeddedData: true}, p.Steps[0].Flags)
 	})
-	t.Run("unspecified follows the source", func(t *testing.T) {
-		p := planOne(t, encrypted(sender("fs", a, b), zfs.KeyStatusUnavailable), rp(encrypted(incr, zfs.KeyStatusUnavailable)), Policy{})
-		require.Equal(t, "@a -> @b", stepsString(p.Steps))
-		assert.True(t, p.Steps[0].Raw)
-		p = planOne(t, sender("fs", a, b), rp(incr), Policy{EmbeddedData: true})
-		require.Equal(t, "@a -> @b", stepsString(p.Steps))
-		assert.False(t, p.Steps[0].Raw)
-		assert.True(t, p.Steps[0].EmbeddedData)
-	})
-	t.Run("false sends plain", func(t *testing.T) {
-		p := planOne(t, encrypted(sender("fs", a, b), zfs.KeyStatusAvailable), nil, Policy{Encrypted: False})
+	t.Run("the default sends encrypted filesystems plain", func(t *testing.T) {
+		p := planOne(t, encrypted(sender("fs", a, b), zfs.KeyStatusAvailable), nil, Policy{})
 		require.Equal(t, "full @b", stepsString(p.Steps))
-		assert.False(t, p.Steps[0].Raw)
+		assert.False(t, p.Steps[0].Flags.Raw)
+		// ...and a plain stream into a raw copy needs the receiver's key.
+		p = planOne(t, encrypted(sender("fs", a, b), zfs.KeyStatusAvailable), rp(encrypted(incr, zfs.KeyStatusUnavailable)), Policy{})
+		requireConflict(t, p, ConflictEncryptionMismatch, "plain", "not loaded")
 	})
 	t.Run("plain send needs the sender's key", func(t *testing.T) {
-		p := planOne(t, encrypted(sender("fs", a, b), zfs.KeyStatusUnavailable), nil, Policy{Encrypted: False})
-		requireConflict(t, p, ConflictKeyUnavailable, "@b")
+		p := planOne(t, encrypted(sender("fs", a, b), zfs.KeyStatusUnavailable), nil, Policy{})
+		requireConflict(t, p, ConflictKeyUnavailable, "@b", "send.encrypted or send.raw")
+	})
+	t.Run("raw sends everything raw", func(t *testing.T) {
+		p := planOne(t, sends(encrypted(sender("fs", a, b), zfs.KeyStatusUnavailable), rawAll), rp(encrypted(incr, zfs.KeyStatusUnavailable)), Policy{})
+		require.Equal(t, "@a -> @b", stepsString(p.Steps))
+		assert.True(t, p.Steps[0].Flags.Raw)
+		p = planOne(t, sends(sender("fs", a, b), rawAll), rp(incr), Policy{})
+		require.Equal(t, "@a -> @b", stepsString(p.Steps))
+		assert.True(t, p.Steps[0].Flags.Raw, "an unencrypted filesystem too")
 	})
 	t.Run("raw incremental into unencrypted", func(t *testing.T) {
-		p := planOne(t, encrypted(sender("fs", a, b), zfs.KeyStatusAvailable), rp(incr), Policy{})
+		p := planOne(t, sends(encrypted(sender("fs", a, b), zfs.KeyStatusAvailable), encryptedOnly), rp(incr), Policy{})
 		requireConflict(t, p, ConflictEncryptionMismatch, "raw", "@b")
 	})
 	t.Run("plain incremental into encrypted, key unavailable", func(t *testing.T) {
@@ -274,34 +287,41 @@ func TestEncryption(t *testing.T) {
 	t.Run("plain incremental into encrypted at rest", func(t *testing.T) {
 		r := encrypted(incr, zfs.KeyStatusAvailable)
 		r.Info.EncryptionRoot = "backup"
-		p := planOne(t, sender("fs", a, b), &r, Policy{EmbeddedData: true})
+		p := planOne(t, sender("fs", a, b), &r, Policy{})
 		require.Equal(t, "@a -> @b", stepsString(p.Steps))
-		assert.False(t, p.Steps[0].Raw)
-		assert.False(t, p.Steps[0].EmbeddedData, "encrypted receivers refuse embedded data")
+		assert.False(t, p.Steps[0].Flags.Raw)
+		// ZFS cannot receive embedded data there: the job's flag is not
+		// dropped behind the administrator's back.
+		p = planOne(t, sends(sender("fs", a, b), embedding), &r, Policy{})
+		requireConflict(t, p, ConflictEncryptionMismatch, "send.embedded_data", "@b")
+		p = planOne(t, sends(sender("fs", a, b), rawAll), &r, Policy{})
+		requireConflict(t, p, ConflictEncryptionMismatch, "send.raw", "@b")
 	})
 	t.Run("no embedded data into a new filesystem below an encrypted one", func(t *testing.T) {
-		pol := Policy{EmbeddedData: true}
 		parent := encrypted(placeholder(receiver("a")), zfs.KeyStatusAvailable)
-		res, err := Plan(Input{Sender: []Filesystem{sender("a/b/c", a), sender("x/y", a)}, Receiver: []Filesystem{parent, receiver("x")}, Policy: pol})
+		res, err := Plan(Input{Sender: []Filesystem{sends(sender("a/b/c", a), embedding), sends(sender("x/y", a), embedding)}, Receiver: []Filesystem{parent, receiver("x")}})
 		require.NoError(t, err)
 		c, _ := res.Find("a/b/c")
-		require.Equal(t, "full @a", stepsString(c.Steps))
-		assert.False(t, c.Steps[0].EmbeddedData, "inherits the encryption of a")
+		requireConflict(t, *c, ConflictEncryptionMismatch, "send.embedded_data")
 		y, _ := res.Find("x/y")
 		require.Equal(t, "full @a", stepsString(y.Steps))
-		assert.True(t, y.Steps[0].EmbeddedData)
+		assert.True(t, y.Steps[0].Flags.EmbeddedData)
 	})
 	t.Run("up to date needs no encryption match", func(t *testing.T) {
-		p := planOne(t, encrypted(sender("fs", a), zfs.KeyStatusAvailable), rp(incr), Policy{})
+		p := planOne(t, sends(encrypted(sender("fs", a), zfs.KeyStatusAvailable), encryptedOnly), rp(incr), Policy{})
 		assert.Equal(t, StatusUpToDate, p.Status)
+		p = planOne(t, encrypted(sender("fs", a), zfs.KeyStatusUnavailable), rp(incr), Policy{})
+		assert.Equal(t, StatusUpToDate, p.Status, "nothing to send needs no key")
 	})
 	t.Run("encrypted placeholder cannot be replaced", func(t *testing.T) {
 		p := planOne(t, sender("fs", a), rp(placeholder(encrypted(receiver("fs"), zfs.KeyStatusAvailable))), Policy{})
 		requireConflict(t, p, ConflictEncryptionMismatch, "placeholder is encrypted", "destroy the placeholder with what is below it")
 	})
 	t.Run("raw cannot replace plain placeholder", func(t *testing.T) {
-		p := planOne(t, encrypted(sender("fs", a), zfs.KeyStatusAvailable), rp(placeholder(receiver("fs"))), Policy{})
+		p := planOne(t, sends(encrypted(sender("fs", a), zfs.KeyStatusAvailable), encryptedOnly), rp(placeholder(receiver("fs"))), Policy{})
 		requireConflict(t, p, ConflictEncryptionMismatch, "raw")
+		p = planOne(t, sends(sender("fs", a), rawAll), rp(placeholder(receiver("fs"))), Policy{})
+		require.Equal(t, "full @a", stepsString(p.Steps), "a raw stream of an unencrypted filesystem is no encrypted stream")
 	})
 }
 
@@ -314,12 +334,12 @@ func TestResumeTokens(t *testing.T) {
 
 	t.Run("matching incremental", func(t *testing.T) {
 		r := withToken(r, token(incrTok))
-		p := planOne(t, s, &r, Policy{EmbeddedData: true})
+		p := planOne(t, sends(s, embedding), &r, Policy{})
 		require.Equal(t, "@a -> @b (resuming); @b -> @c", stepsString(p.Steps))
 		st := p.Steps[0]
 		assert.Equal(t, r.Info.ReceiveResumeToken, st.ResumeToken)
-		assert.True(t, st.Compressed && st.LargeBlocks && !st.EmbeddedData, "flags come from the token: %+v", st)
-		assert.True(t, p.Steps[1].EmbeddedData && !p.Steps[1].Compressed, "later steps use the policy: %+v", p.Steps[1])
+		assert.Equal(t, zfs.SendFlags{Compressed: true, LargeBlocks: true}, st.Flags, "flags come from the token")
+		assert.Equal(t, embedding.Flags, p.Steps[1].Flags, "later steps use the policy")
 		assert.Empty(t, p.Actions)
 		args := st.SendArgs(p.Sender)
 		assert.Equal(t, "pool/fs", args.FS.String())
@@ -349,7 +369,7 @@ func TestResumeTokens(t *testing.T) {
 	})
 	t.Run("matching raw full into placeholder", func(t *testing.T) {
 		r := withToken(placeholder(receiver("fs")), token(resumetoken.Token{ToName: "pool/fs@c", ToGUID: 103, RawOK: true}))
-		p := planOne(t, encrypted(s, zfs.KeyStatusUnavailable), &r, Policy{Encrypted: True})
+		p := planOne(t, sends(encrypted(s, zfs.KeyStatusUnavailable), encryptedOnly), &r, Policy{})
 		requireConflict(t, p, ConflictEncryptionMismatch, "raw")
 	})
 
@@ -485,9 +505,9 @@ func TestTree(t *testing.T) {
 	})
 	t.Run("parent conflict blocks the subtree", func(t *testing.T) {
 		res, err := Plan(Input{
-			Sender:   []Filesystem{sender("a", a), encrypted(sender("a/b", a), zfs.KeyStatusAvailable), encrypted(sender("a/b/c", a), zfs.KeyStatusAvailable), encrypted(sender("a/b/c/d", a), zfs.KeyStatusAvailable)},
+			Sender: []Filesystem{sends(sender("a", a), encryptedOnly), sends(encrypted(sender("a/b", a), zfs.KeyStatusAvailable), encryptedOnly),
+				sends(encrypted(sender("a/b/c", a), zfs.KeyStatusAvailable), encryptedOnly), sends(encrypted(sender("a/b/c/d", a), zfs.KeyStatusAvailable), encryptedOnly)},
 			Receiver: []Filesystem{receiver("a", a)},
-			Policy:   Policy{Encrypted: True},
 		})
 		require.NoError(t, err)
 		require.Equal(t, []string{"a", "a/b", "a/b/c", "a/b/c/d"}, paths(res))
@@ -497,8 +517,8 @@ func TestTree(t *testing.T) {
 		assert.Equal(t, "a/b", res.Filesystems[2].WaitFor)
 
 		res, err = Plan(Input{
-			Sender: []Filesystem{sender("a", a), encrypted(sender("a/b/c", a), zfs.KeyStatusAvailable), encrypted(sender("a/b/c/d", a), zfs.KeyStatusAvailable)},
-			Policy: Policy{Encrypted: True},
+			Sender: []Filesystem{sends(sender("a", a), encryptedOnly), sends(encrypted(sender("a/b/c", a), zfs.KeyStatusAvailable), encryptedOnly),
+				sends(encrypted(sender("a/b/c/d", a), zfs.KeyStatusAvailable), encryptedOnly)},
 		})
 		require.NoError(t, err)
 		require.Equal(t, []string{"a", "a/b", "a/b/c", "a/b/c/d"}, paths(res))
@@ -546,7 +566,6 @@ func TestInvalidInput(t *testing.T) {
 		{"duplicate receiver", Input{Sender: []Filesystem{good}, Receiver: []Filesystem{receiver("fs"), receiver("fs")}}, `receiver filesystem "fs" listed twice`},
 		{"sender without name", Input{Sender: []Filesystem{noName}}, "no full name"},
 		{"initial mode", Input{Policy: Policy{InitialReplication: 7}}, "initial replication"},
-		{"encryption", Input{Policy: Policy{Encrypted: 9}}, "encryption"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

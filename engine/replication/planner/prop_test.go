@@ -299,6 +299,7 @@ func genForest(t *rapid.T) Input {
 			if rapid.Bool().Draw(t, "enc "+p) && rapid.Bool().Draw(t, "really enc "+p) {
 				s = encrypted(s, zfs.KeyStatusAvailable)
 			}
+			s.Send = genSendPolicy(t)
 			in.Sender = append(in.Sender, s)
 		}
 		if r := h.receiverFS(p); r != nil {
@@ -319,9 +320,6 @@ func genForest(t *rapid.T) Input {
 	}
 	in.Policy = Policy{
 		InitialReplication:         InitialReplication(rapid.IntRange(0, 1).Draw(t, "initial")),
-		Encrypted:                  Tristate(rapid.IntRange(0, 2).Draw(t, "encrypted")),
-		Compressed:                 rapid.Bool().Draw(t, "compressed"),
-		EmbeddedData:               rapid.Bool().Draw(t, "embedded"),
 		AbortForeignPartialReceive: rapid.Bool().Draw(t, "abort"),
 	}
 	return in
@@ -414,6 +412,18 @@ func TestPropertyTree(t *testing.T) {
 	})
 }
 
+// genSendPolicy draws a sending job's policy.
+func genSendPolicy(t *rapid.T) zfs.SendPolicy {
+	return zfs.SendPolicy{
+		Encrypted: rapid.Bool().Draw(t, "encrypted"),
+		Flags: zfs.SendFlags{
+			Raw:          rapid.Bool().Draw(t, "raw"),
+			Compressed:   rapid.Bool().Draw(t, "compressed"),
+			EmbeddedData: rapid.Bool().Draw(t, "embedded"),
+		},
+	}
+}
+
 // stepShape is what a step sends, without the resume token and the
 // flags a token may override.
 type stepShape struct {
@@ -422,10 +432,10 @@ type stepShape struct {
 	Raw  bool
 }
 
-func shapes(steps []Step) []stepShape {
+func shapes(fs Filesystem, steps []Step) []stepShape {
 	var out []stepShape
 	for _, s := range steps {
-		out = append(out, stepShape{s.From, s.To, s.Raw})
+		out = append(out, stepShape{s.From, s.To, s.Flags.RawStream(fs.Info)})
 	}
 	return out
 }
@@ -450,6 +460,7 @@ func TestPropertyMaliciousToken(t *testing.T) {
 		case 1:
 			s = encrypted(s, zfs.KeyStatusUnavailable)
 			*r = encrypted(*r, zfs.KeyStatusUnavailable)
+			s.Send = zfs.SendPolicy{Encrypted: true}
 		case 2:
 			if rapid.Bool().Draw(t, "encrypted sender") {
 				s = encrypted(s, zfs.KeyStatusUnavailable)
@@ -457,7 +468,7 @@ func TestPropertyMaliciousToken(t *testing.T) {
 			if rapid.Bool().Draw(t, "encrypted receiver") {
 				*r = encrypted(*r, zfs.KeyStatusUnavailable)
 			}
-			pol.Encrypted = Tristate(rapid.IntRange(0, 2).Draw(t, "encrypted"))
+			s.Send = genSendPolicy(t)
 		}
 		// The plan the token must not change. A receiver without
 		// snapshots holding a token is a placeholder being replaced, or
@@ -465,7 +476,9 @@ func TestPropertyMaliciousToken(t *testing.T) {
 		// receiver filesystem at all.
 		ref := Input{Sender: []Filesystem{s}, Receiver: []Filesystem{*r}, Policy: pol}
 		if len(r.Versions) == 0 && rapid.Bool().Draw(t, "new filesystem") {
+			// Its encryption is then its parent's, and "fs" has none.
 			r.Info.Placeholder = false
+			r.Info.Encryption, r.Info.EncryptionRoot, r.Info.KeyStatus = "off", "", zfs.KeyStatusNone
 			ref.Receiver = nil
 		}
 		clean, err := Plan(ref)
@@ -478,7 +491,7 @@ func TestPropertyMaliciousToken(t *testing.T) {
 		var tok resumetoken.Token
 		if len(cp.Steps) > 0 {
 			st := cp.Steps[0]
-			tok = resumetoken.Token{ToName: "pool/fs@" + st.To.Name, ToGUID: st.To.GUID, RawOK: st.Raw}
+			tok = resumetoken.Token{ToName: "pool/fs@" + st.To.Name, ToGUID: st.To.GUID, RawOK: st.Flags.RawStream(s.Info)}
 			if st.From != nil {
 				tok.FromGUID = st.From.GUID
 			}
@@ -534,7 +547,7 @@ func TestPropertyMaliciousToken(t *testing.T) {
 			}
 			return
 		}
-		if d := cmp.Diff(shapes(cp.Steps), shapes(p.Steps), cmpPaths); d != "" && !continuesOwnStep(cp.Steps, p.Steps, s.Versions) {
+		if d := cmp.Diff(shapes(s, cp.Steps), shapes(s, p.Steps), cmpPaths); d != "" && !continuesOwnStep(cp.Steps, p.Steps, s.Versions) {
 			t.Fatalf("the token changed what is sent (-clean +token):\n%s", d)
 		}
 		for i, st := range p.Steps {
@@ -552,7 +565,7 @@ func TestPropertyMaliciousToken(t *testing.T) {
 			if st.From != nil {
 				wantFrom = st.From.GUID
 			}
-			if dec.ToName != "pool/fs@"+st.To.Name || dec.ToGUID != st.To.GUID || dec.FromGUID != wantFrom || dec.RawOK != st.Raw || dec.SavedOK {
+			if dec.ToName != "pool/fs@"+st.To.Name || dec.ToGUID != st.To.GUID || dec.FromGUID != wantFrom || dec.RawOK != st.Flags.RawStream(s.Info) || dec.SavedOK {
 				t.Fatalf("used token %+v for step %v", dec, st)
 			}
 			if len(p.Actions) != 0 {
@@ -606,6 +619,7 @@ func TestPropertyArbitraryInput(t *testing.T) {
 			fs.Info.Encryption = rapid.SampledFrom([]string{"", "off", "aes-256-gcm"}).Draw(t, "encryption")
 			fs.Info.KeyStatus = rapid.SampledFrom([]zfs.KeyStatus{"", zfs.KeyStatusNone, zfs.KeyStatusAvailable, zfs.KeyStatusUnavailable}).Draw(t, "keystatus")
 			fs.Info.Placeholder = rapid.Bool().Draw(t, "placeholder")
+			fs.Send = genSendPolicy(t)
 			switch rapid.IntRange(0, 2).Draw(t, "token") {
 			case 1:
 				fs.Info.ReceiveResumeToken = rapid.String().Draw(t, "garbage token")
@@ -627,8 +641,6 @@ func TestPropertyArbitraryInput(t *testing.T) {
 			Receiver: rapid.SliceOfN(genFS("receiver"), 0, 4).Draw(t, "receiver"),
 			Policy: Policy{
 				InitialReplication:         InitialReplication(rapid.IntRange(0, 2).Draw(t, "initial")),
-				Encrypted:                  Tristate(rapid.IntRange(0, 3).Draw(t, "encrypted")),
-				EmbeddedData:               rapid.Bool().Draw(t, "embedded"),
 				AbortForeignPartialReceive: rapid.Bool().Draw(t, "abort"),
 			},
 		}

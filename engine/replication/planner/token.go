@@ -13,8 +13,9 @@ import (
 // token comes from the receiver, which may lie: everything the send would
 // take from it (dataset, snapshot name and GUID, incremental source,
 // raw-ness) must equal what the plan decided on its own. On a match it
-// returns the token's decoded form; otherwise why not.
-func matchToken(tok string, fs zfs.DatasetPath, step *Step) (resumetoken.Token, string) {
+// returns the token's decoded form; otherwise why not. raw is whether the
+// plan's stream is raw (zfs.SendFlags.RawStream).
+func matchToken(tok string, fs zfs.DatasetPath, step *Step, raw bool) (resumetoken.Token, string) {
 	t, err := resumetoken.Decode(tok)
 	if err != nil {
 		return t, fmt.Sprintf("the receiver's resume token does not decode: %v", err)
@@ -23,7 +24,7 @@ func matchToken(tok string, fs zfs.DatasetPath, step *Step) (resumetoken.Token, 
 	if step == nil {
 		return t, fmt.Sprintf("the receiver's resume token encodes %s, but there is nothing to send", encodes)
 	}
-	planned := fmt.Sprintf("the plan's first step is %s", describeStep(fs, step))
+	planned := fmt.Sprintf("the plan's first step is %s", describeStep(fs, step, raw))
 	mismatch := func(what string) (resumetoken.Token, string) {
 		return t, fmt.Sprintf("the receiver's resume token encodes %s, %s (%s differs)", encodes, planned, what)
 	}
@@ -39,7 +40,7 @@ func matchToken(tok string, fs zfs.DatasetPath, step *Step) (resumetoken.Token, 
 		return mismatch("incremental source")
 	case step.From != nil && t.FromGUID != step.From.GUID:
 		return mismatch("incremental source")
-	case t.RawOK != step.Raw:
+	case t.RawOK != raw:
 		return mismatch("raw flag")
 	case t.SavedOK:
 		// zfs send --saved sends the sender's own partial receive
@@ -67,10 +68,10 @@ func clip(s string) string {
 	return s[:max] + "..."
 }
 
-func describeStep(fs zfs.DatasetPath, s *Step) string {
+func describeStep(fs zfs.DatasetPath, s *Step, raw bool) string {
 	from := "full"
 	if s.From != nil {
 		from = fmt.Sprintf("from %s (guid %d)", s.From.RelName(), s.From.GUID)
 	}
-	return fmt.Sprintf("%q (guid %d, %s, raw %v)", fs.String()+"@"+s.To.Name, s.To.GUID, from, s.Raw)
+	return fmt.Sprintf("%q (guid %d, %s, raw %v)", fs.String()+"@"+s.To.Name, s.To.GUID, from, raw)
 }

@@ -28,37 +28,11 @@ func (i InitialReplication) String() string {
 	return fmt.Sprintf("InitialReplication(%d)", uint8(i))
 }
 
-// Tristate is a yes/no setting that may be left to a default.
-type Tristate uint8
-
-const (
-	Unspecified Tristate = iota
-	True
-	False
-)
-
-func (t Tristate) String() string {
-	switch t {
-	case Unspecified:
-		return "unspecified"
-	case True:
-		return "true"
-	case False:
-		return "false"
-	}
-	return fmt.Sprintf("Tristate(%d)", uint8(t))
-}
-
-// Policy is what a job configures about its sends.
+// Policy is what the active job (push or pull) configures about its
+// replication. The send flags are not here: the sending job decides them
+// (Filesystem.Send).
 type Policy struct {
 	InitialReplication InitialReplication
-	// Encrypted: Unspecified follows the source (raw sends of encrypted
-	// filesystems, plain sends of the others); True requires raw sends
-	// and refuses unencrypted sources; False sends plain streams.
-	Encrypted Tristate
-
-	// Send flags a job may set.
-	Compressed, LargeBlocks, EmbeddedData bool
 
 	// AbortForeignPartialReceive discards a receiver's partial receive
 	// state that does not fit the plan, instead of reporting a conflict.
@@ -68,9 +42,6 @@ type Policy struct {
 func (p Policy) validate() error {
 	if p.InitialReplication > AllSnapshots {
 		return fmt.Errorf("%w: policy: unknown initial replication mode %d", ErrInvalidInput, p.InitialReplication)
-	}
-	if p.Encrypted > False {
-		return fmt.Errorf("%w: policy: unknown encryption setting %d", ErrInvalidInput, p.Encrypted)
 	}
 	return nil
 }
@@ -84,6 +55,10 @@ type Filesystem struct {
 	// Versions are the snapshots and bookmarks, in any order. Only the
 	// receiver's snapshots are used; its bookmarks are ignored.
 	Versions []zfs.FilesystemVersion
+	// Send is the sending job's policy for this filesystem, as the
+	// sender listed it (only read on the sender's side): the planner
+	// plans the sends the sender will make of it.
+	Send zfs.SendPolicy
 }
 
 // Input is everything the planner looks at.
@@ -210,11 +185,11 @@ type Step struct {
 	// To is the sender snapshot to send.
 	To zfs.FilesystemVersion
 	// ResumeToken, when set, continues the receiver's partial receive of
-	// exactly this step (zfs send -t). ZFS then takes the send flags from
-	// the token; the flags below are set to what the token encodes.
+	// exactly this step (zfs send -t).
 	ResumeToken string
-
-	Raw, Compressed, LargeBlocks, EmbeddedData bool
+	// Flags are those the sender's policy gives the send; for a resumed
+	// step ZFS takes them from the token, and they are what it encodes.
+	Flags zfs.SendFlags
 
 	// ReplacePlaceholder: the receiver's filesystem is a placeholder
 	// without snapshots; this full receive replaces it (forced receive,
@@ -225,15 +200,7 @@ type Step struct {
 // SendArgs are the arguments of the sender's zfs send for this step on
 // the sender's filesystem fs.
 func (s Step) SendArgs(fs zfs.DatasetPath) zfs.SendArgs {
-	a := zfs.SendArgs{
-		FS:           fs,
-		To:           s.To,
-		ResumeToken:  s.ResumeToken,
-		Raw:          s.Raw,
-		Compressed:   s.Compressed,
-		LargeBlocks:  s.LargeBlocks,
-		EmbeddedData: s.EmbeddedData,
-	}
+	a := zfs.SendArgs{FS: fs, To: s.To, ResumeToken: s.ResumeToken, Flags: s.Flags}
 	if s.From != nil {
 		from := *s.From
 		a.From = &from
@@ -276,8 +243,8 @@ const (
 	// ConflictDiverged: both sides have snapshots newer than the common
 	// base.
 	ConflictDiverged
-	// ConflictSenderNotEncrypted: the policy requires encrypted (raw)
-	// sends and the sender's filesystem is not encrypted.
+	// ConflictSenderNotEncrypted: the sending job sends encrypted
+	// filesystems only (send.encrypted) and this one is not encrypted.
 	ConflictSenderNotEncrypted
 	// ConflictEncryptionMismatch: the stream's encryption does not fit
 	// the receiver's filesystem.

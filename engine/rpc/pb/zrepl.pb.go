@@ -320,8 +320,11 @@ type Filesystem struct {
 	// bookmarks.
 	JobCursorGuids   []uint64 `protobuf:"fixed64,4,rep,packed,name=job_cursor_guids,json=jobCursorGuids,proto3" json:"job_cursor_guids,omitempty"`
 	JobStepBookmarks bool     `protobuf:"varint,5,opt,name=job_step_bookmarks,json=jobStepBookmarks,proto3" json:"job_step_bookmarks,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The sending job's send section for this filesystem (a receiver leaves
+	// it empty): the active side plans the sends it will make.
+	SendPolicy    *SendPolicy `protobuf:"bytes,6,opt,name=send_policy,json=sendPolicy,proto3" json:"send_policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Filesystem) Reset() {
@@ -389,6 +392,115 @@ func (x *Filesystem) GetJobStepBookmarks() bool {
 	return false
 }
 
+func (x *Filesystem) GetSendPolicy() *SendPolicy {
+	if x != nil {
+		return x.SendPolicy
+	}
+	return nil
+}
+
+// A sending job's send section but its bandwidth limit (zfs.SendPolicy).
+type SendPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Send every filesystem raw; refuse unencrypted ones.
+	Encrypted        bool `protobuf:"varint,1,opt,name=encrypted,proto3" json:"encrypted,omitempty"`
+	Raw              bool `protobuf:"varint,2,opt,name=raw,proto3" json:"raw,omitempty"`                                                   // zfs send -w
+	Properties       bool `protobuf:"varint,3,opt,name=properties,proto3" json:"properties,omitempty"`                                     // -p
+	BackupProperties bool `protobuf:"varint,4,opt,name=backup_properties,json=backupProperties,proto3" json:"backup_properties,omitempty"` // -b
+	LargeBlocks      bool `protobuf:"varint,5,opt,name=large_blocks,json=largeBlocks,proto3" json:"large_blocks,omitempty"`                // -L
+	Compressed       bool `protobuf:"varint,6,opt,name=compressed,proto3" json:"compressed,omitempty"`                                     // -c
+	EmbeddedData     bool `protobuf:"varint,7,opt,name=embedded_data,json=embeddedData,proto3" json:"embedded_data,omitempty"`             // -e
+	Saved            bool `protobuf:"varint,8,opt,name=saved,proto3" json:"saved,omitempty"`                                               // -S
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SendPolicy) Reset() {
+	*x = SendPolicy{}
+	mi := &file_zrepl_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendPolicy) ProtoMessage() {}
+
+func (x *SendPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendPolicy.ProtoReflect.Descriptor instead.
+func (*SendPolicy) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SendPolicy) GetEncrypted() bool {
+	if x != nil {
+		return x.Encrypted
+	}
+	return false
+}
+
+func (x *SendPolicy) GetRaw() bool {
+	if x != nil {
+		return x.Raw
+	}
+	return false
+}
+
+func (x *SendPolicy) GetProperties() bool {
+	if x != nil {
+		return x.Properties
+	}
+	return false
+}
+
+func (x *SendPolicy) GetBackupProperties() bool {
+	if x != nil {
+		return x.BackupProperties
+	}
+	return false
+}
+
+func (x *SendPolicy) GetLargeBlocks() bool {
+	if x != nil {
+		return x.LargeBlocks
+	}
+	return false
+}
+
+func (x *SendPolicy) GetCompressed() bool {
+	if x != nil {
+		return x.Compressed
+	}
+	return false
+}
+
+func (x *SendPolicy) GetEmbeddedData() bool {
+	if x != nil {
+		return x.EmbeddedData
+	}
+	return false
+}
+
+func (x *SendPolicy) GetSaved() bool {
+	if x != nil {
+		return x.Saved
+	}
+	return false
+}
+
 type ListFilesystemsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -397,7 +509,7 @@ type ListFilesystemsRequest struct {
 
 func (x *ListFilesystemsRequest) Reset() {
 	*x = ListFilesystemsRequest{}
-	mi := &file_zrepl_proto_msgTypes[3]
+	mi := &file_zrepl_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -409,7 +521,7 @@ func (x *ListFilesystemsRequest) String() string {
 func (*ListFilesystemsRequest) ProtoMessage() {}
 
 func (x *ListFilesystemsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[3]
+	mi := &file_zrepl_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -422,7 +534,7 @@ func (x *ListFilesystemsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFilesystemsRequest.ProtoReflect.Descriptor instead.
 func (*ListFilesystemsRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{3}
+	return file_zrepl_proto_rawDescGZIP(), []int{4}
 }
 
 type ListFilesystemsReply struct {
@@ -434,7 +546,7 @@ type ListFilesystemsReply struct {
 
 func (x *ListFilesystemsReply) Reset() {
 	*x = ListFilesystemsReply{}
-	mi := &file_zrepl_proto_msgTypes[4]
+	mi := &file_zrepl_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +558,7 @@ func (x *ListFilesystemsReply) String() string {
 func (*ListFilesystemsReply) ProtoMessage() {}
 
 func (x *ListFilesystemsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[4]
+	mi := &file_zrepl_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +571,7 @@ func (x *ListFilesystemsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFilesystemsReply.ProtoReflect.Descriptor instead.
 func (*ListFilesystemsReply) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{4}
+	return file_zrepl_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListFilesystemsReply) GetFilesystems() []*Filesystem {
@@ -473,22 +585,17 @@ type SendRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Fs    string                 `protobuf:"bytes,1,opt,name=fs,proto3" json:"fs,omitempty"`
 	// Absent for a full send.
-	From        *FilesystemVersion `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
-	To          *FilesystemVersion `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
-	ResumeToken string             `protobuf:"bytes,4,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
-	// Raw: send encrypted data as is (zfs send -w).
-	Raw           bool       `protobuf:"varint,5,opt,name=raw,proto3" json:"raw,omitempty"`
-	Compressed    bool       `protobuf:"varint,6,opt,name=compressed,proto3" json:"compressed,omitempty"`
-	LargeBlocks   bool       `protobuf:"varint,7,opt,name=large_blocks,json=largeBlocks,proto3" json:"large_blocks,omitempty"`
-	EmbeddedData  bool       `protobuf:"varint,8,opt,name=embedded_data,json=embeddedData,proto3" json:"embedded_data,omitempty"`
-	Protection    Protection `protobuf:"varint,9,opt,name=protection,proto3,enum=zrepl.rpc.v1.Protection" json:"protection,omitempty"`
+	From          *FilesystemVersion `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	To            *FilesystemVersion `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	ResumeToken   string             `protobuf:"bytes,4,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
+	Protection    Protection         `protobuf:"varint,9,opt,name=protection,proto3,enum=zrepl.rpc.v1.Protection" json:"protection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_zrepl_proto_msgTypes[5]
+	mi := &file_zrepl_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +607,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[5]
+	mi := &file_zrepl_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +620,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{5}
+	return file_zrepl_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SendRequest) GetFs() string {
@@ -544,34 +651,6 @@ func (x *SendRequest) GetResumeToken() string {
 	return ""
 }
 
-func (x *SendRequest) GetRaw() bool {
-	if x != nil {
-		return x.Raw
-	}
-	return false
-}
-
-func (x *SendRequest) GetCompressed() bool {
-	if x != nil {
-		return x.Compressed
-	}
-	return false
-}
-
-func (x *SendRequest) GetLargeBlocks() bool {
-	if x != nil {
-		return x.LargeBlocks
-	}
-	return false
-}
-
-func (x *SendRequest) GetEmbeddedData() bool {
-	if x != nil {
-		return x.EmbeddedData
-	}
-	return false
-}
-
 func (x *SendRequest) GetProtection() Protection {
 	if x != nil {
 		return x.Protection
@@ -588,7 +667,7 @@ type SendSizeReply struct {
 
 func (x *SendSizeReply) Reset() {
 	*x = SendSizeReply{}
-	mi := &file_zrepl_proto_msgTypes[6]
+	mi := &file_zrepl_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +679,7 @@ func (x *SendSizeReply) String() string {
 func (*SendSizeReply) ProtoMessage() {}
 
 func (x *SendSizeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[6]
+	mi := &file_zrepl_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +692,7 @@ func (x *SendSizeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendSizeReply.ProtoReflect.Descriptor instead.
 func (*SendSizeReply) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{6}
+	return file_zrepl_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SendSizeReply) GetSize() int64 {
@@ -633,7 +712,7 @@ type SendStreamRequest struct {
 
 func (x *SendStreamRequest) Reset() {
 	*x = SendStreamRequest{}
-	mi := &file_zrepl_proto_msgTypes[7]
+	mi := &file_zrepl_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +724,7 @@ func (x *SendStreamRequest) String() string {
 func (*SendStreamRequest) ProtoMessage() {}
 
 func (x *SendStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[7]
+	mi := &file_zrepl_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +737,7 @@ func (x *SendStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendStreamRequest.ProtoReflect.Descriptor instead.
 func (*SendStreamRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{7}
+	return file_zrepl_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SendStreamRequest) GetRequest() *SendRequest {
@@ -689,7 +768,7 @@ type SendStreamEvent struct {
 
 func (x *SendStreamEvent) Reset() {
 	*x = SendStreamEvent{}
-	mi := &file_zrepl_proto_msgTypes[8]
+	mi := &file_zrepl_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +780,7 @@ func (x *SendStreamEvent) String() string {
 func (*SendStreamEvent) ProtoMessage() {}
 
 func (x *SendStreamEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[8]
+	mi := &file_zrepl_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +793,7 @@ func (x *SendStreamEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendStreamEvent.ProtoReflect.Descriptor instead.
 func (*SendStreamEvent) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{8}
+	return file_zrepl_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SendStreamEvent) GetStarted() bool {
@@ -741,7 +820,7 @@ type StepCompletedRequest struct {
 
 func (x *StepCompletedRequest) Reset() {
 	*x = StepCompletedRequest{}
-	mi := &file_zrepl_proto_msgTypes[9]
+	mi := &file_zrepl_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +832,7 @@ func (x *StepCompletedRequest) String() string {
 func (*StepCompletedRequest) ProtoMessage() {}
 
 func (x *StepCompletedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[9]
+	mi := &file_zrepl_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +845,7 @@ func (x *StepCompletedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepCompletedRequest.ProtoReflect.Descriptor instead.
 func (*StepCompletedRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{9}
+	return file_zrepl_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StepCompletedRequest) GetRequest() *SendRequest {
@@ -799,7 +878,7 @@ type ReceiveRequest struct {
 
 func (x *ReceiveRequest) Reset() {
 	*x = ReceiveRequest{}
-	mi := &file_zrepl_proto_msgTypes[10]
+	mi := &file_zrepl_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +890,7 @@ func (x *ReceiveRequest) String() string {
 func (*ReceiveRequest) ProtoMessage() {}
 
 func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[10]
+	mi := &file_zrepl_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +903,7 @@ func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{10}
+	return file_zrepl_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReceiveRequest) GetFs() string {
@@ -878,7 +957,7 @@ type AbortPartialReceiveRequest struct {
 
 func (x *AbortPartialReceiveRequest) Reset() {
 	*x = AbortPartialReceiveRequest{}
-	mi := &file_zrepl_proto_msgTypes[11]
+	mi := &file_zrepl_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +969,7 @@ func (x *AbortPartialReceiveRequest) String() string {
 func (*AbortPartialReceiveRequest) ProtoMessage() {}
 
 func (x *AbortPartialReceiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[11]
+	mi := &file_zrepl_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +982,7 @@ func (x *AbortPartialReceiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortPartialReceiveRequest.ProtoReflect.Descriptor instead.
 func (*AbortPartialReceiveRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{11}
+	return file_zrepl_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AbortPartialReceiveRequest) GetFs() string {
@@ -925,7 +1004,7 @@ type MoveLastReceivedHoldRequest struct {
 
 func (x *MoveLastReceivedHoldRequest) Reset() {
 	*x = MoveLastReceivedHoldRequest{}
-	mi := &file_zrepl_proto_msgTypes[12]
+	mi := &file_zrepl_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1016,7 @@ func (x *MoveLastReceivedHoldRequest) String() string {
 func (*MoveLastReceivedHoldRequest) ProtoMessage() {}
 
 func (x *MoveLastReceivedHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[12]
+	mi := &file_zrepl_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1029,7 @@ func (x *MoveLastReceivedHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveLastReceivedHoldRequest.ProtoReflect.Descriptor instead.
 func (*MoveLastReceivedHoldRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{12}
+	return file_zrepl_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MoveLastReceivedHoldRequest) GetFs() string {
@@ -981,7 +1060,7 @@ type DestroySnapshotsRequest struct {
 
 func (x *DestroySnapshotsRequest) Reset() {
 	*x = DestroySnapshotsRequest{}
-	mi := &file_zrepl_proto_msgTypes[13]
+	mi := &file_zrepl_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1072,7 @@ func (x *DestroySnapshotsRequest) String() string {
 func (*DestroySnapshotsRequest) ProtoMessage() {}
 
 func (x *DestroySnapshotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[13]
+	mi := &file_zrepl_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1085,7 @@ func (x *DestroySnapshotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySnapshotsRequest.ProtoReflect.Descriptor instead.
 func (*DestroySnapshotsRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{13}
+	return file_zrepl_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DestroySnapshotsRequest) GetFs() string {
@@ -1031,7 +1110,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_zrepl_proto_msgTypes[14]
+	mi := &file_zrepl_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1122,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[14]
+	mi := &file_zrepl_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1135,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{14}
+	return file_zrepl_proto_rawDescGZIP(), []int{15}
 }
 
 // ErrorInfo travels as a detail of a failed call's status (and in the error
@@ -1079,7 +1158,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_zrepl_proto_msgTypes[15]
+	mi := &file_zrepl_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1170,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[15]
+	mi := &file_zrepl_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1183,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{15}
+	return file_zrepl_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ErrorInfo) GetText() string {
@@ -1172,31 +1251,41 @@ const file_zrepl_proto_rawDesc = "" +
 	"\x0fencryption_root\x18\x05 \x01(\tR\x0eencryptionRoot\x12\x1d\n" +
 	"\n" +
 	"key_status\x18\x06 \x01(\tR\tkeyStatus\x12 \n" +
-	"\vplaceholder\x18\a \x01(\bR\vplaceholder\"\xe7\x01\n" +
+	"\vplaceholder\x18\a \x01(\bR\vplaceholder\"\xa2\x02\n" +
 	"\n" +
 	"Filesystem\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x120\n" +
 	"\x04info\x18\x02 \x01(\v2\x1c.zrepl.rpc.v1.FilesystemInfoR\x04info\x12;\n" +
 	"\bversions\x18\x03 \x03(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\bversions\x12(\n" +
 	"\x10job_cursor_guids\x18\x04 \x03(\x06R\x0ejobCursorGuids\x12,\n" +
-	"\x12job_step_bookmarks\x18\x05 \x01(\bR\x10jobStepBookmarks\"\x18\n" +
+	"\x12job_step_bookmarks\x18\x05 \x01(\bR\x10jobStepBookmarks\x129\n" +
+	"\vsend_policy\x18\x06 \x01(\v2\x18.zrepl.rpc.v1.SendPolicyR\n" +
+	"sendPolicy\"\x87\x02\n" +
+	"\n" +
+	"SendPolicy\x12\x1c\n" +
+	"\tencrypted\x18\x01 \x01(\bR\tencrypted\x12\x10\n" +
+	"\x03raw\x18\x02 \x01(\bR\x03raw\x12\x1e\n" +
+	"\n" +
+	"properties\x18\x03 \x01(\bR\n" +
+	"properties\x12+\n" +
+	"\x11backup_properties\x18\x04 \x01(\bR\x10backupProperties\x12!\n" +
+	"\flarge_blocks\x18\x05 \x01(\bR\vlargeBlocks\x12\x1e\n" +
+	"\n" +
+	"compressed\x18\x06 \x01(\bR\n" +
+	"compressed\x12#\n" +
+	"\rembedded_data\x18\a \x01(\bR\fembeddedData\x12\x14\n" +
+	"\x05saved\x18\b \x01(\bR\x05saved\"\x18\n" +
 	"\x16ListFilesystemsRequest\"R\n" +
 	"\x14ListFilesystemsReply\x12:\n" +
-	"\vfilesystems\x18\x01 \x03(\v2\x18.zrepl.rpc.v1.FilesystemR\vfilesystems\"\xda\x02\n" +
+	"\vfilesystems\x18\x01 \x03(\v2\x18.zrepl.rpc.v1.FilesystemR\vfilesystems\"\xf8\x01\n" +
 	"\vSendRequest\x12\x0e\n" +
 	"\x02fs\x18\x01 \x01(\tR\x02fs\x123\n" +
 	"\x04from\x18\x02 \x01(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\x04from\x12/\n" +
 	"\x02to\x18\x03 \x01(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\x02to\x12!\n" +
-	"\fresume_token\x18\x04 \x01(\tR\vresumeToken\x12\x10\n" +
-	"\x03raw\x18\x05 \x01(\bR\x03raw\x12\x1e\n" +
-	"\n" +
-	"compressed\x18\x06 \x01(\bR\n" +
-	"compressed\x12!\n" +
-	"\flarge_blocks\x18\a \x01(\bR\vlargeBlocks\x12#\n" +
-	"\rembedded_data\x18\b \x01(\bR\fembeddedData\x128\n" +
+	"\fresume_token\x18\x04 \x01(\tR\vresumeToken\x128\n" +
 	"\n" +
 	"protection\x18\t \x01(\x0e2\x18.zrepl.rpc.v1.ProtectionR\n" +
-	"protection\"#\n" +
+	"protectionJ\x04\b\x05\x10\x06J\x04\b\x06\x10\aJ\x04\b\a\x10\bJ\x04\b\b\x10\t\"#\n" +
 	"\rSendSizeReply\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\"i\n" +
 	"\x11SendStreamRequest\x123\n" +
@@ -1269,68 +1358,70 @@ func file_zrepl_proto_rawDescGZIP() []byte {
 }
 
 var file_zrepl_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_zrepl_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_zrepl_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_zrepl_proto_goTypes = []any{
 	(VersionKind)(0),                    // 0: zrepl.rpc.v1.VersionKind
 	(Protection)(0),                     // 1: zrepl.rpc.v1.Protection
 	(*FilesystemVersion)(nil),           // 2: zrepl.rpc.v1.FilesystemVersion
 	(*FilesystemInfo)(nil),              // 3: zrepl.rpc.v1.FilesystemInfo
 	(*Filesystem)(nil),                  // 4: zrepl.rpc.v1.Filesystem
-	(*ListFilesystemsRequest)(nil),      // 5: zrepl.rpc.v1.ListFilesystemsRequest
-	(*ListFilesystemsReply)(nil),        // 6: zrepl.rpc.v1.ListFilesystemsReply
-	(*SendRequest)(nil),                 // 7: zrepl.rpc.v1.SendRequest
-	(*SendSizeReply)(nil),               // 8: zrepl.rpc.v1.SendSizeReply
-	(*SendStreamRequest)(nil),           // 9: zrepl.rpc.v1.SendStreamRequest
-	(*SendStreamEvent)(nil),             // 10: zrepl.rpc.v1.SendStreamEvent
-	(*StepCompletedRequest)(nil),        // 11: zrepl.rpc.v1.StepCompletedRequest
-	(*ReceiveRequest)(nil),              // 12: zrepl.rpc.v1.ReceiveRequest
-	(*AbortPartialReceiveRequest)(nil),  // 13: zrepl.rpc.v1.AbortPartialReceiveRequest
-	(*MoveLastReceivedHoldRequest)(nil), // 14: zrepl.rpc.v1.MoveLastReceivedHoldRequest
-	(*DestroySnapshotsRequest)(nil),     // 15: zrepl.rpc.v1.DestroySnapshotsRequest
-	(*Empty)(nil),                       // 16: zrepl.rpc.v1.Empty
-	(*ErrorInfo)(nil),                   // 17: zrepl.rpc.v1.ErrorInfo
-	(*timestamppb.Timestamp)(nil),       // 18: google.protobuf.Timestamp
+	(*SendPolicy)(nil),                  // 5: zrepl.rpc.v1.SendPolicy
+	(*ListFilesystemsRequest)(nil),      // 6: zrepl.rpc.v1.ListFilesystemsRequest
+	(*ListFilesystemsReply)(nil),        // 7: zrepl.rpc.v1.ListFilesystemsReply
+	(*SendRequest)(nil),                 // 8: zrepl.rpc.v1.SendRequest
+	(*SendSizeReply)(nil),               // 9: zrepl.rpc.v1.SendSizeReply
+	(*SendStreamRequest)(nil),           // 10: zrepl.rpc.v1.SendStreamRequest
+	(*SendStreamEvent)(nil),             // 11: zrepl.rpc.v1.SendStreamEvent
+	(*StepCompletedRequest)(nil),        // 12: zrepl.rpc.v1.StepCompletedRequest
+	(*ReceiveRequest)(nil),              // 13: zrepl.rpc.v1.ReceiveRequest
+	(*AbortPartialReceiveRequest)(nil),  // 14: zrepl.rpc.v1.AbortPartialReceiveRequest
+	(*MoveLastReceivedHoldRequest)(nil), // 15: zrepl.rpc.v1.MoveLastReceivedHoldRequest
+	(*DestroySnapshotsRequest)(nil),     // 16: zrepl.rpc.v1.DestroySnapshotsRequest
+	(*Empty)(nil),                       // 17: zrepl.rpc.v1.Empty
+	(*ErrorInfo)(nil),                   // 18: zrepl.rpc.v1.ErrorInfo
+	(*timestamppb.Timestamp)(nil),       // 19: google.protobuf.Timestamp
 }
 var file_zrepl_proto_depIdxs = []int32{
 	0,  // 0: zrepl.rpc.v1.FilesystemVersion.kind:type_name -> zrepl.rpc.v1.VersionKind
-	18, // 1: zrepl.rpc.v1.FilesystemVersion.creation:type_name -> google.protobuf.Timestamp
+	19, // 1: zrepl.rpc.v1.FilesystemVersion.creation:type_name -> google.protobuf.Timestamp
 	3,  // 2: zrepl.rpc.v1.Filesystem.info:type_name -> zrepl.rpc.v1.FilesystemInfo
 	2,  // 3: zrepl.rpc.v1.Filesystem.versions:type_name -> zrepl.rpc.v1.FilesystemVersion
-	4,  // 4: zrepl.rpc.v1.ListFilesystemsReply.filesystems:type_name -> zrepl.rpc.v1.Filesystem
-	2,  // 5: zrepl.rpc.v1.SendRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
-	2,  // 6: zrepl.rpc.v1.SendRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
-	1,  // 7: zrepl.rpc.v1.SendRequest.protection:type_name -> zrepl.rpc.v1.Protection
-	7,  // 8: zrepl.rpc.v1.SendStreamRequest.request:type_name -> zrepl.rpc.v1.SendRequest
-	7,  // 9: zrepl.rpc.v1.StepCompletedRequest.request:type_name -> zrepl.rpc.v1.SendRequest
-	2,  // 10: zrepl.rpc.v1.ReceiveRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
-	2,  // 11: zrepl.rpc.v1.ReceiveRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
-	2,  // 12: zrepl.rpc.v1.MoveLastReceivedHoldRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
-	2,  // 13: zrepl.rpc.v1.DestroySnapshotsRequest.snapshots:type_name -> zrepl.rpc.v1.FilesystemVersion
-	5,  // 14: zrepl.rpc.v1.Sender.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
-	7,  // 15: zrepl.rpc.v1.Sender.SendSize:input_type -> zrepl.rpc.v1.SendRequest
-	9,  // 16: zrepl.rpc.v1.Sender.Send:input_type -> zrepl.rpc.v1.SendStreamRequest
-	11, // 17: zrepl.rpc.v1.Sender.StepCompleted:input_type -> zrepl.rpc.v1.StepCompletedRequest
-	15, // 18: zrepl.rpc.v1.Sender.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
-	5,  // 19: zrepl.rpc.v1.Receiver.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
-	12, // 20: zrepl.rpc.v1.Receiver.Receive:input_type -> zrepl.rpc.v1.ReceiveRequest
-	13, // 21: zrepl.rpc.v1.Receiver.AbortPartialReceive:input_type -> zrepl.rpc.v1.AbortPartialReceiveRequest
-	14, // 22: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:input_type -> zrepl.rpc.v1.MoveLastReceivedHoldRequest
-	15, // 23: zrepl.rpc.v1.Receiver.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
-	6,  // 24: zrepl.rpc.v1.Sender.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	8,  // 25: zrepl.rpc.v1.Sender.SendSize:output_type -> zrepl.rpc.v1.SendSizeReply
-	10, // 26: zrepl.rpc.v1.Sender.Send:output_type -> zrepl.rpc.v1.SendStreamEvent
-	16, // 27: zrepl.rpc.v1.Sender.StepCompleted:output_type -> zrepl.rpc.v1.Empty
-	16, // 28: zrepl.rpc.v1.Sender.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
-	6,  // 29: zrepl.rpc.v1.Receiver.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	16, // 30: zrepl.rpc.v1.Receiver.Receive:output_type -> zrepl.rpc.v1.Empty
-	16, // 31: zrepl.rpc.v1.Receiver.AbortPartialReceive:output_type -> zrepl.rpc.v1.Empty
-	16, // 32: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:output_type -> zrepl.rpc.v1.Empty
-	16, // 33: zrepl.rpc.v1.Receiver.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
-	24, // [24:34] is the sub-list for method output_type
-	14, // [14:24] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	5,  // 4: zrepl.rpc.v1.Filesystem.send_policy:type_name -> zrepl.rpc.v1.SendPolicy
+	4,  // 5: zrepl.rpc.v1.ListFilesystemsReply.filesystems:type_name -> zrepl.rpc.v1.Filesystem
+	2,  // 6: zrepl.rpc.v1.SendRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
+	2,  // 7: zrepl.rpc.v1.SendRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
+	1,  // 8: zrepl.rpc.v1.SendRequest.protection:type_name -> zrepl.rpc.v1.Protection
+	8,  // 9: zrepl.rpc.v1.SendStreamRequest.request:type_name -> zrepl.rpc.v1.SendRequest
+	8,  // 10: zrepl.rpc.v1.StepCompletedRequest.request:type_name -> zrepl.rpc.v1.SendRequest
+	2,  // 11: zrepl.rpc.v1.ReceiveRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
+	2,  // 12: zrepl.rpc.v1.ReceiveRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
+	2,  // 13: zrepl.rpc.v1.MoveLastReceivedHoldRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
+	2,  // 14: zrepl.rpc.v1.DestroySnapshotsRequest.snapshots:type_name -> zrepl.rpc.v1.FilesystemVersion
+	6,  // 15: zrepl.rpc.v1.Sender.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
+	8,  // 16: zrepl.rpc.v1.Sender.SendSize:input_type -> zrepl.rpc.v1.SendRequest
+	10, // 17: zrepl.rpc.v1.Sender.Send:input_type -> zrepl.rpc.v1.SendStreamRequest
+	12, // 18: zrepl.rpc.v1.Sender.StepCompleted:input_type -> zrepl.rpc.v1.StepCompletedRequest
+	16, // 19: zrepl.rpc.v1.Sender.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
+	6,  // 20: zrepl.rpc.v1.Receiver.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
+	13, // 21: zrepl.rpc.v1.Receiver.Receive:input_type -> zrepl.rpc.v1.ReceiveRequest
+	14, // 22: zrepl.rpc.v1.Receiver.AbortPartialReceive:input_type -> zrepl.rpc.v1.AbortPartialReceiveRequest
+	15, // 23: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:input_type -> zrepl.rpc.v1.MoveLastReceivedHoldRequest
+	16, // 24: zrepl.rpc.v1.Receiver.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
+	7,  // 25: zrepl.rpc.v1.Sender.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
+	9,  // 26: zrepl.rpc.v1.Sender.SendSize:output_type -> zrepl.rpc.v1.SendSizeReply
+	11, // 27: zrepl.rpc.v1.Sender.Send:output_type -> zrepl.rpc.v1.SendStreamEvent
+	17, // 28: zrepl.rpc.v1.Sender.StepCompleted:output_type -> zrepl.rpc.v1.Empty
+	17, // 29: zrepl.rpc.v1.Sender.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
+	7,  // 30: zrepl.rpc.v1.Receiver.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
+	17, // 31: zrepl.rpc.v1.Receiver.Receive:output_type -> zrepl.rpc.v1.Empty
+	17, // 32: zrepl.rpc.v1.Receiver.AbortPartialReceive:output_type -> zrepl.rpc.v1.Empty
+	17, // 33: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:output_type -> zrepl.rpc.v1.Empty
+	17, // 34: zrepl.rpc.v1.Receiver.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
+	25, // [25:35] is the sub-list for method output_type
+	15, // [15:25] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_zrepl_proto_init() }
@@ -1344,7 +1435,7 @@ func file_zrepl_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_zrepl_proto_rawDesc), len(file_zrepl_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
