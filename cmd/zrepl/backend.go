@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"log/syslog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 
 	"zrepl.dev/zrepl/engine/config"
 	"zrepl.dev/zrepl/engine/daemon"
+	"zrepl.dev/zrepl/engine/logging"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/zfsmodel"
 	"zrepl.dev/zrepl/zfsreal"
@@ -25,6 +25,9 @@ import (
 // backend is the ZFS a config asks for, and how to save it.
 type backend struct {
 	zfs zfs.ZFS
+	// saver saves the model's state (nil for the real backend or a model
+	// without state dir).
+	saver *modelSaver
 	// persist saves the model's state (nil for the real backend or a
 	// model without state dir).
 	persist func() error
@@ -123,7 +126,7 @@ func openBackend(cfg *config.Config, log *slog.Logger, readOnly bool) (*backend,
 	b := &backend{zfs: m}
 	if dir != "" && !readOnly {
 		s := &modelSaver{m: m, dir: dir}
-		b.persist = s.save
+		b.saver, b.persist = s, s.save
 		// Every change is saved before the call returns, so a kill -9
 		// keeps what the daemon did, as a real pool would.
 		d := daemon.NewDurable(m, s.save)
@@ -193,74 +196,12 @@ func saveModel(m *zfsmodel.Model, dir string) error {
 	return daemon.SaveFile(dir, modelStateFile, buf.Bytes())
 }
 
-// newLogger builds the slog logger of the config's outlets: stdout (text
-// for human and logfmt, JSON for json) and syslog. A syslog that cannot be
-// reached is reported on stdout and left out.
-func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	var handlers []slog.Handler
-	var problems []string
-	for _, o := range cfg.Global.Logging {
-		opts := &slog.HandlerOptions{Level: slogLevel(o.Level)}
-		switch o.Type {
-		case "stdout":
-			if o.Time != nil && !*o.Time {
-				opts.ReplaceAttr = dropTime
-			}
-			if o.Format == config.FormatJSON {
-				handlers = append(handlers, slog.NewJSONHandler(w, opts))
-			} else {
-				handlers = append(handlers, slog.NewTextHandler(w, opts))
-			}
-		case "syslog":
-			sw, err := syslog.New(syslogFacility(o.Facility)|syslog.LOG_INFO, "zrepl")
-			if err != nil {
-				problems = append(problems, err.Error())
-				continue
-			}
-			// syslog stamps its own time.
-			opts.ReplaceAttr = dropTime
-			handlers = append(handlers, slog.NewTextHandler(sw, opts))
-		}
+// newLogger builds the logger of the config's outlets (engine/logging),
+// stdout being w.
+func newLogger(cfg *config.Config, w io.Writer) (*slog.Logger, *logging.Handler, error) {
+	h, err := logging.New(cfg.Global.Logging, logging.Stdout{W: w, Terminal: isTerminal(w)})
+	if err != nil {
+		return nil, nil, err
 	}
-	if len(handlers) == 0 {
-		handlers = append(handlers, slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
-	l := slog.New(slog.NewMultiHandler(handlers...))
-	for _, p := range problems {
-		slog.New(slog.NewTextHandler(w, nil)).Warn("syslog outlet left out", "err", p)
-	}
-	return l
-}
-
-func dropTime(groups []string, a slog.Attr) slog.Attr {
-	if len(groups) == 0 && a.Key == slog.TimeKey {
-		return slog.Attr{}
-	}
-	return a
-}
-
-func syslogFacility(name string) syslog.Priority {
-	facilities := map[string]syslog.Priority{
-		"kern": syslog.LOG_KERN, "user": syslog.LOG_USER, "mail": syslog.LOG_MAIL, "daemon": syslog.LOG_DAEMON,
-		"auth": syslog.LOG_AUTH, "syslog": syslog.LOG_SYSLOG, "lpr": syslog.LOG_LPR, "news": syslog.LOG_NEWS,
-		"uucp": syslog.LOG_UUCP, "cron": syslog.LOG_CRON, "authpriv": syslog.LOG_AUTHPRIV, "ftp": syslog.LOG_FTP,
-		"local0": syslog.LOG_LOCAL0, "local1": syslog.LOG_LOCAL1, "local2": syslog.LOG_LOCAL2, "local3": syslog.LOG_LOCAL3,
-		"local4": syslog.LOG_LOCAL4, "local5": syslog.LOG_LOCAL5, "local6": syslog.LOG_LOCAL6, "local7": syslog.LOG_LOCAL7,
-	}
-	if f, ok := facilities[name]; ok {
-		return f
-	}
-	return syslog.LOG_LOCAL0
-}
-
-func slogLevel(l config.LogLevel) slog.Level {
-	switch l {
-	case config.LevelDebug:
-		return slog.LevelDebug
-	case config.LevelInfo:
-		return slog.LevelInfo
-	case config.LevelError:
-		return slog.LevelError
-	}
-	return slog.LevelWarn
+	return slog.New(h), h, nil
 }

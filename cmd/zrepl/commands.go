@@ -52,7 +52,6 @@ func newDaemonCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg, cmd.OutOrStdout())
 			// Before the backend opens: a second daemon must not even
 			// load (and save) the state the first one owns.
 			lock, err := daemon.LockState(cfg)
@@ -60,18 +59,15 @@ func newDaemonCommand() *cobra.Command {
 				return err
 			}
 			defer lock.Release()
-			b, err := openBackend(cfg, log, false)
+			s, err := buildSystem(cfg, cmd.OutOrStdout())
 			if err != nil {
 				return err
 			}
-			d, err := daemon.New(daemon.Options{Config: cfg, ZFS: b.zfs, Log: log, Persist: b.persist, DemoData: b.demo})
-			if err != nil {
-				return err
-			}
+			defer s.close()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			err = d.Run(ctx)
-			log.Info("daemon stopped")
+			err = s.daemon.Run(ctx)
+			s.log.Info("daemon stopped")
 			return err
 		},
 	}

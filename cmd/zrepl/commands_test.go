@@ -123,7 +123,7 @@ func TestDaemonAndClientCommands(t *testing.T) {
 
 	// The prometheus endpoint (port chosen by the kernel, read from the
 	// log).
-	addr := regexp.MustCompile(`prometheus metrics listening" address=(\S+)`).FindStringSubmatch(logs.String())
+	addr := regexp.MustCompile(`prometheus metrics listening address="([^"]+)"`).FindStringSubmatch(logs.String())
 	require.Len(t, addr, 2, logs.String())
 	var body []byte
 	deadline := time.Now().Add(10 * time.Second)
@@ -262,7 +262,8 @@ jobs:
 `))
 	require.NoError(t, err)
 	var b bytes.Buffer
-	log := newLogger(cfg, &b)
+	log, _, err := newLogger(cfg, &b)
+	require.NoError(t, err)
 	log.Info("quiet")
 	log.Error("loud", "job", "s")
 	out := b.String()
@@ -271,5 +272,6 @@ jobs:
 	require.NoError(t, json.Unmarshal([]byte(out), &rec), out)
 	assert.Equal(t, "loud", rec["msg"])
 	assert.Equal(t, "s", rec["job"])
-	assert.NotContains(t, rec, "time")
+	assert.Equal(t, "error", rec["level"])
+	assert.Contains(t, rec, "time", "zrepl's json format always has the time")
 }

@@ -182,6 +182,8 @@ var brokenConfigs = []struct {
 		  logging:
 		    - type: stdout
 		      levle: info
+		      level: info
+		      format: human
 		    - type: file
 		  monitoring:
 		    - type: prometheus
@@ -196,11 +198,11 @@ var brokenConfigs = []struct {
 		`, []Error{
 		{"global.zfs_backend", 2, "unknown value \"fake\" (want real, model)"},
 		{"global.logging[0].levle", 5, "unknown key \"levle\" (want type, level, format, time, color)"},
-		{"global.logging[1]", 6, "unknown logging outlet type \"file\" (want stdout, syslog)"},
-		{"global.monitoring[1]", 10, "the prometheus monitoring endpoint may be configured only once"},
-		{"global.monitoring[1].listen", 11, "invalid address \"9812\" (want host:port, e.g. \"backup.example.com:8888\" or \":8888\")"},
-		{"foo", 12, "unknown key \"foo\" (want global, jobs)"},
-		{"jobs[0]", 15, "unknown job type \"pushy\" (want push, sink, pull, source, snap)"},
+		{"global.logging[1]", 8, "unknown logging outlet type \"file\" (want stdout, syslog, tcp)"},
+		{"global.monitoring[1]", 12, "the prometheus monitoring endpoint may be configured only once"},
+		{"global.monitoring[1].listen", 13, "invalid address \"9812\" (want host:port, e.g. \"backup.example.com:8888\" or \":8888\")"},
+		{"foo", 14, "unknown key \"foo\" (want global, jobs)"},
+		{"jobs[0]", 17, "unknown job type \"pushy\" (want push, sink, pull, source, snap)"},
 	}},
 	{"bad values in push and sink", `
 		jobs:
@@ -249,7 +251,7 @@ var brokenConfigs = []struct {
 		{"jobs[0].filesystems[\"a<b\"]", 9, "invalid filter pattern \"a<b\": '<' may only end a pattern"},
 		{"jobs[0].filesystems[\"\"]", 9, "empty filter pattern (use \"<\" to match every filesystem)"},
 		{"jobs[0].filesystems[\"<\"]", 9, "want true (include) or false (exclude), got \"maybe\""},
-		{"jobs[0].snapshotting.prefix", 12, "snapshot names would be invalid: invalid snapshot name \"bad prefix/20060102_150405_000\": unexpected '/' at position 10"},
+		{"jobs[0].snapshotting.prefix", 12, "snapshot names would be invalid: invalid snapshot name \"bad prefix/20200601_000000_000\": unexpected '/' at position 10"},
 		{"jobs[0].snapshotting.interval", 13, "duration \"0s\" must be positive"},
 		{"jobs[0].pruning.keep_sender[0].grid", 17, "grid spec term 1 \"1x1h(keep=none)\": keep=none: want a positive integer or all"},
 		{"jobs[0].pruning.keep_sender[0].regex", 18, "invalid regex \"([\": error parsing regexp: missing closing ]: `[`"},

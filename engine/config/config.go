@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"regexp"
+	"strings"
 	"time"
 
 	"zrepl.dev/zrepl/engine/endpoint"
@@ -73,16 +74,49 @@ const (
 	FormatJSON   LogFormat = "json"
 )
 
+// Logging outlet types.
+const (
+	OutletStdout = "stdout"
+	OutletSyslog = "syslog"
+	OutletTCP    = "tcp"
+)
+
 type LogOutlet struct {
-	Type   string // "stdout" or "syslog"
+	Type   string // OutletStdout, OutletSyslog or OutletTCP
 	Level  LogLevel
 	Format LogFormat
-	// Stdout only: force time stamps and colours; nil means decide by
-	// whether stdout is a terminal.
-	Time, Color *bool
+	// Stdout only: Time writes time stamps when stdout is not a terminal
+	// (on a terminal they are always written); Color colours by level on
+	// a terminal. Both default to true, as in zrepl.
+	Time, Color bool
 	// Syslog only.
-	Facility      string // default local0
+	Facility string // default local0
+	// Syslog and tcp: how long after a failed connection the outlet
+	// tries again (messages meanwhile are dropped); default 10s.
 	RetryInterval time.Duration
+	// TCP only.
+	Net     string // tcp (default), tcp4 or tcp6
+	Address string
+	// TLS is nil for a plain connection.
+	TLS *LogTLS
+	// Pos locates its keys, for errors found after parsing.
+	Pos Pos
+}
+
+// LogTLS is a tcp outlet's TLS with client authentication.
+type LogTLS struct {
+	CA   string // empty: the system's roots
+	Cert string
+	Key  string
+	Pos  Pos
+}
+
+// DefaultRetryInterval is zrepl's default of retry_interval.
+const DefaultRetryInterval = 10 * time.Second
+
+// DefaultLogOutlet is the outlet of a config without global.logging.
+func DefaultLogOutlet() LogOutlet {
+	return LogOutlet{Type: OutletStdout, Level: LevelWarn, Format: FormatHuman, Time: true, Color: true}
 }
 
 type Monitoring struct {
@@ -169,7 +203,30 @@ type Connect struct {
 	ListenerName   string
 	ClientIdentity string
 
-	lines map[string]int // of keys, for cross-job errors
+	// Pos locates its keys, for errors found after parsing.
+	Pos Pos
+}
+
+// Pos locates the keys of one section in the document, for errors found
+// after parsing, such as a certificate file that cannot be read.
+type Pos struct {
+	path  string
+	line  int // of the section
+	lines map[string]int
+}
+
+// Line is the line of key, or of the section if key is absent.
+func (p Pos) Line(key string) int {
+	if l, ok := p.lines[key]; ok {
+		return l
+	}
+	return p.line
+}
+
+// Of names key as errors do: "jobs[0].connect.cert: line 7".
+func (p Pos) Of(key string) string {
+	e := Error{Path: child(p.path, key), Line: p.Line(key)}
+	return strings.TrimSuffix(e.Error(), ": ")
 }
 
 // TCPClient maps a client address or network to its identity. An identity
@@ -189,14 +246,16 @@ type Serve struct {
 	// tcp
 	Clients []TCPClient
 	// tls
-	CA, Cert, Key string
-	ClientCNs     []string
+	CA, Cert, Key    string
+	ClientCNs        []string
+	HandshakeTimeout time.Duration
 	// stdinserver
 	ClientIdentities []string
 	// local
 	ListenerName string
 
-	lines map[string]int // of keys, for cross-job errors
+	// Pos locates its keys, for errors found after parsing.
+	Pos Pos
 }
 
 type SnapshottingType string

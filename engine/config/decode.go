@@ -289,6 +289,15 @@ func refusal(key string, n *yaml.Node, k KeyInfo) string {
 
 func (m *mapping) has(key string) bool { return m.get(key) != nil }
 
+// pos locates the mapping's keys.
+func (m *mapping) pos() Pos {
+	p := Pos{path: m.path, line: m.line, lines: make(map[string]int, len(m.keys))}
+	for k, n := range m.keys {
+		p.lines[k] = n.Line
+	}
+	return p
+}
+
 // keyLine is the line of key, or of the mapping if key is absent.
 func (m *mapping) keyLine(key string) int {
 	if k, ok := m.keys[key]; ok {
@@ -428,6 +437,26 @@ func (m *mapping) duration(key string, def time.Duration) time.Duration {
 		return def
 	}
 	dur, err := ParseDuration(s)
+	if err != nil {
+		m.d.errf(child(m.path, key), n.Line, "%v", err)
+		return def
+	}
+	return dur
+}
+
+// goDuration reads an optional duration in Go's syntax (300ms, 1h30m),
+// which zrepl uses for its timeouts and retry intervals; zero is allowed
+// only if zero is true.
+func (m *mapping) goDuration(key string, def time.Duration, zero bool) time.Duration {
+	n := m.get(key)
+	if n == nil {
+		return def
+	}
+	s, ok := m.d.scalar(child(m.path, key), n)
+	if !ok {
+		return def
+	}
+	dur, err := ParseGoDuration(s, zero)
 	if err != nil {
 		m.d.errf(child(m.path, key), n.Line, "%v", err)
 		return def

@@ -39,7 +39,9 @@ func TestEveryExampleParses(t *testing.T) {
 func TestQuickstartExample(t *testing.T) {
 	cfg := parseExample(t, "quickstart.yml")
 	assert.Equal(t, BackendModel, cfg.Global.ZFSBackend)
-	assert.Equal(t, []LogOutlet{{Type: "stdout", Level: LevelInfo, Format: FormatHuman}}, cfg.Global.Logging)
+	require.Len(t, cfg.Global.Logging, 1)
+	o := cfg.Global.Logging[0]
+	assert.Equal(t, LogOutlet{Type: "stdout", Level: LevelInfo, Format: FormatHuman, Time: true, Color: true}, LogOutlet{Type: o.Type, Level: o.Level, Format: o.Format, Time: o.Time, Color: o.Color})
 	require.Len(t, cfg.Jobs, 2)
 
 	push, ok := cfg.Job("quickstart_push")

@@ -15,6 +15,7 @@ import (
 	yaml "go.yaml.in/yaml/v3"
 
 	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/snapper"
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
@@ -154,15 +155,15 @@ func (d *decoder) global(root *mapping) Global {
 			if !ok {
 				continue
 			}
-			if first, dup := seen[o.Type]; dup {
+			if first, dup := seen[o.Type]; dup && o.Type != OutletTCP {
 				d.errf(p, om.line, "a %s outlet may appear only once (first at global.logging[%d])", o.Type, first)
 			}
 			seen[o.Type] = i
 			g.Logging = append(g.Logging, o)
 		}
 	}
-	if len(g.Logging) == 0 {
-		g.Logging = []LogOutlet{{Type: "stdout", Level: LevelWarn, Format: FormatHuman}}
+	if m.get("logging") == nil {
+		g.Logging = []LogOutlet{DefaultLogOutlet()}
 	}
 	if items, ok := m.list("monitoring"); ok {
 		for i, it := range items {
@@ -224,28 +225,46 @@ var syslogFacilities = []string{
 }
 
 func (d *decoder) outlet(m *mapping) (LogOutlet, bool) {
-	typ, ok := d.typeOf(m, "logging outlet", "stdout", "syslog")
+	typ, ok := d.typeOf(m, "logging outlet", OutletStdout, OutletSyslog, OutletTCP)
 	if !ok {
 		return LogOutlet{}, false
 	}
-	o := LogOutlet{
-		Type:   typ,
-		Level:  LogLevel(m.enum("level", string(LevelWarn), "error", "warn", "info", "debug")),
-		Format: LogFormat(m.enum("format", string(FormatHuman), "human", "logfmt", "json")),
+	o := LogOutlet{Type: typ, Pos: m.pos()}
+	// zrepl has no default level or format for an outlet.
+	if m.get("level") == nil {
+		m.missing("level", "want error, warn, info or debug")
 	}
+	o.Level = LogLevel(m.enum("level", string(LevelWarn), "error", "warn", "info", "debug"))
+	if m.get("format") == nil {
+		m.missing("format", "want human, logfmt or json")
+	}
+	o.Format = LogFormat(m.enum("format", string(FormatHuman), "human", "logfmt", "json"))
 	switch typ {
-	case "stdout":
-		if m.has("time") {
-			v := m.boolean("time", false)
-			o.Time = &v
-		}
-		if m.has("color") {
-			v := m.boolean("color", false)
-			o.Color = &v
-		}
-	case "syslog":
+	case OutletStdout:
+		o.Time = m.boolean("time", true)
+		o.Color = m.boolean("color", true)
+	case OutletSyslog:
 		o.Facility = m.enum("facility", "local0", syslogFacilities...)
-		o.RetryInterval = m.duration("retry_interval", 0)
+		o.RetryInterval = m.goDuration("retry_interval", DefaultRetryInterval, false)
+	case OutletTCP:
+		o.Address = m.reqStr("address", "")
+		if o.Address != "" {
+			d.checkHostPort(child(m.path, "address"), m.keyLine("address"), o.Address)
+		}
+		o.Net = m.enum("net", "tcp", "tcp", "tcp4", "tcp6")
+		o.RetryInterval = m.goDuration("retry_interval", DefaultRetryInterval, false)
+		if tm, ok := d.section(m, "tls", ""); ok {
+			o.TLS = &LogTLS{Pos: tm.pos()}
+			// ca may be empty (the system's roots), but is required.
+			if ca, ok := tm.str("ca"); ok {
+				o.TLS.CA = ca
+			} else if tm.get("ca") == nil {
+				tm.missing("ca", "the CA of the log server's certificate; \"\" for the system's")
+			}
+			o.TLS.Cert = tm.reqStr("cert", "")
+			o.TLS.Key = tm.reqStr("key", "")
+			tm.done()
+		}
 	}
 	m.done()
 	return o, true
@@ -449,37 +468,32 @@ func (d *decoder) snapshotting(m *mapping, why string) *Snapshotting {
 		if s.Interval == 0 && sm.get("interval") == nil {
 			sm.missing("interval", "")
 		}
-		s.TimestampFormat = "dense"
-		key := "timestamp_format"
-		if f, ok := sm.str(key); ok {
-			if strings.TrimSpace(f) == "" {
-				d.errf(child(sm.path, key), sm.keyLine(key), "must not be empty")
-			} else {
-				s.TimestampFormat = f
-			}
+		s.TimestampFormat = snapper.FormatDense
+		if f, ok := sm.str("timestamp_format"); ok {
+			s.TimestampFormat = f
 		}
-		if name, ok := sm.str("timestamp_location"); ok && name != "UTC" {
-			loc, err := time.LoadLocation(name)
-			switch {
-			case err != nil || name == "":
+		loc := time.UTC
+		if name, ok := sm.str("timestamp_location"); ok {
+			l, err := time.LoadLocation(name)
+			if err != nil {
 				d.errf(child(sm.path, "timestamp_location"), sm.keyLine("timestamp_location"), "unknown time zone %q (want UTC, Local or an IANA name like Europe/Berlin)", name)
-			case s.TimestampFormat == "dense" || s.TimestampFormat == "human":
-				// These formats carry no zone: names would repeat or go
-				// backwards when the clock changes.
-				d.errf(child(sm.path, "timestamp_location"), sm.keyLine("timestamp_location"), "timestamp_format %s has no time zone, so it needs timestamp_location UTC", s.TimestampFormat)
-			default:
-				s.TimestampLocation = loc
+			} else {
+				loc = l
 			}
 		}
 		if s.Prefix != "" {
-			name := s.SnapshotName(time.Date(2006, 1, 2, 15, 4, 5, 0, time.UTC))
-			if err := zfs.ValidateVersionName(zfs.Snapshot, name); err != nil {
-				p, k := child(sm.path, "prefix"), "prefix"
-				if zfs.ValidateVersionName(zfs.Snapshot, s.Prefix) == nil {
-					p, k = child(sm.path, key), key
-				}
-				d.errf(p, sm.keyLine(k), "snapshot names would be invalid: %v", err)
+			_, err := snapper.NewNaming(s.Prefix, s.TimestampFormat, loc)
+			switch {
+			case errors.Is(err, snapper.ErrFormatNeedsUTC):
+				d.errf(child(sm.path, "timestamp_location"), sm.keyLine("timestamp_location"), "timestamp_format %s has no time zone, so it needs timestamp_location UTC", s.TimestampFormat)
+			case err != nil && zfs.ValidateVersionName(zfs.Snapshot, s.Prefix) != nil:
+				d.errf(child(sm.path, "prefix"), sm.keyLine("prefix"), "%v", err)
+			case err != nil:
+				d.errf(child(sm.path, "timestamp_format"), sm.keyLine("timestamp_format"), "%v (want dense, human, iso-8601, unix-seconds or a Go time layout)", err)
 			}
+		}
+		if loc != time.UTC {
+			s.TimestampLocation = loc
 		}
 		s.Hooks = d.hooks(sm)
 	} else {
@@ -489,30 +503,13 @@ func (d *decoder) snapshotting(m *mapping, why string) *Snapshotting {
 	return s
 }
 
-// SnapshotName is the name of a snapshot taken at t: prefix and the
-// timestamp in TimestampFormat and TimestampLocation. A '+' of a zone
-// offset becomes '_', since ZFS names may not contain '+'.
-func (s *Snapshotting) SnapshotName(t time.Time) string {
-	loc := s.TimestampLocation
-	if loc == nil {
-		loc = time.UTC
-	}
-	t = t.In(loc)
-	var ts string
-	switch s.TimestampFormat {
-	case "dense", "":
-		ts = t.Format("20060102_150405_000")
-	case "human":
-		ts = t.Format("2006-01-02_15:04:05")
-	case "iso-8601":
-		ts = t.Format("2006-01-02T15:04:05.000Z07:00")
-	case "unix-seconds":
-		ts = strconv.FormatInt(t.Unix(), 10)
-	default:
-		ts = t.Format(s.TimestampFormat)
-	}
-	return s.Prefix + strings.ReplaceAll(ts, "+", "_")
+// Naming is how the job names its snapshots.
+func (s *Snapshotting) Naming() snapper.Naming {
+	return snapper.Naming{Prefix: s.Prefix, Format: s.TimestampFormat, Location: s.TimestampLocation}
 }
+
+// SnapshotName is the name of a snapshot taken at t.
+func (s *Snapshotting) SnapshotName(t time.Time) string { return s.Naming().Name(t) }
 
 func (d *decoder) pruning(m *mapping, jt JobType, why string) *Pruning {
 	pm, ok := d.section(m, "pruning", why)

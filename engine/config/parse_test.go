@@ -130,17 +130,27 @@ func TestGlobalSection(t *testing.T) {
 		  model_state_dir: /var/lib/zrepl/model
 		  logging:
 		    - {type: stdout, level: debug, format: json, time: false, color: false}
-		    - {type: syslog, level: error, facility: daemon}
+		    - {type: syslog, level: error, format: logfmt, facility: daemon, retry_interval: 1m30s}
+		    - {type: tcp, level: info, format: json, address: "logs:514", tls: {ca: "", cert: /c, key: /k}}
+		    - {type: tcp, level: warn, format: human, net: tcp6, address: "[::1]:514", retry_interval: 2s}
 		  control: {sockpath: /run/z/control}
 		  serve: {stdinserver: {sockdir: /run/z/stdin}}
 		`)
 	g := cfg.Global
 	assert.Equal(t, BackendModel, g.ZFSBackend)
 	assert.Equal(t, "/var/lib/zrepl/model", g.ModelStateDir)
-	f := false
+	require.Len(t, g.Logging, 4)
+	for i := range g.Logging {
+		g.Logging[i].Pos = Pos{}
+		if g.Logging[i].TLS != nil {
+			g.Logging[i].TLS.Pos = Pos{}
+		}
+	}
 	assert.Equal(t, []LogOutlet{
-		{Type: "stdout", Level: LevelDebug, Format: FormatJSON, Time: &f, Color: &f},
-		{Type: "syslog", Level: LevelError, Format: FormatHuman, Facility: "daemon"},
+		{Type: "stdout", Level: LevelDebug, Format: FormatJSON},
+		{Type: "syslog", Level: LevelError, Format: FormatLogfmt, Facility: "daemon", RetryInterval: 90 * time.Second},
+		{Type: "tcp", Level: LevelInfo, Format: FormatJSON, Net: "tcp", Address: "logs:514", RetryInterval: DefaultRetryInterval, TLS: &LogTLS{Cert: "/c", Key: "/k"}},
+		{Type: "tcp", Level: LevelWarn, Format: FormatHuman, Net: "tcp6", Address: "[::1]:514", RetryInterval: 2 * time.Second},
 	}, g.Logging)
 	assert.Equal(t, "/run/z/control", g.ControlSockPath)
 	assert.Equal(t, "/run/z/stdin", g.StdinserverSockDir)
@@ -157,14 +167,23 @@ func TestGlobalErrors(t *testing.T) {
 		global:
 		  model_state_dir: /x
 		  logging:
-		    - {type: stdout}
-		    - {type: stdout}
+		    - {type: stdout, level: info, format: human}
+		    - {type: stdout, format: human, level: info}
 		    - ~
+		    - {type: syslog, retry_interval: 1d}
+		    - {type: tcp, level: info, format: json, address: "logs", net: udp, tls: {cert: /c}}
 		`)
 	want := []Error{
 		{"global.model_state_dir", 2, "only meaningful with zfs_backend: model"},
 		{"global.logging[1]", 5, "a stdout outlet may appear only once (first at global.logging[0])"},
 		{"global.logging[2]", 6, "want an outlet mapping, got null"},
+		{"global.logging[3]", 7, `missing required key "level" (want error, warn, info or debug)`},
+		{"global.logging[3]", 7, `missing required key "format" (want human, logfmt or json)`},
+		{"global.logging[3].retry_interval", 7, `invalid duration "1d" (want e.g. 500ms, 10s, 1m30s; units ns, us, ms, s, m, h)`},
+		{"global.logging[4].address", 8, `invalid address "logs" (want host:port, e.g. "backup.example.com:8888" or ":8888")`},
+		{"global.logging[4].net", 8, `unknown value "udp" (want tcp, tcp4, tcp6)`},
+		{"global.logging[4].tls", 8, `missing required key "ca" (the CA of the log server's certificate; "" for the system's)`},
+		{"global.logging[4].tls", 8, `missing required key "key"`},
 	}
 	require.Len(t, errs, len(want))
 	for i := range want {
@@ -221,7 +240,7 @@ func TestTimestampFormatMustGiveValidNames(t *testing.T) {
 		    pruning: {keep: []}
 		`)
 	require.Len(t, errs, 1)
-	assert.Equal(t, Error{"jobs[0].snapshotting.timestamp_format", 5, `snapshot names would be invalid: invalid snapshot name "z_2006/01/02": unexpected '/' at position 6`}, *errs[0])
+	assert.Equal(t, Error{"jobs[0].snapshotting.timestamp_format", 5, `snapshot names would be invalid: invalid snapshot name "z_2020/06/01": unexpected '/' at position 6 (want dense, human, iso-8601, unix-seconds or a Go time layout)`}, *errs[0])
 }
 
 // A small document whose aliases name a large subtree many times must be
@@ -342,7 +361,7 @@ func TestTimestampLocation(t *testing.T) {
 		`)
 	s := cfg.Jobs[0].Snapshotting
 	at := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
-	assert.Equal(t, "z_2024-05-06T09:08:09.000_02:00", s.SnapshotName(at), "'+' of the offset becomes '_'")
+	assert.Equal(t, "z_2024-05-06T09:08:09.000_0200", s.SnapshotName(at), "'+' of the offset becomes '_' (zrepl's iso-8601 layout has no colon in the offset)")
 
 	errs := parseErrors(t, `
 		jobs:

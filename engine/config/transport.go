@@ -12,8 +12,13 @@ import (
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
-// DefaultDialTimeout is zrepl's default for connect.dial_timeout.
-const DefaultDialTimeout = 10 * time.Second
+// zrepl's defaults of connect.dial_timeout (0 is no timeout) and
+// serve.tls.handshake_timeout.
+const (
+	DefaultDialTimeout      = 10 * time.Second
+	DefaultLocalDialTimeout = 2 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
+)
 
 // ValidateClientIdentity checks that id can name the dataset
 // <root_fs>/<id> a sink keeps a client's data in.
@@ -64,7 +69,7 @@ func (d *decoder) connect(m *mapping, why string) *Connect {
 	if !ok {
 		return nil
 	}
-	c := &Connect{Type: typ, lines: map[string]int{"listener_name": cm.keyLine("listener_name")}}
+	c := &Connect{Type: typ, Pos: cm.pos()}
 	addr := func() {
 		c.Address = cm.reqStr("address", "")
 		if c.Address != "" {
@@ -74,28 +79,28 @@ func (d *decoder) connect(m *mapping, why string) *Connect {
 	switch typ {
 	case TransportTCP:
 		addr()
-		c.DialTimeout = cm.duration("dial_timeout", DefaultDialTimeout)
+		c.DialTimeout = cm.goDuration("dial_timeout", DefaultDialTimeout, true)
 	case TransportTLS:
 		addr()
 		c.CA = cm.reqStr("ca", "")
 		c.Cert = cm.reqStr("cert", "")
 		c.Key = cm.reqStr("key", "")
 		c.ServerCN = cm.reqStr("server_cn", "the server certificate's expected common name")
-		c.DialTimeout = cm.duration("dial_timeout", DefaultDialTimeout)
+		c.DialTimeout = cm.goDuration("dial_timeout", DefaultDialTimeout, true)
 	case TransportSSH:
 		c.Host = cm.reqStr("host", "")
 		c.User = cm.reqStr("user", "")
 		c.Port = cm.integer("port", 22, 1, 65535)
 		c.IdentityFile = cm.reqStr("identity_file", "")
 		c.Options = strs(cm.strList("options"))
-		c.DialTimeout = cm.duration("dial_timeout", DefaultDialTimeout)
+		c.DialTimeout = cm.goDuration("dial_timeout", DefaultDialTimeout, true)
 	case TransportLocal:
 		c.ListenerName = cm.reqStr("listener_name", "must match the serve.listener_name of a job in this config")
 		c.ClientIdentity = cm.reqStr("client_identity", "")
 		if c.ClientIdentity != "" {
 			d.identity(child(cm.path, "client_identity"), cm.keyLine("client_identity"), c.ClientIdentity)
 		}
-		c.DialTimeout = cm.duration("dial_timeout", DefaultDialTimeout)
+		c.DialTimeout = cm.goDuration("dial_timeout", DefaultLocalDialTimeout, true)
 	}
 	cm.done()
 	return c
@@ -112,11 +117,7 @@ func (d *decoder) serve(m *mapping, why string) *Serve {
 	if !ok {
 		return nil
 	}
-	s := &Serve{Type: typ, lines: map[string]int{
-		"listener_name":     sm.keyLine("listener_name"),
-		"listen":            sm.keyLine("listen"),
-		"client_identities": sm.keyLine("client_identities"),
-	}}
+	s := &Serve{Type: typ, Pos: sm.pos()}
 	listen := func() {
 		s.Listen = sm.reqStr("listen", "")
 		if s.Listen != "" {
@@ -154,6 +155,8 @@ func (d *decoder) serve(m *mapping, why string) *Serve {
 		s.Cert = sm.reqStr("cert", "")
 		s.Key = sm.reqStr("key", "")
 		s.ClientCNs = identities("client_cns")
+		// zrepl takes 0, then fails every handshake at once.
+		s.HandshakeTimeout = sm.goDuration("handshake_timeout", DefaultHandshakeTimeout, false)
 	case TransportStdinserver:
 		s.ClientIdentities = identities("client_identities")
 	case TransportLocal:

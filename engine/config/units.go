@@ -44,6 +44,24 @@ func ParseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// ParseGoDuration parses a duration in Go's syntax, as zrepl reads its
+// timeouts and retry intervals: "10s", "1h30m", "500ms" ("1d" is not one).
+// Negative durations are refused, and zero unless zero is true.
+func ParseGoDuration(s string, zero bool) (time.Duration, error) {
+	want := "want e.g. 500ms, 10s, 1m30s"
+	if zero {
+		want += " or 0s for none"
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("invalid duration %q (%s; units ns, us, ms, s, m, h)", s, want)
+	case d < 0 || d == 0 && !zero:
+		return 0, fmt.Errorf("duration %q must be positive (%s)", s, want)
+	}
+	return d, nil
+}
+
 // splitNumUnit splits "10 m" into "10" and "m"; the number is digits only.
 func splitNumUnit(s string) (num, unit string, ok bool) {
 	i := 0

@@ -39,7 +39,7 @@ func (d *decoder) validate(cfg *Config) {
 				continue
 			}
 			if first, dup := listeners[j.Serve.ListenerName]; dup {
-				d.errf(jobPath(cfg, i)+".serve.listener_name", j.Serve.lines["listener_name"], "local listener %q is already served by job %q", j.Serve.ListenerName, cfg.Jobs[first].Name)
+				d.errf(jobPath(cfg, i)+".serve.listener_name", j.Serve.Pos.Line("listener_name"), "local listener %q is already served by job %q", j.Serve.ListenerName, cfg.Jobs[first].Name)
 				continue
 			}
 			listeners[j.Serve.ListenerName] = i
@@ -52,7 +52,7 @@ func (d *decoder) validate(cfg *Config) {
 				if first >= 0 {
 					by = fmt.Sprintf("job %q", cfg.Jobs[first].Name)
 				}
-				d.errf(jobPath(cfg, i)+".serve.listen", j.Serve.lines["listen"], "address %q is already served by %s", j.Serve.Listen, by)
+				d.errf(jobPath(cfg, i)+".serve.listen", j.Serve.Pos.Line("listen"), "address %q is already served by %s", j.Serve.Listen, by)
 				continue
 			}
 			listens[j.Serve.Listen] = i
@@ -60,7 +60,7 @@ func (d *decoder) validate(cfg *Config) {
 			// Each identity is a socket in one shared directory.
 			for _, id := range j.Serve.ClientIdentities {
 				if first, dup := stdinIDs[id]; dup && first != i {
-					d.errf(jobPath(cfg, i)+".serve.client_identities", j.Serve.lines["client_identities"], "stdinserver client identity %q is already served by job %q", id, cfg.Jobs[first].Name)
+					d.errf(jobPath(cfg, i)+".serve.client_identities", j.Serve.Pos.Line("client_identities"), "stdinserver client identity %q is already served by job %q", id, cfg.Jobs[first].Name)
 					continue
 				}
 				stdinIDs[id] = i
@@ -79,13 +79,13 @@ func (d *decoder) validate(cfg *Config) {
 		}
 		k, ok := listeners[j.Connect.ListenerName]
 		if !ok {
-			line := j.Connect.lines["listener_name"]
+			line := j.Connect.Pos.Line("listener_name")
 			d.errf(p, line, "no %s job in this config serves local listener %q", want, j.Connect.ListenerName)
 			continue
 		}
 		peer := cfg.Jobs[k]
 		if peer.Type != want {
-			d.errf(p, j.Connect.lines["listener_name"], "local listener %q is served by %s job %q, but a %s job needs a %s job", j.Connect.ListenerName, peer.Type, peer.Name, j.Type, want)
+			d.errf(p, j.Connect.Pos.Line("listener_name"), "local listener %q is served by %s job %q, but a %s job needs a %s job", j.Connect.ListenerName, peer.Type, peer.Name, j.Type, want)
 			continue
 		}
 		d.checkLocalLoop(cfg, i, k)

@@ -2,17 +2,13 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"net"
-	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"time"
 
 	"zrepl.dev/zrepl/engine/config"
@@ -89,6 +85,7 @@ func Roots(f *config.Filter) []zfs.DatasetPath {
 func sender(z zfs.ZFS, j *config.Job) jobSender {
 	return jobSender{
 		Sender:    &endpoint.Sender{ZFS: z, Job: j.ID, Filter: j.Filesystems.Match, Roots: Roots(j.Filesystems), Policy: j.Send.Policy},
+		filter:    j.Filesystems,
 		everyPool: everyPool(j.Filesystems),
 	}
 }
@@ -98,6 +95,8 @@ func sender(z zfs.ZFS, j *config.Job) jobSender {
 // the daemon runs is seen at the next run.
 type jobSender struct {
 	*endpoint.Sender
+	// filter is what Sender.Filter matches with.
+	filter    *config.Filter
 	everyPool bool
 }
 
@@ -201,53 +200,6 @@ func protection(j *config.Job) (replication.Protection, error) {
 	return replication.Protection{Initial: initial, Incremental: incremental}, nil
 }
 
-// dialer builds the connect side of a transport.
-func dialer(c *config.Connect) (transport.Dialer, error) {
-	switch c.Type {
-	case config.TransportTCP:
-		return transport.DialTCP(c.Address), nil
-	case config.TransportTLS:
-		cfg, err := tlsConfig(c.CA, c.Cert, c.Key)
-		if err != nil {
-			return nil, err
-		}
-		roots := cfg.ClientCAs
-		cfg.ClientCAs = nil
-		// zrepl names the server by its certificate's common name, not
-		// by a host name in its SANs: verify the chain against the CA,
-		// then the CN, instead of Go's host name check.
-		cfg.InsecureSkipVerify = true
-		cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
-			return verifyServerCN(raw, roots, c.ServerCN)
-		}
-		return transport.DialTLS(c.Address, cfg), nil
-	case config.TransportSSH:
-		cmd := []string{"ssh", "-o", "BatchMode=yes", "-i", c.IdentityFile, "-p", strconv.Itoa(c.Port)}
-		for _, o := range c.Options {
-			cmd = append(cmd, "-o", o)
-		}
-		cmd = append(cmd, c.User+"@"+c.Host)
-		return transport.SSHDialer(cmd)
-	}
-	return nil, fmt.Errorf("transport %q cannot be dialed", c.Type)
-}
-
-func tlsConfig(ca, cert, key string) (*tls.Config, error) {
-	pair, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
-	}
-	pem, err := os.ReadFile(ca)
-	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("tls: %s holds no PEM certificate", ca)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool, MinVersion: tls.VersionTLS12}, nil
-}
-
 // verifyServerCN checks that the server's chain leads to roots and that
 // its leaf certificate's common name is cn.
 func verifyServerCN(raw [][]byte, roots *x509.CertPool, cn string) error {
@@ -275,51 +227,6 @@ func verifyServerCN(raw [][]byte, roots *x509.CertPool, cn string) error {
 	return nil
 }
 
-// listen builds the serve side of a non-local transport.
-func listen(g *config.Global, s *config.Serve) ([]transport.Listener, error) {
-	switch s.Type {
-	case config.TransportTCP:
-		clients := transport.TCPClients{}
-		for _, c := range s.Clients {
-			key := c.Prefix.String()
-			if c.Prefix.IsSingleIP() {
-				key = c.Prefix.Addr().String()
-			}
-			clients[key] = c.Identity
-		}
-		l, err := transport.ListenTCP(s.Listen, clients)
-		if err != nil {
-			return nil, err
-		}
-		return []transport.Listener{l}, nil
-	case config.TransportTLS:
-		cfg, err := tlsConfig(s.CA, s.Cert, s.Key)
-		if err != nil {
-			return nil, err
-		}
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-		l, err := transport.ListenTLS(s.Listen, transport.TLSConfig{TLS: cfg, ClientCNs: s.ClientCNs})
-		if err != nil {
-			return nil, err
-		}
-		return []transport.Listener{l}, nil
-	case config.TransportStdinserver:
-		var out []transport.Listener
-		for _, id := range s.ClientIdentities {
-			l, err := transport.ListenStdinServer(StdinserverSocket(g, id))
-			if err != nil {
-				for _, o := range out {
-					o.Close()
-				}
-				return nil, err
-			}
-			out = append(out, onlyIdentity{l, id})
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("transport %q cannot be served", s.Type)
-}
-
 // StdinserverSocket is where `zrepl stdinserver IDENTITY` finds the daemon.
 func StdinserverSocket(g *config.Global, identity string) string {
 	return filepath.Join(g.StdinserverSockDir, identity)
@@ -345,29 +252,40 @@ func (o onlyIdentity) Accept() (*transport.AuthConn, error) {
 	}
 }
 
+// recvProps are a receiving job's recv.properties.
+type recvProps struct {
+	override map[string]string // zfs recv -o
+	inherit  []string          // zfs recv -x
+}
+
+func newRecvProps(o config.RecvOptions) recvProps {
+	return recvProps{override: o.Override, inherit: o.Inherit}
+}
+
 // withRecvOptions applies a receiving job's recv.properties to every
 // receive: the receiving side's config decides them, whatever the sender.
 type withRecvOptions struct {
 	rpc.SinkReceiver
-	opts config.RecvOptions
+	props recvProps
 	// limit is the job's recv.bandwidth_limit (nil: none).
 	limit *bucket
 }
 
 func (r withRecvOptions) Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error {
-	if len(r.opts.Override) > 0 {
-		props := make(map[string]string, len(r.opts.Override)+len(req.SetProperties))
+	if len(r.props.override) > 0 {
+		props := make(map[string]string, len(r.props.override)+len(req.SetProperties))
 		maps.Copy(props, req.SetProperties)
-		maps.Copy(props, r.opts.Override)
+		maps.Copy(props, r.props.override)
 		req.SetProperties = props
 	}
-	if len(r.opts.Inherit) > 0 {
-		req.InheritProperties = append(slices.Clone(req.InheritProperties), r.opts.Inherit...)
+	if len(r.props.inherit) > 0 {
+		req.InheritProperties = append(slices.Clone(req.InheritProperties), r.props.inherit...)
 	}
 	return r.SinkReceiver.Receive(ctx, req, limitReader(ctx, stream, r.limit))
 }
 
-// sinkFor serves a sink's clients with its recv options.
+// sinkSpec serves a sink's clients, each below <root_fs>/<identity>,
+// with the sink's recv options.
 //
 // The last-received hold a sink places is named after the sink, not after
 // the client's push job, as zrepl does: the hold lives on the sink's host,
@@ -380,20 +298,43 @@ func (r withRecvOptions) Receive(ctx context.Context, req endpoint.ReceiveReques
 // or they race on the same receiving filesystem anyway). A renamed sink
 // leaves its old holds; release-stale releases those a current job's hold
 // supersedes.
-func sinkFor(z zfs.ZFS, j *config.Job, clock job.Clock) func(identity string) (rpc.ReceiverEndpoint, error) {
-	inner := rpc.SinkWith(z, j.ID, j.RootFS, rpc.SinkOptions{Placeholder: placeholderEncryption(j.Recv.Placeholder)})
-	limit := newBucket(j.Recv.BandwidthLimit, clock)
-	return func(identity string) (rpc.ReceiverEndpoint, error) {
-		ep, err := inner(identity)
-		if err != nil {
-			return nil, err
-		}
-		sr, ok := ep.(rpc.SinkReceiver)
-		if !ok {
-			return nil, fmt.Errorf("sink %s: receiver of type %T cannot prune", j.Name, ep)
-		}
-		return withRecvOptions{sr, j.Recv, limit}, nil
+type sinkSpec struct {
+	name  string
+	z     zfs.ZFS
+	job   endpoint.JobID
+	root  zfs.DatasetPath
+	opts  rpc.SinkOptions
+	props recvProps
+	limit *bucket // shared by all clients: the limit caps the job
+}
+
+func newSinkSpec(z zfs.ZFS, j *config.Job, clock job.Clock) *sinkSpec {
+	return &sinkSpec{
+		name: j.Name, z: z, job: j.ID, root: j.RootFS,
+		opts:  rpc.SinkOptions{Placeholder: placeholderEncryption(j.Recv.Placeholder)},
+		props: newRecvProps(j.Recv), limit: newBucket(j.Recv.BandwidthLimit, clock),
 	}
+}
+
+// receiver is the endpoint serving one client.
+func (s *sinkSpec) receiver(identity string) (rpc.ReceiverEndpoint, error) {
+	r, err := s.local(identity)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (s *sinkSpec) local(identity string) (withRecvOptions, error) {
+	ep, err := rpc.SinkWith(s.z, s.job, s.root, s.opts)(identity)
+	if err != nil {
+		return withRecvOptions{}, err
+	}
+	sr, ok := ep.(rpc.SinkReceiver)
+	if !ok {
+		return withRecvOptions{}, fmt.Errorf("sink %s: receiver of type %T cannot prune", s.name, ep)
+	}
+	return withRecvOptions{sr, s.props, s.limit}, nil
 }
 
 // placeholderEncryption maps recv.placeholder.encryption to the
@@ -409,19 +350,11 @@ func placeholderEncryption(p config.PlaceholderEncryption) endpoint.PlaceholderE
 	return endpoint.PlaceholderUnspecified
 }
 
-// newClient is an rpc client on a job's connect settings.
-func newClient(c *config.Connect) (*rpc.Client, error) {
-	d, err := dialer(c)
+// newClient is an rpc client on a job's dial spec.
+func newClient(s *dialSpec) (*rpc.Client, error) {
+	d, err := s.dialer()
 	if err != nil {
 		return nil, err
-	}
-	if c.DialTimeout > 0 {
-		inner := d
-		d = func(ctx context.Context) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
-			defer cancel()
-			return inner(ctx)
-		}
 	}
 	return rpc.NewClient(rpc.ClientConfig{Dial: d})
 }

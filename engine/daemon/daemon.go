@@ -49,9 +49,14 @@ type Daemon struct {
 	local   *transport.Local
 	metrics *Metrics
 
-	active  []*job.Active
+	active  []*activeJob
 	passive []*passive
 	byName  map[string]runner
+
+	// controlPath is the control socket (global.control.sockpath).
+	controlPath string
+	// monitoring are the prometheus endpoints (global.monitoring).
+	monitoring []monitorSpec
 
 	persistMu sync.Mutex
 
@@ -59,8 +64,14 @@ type Daemon struct {
 	clients   []*rpc.Client // of active jobs, closed on shutdown
 }
 
+// monitorSpec is a prometheus endpoint.
+type monitorSpec struct {
+	listen   string
+	freebind bool
+}
+
 // client returns the rpc client of *slot, creating it on first use.
-func (d *Daemon) client(slot **rpc.Client, c *config.Connect) (*rpc.Client, error) {
+func (d *Daemon) client(slot **rpc.Client, c *dialSpec) (*rpc.Client, error) {
 	d.clientsMu.Lock()
 	defer d.clientsMu.Unlock()
 	if *slot != nil {
@@ -89,18 +100,39 @@ type runner interface {
 	Status() job.Status
 }
 
+// activeJob is a push, pull or snap job: the job, and the parts the
+// daemon built for it, which the functions of its job.Config are methods
+// of.
+type activeJob struct {
+	*job.Active
+	sides                  any // *pushSides or *pullSides; nil for snap
+	pruneSender, pruneRecv *pruneRules
+	pruneLocal             *pruneRules
+}
+
 // passive is a sink or source: an rpc server on its listeners, and for a
 // source with snapshotting, an active part that snapshots.
 type passive struct {
-	cfg       *config.Job
+	name      string
+	typ       config.JobType
+	serve     *serveSpec
+	sink      *sinkSpec    // sink
+	source    *sourceSides // source
 	server    *rpc.Server
 	listeners []transport.Listener
 	snap      *job.Active
 }
 
-func (p *passive) Name() string { return p.cfg.Name }
+// sourceSides is what a source serves: its filesystems, under its send
+// options, to each client (local or remote).
+type sourceSides struct {
+	sender  jobSender
+	streams limitedSender
+}
+
+func (p *passive) Name() string { return p.name }
 func (p *passive) Status() job.Status {
-	s := job.Status{Name: p.cfg.Name, Type: string(p.cfg.Type), State: job.StateServing}
+	s := job.Status{Name: p.name, Type: string(p.typ), State: job.StateServing}
 	if p.snap != nil {
 		a := p.snap.Status()
 		s.Runs, s.LastRunStart, s.LastRunEnd, s.NextRun = a.Runs, a.LastRunStart, a.LastRunEnd, a.NextRun
@@ -127,17 +159,26 @@ func New(opts Options) (*Daemon, error) {
 	if err := config.CheckFiles(opts.Config); err != nil {
 		return nil, err
 	}
-	d := &Daemon{opts: opts, log: opts.Log, local: transport.NewLocal(), metrics: newMetrics(), byName: map[string]runner{}}
+	d := &Daemon{opts: opts, log: opts.Log, local: transport.NewLocal(), metrics: newMetrics(), byName: map[string]runner{},
+		controlPath: opts.Config.Global.ControlSockPath}
+	for _, m := range opts.Config.Global.Monitoring {
+		d.monitoring = append(d.monitoring, monitorSpec{listen: m.Listen, freebind: m.ListenFreebind})
+	}
+	// Passive jobs first: a local push or pull finds its peer among them.
 	for i := range opts.Config.Jobs {
 		j := &opts.Config.Jobs[i]
-		var err error
-		switch j.Type {
-		case config.JobSink, config.JobSource:
-			err = d.buildPassive(j)
-		default:
-			err = d.buildActive(j)
+		if j.Type == config.JobSink || j.Type == config.JobSource {
+			if err := d.buildPassive(j); err != nil {
+				return nil, fmt.Errorf("job %s: %w", j.Name, err)
+			}
 		}
-		if err != nil {
+	}
+	for i := range opts.Config.Jobs {
+		j := &opts.Config.Jobs[i]
+		if j.Type == config.JobSink || j.Type == config.JobSource {
+			continue
+		}
+		if err := d.buildActive(j); err != nil {
 			return nil, fmt.Errorf("job %s: %w", j.Name, err)
 		}
 	}
@@ -215,6 +256,7 @@ func (d *Daemon) jobConfig(j *config.Job) job.Config {
 func (d *Daemon) buildActive(j *config.Job) error {
 	c := d.jobConfig(j)
 	z := d.opts.ZFS
+	aj := &activeJob{}
 	var snap snapshotter
 	if j.Snapshotting != nil {
 		var err error
@@ -236,116 +278,175 @@ func (d *Daemon) buildActive(j *config.Job) error {
 	switch j.Type {
 	case config.JobSnap:
 		c.LocalTarget = senderTarget{sender(z, j)}
-		c.PruneLocal = newPrune(j.Pruning.Keep, j.Snapshotting)
+		aj.pruneLocal = newPrune(j.Pruning.Keep)
+		c.PruneLocal = aj.pruneLocal.fn()
 		if c.Snapshotter == nil {
-			c.Snapshotter = manualSnapshotter{snap}
+			c.Snapshotter = noSnapshots{}
 		}
 	case config.JobPush:
 		c.Policy = policy(j)
-		c.Connect = d.pushConnect(j)
-		c.PruneSender = newPrune(j.Pruning.KeepSender, j.Snapshotting)
-		c.PruneReceiver = newPrune(j.Pruning.KeepReceiver, j.Snapshotting)
+		ps, err := d.newPushSides(j)
+		if err != nil {
+			return err
+		}
+		aj.sides, c.Connect = ps, ps.sides
+		aj.pruneSender, aj.pruneRecv = newPrune(j.Pruning.KeepSender), newPrune(j.Pruning.KeepReceiver)
 	case config.JobPull:
 		c.Policy = policy(j)
-		c.Connect = d.pullConnect(j)
+		ps, err := d.newPullSides(j)
+		if err != nil {
+			return err
+		}
+		aj.sides, c.Connect = ps, ps.sides
 		if !j.Interval.Manual {
 			c.Interval = j.Interval.Every
 		}
-		c.PruneReceiver = newPrune(j.Pruning.KeepReceiver, nil)
-		c.PruneSender = newPrune(j.Pruning.KeepSender, nil)
+		aj.pruneSender, aj.pruneRecv = newPrune(j.Pruning.KeepSender), newPrune(j.Pruning.KeepReceiver)
 	default:
 		return fmt.Errorf("unknown job type %q", j.Type)
 	}
+	c.PruneSender, c.PruneReceiver = aj.pruneSender.fn(), aj.pruneRecv.fn()
 	a, err := job.NewActive(c)
 	if err != nil {
 		return err
 	}
-	d.active = append(d.active, a)
-	d.byName[j.Name] = a
+	aj.Active = a
+	d.active = append(d.active, aj)
+	d.byName[j.Name] = aj
 	return nil
 }
 
-// pushConnect gives a push job's sides: the local sender, and the sink's
-// receiver (in this process for the local transport, else over rpc).
-func (d *Daemon) pushConnect(j *config.Job) func(ctx context.Context) (job.Sides, error) {
-	s := sender(d.opts.ZFS, j)
-	streams := streamSender(s, j, d.metrics, d.opts.Clock)
-	if j.Connect.Type == config.TransportLocal {
-		return func(ctx context.Context) (job.Sides, error) {
-			sink, ok := d.localJob(j.Connect.ListenerName, config.JobSink)
-			if !ok {
-				return job.Sides{}, fmt.Errorf("no sink job listens on local listener %q", j.Connect.ListenerName)
-			}
-			ep, err := sinkFor(d.opts.ZFS, sink, d.opts.Clock)(j.Connect.ClientIdentity)
-			if err != nil {
-				return job.Sides{}, err
-			}
-			r, ok := ep.(withRecvOptions)
-			if !ok {
-				return job.Sides{}, fmt.Errorf("sink %s: unexpected receiver %T", sink.Name, ep)
-			}
-			return job.Sides{Sender: streams, Receiver: r, SenderPrune: senderTarget{s}, ReceiverPrune: r}, nil
-		}
-	}
-	var slot *rpc.Client
-	return func(ctx context.Context) (job.Sides, error) {
-		client, err := d.client(&slot, j.Connect)
-		if err != nil {
-			return job.Sides{}, err
-		}
-		r := client.Receiver()
-		return job.Sides{Sender: streams, Receiver: r, SenderPrune: senderTarget{s}, ReceiverPrune: r}, nil
-	}
+// localPeer is the passive job of this daemon an active job's local
+// transport reaches, and the client identity it claims.
+type localPeer struct {
+	listener string
+	identity string
 }
 
-// pullConnect gives a pull job's sides: the source's sender and the local
-// receiver below root_fs.
-func (d *Daemon) pullConnect(j *config.Job) func(ctx context.Context) (job.Sides, error) {
-	er := &endpoint.Receiver{ZFS: d.opts.ZFS, Job: j.ID, Root: j.RootFS, Placeholder: placeholderEncryption(j.Recv.Placeholder)}
-	recv := withRecvOptions{rpc.SinkReceiver{Receiver: er}, j.Recv, newBucket(j.Recv.BandwidthLimit, d.opts.Clock)}
+// pushSides gives a push job's sides: its sender, and the sink's receiver
+// (in this process for the local transport, else over rpc).
+type pushSides struct {
+	sender  jobSender
+	streams limitedSender
+	dial    *dialSpec // nil for local
+	local   *passive  // the sink, for local
+	peer    localPeer
+
+	d    *Daemon
+	slot *rpc.Client
+}
+
+func (d *Daemon) newPushSides(j *config.Job) (*pushSides, error) {
+	s := sender(d.opts.ZFS, j)
+	ps := &pushSides{sender: s, streams: streamSender(s, j, d.metrics, d.opts.Clock), d: d}
 	if j.Connect.Type == config.TransportLocal {
-		return func(ctx context.Context) (job.Sides, error) {
-			src, ok := d.localJob(j.Connect.ListenerName, config.JobSource)
-			if !ok {
-				return job.Sides{}, fmt.Errorf("no source job listens on local listener %q", j.Connect.ListenerName)
-			}
-			s := sender(d.opts.ZFS, src)
-			return job.Sides{Sender: streamSender(s, src, d.metrics, d.opts.Clock), Receiver: recv, SenderPrune: senderTarget{s}, ReceiverPrune: recv, SenderJob: src.ID}, nil
+		ps.peer = localPeer{listener: j.Connect.ListenerName, identity: j.Connect.ClientIdentity}
+		p, ok := d.localJob(ps.peer.listener, config.JobSink)
+		if !ok {
+			return nil, fmt.Errorf("%s: no sink job listens on local listener %q", j.Connect.Pos.Of("listener_name"), ps.peer.listener)
 		}
+		ps.local = p
+		return ps, nil
 	}
-	var slot *rpc.Client
-	return func(ctx context.Context) (job.Sides, error) {
-		client, err := d.client(&slot, j.Connect)
+	dial, err := newDialSpec(j.Connect)
+	if err != nil {
+		return nil, err
+	}
+	ps.dial = dial
+	return ps, nil
+}
+
+func (ps *pushSides) sides(ctx context.Context) (job.Sides, error) {
+	if ps.local != nil {
+		r, err := ps.local.sink.local(ps.peer.identity)
 		if err != nil {
 			return job.Sides{}, err
 		}
-		// keep_sender prunes the source over the wire; the source decides
-		// what may go (rpc.SourceSender).
-		s := client.Sender()
-		return job.Sides{Sender: s, Receiver: recv, SenderPrune: s, ReceiverPrune: recv}, nil
+		return job.Sides{Sender: ps.streams, Receiver: r, SenderPrune: senderTarget{ps.sender}, ReceiverPrune: r}, nil
 	}
+	client, err := ps.d.client(&ps.slot, ps.dial)
+	if err != nil {
+		return job.Sides{}, err
+	}
+	r := client.Receiver()
+	return job.Sides{Sender: ps.streams, Receiver: r, SenderPrune: senderTarget{ps.sender}, ReceiverPrune: r}, nil
+}
+
+// pullSides gives a pull job's sides: the source's sender (in this process
+// for the local transport, else over rpc) and the local receiver below
+// root_fs.
+type pullSides struct {
+	recv  withRecvOptions
+	dial  *dialSpec // nil for local
+	local *passive  // the source, for local
+	peer  localPeer
+
+	d    *Daemon
+	slot *rpc.Client
+}
+
+func (d *Daemon) newPullSides(j *config.Job) (*pullSides, error) {
+	er := &endpoint.Receiver{ZFS: d.opts.ZFS, Job: j.ID, Root: j.RootFS, Placeholder: placeholderEncryption(j.Recv.Placeholder)}
+	ps := &pullSides{recv: withRecvOptions{rpc.SinkReceiver{Receiver: er}, newRecvProps(j.Recv), newBucket(j.Recv.BandwidthLimit, d.opts.Clock)}, d: d}
+	if j.Connect.Type == config.TransportLocal {
+		ps.peer = localPeer{listener: j.Connect.ListenerName, identity: j.Connect.ClientIdentity}
+		p, ok := d.localJob(ps.peer.listener, config.JobSource)
+		if !ok {
+			return nil, fmt.Errorf("%s: no source job listens on local listener %q", j.Connect.Pos.Of("listener_name"), ps.peer.listener)
+		}
+		ps.local = p
+		return ps, nil
+	}
+	dial, err := newDialSpec(j.Connect)
+	if err != nil {
+		return nil, err
+	}
+	ps.dial = dial
+	return ps, nil
+}
+
+func (ps *pullSides) sides(ctx context.Context) (job.Sides, error) {
+	if ps.local != nil {
+		src := ps.local.source
+		return job.Sides{Sender: src.streams, Receiver: ps.recv, SenderPrune: senderTarget{src.sender}, ReceiverPrune: ps.recv, SenderJob: src.sender.Job}, nil
+	}
+	client, err := ps.d.client(&ps.slot, ps.dial)
+	if err != nil {
+		return job.Sides{}, err
+	}
+	// keep_sender prunes the source over the wire; the source decides
+	// what may go (rpc.SourceSender).
+	s := client.Sender()
+	return job.Sides{Sender: s, Receiver: ps.recv, SenderPrune: s, ReceiverPrune: ps.recv}, nil
 }
 
 // localJob finds the passive job serving a local listener.
-func (d *Daemon) localJob(listener string, typ config.JobType) (*config.Job, bool) {
+func (d *Daemon) localJob(listener string, typ config.JobType) (*passive, bool) {
 	for _, p := range d.passive {
-		if p.cfg.Type == typ && p.cfg.Serve.Type == config.TransportLocal && p.cfg.Serve.ListenerName == listener {
-			return p.cfg, true
+		if p.typ == typ && p.serve.transport == config.TransportLocal && p.serve.listener == listener {
+			return p, true
 		}
 	}
 	return nil, false
 }
 
 func (d *Daemon) buildPassive(j *config.Job) error {
-	p := &passive{cfg: j}
+	serve, err := newServeSpec(&d.opts.Config.Global, j.Serve)
+	if err != nil {
+		return err
+	}
+	p := &passive{name: j.Name, typ: j.Type, serve: serve}
 	sc := rpc.ServerConfig{OnConnError: func(identity string, err error) {
 		d.log.Warn("connection refused", "job", j.Name, "client", identity, "err", err)
 	}}
 	switch j.Type {
 	case config.JobSink:
-		sc.Receiver = sinkFor(d.opts.ZFS, j, d.opts.Clock)
+		p.sink = newSinkSpec(d.opts.ZFS, j, d.opts.Clock)
+		sc.Receiver = p.sink.receiver
 	case config.JobSource:
-		sc.Sender = rpc.Source(streamSender(sender(d.opts.ZFS, j), j, d.metrics, d.opts.Clock))
+		s := sender(d.opts.ZFS, j)
+		p.source = &sourceSides{sender: s, streams: streamSender(s, j, d.metrics, d.opts.Clock)}
+		sc.Sender = rpc.Source(p.source.streams)
 		if j.Snapshotting != nil && j.Snapshotting.Type == config.SnapshottingPeriodic {
 			c := d.jobConfig(j)
 			snap, err := d.newSnapshotter(j)
@@ -394,12 +495,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer stop()
 
 	for _, p := range d.passive {
-		if p.cfg.Serve.Type == config.TransportLocal {
+		if p.serve.transport == config.TransportLocal {
 			continue // reached in-process
 		}
-		ls, err := listen(&d.opts.Config.Global, p.cfg.Serve)
+		ls, err := p.serve.open()
 		if err != nil {
-			return fmt.Errorf("job %s: %w", p.cfg.Name, err)
+			return fmt.Errorf("job %s: %w", p.name, err)
 		}
 		p.listeners = ls
 		srv := p.server
@@ -409,15 +510,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 			go func() {
 				defer wg.Done()
 				if err := srv.Serve(l); err != nil && !errors.Is(err, rpc.ErrServerStopped) && ctx.Err() == nil {
-					d.log.Error("serving failed", "job", p.cfg.Name, "err", err)
+					d.log.Error("serving failed", "job", p.name, "err", err)
 				}
 			}()
-			d.log.Info("serving", "job", p.cfg.Name, "type", p.cfg.Type, "address", l.Addr().String())
+			d.log.Info("serving", "job", p.name, "type", p.typ, "address", l.Addr().String())
 		}
 	}
 
 	if !d.opts.NoControlSocket {
-		l, err := listenControl(d.opts.Config.Global.ControlSockPath)
+		l, err := listenControl(d.controlPath)
 		if err != nil {
 			return err
 		}
@@ -428,10 +529,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 			defer wg.Done()
 			srv.Serve(l)
 		}()
-		d.log.Info("control socket listening", "path", d.opts.Config.Global.ControlSockPath)
+		d.log.Info("control socket listening", "path", d.controlPath)
 	}
-	for _, m := range d.opts.Config.Global.Monitoring {
-		l, err := net.Listen("tcp", m.Listen)
+	for _, m := range d.monitoring {
+		l, err := listenSocket(m.listen, m.freebind)
 		if err != nil {
 			return fmt.Errorf("prometheus endpoint: %w", err)
 		}
@@ -549,9 +650,9 @@ func (d *Daemon) Job(name string) (*job.Active, error) {
 	if !ok {
 		return nil, fmt.Errorf("no job %q", name)
 	}
-	a, ok := r.(*job.Active)
+	a, ok := r.(*activeJob)
 	if !ok {
 		return nil, fmt.Errorf("job %q is a passive job (sink or source)", name)
 	}
-	return a, nil
+	return a.Active, nil
 }

@@ -31,17 +31,30 @@ func rules(keep []config.KeepRule) []pruner.Rule {
 	return out
 }
 
-// newPrune applies keep rules as zrepl does: every snapshot of the side
-// is considered, and what no rule keeps goes (the pruner never destroys
-// held snapshots, the newest one or the newest replicated one). A side
-// without rules is not pruned.
-func newPrune(keep []config.KeepRule, _ *config.Snapshotting) job.PruneFunc {
+// pruneRules applies one side's keep rules as zrepl does: every snapshot
+// of the side is considered, and what no rule keeps goes (the pruner never
+// destroys held snapshots, the newest one or the newest replicated one).
+type pruneRules struct {
+	policy pruner.Policy
+}
+
+// newPrune returns nil for a side without rules: it is not pruned.
+func newPrune(keep []config.KeepRule) *pruneRules {
 	if len(keep) == 0 {
 		return nil
 	}
-	p := pruner.Policy{Rules: rules(keep)}
-	return func(ctx context.Context, t job.PruneTarget, now time.Time, replicatedTXG func(string) (uint64, bool)) (int, error) {
-		rep, err := pruner.Prune(ctx, t, p, now, replicatedTXG)
-		return rep.Destroyed(), err
+	return &pruneRules{policy: pruner.Policy{Rules: rules(keep)}}
+}
+
+func (p *pruneRules) prune(ctx context.Context, t job.PruneTarget, now time.Time, replicatedTXG func(string) (uint64, bool)) (int, error) {
+	rep, err := pruner.Prune(ctx, t, p.policy, now, replicatedTXG)
+	return rep.Destroyed(), err
+}
+
+// fn is the job's PruneFunc (nil without rules).
+func (p *pruneRules) fn() job.PruneFunc {
+	if p == nil {
+		return nil
 	}
+	return p.prune
 }

@@ -13,11 +13,15 @@ import (
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
-// manualSnapshotter snapshots only when woken up (snapshotting: manual).
-type manualSnapshotter struct{ snapshotter }
+// noSnapshots is the snapshotter of a snap job with manual snapshotting:
+// like zrepl's manual snapshotting it leaves snapshots to the
+// administrator, so a wakeup only prunes.
+type noSnapshots struct{}
 
-func (manualSnapshotter) NextDue(context.Context, time.Time) (time.Time, error) {
-	return time.Time{}, nil
+func (noSnapshots) NextDue(context.Context, time.Time) (time.Time, error) { return time.Time{}, nil }
+
+func (noSnapshots) SnapshotNow(context.Context, time.Time) ([]zfs.VersionRef, error) {
+	return nil, nil
 }
 
 // snapshotter is a job's snapper; it reports each filesystem's snapshot
@@ -37,7 +41,7 @@ func (d *Daemon) newSnapshotter(j *config.Job) (snapshotter, error) {
 	z := d.opts.ZFS
 	return snapshotter{snapper.New(z, func(ctx context.Context) ([]zfs.DatasetPath, error) {
 		return MatchFilesystems(ctx, z, j.Filesystems)
-	}, snapper.Config{Prefix: s.Prefix, Interval: s.Interval, Name: s.SnapshotName, Hooks: hl})}, nil
+	}, snapper.Config{Prefix: s.Prefix, Format: s.TimestampFormat, Location: s.TimestampLocation, Interval: s.Interval, Hooks: hl})}, nil
 }
 
 var _ job.SnapshotReporter = snapshotter{}

@@ -25,16 +25,23 @@ type Config struct {
 	// Prefix starts every snapshot name of the job; NextDue looks only at
 	// snapshots with it.
 	Prefix string
+	// Format and Location write the time after the prefix (see Naming;
+	// NewNaming checks them).
+	Format   string
+	Location *time.Location
 	// Interval between periodic snapshots; 0 means manual (the snapper
 	// never decides by itself that a snapshot is due).
 	Interval time.Duration
-	// Name builds the snapshot name for time t (the daemon passes
-	// config.Snapshotting.SnapshotName). Nil means Prefix followed by the
-	// UTC time in the layout 20060102_150405_000 (zrepl's "dense" format,
-	// whose _000 is literal).
+	// Name, if set, builds the snapshot name for time t instead of
+	// Prefix, Format and Location.
 	Name func(t time.Time) string
 	// Hooks run around each filesystem's snapshot; nil for none.
 	Hooks *hooks.List
+}
+
+// naming is the Naming of Prefix, Format and Location.
+func (c Config) naming() Naming {
+	return Naming{Prefix: c.Prefix, Format: c.Format, Location: c.Location}
 }
 
 // Snapper snapshots the filesystems of one job.
@@ -62,7 +69,7 @@ func (s *Snapper) name(now time.Time) (string, error) {
 	if s.cfg.Name != nil {
 		name = s.cfg.Name(now)
 	} else {
-		name = s.cfg.Prefix + now.UTC().Format("20060102_150405_000")
+		name = s.cfg.naming().Name(now)
 	}
 	if err := zfs.ValidateVersionName(zfs.Snapshot, name); err != nil {
 		return "", fmt.Errorf("snapshot name %q for %s: %w: %w", name, now.Format(time.RFC3339), ErrBadName, err)

@@ -78,11 +78,20 @@ type TCPListener struct {
 
 // ListenTCP listens on addr ("host:port") for the given clients.
 func ListenTCP(addr string, clients TCPClients) (*TCPListener, error) {
-	rules, err := clients.rules()
-	if err != nil {
+	if _, err := clients.rules(); err != nil {
 		return nil, err
 	}
 	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return ListenTCPOn(l, clients)
+}
+
+// ListenTCPOn serves the given clients on a socket the caller opened (with
+// options such as IP_FREEBIND); it takes over l.
+func ListenTCPOn(l net.Listener, clients TCPClients) (*TCPListener, error) {
+	rules, err := clients.rules()
 	if err != nil {
 		return nil, err
 	}

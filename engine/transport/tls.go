@@ -45,19 +45,21 @@ type TLSListener struct {
 
 // ListenTLS listens on addr with mutual TLS.
 func ListenTLS(addr string, cfg TLSConfig) (*TLSListener, error) {
-	if cfg.TLS == nil || len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil {
-		return nil, errors.New("tls transport: no server certificate")
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
-	if cfg.TLS.ClientCAs == nil {
-		return nil, errors.New("tls transport: no CA for client certificates")
+	inner, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
 	}
-	if len(cfg.ClientCNs) == 0 {
-		return nil, errors.New("tls transport: no client CNs allowed")
-	}
-	for _, cn := range cfg.ClientCNs {
-		if err := ValidateIdentity(cn); err != nil {
-			return nil, fmt.Errorf("tls transport: client CN: %w", err)
-		}
+	return ListenTLSOn(inner, cfg)
+}
+
+// ListenTLSOn serves mutual TLS on a socket the caller opened (with
+// options such as IP_FREEBIND); it takes over inner.
+func ListenTLSOn(inner net.Listener, cfg TLSConfig) (*TLSListener, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
@@ -67,15 +69,29 @@ func ListenTLS(addr string, cfg TLSConfig) (*TLSListener, error) {
 	if tc.MinVersion < tls.VersionTLS12 {
 		tc.MinVersion = tls.VersionTLS12
 	}
-	inner, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
 	l := &TLSListener{inner: inner, cfg: cfg, tls: tc, conns: make(chan *AuthConn), done: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l, nil
+}
+
+func (cfg TLSConfig) check() error {
+	if cfg.TLS == nil || len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil {
+		return errors.New("tls transport: no server certificate")
+	}
+	if cfg.TLS.ClientCAs == nil {
+		return errors.New("tls transport: no CA for client certificates")
+	}
+	if len(cfg.ClientCNs) == 0 {
+		return errors.New("tls transport: no client CNs allowed")
+	}
+	for _, cn := range cfg.ClientCNs {
+		if err := ValidateIdentity(cn); err != nil {
+			return fmt.Errorf("tls transport: client CN: %w", err)
+		}
+	}
+	return nil
 }
 
 func (l *TLSListener) acceptLoop() {
