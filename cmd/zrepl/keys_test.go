@@ -140,14 +140,13 @@ func init() {
 		samples[s+"bandwidth_limit.bucket_capacity"] = sample{applied: []string{"1 MiB"}, bad: "0"}
 		samples[s+"step_holds"] = sample{refused: "{disable_incremental: true}", bad: "{disable_incremental: true}"}
 	}
-	for _, k := range []string{"encrypted", "compressed", "large_blocks", "embedded_data"} {
-		samples["jobs.push.send."+k] = sample{applied: []string{"true"}, bad: "maybe"}
-	}
-	for _, k := range []string{"raw", "send_properties", "backup_properties", "saved"} {
-		samples["jobs.push.send."+k] = sample{refused: "true", bad: "maybe"}
-	}
-	for _, k := range []string{"encrypted", "raw", "send_properties", "backup_properties", "large_blocks", "compressed", "embedded_data", "saved"} {
-		samples["jobs.source.send."+k] = sample{refused: "true", bad: "maybe"}
+	for _, j := range []string{"push", "source"} {
+		for _, k := range []string{"encrypted", "raw", "compressed", "large_blocks", "embedded_data"} {
+			samples["jobs."+j+".send."+k] = sample{applied: []string{"true"}, bad: "maybe"}
+		}
+		for _, k := range []string{"send_properties", "backup_properties", "saved"} {
+			samples["jobs."+j+".send."+k] = sample{refused: "true", bad: "maybe"}
+		}
 	}
 	for _, j := range []string{"sink", "pull"} {
 		r := "jobs." + j + ".recv."
