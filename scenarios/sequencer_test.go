@@ -203,12 +203,23 @@ func (q seqReceiver) Receive(ctx context.Context, req endpoint.ReceiveRequest, s
 	c := &seqCall{s: q.s}
 	c.take(key)
 	defer c.end()
+	var since int // bytes read in this turn
 	return q.inner.Receive(ctx, req, readerFunc(func(p []byte) (int, error) {
-		c.yield()
-		c.take(key)
-		return stream.Read(p)
+		if since >= yieldEvery {
+			c.yield()
+			c.take(key)
+			since = 0
+		}
+		n, err := stream.Read(p)
+		since += n
+		return n, err
 	}))
 }
+
+// yieldEvery is how many bytes of a stream a turn reads: each turn costs
+// an idle instant of the bubble, and the points where a stream yields need
+// only be fixed, not frequent.
+const yieldEvery = 256 << 10
 
 // seqCall is one call's hold on the turn, passed between the goroutines
 // that serve the call.

@@ -215,3 +215,47 @@ func (st *state) validateDataset(name string, fsGUIDs map[uint64]string) error {
 	}
 	return nil
 }
+
+// Clone is a model with a copy of m's persisted state, as Load(Save(m))
+// would give, without encoding it: receives in flight and pending fault
+// injections stay behind. Snapshot contents are shared (they never change
+// once taken); everything that can change is copied.
+func (m *Model) Clone(o Options) *Model {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := state{Seed: m.st.Seed, GUIDCounter: m.st.GUIDCounter, Pools: make(map[string]*pool, len(m.st.Pools)), Datasets: make(map[string]*dataset, len(m.st.Datasets))}
+	for name, p := range m.st.Pools {
+		cp := *p
+		st.Pools[name] = &cp
+	}
+	for name, d := range m.st.Datasets {
+		cd := *d
+		cd.Props = make(map[string]string, len(d.Props))
+		for k, v := range d.Props {
+			cd.Props[k] = v
+		}
+		cd.Head = d.Head.clone()
+		// slices.Clone keeps nil apart from empty, as Save tells them
+		// apart.
+		cd.Snaps = slices.Clone(d.Snaps)
+		for i, s := range cd.Snaps {
+			cs := *s
+			cs.Holds = slices.Clone(s.Holds)
+			cd.Snaps[i] = &cs
+		}
+		cd.Bookmarks = slices.Clone(d.Bookmarks)
+		for i, b := range cd.Bookmarks {
+			cb := *b
+			cd.Bookmarks[i] = &cb
+		}
+		if d.Partial != nil {
+			cp := *d.Partial
+			cp.Blocks = d.Partial.Blocks.clone()
+			cd.Partial = &cp
+		}
+		st.Datasets[name] = &cd
+	}
+	c := &Model{st: st}
+	c.init(o)
+	return c
+}
