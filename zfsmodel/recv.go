@@ -26,6 +26,10 @@ type partial struct {
 	Blocks    content
 	NextBlock uint64
 	Bytes     uint64
+	// tok caches token() of tokOf: every listing of the filesystem shows
+	// it, and encoding one compresses.
+	tok   string
+	tokOf resumetoken.Token
 }
 
 func (p *partial) tokenStruct() resumetoken.Token {
@@ -37,7 +41,12 @@ func (p *partial) tokenStruct() resumetoken.Token {
 	}
 }
 
-func (p *partial) token() string { return p.tokenStruct().Encode() }
+func (p *partial) token() string {
+	if t := p.tokenStruct(); p.tok == "" || p.tokOf != t {
+		p.tok, p.tokOf = t.Encode(), t
+	}
+	return p.tok
+}
 
 // recvPlan is what beginRecv decided.
 type recvPlan struct {
