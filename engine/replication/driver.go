@@ -160,14 +160,21 @@ func (r *Run) Do(ctx context.Context) Report {
 	r.start = r.cfg.Now()
 	r.mu.Unlock()
 	events := make(chan func(*machine.Machine))
+	// over lets what still runs when the run is over (a backoff timer
+	// the cancellation cut short) end without being heard.
+	over := make(chan struct{})
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer close(over)
 	// spawn runs f in a goroutine and feeds its result to the machine.
 	spawn := func(f func() func(*machine.Machine)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			events <- f()
+			select {
+			case events <- f():
+			case <-over:
+			}
 		}()
 	}
 	cancels := map[machine.StepID]context.CancelCauseFunc{}

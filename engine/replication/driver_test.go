@@ -536,3 +536,25 @@ func TestSizeEstimatesRunAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// failingLister fails every listing.
+type failingLister struct{ replication.Sender }
+
+func (failingLister) ListFilesystems(context.Context) ([]endpoint.Filesystem, error) {
+	return nil, fmt.Errorf("sender unreachable")
+}
+
+// A run cancelled while it waits to retry ends at once and leaves no
+// goroutine behind (the backoff timer's goroutine must not wait to be
+// heard by a loop that ended).
+func TestCancelDuringBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPair(t, "push")
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		rep := replication.NewRun(failingLister{p.sender}, p.receiver, replication.Config{}).Do(cctx)
+		assert.Equal(t, 1, rep.Attempts)
+		assert.ErrorContains(t, rep.Err(), "sender unreachable")
+		synctest.Wait()
+	})
+}
