@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/keepalive"
 	"pgregory.net/rapid"
 
 	"zrepl.dev/zrepl/engine/endpoint"
@@ -32,14 +32,22 @@ type link struct {
 	ssh    *sshProcesses // nil without the ssh transport
 }
 
+// controlReset reports whether the network reset connection 1, the
+// control connection (the first listing dials it).
+func (lk *link) controlReset() bool {
+	for _, e := range lk.n.Trace() {
+		if strings.HasPrefix(e.Msg, "conn#1 ") && strings.Contains(e.Msg, ": reset at byte") {
+			return true
+		}
+	}
+	return false
+}
+
 // linkOpts shape a run's network beyond its fault plan.
 type linkOpts struct {
 	plan netsim.FaultPlan
 	// bandwidth of the links in bytes per second (0: 64 MiB/s).
 	bandwidth int64
-	// Keepalive of client and server (nil: the rpc defaults).
-	clientKeepalive *keepalive.ClientParameters
-	serverKeepalive *rpc.ServerKeepalive
 	// ssh: the client connects as over the ssh transport, one simulated
 	// ssh process per connection; victim is the number (from 0, in the
 	// order they start) of the process that runs script, the others run
@@ -76,9 +84,9 @@ func (w *world) connect(t *rapid.T, j job, seed int64, o linkOpts) *link {
 	// identity; the listener stands in for both.
 	l, err := transport.Fixed(nl, j.identity)
 	must(t, err)
-	cfg := rpc.ServerConfig{Receiver: rpc.Sink(w.dst, sinkJob, zfs.MustDatasetPath(sinkRoot)), Keepalive: o.serverKeepalive}
+	cfg := rpc.ServerConfig{Receiver: rpc.Sink(w.dst, sinkJob, zfs.MustDatasetPath(sinkRoot))}
 	if j.pull {
-		cfg = rpc.ServerConfig{Sender: rpc.Source(rpc.SourceSender{Sender: w.sender(j)}), Keepalive: o.serverKeepalive}
+		cfg = rpc.ServerConfig{Sender: rpc.Source(rpc.SourceSender{Sender: w.sender(j)})}
 	}
 	srv, err := rpc.NewServer(cfg)
 	must(t, err)
@@ -96,7 +104,7 @@ func (w *world) connect(t *rapid.T, j job, seed int64, o linkOpts) *link {
 		d := n.DialFunc(clientHost)
 		dial = func(ctx context.Context) (net.Conn, error) { return d(ctx, addr) }
 	}
-	lk.client, err = rpc.NewClient(rpc.ClientConfig{Dial: dial, Keepalive: o.clientKeepalive})
+	lk.client, err = rpc.NewClient(rpc.ClientConfig{Dial: dial})
 	must(t, err)
 	return lk
 }

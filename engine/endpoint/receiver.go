@@ -20,6 +20,10 @@ type ReceiveRequest struct {
 	Full bool
 	// Resuming marks a stream that continues the partial receive state.
 	Resuming bool
+	// Protection is the active side's protection of the step. A Receiver
+	// takes its last-received hold whatever it is; it travels to a remote
+	// sink, where zrepl takes none for GuaranteeNothing.
+	Protection Protection
 
 	SetProperties     map[string]string
 	InheritProperties []string
@@ -291,4 +295,14 @@ func (r *Receiver) AbortPartialReceive(ctx context.Context, fs string) error {
 		return nil
 	}
 	return err
+}
+
+// ListVersions lists the versions of Root/fs (a zrepl client asks per
+// filesystem).
+func (r *Receiver) ListVersions(ctx context.Context, fs string) ([]zfs.FilesystemVersion, error) {
+	target, err := r.Target(fs)
+	if err != nil {
+		return nil, err
+	}
+	return r.ZFS.ListVersions(ctx, target)
 }

@@ -367,3 +367,37 @@ func releaseTagFrom(ctx context.Context, z zfs.ZFS, snaps []zfs.VersionRef, tag 
 	}
 	return errors.Join(errs...)
 }
+
+// ListVersions lists the versions of one filesystem the job sends (a zrepl
+// client asks per filesystem).
+func (s *Sender) ListVersions(ctx context.Context, fs string) ([]zfs.FilesystemVersion, error) {
+	p, err := s.allowed(fs)
+	if err != nil {
+		return nil, err
+	}
+	return s.ZFS.ListVersions(ctx, p)
+}
+
+// ReplicationCursor returns the job's newest replication cursor on fs (v2
+// of this job, or the v1 cursor every job shared), nil if there is none:
+// what zrepl's pruner asks a source before pruning it.
+func (s *Sender) ReplicationCursor(ctx context.Context, fs string) (*zfs.FilesystemVersion, error) {
+	versions, err := s.ListVersions(ctx, fs)
+	if err != nil {
+		return nil, err
+	}
+	var newest *zfs.FilesystemVersion
+	for i, v := range versions {
+		if v.Kind != zfs.Bookmark {
+			continue
+		}
+		n, ok := ParseBookmarkName(v.Name)
+		if !ok || !(n.Kind == ReplicationCursorV2 && n.Job == s.Job || n.Kind == ReplicationCursorV1) {
+			continue
+		}
+		if newest == nil || v.CreateTXG > newest.CreateTXG {
+			newest = &versions[i]
+		}
+	}
+	return newest, nil
+}

@@ -5,17 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
-	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/rpc/pb"
@@ -27,33 +27,36 @@ import (
 type ClientConfig struct {
 	// Dial opens a connection to the server (required).
 	Dial transport.Dialer
-	// Keepalive defaults to ClientKeepalive().
-	Keepalive *keepalive.ClientParameters
-	// HandshakeTimeout bounds a connection's hello (default 10s).
+	// HandshakeTimeout bounds a connection's banners and label (default
+	// 10s).
 	HandshakeTimeout time.Duration
-	// DataIdleTimeout fails a send stream that stops moving (default
-	// DefaultDataIdleTimeout).
-	DataIdleTimeout time.Duration
+	// Log gets a note, once per feature, where the server is a zrepl
+	// daemon and the engine does without one of this project's
+	// extensions (default: none).
+	Log *slog.Logger
 
-	// version is ProtocolVersion unless a test speaks another.
-	version uint32
+	// keepalive is clientKeepalive() unless a test sets another.
+	keepalive *clientKeepaliveParams
+	// banner is ourBanner() unless a test speaks another version or as a
+	// zrepl peer (no extensions).
+	banner *banner
 }
 
-// MaxMessage bounds a control message, i.e. a filesystem listing: some
-// 100 bytes per version.
-const MaxMessage = 256 << 20
+type clientKeepaliveParams = struct{ Time, Timeout time.Duration }
 
 // Client talks to one server. Sender and Receiver return its two roles
 // as replication.Sender and replication.Receiver.
 type Client struct {
-	cfg      ClientConfig
-	cc       *grpc.ClientConn
-	sender   pb.SenderClient
-	receiver pb.ReceiverClient
+	cfg  ClientConfig
+	cc   *grpc.ClientConn
+	repl pb.ReplicationClient
+	ext  pb.ZreplDevEndpointClient
 
 	mu       sync.Mutex
-	helloErr error // the last control connection's failed hello
+	helloErr error   // the last control connection's failed handshake
+	peerExt  *extSet // the last control connection's extensions
 	dials    int
+	noted    map[string]bool
 }
 
 // NewClient prepares a client; connections are made on first use.
@@ -61,23 +64,24 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Dial == nil {
 		return nil, errors.New("rpc client: no dialer")
 	}
-	if cfg.Keepalive == nil {
-		k := ClientKeepalive()
-		cfg.Keepalive = &k
-	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
-	if cfg.DataIdleTimeout <= 0 {
-		cfg.DataIdleTimeout = DefaultDataIdleTimeout
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.version == 0 {
-		cfg.version = ProtocolVersion
+	if cfg.banner == nil {
+		b := ourBanner()
+		cfg.banner = &b
 	}
-	c := &Client{cfg: cfg}
+	ka := clientKeepalive()
+	if cfg.keepalive != nil {
+		ka.Time, ka.Timeout = cfg.keepalive.Time, cfg.keepalive.Timeout
+	}
+	c := &Client{cfg: cfg, noted: map[string]bool{}}
 	cc, err := grpc.NewClient("passthrough:///zrepl",
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithKeepaliveParams(*cfg.Keepalive),
+		grpc.WithTransportCredentials(identityCreds{}),
+		grpc.WithKeepaliveParams(ka),
 		grpc.WithContextDialer(c.dialControl),
 		// gRPC's default reconnect backoff grows to 2 minutes, during which
 		// calls fail at once: longer than the driver's own retries wait.
@@ -86,14 +90,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			MinConnectTimeout: 20 * time.Second,
 		}),
 		// Listings of large pools exceed gRPC's default 4 MiB.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessage)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessage), grpc.MaxCallSendMsgSize(MaxMessage)),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("rpc client: %w", err)
 	}
 	c.cc = cc
-	c.sender = pb.NewSenderClient(cc)
-	c.receiver = pb.NewReceiverClient(cc)
+	c.repl = pb.NewReplicationClient(cc)
+	c.ext = pb.NewZreplDevEndpointClient(cc)
 	return c, nil
 }
 
@@ -116,9 +120,13 @@ func (c *Client) dialControl(ctx context.Context, _ string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, err = clientHello(ctx, conn, c.cfg.version, kindControl, c.cfg.HandshakeTimeout)
+	theirs, err := handshake(ctx, conn, *c.cfg.banner, labelControl, c.cfg.HandshakeTimeout)
 	c.mu.Lock()
 	c.helloErr = err
+	if err == nil {
+		ext := negotiate(theirs.extensions, c.cfg.banner.extensions)
+		c.peerExt = &ext
+	}
 	c.mu.Unlock()
 	if err != nil {
 		conn.Close()
@@ -127,21 +135,59 @@ func (c *Client) dialControl(ctx context.Context, _ string) (net.Conn, error) {
 	return conn, nil
 }
 
-func (c *Client) dialData(ctx context.Context) (net.Conn, uint64, error) {
+// dialData opens a data connection; the banners tell which extensions
+// its request may use.
+func (c *Client) dialData(ctx context.Context) (*dataConn, extSet, error) {
 	conn, err := c.cfg.Dial(ctx)
 	if err != nil {
-		return nil, 0, fmt.Errorf("dial data connection: %w", err)
+		return nil, extSet{}, fmt.Errorf("dial data connection: %w", err)
 	}
-	ticket, err := clientHello(ctx, conn, c.cfg.version, kindData, c.cfg.HandshakeTimeout)
+	theirs, err := handshake(ctx, conn, *c.cfg.banner, labelData, c.cfg.HandshakeTimeout)
 	if err != nil {
 		conn.Close()
-		return nil, 0, fmt.Errorf("data connection: %w", err)
+		return nil, extSet{}, fmt.Errorf("data connection: %w", err)
 	}
-	return &idleConn{Conn: conn, timeout: c.cfg.DataIdleTimeout}, ticket, nil
+	ext := negotiate(theirs.extensions, c.cfg.banner.extensions)
+	if ext.zrepl() {
+		c.note("zrepl-peer", "the server speaks zrepl's protocol without this project's extensions (a zrepl daemon): "+
+			"listings without encryption properties, holds and job marks, errors as text only, partial receive state cleared by the next receive")
+	}
+	return newDataConn(conn), ext, nil
 }
 
-// err names a failed call. gRPC reports a failed hello of the control
-// connection as "unavailable"; the hello's own error says more.
+// serverExt returns the server's extensions, connecting the control
+// connection first if need be.
+func (c *Client) serverExt(ctx context.Context) (extSet, error) {
+	c.mu.Lock()
+	e := c.peerExt
+	c.mu.Unlock()
+	if e != nil {
+		return *e, nil
+	}
+	if _, err := c.repl.Ping(ctx, &pb.PingReq{Message: "extensions"}); err != nil {
+		return extSet{}, c.err(ctx, "ping", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.peerExt == nil {
+		return extSet{}, fmt.Errorf("ping: %w: no extensions learnt", ErrProtocol)
+	}
+	return *c.peerExt, nil
+}
+
+// note logs msg once per key for this client.
+func (c *Client) note(key, msg string) {
+	c.mu.Lock()
+	first := !c.noted[key]
+	c.noted[key] = true
+	c.mu.Unlock()
+	if first {
+		c.cfg.Log.Info(msg)
+	}
+}
+
+// err names a failed call. gRPC reports a failed handshake of the control
+// connection as "unavailable"; the handshake's own error says more.
 func (c *Client) err(ctx context.Context, call string, err error) error {
 	if err == nil {
 		return nil
@@ -163,211 +209,263 @@ func (c *Client) Sender() *RemoteSender { return &RemoteSender{c: c} }
 // Receiver is the server's sink role.
 func (c *Client) Receiver() *RemoteReceiver { return &RemoteReceiver{c: c} }
 
+// listFilesystems lists the server's filesystems with their versions: in
+// one call where the server has extListing, else as zrepl's client does,
+// one ListFilesystemVersions call per filesystem.
+func (c *Client) listFilesystems(ctx context.Context, sender bool) ([]endpoint.Filesystem, error) {
+	call := "list receiver filesystems"
+	if sender {
+		call = "list sender filesystems"
+	}
+	res, err := c.repl.ListFilesystems(ctx, &pb.ListFilesystemReq{ZreplDevFullListing: true})
+	if err != nil {
+		return nil, c.err(ctx, call, err)
+	}
+	out := make([]endpoint.Filesystem, 0, len(res.Filesystems))
+	for _, f := range res.Filesystems {
+		fs, err := fromPBFilesystem(f, sender)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", call, err)
+		}
+		var versions []*pb.FilesystemVersion
+		if res.ZreplDevFullListing {
+			versions = f.ZreplDevVersions
+		} else {
+			vres, err := c.repl.ListFilesystemVersions(ctx, &pb.ListFilesystemVersionsReq{Filesystem: f.Path})
+			if err != nil {
+				return nil, c.err(ctx, "list versions of "+f.Path, err)
+			}
+			versions = vres.Versions
+		}
+		if fs.Versions, err = fromPBVersions(f.Path, versions); err != nil {
+			return nil, fmt.Errorf("%s: %w", call, err)
+		}
+		out = append(out, fs)
+	}
+	if !res.ZreplDevFullListing {
+		c.note("listing", "the server is a zrepl daemon: its listings carry no encryption properties, holds or job marks; "+
+			"the planner takes encryption as unknown, and the sender's up-to-date filesystems are confirmed at every run")
+	}
+	return out, nil
+}
+
 // RemoteSender implements replication.Sender over the connection.
 type RemoteSender struct{ c *Client }
 
 func (s *RemoteSender) ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error) {
-	reply, err := s.c.sender.ListFilesystems(ctx, &pb.ListFilesystemsRequest{})
-	if err != nil {
-		return nil, s.c.err(ctx, "list sender filesystems", err)
-	}
-	return fromPBFilesystems(reply)
+	return s.c.listFilesystems(ctx, true)
 }
 
 func (s *RemoteSender) SendSize(ctx context.Context, req endpoint.SendRequest) (int64, error) {
-	reply, err := s.c.sender.SendSize(ctx, toPBSendRequest(req))
+	res, err := s.c.repl.SendDry(ctx, toPBSendReq(req))
 	if err != nil {
 		return 0, s.c.err(ctx, "send size of "+req.FS, err)
 	}
-	return reply.Size, nil
+	return int64(min(res.ExpectedSize, 1<<62)), nil
 }
 
 func (s *RemoteSender) StepCompleted(ctx context.Context, req endpoint.SendRequest, last bool) error {
-	_, err := s.c.sender.StepCompleted(ctx, &pb.StepCompletedRequest{Request: toPBSendRequest(req), Last: last})
+	_, err := s.c.repl.SendCompleted(ctx, &pb.SendCompletedReq{OriginalReq: toPBSendReq(req), ZreplDevLast: &last})
 	return s.c.err(ctx, "step completed "+req.FS, err)
 }
 
-// Send opens a data connection and asks the server to send on it. The
-// returned stream fails (never ends cleanly) if the data stream is cut;
+// Send asks the server for the stream on a data connection. The returned
+// stream fails (never ends cleanly) if the data connection is cut;
 // closing it or cancelling ctx aborts the send on the server.
 func (s *RemoteSender) Send(ctx context.Context, req endpoint.SendRequest) (io.ReadCloser, error) {
-	conn, ticket, err := s.c.dialData(ctx)
+	c, ext, err := s.c.dialData(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("send %s: %w", req.FS, err)
 	}
-	callCtx, cancel := context.WithCancel(ctx)
-	call, err := s.c.sender.Send(callCtx, &pb.SendStreamRequest{Request: toPBSendRequest(req), DataTicket: ticket})
-	if err == nil {
-		var ev *pb.SendStreamEvent
-		ev, err = call.Recv()
-		if err == nil && !ev.Started {
-			err = fmt.Errorf("%w: the server's first send event is not \"started\"", ErrProtocol)
+	stop := context.AfterFunc(ctx, c.abort)
+	fail := func(err error) (io.ReadCloser, error) {
+		stop()
+		c.abort()
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, context.Cause(ctx))
 		}
+		return nil, fmt.Errorf("send %s: %w", req.FS, err)
 	}
-	if err != nil {
-		cancel()
-		err = withDataConnCause(s.c.err(ctx, "send "+req.FS, err), conn)
-		conn.Close()
-		return nil, err
+	if err := c.writeRequest(endpointSend, toPBSendReq(req)); err != nil {
+		return fail(fmt.Errorf("data connection: %w", err))
 	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	rs := &remoteStream{ctx: ctx, fr: newFrameReader(conn), conn: conn, cancel: cancel, stop: stop, callDone: make(chan struct{})}
-	go func() {
-		// The call stays open while the stream flows; if it fails (the
-		// control connection died), a cut stream says so.
-		defer close(rs.callDone)
-		for {
-			if _, err := call.Recv(); err != nil {
-				if err != io.EOF {
-					rs.callErr = s.c.err(ctx, "send "+req.FS, err)
-				}
-				return
-			}
-		}
-	}()
-	return rs, nil
-}
-
-// dataConnProbe bounds how long dataConnCause waits on a live connection.
-const dataConnProbe = 200 * time.Millisecond
-
-// withDataConnCause adds to a call's error that found its data connection
-// lost how our end of that connection failed, where it knows.
-func withDataConnCause(err error, conn net.Conn) error {
-	if !errors.Is(err, ErrDataConnLost) {
-		return err
+	var res pb.SendRes
+	if err := c.readResponse(&res, ext); err != nil {
+		return fail(err)
 	}
-	if cause := dataConnCause(conn); cause != nil {
-		return fmt.Errorf("%w (the data connection failed: %w)", err, cause)
+	if req.ResumeToken != "" && !res.UsedResumeToken {
+		return fail(fmt.Errorf("%w: the sender did not use the resume token", ErrProtocol))
 	}
-	return err
-}
-
-// dataConnCause says why a data connection failed, if it did. A call that
-// finds no data connection for its ticket usually means the connection
-// died between its hello and the call; our end knows how (an ssh transport
-// names the exit status and stderr), the server does not. Only for error
-// paths: it may read from conn.
-func dataConnCause(conn net.Conn) error {
-	if err := conn.SetReadDeadline(time.Now().Add(dataConnProbe)); err != nil {
-		return nil
-	}
-	var b [1]byte
-	_, err := conn.Read(b[:])
-	if err == nil || err == io.EOF || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
-		return nil
-	}
-	return err
+	return &remoteStream{ctx: ctx, c: c, r: c.streamReader(frameZFSStream), ext: ext, fs: req.FS, stop: stop}, nil
 }
 
 type remoteStream struct {
-	ctx    context.Context
-	fr     *frameReader
-	conn   net.Conn
-	cancel context.CancelFunc
-	stop   func() bool
-	// callDone closes when the Send call ended; callErr is its failure.
-	callDone chan struct{}
-	callErr  error
+	ctx  context.Context
+	c    *dataConn
+	r    io.Reader
+	ext  extSet
+	fs   string
+	stop func() bool
+	eof  bool
 }
 
 func (r *remoteStream) Read(p []byte) (int, error) {
-	n, err := r.fr.Read(p)
-	if err != nil && err != io.EOF {
-		if r.ctx.Err() != nil {
-			return n, fmt.Errorf("%w (%w)", err, context.Cause(r.ctx))
-		}
-		// A data stream cut because the control connection died: the
-		// call's error says why (e.g. GOAWAY), the cut alone does not.
-		t := time.NewTimer(dataConnProbe)
-		defer t.Stop()
-		select {
-		case <-r.callDone:
-			if r.callErr != nil {
-				err = fmt.Errorf("%w (%w)", err, r.callErr)
-			}
-		case <-t.C:
+	n, err := r.r.Read(p)
+	switch {
+	case err == io.EOF:
+		r.eof = true
+	case err != nil:
+		var se *SourceError
+		if errors.As(err, &se) {
+			err = r.sourceError(se)
+		} else if r.ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, context.Cause(r.ctx))
 		}
 	}
 	return n, err
 }
 
+// sourceError is the server's send failure; with extErrors its kinds
+// follow the trailer.
+func (r *remoteStream) sourceError(se *SourceError) error {
+	if r.ext.errors {
+		if b, err := r.c.readMessage(frameErrorInfo, maxResponseStruct); err == nil {
+			var info pb.ErrorInfo
+			if proto.Unmarshal(b, &info) == nil {
+				return remoteError(&info)
+			}
+		}
+	}
+	return fmt.Errorf("send stream of %s failed on the server: %w", r.fs, se)
+}
+
 func (r *remoteStream) Close() error {
 	r.stop()
-	err := r.conn.Close()
-	r.cancel()
-	<-r.callDone
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
+	if r.eof {
+		return r.c.Close()
 	}
-	return err
+	r.c.abort()
+	return nil
 }
 
 // RemoteReceiver implements replication.Receiver over the connection.
 type RemoteReceiver struct{ c *Client }
 
 func (r *RemoteReceiver) ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error) {
-	reply, err := r.c.receiver.ListFilesystems(ctx, &pb.ListFilesystemsRequest{})
-	if err != nil {
-		return nil, r.c.err(ctx, "list receiver filesystems", err)
-	}
-	return fromPBFilesystems(reply)
+	return r.c.listFilesystems(ctx, false)
 }
 
+// AbortPartialReceive discards fs's partial receive state. A zrepl sink
+// has no such call: its next receive request of fs clears the state
+// instead (every stream that does not resume asks it to).
 func (r *RemoteReceiver) AbortPartialReceive(ctx context.Context, fs string) error {
-	_, err := r.c.receiver.AbortPartialReceive(ctx, &pb.AbortPartialReceiveRequest{Fs: fs})
+	ext, err := r.c.serverExt(ctx)
+	if err != nil {
+		return fmt.Errorf("abort partial receive of %s: %w", fs, err)
+	}
+	if !ext.receive {
+		r.c.note("abort", "the sink is a zrepl daemon: partial receive state is discarded by the next receive request, not at once")
+		return nil
+	}
+	_, err = r.c.ext.AbortPartialReceive(ctx, &pb.AbortPartialReceiveReq{Filesystem: fs})
 	return r.c.err(ctx, "abort partial receive of "+fs, err)
 }
 
+// MoveLastReceivedHold moves the job's last-received hold to fs@to. A
+// zrepl sink moves it in each receive and has no call to repair it: then
+// this does nothing.
 func (r *RemoteReceiver) MoveLastReceivedHold(ctx context.Context, fs string, to zfs.FilesystemVersion) error {
-	_, err := r.c.receiver.MoveLastReceivedHold(ctx, &pb.MoveLastReceivedHoldRequest{Fs: fs, To: toPBVersion(&to)})
+	ext, err := r.c.serverExt(ctx)
+	if err != nil {
+		return fmt.Errorf("move last-received hold of %s: %w", fs, err)
+	}
+	if !ext.receive {
+		r.c.note("hold", "the sink is a zrepl daemon: it moves its last-received hold in each receive, and a hold left behind is not repaired from here")
+		return nil
+	}
+	_, err = r.c.ext.MoveLastReceivedHold(ctx, &pb.MoveLastReceivedHoldReq{Filesystem: fs, To: toPBVersion(&to)})
 	return r.c.err(ctx, "move last-received hold of "+fs, err)
 }
 
-// Receive streams stream to the server on a data connection while the
-// Receive call waits for the server's verdict. If stream fails, the server
-// learns why and its receive fails (keeping the partial state); the error
-// of the call is the one returned.
+// resultAfterCut asks the server how its receive of fs ended after the
+// data connection broke before its verdict came: the next attempt then
+// plans with what the receive left, and the error adds the server's side
+// where it failed for a reason of its own.
+func (r *RemoteReceiver) resultAfterCut(ctx context.Context, fs string, cut error) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*PeerTimeout)
+	defer cancel()
+	res, err := r.c.ext.ReceiveResult(ctx, &pb.ReceiveResultReq{Filesystem: fs})
+	if err != nil || res.GetError() == nil {
+		return cut
+	}
+	serr := remoteError(res.GetError())
+	if errors.Is(serr, ErrTruncated) {
+		// The server only saw the cut: our side says why.
+		return cut
+	}
+	return fmt.Errorf("%w (on the server: %w)", cut, serr)
+}
+
+// Receive sends stream to the server on a data connection while waiting
+// for the server's verdict. If stream fails, the server learns why and
+// its receive fails (keeping the partial state); the error of the request
+// is the one returned.
 func (r *RemoteReceiver) Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error {
 	if len(req.SetProperties) > 0 || len(req.InheritProperties) > 0 {
 		// A remote client does not set properties on the sink: the sink's
 		// own configuration does.
 		return fmt.Errorf("receive %s: %w: receive properties cannot be set over the network", req.FS, ErrBadRequest)
 	}
-	conn, ticket, err := r.c.dialData(ctx)
+	c, ext, err := r.c.dialData(ctx)
 	if err != nil {
 		return fmt.Errorf("receive %s: %w", req.FS, err)
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	stop := context.AfterFunc(ctx, c.abort)
 	defer stop()
-	callCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	if err := c.writeRequest(endpointRecv, toPBReceiveReq(req, ext)); err != nil {
+		c.abort()
+		return fmt.Errorf("receive %s: data connection: %w", req.FS, err)
+	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := r.c.receiver.Receive(callCtx, toPBReceiveRequest(req, ticket))
+		err := c.readResponse(&pb.ReceiveRes{}, ext)
 		if err != nil {
-			err = withDataConnCause(r.c.err(ctx, "receive "+req.FS, err), conn)
-			// The server has stopped reading: unblock the copy.
-			conn.Close()
+			// The receive failed early: stop sending what nobody
+			// receives.
+			c.abort()
 		}
 		done <- err
 	}()
-	_, srcErr, dstErr := copyFrames(conn, stream)
-	callErr := <-done
-	if callErr != nil {
-		if srcErr != nil {
-			return fmt.Errorf("%w (the stream failed at its source: %v)", callErr, srcErr)
+	_, srcErr, connErr := c.writeStream(frameZFSStream, stream)
+	// If our side of the connection broke, the server's answer says why
+	// it ended, where one came before the end.
+	resErr := <-done
+	var he *HandlerError
+	var re *RemoteError
+	if resErr != nil && ext.receive && !errors.As(resErr, &he) && !errors.As(resErr, &re) && ctx.Err() == nil {
+		resErr = r.resultAfterCut(ctx, req.FS, resErr)
+	}
+	if resErr != nil {
+		err := fmt.Errorf("receive %s: %w", req.FS, resErr)
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, context.Cause(ctx))
 		}
-		if dstErr != nil {
+		switch {
+		case srcErr != nil:
+			return fmt.Errorf("%w (the stream failed at its source: %v)", err, srcErr)
+		case connErr != nil && strings.Contains(err.Error(), connErr.Error()):
+			// Both directions met the connection's one end (an ssh
+			// exit): say it once.
+			return err
+		case connErr != nil:
 			// The data connection broke on our side: its error says how
-			// (an ssh transport names the exit status and stderr), which
-			// the sink's view ("connection reset") does not.
-			return fmt.Errorf("%w (sending the stream failed: %w)", callErr, dstErr)
+			// (an ssh transport names the exit status and stderr).
+			return fmt.Errorf("%w (sending the stream failed: %w)", err, connErr)
 		}
-		return callErr
+		return err
 	}
 	// The server verified the snapshot that arrived: a failure to write
-	// the rest (the end marker) does not matter.
+	// the rest (the end frame) does not matter.
+	c.Close()
 	return nil
 }

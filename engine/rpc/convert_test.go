@@ -52,7 +52,7 @@ func TestConversionsRoundTrip(t *testing.T) {
 			from := versionGen(0).Draw(t, "from")
 			req.From = &from
 		}
-		got, err := fromPBSendRequest(toPBSendRequest(req), false)
+		got, err := fromPBSendReq(toPBSendReq(req), false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,11 +60,11 @@ func TestConversionsRoundTrip(t *testing.T) {
 			t.Fatalf("send request changed on the wire:\n%s", d)
 		}
 
-		rreq := endpoint.ReceiveRequest{FS: req.FS, From: req.From, To: req.To, Full: req.From == nil, Resuming: rapid.Bool().Draw(t, "resuming")}
+		rreq := endpoint.ReceiveRequest{FS: req.FS, From: req.From, To: req.To, Full: req.From == nil, Resuming: rapid.Bool().Draw(t, "resuming"), Protection: req.Protection}
 		if rreq.To.GUID == 0 {
 			rreq.To.GUID = 1
 		}
-		gotR, err := fromPBReceiveRequest(toPBReceiveRequest(rreq, 9))
+		gotR, err := fromPBReceiveReq(toPBReceiveReq(rreq, extSet{receive: true}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,11 +72,11 @@ func TestConversionsRoundTrip(t *testing.T) {
 			t.Fatalf("receive request changed on the wire:\n%s", d)
 		}
 
-		var fss []endpoint.Filesystem
+		sender := rapid.Bool().Draw(t, "sender")
 		for range rapid.IntRange(0, 5).Draw(t, "nfs") {
 			p := zfs.MustDatasetPath(pathGen().Draw(t, "path"))
 			f := endpoint.Filesystem{Path: p.String(), Info: zfs.FilesystemInfo{
-				Path: p, GUID: rapid.Uint64().Draw(t, "fsguid"), ReceiveResumeToken: rapid.String().Draw(t, "rtok"),
+				GUID:       rapid.Uint64().Draw(t, "fsguid"),
 				Encryption: rapid.SampledFrom([]string{"off", "aes-256-gcm"}).Draw(t, "enc"), EncryptionRoot: "",
 				KeyStatus:   rapid.SampledFrom([]zfs.KeyStatus{zfs.KeyStatusNone, zfs.KeyStatusAvailable, zfs.KeyStatusUnavailable}).Draw(t, "ks"),
 				Placeholder: rapid.Bool().Draw(t, "ph"),
@@ -94,14 +94,27 @@ func TestConversionsRoundTrip(t *testing.T) {
 				Raw: rapid.Bool().Draw(t, "w"), Properties: rapid.Bool().Draw(t, "p"), BackupProperties: rapid.Bool().Draw(t, "b"),
 				LargeBlocks: rapid.Bool().Draw(t, "L"), Compressed: rapid.Bool().Draw(t, "c"), EmbeddedData: rapid.Bool().Draw(t, "e"), Saved: rapid.Bool().Draw(t, "S"),
 			}}
-			fss = append(fss, f)
-		}
-		gotF, err := fromPBFilesystems(toPBFilesystems(fss))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d := cmp.Diff(fss, gotF, cmp.AllowUnexported(zfs.DatasetPath{})); d != "" {
-			t.Fatalf("listing changed on the wire:\n%s", d)
+			// A sender's name is its full name; a receiver lists its
+			// resume token.
+			if sender {
+				f.Info.Path = p
+			} else {
+				f.Info.ReceiveResumeToken = rapid.String().Draw(t, "rtok")
+			}
+			pf := toPBFilesystem(f, true, sender)
+			got, err := fromPBFilesystem(pf, sender)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Versions, err = fromPBVersions(pf.Path, pf.ZreplDevVersions); err != nil {
+				t.Fatal(err)
+			}
+			if len(got.Versions) == 0 {
+				got.Versions = nil
+			}
+			if d := cmp.Diff(f, got, cmp.AllowUnexported(zfs.DatasetPath{})); d != "" {
+				t.Fatalf("listing changed on the wire:\n%s", d)
+			}
 		}
 	})
 }

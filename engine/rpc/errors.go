@@ -20,10 +20,6 @@ var (
 	ErrBadRequest = errors.New("bad request")
 	// ErrProtocol means the peer broke the protocol.
 	ErrProtocol = errors.New("protocol error")
-	// ErrDataConnLost: the data connection a call names by its ticket
-	// ended (or timed out) before the call claimed it. Temporary: the
-	// next attempt opens a new one.
-	ErrDataConnLost = errors.New("data connection lost")
 )
 
 // zfsKinds are the stable wire names of zfs error kinds. Numbers would
@@ -60,7 +56,6 @@ var sentinels = []struct {
 	{"bad_identity", transport.ErrBadIdentity},
 	{"bad_request", ErrBadRequest},
 	{"protocol", ErrProtocol},
-	{"data_conn_lost", ErrDataConnLost},
 	{"truncated", ErrTruncated},
 	{"corrupt_stream", ErrCorruptStream},
 }
@@ -186,7 +181,15 @@ func fromStatus(ctx context.Context, call string, err error) error {
 			return fmt.Errorf("%s: %w", call, context.Cause(ctx))
 		}
 	case codes.Unimplemented:
-		return fmt.Errorf("%s: the server does not serve this role (%s): %w", call, st.Message(), ErrProtocol)
+		return fmt.Errorf("%s: the server does not serve this call (%s): %w", call, st.Message(), ErrProtocol)
 	}
 	return fmt.Errorf("%s: %s: %s", call, st.Code(), st.Message())
+}
+
+// truncateText bounds a peer's or an error's text for messages and logs.
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"sync"
 	"testing"
 	"testing/iotest"
+	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -40,27 +44,77 @@ func (c *chunkedReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func frames(t *rapid.T, data []byte, srcErr error) []byte {
+// bufConn is a net.Conn that reads r and writes w; deadlines are ignored.
+type bufConn struct {
+	r  io.Reader
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *bufConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.w.Write(p)
+}
+func (c *bufConn) Close() error                     { return nil }
+func (c *bufConn) LocalAddr() net.Addr              { return chanAddr{} }
+func (c *bufConn) RemoteAddr() net.Addr             { return chanAddr{} }
+func (c *bufConn) SetDeadline(time.Time) error      { return nil }
+func (c *bufConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *bufConn) SetWriteDeadline(time.Time) error { return nil }
+
+// frameBytes is the wire form of one frame, per zrepl's layout: type and
+// payload length, 4 bytes each, big endian, then the payload.
+func frameBytes(typ uint32, payload []byte) []byte {
+	b := binary.BigEndian.AppendUint32(nil, typ)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(payload)))
+	return append(b, payload...)
+}
+
+// wantStream is the wire form of data as a stream of type typ: frames of
+// framePayload bytes (the last one shorter), then an end frame; with
+// srcErr, its text as a trailer instead of the end frame.
+func wantStream(typ uint32, data []byte, srcErr error) []byte {
+	var b []byte
+	for len(data) > 0 {
+		n := min(len(data), framePayload)
+		b = append(b, frameBytes(typ, data[:n])...)
+		data = data[n:]
+	}
+	if srcErr != nil {
+		b = append(b, frameBytes(frameStreamErrTrailer, []byte(srcErr.Error()))...)
+	}
+	return append(b, frameBytes(frameEnd, nil)...)
+}
+
+// written runs writeStream of src into a buffer and returns the bytes.
+func written(t interface{ Fatalf(string, ...any) }, src io.Reader) (wire []byte, n int64, srcErr error) {
 	var buf bytes.Buffer
-	sizes := rapid.SliceOf(rapid.IntRange(0, 3*chunkSize)).Draw(t, "readSizes")
-	n, gotSrcErr, dstErr := copyFrames(&buf, &chunkedReader{data: data, sizes: sizes, err: srcErr})
-	if dstErr != nil {
-		t.Fatalf("write to a buffer failed: %v", dstErr)
+	c := newDataConn(&bufConn{r: eofReader{}, w: &buf})
+	n, srcErr, connErr := c.writeStream(frameZFSStream, src)
+	if connErr != nil {
+		t.Fatalf("write to a buffer: %v", connErr)
 	}
-	if srcErr == io.EOF {
-		srcErr = nil
-	}
-	if !errors.Is(gotSrcErr, srcErr) || (srcErr == nil) != (gotSrcErr == nil) {
-		t.Fatalf("source error %v, want %v", gotSrcErr, srcErr)
-	}
-	if n != int64(len(data)) {
-		t.Fatalf("copied %d bytes of %d", n, len(data))
-	}
-	return buf.Bytes()
+	c.abort()
+	// A heartbeat never comes within a test's milliseconds; drop one if
+	// the machine stalled.
+	return bytes.ReplaceAll(buf.Bytes(), frameBytes(frameHeartbeat, nil), nil), n, srcErr
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// reader wraps wire in a data connection and returns its stream of type
+// ZFSStream.
+func reader(wire io.Reader) (io.Reader, *dataConn) {
+	c := newDataConn(&bufConn{r: wire, w: io.Discard})
+	return c.streamReader(frameZFSStream), c
 }
 
 func randomData(t *rapid.T) []byte {
-	n := rapid.IntRange(0, 3*MaxFrame).Draw(t, "len")
+	n := rapid.IntRange(0, 3*framePayload).Draw(t, "len")
 	seed := rapid.Byte().Draw(t, "seed")
 	data := make([]byte, n)
 	for i := range data {
@@ -69,16 +123,26 @@ func randomData(t *rapid.T) []byte {
 	return data
 }
 
-// A complete framed stream reads back exactly, in any read sizes.
-func TestFramesRoundTrip(t *testing.T) {
+// The writer frames a stream exactly as zrepl does, whatever the read
+// sizes of its source, and a reader gets the same bytes back in any read
+// sizes, then io.EOF.
+func TestStreamRoundTrip(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		data := randomData(t)
-		wire := frames(t, data, io.EOF)
+		sizes := rapid.SliceOf(rapid.IntRange(0, 3*framePayload)).Draw(t, "readSizes")
+		wire, n, srcErr := written(t, &chunkedReader{data: data, sizes: sizes, err: io.EOF})
+		if srcErr != nil || n != int64(len(data)) {
+			t.Fatalf("wrote %d of %d bytes, source error %v", n, len(data), srcErr)
+		}
+		if !bytes.Equal(wire, wantStream(frameZFSStream, data, nil)) {
+			t.Fatalf("the %d wire bytes are not zrepl's framing of %d bytes", len(wire), len(data))
+		}
 		var src io.Reader = bytes.NewReader(wire)
 		if rapid.Bool().Draw(t, "oneByteReads") && len(wire) < 1<<16 {
 			src = iotest.OneByteReader(src)
 		}
-		r := newFrameReader(src)
+		r, c := reader(src)
+		defer c.abort()
 		got, err := io.ReadAll(r)
 		if err != nil {
 			t.Fatalf("read: %v", err)
@@ -86,21 +150,21 @@ func TestFramesRoundTrip(t *testing.T) {
 		if !bytes.Equal(got, data) {
 			t.Fatalf("read %d bytes, differ from the %d written", len(got), len(data))
 		}
-		// After the end, reads keep saying io.EOF.
 		if n, err := r.Read(make([]byte, 10)); n != 0 || err != io.EOF {
 			t.Fatalf("read after end: %d, %v", n, err)
 		}
 	})
 }
 
-// Cutting the wire anywhere before the end marker's last byte is always
+// Cutting the wire anywhere before the end frame's last byte is always
 // seen as truncation: never a clean io.EOF, never data that was not sent.
-func TestFramesCutAnywhereIsTruncated(t *testing.T) {
+func TestStreamCutAnywhereIsTruncated(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		data := randomData(t)
-		wire := frames(t, data, io.EOF)
+		wire := wantStream(frameZFSStream, data, nil)
 		cut := rapid.IntRange(0, len(wire)-1).Draw(t, "cut")
-		r := newFrameReader(bytes.NewReader(wire[:cut]))
+		r, c := reader(bytes.NewReader(wire[:cut]))
+		defer c.abort()
 		got, err := io.ReadAll(r)
 		if err == nil {
 			t.Fatalf("a stream cut at %d of %d wire bytes read as complete", cut, len(wire))
@@ -114,20 +178,25 @@ func TestFramesCutAnywhereIsTruncated(t *testing.T) {
 	})
 }
 
-// A source that fails part way yields an error frame: the reader gets the
-// source's error (with its zfs kind) as a truncation.
-func TestFramesSourceFailure(t *testing.T) {
+// A source that fails part way ends the stream with its error as a
+// trailer: the reader gets what came before, then the error's text.
+func TestStreamSourceFailure(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		data := randomData(t)
-		srcErr := &zfs.Error{Kind: zfs.ErrDatasetBusy, Op: "send", Dataset: "pool/fs@s1", Msg: "dataset is busy"}
-		wire := frames(t, data, srcErr)
-		got, err := io.ReadAll(newFrameReader(bytes.NewReader(wire)))
-		if !errors.Is(err, ErrTruncated) || !errors.Is(err, zfs.ErrDatasetBusy) {
-			t.Fatalf("error %v: want a truncation of kind dataset busy", err)
+		boom := errors.New("zfs send: dataset is busy")
+		wire, _, srcErr := written(t, &chunkedReader{data: data, err: boom})
+		if !errors.Is(srcErr, boom) {
+			t.Fatalf("source error %v, want %v", srcErr, boom)
 		}
-		var ze *zfs.Error
-		if !errors.As(err, &ze) || ze.Dataset != "pool/fs@s1" {
-			t.Fatalf("error %v carries no *zfs.Error for pool/fs@s1", err)
+		if !bytes.Equal(wire, wantStream(frameZFSStream, data, boom)) {
+			t.Fatalf("the wire bytes are not zrepl's framing of a failed stream")
+		}
+		r, c := reader(bytes.NewReader(wire))
+		defer c.abort()
+		got, err := io.ReadAll(r)
+		var se *SourceError
+		if !errors.As(err, &se) || se.Text != boom.Error() {
+			t.Fatalf("error %v: want the source's error %q", err, boom)
 		}
 		if !bytes.Equal(got, data) {
 			t.Fatalf("read %d bytes before the failure, want the %d sent", len(got), len(data))
@@ -135,36 +204,105 @@ func TestFramesSourceFailure(t *testing.T) {
 	})
 }
 
-func header(typ byte, size uint32) []byte {
-	b := []byte{typ, 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(b[1:], size)
-	return b
-}
-
-func TestFramesCorrupt(t *testing.T) {
-	endOf := func(n uint64) []byte {
-		b := header(frameEnd, 8)
-		return binary.BigEndian.AppendUint64(b, n)
-	}
+func TestStreamCorrupt(t *testing.T) {
 	cases := map[string]struct {
 		wire []byte
 		want string
 	}{
-		"unknown type":    {append(header('Q', 0), endOf(0)...), "unknown frame type 0x51"},
-		"oversized frame": {header(frameData, MaxFrame+1), "exceeds the limit"},
-		"end miscounts":   {append(append(header(frameData, 3), 1, 2, 3), endOf(4)...), "end marker says 4 bytes, 3 arrived"},
-		"short end":       {header(frameEnd, 4), "end marker of 4 bytes"},
-		"huge error":      {header(frameError, 1<<30), "error frame of"},
-		"garbage error":   {append(header(frameError, 2), 0xff, 0xff), "undecodable error frame"},
+		"unknown type":    {frameBytes(0x51, nil), "frame of type 0x51 in a stream"},
+		"oversized frame": {binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, frameZFSStream), maxFramePayload+1), "the limit is"},
+		"wrong stream":    {frameBytes(frameResHeader, []byte("HANDLER OK\n")), "frame of type 0x3 in a stream of type 0x5"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, err := io.ReadAll(newFrameReader(bytes.NewReader(c.wire)))
+			r, dc := reader(bytes.NewReader(c.wire))
+			defer dc.abort()
+			_, err := io.ReadAll(r)
 			require.Error(t, err)
 			assert.ErrorIs(t, err, ErrCorruptStream)
 			assert.ErrorContains(t, err, c.want)
 		})
 	}
+}
+
+// Heartbeats: an idle direction carries a heartbeat frame every
+// HeartbeatInterval, the reader skips them, and a peer that sends nothing
+// for PeerTimeout fails the read.
+func TestHeartbeats(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := net.Pipe()
+		ca := newDataConn(a)
+		defer ca.abort()
+		// b reads raw frames: after 12 s, two heartbeats, nothing else.
+		got := make(chan []byte, 1)
+		go func() {
+			var raw []byte
+			buf := make([]byte, 64)
+			b.SetReadDeadline(time.Now().Add(12 * time.Second))
+			for {
+				n, err := b.Read(buf)
+				raw = append(raw, buf[:n]...)
+				if err != nil {
+					got <- raw
+					return
+				}
+			}
+		}()
+		raw := <-got
+		hb := frameBytes(frameHeartbeat, nil)
+		assert.Equal(t, append(append([]byte{}, hb...), hb...), raw, "12 s idle: two heartbeat frames (type 1<<24, no payload)")
+
+		b.Close()
+		ca.abort()
+
+		// Heartbeats interleaved with data are skipped; the peer going
+		// silent afterwards fails the read after PeerTimeout.
+		a, b = net.Pipe()
+		ca = newDataConn(a)
+		defer ca.abort()
+		go io.Copy(io.Discard, b)
+		go func() {
+			b.Write(hb)
+			b.Write(frameBytes(frameZFSStream, []byte("ab")))
+			b.Write(hb)
+			b.Write(frameBytes(frameZFSStream, []byte("cd")))
+		}()
+		r := ca.streamReader(frameZFSStream)
+		data, err := io.ReadAll(io.LimitReader(r, 4))
+		require.NoError(t, err)
+		start := time.Now()
+		rest, err := io.ReadAll(r)
+		data = append(data, rest...)
+		assert.Equal(t, "abcd", string(data))
+		assert.ErrorIs(t, err, ErrTruncated)
+		assert.ErrorIs(t, err, errPeerTimeoutForTest(err))
+		assert.Equal(t, PeerTimeout, time.Since(start).Round(time.Second), "read gave up after the peer timeout")
+		b.Close()
+	})
+}
+
+// errPeerTimeoutForTest returns the deadline error inside err, so the
+// test asserts the read failed by the peer timeout.
+func errPeerTimeoutForTest(err error) error {
+	if isTimeout(err) {
+		return err
+	}
+	return fmt.Errorf("not a timeout: %w", err)
+}
+
+// Close sends zrepl's shutdown frame and waits for the peer's; the peer
+// reading it sees the connection end, not a reset.
+func TestCloseShutdownFrame(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := net.Pipe()
+		ca, cb := newDataConn(a), newDataConn(b)
+		done := make(chan error, 1)
+		go func() { done <- ca.Close() }()
+		// cb learns of the shutdown, then closes in turn.
+		<-cb.peerDone
+		require.NoError(t, cb.Close())
+		require.NoError(t, <-done)
+	})
 }
 
 // Errors keep their kinds across the wire, and their text.
@@ -204,30 +342,22 @@ func TestErrorInfoRoundTrip(t *testing.T) {
 	}
 }
 
-// Whatever arrives on a data connection, the reader neither panics nor
-// allocates beyond its limits, and reports a clean end only after an end
-// marker that counts the bytes it returned.
-func FuzzFrameReader(f *testing.F) {
-	var buf bytes.Buffer
-	copyFrames(&buf, bytes.NewReader([]byte("hello, stream")))
-	f.Add(buf.Bytes())
-	buf.Reset()
-	copyFrames(&buf, &chunkedReader{data: []byte("partial"), err: errors.New("boom")})
-	f.Add(buf.Bytes())
-	f.Add([]byte{frameEnd, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0})
+// Whatever arrives on a data connection, the stream reader neither panics
+// nor allocates beyond its limits, and reports a clean end only after an
+// end frame.
+func FuzzStreamReader(f *testing.F) {
+	f.Add(wantStream(frameZFSStream, []byte("hello, stream"), nil))
+	f.Add(wantStream(frameZFSStream, []byte("partial"), errors.New("boom")))
+	f.Add(frameBytes(frameEnd, nil))
 	f.Fuzz(func(t *testing.T, wire []byte) {
-		got, err := io.ReadAll(newFrameReader(bytes.NewReader(wire)))
+		r, c := reader(bytes.NewReader(wire))
+		defer c.abort()
+		_, err := io.ReadAll(r)
 		if err != nil {
 			return
 		}
-		// A clean end: the wire must hold an end marker counting len(got).
-		if len(wire) < frameHeader+8 {
-			t.Fatalf("clean end from %d wire bytes", len(wire))
-		}
-		var total [8]byte
-		binary.BigEndian.PutUint64(total[:], uint64(len(got)))
-		if !bytes.Contains(wire, append([]byte{frameEnd, 0, 0, 0, 8}, total[:]...)) {
-			t.Fatalf("clean end of %d bytes without a matching end marker", len(got))
+		if !bytes.Contains(wire, frameBytes(frameEnd, nil)) {
+			t.Fatalf("clean end without an end frame")
 		}
 	})
 }

@@ -6,46 +6,34 @@ import (
 	"google.golang.org/grpc/keepalive"
 )
 
-// Keepalive: the client pings the control connection while it waits, e.g.
-// during hours of a send stream that flows on the data connection, so
-// NATs and firewalls keep the connection. A gRPC server punishes pings that
-// come more often than its enforcement policy allows (by default: at most
-// every 5 minutes, and none without an active call) with GOAWAY
-// "too_many_pings" and closes the connection, which kills the calls on it.
-// So the two sides are set together: the server permits what the client
-// does, with a margin for timer jitter.
+// Keepalive of the control connection, zrepl's settings on both sides: the
+// client pings after 5 s without activity (gRPC raises that to its minimum
+// of 10 s) and gives up 10 s after an unanswered ping, also while no call
+// is open; the server pings likewise and permits client pings as often as
+// every 2.5 s, with or without calls. A send stream flows on a data
+// connection for hours while the control connection idles, so a server
+// that permitted less (gRPC's default: one ping per 5 minutes, none
+// without a call) would answer the pings with GOAWAY "too_many_pings" and
+// close the connection with the calls on it; the pair is chosen together,
+// and a zrepl peer's pair is the same.
+const (
+	keepaliveTime    = 5 * time.Second
+	keepaliveTimeout = 10 * time.Second
+)
 
-// ClientKeepalive is the client's keepalive.
-func ClientKeepalive() keepalive.ClientParameters {
-	return keepalive.ClientParameters{Time: time.Minute, Timeout: 20 * time.Second, PermitWithoutStream: true}
+func clientKeepalive() keepalive.ClientParameters {
+	return keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}
 }
 
-// ServerKeepalive is the server's side: its own pings and the policy it
-// enforces on clients.
-type ServerKeepalive struct {
-	Params keepalive.ServerParameters
-	// Enforcement is nil for gRPC's default policy.
-	Enforcement *keepalive.EnforcementPolicy
+type serverKeepaliveParams struct {
+	params keepalive.ServerParameters
+	// enforcement nil is gRPC's default policy.
+	enforcement *keepalive.EnforcementPolicy
 }
 
-// DefaultServerKeepalive permits ClientKeepalive's pings: MinTime is below
-// the client's interval, and pings without active calls are allowed
-// because the client sends them.
-func DefaultServerKeepalive() ServerKeepalive {
-	c := ClientKeepalive()
-	return ServerKeepalive{
-		Params:      keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second},
-		Enforcement: &keepalive.EnforcementPolicy{MinTime: c.Time / 2, PermitWithoutStream: c.PermitWithoutStream},
+func serverKeepalive() serverKeepaliveParams {
+	return serverKeepaliveParams{
+		params:      keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout},
+		enforcement: &keepalive.EnforcementPolicy{MinTime: keepaliveTime / 2, PermitWithoutStream: true},
 	}
-}
-
-// OldClientKeepalive and OldServerKeepalive are the broken combination
-// (a client pinging every 10 seconds, a server with gRPC's default
-// enforcement): kept for the test that shows it fails.
-func OldClientKeepalive() keepalive.ClientParameters {
-	return keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}
-}
-
-func OldServerKeepalive() ServerKeepalive {
-	return ServerKeepalive{Params: keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}}
 }

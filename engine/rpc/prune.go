@@ -38,25 +38,79 @@ func (s SinkReceiver) DestroySnapshots(ctx context.Context, fs string, snaps []z
 	return pruneForClient(ctx, s.ZFS, target, snaps, nil)
 }
 
+// SnapshotErrors is a prune request's failure, per snapshot: the wire
+// reports each snapshot's outcome apart (zrepl's DestroySnapshotsRes).
+type SnapshotErrors struct {
+	// ByName maps a snapshot's name to why it was not destroyed.
+	ByName map[string]error
+	// All fail every snapshot of the request (e.g. its listing failed).
+	All   error
+	order []string
+}
+
+func (e *SnapshotErrors) add(name string, err error) {
+	if e.ByName == nil {
+		e.ByName = map[string]error{}
+	}
+	if e.ByName[name] == nil {
+		e.order = append(e.order, name)
+	}
+	e.ByName[name] = errors.Join(e.ByName[name], err)
+}
+
+// For is the error of the snapshot named name, nil if it went.
+func (e *SnapshotErrors) For(name string) error {
+	if e.All != nil {
+		return e.All
+	}
+	return e.ByName[name]
+}
+
+func (e *SnapshotErrors) Error() string { return errors.Join(e.Unwrap()...).Error() }
+
+func (e *SnapshotErrors) Unwrap() []error {
+	errs := []error{}
+	if e.All != nil {
+		errs = append(errs, e.All)
+	}
+	seen := map[string]bool{}
+	for _, n := range e.order {
+		// A batch's failure is every snapshot's: say it once.
+		if t := e.ByName[n].Error(); !seen[t] {
+			seen[t] = true
+			errs = append(errs, e.ByName[n])
+		}
+	}
+	return errs
+}
+
+func (e *SnapshotErrors) orNil() error {
+	if e.All == nil && len(e.ByName) == 0 {
+		return nil
+	}
+	return e
+}
+
 // pruneForClient destroys snaps of fs for a client under the rules sinks
 // and sources share: only snapshots, only while a snapshot still has the
 // GUID the client saw, never held ones; keep names the endpoint's own
-// reasons to keep some (by GUID, from fs's versions; nil: none).
+// reasons to keep some (by GUID, from fs's versions; nil: none). Its
+// error is a *SnapshotErrors.
 func pruneForClient(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, snaps []zfs.FilesystemVersion, keep func([]zfs.FilesystemVersion) map[uint64]string) error {
 	if len(snaps) == 0 {
 		return nil
 	}
 	for _, v := range snaps {
 		if v.Kind != zfs.Snapshot {
-			return fmt.Errorf("prune %s: %s is not a snapshot: %w", fs, v.RelName(), endpoint.ErrNotAllowed)
+			return &SnapshotErrors{All: fmt.Errorf("prune %s: %s is not a snapshot: %w", fs, v.RelName(), endpoint.ErrNotAllowed)}
 		}
 		if err := zfs.ValidateVersionName(zfs.Snapshot, v.Name); err != nil {
-			return fmt.Errorf("prune %s: %w", fs, err)
+			return &SnapshotErrors{All: fmt.Errorf("prune %s: %w", fs, err)}
 		}
 	}
 	versions, err := z.ListVersions(ctx, fs)
 	if err != nil {
-		return fmt.Errorf("prune %s: %w", fs, err)
+		return &SnapshotErrors{All: fmt.Errorf("prune %s: %w", fs, err)}
 	}
 	current := map[string]zfs.FilesystemVersion{}
 	for _, v := range versions {
@@ -69,76 +123,37 @@ func pruneForClient(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, snaps []
 		kept = keep(versions)
 	}
 	var refs []zfs.VersionRef
-	var errs []error
+	errs := &SnapshotErrors{}
 	for _, v := range snaps {
 		cur, ok := current[v.Name]
 		switch {
 		case !ok:
 			// Already gone: what the client wanted.
 		case v.GUID != 0 && cur.GUID != v.GUID:
-			errs = append(errs, fmt.Errorf("prune %s: %s has GUID %016x, the client meant %016x: %w", fs, v.RelName(), cur.GUID, v.GUID, endpoint.ErrNotAllowed))
+			errs.add(v.Name, fmt.Errorf("prune %s: %s has GUID %016x, the client meant %016x: %w", fs, v.RelName(), cur.GUID, v.GUID, endpoint.ErrNotAllowed))
 		case cur.UserRefs > 0:
-			errs = append(errs, fmt.Errorf("prune %s: %s is held: %w", fs, v.RelName(), endpoint.ErrNotAllowed))
+			errs.add(v.Name, fmt.Errorf("prune %s: %s is held: %w", fs, v.RelName(), endpoint.ErrNotAllowed))
 		case kept[cur.GUID] != "":
-			errs = append(errs, fmt.Errorf("prune %s: %s %s: %w", fs, v.RelName(), kept[cur.GUID], endpoint.ErrNotAllowed))
+			errs.add(v.Name, fmt.Errorf("prune %s: %s %s: %w", fs, v.RelName(), kept[cur.GUID], endpoint.ErrNotAllowed))
 		default:
 			refs = append(refs, v.Ref(fs))
 		}
 	}
 	if len(refs) > 0 {
 		if err := z.Destroy(ctx, refs); err != nil {
-			errs = append(errs, fmt.Errorf("prune %s: %w", fs, err))
+			for _, r := range refs {
+				errs.add(r.Name, fmt.Errorf("prune %s: %w", fs, err))
+			}
 		}
 	}
-	return errors.Join(errs...)
-}
-
-func (h *receiverService) DestroySnapshots(ctx context.Context, req *pb.DestroySnapshotsRequest) (*pb.Empty, error) {
-	ep, err := h.endpoint(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	pruner, ok := ep.(ReceiverPruner)
-	if !ok {
-		return nil, toStatus(fmt.Errorf("this sink does not prune: %w", endpoint.ErrNotAllowed))
-	}
-	if err := checkFS(req.GetFs()); err != nil {
-		return nil, toStatus(err)
-	}
-	snaps, err := fromPBSnapshots(req.GetSnapshots())
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &pb.Empty{}, toStatus(pruner.DestroySnapshots(ctx, req.GetFs(), snaps))
-}
-
-// fromPBSnapshots converts the versions of a DestroySnapshotsRequest.
-func fromPBSnapshots(in []*pb.FilesystemVersion) ([]zfs.FilesystemVersion, error) {
-	snaps := make([]zfs.FilesystemVersion, 0, len(in))
-	for _, v := range in {
-		fv, err := fromPBVersion("pruned", v)
-		if err != nil {
-			return nil, err
-		}
-		snaps = append(snaps, fv)
-	}
-	return snaps, nil
-}
-
-func toPBDestroySnapshots(fs string, snaps []zfs.FilesystemVersion) *pb.DestroySnapshotsRequest {
-	req := &pb.DestroySnapshotsRequest{Fs: fs}
-	for i := range snaps {
-		req.Snapshots = append(req.Snapshots, toPBVersion(&snaps[i]))
-	}
-	return req
+	return errs.orNil()
 }
 
 // DestroySnapshots asks the sink to destroy the client's snapshots of fs
 // (named as ListFilesystems names it); see SinkReceiver.DestroySnapshots
 // for what the sink refuses.
 func (r *RemoteReceiver) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
-	_, err := r.c.receiver.DestroySnapshots(ctx, toPBDestroySnapshots(fs, snaps))
-	return r.c.err(ctx, "destroy snapshots of "+fs, err)
+	return r.c.destroySnapshots(ctx, "destroy snapshots of "+fs, fs, snaps)
 }
 
 // SenderPruner is implemented by sender endpoints that let their client
@@ -181,29 +196,34 @@ func (s SourceSender) DestroySnapshots(ctx context.Context, fs string, snaps []z
 	})
 }
 
-func (h *senderService) DestroySnapshots(ctx context.Context, req *pb.DestroySnapshotsRequest) (*pb.Empty, error) {
-	ep, err := h.endpoint(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	pruner, ok := ep.(SenderPruner)
-	if !ok {
-		return nil, toStatus(fmt.Errorf("this source does not prune: %w", endpoint.ErrNotAllowed))
-	}
-	if err := checkFS(req.GetFs()); err != nil {
-		return nil, toStatus(err)
-	}
-	snaps, err := fromPBSnapshots(req.GetSnapshots())
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &pb.Empty{}, toStatus(pruner.DestroySnapshots(ctx, req.GetFs(), snaps))
-}
-
 // DestroySnapshots asks the source to destroy its snapshots of fs (named
 // as ListFilesystems names it); see SourceSender.DestroySnapshots for what
 // the source refuses.
 func (s *RemoteSender) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
-	_, err := s.c.sender.DestroySnapshots(ctx, toPBDestroySnapshots(fs, snaps))
-	return s.c.err(ctx, "destroy source snapshots of "+fs, err)
+	return s.c.destroySnapshots(ctx, "destroy source snapshots of "+fs, fs, snaps)
+}
+
+// destroySnapshots asks the server to destroy snaps of fs and gathers
+// each snapshot's failure into a *SnapshotErrors.
+func (c *Client) destroySnapshots(ctx context.Context, call, fs string, snaps []zfs.FilesystemVersion) error {
+	if len(snaps) == 0 {
+		return nil
+	}
+	res, err := c.repl.DestroySnapshots(ctx, &pb.DestroySnapshotsReq{Filesystem: fs, Snapshots: toPBVersions(snaps)})
+	if err != nil {
+		return c.err(ctx, call, err)
+	}
+	errs := &SnapshotErrors{}
+	for _, r := range res.GetResults() {
+		if r.GetError() == "" {
+			continue
+		}
+		name := r.GetSnapshot().GetName()
+		if info := r.GetZreplDevError(); info != nil {
+			errs.add(name, remoteError(info))
+		} else {
+			errs.add(name, fmt.Errorf("%s: %s@%s: %s", call, fs, name, r.GetError()))
+		}
+	}
+	return errs.orNil()
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/rpc/pb"
 	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/engine/zfs"
 )
@@ -70,7 +71,6 @@ func TestBadReceiveRequests(t *testing.T) {
 		"bookmark target": {endpoint.ReceiveRequest{FS: "src/data", To: zfs.FilesystemVersion{Kind: zfs.Bookmark, Name: "b", GUID: 7}, Full: true},
 			ErrBadRequest, "target #b is not a snapshot"},
 		"no GUID":        {endpoint.ReceiveRequest{FS: "src/data", To: snap("s1", 0), Full: true}, ErrBadRequest, "no GUID"},
-		"no kind":        {endpoint.ReceiveRequest{FS: "src/data", To: zfs.FilesystemVersion{Name: "s1", GUID: 7}, Full: true}, ErrBadRequest, "no valid kind"},
 		"full with from": {endpoint.ReceiveRequest{FS: "src/data", From: &zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: "s0", GUID: 3}, To: snap("s1", 7), Full: true}, ErrBadRequest, "contradicts"},
 		"properties":     {endpoint.ReceiveRequest{FS: "src/data", To: snap("s1", 7), Full: true, SetProperties: map[string]string{"mountpoint": "/etc"}}, ErrBadRequest, "properties"},
 	}
@@ -106,9 +106,8 @@ func TestClientsAreConfinedToTheirSubtree(t *testing.T) {
 	var paths []string
 	for _, f := range fss {
 		paths = append(paths, f.Path)
-		assert.True(t, f.Info.Path.HasPrefix(zfs.MustDatasetPath("dst/sinks/alice")), "alice is listed %s", f.Info.Path)
 	}
-	assert.Equal(t, []string{"src", "src/data"}, paths)
+	assert.Equal(t, []string{"src", "src/data"}, paths, "alice's filesystems, named as the sender names them")
 
 	fss, err = bob.ListFilesystems(ctx)
 	require.NoError(t, err)
@@ -122,27 +121,6 @@ func TestClientsAreConfinedToTheirSubtree(t *testing.T) {
 	requireOK(t, run(h.sender, bob))
 	h.assertReplicated("src/data", "dst/sinks/bob/src/data", "s1")
 	h.assertReplicated("src/data", "dst/sinks/alice/src/data", "s1")
-}
-
-// A data connection belongs to the client that opened it.
-func TestDataTicketsAreBoundToTheirClient(t *testing.T) {
-	ctx := context.Background()
-	h := newHosts(t)
-	reg, _ := sinkFor(t, h)
-	alice := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")})
-	bob := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "bob")})
-
-	conn, ticket, err := alice.dialData(ctx)
-	require.NoError(t, err)
-	defer conn.Close()
-	_, err = bob.receiver.Receive(ctx, toPBReceiveRequest(endpoint.ReceiveRequest{FS: "src/data", To: snap("s1", 7), Full: true}, ticket))
-	err = bob.err(ctx, "receive", err)
-	assert.ErrorIs(t, err, endpoint.ErrNotAllowed)
-	assert.ErrorContains(t, err, "belongs to another client")
-	_, err = bob.receiver.Receive(ctx, toPBReceiveRequest(endpoint.ReceiveRequest{FS: "src/data", To: snap("s1", 7), Full: true}, 12345))
-	err = bob.err(ctx, "receive", err)
-	assert.ErrorIs(t, err, ErrBadRequest)
-	assert.ErrorContains(t, err, "no data connection with ticket 12345")
 }
 
 // A listener whose identity cannot name a subtree is refused at the hello.
@@ -203,16 +181,22 @@ func TestSenderRefusesFilesystemsOutsideItsFilter(t *testing.T) {
 	assert.ErrorIs(t, err, ErrBadRequest)
 }
 
-// A server serves only the roles it was given.
+// A server serves only the role it was given: zrepl's one service has
+// both roles' calls, and a sink refuses a source's.
 func TestUnservedRole(t *testing.T) {
 	h := newHosts(t)
 	reg, _ := sinkFor(t, h)
 	c := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")})
-	_, err := c.Sender().ListFilesystems(context.Background())
-	assert.ErrorIs(t, err, ErrProtocol)
-	assert.ErrorContains(t, err, "does not serve this role")
+	req := endpoint.SendRequest{FS: "src/data", To: snap("s1", 7)}
+	_, err := c.Sender().Send(context.Background(), req)
+	assert.ErrorIs(t, err, endpoint.ErrNotAllowed)
+	assert.ErrorContains(t, err, "this server is a sink and does not send")
+	_, err = c.Sender().SendSize(context.Background(), req)
+	assert.ErrorContains(t, err, "this server is a sink and does not send")
 	_, err = NewServer(ServerConfig{})
 	assert.Error(t, err)
+	_, err = NewServer(ServerConfig{Sender: Source(&fakeSender{}), Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))})
+	assert.ErrorContains(t, err, "exactly one")
 	_, err = NewClient(ClientConfig{})
 	assert.Error(t, err)
 }
@@ -305,8 +289,8 @@ func TestSendCancellationPropagates(t *testing.T) {
 // blockingReceiver reads its stream until it fails, and records the error
 // and its context's.
 type blockingReceiver struct {
-	readErr, ctxErr error
-	done            chan struct{}
+	readErr error
+	done    chan struct{}
 }
 
 func (b *blockingReceiver) ListFilesystems(context.Context) ([]endpoint.Filesystem, error) {
@@ -319,11 +303,6 @@ func (b *blockingReceiver) MoveLastReceivedHold(context.Context, string, zfs.Fil
 func (b *blockingReceiver) Receive(ctx context.Context, _ endpoint.ReceiveRequest, stream io.Reader) error {
 	defer close(b.done)
 	_, b.readErr = io.Copy(io.Discard, stream)
-	select { // as in endlessStream.Close
-	case <-ctx.Done():
-	case <-time.After(10 * time.Second):
-	}
-	b.ctxErr = ctx.Err()
 	return b.readErr
 }
 
@@ -339,7 +318,8 @@ func (r ctxReader) Read(p []byte) (int, error) {
 }
 
 // Cancelling a remote receive ends it on the server, where the stream
-// reads as failed, not as complete.
+// reads as failed, not as complete (the client closes the data
+// connection: zrepl's protocol has no cancel message).
 func TestReceiveCancellationPropagates(t *testing.T) {
 	b := &blockingReceiver{done: make(chan struct{})}
 	srv := newServer(t, ServerConfig{Receiver: func(string) (ReceiverEndpoint, error) { return b, nil }})
@@ -364,13 +344,37 @@ func TestReceiveCancellationPropagates(t *testing.T) {
 	}
 	assert.Error(t, b.readErr, "the server read the cancelled stream as complete")
 	assert.NotErrorIs(t, b.readErr, io.EOF)
-	assert.ErrorIs(t, b.ctxErr, context.Canceled, "the server's receive context was cancelled")
+	assert.ErrorIs(t, b.readErr, ErrTruncated)
 }
 
-// Data connections nobody claims are bounded per client and time out.
-func TestUnclaimedDataConnections(t *testing.T) {
+// rawData opens a data connection of c's and completes its banners and
+// label, but sends no request: what a client parking connections does.
+func rawData(t *testing.T, c *Client) net.Conn {
+	t.Helper()
+	conn, err := c.cfg.Dial(context.Background())
+	require.NoError(t, err)
+	_, err = handshake(context.Background(), conn, ourBanner(), labelData, time.Second)
+	require.NoError(t, err)
+	return conn
+}
+
+// Issue 12.6, by construction: a request travels on its own data
+// connection (no tickets to claim, guess or leak), a data connection that
+// sends no request is closed after the handshake timeout, and an identity's
+// parked connections beyond a bound close its oldest, never a request in
+// progress. Parking connections cannot block the identity's replication.
+func TestParkedDataConnectionsCannotBlock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		srv := newServer(t, ServerConfig{Receiver: func(string) (ReceiverEndpoint, error) { return drainReceiver{}, nil }, ClaimTimeout: time.Minute})
+		h := newHosts(t)
+		h.create("src/data")
+		h.writeSnap("src/data", 1, 2, "s1")
+		var mu sync.Mutex
+		var refused []error
+		srv := newServer(t, ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks")), OnConnError: func(_ string, err error) {
+			mu.Lock()
+			refused = append(refused, err)
+			mu.Unlock()
+		}})
 		reg := transport.NewLocal()
 		l, err := reg.Listen("sink")
 		require.NoError(t, err)
@@ -384,40 +388,64 @@ func TestUnclaimedDataConnections(t *testing.T) {
 			<-served
 		}()
 		alice := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")})
-		bob := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "bob")})
-		ctx := context.Background()
 		var conns []net.Conn
-		var tickets []uint64
-		for range maxUnclaimed {
-			c, ticket, err := alice.dialData(ctx)
-			require.NoError(t, err)
-			conns = append(conns, c)
-			tickets = append(tickets, ticket)
+		for range 3 * maxWaitingData {
+			conns = append(conns, rawData(t, alice))
 		}
-		_, _, err = alice.dialData(ctx)
-		assert.ErrorContains(t, err, "too many unclaimed data connections")
-		c, _, err := bob.dialData(ctx)
-		require.NoError(t, err, "the bound is per client")
-		conns = append(conns, c)
-
-		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		// The oldest beyond the bound are closed at once (which ones
+		// exactly depends on the order the server saw them in).
+		closed := 0
 		for _, c := range conns {
-			_, err := c.Read(make([]byte, 1))
-			assert.ErrorIs(t, err, io.EOF, "the server closed an unclaimed connection")
+			c.SetReadDeadline(time.Now().Add(time.Millisecond))
+			if _, err := io.Copy(io.Discard, c); err == nil {
+				closed++ // io.Copy ended at EOF
+			}
+		}
+		assert.Equal(t, 2*maxWaitingData, closed, "parked connections beyond the bound were closed")
+		// alice's own replication goes on meanwhile.
+		requireOK(t, run(h.sender, alice.Receiver()))
+		h.assertReplicated("src/data", "dst/sinks/alice/src/data", "s1")
+		// The rest are closed once the handshake timeout passes.
+		time.Sleep(DefaultHandshakeTimeout + time.Second)
+		for _, c := range conns {
+			c.SetReadDeadline(time.Now().Add(time.Millisecond))
+			_, err := io.Copy(io.Discard, c)
+			assert.NoError(t, err, "a silent data connection outlived the handshake timeout")
 			c.Close()
 		}
-		c, _, err = alice.dialData(ctx)
-		require.NoError(t, err, "timed-out connections no longer count")
-		c.Close()
-
-		// A call naming a timed-out connection learns what happened to
-		// it: a temporary loss, not a bad request.
-		_, err = alice.receiver.Receive(ctx, toPBReceiveRequest(endpoint.ReceiveRequest{FS: "src/data", To: snap("s1", 7), Full: true}, tickets[0]))
-		err = alice.err(ctx, "receive", err)
-		assert.ErrorIs(t, err, ErrDataConnLost)
-		assert.NotErrorIs(t, err, ErrBadRequest)
-		assert.ErrorContains(t, err, "no call claimed it within 1m0s")
+		mu.Lock()
+		defer mu.Unlock()
+		assert.NotEmpty(t, refused)
 	})
+}
+
+// An identity's control connections beyond maxControlConns close its
+// oldest; other identities are not affected.
+func TestControlConnectionsPerIdentity(t *testing.T) {
+	h := newHosts(t)
+	reg, _ := sinkFor(t, h)
+	ctx := context.Background()
+	var clients []*Client
+	for range maxControlConns + 4 {
+		c := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")})
+		_, err := c.Receiver().ListFilesystems(ctx)
+		require.NoError(t, err)
+		clients = append(clients, c)
+	}
+	bob := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "bob")})
+	_, err := bob.Receiver().ListFilesystems(ctx)
+	require.NoError(t, err, "the bound is per identity")
+	// The newest still work on their first connection; the oldest were
+	// closed and reconnect.
+	last := clients[len(clients)-1]
+	_, err = last.Receiver().ListFilesystems(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, last.controlDials())
+	require.Eventually(t, func() bool {
+		_, err := clients[0].Receiver().ListFilesystems(ctx)
+		return err == nil && clients[0].controlDials() > 1
+	}, 30*time.Second, 100*time.Millisecond, "the oldest connection was closed and its client redialled")
 }
 
 // bigSender lists many filesystems.
@@ -447,7 +475,11 @@ func TestLargeListing(t *testing.T) {
 	require.Len(t, fss, 30000)
 	assert.Equal(t, "pool/some/rather/long/prefix/of/a/dataset/name/number-029999", fss[29999].Path)
 	assert.Len(t, fss[29999].Versions, 3)
-	assert.Greater(t, proto.Size(toPBFilesystems(fss)), 4<<20, "the listing exceeds 4 MiB")
+	res := &pb.ListFilesystemRes{ZreplDevFullListing: true}
+	for _, f := range fss {
+		res.Filesystems = append(res.Filesystems, toPBFilesystem(f, true, true))
+	}
+	assert.Greater(t, proto.Size(res), 4<<20, "the listing exceeds 4 MiB")
 }
 
 // flakyListener fails its first Accepts with a temporary error.

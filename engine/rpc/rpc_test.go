@@ -301,7 +301,7 @@ func (d *cutDialer) Dial(ctx context.Context) (net.Conn, error) {
 	if err != nil || !d.armed.Load() {
 		return c, err
 	}
-	return &cutConn{Conn: c, left: d.limit + serverHelloLen + clientHelloLen}, nil
+	return &cutConn{Conn: c, left: d.limit + 2*int64(len(mustEncode(ourBanner()))) + labelLen}, nil
 }
 
 type cutConn struct {
@@ -388,6 +388,10 @@ func TestNetworkCutIsTruncated(t *testing.T) {
 				assert.ErrorIs(t, err, ErrTruncated, "a cut stream is a truncated stream")
 				cd.armed.Store(false)
 
+				// The sink's receive ends on its own time: the client's
+				// next listing waits for it.
+				_, err = r.ListFilesystems(ctx)
+				require.NoError(t, err)
 				info, err := h.dst.Info(zfs.MustDatasetPath(dstRoot + "/src/data"))
 				require.NoError(t, err, "partial receive state exists")
 				assert.NotEmpty(t, info.ReceiveResumeToken)
@@ -397,50 +401,6 @@ func TestNetworkCutIsTruncated(t *testing.T) {
 				h.assertReplicated("src/data", dstRoot+"/src/data", "s1")
 			})
 		}
-	}
-}
-
-func TestVersionMismatch(t *testing.T) {
-	for _, c := range []struct{ client, server uint32 }{
-		{ProtocolVersion + 1, ProtocolVersion}, // a newer client
-		{ProtocolVersion, ProtocolVersion + 1}, // a newer server
-	} {
-		t.Run(fmt.Sprintf("client%d-server%d", c.client, c.server), func(t *testing.T) {
-			h := newHosts(t)
-			h.create("src/data")
-			h.writeSnap("src/data", 1, 2, "s1")
-			var mu sync.Mutex
-			var serverErrs []error
-			srv := newServer(t, ServerConfig{Sender: Source(h.sender), version: c.server, OnConnError: func(_ string, err error) {
-				mu.Lock()
-				defer mu.Unlock()
-				serverErrs = append(serverErrs, err)
-			}})
-			dial := serve(t, srv, "pipe", "alice")
-			cl := newClient(t, ClientConfig{Dial: dial, version: c.client})
-			want := fmt.Sprintf("client speaks zrepl rpc version %d, server speaks version %d", c.client, c.server)
-
-			_, err := cl.Sender().ListFilesystems(context.Background())
-			require.Error(t, err)
-			assert.ErrorIs(t, err, ErrVersionMismatch)
-			assert.ErrorContains(t, err, want)
-			var perm replication.PermanentError
-			assert.True(t, errors.As(err, &perm) && perm.Permanent(), "the driver must not retry a version mismatch")
-
-			// The data connection's hello refuses it the same way.
-			_, err = cl.Sender().Send(context.Background(), endpoint.SendRequest{FS: "src/data", To: zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: "s1"}})
-			assert.ErrorIs(t, err, ErrVersionMismatch)
-			assert.ErrorContains(t, err, want)
-
-			mu.Lock()
-			defer mu.Unlock()
-			require.NotEmpty(t, serverErrs)
-			for _, e := range serverErrs {
-				assert.ErrorIs(t, e, ErrVersionMismatch)
-				assert.ErrorContains(t, e, want)
-				assert.ErrorContains(t, e, `"alice"`, "the server names the client")
-			}
-		})
 	}
 }
 
@@ -473,4 +433,12 @@ func TestRawSendOverRPC(t *testing.T) {
 			h.assertReplicated("src/data", dstFS, "s1")
 		})
 	}
+}
+
+func mustEncode(b banner) []byte {
+	enc, err := b.encode()
+	if err != nil {
+		panic(err)
+	}
+	return enc
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
 
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/rpc/pb"
@@ -33,6 +35,18 @@ type ReceiverEndpoint interface {
 	Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error
 	AbortPartialReceive(ctx context.Context, fs string) error
 	MoveLastReceivedHold(ctx context.Context, fs string, to zfs.FilesystemVersion) error
+}
+
+// versionLister is implemented by endpoints that list one filesystem's
+// versions without listing all (a zrepl client asks per filesystem).
+type versionLister interface {
+	ListVersions(ctx context.Context, fs string) ([]zfs.FilesystemVersion, error)
+}
+
+// cursorReader is implemented by senders that can name their job's newest
+// replication cursor (zrepl's pruner asks a source for it).
+type cursorReader interface {
+	ReplicationCursor(ctx context.Context, fs string) (*zfs.FilesystemVersion, error)
 }
 
 // Sink serves, to each client, an endpoint.Receiver confined to
@@ -67,98 +81,121 @@ func Source(s SenderEndpoint) func(identity string) (SenderEndpoint, error) {
 	return func(string) (SenderEndpoint, error) { return s, nil }
 }
 
-// ServerConfig configures a server. At least one of Sender and Receiver
-// must be set; the other role is then not served.
+// ServerConfig configures a server. Exactly one of Sender and Receiver is
+// set: zrepl's protocol has one service for both roles, so a server is a
+// source or a sink.
 type ServerConfig struct {
 	// Sender returns the endpoint serving a client as a source.
 	Sender func(identity string) (SenderEndpoint, error)
 	// Receiver returns the endpoint serving a client as a sink.
 	Receiver func(identity string) (ReceiverEndpoint, error)
-	// Keepalive defaults to DefaultServerKeepalive().
-	Keepalive *ServerKeepalive
-	// HandshakeTimeout bounds a connection's hello (default 10s).
+	// HandshakeTimeout bounds a connection's banners and label, and a
+	// data connection's wait for its request (default 10s).
 	HandshakeTimeout time.Duration
-	// ClaimTimeout closes a data connection no call claimed (default 1m).
-	ClaimTimeout time.Duration
-	// DataIdleTimeout fails a send stream that stops moving (default
-	// DefaultDataIdleTimeout).
-	DataIdleTimeout time.Duration
 	// OnConnError learns of connections refused before any call, such
 	// as those of clients with another protocol version.
 	OnConnError func(identity string, err error)
+	// Log gets notes on peers (default: none).
+	Log *slog.Logger
 
-	// version is ProtocolVersion unless a test speaks another.
-	version uint32
+	// keepalive is serverKeepalive() unless a test sets another.
+	keepalive *serverKeepaliveParams
+	// banner is ourBanner() unless a test speaks another version or as a
+	// zrepl peer (no extensions).
+	banner *banner
 }
 
-// Server serves a source and/or a sink over transport listeners.
+// MaxMessage bounds a control message, i.e. a filesystem listing: some
+// 100 bytes per version.
+const MaxMessage = 256 << 20
+
+const (
+	// maxControlConns bounds an identity's control connections; a new
+	// one beyond closes the identity's oldest (a client reconnecting
+	// after a cut outlives its half-open old one).
+	maxControlConns = 32
+	// maxWaitingData bounds an identity's data connections that have not
+	// sent their request yet; a new one beyond closes the oldest of them.
+	// Connections whose request arrived are never closed for a cap.
+	maxWaitingData = 32
+)
+
+// Server serves a source or a sink over transport listeners.
 type Server struct {
 	cfg   ServerConfig
 	grpc  *grpc.Server
 	ctrl  *chanListener
 	start sync.Once
+	ctx   context.Context
+	stop  context.CancelFunc
 
-	mu         sync.Mutex
-	closed     bool
-	nextTicket uint64
-	pending    map[uint64]*pendingConn
-	// lost says why recent tickets' connections went before a call
-	// claimed them, so that call's error says so; lostOrder bounds it.
-	lost      map[uint64]string
-	lostOrder []uint64
-	hellos    map[net.Conn]struct{}
+	mu        sync.Mutex
+	closed    bool
+	conns     map[net.Conn]struct{} // in their handshake or serving data requests
 	listeners map[transport.Listener]struct{}
+	control   map[string][]net.Conn // per identity, oldest first
+	waiting   map[string][]*dataConn
+	recvs     map[recvKey]*recvInFlight
 	wg        sync.WaitGroup
 }
 
-type pendingConn struct {
-	conn     net.Conn
-	identity string
-	timer    *time.Timer
+// recvKey names a client's receive of one filesystem.
+type recvKey struct{ identity, fs string }
+
+// recvInFlight is a receive the server is running; done closes when it
+// returned, orphan when its data connection ended (the client has gone:
+// its verdict can no longer reach the client).
+type recvInFlight struct {
+	done   chan struct{}
+	orphan <-chan struct{}
+	err    error // valid once done is closed
 }
 
 // NewServer prepares a server; Serve starts it, Stop ends it.
 func NewServer(cfg ServerConfig) (*Server, error) {
-	if cfg.Sender == nil && cfg.Receiver == nil {
-		return nil, errors.New("rpc server: neither a sender nor a receiver to serve")
-	}
-	if cfg.Keepalive == nil {
-		k := DefaultServerKeepalive()
-		cfg.Keepalive = &k
+	if (cfg.Sender == nil) == (cfg.Receiver == nil) {
+		return nil, errors.New("rpc server: serves exactly one of a sender (source) and a receiver (sink)")
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
-	if cfg.ClaimTimeout <= 0 {
-		cfg.ClaimTimeout = time.Minute
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.DataIdleTimeout <= 0 {
-		cfg.DataIdleTimeout = DefaultDataIdleTimeout
+	if cfg.keepalive == nil {
+		k := serverKeepalive()
+		cfg.keepalive = &k
 	}
-	if cfg.version == 0 {
-		cfg.version = ProtocolVersion
+	if cfg.banner == nil {
+		b := ourBanner()
+		cfg.banner = &b
 	}
+	ctx, stop := context.WithCancel(context.Background())
 	s := &Server{
-		cfg: cfg, ctrl: newChanListener(), pending: map[uint64]*pendingConn{}, lost: map[uint64]string{},
-		hellos: map[net.Conn]struct{}{}, listeners: map[transport.Listener]struct{}{},
+		cfg: cfg, ctrl: newChanListener(), ctx: ctx, stop: stop,
+		conns: map[net.Conn]struct{}{}, listeners: map[transport.Listener]struct{}{},
+		control: map[string][]net.Conn{}, waiting: map[string][]*dataConn{}, recvs: map[recvKey]*recvInFlight{},
 	}
 	opts := []grpc.ServerOption{
 		grpc.Creds(identityCreds{}),
-		grpc.KeepaliveParams(cfg.Keepalive.Params),
+		grpc.KeepaliveParams(cfg.keepalive.params),
 		grpc.WaitForHandlers(true),
+		grpc.MaxRecvMsgSize(MaxMessage),
+		grpc.MaxSendMsgSize(MaxMessage),
 	}
-	if cfg.Keepalive.Enforcement != nil {
-		opts = append(opts, grpc.KeepaliveEnforcementPolicy(*cfg.Keepalive.Enforcement))
+	if cfg.keepalive.enforcement != nil {
+		opts = append(opts, grpc.KeepaliveEnforcementPolicy(*cfg.keepalive.enforcement))
 	}
 	s.grpc = grpc.NewServer(opts...)
-	if cfg.Sender != nil {
-		pb.RegisterSenderServer(s.grpc, &senderService{s: s})
-	}
-	if cfg.Receiver != nil {
-		pb.RegisterReceiverServer(s.grpc, &receiverService{s: s})
+	pb.RegisterReplicationServer(s.grpc, &replicationService{s: s})
+	if cfg.Receiver != nil && s.speaks().receive {
+		pb.RegisterZreplDevEndpointServer(s.grpc, &extService{s: s})
 	}
 	return s, nil
 }
+
+// speaks is the set of extensions the server announces.
+func (s *Server) speaks() extSet { return negotiate(s.cfg.banner.extensions, ourExtensions) }
 
 // ErrServerStopped is returned by Serve after Stop.
 var ErrServerStopped = errors.New("rpc server stopped")
@@ -192,7 +229,7 @@ func (s *Server) Serve(l transport.Listener) error {
 			select {
 			case <-time.After(pause):
 				continue
-			case <-s.ctrl.done:
+			case <-s.ctx.Done():
 				return ErrServerStopped
 			}
 		}
@@ -207,20 +244,33 @@ func (s *Server) Serve(l transport.Listener) error {
 			}
 			return err
 		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
+		if !s.track(c.Conn) {
 			c.Close()
 			return ErrServerStopped
 		}
-		s.hellos[c.Conn] = struct{}{}
 		s.wg.Add(1)
-		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
-			s.hello(c)
+			s.handle(c)
 		}()
 	}
+}
+
+// track registers a connection that Stop must close; false after Stop.
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
 }
 
 // Stop closes the listeners and every connection, cancels the calls and
@@ -231,15 +281,11 @@ func (s *Server) Stop() {
 	for l := range s.listeners {
 		l.Close()
 	}
-	for c := range s.hellos {
+	for c := range s.conns {
 		c.Close()
 	}
-	for t, p := range s.pending {
-		p.timer.Stop()
-		p.conn.Close()
-		delete(s.pending, t)
-	}
 	s.mu.Unlock()
+	s.stop()
 	s.grpc.Stop()
 	s.ctrl.Close()
 	s.wg.Wait()
@@ -251,338 +297,322 @@ func (s *Server) connError(identity string, err error) {
 	}
 }
 
-// hello runs the server side of a connection's hello and hands the
-// connection to gRPC or parks it until a call claims it.
-func (s *Server) hello(c *transport.AuthConn) {
+// handle runs a connection's banners and label, then hands a control
+// connection to gRPC or serves a data connection's request.
+func (s *Server) handle(c *transport.AuthConn) {
 	keep := false
 	defer func() {
-		s.mu.Lock()
-		delete(s.hellos, c.Conn)
-		s.mu.Unlock()
 		if !keep {
+			s.untrack(c.Conn)
 			c.Close()
 		}
 	}()
-	version, kind, err := readClientHello(c.Conn, s.cfg.HandshakeTimeout)
+	theirs, err := handshake(s.ctx, c.Conn, *s.cfg.banner, "", s.cfg.HandshakeTimeout)
+	if err != nil {
+		s.connError(c.Identity, fmt.Errorf("refused client %q: %w", c.Identity, err))
+		return
+	}
+	label, err := readLabel(c.Conn, s.cfg.HandshakeTimeout)
 	if err != nil {
 		s.connError(c.Identity, fmt.Errorf("handshake with %q: %w", c.Identity, err))
 		return
 	}
-	if version != s.cfg.version {
-		// Recorded before the client learns of it: a log of refusals is
-		// complete once the client saw its error.
-		err := &VersionMismatchError{Client: version, Server: s.cfg.version}
-		s.connError(c.Identity, fmt.Errorf("refused client %q: %w", c.Identity, err))
-		serverHello(c.Conn, s.cfg.version, statusVersion, 0, err.Error())
-		return
-	}
+	// An identity that cannot name a subtree is refused by each call, so
+	// that the client learns why (zrepl's protocol has no refusal at the
+	// handshake).
 	if err := transport.ValidateIdentity(c.Identity); err != nil {
 		s.connError(c.Identity, fmt.Errorf("refused client: %w", err))
-		serverHello(c.Conn, s.cfg.version, statusRefused, 0, err.Error())
+	}
+	ext := negotiate(theirs.extensions, s.cfg.banner.extensions)
+	switch label {
+	case labelControl:
+		s.untrack(c.Conn)
+		ic := &identConn{Conn: c.Conn, identity: c.Identity, ext: ext, s: s}
+		s.addControl(ic)
+		keep = s.ctrl.push(ic)
+		if !keep {
+			s.removeControl(ic)
+		}
+	case labelData:
+		keep = true
+		defer s.untrack(c.Conn)
+		s.serveData(newDataConn(c.Conn), c.Identity, ext)
+	default:
+		s.connError(c.Identity, fmt.Errorf("refused client %q: %w: unknown connection label %q", c.Identity, ErrProtocol, truncateText(label, 64)))
+	}
+}
+
+func (s *Server) addControl(ic *identConn) {
+	s.mu.Lock()
+	l := append(s.control[ic.identity], ic)
+	var evict net.Conn
+	if len(l) > maxControlConns {
+		evict, l = l[0], l[1:]
+	}
+	s.control[ic.identity] = l
+	s.mu.Unlock()
+	if evict != nil {
+		s.connError(ic.identity, fmt.Errorf("client %q has more than %d control connections: closed its oldest", ic.identity, maxControlConns))
+		evict.Close()
+	}
+}
+
+func (s *Server) removeControl(ic *identConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.control[ic.identity]
+	for i, c := range l {
+		if c == net.Conn(ic) {
+			l = append(l[:i:i], l[i+1:]...)
+			break
+		}
+	}
+	if len(l) == 0 {
+		delete(s.control, ic.identity)
+	} else {
+		s.control[ic.identity] = l
+	}
+}
+
+// await registers c as waiting for its request and returns a func that
+// unregisters it. Beyond maxWaitingData per identity the oldest waiting
+// one is aborted.
+func (s *Server) await(identity string, c *dataConn) func() {
+	s.mu.Lock()
+	l := append(s.waiting[identity], c)
+	var evict *dataConn
+	if len(l) > maxWaitingData {
+		evict, l = l[0], l[1:]
+	}
+	s.waiting[identity] = l
+	s.mu.Unlock()
+	if evict != nil {
+		s.connError(identity, fmt.Errorf("client %q has more than %d data connections without a request: closed its oldest", identity, maxWaitingData))
+		go evict.abort()
+	}
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		l := s.waiting[identity]
+		for i, w := range l {
+			if w == c {
+				l = append(l[:i:i], l[i+1:]...)
+				break
+			}
+		}
+		if len(l) == 0 {
+			delete(s.waiting, identity)
+		} else {
+			s.waiting[identity] = l
+		}
+	}
+}
+
+// serveData serves the one request of a data connection.
+func (s *Server) serveData(c *dataConn, identity string, ext extSet) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	ok := false
+	defer func() {
+		if ok {
+			c.Close()
+		} else {
+			c.abort()
+		}
+	}()
+	done := s.await(identity, c)
+	t := time.AfterFunc(s.cfg.HandshakeTimeout, c.abort)
+	ep, body, err := c.readRequest()
+	t.Stop()
+	done()
+	if err != nil {
+		s.connError(identity, fmt.Errorf("data connection of %q: %w", identity, err))
 		return
 	}
-	switch kind {
-	case kindControl:
-		if err := serverHello(c.Conn, s.cfg.version, statusOK, 0, ""); err != nil {
-			s.connError(c.Identity, fmt.Errorf("handshake with %q: %w", c.Identity, err))
+	switch ep {
+	case endpointPing:
+		var req pb.PingReq
+		if err := proto.Unmarshal(body, &req); err != nil {
+			s.connError(identity, fmt.Errorf("data connection of %q: %w: ping request: %w", identity, ErrProtocol, err))
 			return
 		}
-		keep = s.ctrl.push(&identConn{Conn: c.Conn, identity: c.Identity})
-	case kindData:
-		ticket, err := s.park(c.Conn, c.Identity)
-		if err != nil {
-			s.connError(c.Identity, fmt.Errorf("refused client %q: %w", c.Identity, err))
-			serverHello(c.Conn, s.cfg.version, statusRefused, 0, err.Error())
-			return
-		}
-		if err := serverHello(c.Conn, s.cfg.version, statusOK, ticket, ""); err != nil {
-			s.drop(ticket, fmt.Sprintf("its hello failed: %v", err))
-			s.connError(c.Identity, fmt.Errorf("handshake with %q: %w", c.Identity, err))
-			return
-		}
-		keep = true
+		ok = c.writeResponse(&pb.PingRes{Echo: req.Message}, nil, ext) == nil
+	case endpointSend:
+		// The peer's end, or its shutdown frame, cancels the send: a
+		// client gone aborts the zfs send it asked for. (A receive
+		// notices from its stream, which then reads as truncated.)
+		go func() {
+			select {
+			case <-c.peerDone:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		ok = s.serveSend(ctx, c, identity, ext, body)
+	case endpointRecv:
+		ok = s.serveRecv(ctx, c, identity, ext, body)
 	default:
-		s.connError(c.Identity, fmt.Errorf("refused client %q: %w: unknown connection kind %d", c.Identity, ErrProtocol, kind))
-		serverHello(c.Conn, s.cfg.version, statusRefused, 0, fmt.Sprintf("unknown connection kind %d", kind))
+		ok = c.writeResponse(nil, fmt.Errorf("%w: %q", errUnknownEndpoint, truncateText(ep, 64)), ext) == nil
 	}
 }
 
-// maxUnclaimed bounds the data connections a client may open that no call
-// claimed yet: each holds a socket until ClaimTimeout.
-const maxUnclaimed = 32
-
-// park keeps a data connection until a call claims it by its ticket.
-func (s *Server) park(conn net.Conn, identity string) (uint64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return 0, ErrServerStopped
+// serveSend opens the send stream, answers, and copies the stream onto
+// the connection. A source failure ends the stream with its error as a
+// trailer (and its kinds with extErrors).
+func (s *Server) serveSend(ctx context.Context, c *dataConn, identity string, ext extSet, body []byte) bool {
+	var req pb.SendReq
+	if err := proto.Unmarshal(body, &req); err != nil {
+		return c.writeResponse(nil, fmt.Errorf("%w: send request: %w", ErrBadRequest, err), ext) == nil
 	}
-	n := 0
-	for _, p := range s.pending {
-		if p.identity == identity {
-			n++
-		}
+	r, err := fromPBSendReq(&req, false)
+	if err == nil && s.cfg.Sender == nil {
+		err = errNotServed("a sink", "send")
 	}
-	if n >= maxUnclaimed {
-		return 0, fmt.Errorf("too many unclaimed data connections (%d)", n)
+	if err == nil {
+		err = transport.ValidateIdentity(identity)
 	}
-	s.nextTicket++
-	t := s.nextTicket
-	s.pending[t] = &pendingConn{conn: conn, identity: identity, timer: time.AfterFunc(s.cfg.ClaimTimeout, func() {
-		if c := s.drop(t, fmt.Sprintf("no call claimed it within %s", s.cfg.ClaimTimeout)); c != nil {
-			c.Close()
-		}
-	})}
-	return t, nil
-}
-
-// maxLost bounds the remembered reasons of lost data connections.
-const maxLost = 64
-
-// drop unparks ticket's connection and remembers why it went.
-func (s *Server) drop(ticket uint64, why string) net.Conn {
-	c := s.unpark(ticket)
-	if c == nil {
-		return nil
+	var ep SenderEndpoint
+	if err == nil {
+		ep, err = s.cfg.Sender(identity)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lost[ticket] = why
-	s.lostOrder = append(s.lostOrder, ticket)
-	if len(s.lostOrder) > maxLost {
-		delete(s.lost, s.lostOrder[0])
-		s.lostOrder = s.lostOrder[1:]
+	var stream io.ReadCloser
+	if err == nil {
+		stream, err = ep.Send(ctx, r)
 	}
-	return c
-}
-
-func (s *Server) unpark(ticket uint64) net.Conn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, ok := s.pending[ticket]
-	if !ok {
-		return nil
-	}
-	delete(s.pending, ticket)
-	p.timer.Stop()
-	return p.conn
-}
-
-// claim takes the data connection of ticket for a call of identity.
-func (s *Server) claim(ticket uint64, identity string) (net.Conn, error) {
-	s.mu.Lock()
-	p, ok := s.pending[ticket]
-	why, lost := s.lost[ticket]
-	s.mu.Unlock()
-	if lost {
-		return nil, fmt.Errorf("%w: data connection %d went before the call claimed it (%s)", ErrDataConnLost, ticket, why)
-	}
-	if !ok {
-		return nil, fmt.Errorf("%w: no data connection with ticket %d (unknown or already used)", ErrBadRequest, ticket)
-	}
-	if p.identity != identity {
-		return nil, fmt.Errorf("data connection %d belongs to another client: %w", ticket, endpoint.ErrNotAllowed)
-	}
-	conn := s.unpark(ticket)
-	if conn == nil {
-		return nil, fmt.Errorf("%w: data connection %d was just claimed or timed out", ErrBadRequest, ticket)
-	}
-	return &idleConn{Conn: conn, timeout: s.cfg.DataIdleTimeout}, nil
-}
-
-func identityOf(ctx context.Context) (string, error) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return "", errors.New("rpc: call without peer")
-	}
-	info, ok := p.AuthInfo.(identityInfo)
-	if !ok {
-		return "", errors.New("rpc: call without client identity")
-	}
-	return info.identity, nil
-}
-
-type senderService struct {
-	pb.UnimplementedSenderServer
-	s *Server
-}
-
-// endpointFor looks up the endpoint that serves the calling client.
-func endpointFor[E any](ctx context.Context, lookup func(identity string) (E, error)) (E, error) {
-	id, err := identityOf(ctx)
 	if err != nil {
-		var zero E
-		return zero, err
-	}
-	return lookup(id)
-}
-
-// listFilesystems serves ListFilesystems for either role.
-func listFilesystems[E interface {
-	ListFilesystems(context.Context) ([]endpoint.Filesystem, error)
-}](ctx context.Context, lookup func(identity string) (E, error)) (*pb.ListFilesystemsReply, error) {
-	ep, err := endpointFor(ctx, lookup)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	fss, err := ep.ListFilesystems(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return toPBFilesystems(fss), nil
-}
-
-func (h *senderService) endpoint(ctx context.Context) (SenderEndpoint, error) {
-	return endpointFor(ctx, h.s.cfg.Sender)
-}
-
-func (h *senderService) ListFilesystems(ctx context.Context, _ *pb.ListFilesystemsRequest) (*pb.ListFilesystemsReply, error) {
-	return listFilesystems(ctx, h.s.cfg.Sender)
-}
-
-func (h *senderService) SendSize(ctx context.Context, req *pb.SendRequest) (*pb.SendSizeReply, error) {
-	ep, err := h.endpoint(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	r, err := fromPBSendRequest(req, false)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	n, err := ep.SendSize(ctx, r)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &pb.SendSizeReply{Size: n}, nil
-}
-
-func (h *senderService) StepCompleted(ctx context.Context, req *pb.StepCompletedRequest) (*pb.Empty, error) {
-	ep, err := h.endpoint(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	r, err := fromPBSendRequest(req.GetRequest(), true)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &pb.Empty{}, toStatus(ep.StepCompleted(ctx, r, req.GetLast()))
-}
-
-// Send opens the send stream, says "started", copies the stream onto the
-// data connection and ends the call when the stream ended. Cancelling the
-// call closes both.
-func (h *senderService) Send(req *pb.SendStreamRequest, call pb.Sender_SendServer) error {
-	ctx := call.Context()
-	id, err := identityOf(ctx)
-	if err != nil {
-		return toStatus(err)
-	}
-	conn, err := h.s.claim(req.GetDataTicket(), id)
-	if err != nil {
-		return toStatus(err)
-	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	r, err := fromPBSendRequest(req.GetRequest(), false)
-	if err != nil {
-		return toStatus(err)
-	}
-	ep, err := h.s.cfg.Sender(id)
-	if err != nil {
-		return toStatus(err)
-	}
-	stream, err := ep.Send(ctx, r)
-	if err != nil {
-		return toStatus(err)
+		return c.writeResponse(nil, err, ext) == nil
 	}
 	defer stream.Close()
-	if err := call.Send(&pb.SendStreamEvent{Started: true}); err != nil {
-		return err
+	if err := c.writeResponse(&pb.SendRes{UsedResumeToken: r.ResumeToken != ""}, nil, ext); err != nil {
+		return false
 	}
-	n, srcErr, dstErr := copyFrames(conn, stream)
-	if srcErr != nil {
-		return toStatus(fmt.Errorf("send stream of %s: %w", r.FS, srcErr))
+	_, srcErr, connErr := c.writeStream(frameZFSStream, stream)
+	if connErr != nil {
+		return false
 	}
-	if dstErr != nil {
-		if ctx.Err() != nil {
-			return toStatus(context.Cause(ctx))
+	if srcErr != nil && ext.errors {
+		b, err := proto.Marshal(errorInfo(fmt.Errorf("send stream of %s: %w", r.FS, srcErr)))
+		if err != nil || c.writeMessage(frameErrorInfo, b) != nil {
+			return false
 		}
-		return toStatus(fmt.Errorf("send stream of %s: data connection: %w", r.FS, dstErr))
 	}
-	return call.Send(&pb.SendStreamEvent{Bytes: n})
+	return true
 }
 
-type receiverService struct {
-	pb.UnimplementedReceiverServer
-	s *Server
+// serveRecv feeds the stream to the endpoint and answers with its
+// verdict. A stream that ends before its end frame fails the receive,
+// which keeps its partial state for a resume.
+func (s *Server) serveRecv(ctx context.Context, c *dataConn, identity string, ext extSet, body []byte) bool {
+	var req pb.ReceiveReq
+	herr := func() error {
+		if err := proto.Unmarshal(body, &req); err != nil {
+			return fmt.Errorf("%w: receive request: %w", ErrBadRequest, err)
+		}
+		if s.cfg.Receiver == nil {
+			return errNotServed("a source", "receive")
+		}
+		r, err := fromPBReceiveReq(&req)
+		if err != nil {
+			return err
+		}
+		ep, err := s.cfg.Receiver(identity)
+		if err != nil {
+			return err
+		}
+		end, err := s.beginRecv(ctx, recvKey{identity, r.FS}, c.peerDone)
+		if err != nil {
+			return err
+		}
+		if req.ClearResumeToken {
+			if err := ep.AbortPartialReceive(ctx, r.FS); err != nil {
+				err = fmt.Errorf("receive %s: clear the resume token: %w", r.FS, err)
+				end(err)
+				return err
+			}
+		}
+		err = ep.Receive(ctx, r, c.streamReader(frameZFSStream))
+		end(err)
+		return err
+	}()
+	return c.writeResponse(&pb.ReceiveRes{}, herr, ext) == nil
 }
 
-func (h *receiverService) endpoint(ctx context.Context) (ReceiverEndpoint, error) {
-	return endpointFor(ctx, h.s.cfg.Receiver)
+// beginRecv registers a receive of key, after the previous one of key
+// (whose client may have gone without waiting for its end) returned: a
+// receive that follows a cut one sees the partial state the cut one left.
+func (s *Server) beginRecv(ctx context.Context, key recvKey, orphan <-chan struct{}) (end func(error), err error) {
+	for {
+		s.mu.Lock()
+		prev := s.recvs[key]
+		if prev == nil {
+			r := &recvInFlight{done: make(chan struct{}), orphan: orphan}
+			s.recvs[key] = r
+			s.mu.Unlock()
+			return func(err error) {
+				s.mu.Lock()
+				delete(s.recvs, key)
+				s.mu.Unlock()
+				r.err = err
+				close(r.done)
+			}, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-prev.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("receive %s: waiting for the previous receive of it to end: %w", key.fs, context.Cause(ctx))
+		}
+	}
 }
 
-func (h *receiverService) ListFilesystems(ctx context.Context, _ *pb.ListFilesystemsRequest) (*pb.ListFilesystemsReply, error) {
-	return listFilesystems(ctx, h.s.cfg.Receiver)
+// recvResult waits for the running receive of key, if any, to end.
+func (s *Server) recvResult(ctx context.Context, key recvKey) (running bool, err error) {
+	s.mu.Lock()
+	r := s.recvs[key]
+	s.mu.Unlock()
+	if r == nil {
+		return false, nil
+	}
+	select {
+	case <-r.done:
+		return true, r.err
+	case <-ctx.Done():
+		return true, fmt.Errorf("waiting for the receive of %s to end: %w", key.fs, context.Cause(ctx))
+	}
 }
 
-func (h *receiverService) AbortPartialReceive(ctx context.Context, req *pb.AbortPartialReceiveRequest) (*pb.Empty, error) {
-	ep, err := h.endpoint(ctx)
-	if err != nil {
-		return nil, toStatus(err)
+// settleOrphans waits for the receives of identity whose data connection
+// ended: their client learnt of no verdict and may be listing to plan its
+// next attempt, which must see what they left (partial state).
+func (s *Server) settleOrphans(ctx context.Context, identity string) error {
+	s.mu.Lock()
+	var wait []*recvInFlight
+	for k, r := range s.recvs {
+		if k.identity != identity {
+			continue
+		}
+		select {
+		case <-r.orphan:
+			wait = append(wait, r)
+		default:
+		}
 	}
-	if err := checkFS(req.GetFs()); err != nil {
-		return nil, toStatus(err)
+	s.mu.Unlock()
+	for _, r := range wait {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
 	}
-	return &pb.Empty{}, toStatus(ep.AbortPartialReceive(ctx, req.GetFs()))
+	return nil
 }
 
-func (h *receiverService) MoveLastReceivedHold(ctx context.Context, req *pb.MoveLastReceivedHoldRequest) (*pb.Empty, error) {
-	ep, err := h.endpoint(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	if err := checkFS(req.GetFs()); err != nil {
-		return nil, toStatus(err)
-	}
-	to, err := fromPBVersion("last-received", req.GetTo())
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &pb.Empty{}, toStatus(ep.MoveLastReceivedHold(ctx, req.GetFs(), to))
+func errNotServed(server, what string) error {
+	return fmt.Errorf("this server is %s and does not %s: %w", server, what, endpoint.ErrNotAllowed)
 }
 
-// Receive feeds the claimed data connection to the endpoint. A stream that
-// ends before its end marker fails the receive, which keeps its partial
-// state for a resume.
-func (h *receiverService) Receive(ctx context.Context, req *pb.ReceiveRequest) (*pb.Empty, error) {
-	id, err := identityOf(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	conn, err := h.s.claim(req.GetDataTicket(), id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	r, err := fromPBReceiveRequest(req)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	ep, err := h.s.cfg.Receiver(id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	if err := ep.Receive(ctx, r, newFrameReader(conn)); err != nil {
-		return nil, toStatus(err)
-	}
-	return &pb.Empty{}, nil
-}
-
-// chanListener hands connections that passed the hello to gRPC.
+// chanListener hands connections that passed the handshake to gRPC.
 type chanListener struct {
 	conns chan net.Conn
 	done  chan struct{}
@@ -623,21 +653,31 @@ type chanAddr struct{}
 func (chanAddr) Network() string { return "zrepl-rpc" }
 func (chanAddr) String() string  { return "zrepl-rpc" }
 
-// identConn carries the transport's identity to identityCreds.
+// identConn carries the transport's identity and the negotiated
+// extensions to identityCreds; closing it leaves the identity's count.
 type identConn struct {
 	net.Conn
 	identity string
+	ext      extSet
+	s        *Server
+	once     sync.Once
+}
+
+func (c *identConn) Close() error {
+	c.once.Do(func() { c.s.removeControl(c) })
+	return c.Conn.Close()
 }
 
 type identityInfo struct {
 	credentials.CommonAuthInfo
 	identity string
+	ext      extSet
 }
 
 func (identityInfo) AuthType() string { return "zrepl-identity" }
 
 // identityCreds authenticates nothing itself: the transport did, and the
-// hello passed its identity along in the connection.
+// handshake passed its identity along in the connection.
 type identityCreds struct{}
 
 func (identityCreds) ClientHandshake(_ context.Context, _ string, c net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -647,9 +687,9 @@ func (identityCreds) ClientHandshake(_ context.Context, _ string, c net.Conn) (n
 func (identityCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	ic, ok := c.(*identConn)
 	if !ok {
-		return nil, nil, fmt.Errorf("rpc: connection %T did not pass the hello", c)
+		return nil, nil, fmt.Errorf("rpc: connection %T did not pass the handshake", c)
 	}
-	return c, identityInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}, identity: ic.identity}, nil
+	return c, identityInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}, identity: ic.identity, ext: ic.ext}, nil
 }
 
 func (identityCreds) Info() credentials.ProtocolInfo {
@@ -659,3 +699,15 @@ func (identityCreds) Info() credentials.ProtocolInfo {
 func (identityCreds) Clone() credentials.TransportCredentials { return identityCreds{} }
 
 func (identityCreds) OverrideServerName(string) error { return nil }
+
+func callerOf(ctx context.Context) (identityInfo, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return identityInfo{}, errors.New("rpc: call without peer")
+	}
+	info, ok := p.AuthInfo.(identityInfo)
+	if !ok {
+		return identityInfo{}, errors.New("rpc: call without client identity")
+	}
+	return info, nil
+}

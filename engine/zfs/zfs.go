@@ -107,6 +107,11 @@ type FilesystemInfo struct {
 // Encrypted reports whether the filesystem is encrypted.
 func (f FilesystemInfo) Encrypted() bool { return f.Encryption != "" && f.Encryption != "off" }
 
+// EncryptionKnown reports whether Encryption, EncryptionRoot and KeyStatus
+// are known. Both backends always fill Encryption; a listing from a zrepl
+// peer carries none of them (then Encrypted is false, but unknown).
+func (f FilesystemInfo) EncryptionKnown() bool { return f.Encryption != "" }
+
 // VersionKind tells snapshots from bookmarks.
 type VersionKind uint8
 

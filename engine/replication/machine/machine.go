@@ -511,10 +511,11 @@ func (m *Machine) apply(d queue.Decision) {
 		st.state = "running"
 		m.inFlight++
 		f := st.fs
+		send := m.sendRequest(f.plan, st.step)
 		m.out.Start = append(m.out.Start, Step{
 			ID: id, FS: f.plan.Path, Planned: st.step,
-			Send:     m.sendRequest(f.plan, st.step),
-			Receive:  endpoint.ReceiveRequest{FS: f.plan.Path, From: st.step.From, To: st.step.To, Full: st.step.Full(), Resuming: st.step.ResumeToken != ""},
+			Send:     send,
+			Receive:  endpoint.ReceiveRequest{FS: f.plan.Path, From: st.step.From, To: st.step.To, Full: st.step.Full(), Resuming: st.step.ResumeToken != "", Protection: send.Protection},
 			Last:     st.index == len(f.steps)-1,
 			Expected: st.expected,
 			Resume:   st.suspended,

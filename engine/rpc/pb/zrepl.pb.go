@@ -1,7 +1,17 @@
-// The control RPCs between a job's replication driver and the remote
-// endpoint. Send streams do not travel here: they use a separate framed data
-// connection (see engine/rpc/frame.go), named in these requests by the
-// ticket the server handed out when that connection said hello.
+// The protocol data units of zrepl's wire protocol (version 7, zrepl
+// v0.7): the messages of the gRPC service Replication on the control
+// connection and of the requests on data connections. Field numbers, types
+// and the service and method names are those zrepl v0.7.0 puts on the wire;
+// package rpc's doc says how the messages travel.
+//
+// There is deliberately no `package`: zrepl's service is "Replication", so
+// its methods are "/Replication/Ping" and so on.
+//
+// Fields numbered from 1000 up are this project's extensions. A zrepl peer
+// neither sends them nor reads them (protobuf skips unknown fields); a peer
+// of this project uses one only where its banner announced the extension
+// that defines it (see engine/rpc/extensions.go), or where the field's
+// presence itself says that the other side is of this project.
 //
 // Regenerate with `make generate`.
 
@@ -16,7 +26,6 @@ package pb
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
-	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -29,136 +38,128 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-type VersionKind int32
+type ReplicationGuaranteeKind int32
 
 const (
-	VersionKind_VERSION_KIND_UNSPECIFIED VersionKind = 0
-	VersionKind_SNAPSHOT                 VersionKind = 1
-	VersionKind_BOOKMARK                 VersionKind = 2
+	ReplicationGuaranteeKind_GuaranteeInvalid                ReplicationGuaranteeKind = 0
+	ReplicationGuaranteeKind_GuaranteeResumability           ReplicationGuaranteeKind = 1
+	ReplicationGuaranteeKind_GuaranteeIncrementalReplication ReplicationGuaranteeKind = 2
+	ReplicationGuaranteeKind_GuaranteeNothing                ReplicationGuaranteeKind = 3
 )
 
-// Enum value maps for VersionKind.
+// Enum value maps for ReplicationGuaranteeKind.
 var (
-	VersionKind_name = map[int32]string{
-		0: "VERSION_KIND_UNSPECIFIED",
-		1: "SNAPSHOT",
-		2: "BOOKMARK",
+	ReplicationGuaranteeKind_name = map[int32]string{
+		0: "GuaranteeInvalid",
+		1: "GuaranteeResumability",
+		2: "GuaranteeIncrementalReplication",
+		3: "GuaranteeNothing",
 	}
-	VersionKind_value = map[string]int32{
-		"VERSION_KIND_UNSPECIFIED": 0,
-		"SNAPSHOT":                 1,
-		"BOOKMARK":                 2,
+	ReplicationGuaranteeKind_value = map[string]int32{
+		"GuaranteeInvalid":                0,
+		"GuaranteeResumability":           1,
+		"GuaranteeIncrementalReplication": 2,
+		"GuaranteeNothing":                3,
 	}
 )
 
-func (x VersionKind) Enum() *VersionKind {
-	p := new(VersionKind)
+func (x ReplicationGuaranteeKind) Enum() *ReplicationGuaranteeKind {
+	p := new(ReplicationGuaranteeKind)
 	*p = x
 	return p
 }
 
-func (x VersionKind) String() string {
+func (x ReplicationGuaranteeKind) String() string {
 	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
 }
 
-func (VersionKind) Descriptor() protoreflect.EnumDescriptor {
+func (ReplicationGuaranteeKind) Descriptor() protoreflect.EnumDescriptor {
 	return file_zrepl_proto_enumTypes[0].Descriptor()
 }
 
-func (VersionKind) Type() protoreflect.EnumType {
+func (ReplicationGuaranteeKind) Type() protoreflect.EnumType {
 	return &file_zrepl_proto_enumTypes[0]
 }
 
-func (x VersionKind) Number() protoreflect.EnumNumber {
+func (x ReplicationGuaranteeKind) Number() protoreflect.EnumNumber {
 	return protoreflect.EnumNumber(x)
 }
 
-// Deprecated: Use VersionKind.Descriptor instead.
-func (VersionKind) EnumDescriptor() ([]byte, []int) {
+// Deprecated: Use ReplicationGuaranteeKind.Descriptor instead.
+func (ReplicationGuaranteeKind) EnumDescriptor() ([]byte, []int) {
 	return file_zrepl_proto_rawDescGZIP(), []int{0}
 }
 
-// Protection: what the sender keeps to protect a step (the active side's
-// replication.protection).
-type Protection int32
+type FilesystemVersion_VersionType int32
 
 const (
-	// Step holds on both ends of the step: always resumable.
-	Protection_GUARANTEE_RESUMABILITY Protection = 0
-	// A step bookmark of the incremental source only.
-	Protection_GUARANTEE_INCREMENTAL Protection = 1
-	// Nothing.
-	Protection_GUARANTEE_NOTHING Protection = 2
+	FilesystemVersion_Snapshot FilesystemVersion_VersionType = 0
+	FilesystemVersion_Bookmark FilesystemVersion_VersionType = 1
 )
 
-// Enum value maps for Protection.
+// Enum value maps for FilesystemVersion_VersionType.
 var (
-	Protection_name = map[int32]string{
-		0: "GUARANTEE_RESUMABILITY",
-		1: "GUARANTEE_INCREMENTAL",
-		2: "GUARANTEE_NOTHING",
+	FilesystemVersion_VersionType_name = map[int32]string{
+		0: "Snapshot",
+		1: "Bookmark",
 	}
-	Protection_value = map[string]int32{
-		"GUARANTEE_RESUMABILITY": 0,
-		"GUARANTEE_INCREMENTAL":  1,
-		"GUARANTEE_NOTHING":      2,
+	FilesystemVersion_VersionType_value = map[string]int32{
+		"Snapshot": 0,
+		"Bookmark": 1,
 	}
 )
 
-func (x Protection) Enum() *Protection {
-	p := new(Protection)
+func (x FilesystemVersion_VersionType) Enum() *FilesystemVersion_VersionType {
+	p := new(FilesystemVersion_VersionType)
 	*p = x
 	return p
 }
 
-func (x Protection) String() string {
+func (x FilesystemVersion_VersionType) String() string {
 	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
 }
 
-func (Protection) Descriptor() protoreflect.EnumDescriptor {
+func (FilesystemVersion_VersionType) Descriptor() protoreflect.EnumDescriptor {
 	return file_zrepl_proto_enumTypes[1].Descriptor()
 }
 
-func (Protection) Type() protoreflect.EnumType {
+func (FilesystemVersion_VersionType) Type() protoreflect.EnumType {
 	return &file_zrepl_proto_enumTypes[1]
 }
 
-func (x Protection) Number() protoreflect.EnumNumber {
+func (x FilesystemVersion_VersionType) Number() protoreflect.EnumNumber {
 	return protoreflect.EnumNumber(x)
 }
 
-// Deprecated: Use Protection.Descriptor instead.
-func (Protection) EnumDescriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{1}
+// Deprecated: Use FilesystemVersion_VersionType.Descriptor instead.
+func (FilesystemVersion_VersionType) EnumDescriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{8, 0}
 }
 
-type FilesystemVersion struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Kind      VersionKind            `protobuf:"varint,1,opt,name=kind,proto3,enum=zrepl.rpc.v1.VersionKind" json:"kind,omitempty"`
-	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Guid      uint64                 `protobuf:"fixed64,3,opt,name=guid,proto3" json:"guid,omitempty"`
-	CreateTxg uint64                 `protobuf:"varint,4,opt,name=create_txg,json=createTxg,proto3" json:"create_txg,omitempty"`
-	// Absent when unknown.
-	Creation      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=creation,proto3" json:"creation,omitempty"`
-	UserRefs      uint64                 `protobuf:"varint,6,opt,name=user_refs,json=userRefs,proto3" json:"user_refs,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+type ListFilesystemReq struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Extension zrepl.dev/listing-v1: ask for each filesystem's versions
+	// and properties in the reply, instead of one ListFilesystemVersions
+	// call per filesystem.
+	ZreplDevFullListing bool `protobuf:"varint,1000,opt,name=zrepl_dev_full_listing,json=zreplDevFullListing,proto3" json:"zrepl_dev_full_listing,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
-func (x *FilesystemVersion) Reset() {
-	*x = FilesystemVersion{}
+func (x *ListFilesystemReq) Reset() {
+	*x = ListFilesystemReq{}
 	mi := &file_zrepl_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *FilesystemVersion) String() string {
+func (x *ListFilesystemReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*FilesystemVersion) ProtoMessage() {}
+func (*ListFilesystemReq) ProtoMessage() {}
 
-func (x *FilesystemVersion) ProtoReflect() protoreflect.Message {
+func (x *ListFilesystemReq) ProtoReflect() protoreflect.Message {
 	mi := &file_zrepl_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -170,161 +171,89 @@ func (x *FilesystemVersion) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use FilesystemVersion.ProtoReflect.Descriptor instead.
-func (*FilesystemVersion) Descriptor() ([]byte, []int) {
+// Deprecated: Use ListFilesystemReq.ProtoReflect.Descriptor instead.
+func (*ListFilesystemReq) Descriptor() ([]byte, []int) {
 	return file_zrepl_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *FilesystemVersion) GetKind() VersionKind {
+func (x *ListFilesystemReq) GetZreplDevFullListing() bool {
 	if x != nil {
-		return x.Kind
+		return x.ZreplDevFullListing
 	}
-	return VersionKind_VERSION_KIND_UNSPECIFIED
+	return false
 }
 
-func (x *FilesystemVersion) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
+type ListFilesystemRes struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Filesystems []*Filesystem          `protobuf:"bytes,1,rep,name=Filesystems,proto3" json:"Filesystems,omitempty"`
+	// Set by a server that honoured zrepl_dev_full_listing.
+	ZreplDevFullListing bool `protobuf:"varint,1000,opt,name=zrepl_dev_full_listing,json=zreplDevFullListing,proto3" json:"zrepl_dev_full_listing,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
-func (x *FilesystemVersion) GetGuid() uint64 {
-	if x != nil {
-		return x.Guid
-	}
-	return 0
+func (x *ListFilesystemRes) Reset() {
+	*x = ListFilesystemRes{}
+	mi := &file_zrepl_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
 }
 
-func (x *FilesystemVersion) GetCreateTxg() uint64 {
-	if x != nil {
-		return x.CreateTxg
-	}
-	return 0
+func (x *ListFilesystemRes) String() string {
+	return protoimpl.X.MessageStringOf(x)
 }
 
-func (x *FilesystemVersion) GetCreation() *timestamppb.Timestamp {
+func (*ListFilesystemRes) ProtoMessage() {}
+
+func (x *ListFilesystemRes) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[1]
 	if x != nil {
-		return x.Creation
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFilesystemRes.ProtoReflect.Descriptor instead.
+func (*ListFilesystemRes) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListFilesystemRes) GetFilesystems() []*Filesystem {
+	if x != nil {
+		return x.Filesystems
 	}
 	return nil
 }
 
-func (x *FilesystemVersion) GetUserRefs() uint64 {
+func (x *ListFilesystemRes) GetZreplDevFullListing() bool {
 	if x != nil {
-		return x.UserRefs
-	}
-	return 0
-}
-
-type FilesystemInfo struct {
-	state              protoimpl.MessageState `protogen:"open.v1"`
-	Path               string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
-	Guid               uint64                 `protobuf:"fixed64,2,opt,name=guid,proto3" json:"guid,omitempty"`
-	ReceiveResumeToken string                 `protobuf:"bytes,3,opt,name=receive_resume_token,json=receiveResumeToken,proto3" json:"receive_resume_token,omitempty"`
-	Encryption         string                 `protobuf:"bytes,4,opt,name=encryption,proto3" json:"encryption,omitempty"`
-	EncryptionRoot     string                 `protobuf:"bytes,5,opt,name=encryption_root,json=encryptionRoot,proto3" json:"encryption_root,omitempty"`
-	KeyStatus          string                 `protobuf:"bytes,6,opt,name=key_status,json=keyStatus,proto3" json:"key_status,omitempty"`
-	Placeholder        bool                   `protobuf:"varint,7,opt,name=placeholder,proto3" json:"placeholder,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
-}
-
-func (x *FilesystemInfo) Reset() {
-	*x = FilesystemInfo{}
-	mi := &file_zrepl_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *FilesystemInfo) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*FilesystemInfo) ProtoMessage() {}
-
-func (x *FilesystemInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[1]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use FilesystemInfo.ProtoReflect.Descriptor instead.
-func (*FilesystemInfo) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *FilesystemInfo) GetPath() string {
-	if x != nil {
-		return x.Path
-	}
-	return ""
-}
-
-func (x *FilesystemInfo) GetGuid() uint64 {
-	if x != nil {
-		return x.Guid
-	}
-	return 0
-}
-
-func (x *FilesystemInfo) GetReceiveResumeToken() string {
-	if x != nil {
-		return x.ReceiveResumeToken
-	}
-	return ""
-}
-
-func (x *FilesystemInfo) GetEncryption() string {
-	if x != nil {
-		return x.Encryption
-	}
-	return ""
-}
-
-func (x *FilesystemInfo) GetEncryptionRoot() string {
-	if x != nil {
-		return x.EncryptionRoot
-	}
-	return ""
-}
-
-func (x *FilesystemInfo) GetKeyStatus() string {
-	if x != nil {
-		return x.KeyStatus
-	}
-	return ""
-}
-
-func (x *FilesystemInfo) GetPlaceholder() bool {
-	if x != nil {
-		return x.Placeholder
+		return x.ZreplDevFullListing
 	}
 	return false
 }
 
 type Filesystem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The sender-side name.
-	Path     string               `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
-	Info     *FilesystemInfo      `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
-	Versions []*FilesystemVersion `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty"`
-	// The sender's own job's bookmarks among versions (a receiver leaves
-	// them empty): GUIDs of its replication cursors, and whether it has step
-	// bookmarks.
-	JobCursorGuids   []uint64 `protobuf:"fixed64,4,rep,packed,name=job_cursor_guids,json=jobCursorGuids,proto3" json:"job_cursor_guids,omitempty"`
-	JobStepBookmarks bool     `protobuf:"varint,5,opt,name=job_step_bookmarks,json=jobStepBookmarks,proto3" json:"job_step_bookmarks,omitempty"`
-	// The sending job's send section for this filesystem (a receiver leaves
-	// it empty): the active side plans the sends it will make.
-	SendPolicy    *SendPolicy `protobuf:"bytes,6,opt,name=send_policy,json=sendPolicy,proto3" json:"send_policy,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// A sender lists the full name, a receiver the name relative to the
+	// client's root (the sender's full name).
+	Path string `protobuf:"bytes,1,opt,name=Path,proto3" json:"Path,omitempty"`
+	// A receiver's receive_resume_token; empty from a sender.
+	ResumeToken   string `protobuf:"bytes,2,opt,name=ResumeToken,proto3" json:"ResumeToken,omitempty"`
+	IsPlaceholder bool   `protobuf:"varint,3,opt,name=IsPlaceholder,proto3" json:"IsPlaceholder,omitempty"`
+	// zrepl.dev/listing-v1, when asked for:
+	ZreplDevInfo     *FilesystemInfo      `protobuf:"bytes,1000,opt,name=zrepl_dev_info,json=zreplDevInfo,proto3" json:"zrepl_dev_info,omitempty"`
+	ZreplDevVersions []*FilesystemVersion `protobuf:"bytes,1001,rep,name=zrepl_dev_versions,json=zreplDevVersions,proto3" json:"zrepl_dev_versions,omitempty"`
+	ZreplDevMarks    *JobMarks            `protobuf:"bytes,1002,opt,name=zrepl_dev_marks,json=zreplDevMarks,proto3" json:"zrepl_dev_marks,omitempty"`
+	// The sending job's send section for this filesystem (a receiver
+	// leaves it out): the active side plans the sends it will get. (zrepl's
+	// sender decides its flags alone and does not say.)
+	ZreplDevSendPolicy *SendPolicy `protobuf:"bytes,1003,opt,name=zrepl_dev_send_policy,json=zreplDevSendPolicy,proto3" json:"zrepl_dev_send_policy,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Filesystem) Reset() {
@@ -364,37 +293,44 @@ func (x *Filesystem) GetPath() string {
 	return ""
 }
 
-func (x *Filesystem) GetInfo() *FilesystemInfo {
+func (x *Filesystem) GetResumeToken() string {
 	if x != nil {
-		return x.Info
+		return x.ResumeToken
 	}
-	return nil
+	return ""
 }
 
-func (x *Filesystem) GetVersions() []*FilesystemVersion {
+func (x *Filesystem) GetIsPlaceholder() bool {
 	if x != nil {
-		return x.Versions
-	}
-	return nil
-}
-
-func (x *Filesystem) GetJobCursorGuids() []uint64 {
-	if x != nil {
-		return x.JobCursorGuids
-	}
-	return nil
-}
-
-func (x *Filesystem) GetJobStepBookmarks() bool {
-	if x != nil {
-		return x.JobStepBookmarks
+		return x.IsPlaceholder
 	}
 	return false
 }
 
-func (x *Filesystem) GetSendPolicy() *SendPolicy {
+func (x *Filesystem) GetZreplDevInfo() *FilesystemInfo {
 	if x != nil {
-		return x.SendPolicy
+		return x.ZreplDevInfo
+	}
+	return nil
+}
+
+func (x *Filesystem) GetZreplDevVersions() []*FilesystemVersion {
+	if x != nil {
+		return x.ZreplDevVersions
+	}
+	return nil
+}
+
+func (x *Filesystem) GetZreplDevMarks() *JobMarks {
+	if x != nil {
+		return x.ZreplDevMarks
+	}
+	return nil
+}
+
+func (x *Filesystem) GetZreplDevSendPolicy() *SendPolicy {
+	if x != nil {
+		return x.ZreplDevSendPolicy
 	}
 	return nil
 }
@@ -501,26 +437,33 @@ func (x *SendPolicy) GetSaved() bool {
 	return false
 }
 
-type ListFilesystemsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+// FilesystemInfo: the properties a filesystem's listing carries beyond
+// zrepl's (extension zrepl.dev/listing-v1).
+type FilesystemInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Guid  uint64                 `protobuf:"varint,1,opt,name=guid,proto3" json:"guid,omitempty"`
+	// "off" or the cipher.
+	Encryption     string `protobuf:"bytes,2,opt,name=encryption,proto3" json:"encryption,omitempty"`
+	EncryptionRoot string `protobuf:"bytes,3,opt,name=encryption_root,json=encryptionRoot,proto3" json:"encryption_root,omitempty"`
+	KeyStatus      string `protobuf:"bytes,4,opt,name=key_status,json=keyStatus,proto3" json:"key_status,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
-func (x *ListFilesystemsRequest) Reset() {
-	*x = ListFilesystemsRequest{}
+func (x *FilesystemInfo) Reset() {
+	*x = FilesystemInfo{}
 	mi := &file_zrepl_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ListFilesystemsRequest) String() string {
+func (x *FilesystemInfo) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ListFilesystemsRequest) ProtoMessage() {}
+func (*FilesystemInfo) ProtoMessage() {}
 
-func (x *ListFilesystemsRequest) ProtoReflect() protoreflect.Message {
+func (x *FilesystemInfo) ProtoReflect() protoreflect.Message {
 	mi := &file_zrepl_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -532,306 +475,370 @@ func (x *ListFilesystemsRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ListFilesystemsRequest.ProtoReflect.Descriptor instead.
-func (*ListFilesystemsRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use FilesystemInfo.ProtoReflect.Descriptor instead.
+func (*FilesystemInfo) Descriptor() ([]byte, []int) {
 	return file_zrepl_proto_rawDescGZIP(), []int{4}
 }
 
-type ListFilesystemsReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Filesystems   []*Filesystem          `protobuf:"bytes,1,rep,name=filesystems,proto3" json:"filesystems,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListFilesystemsReply) Reset() {
-	*x = ListFilesystemsReply{}
-	mi := &file_zrepl_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListFilesystemsReply) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListFilesystemsReply) ProtoMessage() {}
-
-func (x *ListFilesystemsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[5]
+func (x *FilesystemInfo) GetGuid() uint64 {
 	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
+		return x.Guid
 	}
-	return mi.MessageOf(x)
+	return 0
 }
 
-// Deprecated: Use ListFilesystemsReply.ProtoReflect.Descriptor instead.
-func (*ListFilesystemsReply) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *ListFilesystemsReply) GetFilesystems() []*Filesystem {
+func (x *FilesystemInfo) GetEncryption() string {
 	if x != nil {
-		return x.Filesystems
-	}
-	return nil
-}
-
-type SendRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Fs    string                 `protobuf:"bytes,1,opt,name=fs,proto3" json:"fs,omitempty"`
-	// Absent for a full send.
-	From          *FilesystemVersion `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
-	To            *FilesystemVersion `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
-	ResumeToken   string             `protobuf:"bytes,4,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
-	Protection    Protection         `protobuf:"varint,9,opt,name=protection,proto3,enum=zrepl.rpc.v1.Protection" json:"protection,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SendRequest) Reset() {
-	*x = SendRequest{}
-	mi := &file_zrepl_proto_msgTypes[6]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SendRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SendRequest) ProtoMessage() {}
-
-func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[6]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
-func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{6}
-}
-
-func (x *SendRequest) GetFs() string {
-	if x != nil {
-		return x.Fs
+		return x.Encryption
 	}
 	return ""
 }
 
-func (x *SendRequest) GetFrom() *FilesystemVersion {
+func (x *FilesystemInfo) GetEncryptionRoot() string {
+	if x != nil {
+		return x.EncryptionRoot
+	}
+	return ""
+}
+
+func (x *FilesystemInfo) GetKeyStatus() string {
+	if x != nil {
+		return x.KeyStatus
+	}
+	return ""
+}
+
+// JobMarks: the sender job's own bookmarks among a filesystem's versions
+// (extension zrepl.dev/listing-v1; a receiver sends none).
+type JobMarks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CursorGuids   []uint64               `protobuf:"varint,1,rep,packed,name=cursor_guids,json=cursorGuids,proto3" json:"cursor_guids,omitempty"`
+	StepBookmarks bool                   `protobuf:"varint,2,opt,name=step_bookmarks,json=stepBookmarks,proto3" json:"step_bookmarks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobMarks) Reset() {
+	*x = JobMarks{}
+	mi := &file_zrepl_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobMarks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobMarks) ProtoMessage() {}
+
+func (x *JobMarks) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobMarks.ProtoReflect.Descriptor instead.
+func (*JobMarks) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *JobMarks) GetCursorGuids() []uint64 {
+	if x != nil {
+		return x.CursorGuids
+	}
+	return nil
+}
+
+func (x *JobMarks) GetStepBookmarks() bool {
+	if x != nil {
+		return x.StepBookmarks
+	}
+	return false
+}
+
+type ListFilesystemVersionsReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filesystem    string                 `protobuf:"bytes,1,opt,name=Filesystem,proto3" json:"Filesystem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFilesystemVersionsReq) Reset() {
+	*x = ListFilesystemVersionsReq{}
+	mi := &file_zrepl_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFilesystemVersionsReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFilesystemVersionsReq) ProtoMessage() {}
+
+func (x *ListFilesystemVersionsReq) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFilesystemVersionsReq.ProtoReflect.Descriptor instead.
+func (*ListFilesystemVersionsReq) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListFilesystemVersionsReq) GetFilesystem() string {
+	if x != nil {
+		return x.Filesystem
+	}
+	return ""
+}
+
+type ListFilesystemVersionsRes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Versions      []*FilesystemVersion   `protobuf:"bytes,1,rep,name=Versions,proto3" json:"Versions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFilesystemVersionsRes) Reset() {
+	*x = ListFilesystemVersionsRes{}
+	mi := &file_zrepl_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFilesystemVersionsRes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFilesystemVersionsRes) ProtoMessage() {}
+
+func (x *ListFilesystemVersionsRes) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFilesystemVersionsRes.ProtoReflect.Descriptor instead.
+func (*ListFilesystemVersionsRes) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListFilesystemVersionsRes) GetVersions() []*FilesystemVersion {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+type FilesystemVersion struct {
+	state protoimpl.MessageState        `protogen:"open.v1"`
+	Type  FilesystemVersion_VersionType `protobuf:"varint,1,opt,name=Type,proto3,enum=FilesystemVersion_VersionType" json:"Type,omitempty"`
+	// The name after '@' or '#'.
+	Name      string `protobuf:"bytes,2,opt,name=Name,proto3" json:"Name,omitempty"`
+	Guid      uint64 `protobuf:"varint,3,opt,name=Guid,proto3" json:"Guid,omitempty"`
+	CreateTXG uint64 `protobuf:"varint,4,opt,name=CreateTXG,proto3" json:"CreateTXG,omitempty"`
+	// RFC 3339, seconds.
+	Creation string `protobuf:"bytes,5,opt,name=Creation,proto3" json:"Creation,omitempty"`
+	// The snapshot's userrefs (number of holds); set by a server of this
+	// project, absent from zrepl's.
+	ZreplDevUserRefs *uint64 `protobuf:"varint,1000,opt,name=zrepl_dev_user_refs,json=zreplDevUserRefs,proto3,oneof" json:"zrepl_dev_user_refs,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *FilesystemVersion) Reset() {
+	*x = FilesystemVersion{}
+	mi := &file_zrepl_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilesystemVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilesystemVersion) ProtoMessage() {}
+
+func (x *FilesystemVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilesystemVersion.ProtoReflect.Descriptor instead.
+func (*FilesystemVersion) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *FilesystemVersion) GetType() FilesystemVersion_VersionType {
+	if x != nil {
+		return x.Type
+	}
+	return FilesystemVersion_Snapshot
+}
+
+func (x *FilesystemVersion) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FilesystemVersion) GetGuid() uint64 {
+	if x != nil {
+		return x.Guid
+	}
+	return 0
+}
+
+func (x *FilesystemVersion) GetCreateTXG() uint64 {
+	if x != nil {
+		return x.CreateTXG
+	}
+	return 0
+}
+
+func (x *FilesystemVersion) GetCreation() string {
+	if x != nil {
+		return x.Creation
+	}
+	return ""
+}
+
+func (x *FilesystemVersion) GetZreplDevUserRefs() uint64 {
+	if x != nil && x.ZreplDevUserRefs != nil {
+		return *x.ZreplDevUserRefs
+	}
+	return 0
+}
+
+type SendReq struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Filesystem string                 `protobuf:"bytes,1,opt,name=Filesystem,proto3" json:"Filesystem,omitempty"`
+	// Absent for a full send of To.
+	From *FilesystemVersion `protobuf:"bytes,2,opt,name=From,proto3" json:"From,omitempty"`
+	To   *FilesystemVersion `protobuf:"bytes,3,opt,name=To,proto3" json:"To,omitempty"`
+	// If set, the sender sends from it (zfs send -t); From and To are the
+	// step the token encodes.
+	ResumeToken string `protobuf:"bytes,4,opt,name=ResumeToken,proto3" json:"ResumeToken,omitempty"`
+	// The sender decides the send flags from its own send settings.
+	ReplicationConfig *ReplicationConfig `protobuf:"bytes,6,opt,name=ReplicationConfig,proto3" json:"ReplicationConfig,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *SendReq) Reset() {
+	*x = SendReq{}
+	mi := &file_zrepl_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendReq) ProtoMessage() {}
+
+func (x *SendReq) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendReq.ProtoReflect.Descriptor instead.
+func (*SendReq) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SendReq) GetFilesystem() string {
+	if x != nil {
+		return x.Filesystem
+	}
+	return ""
+}
+
+func (x *SendReq) GetFrom() *FilesystemVersion {
 	if x != nil {
 		return x.From
 	}
 	return nil
 }
 
-func (x *SendRequest) GetTo() *FilesystemVersion {
+func (x *SendReq) GetTo() *FilesystemVersion {
 	if x != nil {
 		return x.To
 	}
 	return nil
 }
 
-func (x *SendRequest) GetResumeToken() string {
+func (x *SendReq) GetResumeToken() string {
 	if x != nil {
 		return x.ResumeToken
 	}
 	return ""
 }
 
-func (x *SendRequest) GetProtection() Protection {
+func (x *SendReq) GetReplicationConfig() *ReplicationConfig {
 	if x != nil {
-		return x.Protection
-	}
-	return Protection_GUARANTEE_RESUMABILITY
-}
-
-type SendSizeReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Size          int64                  `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SendSizeReply) Reset() {
-	*x = SendSizeReply{}
-	mi := &file_zrepl_proto_msgTypes[7]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SendSizeReply) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SendSizeReply) ProtoMessage() {}
-
-func (x *SendSizeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[7]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SendSizeReply.ProtoReflect.Descriptor instead.
-func (*SendSizeReply) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{7}
-}
-
-func (x *SendSizeReply) GetSize() int64 {
-	if x != nil {
-		return x.Size
-	}
-	return 0
-}
-
-type SendStreamRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Request       *SendRequest           `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
-	DataTicket    uint64                 `protobuf:"varint,2,opt,name=data_ticket,json=dataTicket,proto3" json:"data_ticket,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SendStreamRequest) Reset() {
-	*x = SendStreamRequest{}
-	mi := &file_zrepl_proto_msgTypes[8]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SendStreamRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SendStreamRequest) ProtoMessage() {}
-
-func (x *SendStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[8]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SendStreamRequest.ProtoReflect.Descriptor instead.
-func (*SendStreamRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{8}
-}
-
-func (x *SendStreamRequest) GetRequest() *SendRequest {
-	if x != nil {
-		return x.Request
+		return x.ReplicationConfig
 	}
 	return nil
 }
 
-func (x *SendStreamRequest) GetDataTicket() uint64 {
-	if x != nil {
-		return x.DataTicket
-	}
-	return 0
-}
-
-// SendStreamEvent: the server sends started once the send stream is
-// open and flows on the data connection; the call then stays open until the
-// stream ended, so cancelling it aborts the send.
-type SendStreamEvent struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Started bool                   `protobuf:"varint,1,opt,name=started,proto3" json:"started,omitempty"`
-	// Bytes written to the data connection; set in the last event.
-	Bytes         int64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+type ReplicationConfig struct {
+	state         protoimpl.MessageState       `protogen:"open.v1"`
+	Protection    *ReplicationConfigProtection `protobuf:"bytes,1,opt,name=protection,proto3" json:"protection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *SendStreamEvent) Reset() {
-	*x = SendStreamEvent{}
-	mi := &file_zrepl_proto_msgTypes[9]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SendStreamEvent) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SendStreamEvent) ProtoMessage() {}
-
-func (x *SendStreamEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[9]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SendStreamEvent.ProtoReflect.Descriptor instead.
-func (*SendStreamEvent) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{9}
-}
-
-func (x *SendStreamEvent) GetStarted() bool {
-	if x != nil {
-		return x.Started
-	}
-	return false
-}
-
-func (x *SendStreamEvent) GetBytes() int64 {
-	if x != nil {
-		return x.Bytes
-	}
-	return 0
-}
-
-type StepCompletedRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Request       *SendRequest           `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
-	Last          bool                   `protobuf:"varint,2,opt,name=last,proto3" json:"last,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *StepCompletedRequest) Reset() {
-	*x = StepCompletedRequest{}
+func (x *ReplicationConfig) Reset() {
+	*x = ReplicationConfig{}
 	mi := &file_zrepl_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StepCompletedRequest) String() string {
+func (x *ReplicationConfig) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StepCompletedRequest) ProtoMessage() {}
+func (*ReplicationConfig) ProtoMessage() {}
 
-func (x *StepCompletedRequest) ProtoReflect() protoreflect.Message {
+func (x *ReplicationConfig) ProtoReflect() protoreflect.Message {
 	mi := &file_zrepl_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -843,53 +850,43 @@ func (x *StepCompletedRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StepCompletedRequest.ProtoReflect.Descriptor instead.
-func (*StepCompletedRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use ReplicationConfig.ProtoReflect.Descriptor instead.
+func (*ReplicationConfig) Descriptor() ([]byte, []int) {
 	return file_zrepl_proto_rawDescGZIP(), []int{10}
 }
 
-func (x *StepCompletedRequest) GetRequest() *SendRequest {
+func (x *ReplicationConfig) GetProtection() *ReplicationConfigProtection {
 	if x != nil {
-		return x.Request
+		return x.Protection
 	}
 	return nil
 }
 
-func (x *StepCompletedRequest) GetLast() bool {
-	if x != nil {
-		return x.Last
-	}
-	return false
-}
-
-type ReceiveRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The sender-side name; the receiver maps it below the client's root.
-	Fs   string             `protobuf:"bytes,1,opt,name=fs,proto3" json:"fs,omitempty"`
-	From *FilesystemVersion `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
-	// The snapshot the stream must produce: the receiver checks name and GUID.
-	To            *FilesystemVersion `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
-	Full          bool               `protobuf:"varint,4,opt,name=full,proto3" json:"full,omitempty"`
-	Resuming      bool               `protobuf:"varint,5,opt,name=resuming,proto3" json:"resuming,omitempty"`
-	DataTicket    uint64             `protobuf:"varint,6,opt,name=data_ticket,json=dataTicket,proto3" json:"data_ticket,omitempty"`
+// What the sender keeps to protect a step (and the receiver its last
+// received snapshot); Initial applies to full sends, Incremental to
+// incremental ones.
+type ReplicationConfigProtection struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Initial       ReplicationGuaranteeKind `protobuf:"varint,1,opt,name=Initial,proto3,enum=ReplicationGuaranteeKind" json:"Initial,omitempty"`
+	Incremental   ReplicationGuaranteeKind `protobuf:"varint,2,opt,name=Incremental,proto3,enum=ReplicationGuaranteeKind" json:"Incremental,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ReceiveRequest) Reset() {
-	*x = ReceiveRequest{}
+func (x *ReplicationConfigProtection) Reset() {
+	*x = ReplicationConfigProtection{}
 	mi := &file_zrepl_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ReceiveRequest) String() string {
+func (x *ReplicationConfigProtection) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ReceiveRequest) ProtoMessage() {}
+func (*ReplicationConfigProtection) ProtoMessage() {}
 
-func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
+func (x *ReplicationConfigProtection) ProtoReflect() protoreflect.Message {
 	mi := &file_zrepl_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -901,75 +898,386 @@ func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ReceiveRequest.ProtoReflect.Descriptor instead.
-func (*ReceiveRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use ReplicationConfigProtection.ProtoReflect.Descriptor instead.
+func (*ReplicationConfigProtection) Descriptor() ([]byte, []int) {
 	return file_zrepl_proto_rawDescGZIP(), []int{11}
 }
 
-func (x *ReceiveRequest) GetFs() string {
+func (x *ReplicationConfigProtection) GetInitial() ReplicationGuaranteeKind {
 	if x != nil {
-		return x.Fs
+		return x.Initial
+	}
+	return ReplicationGuaranteeKind_GuaranteeInvalid
+}
+
+func (x *ReplicationConfigProtection) GetIncremental() ReplicationGuaranteeKind {
+	if x != nil {
+		return x.Incremental
+	}
+	return ReplicationGuaranteeKind_GuaranteeInvalid
+}
+
+type Property struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=Name,proto3" json:"Name,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=Value,proto3" json:"Value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Property) Reset() {
+	*x = Property{}
+	mi := &file_zrepl_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Property) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Property) ProtoMessage() {}
+
+func (x *Property) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Property.ProtoReflect.Descriptor instead.
+func (*Property) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Property) GetName() string {
+	if x != nil {
+		return x.Name
 	}
 	return ""
 }
 
-func (x *ReceiveRequest) GetFrom() *FilesystemVersion {
+func (x *Property) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type SendRes struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the sender used the request's resume token.
+	UsedResumeToken bool `protobuf:"varint,1,opt,name=UsedResumeToken,proto3" json:"UsedResumeToken,omitempty"`
+	// A dry run's estimate of the stream's size; 0: unknown.
+	ExpectedSize  uint64 `protobuf:"varint,2,opt,name=ExpectedSize,proto3" json:"ExpectedSize,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendRes) Reset() {
+	*x = SendRes{}
+	mi := &file_zrepl_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendRes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendRes) ProtoMessage() {}
+
+func (x *SendRes) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendRes.ProtoReflect.Descriptor instead.
+func (*SendRes) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SendRes) GetUsedResumeToken() bool {
+	if x != nil {
+		return x.UsedResumeToken
+	}
+	return false
+}
+
+func (x *SendRes) GetExpectedSize() uint64 {
+	if x != nil {
+		return x.ExpectedSize
+	}
+	return 0
+}
+
+type SendCompletedReq struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	OriginalReq *SendReq               `protobuf:"bytes,2,opt,name=OriginalReq,proto3" json:"OriginalReq,omitempty"`
+	// False while more steps of the filesystem follow in this run. A zrepl
+	// client leaves it out, which means true (it releases all of the job's
+	// step protection on the filesystem, as zrepl's sender always does).
+	ZreplDevLast  *bool `protobuf:"varint,1000,opt,name=zrepl_dev_last,json=zreplDevLast,proto3,oneof" json:"zrepl_dev_last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendCompletedReq) Reset() {
+	*x = SendCompletedReq{}
+	mi := &file_zrepl_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendCompletedReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendCompletedReq) ProtoMessage() {}
+
+func (x *SendCompletedReq) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendCompletedReq.ProtoReflect.Descriptor instead.
+func (*SendCompletedReq) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SendCompletedReq) GetOriginalReq() *SendReq {
+	if x != nil {
+		return x.OriginalReq
+	}
+	return nil
+}
+
+func (x *SendCompletedReq) GetZreplDevLast() bool {
+	if x != nil && x.ZreplDevLast != nil {
+		return *x.ZreplDevLast
+	}
+	return false
+}
+
+type SendCompletedRes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendCompletedRes) Reset() {
+	*x = SendCompletedRes{}
+	mi := &file_zrepl_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendCompletedRes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendCompletedRes) ProtoMessage() {}
+
+func (x *SendCompletedRes) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendCompletedRes.ProtoReflect.Descriptor instead.
+func (*SendCompletedRes) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{15}
+}
+
+type ReceiveReq struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sender's name; the receiver maps it below the client's root.
+	Filesystem string `protobuf:"bytes,1,opt,name=Filesystem,proto3" json:"Filesystem,omitempty"`
+	// The snapshot the stream must produce.
+	To *FilesystemVersion `protobuf:"bytes,2,opt,name=To,proto3" json:"To,omitempty"`
+	// Discard the filesystem's partial receive state before receiving.
+	ClearResumeToken  bool               `protobuf:"varint,3,opt,name=ClearResumeToken,proto3" json:"ClearResumeToken,omitempty"`
+	ReplicationConfig *ReplicationConfig `protobuf:"bytes,4,opt,name=ReplicationConfig,proto3" json:"ReplicationConfig,omitempty"`
+	// Extension zrepl.dev/receive-v1: the step the stream is, so the
+	// receiver looks up only what that step needs.
+	ZreplDevStep  *ReceiveStep `protobuf:"bytes,1000,opt,name=zrepl_dev_step,json=zreplDevStep,proto3" json:"zrepl_dev_step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveReq) Reset() {
+	*x = ReceiveReq{}
+	mi := &file_zrepl_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveReq) ProtoMessage() {}
+
+func (x *ReceiveReq) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveReq.ProtoReflect.Descriptor instead.
+func (*ReceiveReq) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ReceiveReq) GetFilesystem() string {
+	if x != nil {
+		return x.Filesystem
+	}
+	return ""
+}
+
+func (x *ReceiveReq) GetTo() *FilesystemVersion {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *ReceiveReq) GetClearResumeToken() bool {
+	if x != nil {
+		return x.ClearResumeToken
+	}
+	return false
+}
+
+func (x *ReceiveReq) GetReplicationConfig() *ReplicationConfig {
+	if x != nil {
+		return x.ReplicationConfig
+	}
+	return nil
+}
+
+func (x *ReceiveReq) GetZreplDevStep() *ReceiveStep {
+	if x != nil {
+		return x.ZreplDevStep
+	}
+	return nil
+}
+
+type ReceiveStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absent for a full stream.
+	From *FilesystemVersion `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	Full bool               `protobuf:"varint,2,opt,name=full,proto3" json:"full,omitempty"`
+	// The stream continues the partial receive state.
+	Resuming      bool `protobuf:"varint,3,opt,name=resuming,proto3" json:"resuming,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveStep) Reset() {
+	*x = ReceiveStep{}
+	mi := &file_zrepl_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveStep) ProtoMessage() {}
+
+func (x *ReceiveStep) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveStep.ProtoReflect.Descriptor instead.
+func (*ReceiveStep) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ReceiveStep) GetFrom() *FilesystemVersion {
 	if x != nil {
 		return x.From
 	}
 	return nil
 }
 
-func (x *ReceiveRequest) GetTo() *FilesystemVersion {
-	if x != nil {
-		return x.To
-	}
-	return nil
-}
-
-func (x *ReceiveRequest) GetFull() bool {
+func (x *ReceiveStep) GetFull() bool {
 	if x != nil {
 		return x.Full
 	}
 	return false
 }
 
-func (x *ReceiveRequest) GetResuming() bool {
+func (x *ReceiveStep) GetResuming() bool {
 	if x != nil {
 		return x.Resuming
 	}
 	return false
 }
 
-func (x *ReceiveRequest) GetDataTicket() uint64 {
-	if x != nil {
-		return x.DataTicket
-	}
-	return 0
-}
-
-type AbortPartialReceiveRequest struct {
+type ReceiveRes struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Fs            string                 `protobuf:"bytes,1,opt,name=fs,proto3" json:"fs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *AbortPartialReceiveRequest) Reset() {
-	*x = AbortPartialReceiveRequest{}
-	mi := &file_zrepl_proto_msgTypes[12]
+func (x *ReceiveRes) Reset() {
+	*x = ReceiveRes{}
+	mi := &file_zrepl_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *AbortPartialReceiveRequest) String() string {
+func (x *ReceiveRes) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*AbortPartialReceiveRequest) ProtoMessage() {}
+func (*ReceiveRes) ProtoMessage() {}
 
-func (x *AbortPartialReceiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[12]
+func (x *ReceiveRes) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,43 +1288,34 @@ func (x *AbortPartialReceiveRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use AbortPartialReceiveRequest.ProtoReflect.Descriptor instead.
-func (*AbortPartialReceiveRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{12}
+// Deprecated: Use ReceiveRes.ProtoReflect.Descriptor instead.
+func (*ReceiveRes) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{18}
 }
 
-func (x *AbortPartialReceiveRequest) GetFs() string {
-	if x != nil {
-		return x.Fs
-	}
-	return ""
-}
-
-// MoveLastReceivedHoldRequest: put the job's last-received hold on fs's
-// snapshot `to` (name and GUID must match) and release it elsewhere.
-type MoveLastReceivedHoldRequest struct {
+type DestroySnapshotsReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Fs            string                 `protobuf:"bytes,1,opt,name=fs,proto3" json:"fs,omitempty"`
-	To            *FilesystemVersion     `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	Filesystem    string                 `protobuf:"bytes,1,opt,name=Filesystem,proto3" json:"Filesystem,omitempty"`
+	Snapshots     []*FilesystemVersion   `protobuf:"bytes,2,rep,name=Snapshots,proto3" json:"Snapshots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MoveLastReceivedHoldRequest) Reset() {
-	*x = MoveLastReceivedHoldRequest{}
-	mi := &file_zrepl_proto_msgTypes[13]
+func (x *DestroySnapshotsReq) Reset() {
+	*x = DestroySnapshotsReq{}
+	mi := &file_zrepl_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MoveLastReceivedHoldRequest) String() string {
+func (x *DestroySnapshotsReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MoveLastReceivedHoldRequest) ProtoMessage() {}
+func (*DestroySnapshotsReq) ProtoMessage() {}
 
-func (x *MoveLastReceivedHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[13]
+func (x *DestroySnapshotsReq) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,102 +1326,51 @@ func (x *MoveLastReceivedHoldRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MoveLastReceivedHoldRequest.ProtoReflect.Descriptor instead.
-func (*MoveLastReceivedHoldRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{13}
+// Deprecated: Use DestroySnapshotsReq.ProtoReflect.Descriptor instead.
+func (*DestroySnapshotsReq) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{19}
 }
 
-func (x *MoveLastReceivedHoldRequest) GetFs() string {
+func (x *DestroySnapshotsReq) GetFilesystem() string {
 	if x != nil {
-		return x.Fs
+		return x.Filesystem
 	}
 	return ""
 }
 
-func (x *MoveLastReceivedHoldRequest) GetTo() *FilesystemVersion {
-	if x != nil {
-		return x.To
-	}
-	return nil
-}
-
-// DestroySnapshotsRequest asks a sink or a source to prune: fs is named as
-// the server's ListFilesystems names it (for a sink, relative to the
-// client's root); each snapshot is destroyed only if it still has the GUID
-// given here.
-type DestroySnapshotsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Fs            string                 `protobuf:"bytes,1,opt,name=fs,proto3" json:"fs,omitempty"`
-	Snapshots     []*FilesystemVersion   `protobuf:"bytes,2,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *DestroySnapshotsRequest) Reset() {
-	*x = DestroySnapshotsRequest{}
-	mi := &file_zrepl_proto_msgTypes[14]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *DestroySnapshotsRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*DestroySnapshotsRequest) ProtoMessage() {}
-
-func (x *DestroySnapshotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[14]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use DestroySnapshotsRequest.ProtoReflect.Descriptor instead.
-func (*DestroySnapshotsRequest) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{14}
-}
-
-func (x *DestroySnapshotsRequest) GetFs() string {
-	if x != nil {
-		return x.Fs
-	}
-	return ""
-}
-
-func (x *DestroySnapshotsRequest) GetSnapshots() []*FilesystemVersion {
+func (x *DestroySnapshotsReq) GetSnapshots() []*FilesystemVersion {
 	if x != nil {
 		return x.Snapshots
 	}
 	return nil
 }
 
-type Empty struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+type DestroySnapshotRes struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Snapshot *FilesystemVersion     `protobuf:"bytes,1,opt,name=Snapshot,proto3" json:"Snapshot,omitempty"`
+	// Empty if destroyed (or already gone).
+	Error string `protobuf:"bytes,2,opt,name=Error,proto3" json:"Error,omitempty"`
+	// The error's kinds (set by a server of this project).
+	ZreplDevError *ErrorInfo `protobuf:"bytes,1000,opt,name=zrepl_dev_error,json=zreplDevError,proto3" json:"zrepl_dev_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *Empty) Reset() {
-	*x = Empty{}
-	mi := &file_zrepl_proto_msgTypes[15]
+func (x *DestroySnapshotRes) Reset() {
+	*x = DestroySnapshotRes{}
+	mi := &file_zrepl_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *Empty) String() string {
+func (x *DestroySnapshotRes) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*Empty) ProtoMessage() {}
+func (*DestroySnapshotRes) ProtoMessage() {}
 
-func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[15]
+func (x *DestroySnapshotRes) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,14 +1381,562 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use Empty.ProtoReflect.Descriptor instead.
-func (*Empty) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{15}
+// Deprecated: Use DestroySnapshotRes.ProtoReflect.Descriptor instead.
+func (*DestroySnapshotRes) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{20}
 }
 
-// ErrorInfo travels as a detail of a failed call's status (and in the error
-// frame of a data stream) so the client can rebuild an error that
-// errors.Is recognises: the ZFS error kind and the endpoint's sentinels.
+func (x *DestroySnapshotRes) GetSnapshot() *FilesystemVersion {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+func (x *DestroySnapshotRes) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DestroySnapshotRes) GetZreplDevError() *ErrorInfo {
+	if x != nil {
+		return x.ZreplDevError
+	}
+	return nil
+}
+
+type DestroySnapshotsRes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*DestroySnapshotRes  `protobuf:"bytes,1,rep,name=Results,proto3" json:"Results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroySnapshotsRes) Reset() {
+	*x = DestroySnapshotsRes{}
+	mi := &file_zrepl_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroySnapshotsRes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroySnapshotsRes) ProtoMessage() {}
+
+func (x *DestroySnapshotsRes) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroySnapshotsRes.ProtoReflect.Descriptor instead.
+func (*DestroySnapshotsRes) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DestroySnapshotsRes) GetResults() []*DestroySnapshotRes {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type ReplicationCursorReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filesystem    string                 `protobuf:"bytes,1,opt,name=Filesystem,proto3" json:"Filesystem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicationCursorReq) Reset() {
+	*x = ReplicationCursorReq{}
+	mi := &file_zrepl_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicationCursorReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicationCursorReq) ProtoMessage() {}
+
+func (x *ReplicationCursorReq) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicationCursorReq.ProtoReflect.Descriptor instead.
+func (*ReplicationCursorReq) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ReplicationCursorReq) GetFilesystem() string {
+	if x != nil {
+		return x.Filesystem
+	}
+	return ""
+}
+
+type ReplicationCursorRes struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*ReplicationCursorRes_Guid
+	//	*ReplicationCursorRes_Notexist
+	Result        isReplicationCursorRes_Result `protobuf_oneof:"Result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicationCursorRes) Reset() {
+	*x = ReplicationCursorRes{}
+	mi := &file_zrepl_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicationCursorRes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicationCursorRes) ProtoMessage() {}
+
+func (x *ReplicationCursorRes) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicationCursorRes.ProtoReflect.Descriptor instead.
+func (*ReplicationCursorRes) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ReplicationCursorRes) GetResult() isReplicationCursorRes_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ReplicationCursorRes) GetGuid() uint64 {
+	if x != nil {
+		if x, ok := x.Result.(*ReplicationCursorRes_Guid); ok {
+			return x.Guid
+		}
+	}
+	return 0
+}
+
+func (x *ReplicationCursorRes) GetNotexist() bool {
+	if x != nil {
+		if x, ok := x.Result.(*ReplicationCursorRes_Notexist); ok {
+			return x.Notexist
+		}
+	}
+	return false
+}
+
+type isReplicationCursorRes_Result interface {
+	isReplicationCursorRes_Result()
+}
+
+type ReplicationCursorRes_Guid struct {
+	Guid uint64 `protobuf:"varint,1,opt,name=Guid,proto3,oneof"`
+}
+
+type ReplicationCursorRes_Notexist struct {
+	Notexist bool `protobuf:"varint,2,opt,name=Notexist,proto3,oneof"`
+}
+
+func (*ReplicationCursorRes_Guid) isReplicationCursorRes_Result() {}
+
+func (*ReplicationCursorRes_Notexist) isReplicationCursorRes_Result() {}
+
+type PingReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       string                 `protobuf:"bytes,1,opt,name=Message,proto3" json:"Message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PingReq) Reset() {
+	*x = PingReq{}
+	mi := &file_zrepl_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PingReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PingReq) ProtoMessage() {}
+
+func (x *PingReq) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PingReq.ProtoReflect.Descriptor instead.
+func (*PingReq) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PingReq) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type PingRes struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Echo is PingReq.Message.
+	Echo          string `protobuf:"bytes,1,opt,name=Echo,proto3" json:"Echo,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PingRes) Reset() {
+	*x = PingRes{}
+	mi := &file_zrepl_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PingRes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PingRes) ProtoMessage() {}
+
+func (x *PingRes) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PingRes.ProtoReflect.Descriptor instead.
+func (*PingRes) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PingRes) GetEcho() string {
+	if x != nil {
+		return x.Echo
+	}
+	return ""
+}
+
+type AbortPartialReceiveReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filesystem    string                 `protobuf:"bytes,1,opt,name=Filesystem,proto3" json:"Filesystem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortPartialReceiveReq) Reset() {
+	*x = AbortPartialReceiveReq{}
+	mi := &file_zrepl_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortPartialReceiveReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortPartialReceiveReq) ProtoMessage() {}
+
+func (x *AbortPartialReceiveReq) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortPartialReceiveReq.ProtoReflect.Descriptor instead.
+func (*AbortPartialReceiveReq) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AbortPartialReceiveReq) GetFilesystem() string {
+	if x != nil {
+		return x.Filesystem
+	}
+	return ""
+}
+
+type AbortPartialReceiveRes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortPartialReceiveRes) Reset() {
+	*x = AbortPartialReceiveRes{}
+	mi := &file_zrepl_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortPartialReceiveRes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortPartialReceiveRes) ProtoMessage() {}
+
+func (x *AbortPartialReceiveRes) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortPartialReceiveRes.ProtoReflect.Descriptor instead.
+func (*AbortPartialReceiveRes) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{27}
+}
+
+type MoveLastReceivedHoldReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filesystem    string                 `protobuf:"bytes,1,opt,name=Filesystem,proto3" json:"Filesystem,omitempty"`
+	To            *FilesystemVersion     `protobuf:"bytes,2,opt,name=To,proto3" json:"To,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveLastReceivedHoldReq) Reset() {
+	*x = MoveLastReceivedHoldReq{}
+	mi := &file_zrepl_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveLastReceivedHoldReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveLastReceivedHoldReq) ProtoMessage() {}
+
+func (x *MoveLastReceivedHoldReq) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveLastReceivedHoldReq.ProtoReflect.Descriptor instead.
+func (*MoveLastReceivedHoldReq) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *MoveLastReceivedHoldReq) GetFilesystem() string {
+	if x != nil {
+		return x.Filesystem
+	}
+	return ""
+}
+
+func (x *MoveLastReceivedHoldReq) GetTo() *FilesystemVersion {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+type MoveLastReceivedHoldRes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveLastReceivedHoldRes) Reset() {
+	*x = MoveLastReceivedHoldRes{}
+	mi := &file_zrepl_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveLastReceivedHoldRes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveLastReceivedHoldRes) ProtoMessage() {}
+
+func (x *MoveLastReceivedHoldRes) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveLastReceivedHoldRes.ProtoReflect.Descriptor instead.
+func (*MoveLastReceivedHoldRes) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{29}
+}
+
+type ReceiveResultReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filesystem    string                 `protobuf:"bytes,1,opt,name=Filesystem,proto3" json:"Filesystem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveResultReq) Reset() {
+	*x = ReceiveResultReq{}
+	mi := &file_zrepl_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveResultReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveResultReq) ProtoMessage() {}
+
+func (x *ReceiveResultReq) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveResultReq.ProtoReflect.Descriptor instead.
+func (*ReceiveResultReq) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ReceiveResultReq) GetFilesystem() string {
+	if x != nil {
+		return x.Filesystem
+	}
+	return ""
+}
+
+type ReceiveResultRes struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A receive of the filesystem was running when the call came.
+	WasRunning bool `protobuf:"varint,1,opt,name=was_running,json=wasRunning,proto3" json:"was_running,omitempty"`
+	// Its failure, if it failed.
+	Error         *ErrorInfo `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveResultRes) Reset() {
+	*x = ReceiveResultRes{}
+	mi := &file_zrepl_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveResultRes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveResultRes) ProtoMessage() {}
+
+func (x *ReceiveResultRes) ProtoReflect() protoreflect.Message {
+	mi := &file_zrepl_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveResultRes.ProtoReflect.Descriptor instead.
+func (*ReceiveResultRes) Descriptor() ([]byte, []int) {
+	return file_zrepl_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ReceiveResultRes) GetWasRunning() bool {
+	if x != nil {
+		return x.WasRunning
+	}
+	return false
+}
+
+func (x *ReceiveResultRes) GetError() *ErrorInfo {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// ErrorInfo describes a failed call so that a client of this project can
+// rebuild an error errors.Is recognises: the ZFS error kind and the
+// endpoint's sentinels. It travels as a detail of a gRPC status, after the
+// error header of a data connection's response, and after a stream's error
+// trailer (extension zrepl.dev/errors-v1).
 type ErrorInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The full text of the error on the server.
@@ -1158,7 +1954,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_zrepl_proto_msgTypes[16]
+	mi := &file_zrepl_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1966,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_zrepl_proto_msgTypes[16]
+	mi := &file_zrepl_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1979,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_zrepl_proto_rawDescGZIP(), []int{16}
+	return file_zrepl_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ErrorInfo) GetText() string {
@@ -1232,35 +2028,21 @@ var File_zrepl_proto protoreflect.FileDescriptor
 
 const file_zrepl_proto_rawDesc = "" +
 	"\n" +
-	"\vzrepl.proto\x12\fzrepl.rpc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x01\n" +
-	"\x11FilesystemVersion\x12-\n" +
-	"\x04kind\x18\x01 \x01(\x0e2\x19.zrepl.rpc.v1.VersionKindR\x04kind\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
-	"\x04guid\x18\x03 \x01(\x06R\x04guid\x12\x1d\n" +
-	"\n" +
-	"create_txg\x18\x04 \x01(\x04R\tcreateTxg\x126\n" +
-	"\bcreation\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bcreation\x12\x1b\n" +
-	"\tuser_refs\x18\x06 \x01(\x04R\buserRefs\"\xf4\x01\n" +
-	"\x0eFilesystemInfo\x12\x12\n" +
-	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
-	"\x04guid\x18\x02 \x01(\x06R\x04guid\x120\n" +
-	"\x14receive_resume_token\x18\x03 \x01(\tR\x12receiveResumeToken\x12\x1e\n" +
-	"\n" +
-	"encryption\x18\x04 \x01(\tR\n" +
-	"encryption\x12'\n" +
-	"\x0fencryption_root\x18\x05 \x01(\tR\x0eencryptionRoot\x12\x1d\n" +
-	"\n" +
-	"key_status\x18\x06 \x01(\tR\tkeyStatus\x12 \n" +
-	"\vplaceholder\x18\a \x01(\bR\vplaceholder\"\xa2\x02\n" +
+	"\vzrepl.proto\"I\n" +
+	"\x11ListFilesystemReq\x124\n" +
+	"\x16zrepl_dev_full_listing\x18\xe8\a \x01(\bR\x13zreplDevFullListing\"x\n" +
+	"\x11ListFilesystemRes\x12-\n" +
+	"\vFilesystems\x18\x01 \x03(\v2\v.FilesystemR\vFilesystems\x124\n" +
+	"\x16zrepl_dev_full_listing\x18\xe8\a \x01(\bR\x13zreplDevFullListing\"\xd8\x02\n" +
 	"\n" +
 	"Filesystem\x12\x12\n" +
-	"\x04path\x18\x01 \x01(\tR\x04path\x120\n" +
-	"\x04info\x18\x02 \x01(\v2\x1c.zrepl.rpc.v1.FilesystemInfoR\x04info\x12;\n" +
-	"\bversions\x18\x03 \x03(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\bversions\x12(\n" +
-	"\x10job_cursor_guids\x18\x04 \x03(\x06R\x0ejobCursorGuids\x12,\n" +
-	"\x12job_step_bookmarks\x18\x05 \x01(\bR\x10jobStepBookmarks\x129\n" +
-	"\vsend_policy\x18\x06 \x01(\v2\x18.zrepl.rpc.v1.SendPolicyR\n" +
-	"sendPolicy\"\x87\x02\n" +
+	"\x04Path\x18\x01 \x01(\tR\x04Path\x12 \n" +
+	"\vResumeToken\x18\x02 \x01(\tR\vResumeToken\x12$\n" +
+	"\rIsPlaceholder\x18\x03 \x01(\bR\rIsPlaceholder\x126\n" +
+	"\x0ezrepl_dev_info\x18\xe8\a \x01(\v2\x0f.FilesystemInfoR\fzreplDevInfo\x12A\n" +
+	"\x12zrepl_dev_versions\x18\xe9\a \x03(\v2\x12.FilesystemVersionR\x10zreplDevVersions\x122\n" +
+	"\x0fzrepl_dev_marks\x18\xea\a \x01(\v2\t.JobMarksR\rzreplDevMarks\x12?\n" +
+	"\x15zrepl_dev_send_policy\x18\xeb\a \x01(\v2\v.SendPolicyR\x12zreplDevSendPolicy\"\x87\x02\n" +
 	"\n" +
 	"SendPolicy\x12\x1c\n" +
 	"\tencrypted\x18\x01 \x01(\bR\tencrypted\x12\x10\n" +
@@ -1274,47 +2056,120 @@ const file_zrepl_proto_rawDesc = "" +
 	"compressed\x18\x06 \x01(\bR\n" +
 	"compressed\x12#\n" +
 	"\rembedded_data\x18\a \x01(\bR\fembeddedData\x12\x14\n" +
-	"\x05saved\x18\b \x01(\bR\x05saved\"\x18\n" +
-	"\x16ListFilesystemsRequest\"R\n" +
-	"\x14ListFilesystemsReply\x12:\n" +
-	"\vfilesystems\x18\x01 \x03(\v2\x18.zrepl.rpc.v1.FilesystemR\vfilesystems\"\xf8\x01\n" +
-	"\vSendRequest\x12\x0e\n" +
-	"\x02fs\x18\x01 \x01(\tR\x02fs\x123\n" +
-	"\x04from\x18\x02 \x01(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\x04from\x12/\n" +
-	"\x02to\x18\x03 \x01(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\x02to\x12!\n" +
-	"\fresume_token\x18\x04 \x01(\tR\vresumeToken\x128\n" +
+	"\x05saved\x18\b \x01(\bR\x05saved\"\x8c\x01\n" +
+	"\x0eFilesystemInfo\x12\x12\n" +
+	"\x04guid\x18\x01 \x01(\x04R\x04guid\x12\x1e\n" +
 	"\n" +
-	"protection\x18\t \x01(\x0e2\x18.zrepl.rpc.v1.ProtectionR\n" +
-	"protectionJ\x04\b\x05\x10\x06J\x04\b\x06\x10\aJ\x04\b\a\x10\bJ\x04\b\b\x10\t\"#\n" +
-	"\rSendSizeReply\x12\x12\n" +
-	"\x04size\x18\x01 \x01(\x03R\x04size\"i\n" +
-	"\x11SendStreamRequest\x123\n" +
-	"\arequest\x18\x01 \x01(\v2\x19.zrepl.rpc.v1.SendRequestR\arequest\x12\x1f\n" +
-	"\vdata_ticket\x18\x02 \x01(\x04R\n" +
-	"dataTicket\"A\n" +
-	"\x0fSendStreamEvent\x12\x18\n" +
-	"\astarted\x18\x01 \x01(\bR\astarted\x12\x14\n" +
-	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\"_\n" +
-	"\x14StepCompletedRequest\x123\n" +
-	"\arequest\x18\x01 \x01(\v2\x19.zrepl.rpc.v1.SendRequestR\arequest\x12\x12\n" +
-	"\x04last\x18\x02 \x01(\bR\x04last\"\xd7\x01\n" +
-	"\x0eReceiveRequest\x12\x0e\n" +
-	"\x02fs\x18\x01 \x01(\tR\x02fs\x123\n" +
-	"\x04from\x18\x02 \x01(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\x04from\x12/\n" +
-	"\x02to\x18\x03 \x01(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\x02to\x12\x12\n" +
-	"\x04full\x18\x04 \x01(\bR\x04full\x12\x1a\n" +
-	"\bresuming\x18\x05 \x01(\bR\bresuming\x12\x1f\n" +
-	"\vdata_ticket\x18\x06 \x01(\x04R\n" +
-	"dataTicket\",\n" +
-	"\x1aAbortPartialReceiveRequest\x12\x0e\n" +
-	"\x02fs\x18\x01 \x01(\tR\x02fs\"^\n" +
-	"\x1bMoveLastReceivedHoldRequest\x12\x0e\n" +
-	"\x02fs\x18\x01 \x01(\tR\x02fs\x12/\n" +
-	"\x02to\x18\x02 \x01(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\x02to\"h\n" +
-	"\x17DestroySnapshotsRequest\x12\x0e\n" +
-	"\x02fs\x18\x01 \x01(\tR\x02fs\x12=\n" +
-	"\tsnapshots\x18\x02 \x03(\v2\x1f.zrepl.rpc.v1.FilesystemVersionR\tsnapshots\"\a\n" +
-	"\x05Empty\"\xa9\x01\n" +
+	"encryption\x18\x02 \x01(\tR\n" +
+	"encryption\x12'\n" +
+	"\x0fencryption_root\x18\x03 \x01(\tR\x0eencryptionRoot\x12\x1d\n" +
+	"\n" +
+	"key_status\x18\x04 \x01(\tR\tkeyStatus\"T\n" +
+	"\bJobMarks\x12!\n" +
+	"\fcursor_guids\x18\x01 \x03(\x04R\vcursorGuids\x12%\n" +
+	"\x0estep_bookmarks\x18\x02 \x01(\bR\rstepBookmarks\";\n" +
+	"\x19ListFilesystemVersionsReq\x12\x1e\n" +
+	"\n" +
+	"Filesystem\x18\x01 \x01(\tR\n" +
+	"Filesystem\"K\n" +
+	"\x19ListFilesystemVersionsRes\x12.\n" +
+	"\bVersions\x18\x01 \x03(\v2\x12.FilesystemVersionR\bVersions\"\xa1\x02\n" +
+	"\x11FilesystemVersion\x122\n" +
+	"\x04Type\x18\x01 \x01(\x0e2\x1e.FilesystemVersion.VersionTypeR\x04Type\x12\x12\n" +
+	"\x04Name\x18\x02 \x01(\tR\x04Name\x12\x12\n" +
+	"\x04Guid\x18\x03 \x01(\x04R\x04Guid\x12\x1c\n" +
+	"\tCreateTXG\x18\x04 \x01(\x04R\tCreateTXG\x12\x1a\n" +
+	"\bCreation\x18\x05 \x01(\tR\bCreation\x123\n" +
+	"\x13zrepl_dev_user_refs\x18\xe8\a \x01(\x04H\x00R\x10zreplDevUserRefs\x88\x01\x01\")\n" +
+	"\vVersionType\x12\f\n" +
+	"\bSnapshot\x10\x00\x12\f\n" +
+	"\bBookmark\x10\x01B\x16\n" +
+	"\x14_zrepl_dev_user_refs\"\xd9\x01\n" +
+	"\aSendReq\x12\x1e\n" +
+	"\n" +
+	"Filesystem\x18\x01 \x01(\tR\n" +
+	"Filesystem\x12&\n" +
+	"\x04From\x18\x02 \x01(\v2\x12.FilesystemVersionR\x04From\x12\"\n" +
+	"\x02To\x18\x03 \x01(\v2\x12.FilesystemVersionR\x02To\x12 \n" +
+	"\vResumeToken\x18\x04 \x01(\tR\vResumeToken\x12@\n" +
+	"\x11ReplicationConfig\x18\x06 \x01(\v2\x12.ReplicationConfigR\x11ReplicationConfig\"Q\n" +
+	"\x11ReplicationConfig\x12<\n" +
+	"\n" +
+	"protection\x18\x01 \x01(\v2\x1c.ReplicationConfigProtectionR\n" +
+	"protection\"\x8f\x01\n" +
+	"\x1bReplicationConfigProtection\x123\n" +
+	"\aInitial\x18\x01 \x01(\x0e2\x19.ReplicationGuaranteeKindR\aInitial\x12;\n" +
+	"\vIncremental\x18\x02 \x01(\x0e2\x19.ReplicationGuaranteeKindR\vIncremental\"4\n" +
+	"\bProperty\x12\x12\n" +
+	"\x04Name\x18\x01 \x01(\tR\x04Name\x12\x14\n" +
+	"\x05Value\x18\x02 \x01(\tR\x05Value\"W\n" +
+	"\aSendRes\x12(\n" +
+	"\x0fUsedResumeToken\x18\x01 \x01(\bR\x0fUsedResumeToken\x12\"\n" +
+	"\fExpectedSize\x18\x02 \x01(\x04R\fExpectedSize\"}\n" +
+	"\x10SendCompletedReq\x12*\n" +
+	"\vOriginalReq\x18\x02 \x01(\v2\b.SendReqR\vOriginalReq\x12*\n" +
+	"\x0ezrepl_dev_last\x18\xe8\a \x01(\bH\x00R\fzreplDevLast\x88\x01\x01B\x11\n" +
+	"\x0f_zrepl_dev_last\"\x12\n" +
+	"\x10SendCompletedRes\"\xf3\x01\n" +
+	"\n" +
+	"ReceiveReq\x12\x1e\n" +
+	"\n" +
+	"Filesystem\x18\x01 \x01(\tR\n" +
+	"Filesystem\x12\"\n" +
+	"\x02To\x18\x02 \x01(\v2\x12.FilesystemVersionR\x02To\x12*\n" +
+	"\x10ClearResumeToken\x18\x03 \x01(\bR\x10ClearResumeToken\x12@\n" +
+	"\x11ReplicationConfig\x18\x04 \x01(\v2\x12.ReplicationConfigR\x11ReplicationConfig\x123\n" +
+	"\x0ezrepl_dev_step\x18\xe8\a \x01(\v2\f.ReceiveStepR\fzreplDevStep\"e\n" +
+	"\vReceiveStep\x12&\n" +
+	"\x04from\x18\x01 \x01(\v2\x12.FilesystemVersionR\x04from\x12\x12\n" +
+	"\x04full\x18\x02 \x01(\bR\x04full\x12\x1a\n" +
+	"\bresuming\x18\x03 \x01(\bR\bresuming\"\f\n" +
+	"\n" +
+	"ReceiveRes\"g\n" +
+	"\x13DestroySnapshotsReq\x12\x1e\n" +
+	"\n" +
+	"Filesystem\x18\x01 \x01(\tR\n" +
+	"Filesystem\x120\n" +
+	"\tSnapshots\x18\x02 \x03(\v2\x12.FilesystemVersionR\tSnapshots\"\x8f\x01\n" +
+	"\x12DestroySnapshotRes\x12.\n" +
+	"\bSnapshot\x18\x01 \x01(\v2\x12.FilesystemVersionR\bSnapshot\x12\x14\n" +
+	"\x05Error\x18\x02 \x01(\tR\x05Error\x123\n" +
+	"\x0fzrepl_dev_error\x18\xe8\a \x01(\v2\n" +
+	".ErrorInfoR\rzreplDevError\"D\n" +
+	"\x13DestroySnapshotsRes\x12-\n" +
+	"\aResults\x18\x01 \x03(\v2\x13.DestroySnapshotResR\aResults\"6\n" +
+	"\x14ReplicationCursorReq\x12\x1e\n" +
+	"\n" +
+	"Filesystem\x18\x01 \x01(\tR\n" +
+	"Filesystem\"T\n" +
+	"\x14ReplicationCursorRes\x12\x14\n" +
+	"\x04Guid\x18\x01 \x01(\x04H\x00R\x04Guid\x12\x1c\n" +
+	"\bNotexist\x18\x02 \x01(\bH\x00R\bNotexistB\b\n" +
+	"\x06Result\"#\n" +
+	"\aPingReq\x12\x18\n" +
+	"\aMessage\x18\x01 \x01(\tR\aMessage\"\x1d\n" +
+	"\aPingRes\x12\x12\n" +
+	"\x04Echo\x18\x01 \x01(\tR\x04Echo\"8\n" +
+	"\x16AbortPartialReceiveReq\x12\x1e\n" +
+	"\n" +
+	"Filesystem\x18\x01 \x01(\tR\n" +
+	"Filesystem\"\x18\n" +
+	"\x16AbortPartialReceiveRes\"]\n" +
+	"\x17MoveLastReceivedHoldReq\x12\x1e\n" +
+	"\n" +
+	"Filesystem\x18\x01 \x01(\tR\n" +
+	"Filesystem\x12\"\n" +
+	"\x02To\x18\x02 \x01(\v2\x12.FilesystemVersionR\x02To\"\x19\n" +
+	"\x17MoveLastReceivedHoldRes\"2\n" +
+	"\x10ReceiveResultReq\x12\x1e\n" +
+	"\n" +
+	"Filesystem\x18\x01 \x01(\tR\n" +
+	"Filesystem\"U\n" +
+	"\x10ReceiveResultRes\x12\x1f\n" +
+	"\vwas_running\x18\x01 \x01(\bR\n" +
+	"wasRunning\x12 \n" +
+	"\x05error\x18\x02 \x01(\v2\n" +
+	".ErrorInfoR\x05error\"\xa9\x01\n" +
 	"\tErrorInfo\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x19\n" +
 	"\bzfs_kind\x18\x02 \x01(\tR\azfsKind\x12\x15\n" +
@@ -1322,28 +2177,24 @@ const file_zrepl_proto_rawDesc = "" +
 	"\vzfs_dataset\x18\x04 \x01(\tR\n" +
 	"zfsDataset\x12\x17\n" +
 	"\azfs_msg\x18\x05 \x01(\tR\x06zfsMsg\x12\x1c\n" +
-	"\tsentinels\x18\x06 \x03(\tR\tsentinels*G\n" +
-	"\vVersionKind\x12\x1c\n" +
-	"\x18VERSION_KIND_UNSPECIFIED\x10\x00\x12\f\n" +
-	"\bSNAPSHOT\x10\x01\x12\f\n" +
-	"\bBOOKMARK\x10\x02*Z\n" +
-	"\n" +
-	"Protection\x12\x1a\n" +
-	"\x16GUARANTEE_RESUMABILITY\x10\x00\x12\x19\n" +
-	"\x15GUARANTEE_INCREMENTAL\x10\x01\x12\x15\n" +
-	"\x11GUARANTEE_NOTHING\x10\x022\x8d\x03\n" +
-	"\x06Sender\x12[\n" +
-	"\x0fListFilesystems\x12$.zrepl.rpc.v1.ListFilesystemsRequest\x1a\".zrepl.rpc.v1.ListFilesystemsReply\x12B\n" +
-	"\bSendSize\x12\x19.zrepl.rpc.v1.SendRequest\x1a\x1b.zrepl.rpc.v1.SendSizeReply\x12H\n" +
-	"\x04Send\x12\x1f.zrepl.rpc.v1.SendStreamRequest\x1a\x1d.zrepl.rpc.v1.SendStreamEvent0\x01\x12H\n" +
-	"\rStepCompleted\x12\".zrepl.rpc.v1.StepCompletedRequest\x1a\x13.zrepl.rpc.v1.Empty\x12N\n" +
-	"\x10DestroySnapshots\x12%.zrepl.rpc.v1.DestroySnapshotsRequest\x1a\x13.zrepl.rpc.v1.Empty2\xa3\x03\n" +
-	"\bReceiver\x12[\n" +
-	"\x0fListFilesystems\x12$.zrepl.rpc.v1.ListFilesystemsRequest\x1a\".zrepl.rpc.v1.ListFilesystemsReply\x12<\n" +
-	"\aReceive\x12\x1c.zrepl.rpc.v1.ReceiveRequest\x1a\x13.zrepl.rpc.v1.Empty\x12T\n" +
-	"\x13AbortPartialReceive\x12(.zrepl.rpc.v1.AbortPartialReceiveRequest\x1a\x13.zrepl.rpc.v1.Empty\x12V\n" +
-	"\x14MoveLastReceivedHold\x12).zrepl.rpc.v1.MoveLastReceivedHoldRequest\x1a\x13.zrepl.rpc.v1.Empty\x12N\n" +
-	"\x10DestroySnapshots\x12%.zrepl.rpc.v1.DestroySnapshotsRequest\x1a\x13.zrepl.rpc.v1.EmptyB\x1fZ\x1dzrepl.dev/zrepl/engine/rpc/pbb\x06proto3"
+	"\tsentinels\x18\x06 \x03(\tR\tsentinels*\x86\x01\n" +
+	"\x18ReplicationGuaranteeKind\x12\x14\n" +
+	"\x10GuaranteeInvalid\x10\x00\x12\x19\n" +
+	"\x15GuaranteeResumability\x10\x01\x12#\n" +
+	"\x1fGuaranteeIncrementalReplication\x10\x02\x12\x14\n" +
+	"\x10GuaranteeNothing\x10\x032\x8f\x03\n" +
+	"\vReplication\x12\x1a\n" +
+	"\x04Ping\x12\b.PingReq\x1a\b.PingRes\x129\n" +
+	"\x0fListFilesystems\x12\x12.ListFilesystemReq\x1a\x12.ListFilesystemRes\x12P\n" +
+	"\x16ListFilesystemVersions\x12\x1a.ListFilesystemVersionsReq\x1a\x1a.ListFilesystemVersionsRes\x12>\n" +
+	"\x10DestroySnapshots\x12\x14.DestroySnapshotsReq\x1a\x14.DestroySnapshotsRes\x12A\n" +
+	"\x11ReplicationCursor\x12\x15.ReplicationCursorReq\x1a\x15.ReplicationCursorRes\x12\x1d\n" +
+	"\aSendDry\x12\b.SendReq\x1a\b.SendRes\x125\n" +
+	"\rSendCompleted\x12\x11.SendCompletedReq\x1a\x11.SendCompletedRes2\xde\x01\n" +
+	"\x10ZreplDevEndpoint\x12G\n" +
+	"\x13AbortPartialReceive\x12\x17.AbortPartialReceiveReq\x1a\x17.AbortPartialReceiveRes\x12J\n" +
+	"\x14MoveLastReceivedHold\x12\x18.MoveLastReceivedHoldReq\x1a\x18.MoveLastReceivedHoldRes\x125\n" +
+	"\rReceiveResult\x12\x11.ReceiveResultReq\x1a\x11.ReceiveResultResB\x1fZ\x1dzrepl.dev/zrepl/engine/rpc/pbb\x06proto3"
 
 var (
 	file_zrepl_proto_rawDescOnce sync.Once
@@ -1358,70 +2209,94 @@ func file_zrepl_proto_rawDescGZIP() []byte {
 }
 
 var file_zrepl_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_zrepl_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_zrepl_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_zrepl_proto_goTypes = []any{
-	(VersionKind)(0),                    // 0: zrepl.rpc.v1.VersionKind
-	(Protection)(0),                     // 1: zrepl.rpc.v1.Protection
-	(*FilesystemVersion)(nil),           // 2: zrepl.rpc.v1.FilesystemVersion
-	(*FilesystemInfo)(nil),              // 3: zrepl.rpc.v1.FilesystemInfo
-	(*Filesystem)(nil),                  // 4: zrepl.rpc.v1.Filesystem
-	(*SendPolicy)(nil),                  // 5: zrepl.rpc.v1.SendPolicy
-	(*ListFilesystemsRequest)(nil),      // 6: zrepl.rpc.v1.ListFilesystemsRequest
-	(*ListFilesystemsReply)(nil),        // 7: zrepl.rpc.v1.ListFilesystemsReply
-	(*SendRequest)(nil),                 // 8: zrepl.rpc.v1.SendRequest
-	(*SendSizeReply)(nil),               // 9: zrepl.rpc.v1.SendSizeReply
-	(*SendStreamRequest)(nil),           // 10: zrepl.rpc.v1.SendStreamRequest
-	(*SendStreamEvent)(nil),             // 11: zrepl.rpc.v1.SendStreamEvent
-	(*StepCompletedRequest)(nil),        // 12: zrepl.rpc.v1.StepCompletedRequest
-	(*ReceiveRequest)(nil),              // 13: zrepl.rpc.v1.ReceiveRequest
-	(*AbortPartialReceiveRequest)(nil),  // 14: zrepl.rpc.v1.AbortPartialReceiveRequest
-	(*MoveLastReceivedHoldRequest)(nil), // 15: zrepl.rpc.v1.MoveLastReceivedHoldRequest
-	(*DestroySnapshotsRequest)(nil),     // 16: zrepl.rpc.v1.DestroySnapshotsRequest
-	(*Empty)(nil),                       // 17: zrepl.rpc.v1.Empty
-	(*ErrorInfo)(nil),                   // 18: zrepl.rpc.v1.ErrorInfo
-	(*timestamppb.Timestamp)(nil),       // 19: google.protobuf.Timestamp
+	(ReplicationGuaranteeKind)(0),       // 0: ReplicationGuaranteeKind
+	(FilesystemVersion_VersionType)(0),  // 1: FilesystemVersion.VersionType
+	(*ListFilesystemReq)(nil),           // 2: ListFilesystemReq
+	(*ListFilesystemRes)(nil),           // 3: ListFilesystemRes
+	(*Filesystem)(nil),                  // 4: Filesystem
+	(*SendPolicy)(nil),                  // 5: SendPolicy
+	(*FilesystemInfo)(nil),              // 6: FilesystemInfo
+	(*JobMarks)(nil),                    // 7: JobMarks
+	(*ListFilesystemVersionsReq)(nil),   // 8: ListFilesystemVersionsReq
+	(*ListFilesystemVersionsRes)(nil),   // 9: ListFilesystemVersionsRes
+	(*FilesystemVersion)(nil),           // 10: FilesystemVersion
+	(*SendReq)(nil),                     // 11: SendReq
+	(*ReplicationConfig)(nil),           // 12: ReplicationConfig
+	(*ReplicationConfigProtection)(nil), // 13: ReplicationConfigProtection
+	(*Property)(nil),                    // 14: Property
+	(*SendRes)(nil),                     // 15: SendRes
+	(*SendCompletedReq)(nil),            // 16: SendCompletedReq
+	(*SendCompletedRes)(nil),            // 17: SendCompletedRes
+	(*ReceiveReq)(nil),                  // 18: ReceiveReq
+	(*ReceiveStep)(nil),                 // 19: ReceiveStep
+	(*ReceiveRes)(nil),                  // 20: ReceiveRes
+	(*DestroySnapshotsReq)(nil),         // 21: DestroySnapshotsReq
+	(*DestroySnapshotRes)(nil),          // 22: DestroySnapshotRes
+	(*DestroySnapshotsRes)(nil),         // 23: DestroySnapshotsRes
+	(*ReplicationCursorReq)(nil),        // 24: ReplicationCursorReq
+	(*ReplicationCursorRes)(nil),        // 25: ReplicationCursorRes
+	(*PingReq)(nil),                     // 26: PingReq
+	(*PingRes)(nil),                     // 27: PingRes
+	(*AbortPartialReceiveReq)(nil),      // 28: AbortPartialReceiveReq
+	(*AbortPartialReceiveRes)(nil),      // 29: AbortPartialReceiveRes
+	(*MoveLastReceivedHoldReq)(nil),     // 30: MoveLastReceivedHoldReq
+	(*MoveLastReceivedHoldRes)(nil),     // 31: MoveLastReceivedHoldRes
+	(*ReceiveResultReq)(nil),            // 32: ReceiveResultReq
+	(*ReceiveResultRes)(nil),            // 33: ReceiveResultRes
+	(*ErrorInfo)(nil),                   // 34: ErrorInfo
 }
 var file_zrepl_proto_depIdxs = []int32{
-	0,  // 0: zrepl.rpc.v1.FilesystemVersion.kind:type_name -> zrepl.rpc.v1.VersionKind
-	19, // 1: zrepl.rpc.v1.FilesystemVersion.creation:type_name -> google.protobuf.Timestamp
-	3,  // 2: zrepl.rpc.v1.Filesystem.info:type_name -> zrepl.rpc.v1.FilesystemInfo
-	2,  // 3: zrepl.rpc.v1.Filesystem.versions:type_name -> zrepl.rpc.v1.FilesystemVersion
-	5,  // 4: zrepl.rpc.v1.Filesystem.send_policy:type_name -> zrepl.rpc.v1.SendPolicy
-	4,  // 5: zrepl.rpc.v1.ListFilesystemsReply.filesystems:type_name -> zrepl.rpc.v1.Filesystem
-	2,  // 6: zrepl.rpc.v1.SendRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
-	2,  // 7: zrepl.rpc.v1.SendRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
-	1,  // 8: zrepl.rpc.v1.SendRequest.protection:type_name -> zrepl.rpc.v1.Protection
-	8,  // 9: zrepl.rpc.v1.SendStreamRequest.request:type_name -> zrepl.rpc.v1.SendRequest
-	8,  // 10: zrepl.rpc.v1.StepCompletedRequest.request:type_name -> zrepl.rpc.v1.SendRequest
-	2,  // 11: zrepl.rpc.v1.ReceiveRequest.from:type_name -> zrepl.rpc.v1.FilesystemVersion
-	2,  // 12: zrepl.rpc.v1.ReceiveRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
-	2,  // 13: zrepl.rpc.v1.MoveLastReceivedHoldRequest.to:type_name -> zrepl.rpc.v1.FilesystemVersion
-	2,  // 14: zrepl.rpc.v1.DestroySnapshotsRequest.snapshots:type_name -> zrepl.rpc.v1.FilesystemVersion
-	6,  // 15: zrepl.rpc.v1.Sender.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
-	8,  // 16: zrepl.rpc.v1.Sender.SendSize:input_type -> zrepl.rpc.v1.SendRequest
-	10, // 17: zrepl.rpc.v1.Sender.Send:input_type -> zrepl.rpc.v1.SendStreamRequest
-	12, // 18: zrepl.rpc.v1.Sender.StepCompleted:input_type -> zrepl.rpc.v1.StepCompletedRequest
-	16, // 19: zrepl.rpc.v1.Sender.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
-	6,  // 20: zrepl.rpc.v1.Receiver.ListFilesystems:input_type -> zrepl.rpc.v1.ListFilesystemsRequest
-	13, // 21: zrepl.rpc.v1.Receiver.Receive:input_type -> zrepl.rpc.v1.ReceiveRequest
-	14, // 22: zrepl.rpc.v1.Receiver.AbortPartialReceive:input_type -> zrepl.rpc.v1.AbortPartialReceiveRequest
-	15, // 23: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:input_type -> zrepl.rpc.v1.MoveLastReceivedHoldRequest
-	16, // 24: zrepl.rpc.v1.Receiver.DestroySnapshots:input_type -> zrepl.rpc.v1.DestroySnapshotsRequest
-	7,  // 25: zrepl.rpc.v1.Sender.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	9,  // 26: zrepl.rpc.v1.Sender.SendSize:output_type -> zrepl.rpc.v1.SendSizeReply
-	11, // 27: zrepl.rpc.v1.Sender.Send:output_type -> zrepl.rpc.v1.SendStreamEvent
-	17, // 28: zrepl.rpc.v1.Sender.StepCompleted:output_type -> zrepl.rpc.v1.Empty
-	17, // 29: zrepl.rpc.v1.Sender.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
-	7,  // 30: zrepl.rpc.v1.Receiver.ListFilesystems:output_type -> zrepl.rpc.v1.ListFilesystemsReply
-	17, // 31: zrepl.rpc.v1.Receiver.Receive:output_type -> zrepl.rpc.v1.Empty
-	17, // 32: zrepl.rpc.v1.Receiver.AbortPartialReceive:output_type -> zrepl.rpc.v1.Empty
-	17, // 33: zrepl.rpc.v1.Receiver.MoveLastReceivedHold:output_type -> zrepl.rpc.v1.Empty
-	17, // 34: zrepl.rpc.v1.Receiver.DestroySnapshots:output_type -> zrepl.rpc.v1.Empty
-	25, // [25:35] is the sub-list for method output_type
-	15, // [15:25] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	4,  // 0: ListFilesystemRes.Filesystems:type_name -> Filesystem
+	6,  // 1: Filesystem.zrepl_dev_info:type_name -> FilesystemInfo
+	10, // 2: Filesystem.zrepl_dev_versions:type_name -> FilesystemVersion
+	7,  // 3: Filesystem.zrepl_dev_marks:type_name -> JobMarks
+	5,  // 4: Filesystem.zrepl_dev_send_policy:type_name -> SendPolicy
+	10, // 5: ListFilesystemVersionsRes.Versions:type_name -> FilesystemVersion
+	1,  // 6: FilesystemVersion.Type:type_name -> FilesystemVersion.VersionType
+	10, // 7: SendReq.From:type_name -> FilesystemVersion
+	10, // 8: SendReq.To:type_name -> FilesystemVersion
+	12, // 9: SendReq.ReplicationConfig:type_name -> ReplicationConfig
+	13, // 10: ReplicationConfig.protection:type_name -> ReplicationConfigProtection
+	0,  // 11: ReplicationConfigProtection.Initial:type_name -> ReplicationGuaranteeKind
+	0,  // 12: ReplicationConfigProtection.Incremental:type_name -> ReplicationGuaranteeKind
+	11, // 13: SendCompletedReq.OriginalReq:type_name -> SendReq
+	10, // 14: ReceiveReq.To:type_name -> FilesystemVersion
+	12, // 15: ReceiveReq.ReplicationConfig:type_name -> ReplicationConfig
+	19, // 16: ReceiveReq.zrepl_dev_step:type_name -> ReceiveStep
+	10, // 17: ReceiveStep.from:type_name -> FilesystemVersion
+	10, // 18: DestroySnapshotsReq.Snapshots:type_name -> FilesystemVersion
+	10, // 19: DestroySnapshotRes.Snapshot:type_name -> FilesystemVersion
+	34, // 20: DestroySnapshotRes.zrepl_dev_error:type_name -> ErrorInfo
+	22, // 21: DestroySnapshotsRes.Results:type_name -> DestroySnapshotRes
+	10, // 22: MoveLastReceivedHoldReq.To:type_name -> FilesystemVersion
+	34, // 23: ReceiveResultRes.error:type_name -> ErrorInfo
+	26, // 24: Replication.Ping:input_type -> PingReq
+	2,  // 25: Replication.ListFilesystems:input_type -> ListFilesystemReq
+	8,  // 26: Replication.ListFilesystemVersions:input_type -> ListFilesystemVersionsReq
+	21, // 27: Replication.DestroySnapshots:input_type -> DestroySnapshotsReq
+	24, // 28: Replication.ReplicationCursor:input_type -> ReplicationCursorReq
+	11, // 29: Replication.SendDry:input_type -> SendReq
+	16, // 30: Replication.SendCompleted:input_type -> SendCompletedReq
+	28, // 31: ZreplDevEndpoint.AbortPartialReceive:input_type -> AbortPartialReceiveReq
+	30, // 32: ZreplDevEndpoint.MoveLastReceivedHold:input_type -> MoveLastReceivedHoldReq
+	32, // 33: ZreplDevEndpoint.ReceiveResult:input_type -> ReceiveResultReq
+	27, // 34: Replication.Ping:output_type -> PingRes
+	3,  // 35: Replication.ListFilesystems:output_type -> ListFilesystemRes
+	9,  // 36: Replication.ListFilesystemVersions:output_type -> ListFilesystemVersionsRes
+	23, // 37: Replication.DestroySnapshots:output_type -> DestroySnapshotsRes
+	25, // 38: Replication.ReplicationCursor:output_type -> ReplicationCursorRes
+	15, // 39: Replication.SendDry:output_type -> SendRes
+	17, // 40: Replication.SendCompleted:output_type -> SendCompletedRes
+	29, // 41: ZreplDevEndpoint.AbortPartialReceive:output_type -> AbortPartialReceiveRes
+	31, // 42: ZreplDevEndpoint.MoveLastReceivedHold:output_type -> MoveLastReceivedHoldRes
+	33, // 43: ZreplDevEndpoint.ReceiveResult:output_type -> ReceiveResultRes
+	34, // [34:44] is the sub-list for method output_type
+	24, // [24:34] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_zrepl_proto_init() }
@@ -1429,13 +2304,19 @@ func file_zrepl_proto_init() {
 	if File_zrepl_proto != nil {
 		return
 	}
+	file_zrepl_proto_msgTypes[8].OneofWrappers = []any{}
+	file_zrepl_proto_msgTypes[14].OneofWrappers = []any{}
+	file_zrepl_proto_msgTypes[23].OneofWrappers = []any{
+		(*ReplicationCursorRes_Guid)(nil),
+		(*ReplicationCursorRes_Notexist)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_zrepl_proto_rawDesc), len(file_zrepl_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,7 +1,17 @@
-// The control RPCs between a job's replication driver and the remote
-// endpoint. Send streams do not travel here: they use a separate framed data
-// connection (see engine/rpc/frame.go), named in these requests by the
-// ticket the server handed out when that connection said hello.
+// The protocol data units of zrepl's wire protocol (version 7, zrepl
+// v0.7): the messages of the gRPC service Replication on the control
+// connection and of the requests on data connections. Field numbers, types
+// and the service and method names are those zrepl v0.7.0 puts on the wire;
+// package rpc's doc says how the messages travel.
+//
+// There is deliberately no `package`: zrepl's service is "Replication", so
+// its methods are "/Replication/Ping" and so on.
+//
+// Fields numbered from 1000 up are this project's extensions. A zrepl peer
+// neither sends them nor reads them (protobuf skips unknown fields); a peer
+// of this project uses one only where its banner announced the extension
+// that defines it (see engine/rpc/extensions.go), or where the field's
+// presence itself says that the other side is of this project.
 //
 // Regenerate with `make generate`.
 
@@ -26,531 +36,535 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Sender_ListFilesystems_FullMethodName  = "/zrepl.rpc.v1.Sender/ListFilesystems"
-	Sender_SendSize_FullMethodName         = "/zrepl.rpc.v1.Sender/SendSize"
-	Sender_Send_FullMethodName             = "/zrepl.rpc.v1.Sender/Send"
-	Sender_StepCompleted_FullMethodName    = "/zrepl.rpc.v1.Sender/StepCompleted"
-	Sender_DestroySnapshots_FullMethodName = "/zrepl.rpc.v1.Sender/DestroySnapshots"
+	Replication_Ping_FullMethodName                   = "/Replication/Ping"
+	Replication_ListFilesystems_FullMethodName        = "/Replication/ListFilesystems"
+	Replication_ListFilesystemVersions_FullMethodName = "/Replication/ListFilesystemVersions"
+	Replication_DestroySnapshots_FullMethodName       = "/Replication/DestroySnapshots"
+	Replication_ReplicationCursor_FullMethodName      = "/Replication/ReplicationCursor"
+	Replication_SendDry_FullMethodName                = "/Replication/SendDry"
+	Replication_SendCompleted_FullMethodName          = "/Replication/SendCompleted"
 )
 
-// SenderClient is the client API for Sender service.
+// ReplicationClient is the client API for Replication service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
-//
-// Sender is served by a source (the sending side of a pull job).
-type SenderClient interface {
-	ListFilesystems(ctx context.Context, in *ListFilesystemsRequest, opts ...grpc.CallOption) (*ListFilesystemsReply, error)
-	SendSize(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendSizeReply, error)
-	Send(ctx context.Context, in *SendStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SendStreamEvent], error)
-	StepCompleted(ctx context.Context, in *StepCompletedRequest, opts ...grpc.CallOption) (*Empty, error)
-	// DestroySnapshots prunes the source's snapshots for a pull job's
-	// keep_sender rules: only snapshots of filesystems the source serves,
-	// never held ones, never one a replication cursor marks, never
-	// bookmarks.
-	DestroySnapshots(ctx context.Context, in *DestroySnapshotsRequest, opts ...grpc.CallOption) (*Empty, error)
+type ReplicationClient interface {
+	Ping(ctx context.Context, in *PingReq, opts ...grpc.CallOption) (*PingRes, error)
+	ListFilesystems(ctx context.Context, in *ListFilesystemReq, opts ...grpc.CallOption) (*ListFilesystemRes, error)
+	ListFilesystemVersions(ctx context.Context, in *ListFilesystemVersionsReq, opts ...grpc.CallOption) (*ListFilesystemVersionsRes, error)
+	DestroySnapshots(ctx context.Context, in *DestroySnapshotsReq, opts ...grpc.CallOption) (*DestroySnapshotsRes, error)
+	ReplicationCursor(ctx context.Context, in *ReplicationCursorReq, opts ...grpc.CallOption) (*ReplicationCursorRes, error)
+	SendDry(ctx context.Context, in *SendReq, opts ...grpc.CallOption) (*SendRes, error)
+	SendCompleted(ctx context.Context, in *SendCompletedReq, opts ...grpc.CallOption) (*SendCompletedRes, error)
 }
 
-type senderClient struct {
+type replicationClient struct {
 	cc grpc.ClientConnInterface
 }
 
-func NewSenderClient(cc grpc.ClientConnInterface) SenderClient {
-	return &senderClient{cc}
+func NewReplicationClient(cc grpc.ClientConnInterface) ReplicationClient {
+	return &replicationClient{cc}
 }
 
-func (c *senderClient) ListFilesystems(ctx context.Context, in *ListFilesystemsRequest, opts ...grpc.CallOption) (*ListFilesystemsReply, error) {
+func (c *replicationClient) Ping(ctx context.Context, in *PingReq, opts ...grpc.CallOption) (*PingRes, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ListFilesystemsReply)
-	err := c.cc.Invoke(ctx, Sender_ListFilesystems_FullMethodName, in, out, cOpts...)
+	out := new(PingRes)
+	err := c.cc.Invoke(ctx, Replication_Ping_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *senderClient) SendSize(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendSizeReply, error) {
+func (c *replicationClient) ListFilesystems(ctx context.Context, in *ListFilesystemReq, opts ...grpc.CallOption) (*ListFilesystemRes, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(SendSizeReply)
-	err := c.cc.Invoke(ctx, Sender_SendSize_FullMethodName, in, out, cOpts...)
+	out := new(ListFilesystemRes)
+	err := c.cc.Invoke(ctx, Replication_ListFilesystems_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *senderClient) Send(ctx context.Context, in *SendStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SendStreamEvent], error) {
+func (c *replicationClient) ListFilesystemVersions(ctx context.Context, in *ListFilesystemVersionsReq, opts ...grpc.CallOption) (*ListFilesystemVersionsRes, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Sender_ServiceDesc.Streams[0], Sender_Send_FullMethodName, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	x := &grpc.GenericClientStream[SendStreamRequest, SendStreamEvent]{ClientStream: stream}
-	if err := x.ClientStream.SendMsg(in); err != nil {
-		return nil, err
-	}
-	if err := x.ClientStream.CloseSend(); err != nil {
-		return nil, err
-	}
-	return x, nil
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Sender_SendClient = grpc.ServerStreamingClient[SendStreamEvent]
-
-func (c *senderClient) StepCompleted(ctx context.Context, in *StepCompletedRequest, opts ...grpc.CallOption) (*Empty, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(Empty)
-	err := c.cc.Invoke(ctx, Sender_StepCompleted_FullMethodName, in, out, cOpts...)
+	out := new(ListFilesystemVersionsRes)
+	err := c.cc.Invoke(ctx, Replication_ListFilesystemVersions_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *senderClient) DestroySnapshots(ctx context.Context, in *DestroySnapshotsRequest, opts ...grpc.CallOption) (*Empty, error) {
+func (c *replicationClient) DestroySnapshots(ctx context.Context, in *DestroySnapshotsReq, opts ...grpc.CallOption) (*DestroySnapshotsRes, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(Empty)
-	err := c.cc.Invoke(ctx, Sender_DestroySnapshots_FullMethodName, in, out, cOpts...)
+	out := new(DestroySnapshotsRes)
+	err := c.cc.Invoke(ctx, Replication_DestroySnapshots_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-// SenderServer is the server API for Sender service.
-// All implementations must embed UnimplementedSenderServer
+func (c *replicationClient) ReplicationCursor(ctx context.Context, in *ReplicationCursorReq, opts ...grpc.CallOption) (*ReplicationCursorRes, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplicationCursorRes)
+	err := c.cc.Invoke(ctx, Replication_ReplicationCursor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *replicationClient) SendDry(ctx context.Context, in *SendReq, opts ...grpc.CallOption) (*SendRes, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendRes)
+	err := c.cc.Invoke(ctx, Replication_SendDry_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *replicationClient) SendCompleted(ctx context.Context, in *SendCompletedReq, opts ...grpc.CallOption) (*SendCompletedRes, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendCompletedRes)
+	err := c.cc.Invoke(ctx, Replication_SendCompleted_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ReplicationServer is the server API for Replication service.
+// All implementations must embed UnimplementedReplicationServer
 // for forward compatibility.
-//
-// Sender is served by a source (the sending side of a pull job).
-type SenderServer interface {
-	ListFilesystems(context.Context, *ListFilesystemsRequest) (*ListFilesystemsReply, error)
-	SendSize(context.Context, *SendRequest) (*SendSizeReply, error)
-	Send(*SendStreamRequest, grpc.ServerStreamingServer[SendStreamEvent]) error
-	StepCompleted(context.Context, *StepCompletedRequest) (*Empty, error)
-	// DestroySnapshots prunes the source's snapshots for a pull job's
-	// keep_sender rules: only snapshots of filesystems the source serves,
-	// never held ones, never one a replication cursor marks, never
-	// bookmarks.
-	DestroySnapshots(context.Context, *DestroySnapshotsRequest) (*Empty, error)
-	mustEmbedUnimplementedSenderServer()
+type ReplicationServer interface {
+	Ping(context.Context, *PingReq) (*PingRes, error)
+	ListFilesystems(context.Context, *ListFilesystemReq) (*ListFilesystemRes, error)
+	ListFilesystemVersions(context.Context, *ListFilesystemVersionsReq) (*ListFilesystemVersionsRes, error)
+	DestroySnapshots(context.Context, *DestroySnapshotsReq) (*DestroySnapshotsRes, error)
+	ReplicationCursor(context.Context, *ReplicationCursorReq) (*ReplicationCursorRes, error)
+	SendDry(context.Context, *SendReq) (*SendRes, error)
+	SendCompleted(context.Context, *SendCompletedReq) (*SendCompletedRes, error)
+	mustEmbedUnimplementedReplicationServer()
 }
 
-// UnimplementedSenderServer must be embedded to have
+// UnimplementedReplicationServer must be embedded to have
 // forward compatible implementations.
 //
 // NOTE: this should be embedded by value instead of pointer to avoid a nil
 // pointer dereference when methods are called.
-type UnimplementedSenderServer struct{}
+type UnimplementedReplicationServer struct{}
 
-func (UnimplementedSenderServer) ListFilesystems(context.Context, *ListFilesystemsRequest) (*ListFilesystemsReply, error) {
+func (UnimplementedReplicationServer) Ping(context.Context, *PingReq) (*PingRes, error) {
+	return nil, status.Error(codes.Unimplemented, "method Ping not implemented")
+}
+func (UnimplementedReplicationServer) ListFilesystems(context.Context, *ListFilesystemReq) (*ListFilesystemRes, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListFilesystems not implemented")
 }
-func (UnimplementedSenderServer) SendSize(context.Context, *SendRequest) (*SendSizeReply, error) {
-	return nil, status.Error(codes.Unimplemented, "method SendSize not implemented")
+func (UnimplementedReplicationServer) ListFilesystemVersions(context.Context, *ListFilesystemVersionsReq) (*ListFilesystemVersionsRes, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFilesystemVersions not implemented")
 }
-func (UnimplementedSenderServer) Send(*SendStreamRequest, grpc.ServerStreamingServer[SendStreamEvent]) error {
-	return status.Error(codes.Unimplemented, "method Send not implemented")
-}
-func (UnimplementedSenderServer) StepCompleted(context.Context, *StepCompletedRequest) (*Empty, error) {
-	return nil, status.Error(codes.Unimplemented, "method StepCompleted not implemented")
-}
-func (UnimplementedSenderServer) DestroySnapshots(context.Context, *DestroySnapshotsRequest) (*Empty, error) {
+func (UnimplementedReplicationServer) DestroySnapshots(context.Context, *DestroySnapshotsReq) (*DestroySnapshotsRes, error) {
 	return nil, status.Error(codes.Unimplemented, "method DestroySnapshots not implemented")
 }
-func (UnimplementedSenderServer) mustEmbedUnimplementedSenderServer() {}
-func (UnimplementedSenderServer) testEmbeddedByValue()                {}
+func (UnimplementedReplicationServer) ReplicationCursor(context.Context, *ReplicationCursorReq) (*ReplicationCursorRes, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplicationCursor not implemented")
+}
+func (UnimplementedReplicationServer) SendDry(context.Context, *SendReq) (*SendRes, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendDry not implemented")
+}
+func (UnimplementedReplicationServer) SendCompleted(context.Context, *SendCompletedReq) (*SendCompletedRes, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendCompleted not implemented")
+}
+func (UnimplementedReplicationServer) mustEmbedUnimplementedReplicationServer() {}
+func (UnimplementedReplicationServer) testEmbeddedByValue()                     {}
 
-// UnsafeSenderServer may be embedded to opt out of forward compatibility for this service.
-// Use of this interface is not recommended, as added methods to SenderServer will
+// UnsafeReplicationServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ReplicationServer will
 // result in compilation errors.
-type UnsafeSenderServer interface {
-	mustEmbedUnimplementedSenderServer()
+type UnsafeReplicationServer interface {
+	mustEmbedUnimplementedReplicationServer()
 }
 
-func RegisterSenderServer(s grpc.ServiceRegistrar, srv SenderServer) {
-	// If the following call panics, it indicates UnimplementedSenderServer was
+func RegisterReplicationServer(s grpc.ServiceRegistrar, srv ReplicationServer) {
+	// If the following call panics, it indicates UnimplementedReplicationServer was
 	// embedded by pointer and is nil.  This will cause panics if an
 	// unimplemented method is ever invoked, so we test this at initialization
 	// time to prevent it from happening at runtime later due to I/O.
 	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
 		t.testEmbeddedByValue()
 	}
-	s.RegisterService(&Sender_ServiceDesc, srv)
+	s.RegisterService(&Replication_ServiceDesc, srv)
 }
 
-func _Sender_ListFilesystems_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ListFilesystemsRequest)
+func _Replication_Ping_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PingReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(SenderServer).ListFilesystems(ctx, in)
+		return srv.(ReplicationServer).Ping(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: Sender_ListFilesystems_FullMethodName,
+		FullMethod: Replication_Ping_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SenderServer).ListFilesystems(ctx, req.(*ListFilesystemsRequest))
+		return srv.(ReplicationServer).Ping(ctx, req.(*PingReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Sender_SendSize_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(SendRequest)
+func _Replication_ListFilesystems_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFilesystemReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(SenderServer).SendSize(ctx, in)
+		return srv.(ReplicationServer).ListFilesystems(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: Sender_SendSize_FullMethodName,
+		FullMethod: Replication_ListFilesystems_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SenderServer).SendSize(ctx, req.(*SendRequest))
+		return srv.(ReplicationServer).ListFilesystems(ctx, req.(*ListFilesystemReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Sender_Send_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(SendStreamRequest)
-	if err := stream.RecvMsg(m); err != nil {
-		return err
-	}
-	return srv.(SenderServer).Send(m, &grpc.GenericServerStream[SendStreamRequest, SendStreamEvent]{ServerStream: stream})
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Sender_SendServer = grpc.ServerStreamingServer[SendStreamEvent]
-
-func _Sender_StepCompleted_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(StepCompletedRequest)
+func _Replication_ListFilesystemVersions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFilesystemVersionsReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(SenderServer).StepCompleted(ctx, in)
+		return srv.(ReplicationServer).ListFilesystemVersions(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: Sender_StepCompleted_FullMethodName,
+		FullMethod: Replication_ListFilesystemVersions_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SenderServer).StepCompleted(ctx, req.(*StepCompletedRequest))
+		return srv.(ReplicationServer).ListFilesystemVersions(ctx, req.(*ListFilesystemVersionsReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Sender_DestroySnapshots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(DestroySnapshotsRequest)
+func _Replication_DestroySnapshots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DestroySnapshotsReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(SenderServer).DestroySnapshots(ctx, in)
+		return srv.(ReplicationServer).DestroySnapshots(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: Sender_DestroySnapshots_FullMethodName,
+		FullMethod: Replication_DestroySnapshots_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SenderServer).DestroySnapshots(ctx, req.(*DestroySnapshotsRequest))
+		return srv.(ReplicationServer).DestroySnapshots(ctx, req.(*DestroySnapshotsReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-// Sender_ServiceDesc is the grpc.ServiceDesc for Sender service.
+func _Replication_ReplicationCursor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplicationCursorReq)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicationServer).ReplicationCursor(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replication_ReplicationCursor_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicationServer).ReplicationCursor(ctx, req.(*ReplicationCursorReq))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Replication_SendDry_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendReq)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicationServer).SendDry(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replication_SendDry_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicationServer).SendDry(ctx, req.(*SendReq))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Replication_SendCompleted_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendCompletedReq)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicationServer).SendCompleted(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replication_SendCompleted_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicationServer).SendCompleted(ctx, req.(*SendCompletedReq))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Replication_ServiceDesc is the grpc.ServiceDesc for Replication service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
-var Sender_ServiceDesc = grpc.ServiceDesc{
-	ServiceName: "zrepl.rpc.v1.Sender",
-	HandlerType: (*SenderServer)(nil),
+var Replication_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "Replication",
+	HandlerType: (*ReplicationServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
+			MethodName: "Ping",
+			Handler:    _Replication_Ping_Handler,
+		},
+		{
 			MethodName: "ListFilesystems",
-			Handler:    _Sender_ListFilesystems_Handler,
+			Handler:    _Replication_ListFilesystems_Handler,
 		},
 		{
-			MethodName: "SendSize",
-			Handler:    _Sender_SendSize_Handler,
-		},
-		{
-			MethodName: "StepCompleted",
-			Handler:    _Sender_StepCompleted_Handler,
+			MethodName: "ListFilesystemVersions",
+			Handler:    _Replication_ListFilesystemVersions_Handler,
 		},
 		{
 			MethodName: "DestroySnapshots",
-			Handler:    _Sender_DestroySnapshots_Handler,
+			Handler:    _Replication_DestroySnapshots_Handler,
 		},
-	},
-	Streams: []grpc.StreamDesc{
 		{
-			StreamName:    "Send",
-			Handler:       _Sender_Send_Handler,
-			ServerStreams: true,
+			MethodName: "ReplicationCursor",
+			Handler:    _Replication_ReplicationCursor_Handler,
+		},
+		{
+			MethodName: "SendDry",
+			Handler:    _Replication_SendDry_Handler,
+		},
+		{
+			MethodName: "SendCompleted",
+			Handler:    _Replication_SendCompleted_Handler,
 		},
 	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "zrepl.proto",
 }
 
 const (
-	Receiver_ListFilesystems_FullMethodName      = "/zrepl.rpc.v1.Receiver/ListFilesystems"
-	Receiver_Receive_FullMethodName              = "/zrepl.rpc.v1.Receiver/Receive"
-	Receiver_AbortPartialReceive_FullMethodName  = "/zrepl.rpc.v1.Receiver/AbortPartialReceive"
-	Receiver_MoveLastReceivedHold_FullMethodName = "/zrepl.rpc.v1.Receiver/MoveLastReceivedHold"
-	Receiver_DestroySnapshots_FullMethodName     = "/zrepl.rpc.v1.Receiver/DestroySnapshots"
+	ZreplDevEndpoint_AbortPartialReceive_FullMethodName  = "/ZreplDevEndpoint/AbortPartialReceive"
+	ZreplDevEndpoint_MoveLastReceivedHold_FullMethodName = "/ZreplDevEndpoint/MoveLastReceivedHold"
+	ZreplDevEndpoint_ReceiveResult_FullMethodName        = "/ZreplDevEndpoint/ReceiveResult"
 )
 
-// ReceiverClient is the client API for Receiver service.
+// ZreplDevEndpointClient is the client API for ZreplDevEndpoint service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Receiver is served by a sink (the receiving side of a push job).
-type ReceiverClient interface {
-	ListFilesystems(ctx context.Context, in *ListFilesystemsRequest, opts ...grpc.CallOption) (*ListFilesystemsReply, error)
-	Receive(ctx context.Context, in *ReceiveRequest, opts ...grpc.CallOption) (*Empty, error)
-	AbortPartialReceive(ctx context.Context, in *AbortPartialReceiveRequest, opts ...grpc.CallOption) (*Empty, error)
-	MoveLastReceivedHold(ctx context.Context, in *MoveLastReceivedHoldRequest, opts ...grpc.CallOption) (*Empty, error)
-	// DestroySnapshots prunes the client's received snapshots: never held
-	// ones, never bookmarks, never anything outside the client's root.
-	DestroySnapshots(ctx context.Context, in *DestroySnapshotsRequest, opts ...grpc.CallOption) (*Empty, error)
+// ZreplDevEndpoint is this project's extension "zrepl.dev/receive-v1": the
+// receiver calls a zrepl peer lacks. Called only on a server whose banner
+// announced it.
+type ZreplDevEndpointClient interface {
+	// AbortPartialReceive discards the partial receive state of a
+	// filesystem (zrepl only does so as part of the next receive:
+	// ReceiveReq.ClearResumeToken).
+	AbortPartialReceive(ctx context.Context, in *AbortPartialReceiveReq, opts ...grpc.CallOption) (*AbortPartialReceiveRes, error)
+	// MoveLastReceivedHold puts the client job's last-received hold on a
+	// snapshot (name and GUID must match) and releases it elsewhere.
+	MoveLastReceivedHold(ctx context.Context, in *MoveLastReceivedHoldReq, opts ...grpc.CallOption) (*MoveLastReceivedHoldRes, error)
+	// ReceiveResult waits until the client's receive of a filesystem, if
+	// one is running, has ended, and says how. A client whose data
+	// connection broke calls it before it plans again, so that its next
+	// listing shows what the receive left (partial state), and to learn the
+	// server's side of the failure.
+	ReceiveResult(ctx context.Context, in *ReceiveResultReq, opts ...grpc.CallOption) (*ReceiveResultRes, error)
 }
 
-type receiverClient struct {
+type zreplDevEndpointClient struct {
 	cc grpc.ClientConnInterface
 }
 
-func NewReceiverClient(cc grpc.ClientConnInterface) ReceiverClient {
-	return &receiverClient{cc}
+func NewZreplDevEndpointClient(cc grpc.ClientConnInterface) ZreplDevEndpointClient {
+	return &zreplDevEndpointClient{cc}
 }
 
-func (c *receiverClient) ListFilesystems(ctx context.Context, in *ListFilesystemsRequest, opts ...grpc.CallOption) (*ListFilesystemsReply, error) {
+func (c *zreplDevEndpointClient) AbortPartialReceive(ctx context.Context, in *AbortPartialReceiveReq, opts ...grpc.CallOption) (*AbortPartialReceiveRes, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ListFilesystemsReply)
-	err := c.cc.Invoke(ctx, Receiver_ListFilesystems_FullMethodName, in, out, cOpts...)
+	out := new(AbortPartialReceiveRes)
+	err := c.cc.Invoke(ctx, ZreplDevEndpoint_AbortPartialReceive_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *receiverClient) Receive(ctx context.Context, in *ReceiveRequest, opts ...grpc.CallOption) (*Empty, error) {
+func (c *zreplDevEndpointClient) MoveLastReceivedHold(ctx context.Context, in *MoveLastReceivedHoldReq, opts ...grpc.CallOption) (*MoveLastReceivedHoldRes, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(Empty)
-	err := c.cc.Invoke(ctx, Receiver_Receive_FullMethodName, in, out, cOpts...)
+	out := new(MoveLastReceivedHoldRes)
+	err := c.cc.Invoke(ctx, ZreplDevEndpoint_MoveLastReceivedHold_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *receiverClient) AbortPartialReceive(ctx context.Context, in *AbortPartialReceiveRequest, opts ...grpc.CallOption) (*Empty, error) {
+func (c *zreplDevEndpointClient) ReceiveResult(ctx context.Context, in *ReceiveResultReq, opts ...grpc.CallOption) (*ReceiveResultRes, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(Empty)
-	err := c.cc.Invoke(ctx, Receiver_AbortPartialReceive_FullMethodName, in, out, cOpts...)
+	out := new(ReceiveResultRes)
+	err := c.cc.Invoke(ctx, ZreplDevEndpoint_ReceiveResult_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *receiverClient) MoveLastReceivedHold(ctx context.Context, in *MoveLastReceivedHoldRequest, opts ...grpc.CallOption) (*Empty, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(Empty)
-	err := c.cc.Invoke(ctx, Receiver_MoveLastReceivedHold_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *receiverClient) DestroySnapshots(ctx context.Context, in *DestroySnapshotsRequest, opts ...grpc.CallOption) (*Empty, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(Empty)
-	err := c.cc.Invoke(ctx, Receiver_DestroySnapshots_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// ReceiverServer is the server API for Receiver service.
-// All implementations must embed UnimplementedReceiverServer
+// ZreplDevEndpointServer is the server API for ZreplDevEndpoint service.
+// All implementations must embed UnimplementedZreplDevEndpointServer
 // for forward compatibility.
 //
-// Receiver is served by a sink (the receiving side of a push job).
-type ReceiverServer interface {
-	ListFilesystems(context.Context, *ListFilesystemsRequest) (*ListFilesystemsReply, error)
-	Receive(context.Context, *ReceiveRequest) (*Empty, error)
-	AbortPartialReceive(context.Context, *AbortPartialReceiveRequest) (*Empty, error)
-	MoveLastReceivedHold(context.Context, *MoveLastReceivedHoldRequest) (*Empty, error)
-	// DestroySnapshots prunes the client's received snapshots: never held
-	// ones, never bookmarks, never anything outside the client's root.
-	DestroySnapshots(context.Context, *DestroySnapshotsRequest) (*Empty, error)
-	mustEmbedUnimplementedReceiverServer()
+// ZreplDevEndpoint is this project's extension "zrepl.dev/receive-v1": the
+// receiver calls a zrepl peer lacks. Called only on a server whose banner
+// announced it.
+type ZreplDevEndpointServer interface {
+	// AbortPartialReceive discards the partial receive state of a
+	// filesystem (zrepl only does so as part of the next receive:
+	// ReceiveReq.ClearResumeToken).
+	AbortPartialReceive(context.Context, *AbortPartialReceiveReq) (*AbortPartialReceiveRes, error)
+	// MoveLastReceivedHold puts the client job's last-received hold on a
+	// snapshot (name and GUID must match) and releases it elsewhere.
+	MoveLastReceivedHold(context.Context, *MoveLastReceivedHoldReq) (*MoveLastReceivedHoldRes, error)
+	// ReceiveResult waits until the client's receive of a filesystem, if
+	// one is running, has ended, and says how. A client whose data
+	// connection broke calls it before it plans again, so that its next
+	// listing shows what the receive left (partial state), and to learn the
+	// server's side of the failure.
+	ReceiveResult(context.Context, *ReceiveResultReq) (*ReceiveResultRes, error)
+	mustEmbedUnimplementedZreplDevEndpointServer()
 }
 
-// UnimplementedReceiverServer must be embedded to have
+// UnimplementedZreplDevEndpointServer must be embedded to have
 // forward compatible implementations.
 //
 // NOTE: this should be embedded by value instead of pointer to avoid a nil
 // pointer dereference when methods are called.
-type UnimplementedReceiverServer struct{}
+type UnimplementedZreplDevEndpointServer struct{}
 
-func (UnimplementedReceiverServer) ListFilesystems(context.Context, *ListFilesystemsRequest) (*ListFilesystemsReply, error) {
-	return nil, status.Error(codes.Unimplemented, "method ListFilesystems not implemented")
-}
-func (UnimplementedReceiverServer) Receive(context.Context, *ReceiveRequest) (*Empty, error) {
-	return nil, status.Error(codes.Unimplemented, "method Receive not implemented")
-}
-func (UnimplementedReceiverServer) AbortPartialReceive(context.Context, *AbortPartialReceiveRequest) (*Empty, error) {
+func (UnimplementedZreplDevEndpointServer) AbortPartialReceive(context.Context, *AbortPartialReceiveReq) (*AbortPartialReceiveRes, error) {
 	return nil, status.Error(codes.Unimplemented, "method AbortPartialReceive not implemented")
 }
-func (UnimplementedReceiverServer) MoveLastReceivedHold(context.Context, *MoveLastReceivedHoldRequest) (*Empty, error) {
+func (UnimplementedZreplDevEndpointServer) MoveLastReceivedHold(context.Context, *MoveLastReceivedHoldReq) (*MoveLastReceivedHoldRes, error) {
 	return nil, status.Error(codes.Unimplemented, "method MoveLastReceivedHold not implemented")
 }
-func (UnimplementedReceiverServer) DestroySnapshots(context.Context, *DestroySnapshotsRequest) (*Empty, error) {
-	return nil, status.Error(codes.Unimplemented, "method DestroySnapshots not implemented")
+func (UnimplementedZreplDevEndpointServer) ReceiveResult(context.Context, *ReceiveResultReq) (*ReceiveResultRes, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReceiveResult not implemented")
 }
-func (UnimplementedReceiverServer) mustEmbedUnimplementedReceiverServer() {}
-func (UnimplementedReceiverServer) testEmbeddedByValue()                  {}
+func (UnimplementedZreplDevEndpointServer) mustEmbedUnimplementedZreplDevEndpointServer() {}
+func (UnimplementedZreplDevEndpointServer) testEmbeddedByValue()                          {}
 
-// UnsafeReceiverServer may be embedded to opt out of forward compatibility for this service.
-// Use of this interface is not recommended, as added methods to ReceiverServer will
+// UnsafeZreplDevEndpointServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ZreplDevEndpointServer will
 // result in compilation errors.
-type UnsafeReceiverServer interface {
-	mustEmbedUnimplementedReceiverServer()
+type UnsafeZreplDevEndpointServer interface {
+	mustEmbedUnimplementedZreplDevEndpointServer()
 }
 
-func RegisterReceiverServer(s grpc.ServiceRegistrar, srv ReceiverServer) {
-	// If the following call panics, it indicates UnimplementedReceiverServer was
+func RegisterZreplDevEndpointServer(s grpc.ServiceRegistrar, srv ZreplDevEndpointServer) {
+	// If the following call panics, it indicates UnimplementedZreplDevEndpointServer was
 	// embedded by pointer and is nil.  This will cause panics if an
 	// unimplemented method is ever invoked, so we test this at initialization
 	// time to prevent it from happening at runtime later due to I/O.
 	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
 		t.testEmbeddedByValue()
 	}
-	s.RegisterService(&Receiver_ServiceDesc, srv)
+	s.RegisterService(&ZreplDevEndpoint_ServiceDesc, srv)
 }
 
-func _Receiver_ListFilesystems_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ListFilesystemsRequest)
+func _ZreplDevEndpoint_AbortPartialReceive_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AbortPartialReceiveReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(ReceiverServer).ListFilesystems(ctx, in)
+		return srv.(ZreplDevEndpointServer).AbortPartialReceive(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: Receiver_ListFilesystems_FullMethodName,
+		FullMethod: ZreplDevEndpoint_AbortPartialReceive_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ReceiverServer).ListFilesystems(ctx, req.(*ListFilesystemsRequest))
+		return srv.(ZreplDevEndpointServer).AbortPartialReceive(ctx, req.(*AbortPartialReceiveReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Receiver_Receive_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ReceiveRequest)
+func _ZreplDevEndpoint_MoveLastReceivedHold_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveLastReceivedHoldReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(ReceiverServer).Receive(ctx, in)
+		return srv.(ZreplDevEndpointServer).MoveLastReceivedHold(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: Receiver_Receive_FullMethodName,
+		FullMethod: ZreplDevEndpoint_MoveLastReceivedHold_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ReceiverServer).Receive(ctx, req.(*ReceiveRequest))
+		return srv.(ZreplDevEndpointServer).MoveLastReceivedHold(ctx, req.(*MoveLastReceivedHoldReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Receiver_AbortPartialReceive_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(AbortPartialReceiveRequest)
+func _ZreplDevEndpoint_ReceiveResult_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReceiveResultReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(ReceiverServer).AbortPartialReceive(ctx, in)
+		return srv.(ZreplDevEndpointServer).ReceiveResult(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: Receiver_AbortPartialReceive_FullMethodName,
+		FullMethod: ZreplDevEndpoint_ReceiveResult_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ReceiverServer).AbortPartialReceive(ctx, req.(*AbortPartialReceiveRequest))
+		return srv.(ZreplDevEndpointServer).ReceiveResult(ctx, req.(*ReceiveResultReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Receiver_MoveLastReceivedHold_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MoveLastReceivedHoldRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(ReceiverServer).MoveLastReceivedHold(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Receiver_MoveLastReceivedHold_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ReceiverServer).MoveLastReceivedHold(ctx, req.(*MoveLastReceivedHoldRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _Receiver_DestroySnapshots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(DestroySnapshotsRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(ReceiverServer).DestroySnapshots(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Receiver_DestroySnapshots_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ReceiverServer).DestroySnapshots(ctx, req.(*DestroySnapshotsRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-// Receiver_ServiceDesc is the grpc.ServiceDesc for Receiver service.
+// ZreplDevEndpoint_ServiceDesc is the grpc.ServiceDesc for ZreplDevEndpoint service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
-var Receiver_ServiceDesc = grpc.ServiceDesc{
-	ServiceName: "zrepl.rpc.v1.Receiver",
-	HandlerType: (*ReceiverServer)(nil),
+var ZreplDevEndpoint_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "ZreplDevEndpoint",
+	HandlerType: (*ZreplDevEndpointServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
-			MethodName: "ListFilesystems",
-			Handler:    _Receiver_ListFilesystems_Handler,
-		},
-		{
-			MethodName: "Receive",
-			Handler:    _Receiver_Receive_Handler,
-		},
-		{
 			MethodName: "AbortPartialReceive",
-			Handler:    _Receiver_AbortPartialReceive_Handler,
+			Handler:    _ZreplDevEndpoint_AbortPartialReceive_Handler,
 		},
 		{
 			MethodName: "MoveLastReceivedHold",
-			Handler:    _Receiver_MoveLastReceivedHold_Handler,
+			Handler:    _ZreplDevEndpoint_MoveLastReceivedHold_Handler,
 		},
 		{
-			MethodName: "DestroySnapshots",
-			Handler:    _Receiver_DestroySnapshots_Handler,
+			MethodName: "ReceiveResult",
+			Handler:    _ZreplDevEndpoint_ReceiveResult_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
