@@ -127,7 +127,7 @@ func TestDaemonAndClientCommands(t *testing.T) {
 	require.Len(t, addr, 2, logs.String())
 	var body []byte
 	deadline := time.Now().Add(10 * time.Second)
-	for !bytes.Contains(body, []byte(`zrepl_job_runs_total{job="quickstart_push"} 1`)) {
+	for !bytes.Contains(body, []byte(`zrepl_job_runs_total{zrepl_job="quickstart_push"} 1`)) {
 		require.True(t, time.Now().Before(deadline), "the first run is not counted:\n%s", body)
 		resp, err := http.Get("http://" + addr[1] + "/metrics")
 		require.NoError(t, err)
@@ -136,7 +136,7 @@ func TestDaemonAndClientCommands(t *testing.T) {
 		require.NoError(t, err)
 		time.Sleep(10 * time.Millisecond)
 	}
-	assert.Contains(t, string(body), `zrepl_abstractions{job="quickstart_push",kind="replication-cursor-v2"} 1`)
+	assert.Contains(t, string(body), `zrepl_abstractions{kind="replication-cursor-v2",zrepl_job="quickstart_push"} 1`)
 
 	// The first run ends (its pruning follows the replication).
 	var st []job.Status

@@ -30,7 +30,7 @@ func buildSystem(cfg *config.Config, stdout io.Writer) (*system, error) {
 		outlets.Close()
 		return nil, err
 	}
-	d, err := daemon.New(daemon.Options{Config: cfg, ZFS: b.zfs, Log: log, Persist: b.persist, DemoData: b.demo})
+	d, err := daemon.New(daemon.Options{Config: cfg, ZFS: b.zfs, Log: log, Persist: b.persist, DemoData: b.demo, Version: version})
 	if err != nil {
 		outlets.Close()
 		return nil, err

@@ -40,6 +40,8 @@ type Options struct {
 	ReplicationSleep func(ctx context.Context, d time.Duration) error
 	// NoControlSocket skips the control socket (tests that call Handler).
 	NoControlSocket bool
+	// Version is the daemon's version (zrepl_start_time, version).
+	Version string
 }
 
 // Daemon runs the jobs of one config.
@@ -159,8 +161,11 @@ func New(opts Options) (*Daemon, error) {
 	if err := config.CheckFiles(opts.Config); err != nil {
 		return nil, err
 	}
-	d := &Daemon{opts: opts, log: opts.Log, local: transport.NewLocal(), metrics: newMetrics(), byName: map[string]runner{},
+	d := &Daemon{opts: opts, local: transport.NewLocal(), byName: map[string]runner{},
 		controlPath: opts.Config.Global.ControlSockPath}
+	d.metrics = newMetrics(opts.Version, opts.Clock.Now(), d.activeTasks)
+	// Every log entry counts in zrepl_daemon_log_entries.
+	d.log = slog.New(&logCounter{inner: opts.Log.Handler(), m: d.metrics})
 	for _, m := range opts.Config.Global.Monitoring {
 		d.monitoring = append(d.monitoring, monitorSpec{listen: m.Listen, freebind: m.ListenFreebind})
 	}
@@ -221,11 +226,18 @@ func (d *Daemon) filesystems(ctx context.Context, f *config.Filter) ([]zfs.Datas
 
 // MatchFilesystems lists the existing filesystems that f matches.
 func MatchFilesystems(ctx context.Context, z zfs.ZFS, f *config.Filter) ([]zfs.DatasetPath, error) {
-	var out []zfs.DatasetPath
+	out, _, err := matchFilesystems(ctx, z, f)
+	return out, err
+}
+
+// matchFilesystems is MatchFilesystems, also counting the filter's rules
+// that name a dataset not listed (zrepl_zfs_list_unmatched_...).
+func matchFilesystems(ctx context.Context, z zfs.ZFS, f *config.Filter) (out []zfs.DatasetPath, unmatched int, err error) {
 	seen := map[zfs.DatasetPath]bool{}
+	listed := map[zfs.DatasetPath]bool{}
 	roots, err := filterRoots(ctx, z, f)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for _, root := range roots {
 		infos, err := z.ListFilesystems(ctx, root)
@@ -233,19 +245,49 @@ func MatchFilesystems(ctx context.Context, z zfs.ZFS, f *config.Filter) ([]zfs.D
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		for _, info := range infos {
+			listed[info.Path] = true
 			if !seen[info.Path] && f.Match(info.Path) {
 				seen[info.Path] = true
 				out = append(out, info.Path)
 			}
 		}
 	}
-	return out, nil
+	for _, r := range f.Rules() {
+		if !r.Path.IsZero() && !listed[r.Path] {
+			unmatched++
+		}
+	}
+	return out, unmatched, nil
+}
+
+// zfs is the backend as job j uses it (its calls timed in the metrics).
+func (d *Daemon) zfs(j *config.Job) zfs.ZFS {
+	binary := "zfs"
+	if d.opts.Config.Global.ZFSBackend == config.BackendModel {
+		binary = "zfsmodel"
+	}
+	return &metricsZFS{ZFS: d.opts.ZFS, m: d.metrics, job: j.Name, binary: binary}
+}
+
+// activeTasks is what the daemon works on now: running jobs (zrepl counts
+// its tracing tasks; a job's run is the task here).
+func (d *Daemon) activeTasks() float64 {
+	n := 0
+	for _, st := range d.Status() {
+		switch st.State {
+		case job.StateIdle, job.StateServing, job.StateStopped:
+		default:
+			n++
+		}
+	}
+	return float64(n)
 }
 
 func (d *Daemon) jobConfig(j *config.Job) job.Config {
+	d.metrics.activeJob(j.Name)
 	return job.Config{
 		Name: j.Name, ID: j.ID, Type: string(j.Type), Log: d.log, Clock: d.opts.Clock,
 		AfterRun: d.afterRun, Observer: d.metrics, ReplicationSleep: d.opts.ReplicationSleep,
@@ -255,7 +297,7 @@ func (d *Daemon) jobConfig(j *config.Job) job.Config {
 
 func (d *Daemon) buildActive(j *config.Job) error {
 	c := d.jobConfig(j)
-	z := d.opts.ZFS
+	z := d.zfs(j)
 	aj := &activeJob{}
 	var snap snapshotter
 	if j.Snapshotting != nil {
@@ -274,6 +316,9 @@ func (d *Daemon) buildActive(j *config.Job) error {
 			return err
 		}
 		c.Protection = p
+	}
+	if j.Type == config.JobPush || j.Type == config.JobPull {
+		d.metrics.replicating(j.Name)
 	}
 	switch j.Type {
 	case config.JobSnap:
@@ -337,7 +382,7 @@ type pushSides struct {
 }
 
 func (d *Daemon) newPushSides(j *config.Job) (*pushSides, error) {
-	s := sender(d.opts.ZFS, j)
+	s := sender(d.zfs(j), j)
 	ps := &pushSides{sender: s, streams: streamSender(s, j, d.metrics, d.opts.Clock), d: d}
 	if j.Connect.Type == config.TransportLocal {
 		ps.peer = localPeer{listener: j.Connect.ListenerName, identity: j.Connect.ClientIdentity}
@@ -386,7 +431,7 @@ type pullSides struct {
 }
 
 func (d *Daemon) newPullSides(j *config.Job) (*pullSides, error) {
-	er := &endpoint.Receiver{ZFS: d.opts.ZFS, Job: j.ID, Root: j.RootFS, Placeholder: placeholderEncryption(j.Recv.Placeholder)}
+	er := &endpoint.Receiver{ZFS: d.zfs(j), Job: j.ID, Root: j.RootFS, Placeholder: placeholderEncryption(j.Recv.Placeholder)}
 	ps := &pullSides{recv: withRecvOptions{rpc.SinkReceiver{Receiver: er}, newRecvProps(j.Recv), newBucket(j.Recv.BandwidthLimit, d.opts.Clock)}, d: d}
 	if j.Connect.Type == config.TransportLocal {
 		ps.peer = localPeer{listener: j.Connect.ListenerName, identity: j.Connect.ClientIdentity}
@@ -441,10 +486,10 @@ func (d *Daemon) buildPassive(j *config.Job) error {
 	}}
 	switch j.Type {
 	case config.JobSink:
-		p.sink = newSinkSpec(d.opts.ZFS, j, d.opts.Clock)
+		p.sink = newSinkSpec(d.zfs(j), j, d.opts.Clock)
 		sc.Receiver = p.sink.receiver
 	case config.JobSource:
-		s := sender(d.opts.ZFS, j)
+		s := sender(d.zfs(j), j)
 		p.source = &sourceSides{sender: s, streams: streamSender(s, j, d.metrics, d.opts.Clock)}
 		sc.Sender = rpc.Source(p.source.streams)
 		if j.Snapshotting != nil && j.Snapshotting.Type == config.SnapshottingPeriodic {
@@ -522,7 +567,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: d.metrics.control(d.Handler()), ReadHeaderTimeout: 10 * time.Second}
 		closers = append(closers, func() { srv.Close() })
 		wg.Add(1)
 		go func() {

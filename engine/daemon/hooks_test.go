@@ -186,13 +186,13 @@ func TestCommandHooksThroughDaemon(t *testing.T) {
 
 	metrics := metricsText(t, d)
 	for _, want := range []string{
-		`zrepl_hook_runs_total{job="snap",phase="pre_snapshot",type="command"} 5`,
-		`zrepl_hook_runs_total{job="snap",phase="post_snapshot",type="command"} 3`,
-		`zrepl_hook_failures_total{job="snap",phase="pre_snapshot",type="command"} 2`,
+		`zrepl_hook_runs_total{phase="pre_snapshot",type="command",zrepl_job="snap"} 5`,
+		`zrepl_hook_runs_total{phase="post_snapshot",type="command",zrepl_job="snap"} 3`,
+		`zrepl_hook_failures_total{phase="pre_snapshot",type="command",zrepl_job="snap"} 2`,
 	} {
 		assert.Contains(t, metrics, want)
 	}
-	assert.NotContains(t, metrics, `zrepl_hook_failures_total{job="snap",phase="post_snapshot"`)
+	assert.NotContains(t, metrics, `zrepl_hook_failures_total{phase="post_snapshot",type="command",zrepl_job="snap"}`)
 }
 
 // A hook the daemon could not run stops it at start, naming the key and
@@ -282,9 +282,9 @@ func TestDatabaseHooksThroughDaemon(t *testing.T) {
 	assert.NotContains(t, string(raw), dbtest.LockUserPassword, "no DSN in the status")
 	metrics := metricsText(t, d)
 	for _, want := range []string{
-		`zrepl_hook_runs_total{job="snap",phase="pre_snapshot",type="postgres-checkpoint"} 1`,
-		`zrepl_hook_runs_total{job="snap",phase="pre_snapshot",type="mysql-lock-tables"} 1`,
-		`zrepl_hook_runs_total{job="snap",phase="post_snapshot",type="mysql-lock-tables"} 1`,
+		`zrepl_hook_runs_total{phase="pre_snapshot",type="postgres-checkpoint",zrepl_job="snap"} 1`,
+		`zrepl_hook_runs_total{phase="pre_snapshot",type="mysql-lock-tables",zrepl_job="snap"} 1`,
+		`zrepl_hook_runs_total{phase="post_snapshot",type="mysql-lock-tables",zrepl_job="snap"} 1`,
 	} {
 		assert.Contains(t, metrics, want)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -86,19 +85,19 @@ func TestPullSourceAndSnapJobs(t *testing.T) {
 		assert.Equal(t, http.StatusOK, rec.Code)
 		body := rec.Body.String()
 		for _, want := range []string{
-			`zrepl_job_runs_total{job="snap"} 8`,
-			`zrepl_snapshots_taken_total{job="src"} 8`,
-			`zrepl_pruned_snapshots_total{job="snap",side="local"} 5`,
-			`zrepl_abstractions{job="pull",kind="last-received-hold"} 1`,
-			`zrepl_abstractions{job="src",kind="replication-cursor-v2"} 1`,
-			`zrepl_replication_bytes_total{job="pull"}`,
+			`zrepl_job_runs_total{zrepl_job="snap"} 8`,
+			`zrepl_snapshots_taken_total{zrepl_job="src"} 8`,
+			`zrepl_pruned_snapshots_total{side="local",zrepl_job="snap"} 5`,
+			`zrepl_abstractions{kind="last-received-hold",zrepl_job="pull"} 1`,
+			`zrepl_abstractions{kind="replication-cursor-v2",zrepl_job="src"} 1`,
+			`zrepl_replication_bytes_total{zrepl_job="pull"}`,
 		} {
 			assert.Contains(t, body, want)
 		}
 		// One step per pulled snapshot: 8, or 7 when the first pull came
 		// after the second snapshot and sent only the newest.
-		assert.Regexp(t, `zrepl_step_send_duration_seconds_count\{job="src"\} [78]\n`, body)
-		assert.False(t, strings.Contains(body, `job_run_errors_total{job="pull"}`), "no failed runs")
+		assert.Regexp(t, `zrepl_step_send_duration_seconds_count\{zrepl_job="src"\} [78]\n`, body)
+		assert.Contains(t, body, `zrepl_job_run_errors_total{zrepl_job="pull"} 0`, "no failed runs")
 
 		cancel()
 		require.NoError(t, <-done)

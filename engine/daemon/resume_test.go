@@ -179,7 +179,7 @@ jobs:
 	assert.Equal(t, []string{"a"}, snapshots(t, m, "pool/data"), "the sender keeps its only snapshot")
 	rec := httptest.NewRecorder()
 	d.metrics.handler(d).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	assert.Contains(t, rec.Body.String(), `zrepl_job_run_errors_total{job="push"} 1`)
+	assert.Contains(t, rec.Body.String(), `zrepl_job_run_errors_total{zrepl_job="push"} 1`)
 	cancel()
 	require.NoError(t, <-done)
 }

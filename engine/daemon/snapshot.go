@@ -38,9 +38,14 @@ func (d *Daemon) newSnapshotter(j *config.Job) (snapshotter, error) {
 	if err != nil {
 		return snapshotter{}, fmt.Errorf("snapshotting: %w", err)
 	}
-	z := d.opts.ZFS
+	z := d.zfs(j)
 	return snapshotter{snapper.New(z, func(ctx context.Context) ([]zfs.DatasetPath, error) {
-		return MatchFilesystems(ctx, z, j.Filesystems)
+		// Each listing counts the rules that name no dataset.
+		fss, unmatched, err := matchFilesystems(ctx, z, j.Filesystems)
+		if err == nil {
+			d.metrics.Unmatched(j.Name, unmatched)
+		}
+		return fss, err
 	}, snapper.Config{Prefix: s.Prefix, Format: s.TimestampFormat, Location: s.TimestampLocation, Interval: s.Interval, Hooks: hl})}, nil
 }
 

@@ -122,8 +122,11 @@ type Config struct {
 // Observer is told what runs did (the daemon's metrics).
 type Observer interface {
 	RunDone(job string, took time.Duration, err error)
-	Replicated(job string, bytes int64)
-	Pruned(job, side string, n int)
+	// ReplicationDone: a replication ended at end after took, with st
+	// its final status and err its error.
+	ReplicationDone(job string, took time.Duration, st *ReplicationStatus, err error, end time.Time)
+	// Pruned: one side's pruning destroyed n snapshots in took.
+	Pruned(job, side string, n int, took time.Duration)
 	Snapshotted(job string, n int)
 }
 
@@ -323,8 +326,9 @@ func (j *Active) once(ctx context.Context, snapshot bool) {
 	}
 	if j.cfg.PruneLocal != nil && j.cfg.LocalTarget != nil && ctx.Err() == nil {
 		j.setState(StatePruning)
-		n, err := j.cfg.PruneLocal(ctx, j.cfg.LocalTarget, j.cfg.Clock.Now(), func(string) (uint64, bool) { return math.MaxUint64, true })
-		j.pruned("local", n, log)
+		start := j.cfg.Clock.Now()
+		n, err := j.cfg.PruneLocal(ctx, j.cfg.LocalTarget, start, func(string) (uint64, bool) { return math.MaxUint64, true })
+		j.pruned("local", n, start, log)
 		if err != nil {
 			fail("prune", err)
 		}
@@ -362,12 +366,13 @@ func (j *Active) snapshot(ctx context.Context, now time.Time) ([]SnapshotFSStatu
 	return report, err
 }
 
-func (j *Active) pruned(side string, n int, log *slog.Logger) {
+// pruned records one side's pruning, started at start.
+func (j *Active) pruned(side string, n int, start time.Time, log *slog.Logger) {
 	if n > 0 {
 		log.Info("pruned snapshots", "side", side, "destroyed", n)
 	}
 	if j.cfg.Observer != nil {
-		j.cfg.Observer.Pruned(j.cfg.Name, side, n)
+		j.cfg.Observer.Pruned(j.cfg.Name, side, n, j.cfg.Clock.Now().Sub(start))
 	}
 	j.mu.Lock()
 	if j.status.Pruned == nil {
@@ -401,15 +406,18 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 	j.run, j.cancelRun = run, cancel
 	j.mu.Unlock()
 	log.Info("replication started")
+	repStart := j.cfg.Clock.Now()
 	rep := run.Do(runCtx)
 	prog := run.Progress()
 	cancel()
+	final := replicationStatus(prog, &rep)
 	j.mu.Lock()
 	j.run, j.cancelRun = nil, nil
-	j.status.Replication = replicationStatus(prog, &rep)
+	j.status.Replication = final
 	j.mu.Unlock()
 	if j.cfg.Observer != nil {
-		j.cfg.Observer.Replicated(j.cfg.Name, prog.Done)
+		end := j.cfg.Clock.Now()
+		j.cfg.Observer.ReplicationDone(j.cfg.Name, end.Sub(repStart), final, rep.Err(), end)
 	}
 	if err := rep.Err(); err != nil {
 		fail("replication", err)
@@ -435,7 +443,7 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 				t, ok := txgs[fs]
 				return t, ok
 			})
-			j.pruned("sender", n, log)
+			j.pruned("sender", n, now, log)
 			if err != nil {
 				fail("prune sender", err)
 			}
@@ -444,8 +452,9 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 	if j.cfg.PruneReceiver != nil && sides.ReceiverPrune != nil && ctx.Err() == nil {
 		j.setState(StatePruningReceiver)
 		// Whatever the receiver has was replicated.
-		n, err := j.cfg.PruneReceiver(ctx, sides.ReceiverPrune, now, func(string) (uint64, bool) { return math.MaxUint64, true })
-		j.pruned("receiver", n, log)
+		start := j.cfg.Clock.Now()
+		n, err := j.cfg.PruneReceiver(ctx, sides.ReceiverPrune, start, func(string) (uint64, bool) { return math.MaxUint64, true })
+		j.pruned("receiver", n, start, log)
 		if err != nil {
 			fail("prune receiver", err)
 		}
