@@ -244,69 +244,6 @@ func newConfigcheckCommand() *cobra.Command {
 	return cmd
 }
 
-func newHoldsCommand() *cobra.Command {
-	var configPath string
-	var offline bool
-	cmd := &cobra.Command{
-		Use:   "holds",
-		Short: "zrepl's holds and bookmarks (via the running daemon)",
-	}
-	var jobName string
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "list the holds and bookmarks zrepl made, of one job or all",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var hs []daemon.Hold
-			err := viaDaemon(cmd, configPath, offline, false, func(c *daemon.Client) (err error) {
-				hs, err = c.Holds(cmd.Context(), jobName)
-				return err
-			}, func(b *backend, cfg *config.Config) (err error) {
-				hs, err = daemon.ListHolds(cmd.Context(), b.zfs, cfg, jobName)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			for _, h := range hs {
-				fmt.Fprintln(cmd.OutOrStdout(), h)
-			}
-			return nil
-		},
-	}
-	list.Flags().StringVar(&jobName, "job", "", "only this job's")
-	var dryRun bool
-	release := &cobra.Command{
-		Use:   "release-stale",
-		Short: "release step holds and step bookmarks of jobs with no running replication, and last-received holds of jobs no longer configured that a configured job's hold supersedes",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var hs []daemon.Hold
-			err := viaDaemon(cmd, configPath, offline, !dryRun, func(c *daemon.Client) (err error) {
-				hs, err = c.ReleaseStale(cmd.Context(), dryRun)
-				return err
-			}, func(b *backend, cfg *config.Config) (err error) {
-				// No daemon holds the state, so no replication runs.
-				hs, err = daemon.ReleaseStale(cmd.Context(), b.zfs, cfg, func(string) bool { return false }, dryRun)
-				return err
-			})
-			verb := "released"
-			if dryRun {
-				verb = "would release"
-			}
-			for _, h := range hs {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", verb, h)
-			}
-			return err
-		},
-	}
-	release.Flags().BoolVar(&dryRun, "dry-run", false, "only say what would be released")
-	cmd.PersistentFlags().StringVar(&configPath, "config", defaultConfig, "path of the YAML config")
-	offlineFlag(cmd.PersistentFlags(), &offline)
-	cmd.AddCommand(list, release)
-	return cmd
-}
-
 func newMigrateCommand() *cobra.Command {
 	var configPath string
 	var dryRun, offline bool

@@ -146,7 +146,8 @@ func TestDaemonAndClientCommands(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, json.Unmarshal([]byte(out), &st), out)
 		require.Len(t, st, 2)
-		if st[0].Runs == 1 && !st[0].LastRunEnd.IsZero() && st[0].State == job.StateIdle {
+		// The next run is set a moment after the run ends.
+		if st[0].Runs == 1 && !st[0].LastRunEnd.IsZero() && st[0].State == job.StateIdle && st[0].NextRun.After(time.Now()) {
 			break
 		}
 		require.True(t, time.Now().Before(deadline), "the first run did not end: %s", out)
@@ -166,7 +167,7 @@ func TestDaemonAndClientCommands(t *testing.T) {
 
 	out, err = run(t, "holds", "list", "--config", cfg, "--job", "quickstart_push")
 	require.NoError(t, err)
-	assert.Contains(t, out, "replication-cursor-v2")
+	assert.Contains(t, out, "replication-cursor-bookmark-v2")
 	assert.Equal(t, 1, strings.Count(out, "\n"), out)
 
 	require.NoError(t, runErr(t, "signal", "wakeup", "quickstart_push", "--config", cfg))
@@ -193,7 +194,7 @@ func TestDaemonAndClientCommands(t *testing.T) {
 	assert.ErrorContains(t, err, "add --offline")
 	out, err = run(t, "holds", "list", "--offline", "--config", cfg, "--job", "quickstart_push")
 	require.NoError(t, err)
-	assert.Contains(t, out, "replication-cursor-v2")
+	assert.Contains(t, out, "replication-cursor-bookmark-v2")
 	m := loadModel(t, dir)
 	fs := zfs.MustDatasetPath("pool/data")
 	vs, err := m.ListVersions(context.Background(), fs)
@@ -202,7 +203,7 @@ func TestDaemonAndClientCommands(t *testing.T) {
 	require.NoError(t, saveModel(m, dir))
 	out, err = run(t, "holds", "release-stale", "--offline", "--config", cfg)
 	require.NoError(t, err)
-	assert.Equal(t, 1, strings.Count(out, "released step-hold"), out)
+	assert.Equal(t, 1, strings.Count(out, "destroy step-hold"), out)
 	out, err = run(t, "holds", "release-stale", "--offline", "--config", cfg, "--dry-run")
 	require.NoError(t, err)
 	assert.Empty(t, out, "released for good (the state was saved)")

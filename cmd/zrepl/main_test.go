@@ -19,9 +19,18 @@ func run(t *testing.T, args ...string) (stdout string, err error) {
 }
 
 func TestVersion(t *testing.T) {
-	out, err := run(t, "version")
+	out, err := run(t, "version", "--show", "client")
 	require.NoError(t, err)
-	assert.Equal(t, "zrepl dev\n", out)
+	assert.Regexp(t, `^client: zrepl version=dev go=go\S+ GOOS=\w+ GOARCH=\w+ Compiler=\w+\n$`, out)
+	// Without a daemon: the client's version, and a note.
+	out, err = run(t, "version", "--config", "/nonexistent/zrepl.yml")
+	require.NoError(t, err)
+	assert.Contains(t, out, "client: zrepl version=dev")
+	assert.NotContains(t, out, "server:")
+	_, err = run(t, "version", "--show", "daemon", "--config", "/nonexistent/zrepl.yml")
+	assert.ErrorContains(t, err, "/nonexistent/zrepl.yml")
+	_, err = run(t, "version", "--show", "server")
+	assert.ErrorContains(t, err, "want client or daemon")
 }
 
 func TestDaemonNeedsAReadableConfig(t *testing.T) {

@@ -9,23 +9,23 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"slices"
 	"time"
 
-	"zrepl.dev/zrepl/engine/config"
-	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/job"
-	"zrepl.dev/zrepl/engine/zfs"
 )
 
 // The control socket speaks HTTP with JSON bodies:
 //
-//	GET  /status                      []job.Status
-//	POST /signal                      SignalRequest
-//	GET  /holds?job=J                 []Hold
-//	POST /holds/release-stale?dry_run=1   []Hold (what was, or would be, released)
-//	POST /migrate/replication-cursor-v1-v2?dry_run=1   []string (v1 cursors destroyed)
+//	GET  /status                         []job.Status
+//	POST /signal                         SignalRequest
+//	GET  /version                        VersionInfo
+//	POST /debug/pprof                    PprofRequest      PprofReply
+//	GET  /abstractions?QUERY             []Hold            (QUERY: AbstractionQuery.Values)
+//	POST /abstractions/release-stale?QUERY&dry_run=1      ReleaseReply
+//	POST /abstractions/release-all?QUERY&dry_run=1        ReleaseReply
+//	POST /migrate/replication-cursor-v1-v2?dry_run=1      []string (v1 cursors destroyed)
+//
+// A failed request answers 400 with {"error": "..."}.
 
 // SignalRequest asks a job to wake up, reset or change its concurrency.
 type SignalRequest struct {
@@ -34,25 +34,10 @@ type SignalRequest struct {
 	N      int    `json:"n,omitempty"`
 }
 
-// Hold is a hold or bookmark zrepl made (an endpoint.Abstraction).
-type Hold struct {
-	Kind    string `json:"kind"`
-	Job     string `json:"job,omitempty"`
-	Version string `json:"version"`
-	Tag     string `json:"tag,omitempty"`
-	GUID    uint64 `json:"guid"`
-	TXG     uint64 `json:"createtxg"`
-}
-
-func (h Hold) String() string {
-	job := h.Job
-	if job == "" {
-		job = "-"
-	}
-	if h.Tag != "" {
-		return fmt.Sprintf("%-22s job=%s %s tag=%s", h.Kind, job, h.Version, h.Tag)
-	}
-	return fmt.Sprintf("%-22s job=%s %s", h.Kind, job, h.Version)
+// ReleaseReply is what a release did, also when some of it failed.
+type ReleaseReply struct {
+	Done  []Hold `json:"done"`
+	Error string `json:"error,omitempty"`
 }
 
 // Handler serves the control API.
@@ -69,14 +54,46 @@ func (d *Daemon) Handler() http.Handler {
 		}
 		reply(w, map[string]string{"ok": req.Signal}, d.Signal(req))
 	})
-	mux.HandleFunc("GET /holds", func(w http.ResponseWriter, r *http.Request) {
-		hs, err := d.Holds(r.Context(), r.URL.Query().Get("job"))
+	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, NewVersionInfo(d.opts.Version), nil)
+	})
+	mux.HandleFunc("POST /debug/pprof", func(w http.ResponseWriter, r *http.Request) {
+		var req PprofRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			reply(w, nil, fmt.Errorf("bad pprof request: %w", err))
+			return
+		}
+		addr, err := d.pprof.control(req)
+		reply(w, PprofReply{Address: addr}, err)
+	})
+	mux.HandleFunc("GET /abstractions", func(w http.ResponseWriter, r *http.Request) {
+		q, err := queryFrom(r.URL.Query())
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		hs, err := ListAbstractions(r.Context(), d.opts.ZFS, q)
 		reply(w, hs, err)
 	})
-	mux.HandleFunc("POST /holds/release-stale", func(w http.ResponseWriter, r *http.Request) {
-		hs, err := d.ReleaseStale(r.Context(), r.URL.Query().Get("dry_run") != "")
-		reply(w, hs, err)
-	})
+	releaseHandler := func(f func(ctx context.Context, q AbstractionQuery, dryRun bool) ([]Hold, error)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			q, err := queryFrom(r.URL.Query())
+			if err != nil {
+				reply(w, nil, err)
+				return
+			}
+			done, err := f(r.Context(), q, r.URL.Query().Get("dry_run") != "")
+			rep := ReleaseReply{Done: done}
+			if err != nil {
+				rep.Error = err.Error()
+			}
+			reply(w, rep, nil)
+		}
+	}
+	mux.HandleFunc("POST /abstractions/release-stale", releaseHandler(d.ReleaseStale))
+	mux.HandleFunc("POST /abstractions/release-all", releaseHandler(func(ctx context.Context, q AbstractionQuery, dryRun bool) ([]Hold, error) {
+		return ReleaseAll(ctx, d.opts.ZFS, q, dryRun)
+	}))
 	mux.HandleFunc("POST /migrate/replication-cursor-v1-v2", func(w http.ResponseWriter, r *http.Request) {
 		out, err := d.MigrateCursors(r.Context(), r.URL.Query().Get("dry_run") != "")
 		reply(w, out, err)
@@ -117,275 +134,6 @@ func (d *Daemon) Signal(req SignalRequest) error {
 		return a.SetConcurrency(req.N)
 	}
 	return fmt.Errorf("unknown signal %q (want wakeup, reset or concurrency)", req.Signal)
-}
-
-// ConfigRoots are the filter roots and root_fs of every job.
-func ConfigRoots(c *config.Config) []zfs.DatasetPath {
-	var all []zfs.DatasetPath
-	for _, j := range c.Jobs {
-		all = append(all, Roots(j.Filesystems)...)
-		if !j.RootFS.IsZero() {
-			all = append(all, j.RootFS)
-		}
-	}
-	var out []zfs.DatasetPath
-	for _, p := range all {
-		nested := false
-		for _, q := range all {
-			if p != q && p.HasPrefix(q) {
-				nested = true
-			}
-		}
-		if !nested && !slices.Contains(out, p) {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// hostRoots are the existing datasets below which the config's jobs keep
-// holds and bookmarks: every pool if a job's filter takes every pool.
-func hostRoots(ctx context.Context, z zfs.ZFS, c *config.Config) ([]zfs.DatasetPath, error) {
-	for _, j := range c.Jobs {
-		if everyPool(j.Filesystems) {
-			pools, err := z.ListPools(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("list pools: %w", err)
-			}
-			return pools, nil
-		}
-	}
-	return existingRoots(ctx, z, ConfigRoots(c))
-}
-
-// existingRoots drops roots that do not exist (a sink's root before its
-// first receive).
-func existingRoots(ctx context.Context, z zfs.ZFS, roots []zfs.DatasetPath) ([]zfs.DatasetPath, error) {
-	var out []zfs.DatasetPath
-	for _, r := range roots {
-		_, err := z.ListVersions(ctx, r)
-		if errors.Is(err, zfs.ErrDatasetNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, nil
-}
-
-func toHolds(abs []endpoint.Abstraction) []Hold {
-	out := make([]Hold, 0, len(abs))
-	for _, a := range abs {
-		out = append(out, Hold{Kind: a.Kind.String(), Job: a.Job.String(), Version: a.Version.String(), Tag: a.Tag, GUID: a.GUID, TXG: a.TXG})
-	}
-	return out
-}
-
-// Holds lists the holds and bookmarks zrepl made below the config's roots,
-// of one job or ("" ) of all.
-func (d *Daemon) Holds(ctx context.Context, jobName string) ([]Hold, error) {
-	return ListHolds(ctx, d.opts.ZFS, d.opts.Config, jobName)
-}
-
-// ListHolds lists zrepl's holds and bookmarks below the config's roots.
-func ListHolds(ctx context.Context, z zfs.ZFS, c *config.Config, jobName string) ([]Hold, error) {
-	var f endpoint.AbstractionFilter
-	if jobName != "" {
-		id, err := endpoint.NewJobID(jobName)
-		if err != nil {
-			return nil, err
-		}
-		f.Job = &id
-	}
-	roots, err := hostRoots(ctx, z, c)
-	if err != nil {
-		return nil, err
-	}
-	abs, err := endpoint.ListAbstractions(ctx, z, roots, f)
-	if err != nil {
-		return nil, err
-	}
-	return toHolds(abs), nil
-}
-
-// ReleaseStale releases the stale step holds and destroys the stale step
-// bookmarks (stale says which), and the last-received holds of jobs the
-// config no longer has (a renamed sink) on a filesystem where a job of
-// the config holds what it last received: the filesystem's incremental
-// base is then kept by the new hold, and the old one would keep its
-// snapshot forever. Cursors stay.
-func (d *Daemon) ReleaseStale(ctx context.Context, dryRun bool) ([]Hold, error) {
-	return ReleaseStale(ctx, d.opts.ZFS, d.opts.Config, func(job string) bool {
-		j, err := d.Job(job)
-		return err == nil && j.Replicating()
-	}, dryRun)
-}
-
-// ReleaseStale is Daemon.ReleaseStale on any backend; replicating tells
-// which active jobs have a replication running (none, without a daemon).
-func ReleaseStale(ctx context.Context, z zfs.ZFS, c *config.Config, replicating func(job string) bool, dryRun bool) ([]Hold, error) {
-	roots, err := hostRoots(ctx, z, c)
-	if err != nil {
-		return nil, err
-	}
-	abs, err := endpoint.ListAbstractions(ctx, z, roots, endpoint.AbstractionFilter{Kinds: []endpoint.AbstractionKind{
-		endpoint.StepHold, endpoint.StepBookmark, endpoint.LastReceivedHold, endpoint.ReplicationCursorV2}})
-	if err != nil {
-		return nil, err
-	}
-	abs = stale(abs, c, replicating)
-	if dryRun {
-		return toHolds(abs), nil
-	}
-	var done []endpoint.Abstraction
-	var errs []error
-	for _, a := range abs {
-		var err error
-		switch a.Kind {
-		case endpoint.StepHold, endpoint.LastReceivedHold:
-			err = z.Release(ctx, a.Version, a.Tag)
-		case endpoint.StepBookmark:
-			err = z.Destroy(ctx, []zfs.VersionRef{a.Version})
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", a, err))
-			continue
-		}
-		done = append(done, a)
-	}
-	return toHolds(done), errors.Join(errs...)
-}
-
-// stale picks from abs (step holds, step bookmarks, cursors and
-// last-received holds) what ReleaseStale releases. A step hold or step
-// bookmark is stale only when the job it belongs to says so:
-//   - a job the config does not have: always (no job will resume its
-//     step; this is how a renamed job's leftovers go);
-//   - an active job whose replication runs now: never;
-//   - otherwise (an idle push job, a source whose client may be in the
-//     middle of a pull, or any job without a daemon) per filesystem, by
-//     what the job's replication cursor says has been replicated: what
-//     is older than the cursor protected finished steps; what is newer
-//     protects a step still open, which a later run resumes; at the
-//     cursor a step hold is still the open step's incremental source,
-//     while a step bookmark there duplicates the cursor. Without a
-//     cursor (the first step never finished) the newest of the job's
-//     step holds and bookmarks belong to the open first step, older ones
-//     to an abandoned one.
-//
-// A last-received hold is stale only when its job is not configured and
-// a configured job's last-received hold is on the same filesystem.
-func stale(abs []endpoint.Abstraction, c *config.Config, replicating func(job string) bool) []endpoint.Abstraction {
-	configured := map[endpoint.JobID]bool{}
-	for _, j := range c.Jobs {
-		configured[j.ID] = true
-	}
-	type fsJob struct {
-		fs  zfs.DatasetPath
-		job endpoint.JobID
-	}
-	type marks struct {
-		cursor, newestStep uint64
-		hasCursor          bool
-		// openStep: a step hold above the cursor.
-		openStep bool
-	}
-	by := map[fsJob]*marks{}
-	get := func(a endpoint.Abstraction) *marks {
-		k := fsJob{a.Version.FS, a.Job}
-		if by[k] == nil {
-			by[k] = &marks{}
-		}
-		return by[k]
-	}
-	heldByConfigured := map[zfs.DatasetPath]bool{}
-	for _, a := range abs {
-		switch a.Kind {
-		case endpoint.ReplicationCursorV2:
-			m := get(a)
-			m.hasCursor = true
-			m.cursor = max(m.cursor, a.TXG)
-		case endpoint.StepHold, endpoint.StepBookmark:
-			m := get(a)
-			m.newestStep = max(m.newestStep, a.TXG)
-		case endpoint.LastReceivedHold:
-			if configured[a.Job] {
-				heldByConfigured[a.Version.FS] = true
-			}
-		}
-	}
-	for _, a := range abs {
-		if m := get(a); a.Kind == endpoint.StepHold && m.hasCursor && a.TXG > m.cursor {
-			m.openStep = true
-		}
-	}
-	var out []endpoint.Abstraction
-	for _, a := range abs {
-		var isStale bool
-		switch a.Kind {
-		case endpoint.LastReceivedHold:
-			isStale = !configured[a.Job] && heldByConfigured[a.Version.FS]
-		case endpoint.StepHold, endpoint.StepBookmark:
-			m := get(a)
-			switch {
-			case !configured[a.Job]:
-				isStale = true
-			case replicating(a.Job.String()):
-			case !m.hasCursor:
-				isStale = a.TXG < m.newestStep
-			case a.TXG == m.cursor:
-				isStale = a.Kind == endpoint.StepBookmark || !m.openStep
-			default:
-				isStale = a.TXG < m.cursor
-			}
-		}
-		if isStale {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-// MigrateCursors destroys zrepl 0.x's v1 replication cursors
-// (#zrepl_replication_cursor), but only on filesystems that already have a
-// v2 cursor, so no filesystem loses its incremental base.
-func (d *Daemon) MigrateCursors(ctx context.Context, dryRun bool) ([]string, error) {
-	return MigrateCursors(ctx, d.opts.ZFS, d.opts.Config, dryRun)
-}
-
-// MigrateCursors is Daemon.MigrateCursors on any backend.
-func MigrateCursors(ctx context.Context, z zfs.ZFS, c *config.Config, dryRun bool) ([]string, error) {
-	roots, err := hostRoots(ctx, z, c)
-	if err != nil {
-		return nil, err
-	}
-	abs, err := endpoint.ListAbstractions(ctx, z, roots, endpoint.AbstractionFilter{Kinds: []endpoint.AbstractionKind{endpoint.ReplicationCursorV1, endpoint.ReplicationCursorV2}})
-	if err != nil {
-		return nil, err
-	}
-	hasV2 := map[zfs.DatasetPath]bool{}
-	for _, a := range abs {
-		if a.Kind == endpoint.ReplicationCursorV2 {
-			hasV2[a.Version.FS] = true
-		}
-	}
-	var out []string
-	var errs []error
-	for _, a := range abs {
-		if a.Kind != endpoint.ReplicationCursorV1 || !hasV2[a.Version.FS] {
-			continue
-		}
-		if !dryRun {
-			if err := z.Destroy(ctx, []zfs.VersionRef{a.Version}); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-		}
-		out = append(out, a.Version.String())
-	}
-	return out, errors.Join(errs...)
 }
 
 // Client talks to a daemon's control socket.
@@ -465,16 +213,54 @@ func (c *Client) Signal(ctx context.Context, req SignalRequest) error {
 	return c.call(ctx, "POST", "/signal", req, &out)
 }
 
-// Holds lists holds and bookmarks of one job or all ("").
+// Holds lists holds and bookmarks of one job or all (""), below the
+// config's roots.
 func (c *Client) Holds(ctx context.Context, jobName string) ([]Hold, error) {
-	var out []Hold
-	return out, c.call(ctx, "GET", "/holds?job="+urlEscape(jobName), nil, &out)
+	return c.Abstractions(ctx, AbstractionQuery{Job: jobName})
 }
 
-// ReleaseStale releases stale step holds and bookmarks.
-func (c *Client) ReleaseStale(ctx context.Context, dryRun bool) ([]Hold, error) {
+// Abstractions lists the holds and bookmarks q selects, on every pool.
+func (c *Client) Abstractions(ctx context.Context, q AbstractionQuery) ([]Hold, error) {
 	var out []Hold
-	return out, c.call(ctx, "POST", "/holds/release-stale"+dry(dryRun), nil, &out)
+	return out, c.call(ctx, "GET", "/abstractions?"+q.Values().Encode(), nil, &out)
+}
+
+// ReleaseStale releases the stale holds and bookmarks q selects.
+func (c *Client) ReleaseStale(ctx context.Context, q AbstractionQuery, dryRun bool) ([]Hold, error) {
+	return c.release(ctx, "/abstractions/release-stale", q, dryRun)
+}
+
+// ReleaseAll releases every hold and bookmark q selects.
+func (c *Client) ReleaseAll(ctx context.Context, q AbstractionQuery, dryRun bool) ([]Hold, error) {
+	return c.release(ctx, "/abstractions/release-all", q, dryRun)
+}
+
+func (c *Client) release(ctx context.Context, path string, q AbstractionQuery, dryRun bool) ([]Hold, error) {
+	v := q.Values()
+	if dryRun {
+		v.Set("dry_run", "1")
+	}
+	var rep ReleaseReply
+	if err := c.call(ctx, "POST", path+"?"+v.Encode(), nil, &rep); err != nil {
+		return nil, err
+	}
+	if rep.Error != "" {
+		return rep.Done, errors.New(rep.Error)
+	}
+	return rep.Done, nil
+}
+
+// Version asks the daemon for its version.
+func (c *Client) Version(ctx context.Context) (VersionInfo, error) {
+	var out VersionInfo
+	return out, c.call(ctx, "GET", "/version", nil, &out)
+}
+
+// Pprof turns the daemon's pprof listener on (at req's address) or off,
+// and returns the address it listens on.
+func (c *Client) Pprof(ctx context.Context, req PprofRequest) (string, error) {
+	var out PprofReply
+	return out.Address, c.call(ctx, "POST", "/debug/pprof", req, &out)
 }
 
 // MigrateCursors destroys v1 cursors where v2 cursors exist.
@@ -489,8 +275,6 @@ func dry(b bool) string {
 	}
 	return ""
 }
-
-func urlEscape(s string) string { return url.QueryEscape(s) }
 
 // NotRunningError means the control socket did not answer: no daemon runs.
 type NotRunningError struct{ Err error }

@@ -82,7 +82,7 @@ func TestControlAPI(t *testing.T) {
 		recvFirst := zfs.SnapshotRef(zfs.MustDatasetPath("backup/laptop/pool/data"), snapshots(t, m, "backup/laptop/pool/data")[0])
 		require.NoError(t, m.Hold(bg, recvFirst, oldSink))
 		require.NoError(t, m.Hold(bg, zfs.SnapshotRef(fs, snap), oldSink))
-		dry, err := c.ReleaseStale(bg, true)
+		dry, err := c.ReleaseStale(bg, AbstractionQuery{}, true)
 		require.NoError(t, err)
 		assert.Len(t, dry, 4)
 		oldsinkHolds := func(hs []Hold) []string {
@@ -98,7 +98,7 @@ func TestControlAPI(t *testing.T) {
 		all, err := c.Holds(bg, "")
 		require.NoError(t, err)
 		assert.Len(t, all, 2+2+3+2, "cursors and last-received holds of two filesystems, the stale three and oldsink's two: %v", all)
-		released, err := c.ReleaseStale(bg, false)
+		released, err := c.ReleaseStale(bg, AbstractionQuery{}, false)
 		require.NoError(t, err)
 		assert.ElementsMatch(t, dry, released)
 		all, err = c.Holds(bg, "")

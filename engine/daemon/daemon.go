@@ -61,6 +61,7 @@ type Daemon struct {
 	monitoring []monitorSpec
 
 	persistMu sync.Mutex
+	pprof     pprofServer
 
 	clientsMu sync.Mutex
 	clients   []*rpc.Client // of active jobs, closed on shutdown
@@ -166,6 +167,7 @@ func New(opts Options) (*Daemon, error) {
 	d.metrics = newMetrics(opts.Version, opts.Clock.Now(), d.activeTasks)
 	// Every log entry counts in zrepl_daemon_log_entries.
 	d.log = slog.New(&logCounter{inner: opts.Log.Handler(), m: d.metrics})
+	d.pprof.log = d.log
 	for _, m := range opts.Config.Global.Monitoring {
 		d.monitoring = append(d.monitoring, monitorSpec{listen: m.Listen, freebind: m.ListenFreebind})
 	}
@@ -538,6 +540,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Wait()
 	}
 	defer stop()
+	closers = append(closers, d.pprof.stop)
 
 	for _, p := range d.passive {
 		if p.serve.transport == config.TransportLocal {

@@ -67,14 +67,14 @@ func TestReleaseStaleKeepsASourcesOpenStep(t *testing.T) {
 	require.NoError(t, err)
 	c := NewClientHandler(d.Handler())
 	want := []string{"pool/data@s0"}
-	dry, err := c.ReleaseStale(bg, true)
+	dry, err := c.ReleaseStale(bg, AbstractionQuery{}, true)
 	require.NoError(t, err)
 	assert.Equal(t, want, versions(dry), "through the daemon")
-	offline, err := ReleaseStale(bg, m, cfg, func(string) bool { return false }, true)
+	offline, err := ReleaseStale(bg, m, cfg, func(string) bool { return false }, AbstractionQuery{}, true)
 	require.NoError(t, err)
 	assert.Equal(t, want, versions(offline), "without a daemon")
 
-	released, err := c.ReleaseStale(bg, false)
+	released, err := c.ReleaseStale(bg, AbstractionQuery{}, false)
 	require.NoError(t, err)
 	assert.Equal(t, want, versions(released))
 	holds, err := m.Holds(bg, []zfs.VersionRef{zfs.SnapshotRef(fs, "s1"), zfs.SnapshotRef(fs, "s2")})

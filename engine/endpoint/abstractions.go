@@ -74,6 +74,12 @@ func ListAbstractions(ctx context.Context, z zfs.ZFS, roots []zfs.DatasetPath, f
 	return out, nil
 }
 
+// ListAbstractionsOf lists the project's holds and bookmarks on fs alone
+// (not below it), ordered by txg, then name; none if fs vanished.
+func ListAbstractionsOf(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, filter AbstractionFilter) ([]Abstraction, error) {
+	return abstractionsOf(ctx, z, fs, filter)
+}
+
 func abstractionsOf(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, filter AbstractionFilter) ([]Abstraction, error) {
 	versions, err := z.ListVersions(ctx, fs)
 	if errors.Is(err, zfs.ErrDatasetNotExist) {
