@@ -216,34 +216,6 @@ func newSignalCommand() *cobra.Command {
 	return cmd
 }
 
-func newConfigcheckCommand() *cobra.Command {
-	var configPath string
-	cmd := &cobra.Command{
-		Use:   "configcheck",
-		Short: "check a config and print every problem with its path and line",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.ParseFile(configPath)
-			if err == nil {
-				err = config.CheckFiles(cfg)
-			}
-			if err != nil {
-				var errs *config.Errors
-				if errors.As(err, &errs) {
-					errs.File = configPath
-					fmt.Fprintln(cmd.OutOrStdout(), errs.Error())
-					return fmt.Errorf("%s: %d problem(s)", configPath, len(errs.List))
-				}
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d jobs)\n", configPath, len(cfg.Jobs))
-			return nil
-		},
-	}
-	configFlag(cmd, &configPath)
-	return cmd
-}
-
 func newMigrateCommand() *cobra.Command {
 	var configPath string
 	var dryRun, offline bool

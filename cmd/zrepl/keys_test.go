@@ -50,9 +50,9 @@ var samples = map[string]sample{
 	"global.logging.tcp.level":             {applied: []string{"warn"}, bad: "loud"},
 	"global.logging.tcp.format":            {applied: []string{"json", "logfmt"}, bad: "xml"},
 	"global.logging.tcp.address":           {applied: []string{`"127.0.0.1:2"`}, bad: "nowhere"},
-	"global.logging.tcp.net":               {applied: []string{"tcp4"}, bad: "udp"},
+	"global.logging.tcp.net":               {applied: []string{"tcp4"}, bad: "pigeon"},
 	"global.logging.tcp.retry_interval":    {applied: []string{"5s"}, bad: "1d"},
-	"global.logging.tcp.tls.ca":            {applied: []string{`"{{tmp}}/ca2.crt"`, `""`}, bad: "[a]"},
+	"global.logging.tcp.tls.ca":            {applied: []string{`"{{tmp}}/ca2.crt"`}, bad: `""`},
 	"global.logging.tcp.tls.cert":          {applied: []string{`"{{tmp}}/b.crt"`}, bad: "[a]", with: map[string]string{"key": `"{{tmp}}/b.key"`}},
 	"global.logging.tcp.tls.key":           {applied: []string{`"{{tmp}}/b.key"`}, bad: "[a]", with: map[string]string{"cert": `"{{tmp}}/b.crt"`}},
 
@@ -136,8 +136,8 @@ func init() {
 	}
 	for _, j := range []string{"push", "source"} {
 		s := "jobs." + j + ".send."
-		samples[s+"bandwidth_limit.max"] = sample{applied: []string{"1 MiB", "-1"}, bad: "10 parsecs"}
-		samples[s+"bandwidth_limit.bucket_capacity"] = sample{applied: []string{"1 MiB"}, bad: "0"}
+		samples[s+"bandwidth_limit.max"] = sample{applied: []string{"1 MiB", "100 Mb", "-1 B"}, bad: "10 parsecs"}
+		samples[s+"bandwidth_limit.bucket_capacity"] = sample{applied: []string{"1 MiB"}, bad: "0 B"}
 		samples[s+"step_holds"] = sample{refused: "{disable_incremental: true}", bad: "{disable_incremental: true}"}
 	}
 	for _, j := range []string{"push", "source"} {
@@ -153,8 +153,8 @@ func init() {
 		samples["jobs."+j+".root_fs"] = sample{applied: []string{"backup/other"}, bad: `"/abs"`}
 		samples[r+"properties.override"] = sample{applied: []string{`{compression: lz4}`}, bad: `{"bad name": x}`}
 		samples[r+"properties.inherit"] = sample{applied: []string{`[canmount]`}, bad: `["bad name"]`}
-		samples[r+"bandwidth_limit.max"] = sample{applied: []string{"1 MiB"}, bad: "10 parsecs"}
-		samples[r+"bandwidth_limit.bucket_capacity"] = sample{applied: []string{"1 MiB"}, bad: "0", with: map[string]string{"max": "1 MiB"}}
+		samples[r+"bandwidth_limit.max"] = sample{applied: []string{"1 MiB", "-5 B"}, bad: "10 MiBps"}
+		samples[r+"bandwidth_limit.bucket_capacity"] = sample{applied: []string{"1 MiB"}, bad: "0 B", with: map[string]string{"max": "1 MiB"}}
 		samples[r+"placeholder.encryption"] = sample{applied: []string{"off", "unspecified"}, bad: "maybe"}
 	}
 	samples["jobs.pull.interval"] = sample{applied: []string{"2h", "manual"}, bad: "sometimes"}
@@ -169,27 +169,41 @@ func keepSamples(p string) {
 	samples[p+"regex.negate"] = sample{applied: []string{"true"}, bad: "maybe"}
 }
 
-// keyBases are the documents of testdata/keys, with {{tmp}} replaced, and
-// the TLS files they name written there.
-func keyBases(t *testing.T) (bases map[string]string, tmp string) {
+// keyEnv is the bases of the walk, the documents of testdata/keys, and
+// a directory with the TLS files they name as {{tmp}}.
+type keyEnv struct {
+	bases map[string]string
+	tmp   string
+}
+
+func newKeyEnv(t *testing.T) *keyEnv {
 	t.Helper()
-	tmp = t.TempDir()
-	ca, ca2 := newTestCA(t), newTestCA(t)
-	require.NoError(t, os.WriteFile(filepath.Join(tmp, "ca.crt"), ca.pem, 0o600))
-	require.NoError(t, os.WriteFile(filepath.Join(tmp, "ca2.crt"), ca2.pem, 0o600))
-	ca.issue(t, tmp, "a", true)
-	ca.issue(t, tmp, "b", true)
+	tmp := t.TempDir()
+	writeTestPKI(t, tmp)
 	files, err := filepath.Glob(filepath.Join("testdata", "keys", "*.yml"))
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
-	bases = map[string]string{}
+	e := &keyEnv{bases: map[string]string{}, tmp: tmp}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		require.NoError(t, err)
-		bases[filepath.Base(f)] = strings.ReplaceAll(string(b), "{{tmp}}", tmp)
+		e.bases[filepath.Base(f)] = string(b)
 	}
-	return bases, tmp
+	return e
 }
+
+// writeTestPKI writes the TLS files the bases name: ca.crt and a.crt/a.key
+// it signed, ca2.crt and b.crt/b.key (by ca).
+func writeTestPKI(t *testing.T, dir string) {
+	ca, ca2 := newTestCA(t), newTestCA(t)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "ca.crt"), ca.pem, 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "ca2.crt"), ca2.pem, 0o600))
+	ca.issue(t, dir, "a", true)
+	ca.issue(t, dir, "b", true)
+}
+
+// in replaces {{tmp}}.
+func (e *keyEnv) in(doc string) string { return strings.ReplaceAll(doc, "{{tmp}}", e.tmp) }
 
 // locate finds the mapping that holds the key of schema in doc: each
 // segment names a key, and after a key whose value is a list, or a
@@ -289,9 +303,11 @@ type keyCase struct {
 	same bool   // the base has the key with this value already
 }
 
-// keyDoc sets schema's key to v in the first base that has its section.
-func keyDoc(t *testing.T, bases map[string]string, tmp, schema, v string, with map[string]string) (keyCase, bool) {
+// keyDoc sets schema's key to v in the first base that has its section;
+// {{tmp}} is left for in.
+func (e *keyEnv) keyDoc(t *testing.T, schema, v string, with map[string]string) (keyCase, bool) {
 	t.Helper()
+	bases := e.bases
 	names := make([]string, 0, len(bases))
 	for n := range bases {
 		names = append(names, n)
@@ -305,12 +321,12 @@ func keyDoc(t *testing.T, bases map[string]string, tmp, schema, v string, with m
 			continue
 		}
 		for k, wv := range with {
-			set(t, m, k, strings.ReplaceAll(wv, "{{tmp}}", tmp))
+			set(t, m, k, wv)
 		}
 		orig, err := yaml.Marshal(&doc)
 		require.NoError(t, err)
 		old := render(t, value(m, key))
-		set(t, m, key, strings.ReplaceAll(v, "{{tmp}}", tmp))
+		set(t, m, key, v)
 		same := old != "" && old == render(t, value(m, key))
 		out, err := yaml.Marshal(&doc)
 		require.NoError(t, err)
@@ -365,7 +381,7 @@ func notBuilt(t reflect.Type) bool {
 // error naming the key and line, an inert key warns, and every key has a
 // sample, so that a key added without a consumer fails here.
 func TestEveryKeyReachesTheDaemon(t *testing.T) {
-	bases, tmp := keyBases(t)
+	env := newKeyEnv(t)
 	for _, k := range config.Keys() {
 		if k.Status == config.Structure {
 			continue
@@ -383,18 +399,18 @@ func TestEveryKeyReachesTheDaemon(t *testing.T) {
 				require.NotEmpty(t, s.warns, "an inert key needs a value it warns about")
 			}
 			for _, v := range s.applied {
-				c, ok := keyDoc(t, bases, tmp, k.Schema, v, s.with)
+				c, ok := env.keyDoc(t, k.Schema, v, s.with)
 				require.True(t, ok, "no base in testdata/keys has the section of %s: add one", k.Schema)
 				require.False(t, c.same, "%s: %s: the sample %s is the base's value", c.base, k.Schema, v)
-				variant, err := buildFlat(t, c.doc)
+				variant, err := buildFlat(t, env.in(c.doc))
 				require.NoError(t, err, "%s: %s: %s", c.base, k.Schema, v)
-				orig, origErr := buildFlat(t, c.orig)
+				orig, origErr := buildFlat(t, env.in(c.orig))
 				if origErr != nil {
 					// Setting the key is what makes the base work (a key
 					// that must match its certificate).
 					continue
 				}
-				again, err := buildFlat(t, c.orig)
+				again, err := buildFlat(t, env.in(c.orig))
 				require.NoError(t, err)
 				noise := map[string]bool{}
 				for _, p := range inspect.Diff(orig, again) {
@@ -409,15 +425,15 @@ func TestEveryKeyReachesTheDaemon(t *testing.T) {
 				assert.NotEmpty(t, changed, "%s: %s: %s changes nothing the daemon builds", c.base, k.Schema, v)
 			}
 			if k.Status == config.Partial {
-				c, ok := keyDoc(t, bases, tmp, k.Schema, s.refused, s.with)
+				c, ok := env.keyDoc(t, k.Schema, s.refused, s.with)
 				require.True(t, ok, "no base has the section of %s", k.Schema)
-				_, err := config.Parse([]byte(c.doc))
+				_, err := config.Parse([]byte(env.in(c.doc)))
 				assertNamesKey(t, err, k.Schema, c.line)
 			}
 			if k.Status == config.Inert {
-				c, ok := keyDoc(t, bases, tmp, k.Schema, s.warns, s.with)
+				c, ok := env.keyDoc(t, k.Schema, s.warns, s.with)
 				require.True(t, ok, "no base has the section of %s", k.Schema)
-				cfg, err := config.Parse([]byte(c.doc))
+				cfg, err := config.Parse([]byte(env.in(c.doc)))
 				require.NoError(t, err)
 				var found bool
 				for _, w := range cfg.Warnings {

@@ -95,7 +95,7 @@ type LogOutlet struct {
 	// tries again (messages meanwhile are dropped); default 10s.
 	RetryInterval time.Duration
 	// TCP only.
-	Net     string // tcp (default), tcp4 or tcp6
+	Net     string // tcp (default), or another network of Go's dialer
 	Address string
 	// TLS is nil for a plain connection.
 	TLS *LogTLS
@@ -105,7 +105,7 @@ type LogOutlet struct {
 
 // LogTLS is a tcp outlet's TLS with client authentication.
 type LogTLS struct {
-	CA   string // empty: the system's roots
+	CA   string
 	Cert string
 	Key  string
 	Pos  Pos

@@ -42,6 +42,12 @@ var hookTypes = func() []string {
 // hooks decodes snapshotting.hooks. What Parse can tell without looking
 // at the host is checked here (a command's path is absolute, a DSN
 // parses); whether the executable exists is CheckFiles' question.
+// dsnWant says what a database hook's dsn looks like.
+var dsnWant = map[hooks.Type]string{
+	hooks.PostgresCheckpoint: `a libpq connection string like "host=db port=5432 user=zrepl dbname=app" or a postgres:// URL`,
+	hooks.MySQLLockTables:    `a DSN like "user:password@tcp(db:3306)/"`,
+}
+
 func (d *decoder) hooks(sm *mapping) []Hook {
 	items, ok := sm.list("hooks")
 	if !ok {
@@ -85,7 +91,7 @@ func (d *decoder) hooks(sm *mapping) []Hook {
 			h.DSN = hm.reqStr("dsn", "how to connect to the database")
 			if h.DSN != "" {
 				if err := hooks.CheckDSN(h.Type, h.DSN); err != nil {
-					d.errf(child(p, "dsn"), hm.keyLine("dsn"), "%v", err)
+					d.errf(child(p, "dsn"), hm.keyLine("dsn"), "%v (want %s)", err, dsnWant[h.Type])
 				}
 			}
 		}

@@ -137,7 +137,7 @@ func TestCheckFiles(t *testing.T) {
 		        - {type: postgres-checkpoint, dsn: "host=x", filesystems: {"pool/pg": true}}
 		        - type: command
 		          path: `+filepath.Join(dir, "missing.sh")+`
-		    pruning: {keep: []}
+		    pruning: {keep: [{type: regex, regex: ".*"}]}
 		`)
 	err := CheckFiles(cfg)
 	var errs *Errors

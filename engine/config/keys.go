@@ -135,7 +135,7 @@ var registryEntries = []KeyInfo{
 	{Schema: "jobs.{push,source,snap}.snapshotting.periodic.hooks.command.{path,timeout,err_is_fatal,filesystems}", Status: Applied},
 	{Schema: "jobs.{push,source,snap}.snapshotting.periodic.hooks.{postgres-checkpoint,mysql-lock-tables}.{dsn,timeout,err_is_fatal,filesystems}", Status: Applied},
 	{Schema: "jobs.{push,source,snap}.snapshotting.manual.hooks", Status: Partial,
-		Why: "needs periodic snapshotting: manual snapshotting takes no snapshots to run hooks around"},
+		Why: "needs periodic snapshotting: manual snapshotting takes no snapshots to run hooks around (want snapshotting type periodic, or no hooks)"},
 
 	// pruning
 	{Schema: "jobs.{push,pull,snap}.pruning", Status: Structure},
@@ -157,7 +157,7 @@ var registryEntries = []KeyInfo{
 	{Schema: "jobs.{push,source}.send.{encrypted,raw,compressed,large_blocks,embedded_data}", Status: Applied},
 	{Schema: "jobs.{push,source}.send.{send_properties,backup_properties,saved}", Status: Partial, Allowed: []string{"false"}, Why: notYetSend},
 	{Schema: "jobs.{push,source}.send.step_holds", Status: Partial,
-		Why: "was replaced by replication.protection (guarantee_incremental is step_holds.disable_incremental: true)"},
+		Why: "was replaced by replication.protection (want replication.protection.incremental: guarantee_incremental where step_holds.disable_incremental was true)"},
 
 	// recv
 	{Schema: "jobs.{sink,pull}.recv", Status: Structure},

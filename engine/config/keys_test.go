@@ -51,7 +51,7 @@ func TestPartialKeysRefuseWhatTheDaemonWouldIgnore(t *testing.T) {
 		    connect: {type: tcp, address: "h:1"}
 		    filesystems: {"pool<": true}
 		    snapshotting: {type: manual}
-		    pruning: {keep_sender: [], keep_receiver: []}
+		    pruning: {keep_sender: [{type: regex, regex: ".*"}], keep_receiver: [{type: regex, regex: ".*"}]}
 		    send:
 		      saved: %s
 		    conflict_resolution: {initial_replication: %s}
@@ -80,7 +80,7 @@ func TestInertKeysWarn(t *testing.T) {
 		    connect: {type: local, listener_name: s, client_identity: c, dial_timeout: 5s}
 		    filesystems: {"pool<": true}
 		    snapshotting: {type: manual}
-		    pruning: {keep_sender: [], keep_receiver: []}
+		    pruning: {keep_sender: [{type: regex, regex: ".*"}], keep_receiver: [{type: regex, regex: ".*"}]}
 		  - {name: s, type: sink, serve: {type: local, listener_name: s}, root_fs: backup}
 		`)
 	require.Len(t, cfg.Warnings, 1)

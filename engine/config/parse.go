@@ -32,15 +32,17 @@ func Parse(b []byte) (*Config, error) {
 		root = doc.Content[0]
 	}
 	var cfg Config
-	if doc.Kind == 0 || d.resolve(root) == nil {
-		d.errf("", 0, "empty config: want a mapping with the keys global and jobs")
-	} else {
-		m := d.mapping("", "", root, 1)
-		cfg.Global = d.global(m)
-		cfg.Jobs = d.jobs(m)
-		m.done()
-		d.validate(&cfg)
+	// An empty document (or one of comments only) is a config with the
+	// defaults and no jobs, as in zrepl; the daemon then serves only its
+	// control socket.
+	if doc.Kind == 0 {
+		root = nil
 	}
+	m := d.mapping("", "", root, 1)
+	cfg.Global = d.global(m)
+	cfg.Jobs = d.jobs(m)
+	m.done()
+	d.validate(&cfg)
 	if len(d.errs) > 0 {
 		e := &Errors{List: d.errs}
 		if d.overBudget {
@@ -219,6 +221,10 @@ func (d *decoder) global(root *mapping) Global {
 	return g
 }
 
+// logNets are the networks a tcp outlet may dial (Go's stream and
+// datagram networks; zrepl passes net to the dialer unchecked).
+var logNets = []string{"tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "unix", "unixgram", "unixpacket"}
+
 var syslogFacilities = []string{
 	"kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp",
 	"local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
@@ -251,19 +257,18 @@ func (d *decoder) outlet(m *mapping) (LogOutlet, bool) {
 		if o.Address != "" {
 			d.checkHostPort(child(m.path, "address"), m.keyLine("address"), o.Address)
 		}
-		o.Net = m.enum("net", "tcp", "tcp", "tcp4", "tcp6")
+
 		o.RetryInterval = m.goDuration("retry_interval", DefaultRetryInterval, false)
 		if tm, ok := d.section(m, "tls", ""); ok {
 			o.TLS = &LogTLS{Pos: tm.pos()}
-			// ca may be empty (the system's roots), but is required.
-			if ca, ok := tm.str("ca"); ok {
-				o.TLS.CA = ca
-			} else if tm.get("ca") == nil {
-				tm.missing("ca", "the CA of the log server's certificate; \"\" for the system's")
-			}
+			o.TLS.CA = tm.reqStr("ca", "the CA of the log server's certificate")
 			o.TLS.Cert = tm.reqStr("cert", "")
 			o.TLS.Key = tm.reqStr("key", "")
 			tm.done()
+		}
+		o.Net = m.enum("net", "tcp", logNets...)
+		if o.TLS != nil && strings.HasPrefix(o.Net, "udp") {
+			d.errf(child(m.path, "net"), m.keyLine("net"), "TLS needs a stream: net %s cannot carry it (want tcp, tcp4, tcp6 or unix)", o.Net)
 		}
 	}
 	m.done()
@@ -300,7 +305,9 @@ func (d *decoder) job(path string, n *yaml.Node) (Job, bool) {
 	j := Job{Line: m.line}
 	j.Name = m.reqStr("name", "")
 	j.nameLine = m.keyLine("name")
-	if j.Name != "" {
+	if strings.HasPrefix(j.Name, "_") {
+		d.errf(child(path, "name"), m.keyLine("name"), "job name %q is reserved for internal use (want a name that does not start with _)", j.Name)
+	} else if j.Name != "" {
 		id, err := endpoint.NewJobID(j.Name)
 		if err != nil {
 			d.errf(child(path, "name"), m.keyLine("name"), "%v", err)
@@ -382,7 +389,7 @@ func (d *decoder) rootFS(m *mapping, why string) zfs.DatasetPath {
 	}
 	p, err := zfs.NewDatasetPath(s)
 	if err != nil {
-		d.errf(child(m.path, "root_fs"), m.keyLine("root_fs"), "%v", err)
+		d.errf(child(m.path, "root_fs"), m.keyLine("root_fs"), "%v (want a dataset name like pool/backup)", err)
 	}
 	return p
 }
@@ -416,7 +423,7 @@ func (d *decoder) filesystems(m *mapping, why string) *Filter {
 		line := fm.keys[pat].Line
 		r, err := ParseFilterPattern(pat)
 		if err != nil {
-			d.errf(p, line, "%v", err)
+			d.errf(p, line, "%v (want a dataset name, ending in < for its subtree, like pool/data<)", err)
 			bad = true
 			continue
 		}
@@ -487,7 +494,7 @@ func (d *decoder) snapshotting(m *mapping, why string) *Snapshotting {
 			case errors.Is(err, snapper.ErrFormatNeedsUTC):
 				d.errf(child(sm.path, "timestamp_location"), sm.keyLine("timestamp_location"), "timestamp_format %s has no time zone, so it needs timestamp_location UTC", s.TimestampFormat)
 			case err != nil && zfs.ValidateVersionName(zfs.Snapshot, s.Prefix) != nil:
-				d.errf(child(sm.path, "prefix"), sm.keyLine("prefix"), "%v", err)
+				d.errf(child(sm.path, "prefix"), sm.keyLine("prefix"), "%v (want letters, digits and any of -_.: and space)", err)
 			case err != nil:
 				d.errf(child(sm.path, "timestamp_format"), sm.keyLine("timestamp_format"), "%v (want dense, human, iso-8601, unix-seconds or a Go time layout)", err)
 			}
@@ -535,6 +542,12 @@ func (d *decoder) keepRules(pm *mapping, key string, sender bool) []KeepRule {
 		if pm.get(key) == nil {
 			pm.missing(key, "")
 		}
+		return nil
+	}
+	if len(items) == 0 {
+		// As in zrepl: a side without rules is a mistake more often than
+		// a wish to keep everything, which {type: regex, regex: ".*"} says.
+		pm.d.errf(child(pm.path, key), pm.keyLine(key), "empty list of keep rules (want at least one rule; {type: regex, regex: \".*\"} keeps every snapshot)")
 		return nil
 	}
 	rules := []KeepRule{}
@@ -593,7 +606,7 @@ func (d *decoder) regex(m *mapping, required bool) *regexp.Regexp {
 	}
 	re, err := regexp.Compile(s)
 	if err != nil {
-		d.errf(child(m.path, "regex"), m.keyLine("regex"), "invalid regex %q: %v", s, err)
+		d.errf(child(m.path, "regex"), m.keyLine("regex"), "invalid regex %q: %v (want a regular expression in Go's RE2 syntax)", s, err)
 		return nil
 	}
 	return re
@@ -606,16 +619,17 @@ func (d *decoder) bandwidthLimit(m *mapping) BandwidthLimit {
 		return bl
 	}
 	if s, ok := bm.str("max"); ok {
-		if strings.TrimSpace(s) != "-1" {
-			v, err := ParseSize(s)
-			switch {
-			case err != nil:
-				d.errf(child(bm.path, "max"), bm.keyLine("max"), "%v", err)
-			case v <= 0:
-				d.errf(child(bm.path, "max"), bm.keyLine("max"), "must be positive, or -1 for no limit")
-			default:
-				bl.Max = v
-			}
+		v, err := ParseSize(s)
+		switch {
+		case err != nil:
+			d.errf(child(bm.path, "max"), bm.keyLine("max"), "%v", err)
+		case v < 0:
+			// zrepl: any negative rate is no limit.
+		case v < 1:
+			// zrepl takes 0 B and then never sends a byte.
+			d.errf(child(bm.path, "max"), bm.keyLine("max"), "rate %q is below one byte per second (want at least 1 B, or -1 B for no limit)", s)
+		default:
+			bl.Max = int64(v)
 		}
 	}
 	if s, ok := bm.str("bucket_capacity"); ok {
@@ -623,10 +637,10 @@ func (d *decoder) bandwidthLimit(m *mapping) BandwidthLimit {
 		switch {
 		case err != nil:
 			d.errf(child(bm.path, "bucket_capacity"), bm.keyLine("bucket_capacity"), "%v", err)
-		case v <= 0:
-			d.errf(child(bm.path, "bucket_capacity"), bm.keyLine("bucket_capacity"), "must be positive")
+		case v < 1:
+			d.errf(child(bm.path, "bucket_capacity"), bm.keyLine("bucket_capacity"), "bucket capacity %q must be at least 1 B (want e.g. 128 KiB)", s)
 		default:
-			bl.BucketCapacity = v
+			bl.BucketCapacity = int64(v)
 		}
 	}
 	bm.done()
@@ -656,6 +670,8 @@ func (d *decoder) send(m *mapping) SendOptions {
 	sm.done()
 	return o
 }
+
+const propWant = "want a ZFS property name: letters, digits and any of :._-+, like compression or com.example:tag"
 
 // validPropName accepts ZFS native and user property names.
 func validPropName(s string) bool {
@@ -687,7 +703,7 @@ func (d *decoder) recv(m *mapping) RecvOptions {
 				om.know(k)
 				p, line := mapKey(om.path, k), om.keys[k].Line
 				if !validPropName(k) {
-					d.errf(p, line, "invalid property name %q", k)
+					d.errf(p, line, "invalid property name %q (%s)", k, propWant)
 					continue
 				}
 				v := d.resolve(om.vals[k])
@@ -704,7 +720,7 @@ func (d *decoder) recv(m *mapping) RecvOptions {
 		o.Inherit = strs(items)
 		for _, it := range items {
 			if !validPropName(it.S) {
-				d.errf(it.Path, it.Line, "invalid property name %q", it.S)
+				d.errf(it.Path, it.Line, "invalid property name %q (%s)", it.S, propWant)
 			} else if _, both := o.Override[it.S]; both {
 				d.errf(it.Path, it.Line, "property %q is both overridden and inherited", it.S)
 			}

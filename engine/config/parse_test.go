@@ -60,7 +60,7 @@ func TestErrorsAreSortedByLine(t *testing.T) {
 		      client_identity: c
 		    filesystems: {"pool<": nope}
 		    snapshotting: {type: manual}
-		    pruning: {keep_sender: [], keep_receiver: []}
+		    pruning: {keep_sender: [{type: regex, regex: ".*"}], keep_receiver: [{type: regex, regex: ".*"}]}
 		`)
 	require.Len(t, errs, 2)
 	assert.Equal(t, 10, errs[0].Line)
@@ -109,7 +109,7 @@ func TestConnectDefaultsAndOptions(t *testing.T) {
 		    connect: {type: ssh+stdinserver, host: h, user: root, identity_file: /id}
 		    root_fs: pool/pulled2
 		    interval: 1d
-		    pruning: {keep_sender: [], keep_receiver: []}
+		    pruning: {keep_sender: [{type: regex, regex: ".*"}], keep_receiver: [{type: regex, regex: ".*"}]}
 		`)
 	p := cfg.Jobs[0]
 	assert.Equal(t, 3*time.Second, p.Connect.DialTimeout)
@@ -131,7 +131,7 @@ func TestGlobalSection(t *testing.T) {
 		  logging:
 		    - {type: stdout, level: debug, format: json, time: false, color: false}
 		    - {type: syslog, level: error, format: logfmt, facility: daemon, retry_interval: 1m30s}
-		    - {type: tcp, level: info, format: json, address: "logs:514", tls: {ca: "", cert: /c, key: /k}}
+		    - {type: tcp, level: info, format: json, address: "logs:514", tls: {ca: /ca, cert: /c, key: /k}}
 		    - {type: tcp, level: warn, format: human, net: tcp6, address: "[::1]:514", retry_interval: 2s}
 		  control: {sockpath: /run/z/control}
 		  serve: {stdinserver: {sockdir: /run/z/stdin}}
@@ -149,7 +149,7 @@ func TestGlobalSection(t *testing.T) {
 	assert.Equal(t, []LogOutlet{
 		{Type: "stdout", Level: LevelDebug, Format: FormatJSON},
 		{Type: "syslog", Level: LevelError, Format: FormatLogfmt, Facility: "daemon", RetryInterval: 90 * time.Second},
-		{Type: "tcp", Level: LevelInfo, Format: FormatJSON, Net: "tcp", Address: "logs:514", RetryInterval: DefaultRetryInterval, TLS: &LogTLS{Cert: "/c", Key: "/k"}},
+		{Type: "tcp", Level: LevelInfo, Format: FormatJSON, Net: "tcp", Address: "logs:514", RetryInterval: DefaultRetryInterval, TLS: &LogTLS{CA: "/ca", Cert: "/c", Key: "/k"}},
 		{Type: "tcp", Level: LevelWarn, Format: FormatHuman, Net: "tcp6", Address: "[::1]:514", RetryInterval: 2 * time.Second},
 	}, g.Logging)
 	assert.Equal(t, "/run/z/control", g.ControlSockPath)
@@ -181,9 +181,9 @@ func TestGlobalErrors(t *testing.T) {
 		{"global.logging[3]", 7, `missing required key "format" (want human, logfmt or json)`},
 		{"global.logging[3].retry_interval", 7, `invalid duration "1d" (want e.g. 500ms, 10s, 1m30s; units ns, us, ms, s, m, h)`},
 		{"global.logging[4].address", 8, `invalid address "logs" (want host:port, e.g. "backup.example.com:8888" or ":8888")`},
-		{"global.logging[4].net", 8, `unknown value "udp" (want tcp, tcp4, tcp6)`},
-		{"global.logging[4].tls", 8, `missing required key "ca" (the CA of the log server's certificate; "" for the system's)`},
+		{"global.logging[4].tls", 8, `missing required key "ca" (the CA of the log server's certificate)`},
 		{"global.logging[4].tls", 8, `missing required key "key"`},
+		{"global.logging[4].net", 8, `TLS needs a stream: net udp cannot carry it (want tcp, tcp4, tcp6 or unix)`},
 	}
 	require.Len(t, errs, len(want))
 	for i := range want {
@@ -237,7 +237,7 @@ func TestTimestampFormatMustGiveValidNames(t *testing.T) {
 		    type: snap
 		    filesystems: {"pool<": true}
 		    snapshotting: {type: periodic, prefix: z_, interval: 1h, timestamp_format: "2006/01/02"}
-		    pruning: {keep: []}
+		    pruning: {keep: [{type: regex, regex: ".*"}]}
 		`)
 	require.Len(t, errs, 1)
 	assert.Equal(t, Error{"jobs[0].snapshotting.timestamp_format", 5, `snapshot names would be invalid: invalid snapshot name "z_2020/06/01": unexpected '/' at position 6 (want dense, human, iso-8601, unix-seconds or a Go time layout)`}, *errs[0])
@@ -293,14 +293,14 @@ func TestListItemsAndDataKeysAreNamedExactly(t *testing.T) {
 		      "pool<": true
 		      "pool<": false
 		    snapshotting: {type: manual}
-		    pruning: {keep: []}
+		    pruning: {keep: [{type: regex, regex: ".*"}]}
 		`)
 	want := []Error{
 		{"jobs[0].serve.client_cns[0]", 11, "want a string, got null"},
 		{"jobs[0].serve.client_cns[2]", 13, `client identity "bad/cn" must not contain '/' (it names one dataset below root_fs)`},
 		{"jobs[0].serve.client_cns[3]", 14, `client identity "good" appears twice`},
 		{"jobs[0].recv.properties.inherit[1]", 18, "must not be empty"},
-		{"jobs[0].recv.properties.inherit[2]", 18, `invalid property name "bad name"`},
+		{"jobs[0].recv.properties.inherit[2]", 18, `invalid property name "bad name" (want a ZFS property name: letters, digits and any of :._-+, like compression or com.example:tag)`},
 		{"jobs[1].filesystems[\"pool<\"]", 23, `duplicate key "pool<" (first at line 22)`},
 	}
 	got := make([]Error, len(errs))
@@ -325,6 +325,17 @@ func TestParseFile(t *testing.T) {
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
 
+// An empty file is a config with the defaults and no jobs, as in zrepl.
+func TestEmptyDocument(t *testing.T) {
+	for _, doc := range []string{"", "# just a comment\n", "---\n", "~\n"} {
+		cfg, err := Parse([]byte(doc))
+		require.NoError(t, err, "%q", doc)
+		assert.Empty(t, cfg.Jobs)
+		assert.Equal(t, DefaultControlSockPath, cfg.Global.ControlSockPath)
+		assert.Equal(t, []LogOutlet{DefaultLogOutlet()}, cfg.Global.Logging)
+	}
+}
+
 func TestOneDocumentOnly(t *testing.T) {
 	errs := parseErrors(t, "jobs: []\n---\njobs: []\n")
 	require.Len(t, errs, 1)
@@ -341,7 +352,7 @@ func TestServeStdinserverAndRecvLimits(t *testing.T) {
 		    serve: {type: stdinserver, client_identities: [c1, c2]}
 		    root_fs: pool/s
 		    recv:
-		      bandwidth_limit: {max: -1, bucket_capacity: 1 MiB}
+		      bandwidth_limit: {max: -1 B, bucket_capacity: 1 MiB}
 		`)
 	s := cfg.Jobs[0]
 	assert.Equal(t, TransportStdinserver, s.Serve.Type)
@@ -357,7 +368,7 @@ func TestTimestampLocation(t *testing.T) {
 		    type: snap
 		    filesystems: {"pool<": true}
 		    snapshotting: {type: periodic, prefix: z_, interval: 1h, timestamp_format: iso-8601, timestamp_location: Etc/GMT-2}
-		    pruning: {keep: []}
+		    pruning: {keep: [{type: regex, regex: ".*"}]}
 		`)
 	s := cfg.Jobs[0].Snapshotting
 	at := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
@@ -369,12 +380,12 @@ func TestTimestampLocation(t *testing.T) {
 		    type: snap
 		    filesystems: {"pool<": true}
 		    snapshotting: {type: periodic, prefix: z_, interval: 1h, timestamp_location: Europe/Berlin}
-		    pruning: {keep: []}
+		    pruning: {keep: [{type: regex, regex: ".*"}]}
 		  - name: t
 		    type: snap
 		    filesystems: {"tank<": true}
 		    snapshotting: {type: periodic, prefix: z_, interval: 1h, timestamp_format: unix-seconds, timestamp_location: Mars/Olympus}
-		    pruning: {keep: []}
+		    pruning: {keep: [{type: regex, regex: ".*"}]}
 		`)
 	got := make([]Error, len(errs))
 	for i, e := range errs {

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -85,34 +86,43 @@ func FormatDuration(d time.Duration) string {
 	return d.String()
 }
 
-var sizeUnits = map[string]float64{
-	"": 1, "b": 1,
-	"k": 1e3, "kb": 1e3, "kib": 1 << 10, "ki": 1 << 10,
-	"m": 1e6, "mb": 1e6, "mib": 1 << 20, "mi": 1 << 20,
-	"g": 1e9, "gb": 1e9, "gib": 1 << 30, "gi": 1 << 30,
-	"t": 1e12, "tb": 1e12, "tib": 1 << 40, "ti": 1 << 40,
+// sizeRE is zrepl's syntax of data sizes and rates: a number, then bit,
+// or b (bits) or B (bytes) after one of zrepl's prefixes (K, M, G, T
+// decimal; Ki, Mi, Gi, Ti binary). The unit is required and its case
+// matters: 10 Mb is 1.25 MB.
+var sizeRE = regexp.MustCompile(`^([-0-9.]*)\s*(bit|(|K|Ki|M|Mi|G|Gi|T|Ti)([bB]))$`)
+
+var sizePrefixes = map[string]float64{
+	"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+	"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
 }
 
-// ParseSize parses a byte size like "23.5 MiB", "10MB" or "4096" (KB is
-// 1000 bytes, KiB 1024).
-func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	i := 0
-	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
-		i++
+const sizeWant = "want a number and a unit: B (bytes) or b, bit (bits), after K, M, G, T or Ki, Mi, Gi, Ti, e.g. 512 KiB, 23.5 MiB, 100 Mb"
+
+// ParseSize parses a size or rate as zrepl does and returns bytes: "23.5
+// MiB", "10 MB", "100 Mb" (bits: 12.5 MB), "8000 bit". Negative values
+// are returned as they are (a bandwidth_limit's -1 B means none).
+func ParseSize(s string) (float64, error) {
+	m := sizeRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("invalid size %q (%s)", s, sizeWant)
 	}
-	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
-	mult, ok := sizeUnits[unit]
-	if num == "" || !ok {
-		return 0, fmt.Errorf("invalid size %q (want e.g. 512 KiB, 23.5 MiB, 1 GB)", s)
+	n, err := strconv.ParseFloat(m[1], 64)
+	if err != nil || math.IsInf(n, 0) {
+		return 0, fmt.Errorf("invalid size %q: bad number %q (%s)", s, m[1], sizeWant)
 	}
-	v, err := strconv.ParseFloat(num, 64)
-	if err != nil {
-		return 0, fmt.Errorf("invalid size %q (want e.g. 512 KiB, 23.5 MiB, 1 GB)", s)
+	if m[2] == "bit" {
+		if n != math.Round(n) {
+			return 0, fmt.Errorf("invalid size %q: a count of bits must be whole (%s)", s, sizeWant)
+		}
+		return n / 8, nil
 	}
-	b := v * mult
-	if b >= math.MaxInt64 {
+	bits := n * sizePrefixes[m[3]]
+	if m[4] == "B" {
+		bits *= 8
+	}
+	if math.Abs(bits/8) >= math.MaxInt64 {
 		return 0, fmt.Errorf("size %q is out of range", s)
 	}
-	return int64(b), nil
+	return bits / 8, nil
 }

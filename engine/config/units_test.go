@@ -48,23 +48,31 @@ func TestFormatDurationRoundTripProperty(t *testing.T) {
 	})
 }
 
+// Sizes as zrepl reads them: the unit is required and its case matters,
+// b and bit are bits.
 func TestParseSize(t *testing.T) {
 	for _, tc := range []struct {
 		in      string
-		want    int64
+		want    float64
 		wantErr string
 	}{
-		{in: "4096", want: 4096},
 		{in: "23.5 MiB", want: 23.5 * (1 << 20)},
 		{in: "10MB", want: 10_000_000},
+		{in: "10 Mb", want: 1_250_000},
 		{in: "128 KiB", want: 128 << 10},
-		{in: "1 gib", want: 1 << 30},
-		{in: "2k", want: 2000},
+		{in: "8000 bit", want: 1000},
 		{in: "5 B", want: 5},
-		{in: "", wantErr: `invalid size "" (want e.g. 512 KiB, 23.5 MiB, 1 GB)`},
-		{in: "MiB", wantErr: `invalid size "MiB" (want e.g. 512 KiB, 23.5 MiB, 1 GB)`},
-		{in: "1.2.3 MB", wantErr: `invalid size "1.2.3 MB" (want e.g. 512 KiB, 23.5 MiB, 1 GB)`},
-		{in: "3 parsecs", wantErr: `invalid size "3 parsecs" (want e.g. 512 KiB, 23.5 MiB, 1 GB)`},
+		{in: ".5 KiB", want: 512},
+		{in: "-1 B", want: -1},
+		{in: "1 b", want: 0.125},
+		{in: "4096", wantErr: `invalid size "4096" (` + sizeWant + ")"},
+		{in: "1 gib", wantErr: `invalid size "1 gib" (` + sizeWant + ")"},
+		{in: "10 kB", wantErr: `invalid size "10 kB" (` + sizeWant + ")"},
+		{in: "", wantErr: `invalid size "" (` + sizeWant + ")"},
+		{in: "MiB", wantErr: `invalid size "MiB": bad number "" (` + sizeWant + ")"},
+		{in: "1.2.3 MB", wantErr: `invalid size "1.2.3 MB": bad number "1.2.3" (` + sizeWant + ")"},
+		{in: "1.5 bit", wantErr: `invalid size "1.5 bit": a count of bits must be whole (` + sizeWant + ")"},
+		{in: "3 parsecs", wantErr: `invalid size "3 parsecs" (` + sizeWant + ")"},
 		{in: "99999999999 TiB", wantErr: `size "99999999999 TiB" is out of range`},
 	} {
 		got, err := ParseSize(tc.in)

@@ -80,7 +80,17 @@ func (d *decoder) validate(cfg *Config) {
 		k, ok := listeners[j.Connect.ListenerName]
 		if !ok {
 			line := j.Connect.Pos.Line("listener_name")
-			d.errf(p, line, "no %s job in this config serves local listener %q", want, j.Connect.ListenerName)
+			var names []string
+			for _, q := range cfg.Jobs {
+				if q.Type == want && q.Serve != nil && q.Serve.Type == TransportLocal && q.Serve.ListenerName != "" {
+					names = append(names, q.Serve.ListenerName)
+				}
+			}
+			if len(names) == 0 {
+				d.errf(p, line, "no %s job in this config serves local listener %q (want the listener_name of a %s job with serve type local; there is none)", want, j.Connect.ListenerName, want)
+			} else {
+				d.errf(p, line, "no %s job in this config serves local listener %q (want one of %s)", want, j.Connect.ListenerName, strings.Join(names, ", "))
+			}
 			continue
 		}
 		peer := cfg.Jobs[k]

@@ -42,6 +42,9 @@ type Options struct {
 	NoControlSocket bool
 	// Version is the daemon's version (zrepl_start_time, version).
 	Version string
+	// SkipCertCheck builds the daemon without reading TLS files, for
+	// configcheck --skip-cert-check; such a daemon refuses to Run.
+	SkipCertCheck bool
 }
 
 // Daemon runs the jobs of one config.
@@ -395,7 +398,7 @@ func (d *Daemon) newPushSides(j *config.Job) (*pushSides, error) {
 		ps.local = p
 		return ps, nil
 	}
-	dial, err := newDialSpec(j.Connect)
+	dial, err := newDialSpec(j.Connect, d.opts.SkipCertCheck)
 	if err != nil {
 		return nil, err
 	}
@@ -444,7 +447,7 @@ func (d *Daemon) newPullSides(j *config.Job) (*pullSides, error) {
 		ps.local = p
 		return ps, nil
 	}
-	dial, err := newDialSpec(j.Connect)
+	dial, err := newDialSpec(j.Connect, d.opts.SkipCertCheck)
 	if err != nil {
 		return nil, err
 	}
@@ -478,7 +481,7 @@ func (d *Daemon) localJob(listener string, typ config.JobType) (*passive, bool) 
 }
 
 func (d *Daemon) buildPassive(j *config.Job) error {
-	serve, err := newServeSpec(&d.opts.Config.Global, j.Serve)
+	serve, err := newServeSpec(&d.opts.Config.Global, j.Serve, d.opts.SkipCertCheck)
 	if err != nil {
 		return err
 	}
@@ -523,6 +526,9 @@ func (d *Daemon) buildPassive(j *config.Job) error {
 // all jobs until ctx ends, then stops them, waits for them and persists
 // the backend state.
 func (d *Daemon) Run(ctx context.Context) error {
+	if d.opts.SkipCertCheck {
+		return errors.New("daemon: built without its TLS files (SkipCertCheck) and cannot run")
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -680,6 +686,15 @@ func (l *controlListener) Close() error {
 	err := l.UnixListener.Close()
 	os.Remove(l.path)
 	return err
+}
+
+// Jobs is what the daemon built for each job, in config order of kind
+// (passive, then active): for inspection (configcheck --what jobs).
+func (d *Daemon) Jobs() any {
+	return struct {
+		Passive []*passive
+		Active  []*activeJob
+	}{d.passive, d.active}
 }
 
 // Status returns every job's status, ordered by name.

@@ -57,7 +57,7 @@ jobs:
       server_cn: backup
     filesystems: {"pool<": true}
     snapshotting: {type: manual}
-    pruning: {keep_sender: [], keep_receiver: []}
+    pruning: {keep_sender: [{type: regex, regex: ".*"}], keep_receiver: [{type: regex, regex: ".*"}]}
 `, ca, cert, key)
 	}
 	sink := func(ca, cert, key string) string {

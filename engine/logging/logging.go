@@ -136,20 +136,13 @@ func tcpTLS(o config.LogOutlet) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s, %s: cannot load the client certificate: %w", t.Pos.Of("cert"), t.Pos.Of("key"), err)
 	}
-	var roots *x509.CertPool
-	if t.CA == "" {
-		if roots, err = x509.SystemCertPool(); err != nil {
-			return nil, fmt.Errorf("%s: the system's certificate pool: %w", t.Pos.Of("ca"), err)
-		}
-	} else {
-		pem, err := os.ReadFile(t.CA)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", t.Pos.Of("ca"), err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s: %s holds no PEM certificate", t.Pos.Of("ca"), t.CA)
-		}
+	pem, err := os.ReadFile(t.CA)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", t.Pos.Of("ca"), err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: %s holds no PEM certificate", t.Pos.Of("ca"), t.CA)
 	}
 	host, _, err := net.SplitHostPort(o.Address)
 	if err != nil {
