@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,4 +167,23 @@ func TestCheckFiles(t *testing.T) {
 		cfg.Jobs[0].Snapshotting.Hooks[i].Path = good
 	}
 	assert.NoError(t, CheckFiles(cfg))
+}
+
+// README's database example is a config the parser accepts, with the
+// hooks it describes.
+func TestReadmeHookExample(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	s := string(b)
+	start := strings.Index(s, "```yaml\njobs:\n  - name: db_backup")
+	require.GreaterOrEqual(t, start, 0, "README has the db_backup example")
+	s = s[start+len("```yaml\n"):]
+	cfg, err := Parse([]byte(s[:strings.Index(s, "```")]))
+	require.NoError(t, err)
+	var types []hooks.Type
+	for _, h := range cfg.Jobs[0].Snapshotting.Hooks {
+		types = append(types, h.Type)
+	}
+	assert.Equal(t, []hooks.Type{hooks.PostgresCheckpoint, hooks.MySQLLockTables, hooks.Command}, types)
+	assert.True(t, cfg.Jobs[0].Snapshotting.Hooks[1].ErrIsFatal)
 }
