@@ -3,12 +3,17 @@ package hooks
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
 
 	"github.com/go-sql-driver/mysql"
 )
+
+// erLockWaitTimeout is ER_LOCK_WAIT_TIMEOUT, MySQL's and MariaDB's error
+// 1205.
+const erLockWaitTimeout = 1205
 
 type mysqlHook struct {
 	cfg  *mysql.Config
@@ -52,6 +57,10 @@ func (m mysqlHook) before(ctx context.Context, inv invocation) (afterFunc, strin
 	}
 	if _, err := conn.ExecContext(ctx, "FLUSH TABLES WITH READ LOCK"); err != nil {
 		release()
+		// The server may give up first: its lock_wait_timeout is ours.
+		if me := (*mysql.MySQLError)(nil); errors.As(err, &me) && me.Number == erLockWaitTimeout {
+			return nil, "", fmt.Errorf("FLUSH TABLES WITH READ LOCK: %w after %s (the server's lock_wait_timeout): %w", ErrTimeout, inv.timeout, err)
+		}
 		return nil, "", fmt.Errorf("FLUSH TABLES WITH READ LOCK: %w", err)
 	}
 	return func(ctx context.Context, inv invocation) (string, error) {
