@@ -36,19 +36,38 @@ func rules(keep []config.KeepRule) []pruner.Rule {
 // destroys held snapshots, the newest one or the newest replicated one).
 type pruneRules struct {
 	policy pruner.Policy
+	// notReplicated: a not_replicated rule is among them.
+	notReplicated bool
 }
+
+func (p *pruneRules) keepsNotReplicated() bool { return p.notReplicated }
 
 // newPrune returns nil for a side without rules: it is not pruned.
 func newPrune(keep []config.KeepRule) *pruneRules {
 	if len(keep) == 0 {
 		return nil
 	}
-	return &pruneRules{policy: pruner.Policy{Rules: rules(keep)}}
+	r := &pruneRules{policy: pruner.Policy{Rules: rules(keep)}}
+	for _, k := range keep {
+		r.notReplicated = r.notReplicated || k.Type == config.KeepNotReplicated
+	}
+	return r
 }
 
-func (p *pruneRules) prune(ctx context.Context, t job.PruneTarget, now time.Time, replicatedTXG func(string) (uint64, bool)) (int, error) {
+func (p *pruneRules) prune(ctx context.Context, t job.PruneTarget, now time.Time, replicatedTXG func(string) (uint64, bool)) ([]job.PruneFSStatus, error) {
 	rep, err := pruner.Prune(ctx, t, p.policy, now, replicatedTXG)
-	return rep.Destroyed(), err
+	out := make([]job.PruneFSStatus, len(rep.Filesystems))
+	for i, f := range rep.Filesystems {
+		fs := job.PruneFSStatus{FS: f.FS, Snapshots: f.Kept + len(f.Planned), Destroy: f.Planned, Destroyed: len(f.Destroyed)}
+		if f.Err != nil {
+			fs.Error = f.Err.Error()
+		}
+		if known := replicatedTXG != nil && knownTXG(replicatedTXG, f.FS); !known && p.keepsNotReplicated() && len(f.Planned) == 0 && f.Kept > 0 {
+			fs.SkipReason = "no replication cursor: nothing is known to be replicated, so not_replicated keeps every snapshot"
+		}
+		out[i] = fs
+	}
+	return out, err
 }
 
 // fn is the job's PruneFunc (nil without rules).
@@ -57,4 +76,9 @@ func (p *pruneRules) fn() job.PruneFunc {
 		return nil
 	}
 	return p.prune
+}
+
+func knownTXG(replicatedTXG func(string) (uint64, bool), fs string) bool {
+	_, ok := replicatedTXG(fs)
+	return ok
 }

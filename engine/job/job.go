@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"maps"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,10 +40,11 @@ type PruneTarget interface {
 	DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error
 }
 
-// PruneFunc applies one side's keep rules to target. replicatedTXG tells,
+// PruneFunc applies one side's keep rules to target and reports per
+// filesystem what it did. replicatedTXG tells,
 // per filesystem, up to which createtxg the job has replicated (for the
 // not_replicated rule). It returns how many snapshots it destroyed.
-type PruneFunc func(ctx context.Context, target PruneTarget, now time.Time, replicatedTXG func(fs string) (uint64, bool)) (int, error)
+type PruneFunc func(ctx context.Context, target PruneTarget, now time.Time, replicatedTXG func(fs string) (uint64, bool)) ([]PruneFSStatus, error)
 
 // Sides are the two ends of one replication, as a connection gives them.
 type Sides struct {
@@ -139,6 +141,7 @@ type Active struct {
 	mu          sync.Mutex
 	status      Status
 	run         *replication.Run
+	repStart    time.Time // of run
 	cancelRun   context.CancelFunc
 	concurrency int
 }
@@ -326,9 +329,7 @@ func (j *Active) once(ctx context.Context, snapshot bool) {
 	}
 	if j.cfg.PruneLocal != nil && j.cfg.LocalTarget != nil && ctx.Err() == nil {
 		j.setState(StatePruning)
-		start := j.cfg.Clock.Now()
-		n, err := j.cfg.PruneLocal(ctx, j.cfg.LocalTarget, start, func(string) (uint64, bool) { return math.MaxUint64, true })
-		j.pruned("local", n, start, log)
+		err := j.prune(ctx, "local", j.cfg.PruneLocal, j.cfg.LocalTarget, func(string) (uint64, bool) { return math.MaxUint64, true }, log)
 		if err != nil {
 			fail("prune", err)
 		}
@@ -366,20 +367,40 @@ func (j *Active) snapshot(ctx context.Context, now time.Time) ([]SnapshotFSStatu
 	return report, err
 }
 
-// pruned records one side's pruning, started at start.
-func (j *Active) pruned(side string, n int, start time.Time, log *slog.Logger) {
+// prune runs one side's pruning, keeping its status and counts.
+func (j *Active) prune(ctx context.Context, side string, f PruneFunc, t PruneTarget, replicatedTXG func(fs string) (uint64, bool), log *slog.Logger) error {
+	start := j.cfg.Clock.Now()
+	st := &PruningStatus{Start: start}
+	j.mu.Lock()
+	if j.status.Pruning == nil {
+		j.status.Pruning = map[string]*PruningStatus{}
+	}
+	j.status.Pruning[side] = st
+	j.mu.Unlock()
+	fss, err := f(ctx, t, start, replicatedTXG)
+	n := 0
+	for _, fs := range fss {
+		n += fs.Destroyed
+	}
 	if n > 0 {
 		log.Info("pruned snapshots", "side", side, "destroyed", n)
 	}
+	end := j.cfg.Clock.Now()
 	if j.cfg.Observer != nil {
-		j.cfg.Observer.Pruned(j.cfg.Name, side, n, j.cfg.Clock.Now().Sub(start))
+		j.cfg.Observer.Pruned(j.cfg.Name, side, n, end.Sub(start))
+	}
+	done := &PruningStatus{Start: start, End: end, Filesystems: fss}
+	if err != nil {
+		done.Error = err.Error()
 	}
 	j.mu.Lock()
 	if j.status.Pruned == nil {
 		j.status.Pruned = map[string]int{}
 	}
 	j.status.Pruned[side] += n
+	j.status.Pruning[side] = done
 	j.mu.Unlock()
+	return err
 }
 
 func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []error {
@@ -403,20 +424,21 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 	run := replication.NewRun(sides.Sender, sides.Receiver, replication.Config{
 		Policy: j.cfg.Policy, Protection: j.cfg.Protection, Concurrency: j.concurrency, SizeEstimates: j.cfg.SizeEstimates, Sleep: j.cfg.ReplicationSleep, Now: j.cfg.Clock.Now,
 	})
-	j.run, j.cancelRun = run, cancel
+	repStart := j.cfg.Clock.Now()
+	j.run, j.cancelRun, j.repStart = run, cancel, repStart
 	j.mu.Unlock()
 	log.Info("replication started")
-	repStart := j.cfg.Clock.Now()
 	rep := run.Do(runCtx)
 	prog := run.Progress()
 	cancel()
+	end := j.cfg.Clock.Now()
 	final := replicationStatus(prog, &rep)
+	final.Start, final.End = repStart, end
 	j.mu.Lock()
 	j.run, j.cancelRun = nil, nil
 	j.status.Replication = final
 	j.mu.Unlock()
 	if j.cfg.Observer != nil {
-		end := j.cfg.Clock.Now()
 		j.cfg.Observer.ReplicationDone(j.cfg.Name, end.Sub(repStart), final, rep.Err(), end)
 	}
 	if err := rep.Err(); err != nil {
@@ -428,7 +450,6 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 		return errs
 	}
 
-	now := j.cfg.Clock.Now()
 	if j.cfg.PruneSender != nil && sides.SenderPrune != nil {
 		j.setState(StatePruningSender)
 		owner := sides.SenderJob
@@ -439,11 +460,10 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 		if err != nil {
 			fail("prune sender", err)
 		} else {
-			n, err := j.cfg.PruneSender(ctx, sides.SenderPrune, now, func(fs string) (uint64, bool) {
+			err := j.prune(ctx, "sender", j.cfg.PruneSender, sides.SenderPrune, func(fs string) (uint64, bool) {
 				t, ok := txgs[fs]
 				return t, ok
-			})
-			j.pruned("sender", n, now, log)
+			}, log)
 			if err != nil {
 				fail("prune sender", err)
 			}
@@ -452,9 +472,7 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 	if j.cfg.PruneReceiver != nil && sides.ReceiverPrune != nil && ctx.Err() == nil {
 		j.setState(StatePruningReceiver)
 		// Whatever the receiver has was replicated.
-		start := j.cfg.Clock.Now()
-		n, err := j.cfg.PruneReceiver(ctx, sides.ReceiverPrune, start, func(string) (uint64, bool) { return math.MaxUint64, true })
-		j.pruned("receiver", n, start, log)
+		err := j.prune(ctx, "receiver", j.cfg.PruneReceiver, sides.ReceiverPrune, func(string) (uint64, bool) { return math.MaxUint64, true }, log)
 		if err != nil {
 			fail("prune receiver", err)
 		}
@@ -510,15 +528,13 @@ func (j *Active) Status() Status {
 	s := j.status
 	s.LastSnapshots = append([]string(nil), s.LastSnapshots...)
 	s.Snapshotting = s.Snapshotting.clone()
-	if s.Pruned != nil {
-		p := make(map[string]int, len(s.Pruned))
-		for k, v := range s.Pruned {
-			p[k] = v
-		}
-		s.Pruned = p
-	}
+	s.Pruned = maps.Clone(s.Pruned)
+	// A side's status is replaced, never changed, once done: sharing
+	// the pointers is safe.
+	s.Pruning = maps.Clone(s.Pruning)
 	if j.run != nil {
 		s.Replication = replicationStatus(j.run.Progress(), nil)
+		s.Replication.Start = j.repStart
 	}
 	return s
 }

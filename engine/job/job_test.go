@@ -144,18 +144,23 @@ func TestReplicationStatus(t *testing.T) {
 	p := replication.Progress{
 		Attempt: 2, Expected: 300, Done: 150, Rate: 50, ETA: 3 * time.Second,
 		Steps: []replication.StepProgress{
-			{FS: "a", Expected: 100, Done: 100, State: "done"},
-			{FS: "a", Expected: 100, Done: 50, State: "running"},
-			{FS: "b", Expected: 100, Done: 0, State: "waiting"},
+			{FS: "a", Step: "full @1", Expected: 100, Done: 100, State: "done"},
+			{FS: "a", Step: "@1 => @2", Expected: 100, Done: 50, State: "running"},
+			{FS: "b", Step: "full @1", Expected: 100, Done: 0, State: "waiting"},
+			{FS: "b", Step: "@1 => @2", Expected: 0, Done: 0, State: "waiting"},
 		},
+		Previous: &replication.Report{Attempts: 1, Filesystems: []replication.FSReport{
+			{FS: "a", State: replication.FSFailed, Err: errors.New("connection reset")}, {FS: "b", State: replication.FSDone},
+		}},
 	}
 	s := replicationStatus(p, nil)
 	assert.Equal(t, &ReplicationStatus{
 		Attempt: 2, BytesExpected: 300, BytesDone: 150, Rate: 50, ETASeconds: 3,
 		Filesystems: []FSStatus{
-			{FS: "a", State: "running", BytesExpected: 200, BytesDone: 150, Steps: 2, StepsDone: 1, Rate: 50, ETASeconds: 1},
-			{FS: "b", State: "waiting", BytesExpected: 100, Steps: 1, ETASeconds: 2},
+			{FS: "a", State: "running", BytesExpected: 200, BytesDone: 150, Steps: 2, StepsDone: 1, Step: "@1 => @2", Rate: 50, ETASeconds: 1},
+			{FS: "b", State: "waiting", BytesExpected: 100, Steps: 2, Step: "full @1", Unestimated: 1, ETASeconds: 2},
 		},
+		PreviousAttempt: &AttemptStatus{Attempt: 1, Failed: []FSError{{FS: "a", Error: "connection reset"}}},
 	}, s)
 	assert.Equal(t, 3*time.Second, s.ETA())
 
@@ -166,6 +171,7 @@ func TestReplicationStatus(t *testing.T) {
 	}}
 	s = replicationStatus(p, &rep)
 	assert.True(t, s.Finished)
+	assert.Nil(t, s.PreviousAttempt, "a finished run's errors are its filesystems'")
 	require.Len(t, s.Filesystems, 3)
 	assert.Equal(t, "done", s.Filesystems[0].State)
 	assert.Equal(t, "failed", s.Filesystems[1].State)

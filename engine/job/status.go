@@ -39,6 +39,9 @@ type Status struct {
 	Snapshotting *SnapshottingStatus `json:"snapshotting,omitempty"`
 	// Pruned counts destroyed snapshots per side since the start.
 	Pruned map[string]int `json:"pruned,omitempty"`
+	// Pruning is each side's last (or running) pruning: sender,
+	// receiver, or local (a snap job).
+	Pruning map[string]*PruningStatus `json:"pruning,omitempty"`
 	// Replication is the running replication, or else the last one.
 	Replication *ReplicationStatus `json:"replication,omitempty"`
 }
@@ -102,9 +105,37 @@ type HookResult struct {
 	DurationSeconds float64 `json:"duration_seconds"`
 }
 
+// PruningStatus is one side's pruning.
+type PruningStatus struct {
+	Start time.Time `json:"start"`
+	// End is zero while it runs.
+	End time.Time `json:"end,omitzero"`
+	// Error is why it failed as a whole (the listing), or its
+	// filesystems' errors joined.
+	Error       string          `json:"error,omitempty"`
+	Filesystems []PruneFSStatus `json:"filesystems,omitempty"`
+}
+
+// PruneFSStatus is one filesystem's pruning.
+type PruneFSStatus struct {
+	FS string `json:"fs"`
+	// Snapshots is how many it had; Destroy what the keep rules chose
+	// to destroy; Destroyed how many of those went.
+	Snapshots int      `json:"snapshots"`
+	Destroy   []string `json:"destroy,omitempty"`
+	Destroyed int      `json:"destroyed"`
+	// SkipReason says why nothing was chosen on a filesystem where the
+	// rules could not judge (nothing known to be replicated).
+	SkipReason string `json:"skip_reason,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
 // ReplicationStatus is a replication's progress, in total and per
 // filesystem.
 type ReplicationStatus struct {
+	// Start of the replication, and its end (zero while it runs).
+	Start         time.Time  `json:"start,omitzero"`
+	End           time.Time  `json:"end,omitzero"`
 	Attempt       int        `json:"attempt"`
 	BytesExpected int64      `json:"bytes_expected"`
 	BytesDone     int64      `json:"bytes_done"`
@@ -113,6 +144,23 @@ type ReplicationStatus struct {
 	ETASeconds    float64    `json:"eta_seconds,omitempty"`
 	Finished      bool       `json:"finished"`
 	Filesystems   []FSStatus `json:"filesystems,omitempty"`
+	// PreviousAttempt is the attempt before this one, when this is a
+	// retry: what failed then.
+	PreviousAttempt *AttemptStatus `json:"previous_attempt,omitempty"`
+}
+
+// AttemptStatus is an attempt that ended.
+type AttemptStatus struct {
+	Attempt int `json:"attempt"`
+	// Failed are its filesystems that failed ("(sender)" or
+	// "(receiver)": a listing that failed), with why.
+	Failed []FSError `json:"failed,omitempty"`
+}
+
+// FSError is a filesystem's error.
+type FSError struct {
+	FS    string `json:"fs"`
+	Error string `json:"error"`
 }
 
 // FSStatus is one filesystem of a replication.
@@ -123,6 +171,12 @@ type FSStatus struct {
 	BytesDone     int64  `json:"bytes_done"`
 	Steps         int    `json:"steps"`
 	StepsDone     int    `json:"steps_done"`
+	// Step is the step running or next ("full @a", "@a => @b"); empty
+	// when all are done.
+	Step string `json:"step,omitempty"`
+	// Unestimated counts the steps left without a size estimate: their
+	// bytes are missing from (or extrapolated into) BytesExpected.
+	Unestimated int `json:"unestimated,omitempty"`
 	LastError     string `json:"last_error,omitempty"`
 	// Rate is this filesystem's bytes over the run's time so far.
 	Rate float64 `json:"rate_bytes_per_second,omitempty"`
@@ -152,6 +206,14 @@ func replicationStatus(p replication.Progress, rep *replication.Report) *Replica
 		f.Steps++
 		f.BytesExpected += s.Expected
 		f.BytesDone += s.Done
+		if s.State != "done" {
+			if f.Step == "" {
+				f.Step = s.Step
+			}
+			if s.Expected == 0 {
+				f.Unestimated++
+			}
+		}
 		switch s.State {
 		case "done":
 			f.StepsDone++
@@ -163,6 +225,15 @@ func replicationStatus(p replication.Progress, rep *replication.Report) *Replica
 		} else if f.State == "planned" || f.State == "done" {
 			f.State = "waiting"
 		}
+	}
+	if prev := p.Previous; prev != nil && rep == nil {
+		a := &AttemptStatus{Attempt: prev.Attempts}
+		for _, r := range prev.Filesystems {
+			if r.Err != nil {
+				a.Failed = append(a.Failed, FSError{FS: r.FS, Error: r.Err.Error()})
+			}
+		}
+		out.PreviousAttempt = a
 	}
 	if rep != nil {
 		for _, r := range rep.Filesystems {

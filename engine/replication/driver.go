@@ -135,6 +135,9 @@ func (r *Run) Progress() Progress {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p := Progress{Attempt: r.m.Attempt()}
+	if last, ok := r.m.LastAttempt(); ok {
+		p.Previous = &last
+	}
 	for _, s := range r.m.Steps() {
 		var done int64
 		if int(s.ID) < len(r.done) {

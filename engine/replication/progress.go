@@ -30,6 +30,9 @@ type Progress struct {
 	Rate  float64
 	ETA   time.Duration
 	Steps []StepProgress
+	// Previous is the last attempt that ended, once one did (its
+	// failures are why the current attempt runs); nil before.
+	Previous *Report
 }
 
 // countingReader counts bytes read through it.

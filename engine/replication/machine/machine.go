@@ -272,6 +272,10 @@ func (m *Machine) Ready() Ready {
 // Attempt is the number of the current (or last) attempt.
 func (m *Machine) Attempt() int { return m.attempt }
 
+// LastAttempt is the report of the last attempt that ended, if any (while
+// a later attempt runs or waits: what made it retry).
+func (m *Machine) LastAttempt() (Report, bool) { return m.last, m.last.Attempts > 0 }
+
 // Limit is the current step limit.
 func (m *Machine) Limit() int { return m.limit }
 
