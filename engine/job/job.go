@@ -2,10 +2,10 @@ package job
 
 import (
 	"context"
-	"maps"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"sync"

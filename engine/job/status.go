@@ -176,8 +176,8 @@ type FSStatus struct {
 	Step string `json:"step,omitempty"`
 	// Unestimated counts the steps left without a size estimate: their
 	// bytes are missing from (or extrapolated into) BytesExpected.
-	Unestimated int `json:"unestimated,omitempty"`
-	LastError     string `json:"last_error,omitempty"`
+	Unestimated int    `json:"unestimated,omitempty"`
+	LastError   string `json:"last_error,omitempty"`
 	// Rate is this filesystem's bytes over the run's time so far.
 	Rate float64 `json:"rate_bytes_per_second,omitempty"`
 	// ETASeconds is the filesystem's bytes left at the run's rate.
