@@ -108,11 +108,7 @@ func (s jobSender) ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, 
 	if err != nil {
 		return nil, fmt.Errorf("list pools: %w", err)
 	}
-	// A copy per listing: concurrent listings (several clients of a
-	// source) must not share the roots.
-	cp := *s.Sender
-	cp.Roots = pools
-	return cp.ListFilesystems(ctx)
+	return s.Sender.ListFilesystemsBelow(ctx, pools)
 }
 
 // streamSender is the sender a job's streams come from, under its

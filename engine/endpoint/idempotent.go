@@ -15,11 +15,18 @@ import (
 // holdIdempotent places tag on snap; an existing hold with that tag is
 // what we wanted.
 func holdIdempotent(ctx context.Context, z zfs.ZFS, snap zfs.VersionRef, tag string) error {
+	_, err := holdCreated(ctx, z, snap, tag)
+	return err
+}
+
+// holdCreated is holdIdempotent that also says whether this call placed
+// the hold (false: it was there, or the call failed).
+func holdCreated(ctx context.Context, z zfs.ZFS, snap zfs.VersionRef, tag string) (bool, error) {
 	err := z.Hold(ctx, snap, tag)
 	if errors.Is(err, zfs.ErrHoldTagExists) {
-		return nil
+		return false, nil
 	}
-	return err
+	return err == nil, err
 }
 
 // releaseIdempotent removes tag from snap; a tag or snapshot already gone
@@ -36,23 +43,30 @@ func releaseIdempotent(ctx context.Context, z zfs.ZFS, snap zfs.VersionRef, tag 
 // that name is fine only if it marks the same GUID: a same-named bookmark
 // of another snapshot would silently change what the name stands for.
 func bookmarkIdempotent(ctx context.Context, z zfs.ZFS, from zfs.VersionRef, fromGUID uint64, name string) error {
+	_, err := bookmarkCreated(ctx, z, from, fromGUID, name)
+	return err
+}
+
+// bookmarkCreated is bookmarkIdempotent that also says whether this call
+// created the bookmark.
+func bookmarkCreated(ctx context.Context, z zfs.ZFS, from zfs.VersionRef, fromGUID uint64, name string) (bool, error) {
 	err := z.Bookmark(ctx, from, name)
 	if err == nil || !errors.Is(err, zfs.ErrDatasetExists) {
-		return err
+		return err == nil, err
 	}
 	versions, lerr := z.ListVersions(ctx, from.FS)
 	if lerr != nil {
-		return errors.Join(err, lerr)
+		return false, errors.Join(err, lerr)
 	}
 	for _, v := range versions {
 		if v.Kind == zfs.Bookmark && v.Name == name {
 			if v.GUID == fromGUID {
-				return nil
+				return false, nil
 			}
-			return fmt.Errorf("bookmark %s#%s exists but marks GUID %016x, not %016x: %w", from.FS, name, v.GUID, fromGUID, err)
+			return false, fmt.Errorf("bookmark %s#%s exists but marks GUID %016x, not %016x: %w", from.FS, name, v.GUID, fromGUID, err)
 		}
 	}
-	return err
+	return false, err
 }
 
 // destroyIdempotent destroys versions; versions already gone are fine.

@@ -118,7 +118,11 @@ func ParseProtection(s string) (Protection, error) {
 	return 0, fmt.Errorf("unknown protection %q (want guarantee_resumability, guarantee_incremental or guarantee_nothing)", s)
 }
 
-// Sender is the sending side of a job.
+// Sender is the sending side of a job. A source serves one Sender to all
+// its clients, which may be buggy or hostile: every version a client names
+// is checked against the filesystem before anything is done with it, and
+// one client's call never lowers the protection of another's step in
+// flight (see openSteps). A Sender must not be copied once used.
 type Sender struct {
 	ZFS zfs.ZFS
 	Job JobID
@@ -130,6 +134,8 @@ type Sender struct {
 	// whether it sends encrypted filesystems only. It applies to every
 	// send the sender makes, whoever asks.
 	Policy zfs.SendPolicy
+
+	steps openSteps
 }
 
 func (s *Sender) allowed(fs string) (zfs.DatasetPath, error) {
@@ -145,9 +151,15 @@ func (s *Sender) allowed(fs string) (zfs.DatasetPath, error) {
 
 // ListFilesystems lists the filesystems the job sends with their versions.
 func (s *Sender) ListFilesystems(ctx context.Context) ([]Filesystem, error) {
+	return s.ListFilesystemsBelow(ctx, s.Roots)
+}
+
+// ListFilesystemsBelow is ListFilesystems with other roots (a job whose
+// filter takes every pool lists the pools imported now).
+func (s *Sender) ListFilesystemsBelow(ctx context.Context, roots []zfs.DatasetPath) ([]Filesystem, error) {
 	var out []Filesystem
 	seen := map[string]bool{}
-	for _, root := range s.Roots {
+	for _, root := range roots {
 		infos, err := s.ZFS.ListFilesystems(ctx, root)
 		if err != nil {
 			return nil, fmt.Errorf("list filesystems below %s: %w", root, err)
@@ -212,11 +224,27 @@ func (s *Sender) sendArgs(ctx context.Context, fs zfs.DatasetPath, req SendReque
 	return zfs.SendArgs{FS: fs, From: req.From, To: req.To, ResumeToken: req.ResumeToken, Flags: flags}, nil
 }
 
-// Send protects the step with step holds (or a step bookmark where the
-// source is a bookmark) and starts the send stream with the flags of the
-// job's policy. The protection stays until the next step of the
-// filesystem completed, so an interrupted step can always resume and the
-// incremental source cannot vanish underneath.
+// checkNamed refuses a version without a GUID: a client names versions
+// by name and GUID, and the GUID is what is checked against the
+// filesystem (by ZFS for a send, against the listing elsewhere).
+func checkNamed(fs zfs.DatasetPath, what string, v zfs.FilesystemVersion) error {
+	if v.GUID == 0 {
+		return fmt.Errorf("%s %s%s: no GUID given: %w", what, fs, v.RelName(), ErrNotAllowed)
+	}
+	return nil
+}
+
+// Send starts the send stream and protects the step with step holds (or a
+// step bookmark where the source is a bookmark). The protection stays
+// until the next step of the filesystem completed, so an interrupted step
+// can always resume and the incremental source cannot vanish underneath.
+//
+// ZFS checks the versions against their GUIDs as the send starts, so the
+// protection is taken only for the versions the client named; and it is
+// taken before the stream is handed out, while the running send keeps the
+// snapshots from being destroyed. A Send that fails after it took some
+// protection gives it up again, except where another send in flight uses
+// it: a refused request leaves nothing behind.
 func (s *Sender) Send(ctx context.Context, req SendRequest) (io.ReadCloser, error) {
 	fs, err := s.allowed(req.FS)
 	if err != nil {
@@ -225,59 +253,143 @@ func (s *Sender) Send(ctx context.Context, req SendRequest) (io.ReadCloser, erro
 	if req.To.Kind != zfs.Snapshot {
 		return nil, fmt.Errorf("send %s: target %s is not a snapshot: %w", fs, req.To.RelName(), ErrNotAllowed)
 	}
+	if err := checkNamed(fs, "send", req.To); err != nil {
+		return nil, err
+	}
+	if req.From != nil {
+		if err := checkNamed(fs, "send from", *req.From); err != nil {
+			return nil, err
+		}
+	}
 	args, err := s.sendArgs(ctx, fs, req)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.protect(ctx, fs, req); err != nil {
+	switch req.Protection {
+	case GuaranteeResumability, GuaranteeIncremental, GuaranteeNothing:
+	default:
+		return nil, fmt.Errorf("send %s: %w: unknown protection %d", fs, ErrNotAllowed, req.Protection)
+	}
+	stream, err := s.ZFS.Send(ctx, args)
+	if err != nil {
 		return nil, err
 	}
+	e := s.steps.of(fs)
+	uses := s.stepUses(req)
+	e.mu.Lock()
+	e.add(uses)
+	taken, err := s.protect(ctx, fs, req)
+	if err != nil {
+		e.remove(uses)
+		err = errors.Join(err, s.giveUp(ctx, e, taken))
+		e.mu.Unlock()
+		stream.Close()
+		return nil, err
+	}
+	e.mu.Unlock()
 	if plantedbugs.CursorInSend {
 		_ = bookmarkIdempotent(ctx, s.ZFS, req.To.Ref(fs), req.To.GUID, CursorBookmarkName(req.To.GUID, s.Job))
 	}
 	if plantedbugs.EarlyStepRelease {
 		_ = releaseTagFrom(ctx, s.ZFS, []zfs.VersionRef{req.To.Ref(fs)}, StepHoldTag(s.Job))
 	}
-	return s.ZFS.Send(ctx, args)
+	return &stepStream{ReadCloser: stream, done: func() {
+		e.mu.Lock()
+		e.remove(uses)
+		e.mu.Unlock()
+	}}, nil
 }
 
-// protect takes the step protection req.Protection asks for.
-func (s *Sender) protect(ctx context.Context, fs zfs.DatasetPath, req SendRequest) error {
+// stepUses names (RelName) the versions a send in flight of req uses.
+func (s *Sender) stepUses(req SendRequest) []string {
+	uses := []string{req.To.RelName()}
+	if req.From != nil {
+		uses = append(uses, req.From.RelName(), "#"+StepBookmarkName(req.From.GUID, s.Job))
+	}
+	return uses
+}
+
+// taken is protection a Send placed itself (not found in place): what it
+// gives up if it fails.
+type taken struct {
+	holds     []zfs.VersionRef
+	bookmarks []zfs.VersionRef
+}
+
+// giveUp releases the holds and destroys the bookmarks in t that no send
+// in flight uses; the caller holds e.mu.
+func (s *Sender) giveUp(ctx context.Context, e *fsSteps, t taken) error {
+	var errs []error
+	for _, h := range t.holds {
+		if !e.inUse(h.Kind.Delimiter() + h.Name) {
+			if err := releaseIdempotent(ctx, s.ZFS, h, StepHoldTag(s.Job)); err != nil {
+				errs = append(errs, fmt.Errorf("give up step hold on %s: %w", h, err))
+			}
+		}
+	}
+	var doomed []zfs.VersionRef
+	for _, b := range t.bookmarks {
+		if !e.inUse("#" + b.Name) {
+			doomed = append(doomed, b)
+		}
+	}
+	if err := destroyIdempotent(ctx, s.ZFS, doomed); err != nil {
+		errs = append(errs, fmt.Errorf("give up step bookmark: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// protect takes the step protection req.Protection asks for and returns
+// what it placed itself, also when it fails part way.
+func (s *Sender) protect(ctx context.Context, fs zfs.DatasetPath, req SendRequest) (taken, error) {
+	var t taken
 	tag := StepHoldTag(s.Job)
+	hold := func(v zfs.FilesystemVersion) error {
+		ref := v.Ref(fs)
+		created, err := holdCreated(ctx, s.ZFS, ref, tag)
+		if created {
+			t.holds = append(t.holds, ref)
+		}
+		if err != nil {
+			return fmt.Errorf("step hold on %s: %w", ref, err)
+		}
+		return nil
+	}
 	stepBookmark := func(v zfs.FilesystemVersion) error {
 		name := StepBookmarkName(v.GUID, s.Job)
 		if v.Name == name {
 			return nil
 		}
-		if err := bookmarkIdempotent(ctx, s.ZFS, v.Ref(fs), v.GUID, name); err != nil {
+		created, err := bookmarkCreated(ctx, s.ZFS, v.Ref(fs), v.GUID, name)
+		if created {
+			t.bookmarks = append(t.bookmarks, zfs.BookmarkRef(fs, name))
+		}
+		if err != nil {
 			return fmt.Errorf("step bookmark of %s: %w", v.Ref(fs), err)
 		}
 		return nil
 	}
 	switch req.Protection {
 	case GuaranteeResumability:
-		if err := holdIdempotent(ctx, s.ZFS, req.To.Ref(fs), tag); err != nil {
-			return fmt.Errorf("step hold on %s: %w", req.To.Ref(fs), err)
+		if err := hold(req.To); err != nil {
+			return t, err
 		}
 		if req.From == nil {
-			return nil
+			return t, nil
 		}
 		if req.From.Kind == zfs.Bookmark {
-			return stepBookmark(*req.From)
+			return t, stepBookmark(*req.From)
 		}
-		if err := holdIdempotent(ctx, s.ZFS, req.From.Ref(fs), tag); err != nil {
-			return fmt.Errorf("step hold on %s: %w", req.From.Ref(fs), err)
-		}
-		return nil
+		return t, hold(*req.From)
 	case GuaranteeIncremental:
 		if req.From == nil {
-			return nil
+			return t, nil
 		}
-		return stepBookmark(*req.From)
+		return t, stepBookmark(*req.From)
 	case GuaranteeNothing:
-		return nil
+		return t, nil
 	}
-	return fmt.Errorf("send %s: %w: unknown protection %d", fs, ErrNotAllowed, req.Protection)
+	return t, fmt.Errorf("send %s: %w: unknown protection %d", fs, ErrNotAllowed, req.Protection)
 }
 
 // SendSize estimates the bytes a Send of req would produce.
@@ -298,10 +410,15 @@ func (s *Sender) SendSize(ctx context.Context, req SendRequest) (int64, error) {
 // the others: there is never an instant without a cursor) and releases the
 // protection of older steps. With last, the filesystem is replicated and
 // all of the job's step protection goes: the cursor alone keeps the next
-// incremental possible.
+// incremental possible. The protection of sends in flight stays
+// (openSteps): on a source, another client's step may be running.
 //
 // req.To may be a bookmark: the driver confirms an up-to-date filesystem
-// whose common base is one (the snapshot was destroyed since).
+// whose common base is one (the snapshot was destroyed since). It must be
+// on the filesystem as the client names it: by name, with its GUID, and
+// with its createtxg where the client gives one. A client could otherwise
+// label a cursor with a GUID of its choice, or make every hold look older
+// than its step.
 //
 // A cursor newer than req.To goes too: it outlived a rollback on the
 // receiver, and left in place it would tell the pruner that snapshots the
@@ -311,18 +428,39 @@ func (s *Sender) StepCompleted(ctx context.Context, req SendRequest, last bool) 
 	if err != nil {
 		return err
 	}
-	cursor := CursorBookmarkName(req.To.GUID, s.Job)
-	if err := bookmarkIdempotent(ctx, s.ZFS, req.To.Ref(fs), req.To.GUID, cursor); err != nil {
-		return fmt.Errorf("move replication cursor of %s: %w", fs, err)
+	if err := checkNamed(fs, "completed step", req.To); err != nil {
+		return err
 	}
 	versions, err := s.ZFS.ListVersions(ctx, fs)
 	if err != nil {
 		return fmt.Errorf("list versions of %s: %w", fs, err)
 	}
+	i := slices.IndexFunc(versions, func(v zfs.FilesystemVersion) bool { return v.Kind == req.To.Kind && v.Name == req.To.Name })
+	// Kinds of zfs errors, not ErrNotAllowed: a version destroyed or
+	// re-created since the listing is a race the next attempt's plan
+	// resolves; a forged one is refused all the same.
+	if i < 0 {
+		return fmt.Errorf("completed step: %s%s does not exist: %w", fs, req.To.RelName(), zfs.ErrDatasetNotExist)
+	}
+	to := versions[i]
+	if to.GUID != req.To.GUID || req.To.CreateTXG != 0 && to.CreateTXG != req.To.CreateTXG {
+		return fmt.Errorf("completed step: %s%s has GUID %016x and createtxg %d, the client named GUID %016x and createtxg %d: %w",
+			fs, to.RelName(), to.GUID, to.CreateTXG, req.To.GUID, req.To.CreateTXG, zfs.ErrVersionMismatch)
+	}
+	e := s.steps.of(fs)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cursor := CursorBookmarkName(to.GUID, s.Job)
+	if err := bookmarkIdempotent(ctx, s.ZFS, to.Ref(fs), to.GUID, cursor); err != nil {
+		return fmt.Errorf("move replication cursor of %s: %w", fs, err)
+	}
 	var obsolete []zfs.VersionRef
 	var release []zfs.VersionRef
 	for _, v := range versions {
-		older := v.CreateTXG < req.To.CreateTXG
+		if e.inUse(v.RelName()) {
+			continue
+		}
+		older := v.CreateTXG < to.CreateTXG
 		switch v.Kind {
 		case zfs.Bookmark:
 			p, ok := ParseBookmarkName(v.Name)

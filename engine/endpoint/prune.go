@@ -1,0 +1,177 @@
+package endpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"zrepl.dev/zrepl/engine/zfs"
+)
+
+// DestroyForClient destroys snapshots of fs (named relative to Root, as
+// ListFilesystems names it) for the client that pushed them (a push job's
+// keep_receiver rules). The client decides what to prune, but the receiver
+// decides what may go: only snapshots (never bookmarks), only below Root,
+// never held ones (a hold is a promise to someone, such as the
+// last-received hold to the next incremental), and only while a snapshot
+// still has the GUID the client saw, so a re-created snapshot of the same
+// name survives. Its error is a *SnapshotErrors.
+func (r *Receiver) DestroyForClient(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
+	target, err := r.Target(fs)
+	if err != nil {
+		return err
+	}
+	return pruneForClient(ctx, r.ZFS, target, snaps, nil)
+}
+
+// DestroyForClient destroys snapshots of fs, named as ListFilesystems
+// names it, for a client of a source (a pull job's keep_sender rules). The
+// client decides what to prune, but the source decides what may go: only
+// snapshots (never bookmarks: a cursor or a step bookmark is an
+// incremental source), only of filesystems the source serves, never held
+// ones (a step hold keeps an open step of some client resumable), never a
+// snapshot a replication cursor marks (the newest replicated one, whatever
+// job's cursor it is), never one a send in flight uses, and only while a
+// snapshot still has the GUID the client saw, so a re-created snapshot of
+// the same name survives. Its error is a *SnapshotErrors.
+func (s *Sender) DestroyForClient(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
+	p, err := zfs.NewDatasetPath(fs)
+	if err != nil {
+		return fmt.Errorf("prune %q: %w", fs, err)
+	}
+	if s.Filter == nil || !s.Filter(p) {
+		return fmt.Errorf("prune %s: not a filesystem of source %s: %w", fs, s.Job, ErrNotAllowed)
+	}
+	// Held across the listing and the destroy: a send that starts now
+	// protects its versions before or after, never in between.
+	e := s.steps.of(p)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return pruneForClient(ctx, s.ZFS, p, snaps, func(versions []zfs.FilesystemVersion) map[uint64]string {
+		kept := map[uint64]string{}
+		for _, v := range versions {
+			if n, ok := ParseBookmarkName(v.Name); ok && v.Kind == zfs.Bookmark && (n.Kind == ReplicationCursorV2 || n.Kind == ReplicationCursorV1) {
+				kept[v.GUID] = "is the snapshot of a replication cursor"
+			}
+			if v.Kind == zfs.Snapshot && e.inUse(v.RelName()) {
+				kept[v.GUID] = "is used by a send in progress"
+			}
+		}
+		return kept
+	})
+}
+
+// SnapshotErrors is a prune request's failure, per snapshot: the wire
+// reports each snapshot's outcome apart (zrepl's DestroySnapshotsRes).
+type SnapshotErrors struct {
+	// ByName maps a snapshot's name to why it was not destroyed.
+	ByName map[string]error
+	// All fail every snapshot of the request (e.g. its listing failed).
+	All   error
+	order []string
+}
+
+// Add records why the snapshot named name was not destroyed.
+func (e *SnapshotErrors) Add(name string, err error) {
+	if e.ByName == nil {
+		e.ByName = map[string]error{}
+	}
+	if e.ByName[name] == nil {
+		e.order = append(e.order, name)
+	}
+	e.ByName[name] = errors.Join(e.ByName[name], err)
+}
+
+// For is the error of the snapshot named name, nil if it went.
+func (e *SnapshotErrors) For(name string) error {
+	if e.All != nil {
+		return e.All
+	}
+	return e.ByName[name]
+}
+
+func (e *SnapshotErrors) Error() string { return errors.Join(e.Unwrap()...).Error() }
+
+func (e *SnapshotErrors) Unwrap() []error {
+	errs := []error{}
+	if e.All != nil {
+		errs = append(errs, e.All)
+	}
+	seen := map[string]bool{}
+	for _, n := range e.order {
+		// A batch's failure is every snapshot's: say it once.
+		if t := e.ByName[n].Error(); !seen[t] {
+			seen[t] = true
+			errs = append(errs, e.ByName[n])
+		}
+	}
+	return errs
+}
+
+// OrNil is e, or nil if it holds no error.
+func (e *SnapshotErrors) OrNil() error {
+	if e.All == nil && len(e.ByName) == 0 {
+		return nil
+	}
+	return e
+}
+
+// pruneForClient destroys snaps of fs for a client under the rules sinks
+// and sources share: only snapshots, each named with the GUID the client
+// saw and only while it still has it, never held ones; keep names the
+// endpoint's own reasons to keep some (by GUID, from fs's versions; nil:
+// none). Its error is a *SnapshotErrors.
+func pruneForClient(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, snaps []zfs.FilesystemVersion, keep func([]zfs.FilesystemVersion) map[uint64]string) error {
+	if len(snaps) == 0 {
+		return nil
+	}
+	for _, v := range snaps {
+		if v.Kind != zfs.Snapshot {
+			return &SnapshotErrors{All: fmt.Errorf("prune %s: %s is not a snapshot: %w", fs, v.RelName(), ErrNotAllowed)}
+		}
+		if err := zfs.ValidateVersionName(zfs.Snapshot, v.Name); err != nil {
+			return &SnapshotErrors{All: fmt.Errorf("prune %s: %w", fs, err)}
+		}
+	}
+	versions, err := z.ListVersions(ctx, fs)
+	if err != nil {
+		return &SnapshotErrors{All: fmt.Errorf("prune %s: %w", fs, err)}
+	}
+	current := map[string]zfs.FilesystemVersion{}
+	for _, v := range versions {
+		if v.Kind == zfs.Snapshot {
+			current[v.Name] = v
+		}
+	}
+	var kept map[uint64]string
+	if keep != nil {
+		kept = keep(versions)
+	}
+	var refs []zfs.VersionRef
+	errs := &SnapshotErrors{}
+	for _, v := range snaps {
+		cur, ok := current[v.Name]
+		switch {
+		case v.GUID == 0:
+			errs.Add(v.Name, fmt.Errorf("prune %s: %s named without its GUID: %w", fs, v.RelName(), ErrNotAllowed))
+		case !ok:
+			// Already gone: what the client wanted.
+		case cur.GUID != v.GUID:
+			errs.Add(v.Name, fmt.Errorf("prune %s: %s has GUID %016x, the client meant %016x: %w", fs, v.RelName(), cur.GUID, v.GUID, ErrNotAllowed))
+		case cur.UserRefs > 0:
+			errs.Add(v.Name, fmt.Errorf("prune %s: %s is held: %w", fs, v.RelName(), ErrNotAllowed))
+		case kept[cur.GUID] != "":
+			errs.Add(v.Name, fmt.Errorf("prune %s: %s %s: %w", fs, v.RelName(), kept[cur.GUID], ErrNotAllowed))
+		default:
+			refs = append(refs, v.Ref(fs))
+		}
+	}
+	if len(refs) > 0 {
+		if err := z.Destroy(ctx, refs); err != nil {
+			for _, r := range refs {
+				errs.Add(r.Name, fmt.Errorf("prune %s: %w", fs, err))
+			}
+		}
+	}
+	return errs.OrNil()
+}
