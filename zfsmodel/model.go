@@ -536,7 +536,7 @@ func (m *Model) FailNext(method string, n int, err error) error {
 var knownMethods = map[string]bool{
 	"ListPools": true, "ListFilesystems": true, "ListVersions": true, "CreatePlaceholder": true, "SetUserProperty": true,
 	"Snapshot": true, "Bookmark": true, "Destroy": true, "Rollback": true, "Hold": true, "Release": true,
-	"Holds": true, "Send": true, "SendSize": true, "Receive": true, "AbortReceive": true,
+	"Holds": true, "Send": true, "SendSize": true, "Receive": true, "AbortReceive": true, "ReadStreamHeader": true,
 }
 
 // ErrStreamCut is what a reader of a send stream cut by CutNextSend gets.

@@ -1,6 +1,7 @@
 package zfsmodel
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -79,11 +80,7 @@ func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reade
 	sr := &streamReader{r: cr}
 	h, err := sr.header()
 	if err != nil {
-		var bad *errBadStream
-		if errors.As(err, &bad) {
-			return &zfs.Error{Op: op, Dataset: fs.String(), Msg: "cannot receive: invalid stream (" + bad.reason + ")", Err: err}
-		}
-		return &zfs.Error{Op: op, Dataset: fs.String(), Msg: "cannot receive: failed to read from stream", Err: err}
+		return headerError(op, fs.String(), err)
 	}
 
 	m.mu.Lock()
@@ -181,6 +178,45 @@ func (m *Model) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reade
 		}
 	}
 	return err
+}
+
+// headerError is what zfs recv says of a stream whose header it could
+// not read.
+func headerError(op, ds string, err error) error {
+	var bad *errBadStream
+	if errors.As(err, &bad) {
+		return &zfs.Error{Op: op, Dataset: ds, Msg: "cannot receive: invalid stream (" + bad.reason + ")", Err: err}
+	}
+	return &zfs.Error{Op: op, Dataset: ds, Msg: "cannot receive: failed to read from stream", Err: err}
+}
+
+// ReadStreamHeader implements zfs.ZFS: it reads and checks the header as
+// Receive does before it looks at the target (magic, checksum, version,
+// the snapshot name).
+func (m *Model) ReadStreamHeader(ctx context.Context, stream io.Reader) (zfs.StreamHeader, io.Reader, error) {
+	const op = "recv"
+	if stream == nil {
+		return zfs.StreamHeader{}, nil, &zfs.Error{Op: op, Msg: "cannot receive: no stream (nil reader)"}
+	}
+	m.mu.Lock()
+	err := m.takeFault("ReadStreamHeader")
+	m.mu.Unlock()
+	if err != nil {
+		return zfs.StreamHeader{}, nil, err
+	}
+	var read bytes.Buffer
+	cr := newCtxReader(ctx, io.TeeReader(stream, &read))
+	sr := &streamReader{r: cr}
+	h, err := sr.header()
+	cr.stop()
+	if err != nil {
+		return zfs.StreamHeader{}, nil, headerError(op, "", err)
+	}
+	if err := zfs.ValidateVersionName(zfs.Snapshot, snapName(h.ToName)); err != nil {
+		return zfs.StreamHeader{}, nil, &zfs.Error{Op: op, Msg: streamPrefix(h) + ": invalid stream (bad snapshot name)", Err: err}
+	}
+	out := zfs.StreamHeader{ToName: h.ToName, ToGUID: h.ToGUID, FromGUID: h.FromGUID, Creation: time.Unix(0, h.ToCreation).UTC()}
+	return out, io.MultiReader(bytes.NewReader(read.Bytes()), stream), nil
 }
 
 func streamPrefix(h streamHeader) string {

@@ -30,7 +30,9 @@ import (
 type fakeRule struct {
 	Args   []string `json:"args"`
 	Stdout string   `json:"stdout,omitempty"`
-	// StreamBytes of patternByte follow Stdout.
+	// StdoutHex is binary output, hex-encoded, after Stdout.
+	StdoutHex string `json:"stdout_hex,omitempty"`
+	// StreamBytes of patternByte follow Stdout and StdoutHex.
 	StreamBytes int64  `json:"stream_bytes,omitempty"`
 	Stderr      string `json:"stderr,omitempty"`
 	Exit        int    `json:"exit,omitempty"`
@@ -130,6 +132,9 @@ func fakeMain(dir string, args []string) int {
 	}
 	out := bufio.NewWriterSize(os.Stdout, 64<<10)
 	out.WriteString(rule.Stdout)
+	if b, err := hex.DecodeString(rule.StdoutHex); err == nil {
+		out.Write(b)
+	}
 	if rule.Env != "" {
 		out.WriteString(os.Getenv(rule.Env))
 	}

@@ -152,8 +152,9 @@ func feedSplice(stdin *os.File, s *sendStream, ws []StreamWrapper) (err error, h
 // returns. Otherwise Receive returns only when stream is no longer read.
 //
 // A stream that Send of this package returned, bare or below
-// StreamWrappers, is moved with splice(2) instead of being read: on one
-// host, send to recv costs no copy through this process.
+// StreamWrappers (also after ReadStreamHeader), is moved with splice(2)
+// instead of being read: on one host, send to recv costs no copy through
+// this process.
 func (c *CLI) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reader, opts zfs.RecvOptions) error {
 	const op = "recv"
 	if err := checkFS(op, fs); err != nil {
@@ -187,9 +188,23 @@ func (c *CLI) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reader,
 	}
 	pr.Close()
 	enlargePipe(pw, c.pipeSize)
+	// A stream whose header ReadStreamHeader read: that first, then the
+	// rest as any stream.
+	var head []byte
+	if r, ok := stream.(*replayed); ok {
+		head, stream = r.head, r.rest
+	}
 	src, wrappers := spliceSource(stream)
 	fed := make(chan error, 1)
 	go func() {
+		if len(head) > 0 {
+			if _, err := pw.Write(head); err != nil {
+				// zfs stopped reading: its exit says why.
+				pw.Close()
+				fed <- nil
+				return
+			}
+		}
 		if src != nil {
 			if err, ok := feedSplice(pw, src, wrappers); ok {
 				fed <- err

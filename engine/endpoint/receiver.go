@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"zrepl.dev/zrepl/engine/zfs"
@@ -113,33 +115,51 @@ func (r *Receiver) ListFilesystems(ctx context.Context) ([]Filesystem, error) {
 	return out, nil
 }
 
-// ensureParents creates missing ancestors of target, from Root down, as
-// placeholders, encrypted or not as r.Placeholder says.
-func (r *Receiver) ensureParents(ctx context.Context, target zfs.DatasetPath) error {
+// missingParents lists the ancestors of target, from Root down, that do
+// not exist, nearest last.
+func (r *Receiver) missingParents(ctx context.Context, target zfs.DatasetPath) ([]zfs.DatasetPath, error) {
 	var missing []zfs.DatasetPath
 	for p, ok := target.Parent(); ok; p, ok = p.Parent() {
 		if _, err := r.ZFS.ListVersions(ctx, p); err == nil {
 			break
 		} else if !errors.Is(err, zfs.ErrDatasetNotExist) {
-			return fmt.Errorf("look up %s: %w", p, err)
+			return nil, fmt.Errorf("look up %s: %w", p, err)
 		}
 		missing = append(missing, p)
 		if p == r.Root {
 			break
 		}
 	}
+	slices.Reverse(missing)
+	return missing, nil
+}
+
+// createPlaceholders creates missing (from Root down) as placeholders,
+// encrypted or not as r.Placeholder says.
+func (r *Receiver) createPlaceholders(ctx context.Context, missing []zfs.DatasetPath) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	opts, err := r.placeholderOptions(ctx, missing[len(missing)-1])
+	opts, err := r.placeholderOptions(ctx, missing[0])
 	if err != nil {
 		return err
 	}
-	for i := len(missing) - 1; i >= 0; i-- {
-		err := r.ZFS.CreatePlaceholder(ctx, missing[i], opts)
+	for _, p := range missing {
+		err := r.ZFS.CreatePlaceholder(ctx, p, opts)
 		if err != nil && !errors.Is(err, zfs.ErrDatasetExists) {
-			return fmt.Errorf("create placeholder %s: %w", missing[i], err)
+			return fmt.Errorf("create placeholder %s: %w", p, err)
 		}
+	}
+	return nil
+}
+
+// checkHeader makes sure a stream's header is the full send of req.To
+// before anything is created for it.
+func checkHeader(target zfs.DatasetPath, h zfs.StreamHeader, req ReceiveRequest) error {
+	_, snap, _ := strings.Cut(h.ToName, "@")
+	if h.ToGUID != req.To.GUID || h.FromGUID != 0 || snap != req.To.Name {
+		return fmt.Errorf("receive into %s: the stream sends %s (guid %016x, from guid %016x), the request a full send of @%s (guid %016x): %w",
+			target, h.ToName, h.ToGUID, h.FromGUID, req.To.Name, req.To.GUID, ErrReceivedWrongVersion)
 	}
 	return nil
 }
@@ -191,8 +211,24 @@ func (r *Receiver) Receive(ctx context.Context, req ReceiveRequest, stream io.Re
 	// An incremental or resumed receive goes into a filesystem that
 	// exists, and so do its parents: no lookups (each is a zfs process).
 	if req.Full && !req.Resuming {
-		if err := r.ensureParents(ctx, target); err != nil {
+		missing, err := r.missingParents(ctx, target)
+		if err != nil {
 			return err
+		}
+		if len(missing) > 0 {
+			// Placeholders only for a stream whose header is valid and
+			// is the step asked for: garbage creates nothing.
+			h, replay, err := r.ZFS.ReadStreamHeader(ctx, stream)
+			if err != nil {
+				return fmt.Errorf("receive into %s: %w", target, err)
+			}
+			if err := checkHeader(target, h, req); err != nil {
+				return err
+			}
+			stream = replay
+			if err := r.createPlaceholders(ctx, missing); err != nil {
+				return err
+			}
 		}
 	}
 	opts := zfs.RecvOptions{Resumable: true, SetProperties: req.SetProperties, InheritProperties: req.InheritProperties}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -178,4 +179,52 @@ func TestPlaceholderEncryptionString(t *testing.T) {
 	assert.Equal(t, "off", PlaceholderOff.String())
 	assert.Equal(t, "inherit", PlaceholderInherit.String())
 	assert.Equal(t, "PlaceholderEncryption(9)", PlaceholderEncryption(9).String())
+}
+
+// Placeholders are created only for a stream whose header is valid and
+// is the step asked for: 100 receives of garbage into deep new paths used
+// to leave 1000 placeholder filesystems that nothing removes (item 7 of
+// issue 12). A stream of another snapshot than the request's is refused
+// before anything is created, too.
+func TestGarbageReceivesCreateNothing(t *testing.T) {
+	w := newPlaceholderWorld(t, PlaceholderInherit, false)
+	rng := rand.New(rand.NewPCG(1, 2))
+	listing := func() []string {
+		infos, err := w.dst.ListFilesystems(ctx, zfs.MustDatasetPath("d"))
+		require.NoError(t, err)
+		var out []string
+		for _, fi := range infos {
+			out = append(out, fi.Path.String())
+		}
+		return out
+	}
+	before := listing()
+	to := zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: "s1", GUID: 0x1234, CreateTXG: 3}
+	for i := range 100 {
+		garbage := make([]byte, rng.IntN(4096))
+		for j := range garbage {
+			garbage[j] = byte(rng.Uint32())
+		}
+		fs := fmt.Sprintf("g1/g2/g3/g4/g5/g6/g7/g8/g9/fs%d", i)
+		err := w.r.Receive(ctx, ReceiveRequest{FS: fs, To: to, Full: true}, bytes.NewReader(garbage))
+		require.Error(t, err, "receive %d", i)
+	}
+	assert.Equal(t, before, listing(), "garbage created filesystems")
+	assert.Empty(t, w.created, "no CreatePlaceholder call")
+
+	// A valid stream of p/a/b@s1 offered as another snapshot.
+	vs, err := w.src.ListVersions(ctx, zfs.MustDatasetPath("p/a/b"))
+	require.NoError(t, err)
+	stream, err := w.src.Send(ctx, zfs.SendArgs{FS: zfs.MustDatasetPath("p/a/b"), To: vs[0]})
+	require.NoError(t, err)
+	defer stream.Close()
+	other := vs[0]
+	other.GUID++
+	err = w.r.Receive(ctx, ReceiveRequest{FS: "p/a/b", To: other, Full: true}, stream)
+	assert.ErrorIs(t, err, ErrReceivedWrongVersion)
+	assert.Equal(t, before, listing())
+
+	// The real thing creates the placeholders it needs.
+	require.NoError(t, w.receiveFull(t, "p/a/b", "s1"))
+	assert.Equal(t, append(before, "d/enc/r", "d/enc/r/p", "d/enc/r/p/a", "d/enc/r/p/a/b"), listing())
 }

@@ -65,6 +65,14 @@ type ZFS interface {
 	// is an error; with opts.Resumable the partial state is kept and fs
 	// gets a receive_resume_token.
 	Receive(ctx context.Context, fs DatasetPath, stream io.Reader, opts RecvOptions) error
+	// ReadStreamHeader reads the header (BEGIN record) of a send stream
+	// and checks it as Receive checks it before it changes anything: a
+	// stream whose header Receive refuses fails here alike. It changes
+	// nothing itself, and returns what the header says and a reader that
+	// yields the whole stream again, header included, to pass to Receive.
+	// It lets a receiver look at a stream before it creates what the
+	// receive needs (placeholders).
+	ReadStreamHeader(ctx context.Context, stream io.Reader) (StreamHeader, io.Reader, error)
 	// AbortReceive discards the partial receive state of fs (zfs recv -A).
 	AbortReceive(ctx context.Context, fs DatasetPath) error
 }
@@ -205,6 +213,18 @@ type SendArgs struct {
 	// Flags shape the stream; a resumed send takes its flags from the
 	// token instead.
 	Flags SendFlags
+}
+
+// StreamHeader is what the header of a send stream says.
+type StreamHeader struct {
+	// ToName is the sent snapshot's full name on the sender
+	// ("pool/fs@snap").
+	ToName string
+	ToGUID uint64
+	// FromGUID is the incremental source's GUID; 0 for a full stream.
+	FromGUID uint64
+	// Creation is the sent snapshot's creation time (seconds on real ZFS).
+	Creation time.Time
 }
 
 // RecvOptions describe a receive.

@@ -1,10 +1,12 @@
 package zfstest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/engine/zfs/resumetoken"
@@ -26,6 +28,7 @@ func init() {
 	register("CorruptResumeToken", caseCorruptToken)
 	register("SendSizeEstimate", caseSendSize)
 	register("SendArgsGUIDCheck", caseSendArgsGUIDCheck)
+	register("ReadStreamHeader", caseReadStreamHeader)
 }
 
 // pair makes a source filesystem with snapshots a, b, c (data written
@@ -78,6 +81,10 @@ func caseIncrementalFromBookmark(e *env) {
 	src, dst, a, _, c := e.pair()
 	e.mustTransfer(full(src, a), dst, zfs.RecvOptions{})
 	bm := e.bookmark(a.Ref(src), "a_bm")
+	// A bookmark carries its snapshot's GUID, createtxg and creation time.
+	if bm.GUID != a.GUID || bm.CreateTXG != a.CreateTXG || !bm.Creation.Equal(a.Creation) {
+		e.t.Errorf("bookmark %+v of snapshot %+v", bm, a)
+	}
 	e.noErr(e.z.Destroy(e.ctx, []zfs.VersionRef{a.Ref(src)}), "destroy source snapshot")
 	e.mustTransfer(incr(src, bm, c), dst, zfs.RecvOptions{})
 	e.received(dst, a, c)
@@ -394,4 +401,46 @@ func caseSendArgsGUIDCheck(e *env) {
 	// A missing snapshot is not a GUID mismatch.
 	_, err = e.z.Send(e.ctx, full(src, zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: "nonexist"}))
 	e.wantErr(err, zfs.ErrDatasetNotExist, "send", "", fmt.Sprintf("cannot open '%s@nonexist': dataset does not exist", src))
+}
+
+// ReadStreamHeader says what a stream sends and hands the whole stream on
+// to Receive; a stream Receive refuses at its header fails there alike.
+func caseReadStreamHeader(e *env) {
+	src, dst, a, b, _ := e.pair()
+	for _, args := range []zfs.SendArgs{full(src, a), incr(src, a, b)} {
+		stream, err := e.z.Send(e.ctx, args)
+		e.noErr(err, "send")
+		h, replay, err := e.z.ReadStreamHeader(e.ctx, stream)
+		e.noErr(err, "read stream header")
+		var from uint64
+		if args.From != nil {
+			from = args.From.GUID
+		}
+		want := zfs.StreamHeader{ToName: args.To.Ref(src).String(), ToGUID: args.To.GUID, FromGUID: from}
+		got := h
+		got.Creation = time.Time{}
+		if got != want || h.Creation.Unix() != args.To.Creation.Unix() {
+			e.t.Errorf("header %+v, want %+v created %v", h, want, args.To.Creation)
+		}
+		e.noErr(e.z.Receive(e.ctx, dst, replay, zfs.RecvOptions{}), "receive after the header was read")
+		e.noErr(stream.Close(), "close send")
+	}
+	e.received(dst, a, b)
+	e.sameContent(b.Ref(src), b.Ref(dst))
+
+	garbage := make([]byte, 4096)
+	for i := range garbage {
+		garbage[i] = byte(i*7 + 3)
+	}
+	for _, g := range [][]byte{nil, garbage[:10], garbage} {
+		if _, _, err := e.z.ReadStreamHeader(e.ctx, bytes.NewReader(g)); err == nil {
+			e.t.Errorf("header of %d bytes of garbage accepted", len(g))
+		}
+		if err := e.z.Receive(e.ctx, e.path("sink/garbage"), bytes.NewReader(g), zfs.RecvOptions{}); err == nil {
+			e.t.Errorf("receive of %d bytes of garbage accepted", len(g))
+		}
+	}
+	if _, ok := e.info(e.path("sink/garbage")); ok {
+		e.t.Errorf("a garbage receive created its target")
+	}
 }
