@@ -243,14 +243,18 @@ func notExist(op, name string) *zfs.Error {
 	return zerr(zfs.ErrDatasetNotExist, op, name, "cannot open '%s': dataset does not exist", name)
 }
 
-// takeFault pops a queued fault for method, if any. Called with mu held.
-func (m *Model) takeFault(method string) error {
-	q := m.faults[method]
-	if len(q) == 0 {
-		return nil
+// takeFault pops a queued fault for the first of methods that has one,
+// if any. Called with mu held.
+func (m *Model) takeFault(methods ...string) error {
+	for _, method := range methods {
+		q := m.faults[method]
+		if len(q) == 0 {
+			continue
+		}
+		m.faults[method] = q[1:]
+		return q[0]
 	}
-	m.faults[method] = q[1:]
-	return q[0]
+	return nil
 }
 
 func (m *Model) lookup(op, name string) (*dataset, error) {
@@ -517,7 +521,11 @@ func (m *Model) setKey(fs zfs.DatasetPath, load bool) error {
 }
 
 // FailNext makes the next n calls of method (a zfs.ZFS method name such as
-// "Send" or "Receive") fail with err before doing anything.
+// "Send" or "Receive") fail with err before doing anything. The batched
+// forms count as calls of the single ones too: HoldAll and ReleaseAll take
+// the faults of Hold and Release, ListTree those of ListFilesystems and
+// ListVersions, so a fault injected where the engine used to call one of
+// those still hits where it now calls the other.
 func (m *Model) FailNext(method string, n int, err error) error {
 	if !knownMethods[method] {
 		return fmt.Errorf("zfsmodel: FailNext: unknown method %q", method)
@@ -534,8 +542,8 @@ func (m *Model) FailNext(method string, n int, err error) error {
 }
 
 var knownMethods = map[string]bool{
-	"ListPools": true, "ListFilesystems": true, "ListVersions": true, "CreatePlaceholder": true, "SetUserProperty": true,
-	"Snapshot": true, "Bookmark": true, "Destroy": true, "Rollback": true, "Hold": true, "Release": true,
+	"ListPools": true, "ListFilesystems": true, "ListVersions": true, "ListTree": true, "CreatePlaceholder": true, "SetUserProperty": true,
+	"Snapshot": true, "Bookmark": true, "Destroy": true, "Rollback": true, "Hold": true, "Release": true, "HoldAll": true, "ReleaseAll": true,
 	"Holds": true, "Send": true, "SendSize": true, "Receive": true, "AbortReceive": true, "ReadStreamHeader": true,
 }
 

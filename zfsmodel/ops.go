@@ -104,6 +104,36 @@ func (m *Model) ListVersions(ctx context.Context, fs zfs.DatasetPath) ([]zfs.Fil
 	if err != nil {
 		return nil, err
 	}
+	return versionsOf(d), nil
+}
+
+// ListTree implements zfs.ZFS.
+func (m *Model) ListTree(ctx context.Context, root zfs.DatasetPath) ([]zfs.Listing, error) {
+	const op = "list"
+	if err := checkPath(op, root); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.takeFault("ListTree", "ListFilesystems", "ListVersions"); err != nil {
+		return nil, err
+	}
+	if _, err := m.lookup(op, root.String()); err != nil {
+		return nil, err
+	}
+	var out []zfs.Listing
+	for _, name := range sortedKeys(m.st.Datasets) {
+		if name != root.String() && !strings.HasPrefix(name, root.String()+"/") {
+			continue
+		}
+		d := m.st.Datasets[name]
+		out = append(out, zfs.Listing{Info: m.info(d), Versions: versionsOf(d)})
+	}
+	return out, nil
+}
+
+// versionsOf lists d's snapshots and bookmarks in ListVersions' order.
+func versionsOf(d *dataset) []zfs.FilesystemVersion {
 	out := make([]zfs.FilesystemVersion, 0, len(d.Snaps)+len(d.Bookmarks))
 	for _, s := range d.Snaps {
 		out = append(out, zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: s.Name, GUID: s.GUID,
@@ -123,7 +153,7 @@ func (m *Model) ListVersions(ctx context.Context, fs zfs.DatasetPath) ([]zfs.Fil
 		}
 		return a.Name < b.Name
 	})
-	return out, nil
+	return out
 }
 
 // CreatePlaceholder implements zfs.ZFS.
@@ -440,6 +470,53 @@ func (m *Model) Hold(ctx context.Context, snapshot zfs.VersionRef, tag string) e
 	if err := m.takeFault("Hold"); err != nil {
 		return err
 	}
+	return m.holdLocked(op, snapshot, tag)
+}
+
+// HoldAll implements zfs.ZFS: every name is checked before anything is
+// held, then each snapshot is held on its own, as zfs hold does with
+// several snapshots.
+func (m *Model) HoldAll(ctx context.Context, tag string, snapshots []zfs.VersionRef) error {
+	return m.eachSnapshot("hold", []string{"HoldAll", "Hold"}, tag, snapshots, m.holdLocked)
+}
+
+// ReleaseAll implements zfs.ZFS like HoldAll.
+func (m *Model) ReleaseAll(ctx context.Context, tag string, snapshots []zfs.VersionRef) error {
+	return m.eachSnapshot("release", []string{"ReleaseAll", "Release"}, tag, snapshots, m.releaseLocked)
+}
+
+func (m *Model) eachSnapshot(op string, faults []string, tag string, snapshots []zfs.VersionRef, do func(op string, s zfs.VersionRef, tag string) error) error {
+	if len(snapshots) == 0 {
+		return nil
+	}
+	for _, s := range snapshots {
+		if err := checkRef(op, s, zfs.Snapshot); err != nil {
+			return err
+		}
+		if err := zfs.ValidateHoldTag(tag); err != nil {
+			return nameErr(op, s.String(), err)
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.takeFault(faults...); err != nil {
+		return err
+	}
+	var errs []error
+	seen := map[zfs.VersionRef]bool{}
+	for _, s := range snapshots {
+		if seen[s] {
+			continue
+		}
+		seen[s] = true
+		if err := do(op, s, tag); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Model) holdLocked(op string, snapshot zfs.VersionRef, tag string) error {
 	s := m.snapOf(snapshot)
 	if s == nil {
 		return zerr(zfs.ErrDatasetNotExist, op, snapshot.String(), "cannot hold snapshot '%s': dataset does not exist", snapshot)
@@ -476,6 +553,10 @@ func (m *Model) Release(ctx context.Context, snapshot zfs.VersionRef, tag string
 	if err := m.takeFault("Release"); err != nil {
 		return err
 	}
+	return m.releaseLocked(op, snapshot, tag)
+}
+
+func (m *Model) releaseLocked(op string, snapshot zfs.VersionRef, tag string) error {
 	s := m.snapOf(snapshot)
 	if s == nil {
 		return zerr(zfs.ErrDatasetNotExist, op, snapshot.String(), "cannot release hold from snapshot '%s': dataset does not exist", snapshot)

@@ -117,28 +117,9 @@ func parseFilesystems(out []byte, root zfs.DatasetPath) ([]zfs.FilesystemInfo, e
 			return &outputError{Line: no, Text: line, Reason: "listed twice"}
 		}
 		seen[p.String()] = true
-		guid, err := parseUint(no, line, "guid", f[1])
+		info, err := parseFSRow(no, line, p, f[1], f[2], f[3], f[4], f[5], f[6])
 		if err != nil {
 			return err
-		}
-		info := zfs.FilesystemInfo{
-			Path:               p,
-			GUID:               guid,
-			ReceiveResumeToken: dash(f[2]),
-			Encryption:         dash(f[3]),
-			EncryptionRoot:     dash(f[4]),
-			Placeholder:        f[6] == "on",
-		}
-		if info.Encryption == "" {
-			info.Encryption = "off"
-		}
-		switch ks := zfs.KeyStatus(f[5]); ks {
-		case "-", zfs.KeyStatusNone:
-			info.KeyStatus = zfs.KeyStatusNone
-		case zfs.KeyStatusAvailable, zfs.KeyStatusUnavailable:
-			info.KeyStatus = ks
-		default:
-			return &outputError{Line: no, Text: line, Reason: fmt.Sprintf("unknown keystatus %q", f[5])}
 		}
 		infos = append(infos, info)
 		return nil
@@ -149,12 +130,153 @@ func parseFilesystems(out []byte, root zfs.DatasetPath) ([]zfs.FilesystemInfo, e
 	if !seen[root.String()] {
 		return nil, &outputError{Line: 0, Text: "", Reason: fmt.Sprintf("%s is missing from its own listing", root)}
 	}
-	// NUL sorts below every character a name may hold, so comparing with
-	// '/' replaced by NUL orders by component: a parent before its
-	// children, and "a/b" before "a-c" is never an issue.
-	key := func(p zfs.DatasetPath) string { return strings.ReplaceAll(p.String(), "/", "\x00") }
-	slices.SortStableFunc(infos, func(a, b zfs.FilesystemInfo) int { return strings.Compare(key(a.Path), key(b.Path)) })
+	slices.SortStableFunc(infos, func(a, b zfs.FilesystemInfo) int { return comparePaths(a.Path, b.Path) })
 	return infos, nil
+}
+
+// comparePaths orders by component: a parent before its children, a
+// subtree together. NUL sorts below every character a name may hold, so
+// comparing with '/' replaced by NUL does it ("a/b" before "a-c").
+func comparePaths(a, b zfs.DatasetPath) int {
+	key := func(p zfs.DatasetPath) string { return strings.ReplaceAll(p.String(), "/", "\x00") }
+	return strings.Compare(key(a), key(b))
+}
+
+// parseFSRow reads a filesystem's properties from one listing row.
+func parseFSRow(no int, line string, p zfs.DatasetPath, guid, token, encryption, encRoot, keyStatus, placeholder string) (zfs.FilesystemInfo, error) {
+	g, err := parseUint(no, line, "guid", guid)
+	if err != nil {
+		return zfs.FilesystemInfo{}, err
+	}
+	info := zfs.FilesystemInfo{
+		Path:               p,
+		GUID:               g,
+		ReceiveResumeToken: dash(token),
+		Encryption:         dash(encryption),
+		EncryptionRoot:     dash(encRoot),
+		Placeholder:        placeholder == "on",
+	}
+	if info.Encryption == "" {
+		info.Encryption = "off"
+	}
+	switch ks := zfs.KeyStatus(keyStatus); ks {
+	case "-", zfs.KeyStatusNone:
+		info.KeyStatus = zfs.KeyStatusNone
+	case zfs.KeyStatusAvailable, zfs.KeyStatusUnavailable:
+		info.KeyStatus = ks
+	default:
+		return zfs.FilesystemInfo{}, &outputError{Line: no, Text: line, Reason: fmt.Sprintf("unknown keystatus %q", keyStatus)}
+	}
+	return info, nil
+}
+
+// parseVersionRow reads a snapshot's or bookmark's properties from one
+// listing row.
+func parseVersionRow(no int, line string, ref zfs.VersionRef, guid, createTXG, creation, userRefs string) (zfs.FilesystemVersion, error) {
+	v := zfs.FilesystemVersion{Kind: ref.Kind, Name: ref.Name}
+	var err error
+	if v.GUID, err = parseUint(no, line, "guid", guid); err != nil {
+		return v, err
+	}
+	if v.CreateTXG, err = parseUint(no, line, "createtxg", createTXG); err != nil {
+		return v, err
+	}
+	c, err := parseUint(no, line, "creation", creation)
+	if err != nil {
+		return v, err
+	}
+	if c > 1<<62 {
+		return v, &outputError{Line: no, Text: line, Reason: "creation time out of range"}
+	}
+	v.Creation = time.Unix(int64(c), 0).UTC()
+	if ref.Kind == zfs.Snapshot {
+		if v.UserRefs, err = parseUint(no, line, "userrefs", userRefs); err != nil {
+			return v, err
+		}
+	} else if userRefs != "-" && userRefs != "0" {
+		return v, &outputError{Line: no, Text: line, Reason: "a bookmark with user holds"}
+	}
+	return v, nil
+}
+
+// treeProps are the columns of listTreeArgs: a filesystem's and a
+// version's properties in one row, zfs printing "-" where one does not
+// apply to the row's type.
+const treeProps = "name,guid,createtxg,creation,userrefs,receive_resume_token,encryption,encryptionroot,keystatus," + zfs.PlaceholderProperty
+
+// listTreeArgs is the listing ListTree parses.
+func listTreeArgs(root zfs.DatasetPath) []string {
+	return []string{"list", "-H", "-p", "-o", treeProps, "-t", "filesystem,volume,snapshot,bookmark", "-r", root.String()}
+}
+
+// parseTree reads the output of listTreeArgs(root), in any row order:
+// filesystems parents before children, each one's versions ordered as
+// parseVersions orders them. A row outside root, a repeated row or a
+// version of a filesystem the listing lacks is an error.
+func parseTree(out []byte, root zfs.DatasetPath) ([]zfs.Listing, error) {
+	byFS := map[zfs.DatasetPath]*zfs.Listing{}
+	var order []zfs.DatasetPath
+	type pending struct {
+		no   int
+		line string
+		fs   zfs.DatasetPath
+		v    zfs.FilesystemVersion
+	}
+	var versions []pending
+	seen := map[string]bool{}
+	err := lines(out, 10, func(no int, line string, f []string) error {
+		if seen[f[0]] {
+			return &outputError{Line: no, Text: line, Reason: "listed twice"}
+		}
+		seen[f[0]] = true
+		if strings.ContainsAny(f[0], "@#") {
+			ref, err := zfs.ParseVersionRef(f[0])
+			if err != nil {
+				return &outputError{Line: no, Text: line, Reason: err.Error()}
+			}
+			v, err := parseVersionRow(no, line, ref, f[1], f[2], f[3], f[4])
+			if err != nil {
+				return err
+			}
+			versions = append(versions, pending{no, line, ref.FS, v})
+			return nil
+		}
+		p, err := zfs.NewDatasetPath(f[0])
+		if err != nil {
+			return &outputError{Line: no, Text: line, Reason: err.Error()}
+		}
+		if !p.HasPrefix(root) {
+			return &outputError{Line: no, Text: line, Reason: fmt.Sprintf("%s is not below %s", p, root)}
+		}
+		info, err := parseFSRow(no, line, p, f[1], f[5], f[6], f[7], f[8], f[9])
+		if err != nil {
+			return err
+		}
+		byFS[p] = &zfs.Listing{Info: info}
+		order = append(order, p)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if byFS[root] == nil {
+		return nil, &outputError{Line: 0, Text: "", Reason: fmt.Sprintf("%s is missing from its own listing", root)}
+	}
+	for _, pv := range versions {
+		l := byFS[pv.fs]
+		if l == nil {
+			return nil, &outputError{Line: pv.no, Text: pv.line, Reason: fmt.Sprintf("a version of %s, which is not listed", pv.fs)}
+		}
+		l.Versions = append(l.Versions, pv.v)
+	}
+	slices.SortStableFunc(order, comparePaths)
+	out2 := make([]zfs.Listing, len(order))
+	for i, p := range order {
+		l := byFS[p]
+		slices.SortStableFunc(l.Versions, compareVersions)
+		out2[i] = *l
+	}
+	return out2, nil
 }
 
 // listVersionsArgs is the listing ListVersions parses.
@@ -180,27 +302,9 @@ func parseVersions(out []byte, fs zfs.DatasetPath) ([]zfs.FilesystemVersion, err
 			return &outputError{Line: no, Text: line, Reason: "listed twice"}
 		}
 		seen[f[0]] = true
-		v := zfs.FilesystemVersion{Kind: ref.Kind, Name: ref.Name}
-		if v.GUID, err = parseUint(no, line, "guid", f[1]); err != nil {
-			return err
-		}
-		if v.CreateTXG, err = parseUint(no, line, "createtxg", f[2]); err != nil {
-			return err
-		}
-		creation, err := parseUint(no, line, "creation", f[3])
+		v, err := parseVersionRow(no, line, ref, f[1], f[2], f[3], f[4])
 		if err != nil {
 			return err
-		}
-		if creation > 1<<62 {
-			return &outputError{Line: no, Text: line, Reason: "creation time out of range"}
-		}
-		v.Creation = time.Unix(int64(creation), 0).UTC()
-		if ref.Kind == zfs.Snapshot {
-			if v.UserRefs, err = parseUint(no, line, "userrefs", f[4]); err != nil {
-				return err
-			}
-		} else if f[4] != "-" && f[4] != "0" {
-			return &outputError{Line: no, Text: line, Reason: "a bookmark with user holds"}
 		}
 		vs = append(vs, v)
 		return nil

@@ -142,6 +142,23 @@ func (c *CLI) ListVersions(ctx context.Context, fs zfs.DatasetPath) ([]zfs.Files
 	return vs, nil
 }
 
+// ListTree implements zfs.ZFS with one zfs list.
+func (c *CLI) ListTree(ctx context.Context, root zfs.DatasetPath) ([]zfs.Listing, error) {
+	const op = "list"
+	if err := checkFS(op, root); err != nil {
+		return nil, err
+	}
+	out, _, err := c.run(ctx, op, root.String(), listTreeArgs(root))
+	if err != nil {
+		return nil, err
+	}
+	tree, err := parseTree(out, root)
+	if err != nil {
+		return nil, &zfs.Error{Op: op, Dataset: root.String(), Err: err}
+	}
+	return tree, nil
+}
+
 // CreatePlaceholder implements zfs.ZFS.
 func (c *CLI) CreatePlaceholder(ctx context.Context, fs zfs.DatasetPath, opts zfs.PlaceholderOptions) error {
 	const op = "create"

@@ -132,6 +132,20 @@ func (d *Durable) Release(ctx context.Context, snapshot zfs.VersionRef, tag stri
 	return d.after("release", snapshot.String(), d.ZFS.Release(ctx, snapshot, tag))
 }
 
+func (d *Durable) HoldAll(ctx context.Context, tag string, snapshots []zfs.VersionRef) error {
+	if len(snapshots) == 0 {
+		return d.ZFS.HoldAll(ctx, tag, snapshots)
+	}
+	return d.after("hold", fmt.Sprintf("%d snapshots", len(snapshots)), d.ZFS.HoldAll(ctx, tag, snapshots))
+}
+
+func (d *Durable) ReleaseAll(ctx context.Context, tag string, snapshots []zfs.VersionRef) error {
+	if len(snapshots) == 0 {
+		return d.ZFS.ReleaseAll(ctx, tag, snapshots)
+	}
+	return d.after("release", fmt.Sprintf("%d snapshots", len(snapshots)), d.ZFS.ReleaseAll(ctx, tag, snapshots))
+}
+
 // Receive saves once the receive ended, received or partial: a receive
 // cut off by a shutdown keeps its resume state.
 func (d *Durable) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reader, opts zfs.RecvOptions) error {

@@ -22,6 +22,13 @@ type ZFS interface {
 	// children), ordered by CreateTXG, snapshots before bookmarks of the
 	// same txg.
 	ListVersions(ctx context.Context, fs DatasetPath) ([]FilesystemVersion, error)
+	// ListTree is ListFilesystems of root and ListVersions of each of its
+	// filesystems in one listing (zfs list -r -t
+	// filesystem,volume,snapshot,bookmark), whose cost does not grow with
+	// the number of filesystems: parents before children, each with its
+	// versions in ListVersions' order. It fails with ErrDatasetNotExist if
+	// root is absent.
+	ListTree(ctx context.Context, root DatasetPath) ([]Listing, error)
 
 	// CreatePlaceholder creates fs (not its parents) as a placeholder: an
 	// unmounted filesystem that exists only to hold children, marked with
@@ -50,6 +57,16 @@ type ZFS interface {
 	Hold(ctx context.Context, snapshot VersionRef, tag string) error
 	// Release removes the user hold tag from a snapshot.
 	Release(ctx context.Context, snapshot VersionRef, tag string) error
+	// HoldAll places the user hold tag on each of snapshots, which may
+	// belong to any filesystems, with as few zfs processes as the command
+	// line allows. Each snapshot is held on its own, as zfs hold does it:
+	// the returned error joins one *Error per snapshot that could not be
+	// held (ErrHoldTagExists where the tag was there already), the others
+	// are held. Invalid names fail the call before anything is held.
+	HoldAll(ctx context.Context, tag string, snapshots []VersionRef) error
+	// ReleaseAll removes the user hold tag from each of snapshots, each on
+	// its own as HoldAll (ErrHoldTagNotFound where it had no such tag).
+	ReleaseAll(ctx context.Context, tag string, snapshots []VersionRef) error
 	// Holds lists the hold tags of each given snapshot of one filesystem,
 	// keyed by snapshot name (without the "@"). A snapshot with no holds
 	// maps to an empty list.
@@ -110,6 +127,12 @@ type FilesystemInfo struct {
 	EncryptionRoot string
 	KeyStatus      KeyStatus
 	Placeholder    bool
+}
+
+// Listing is one filesystem of ListTree with its snapshots and bookmarks.
+type Listing struct {
+	Info     FilesystemInfo
+	Versions []FilesystemVersion
 }
 
 // Encrypted reports whether the filesystem is encrypted.
