@@ -33,6 +33,17 @@ func (r *recording) Hold(ctx context.Context, s zfs.VersionRef, tag string) erro
 	return r.ZFS.Hold(ctx, s, tag)
 }
 
+func (r *recording) HoldAll(ctx context.Context, tag string, snaps []zfs.VersionRef) error {
+	if strings.HasPrefix(tag, "zrepl_STEP_") {
+		r.mu.Lock()
+		for _, s := range snaps {
+			r.holds = append(r.holds, s.String())
+		}
+		r.mu.Unlock()
+	}
+	return r.ZFS.HoldAll(ctx, tag, snaps)
+}
+
 func (r *recording) Bookmark(ctx context.Context, from zfs.VersionRef, name string) error {
 	if strings.HasPrefix(name, "zrepl_STEP_") {
 		r.mu.Lock()

@@ -49,22 +49,23 @@ func (f AbstractionFilter) match(a Abstraction) bool {
 }
 
 // ListAbstractions lists the project's holds and bookmarks on every
-// filesystem below roots, ordered by filesystem, then txg, then name.
-// Only snapshots with user references are asked for their holds.
+// filesystem below roots, ordered by filesystem, then txg, then name: one
+// listing per root, and only snapshots with user references are asked for
+// their holds.
 func ListAbstractions(ctx context.Context, z zfs.ZFS, roots []zfs.DatasetPath, filter AbstractionFilter) ([]Abstraction, error) {
 	var out []Abstraction
 	seen := map[string]bool{}
 	for _, root := range roots {
-		infos, err := z.ListFilesystems(ctx, root)
+		tree, err := z.ListTree(ctx, root)
 		if err != nil {
 			return nil, fmt.Errorf("list filesystems below %s: %w", root, err)
 		}
-		for _, info := range infos {
-			if seen[info.Path.String()] {
+		for _, l := range tree {
+			if seen[l.Info.Path.String()] {
 				continue
 			}
-			seen[info.Path.String()] = true
-			found, err := abstractionsOf(ctx, z, info.Path, filter)
+			seen[l.Info.Path.String()] = true
+			found, err := abstractionsOf(ctx, z, l.Info.Path, l.Versions, filter)
 			if err != nil {
 				return nil, err
 			}
@@ -77,10 +78,6 @@ func ListAbstractions(ctx context.Context, z zfs.ZFS, roots []zfs.DatasetPath, f
 // ListAbstractionsOf lists the project's holds and bookmarks on fs alone
 // (not below it), ordered by txg, then name; none if fs vanished.
 func ListAbstractionsOf(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, filter AbstractionFilter) ([]Abstraction, error) {
-	return abstractionsOf(ctx, z, fs, filter)
-}
-
-func abstractionsOf(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, filter AbstractionFilter) ([]Abstraction, error) {
 	versions, err := z.ListVersions(ctx, fs)
 	if errors.Is(err, zfs.ErrDatasetNotExist) {
 		return nil, nil // destroyed while we listed
@@ -88,6 +85,10 @@ func abstractionsOf(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, filter A
 	if err != nil {
 		return nil, fmt.Errorf("list versions of %s: %w", fs, err)
 	}
+	return abstractionsOf(ctx, z, fs, versions, filter)
+}
+
+func abstractionsOf(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, versions []zfs.FilesystemVersion, filter AbstractionFilter) ([]Abstraction, error) {
 	var out []Abstraction
 	var held []zfs.VersionRef
 	byName := map[string]zfs.FilesystemVersion{}
@@ -106,6 +107,9 @@ func abstractionsOf(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, filter A
 	}
 	if len(held) > 0 {
 		holds, err := z.Holds(ctx, held)
+		if errors.Is(err, zfs.ErrDatasetNotExist) {
+			return nil, nil // destroyed while we listed
+		}
 		if err != nil {
 			return nil, fmt.Errorf("list holds of %s: %w", fs, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"zrepl.dev/zrepl/engine/zfs"
 )
@@ -27,6 +28,64 @@ func holdCreated(ctx context.Context, z zfs.ZFS, snap zfs.VersionRef, tag string
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// holdAllCreated places tag on snaps in one call; a hold that exists is
+// what we wanted. It returns the snapshots this call held, also when it
+// fails for others; where a failure names no one snapshot, it claims none.
+func holdAllCreated(ctx context.Context, z zfs.ZFS, tag string, snaps []zfs.VersionRef) ([]zfs.VersionRef, error) {
+	err := z.HoldAll(ctx, tag, snaps)
+	asked := map[string]bool{}
+	for _, s := range snaps {
+		asked[s.String()] = true
+	}
+	failed := map[string]bool{}
+	for _, e := range joined(err) {
+		var ze *zfs.Error
+		if !errors.As(e, &ze) || !asked[ze.Dataset] {
+			return nil, err
+		}
+		failed[ze.Dataset] = true
+	}
+	var created []zfs.VersionRef
+	for _, s := range snaps {
+		if !failed[s.String()] {
+			created = append(created, s)
+		}
+	}
+	return created, dropKinds(err, zfs.ErrHoldTagExists)
+}
+
+// joined lists the errors err joins (err itself if it joins none).
+func joined(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// dropKinds drops the parts of a (possibly joined) error of the given
+// kinds.
+func dropKinds(err error, kinds ...zfs.Kind) error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var rest []error
+		for _, e := range j.Unwrap() {
+			if e := dropKinds(e, kinds...); e != nil {
+				rest = append(rest, e)
+			}
+		}
+		return errors.Join(rest...)
+	}
+	if slices.ContainsFunc(kinds, func(k zfs.Kind) bool { return errors.Is(err, k) }) {
+		return nil
+	}
+	return err
 }
 
 // releaseIdempotent removes tag from snap; a tag or snapshot already gone
@@ -78,21 +137,4 @@ func destroyIdempotent(ctx context.Context, z zfs.ZFS, versions []zfs.VersionRef
 }
 
 // ignoreNotExist drops ErrDatasetNotExist parts from a (possibly joined) error.
-func ignoreNotExist(err error) error {
-	if err == nil {
-		return nil
-	}
-	if joined, ok := err.(interface{ Unwrap() []error }); ok {
-		var rest []error
-		for _, e := range joined.Unwrap() {
-			if e := ignoreNotExist(e); e != nil {
-				rest = append(rest, e)
-			}
-		}
-		return errors.Join(rest...)
-	}
-	if errors.Is(err, zfs.ErrDatasetNotExist) {
-		return nil
-	}
-	return err
-}
+func ignoreNotExist(err error) error { return dropKinds(err, zfs.ErrDatasetNotExist) }

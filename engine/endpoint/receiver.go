@@ -93,7 +93,7 @@ func (r *Receiver) Target(fs string) (zfs.DatasetPath, error) {
 // ListFilesystems lists everything below Root, named as the sender names
 // it. Root itself is not listed. A missing Root lists as empty.
 func (r *Receiver) ListFilesystems(ctx context.Context) ([]Filesystem, error) {
-	infos, err := r.ZFS.ListFilesystems(ctx, r.Root)
+	tree, err := r.ZFS.ListTree(ctx, r.Root)
 	if errors.Is(err, zfs.ErrDatasetNotExist) {
 		return nil, nil
 	}
@@ -101,16 +101,12 @@ func (r *Receiver) ListFilesystems(ctx context.Context) ([]Filesystem, error) {
 		return nil, fmt.Errorf("list filesystems below %s: %w", r.Root, err)
 	}
 	var out []Filesystem
-	for _, info := range infos {
-		rel, ok := info.Path.TrimPrefix(r.Root)
+	for _, l := range tree {
+		rel, ok := l.Info.Path.TrimPrefix(r.Root)
 		if !ok {
 			continue
 		}
-		versions, err := r.ZFS.ListVersions(ctx, info.Path)
-		if err != nil {
-			return nil, fmt.Errorf("list versions of %s: %w", info.Path, err)
-		}
-		out = append(out, Filesystem{Path: rel, Info: info, Versions: versions})
+		out = append(out, Filesystem{Path: rel, Info: l.Info, Versions: l.Versions})
 	}
 	return out, nil
 }

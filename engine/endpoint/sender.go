@@ -160,20 +160,18 @@ func (s *Sender) ListFilesystemsBelow(ctx context.Context, roots []zfs.DatasetPa
 	var out []Filesystem
 	seen := map[string]bool{}
 	for _, root := range roots {
-		infos, err := s.ZFS.ListFilesystems(ctx, root)
+		// One listing per root, whatever the number of filesystems.
+		tree, err := s.ZFS.ListTree(ctx, root)
 		if err != nil {
 			return nil, fmt.Errorf("list filesystems below %s: %w", root, err)
 		}
-		for _, info := range infos {
-			if seen[info.Path.String()] || s.Filter == nil || !s.Filter(info.Path) {
+		for _, l := range tree {
+			p := l.Info.Path
+			if seen[p.String()] || s.Filter == nil || !s.Filter(p) {
 				continue
 			}
-			seen[info.Path.String()] = true
-			versions, err := s.ZFS.ListVersions(ctx, info.Path)
-			if err != nil {
-				return nil, fmt.Errorf("list versions of %s: %w", info.Path, err)
-			}
-			out = append(out, Filesystem{Path: info.Path.String(), Info: info, Versions: versions, Send: s.Policy, Marks: jobMarks(versions, s.Job)})
+			seen[p.String()] = true
+			out = append(out, Filesystem{Path: p.String(), Info: l.Info, Versions: l.Versions, Send: s.Policy, Marks: jobMarks(l.Versions, s.Job)})
 		}
 	}
 	return out, nil
@@ -340,18 +338,19 @@ func (s *Sender) giveUp(ctx context.Context, e *fsSteps, t taken) error {
 }
 
 // protect takes the step protection req.Protection asks for and returns
-// what it placed itself, also when it fails part way.
+// what it placed itself, also when it fails part way. Both of a step's
+// holds go in one call (one zfs process).
 func (s *Sender) protect(ctx context.Context, fs zfs.DatasetPath, req SendRequest) (taken, error) {
 	var t taken
-	tag := StepHoldTag(s.Job)
-	hold := func(v zfs.FilesystemVersion) error {
-		ref := v.Ref(fs)
-		created, err := holdCreated(ctx, s.ZFS, ref, tag)
-		if created {
-			t.holds = append(t.holds, ref)
+	holds := func(vs ...zfs.FilesystemVersion) error {
+		refs := make([]zfs.VersionRef, len(vs))
+		for i, v := range vs {
+			refs[i] = v.Ref(fs)
 		}
+		created, err := holdAllCreated(ctx, s.ZFS, StepHoldTag(s.Job), refs)
+		t.holds = append(t.holds, created...)
 		if err != nil {
-			return fmt.Errorf("step hold on %s: %w", ref, err)
+			return fmt.Errorf("step hold on %s: %w", fs, err)
 		}
 		return nil
 	}
@@ -371,16 +370,16 @@ func (s *Sender) protect(ctx context.Context, fs zfs.DatasetPath, req SendReques
 	}
 	switch req.Protection {
 	case GuaranteeResumability:
-		if err := hold(req.To); err != nil {
-			return t, err
-		}
 		if req.From == nil {
-			return t, nil
+			return t, holds(req.To)
 		}
 		if req.From.Kind == zfs.Bookmark {
+			if err := holds(req.To); err != nil {
+				return t, err
+			}
 			return t, stepBookmark(*req.From)
 		}
-		return t, hold(*req.From)
+		return t, holds(req.To, *req.From)
 	case GuaranteeIncremental:
 		if req.From == nil {
 			return t, nil
@@ -485,25 +484,21 @@ func (s *Sender) StepCompleted(ctx context.Context, req SendRequest, last bool) 
 	return destroyIdempotent(ctx, s.ZFS, obsolete)
 }
 
-// releaseTagFrom releases tag from those of snaps that carry it.
+// releaseTagFrom releases tag from those of snaps that carry it, in one
+// call (one zfs process): a snapshot without the tag, or gone, is what was
+// wanted. The caller passes snapshots with user holds only (UserRefs).
 func releaseTagFrom(ctx context.Context, z zfs.ZFS, snaps []zfs.VersionRef, tag string) error {
 	if len(snaps) == 0 {
 		return nil
 	}
-	holds, err := z.Holds(ctx, snaps)
+	err := z.ReleaseAll(ctx, tag, snaps)
 	if err != nil {
-		return fmt.Errorf("list holds of %s: %w", snaps[0].FS, err)
+		err = dropKinds(err, zfs.ErrHoldTagNotFound, zfs.ErrDatasetNotExist)
 	}
-	var errs []error
-	for _, snap := range snaps {
-		if !slices.Contains(holds[snap.Name], tag) {
-			continue
-		}
-		if err := releaseIdempotent(ctx, z, snap, tag); err != nil {
-			errs = append(errs, fmt.Errorf("release %s from %s: %w", tag, snap, err))
-		}
+	if err != nil {
+		return fmt.Errorf("release %s on %s: %w", tag, snaps[0].FS, err)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // ListVersions lists the versions of one filesystem the job sends (a zrepl

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"io"
 	"slices"
 	"sync"
@@ -41,6 +42,16 @@ func (f *holdFailer) Hold(ctx context.Context, snap zfs.VersionRef, tag string) 
 		return &zfs.Error{Kind: zfs.ErrDatasetBusy, Op: "hold", Dataset: snap.String(), Msg: "planted failure"}
 	}
 	return f.ZFS.Hold(ctx, snap, tag)
+}
+
+func (f *holdFailer) HoldAll(ctx context.Context, tag string, snaps []zfs.VersionRef) error {
+	var errs []error
+	for _, s := range snaps {
+		if err := f.Hold(ctx, s, tag); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func newHostileSource(t *testing.T) *hostileSource {
