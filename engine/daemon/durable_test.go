@@ -245,9 +245,12 @@ func TestDurableCheckpointDuringReceive(t *testing.T) {
 	stop := make(chan struct{})
 	others := make([]error, 3)
 	for i := range others {
+		// Created before the receive: created by a goroutine that runs
+		// only after the receive's last save (seen under load), it
+		// would be in the live state and not in the saved one.
+		fs := zfs.MustDatasetPath(fmt.Sprintf("pool/o%d", i))
+		require.NoError(t, d.CreatePlaceholder(ctx, fs, zfs.PlaceholderOptions{}))
 		wg.Go(func() {
-			fs := zfs.MustDatasetPath(fmt.Sprintf("pool/o%d", i))
-			require.NoError(t, m.CreateFilesystem(fs, zfsmodel.FSOptions{}))
 			for n := 0; ; n++ {
 				select {
 				case <-stop:
