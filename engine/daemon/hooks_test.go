@@ -231,6 +231,7 @@ func TestDatabaseHooksThroughDaemon(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]string{}
 	wrote := make(chan error, 1)
+	writes := 0
 	z := atSnapshot{m, func(fs zfs.DatasetPath) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -240,10 +241,11 @@ func TestDatabaseHooksThroughDaemon(t *testing.T) {
 			err := pc.QueryRow(ctx, "SELECT redo_lsn >= $1::pg_lsn FROM pg_control_checkpoint()", walBefore).Scan(&moved)
 			seen["checkpointed"] = fmt.Sprint(moved, err)
 		case "pool/mysql":
-			go func() {
-				_, err := db.Exec("INSERT INTO zrepl_test.t VALUES (1)")
+			writes++
+			go func(id int) {
+				_, err := db.Exec("INSERT INTO zrepl_test.t VALUES (?)", id)
 				wrote <- err
-			}()
+			}(writes)
 			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 			seen["write blocked"] = fmt.Sprint(dbtest.WaitBlocked(wctx, db, "INSERT INTO zrepl_test.t"))
@@ -289,4 +291,35 @@ func TestDatabaseHooksThroughDaemon(t *testing.T) {
 		assert.Contains(t, metrics, want)
 	}
 	assert.NotContains(t, metrics, "zrepl_hook_failures_total{")
+
+	// Again, with the snapshot of pool/mysql failing: the lock is held
+	// while it is tried, and released after.
+	busy := &zfs.Error{Kind: zfs.ErrDatasetBusy, Op: "snapshot", Dataset: "pool/mysql", Msg: "dataset is busy"}
+	require.NoError(t, m.FailNext("Snapshot", 1, busy), "pool/mysql is snapshotted first")
+	mu.Lock()
+	seen = map[string]string{}
+	mu.Unlock()
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second))) // a new snapshot name
+	j, err := d.Job("snap")
+	require.NoError(t, err)
+	j.Wakeup()
+	waitRuns(t, j, 2)
+	st = snapStatus(t, d)
+	mu.Lock()
+	assert.Equal(t, map[string]string{"checkpointed": "true <nil>", "write blocked": "<nil>"}, seen)
+	mu.Unlock()
+	select {
+	case err := <-wrote:
+		assert.NoError(t, err, "the write goes through after the failed snapshot")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the write still waits after a failed snapshot: the read lock was not released")
+	}
+	my2 := fsStatus(t, st, "pool/mysql")
+	assert.Equal(t, job.SnapFailed, my2.State)
+	assert.Contains(t, my2.Error, "dataset is busy")
+	require.Len(t, my2.Hooks, 2)
+	assert.True(t, my2.Hooks[0].OK && my2.Hooks[1].OK, "FLUSH and UNLOCK both ran")
+	assert.Len(t, snapshots(t, m, "pool/mysql"), 1)
+	assert.Len(t, snapshots(t, m, "pool/postgres"), 2)
+	assert.Contains(t, metricsText(t, d), `zrepl_hook_runs_total{phase="post_snapshot",type="mysql-lock-tables",zrepl_job="snap"} 2`)
 }

@@ -182,7 +182,7 @@ sleep 1000
 func TestCommandBackgroundChildDoesNotHold(t *testing.T) {
 	dir := t.TempDir()
 	pidf := filepath.Join(dir, "pid")
-	p := script(t, dir, "bg.sh", `sleep 30 & echo $! >`+pidf+"\necho done\n")
+	p := script(t, dir, "bg.sh", `[ "$ZREPL_HOOKTYPE" = pre_snapshot ] && { sleep 30 & echo $! >`+pidf+"; }\necho done\n")
 	l := commandList(t, discard(), Spec{Type: Command, Path: p})
 	start := time.Now()
 	rep := l.Run(context.Background(), fsA, "s", func(context.Context) error { return nil })
