@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"zrepl.dev/zrepl/engine/zfs"
 )
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -243,4 +245,17 @@ func TestCheckExecutable(t *testing.T) {
 		assert.ErrorIs(t, err, ErrBadSpec, path)
 		assert.ErrorContains(t, err, want, path)
 	}
+}
+
+// A hook whose filter matches none of the filesystems a run snapshots is
+// warned about (its filter is likely wrong); a hook without filter never.
+func TestWarnUnmatched(t *testing.T) {
+	rec := &records{}
+	l := commandList(t, slog.New(rec),
+		Spec{Type: Command, Path: "/bin/true"},
+		Spec{Type: Command, Path: "/bin/true", Filesystems: onlyFS(fsA)})
+	l.WarnUnmatched([]zfs.DatasetPath{fsA})
+	assert.False(t, rec.has("matches none"))
+	l.WarnUnmatched([]zfs.DatasetPath{zfs.MustDatasetPath("pool/b")})
+	assert.True(t, rec.has("matches none"))
 }
