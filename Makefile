@@ -4,7 +4,7 @@ FUZZTIME ?= 60s
 BENCHTIME ?= 1x
 PKGS ?= ./...
 
-.PHONY: all build test fmt-check vet fuzz bench platformtest generate tools run dbservers
+.PHONY: all build test fmt-check vet fuzz bench platformtest generate tools run dbservers testdeps
 
 all: build test
 
@@ -44,6 +44,16 @@ bench:
 # make platformtest PLATFORMTEST_ARGS='-test.run Smoke -test.v'
 platformtest:
 	./platformtest/vm/run.sh
+
+# What the tests use beyond Go, from Debian's packages: the database servers
+# below, and tmux (the interactive status screen is tested in it). Tests
+# that need one skip, saying so, where it is missing; .ci/run calls this
+# before make test, so CI never skips.
+testdeps: dbservers
+	@command -v tmux >/dev/null 2>&1 && { echo "testdeps: tmux is installed"; exit 0; }; \
+	echo "testdeps: installing tmux from Debian's packages"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends tmux
 
 # PostgreSQL and MariaDB servers from Debian's packages, for the snapshot
 # hook tests: engine/hooks/dbtest starts each on a temporary data directory

@@ -66,7 +66,7 @@ func TestStatusScreenInTmux(t *testing.T) {
 		t.Skip("builds the binary and runs a daemon")
 	}
 	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux is not installed (make tools-test installs it; CI has it): the interactive status screen is not tested")
+		t.Skip("tmux is not installed (make testdeps installs it; CI has it): the interactive status screen is not tested")
 	}
 	bin := buildBinary(t)
 	dir := shortDir(t)
