@@ -235,7 +235,7 @@ func (j *Active) Run(ctx context.Context) error {
 			j.cfg.Log.Error("cannot compute the next run; retrying in a minute", "job", j.cfg.Name, "err", err)
 			next, snapshot = j.cfg.Clock.Now().Add(time.Minute), false
 		}
-		j.setNext(next)
+		j.idleUntil(next)
 		var timer <-chan time.Time
 		if !next.IsZero() {
 			timer = j.cfg.Clock.After(max(next.Sub(j.cfg.Clock.Now()), 0))
@@ -343,9 +343,8 @@ func (j *Active) once(ctx context.Context, snapshot bool) {
 		j.status.LastError = err.Error()
 	}
 	j.mu.Unlock()
-	if ctx.Err() == nil {
-		j.setState(StateIdle)
-	}
+	// The job turns idle only with its next run known (Run's loop, idleUntil):
+	// idle beside the past run's time read as "next run due".
 	if j.cfg.Observer != nil {
 		j.cfg.Observer.RunDone(j.cfg.Name, end.Sub(start), err)
 	}
@@ -514,9 +513,12 @@ func (j *Active) setState(s State) {
 	j.mu.Unlock()
 }
 
-func (j *Active) setNext(t time.Time) {
+// idleUntil makes the job idle until its next run at t (zero: none planned),
+// both at once, so that status never shows one without the other.
+func (j *Active) idleUntil(t time.Time) {
 	j.mu.Lock()
 	j.status.NextRun = t
+	j.status.State = StateIdle
 	j.mu.Unlock()
 }
 
