@@ -17,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
 
 	"zrepl.dev/zrepl/engine/config"
 	"zrepl.dev/zrepl/engine/endpoint"
@@ -245,4 +246,40 @@ jobs:
 	assert.Equal(t, "s", rec["job"])
 	assert.Equal(t, "error", rec["level"])
 	assert.Contains(t, rec, "time", "zrepl's json format always has the time")
+}
+
+// configcheck --format prints what the config built, as zrepl's does:
+// --what picks the part (the parsed config, the jobs, the logging), each
+// format parses as what it says it is, and a bad value names the flag.
+func TestConfigcheckFormat(t *testing.T) {
+	const cfg = "../../examples/quickstart.yml"
+	parts := map[string]string{"config": "ControlSockPath", "jobs": "quickstart_push", "logging": "outlets"}
+	for what, want := range parts {
+		out, err := run(t, "configcheck", "--config", cfg, "--format", "json", "--what", what)
+		require.NoError(t, err, what)
+		var v map[string]any
+		require.NoError(t, json.Unmarshal([]byte(out), &v), "--what %s --format json prints JSON:\n%.300s", what, out)
+		assert.Contains(t, out, want, "--what %s", what)
+		for other, w := range parts {
+			if other != what && other != "jobs" && what != "jobs" {
+				assert.NotContains(t, out, w, "--what %s prints only its part, not %s", what, other)
+			}
+		}
+		out, err = run(t, "configcheck", "--config", cfg, "--format", "yaml", "--what", what)
+		require.NoError(t, err, what)
+		var y map[string]any
+		require.NoError(t, yaml.Unmarshal([]byte(out), &y), "--what %s --format yaml prints YAML", what)
+		assert.Contains(t, out, want)
+	}
+	all, err := run(t, "configcheck", "--config", cfg, "--format", "pretty")
+	require.NoError(t, err)
+	for _, want := range parts {
+		assert.Contains(t, all, want, "--what all (the default) prints every part")
+	}
+	assert.NotContains(t, all, "ok (2 jobs)", "with --format, the tree instead of the one-line verdict")
+
+	_, err = run(t, "configcheck", "--config", cfg, "--format", "toml")
+	assert.ErrorContains(t, err, `--format "toml"`)
+	_, err = run(t, "configcheck", "--config", cfg, "--format", "json", "--what", "everything")
+	assert.ErrorContains(t, err, `--what "everything"`)
 }

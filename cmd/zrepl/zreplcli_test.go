@@ -242,3 +242,54 @@ func TestZreplCommands(t *testing.T) {
 		assert.Error(t, err, "%v", bad)
 	}
 }
+
+// status without a mode on a non-terminal prints the dump, as --mode dump
+// does; --json is --mode raw; --job narrows both; an interactive screen on
+// a pipe, zrepl's legacy mode and unknown jobs are errors that say why.
+func TestStatusModes(t *testing.T) {
+	dir := shortDir(t)
+	cfg := quickstartIn(t, dir, "1h")
+	startQuickstart(t, cfg)
+
+	plain, err := run(t, "status", "--config", cfg)
+	require.NoError(t, err)
+	assert.Contains(t, plain, "Job: quickstart_push (push)")
+	assert.Contains(t, plain, "Job: quickstart_sink (sink)")
+	assert.NotContains(t, plain, "\x1b[", "no escape codes on a pipe")
+	dump, err := run(t, "status", "--mode", "dump", "--config", cfg)
+	require.NoError(t, err)
+	// The jobs are idle: the texts differ at most in their durations.
+	durations := regexp.MustCompile(`[0-9]+(\.[0-9]+)?(ms|µs|s|m|h|d)\b`)
+	assert.Equal(t, durations.ReplaceAllString(dump, "D"), durations.ReplaceAllString(plain, "D"))
+
+	one, err := run(t, "status", "--mode", "dump", "--job", "quickstart_sink", "--config", cfg)
+	require.NoError(t, err)
+	assert.Contains(t, one, "Job: quickstart_sink")
+	assert.NotContains(t, one, "quickstart_push")
+
+	raw, err := run(t, "status", "--mode", "raw", "--job", "quickstart_push", "--config", cfg)
+	require.NoError(t, err)
+	var st []job.Status
+	require.NoError(t, json.Unmarshal([]byte(raw), &st))
+	require.Len(t, st, 1)
+	assert.Equal(t, "quickstart_push", st[0].Name)
+	assert.Equal(t, 1, st[0].Runs)
+	js, err := run(t, "status", "--json", "--job", "quickstart_push", "--config", cfg)
+	require.NoError(t, err)
+	var st2 []job.Status
+	require.NoError(t, json.Unmarshal([]byte(js), &st2))
+	assert.Equal(t, st[0].Name, st2[0].Name)
+	assert.Equal(t, st[0].LastRunEnd, st2[0].LastRunEnd)
+
+	for args, want := range map[string]string{
+		"--mode interactive":      "not a terminal",
+		"--mode legacy":           "not offered",
+		"--mode fancy":            "want interactive, dump or raw",
+		"--json --mode dump":      "--json is --mode raw",
+		"--mode dump --job nojob": `job "nojob" not found`,
+		"--mode raw --job nojob":  `job "nojob" not found`,
+	} {
+		_, err := run(t, append([]string{"status", "--config", cfg}, strings.Fields(args)...)...)
+		assert.ErrorContains(t, err, want, args)
+	}
+}
