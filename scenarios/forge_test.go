@@ -235,7 +235,7 @@ func (w *world) sourceClient(t *rapid.T, j job, seed int64, identity string) (cl
 
 // refusal: err is of a kind that refuses a request.
 func refusal(err error) bool {
-	for _, k := range []error{zfs.ErrResumeTokenCorrupt, zfs.ErrVersionMismatch, zfs.ErrDatasetNotExist, endpoint.ErrNotAllowed} {
+	for _, k := range []error{zfs.ErrResumeTokenCorrupt, zfs.ErrResumeTokenMismatch, zfs.ErrVersionMismatch, zfs.ErrDatasetNotExist, endpoint.ErrNotAllowed} {
 		if errors.Is(err, k) {
 			return true
 		}

@@ -157,8 +157,8 @@ func TestEncryptedReceiverPlaceholders(t *testing.T) {
 }
 
 // Found by the simulator: the source refuses a send whose resume token
-// encodes another step with an error that wraps zfs.ErrResumeTokenCorrupt
-// bare; zfs.KindOf found only a *zfs.Error, so rpc sent the error without
+// encodes another step with an error that wraps its kind (then
+// zfs.ErrResumeTokenCorrupt, now zfs.ErrResumeTokenMismatch) bare; zfs.KindOf found only a *zfs.Error, so rpc sent the error without
 // its kind and the puller could not tell it (errors.Is) from any other
 // failure: the driver's fallback for a stale token (send afresh) and its
 // classification as permanent did not apply over the wire.
@@ -173,7 +173,7 @@ func TestRemoteRefusalKeepsKind(t *testing.T) {
 		req := endpoint.SendRequest{FS: "src/data", To: vs[0], ResumeToken: tok.Encode()} // the token is raw, the request not
 
 		_, localErr := p.sender.Send(ctx, req)
-		require.ErrorIs(t, localErr, zfs.ErrResumeTokenCorrupt, "locally the refusal has its kind")
+		require.ErrorIs(t, localErr, zfs.ErrResumeTokenMismatch, "locally the refusal has its kind")
 
 		reg := transport.NewLocal()
 		l, err := reg.Listen("source")
@@ -193,8 +193,8 @@ func TestRemoteRefusalKeepsKind(t *testing.T) {
 		require.NoError(t, err)
 		defer c.Close()
 		_, err = c.Sender().Send(ctx, req)
-		require.ErrorContains(t, err, "resume token corrupt")
-		require.ErrorIs(t, err, zfs.ErrResumeTokenCorrupt, "over rpc the refusal keeps its kind")
+		require.ErrorContains(t, err, "raw flag differs")
+		require.ErrorIs(t, err, zfs.ErrResumeTokenMismatch, "over rpc the refusal keeps its kind")
 	})
 }
 

@@ -87,16 +87,8 @@ func (m *Model) planSend(args zfs.SendArgs) (*streamPlan, error) {
 			err.(*zfs.Error).Dataset = toRef.String()
 			return nil, err
 		}
-		if tok.ToName != toRef.String() {
-			return nil, zerr(zfs.ErrVersionMismatch, op, toRef.String(), "resume token continues a send of %s, not of %s", tok.ToName, toRef)
-		}
-		switch {
-		case tok.FromGUID == 0 && args.From != nil:
-			return nil, zerr(zfs.ErrVersionMismatch, op, toRef.String(), "resume token continues a full send of %s, not one from %s", toRef, fromRef)
-		case tok.FromGUID != 0 && args.From == nil:
-			return nil, zerr(zfs.ErrVersionMismatch, op, toRef.String(), "resume token continues an incremental send of %s, not a full one", toRef)
-		case tok.FromGUID != 0 && args.From.GUID != 0 && args.From.GUID != tok.FromGUID:
-			return nil, zerr(zfs.ErrVersionMismatch, op, toRef.String(), "resume token continues a send from GUID %d, not from %s (GUID %d)", tok.FromGUID, fromRef, args.From.GUID)
+		if err := tok.Match(resumetoken.Send{FS: args.FS, To: args.To, From: args.From}); err != nil {
+			return nil, &zfs.Error{Kind: zfs.ErrResumeTokenMismatch, Op: op, Dataset: toRef.String(), Msg: err.Error(), Err: err}
 		}
 	}
 

@@ -63,21 +63,8 @@ func checkSendArgs(op string, args zfs.SendArgs) error {
 	if err != nil {
 		return &zfs.Error{Kind: zfs.ErrResumeTokenCorrupt, Op: op, Dataset: to.String(), Msg: tokenCorruptMsg(err), Err: err}
 	}
-	mismatch := func(format string, a ...any) error {
-		return &zfs.Error{Kind: zfs.ErrVersionMismatch, Op: op, Dataset: to.String(),
-			Err: fmt.Errorf("resume token does not match the send: "+format, a...)}
-	}
-	switch {
-	case tok.ToName != to.String():
-		return mismatch("token sends %s", tok.ToName)
-	case args.To.GUID != 0 && tok.ToGUID != args.To.GUID:
-		return mismatch("token sends guid %d, want %d", tok.ToGUID, args.To.GUID)
-	case args.From == nil && tok.FromGUID != 0:
-		return mismatch("token continues an incremental send (from guid %d), want a full send", tok.FromGUID)
-	case args.From != nil && tok.FromGUID == 0:
-		return mismatch("token continues a full send, want one from %s", args.From.Ref(args.FS))
-	case args.From != nil && args.From.GUID != 0 && tok.FromGUID != args.From.GUID:
-		return mismatch("token sends from guid %d, want %d", tok.FromGUID, args.From.GUID)
+	if err := tok.Match(resumetoken.Send{FS: args.FS, To: args.To, From: args.From}); err != nil {
+		return &zfs.Error{Kind: zfs.ErrResumeTokenMismatch, Op: op, Dataset: to.String(), Err: err}
 	}
 	// The flags (raw, compressed, ...) are the token's: the receiver's
 	// partial state was made by them, whatever args say now.

@@ -280,13 +280,13 @@ func TestSendResumeToken(t *testing.T) {
 	}
 	for name, args := range bad {
 		_, err := c.Send(ctx, args)
-		assert.True(t, errors.Is(err, zfs.ErrVersionMismatch), "%s: %v", name, err)
+		assert.True(t, errors.Is(err, zfs.ErrResumeTokenMismatch), "%s: %v", name, err)
 		_, err = c.SendSize(ctx, args)
-		assert.True(t, errors.Is(err, zfs.ErrVersionMismatch), "%s: %v", name, err)
+		assert.True(t, errors.Is(err, zfs.ErrResumeTokenMismatch), "%s: %v", name, err)
 	}
 	full := resumetoken.Token{ToGUID: 22, ToName: "pool/a/fs@s2"}.Encode()
 	_, err = c.Send(ctx, zfs.SendArgs{FS: fs, From: &from, To: sv("s2"), ResumeToken: full})
-	zerr(t, err, zfs.ErrVersionMismatch)
+	zerr(t, err, zfs.ErrResumeTokenMismatch)
 
 	// Refused before anything ran.
 	assert.Len(t, f.calls(), 2)

@@ -178,23 +178,24 @@ func (s *Sender) ListFilesystemsBelow(ctx context.Context, roots []zfs.DatasetPa
 }
 
 // checkToken makes sure a resume token encodes exactly the requested step
-// with the rawness the policy gives it, so a confused or malicious
-// receiver cannot make us send anything else (another filesystem or
-// snapshot, or an encrypted filesystem decrypted where the job sends it
-// raw, or the other way round).
+// with the rawness the policy gives it (resumetoken.Token.Match), so a
+// confused or malicious receiver cannot make us send anything else
+// (another filesystem or snapshot, or an encrypted filesystem decrypted
+// where the job sends it raw, or the other way round). A token that does
+// not decode has the kind zfs.ErrResumeTokenCorrupt, one that continues
+// another send zfs.ErrResumeTokenMismatch.
 func checkToken(fs zfs.DatasetPath, req SendRequest, raw bool) error {
-	tok, err := resumetoken.Decode(req.ResumeToken)
-	if err != nil {
-		return fmt.Errorf("resume token for %s: %w", fs, err)
+	// Match skips a GUID of 0; a client resuming must name both.
+	if err := checkNamed(fs, "resume", req.To); err != nil {
+		return err
 	}
-	want := zfs.SnapshotRef(fs, req.To.Name).String()
-	var wantFrom uint64
 	if req.From != nil {
-		wantFrom = req.From.GUID
+		if err := checkNamed(fs, "resume from", *req.From); err != nil {
+			return err
+		}
 	}
-	if tok.ToName != want || tok.ToGUID != req.To.GUID || tok.FromGUID != wantFrom || tok.RawOK != raw {
-		return fmt.Errorf("resume token encodes %s (guid %016x, from guid %016x, raw %v), the request is for %s (guid %016x, from guid %016x, raw %v): %w",
-			tok.ToName, tok.ToGUID, tok.FromGUID, tok.RawOK, want, req.To.GUID, wantFrom, raw, zfs.ErrResumeTokenCorrupt)
+	if _, err := resumetoken.Match(req.ResumeToken, resumetoken.Send{FS: fs, To: req.To, From: req.From, Raw: &raw}); err != nil {
+		return fmt.Errorf("resume token for %s: %w", fs, err)
 	}
 	return nil
 }

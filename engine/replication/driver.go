@@ -311,7 +311,8 @@ func (r *Run) runStep(ctx context.Context, st machine.Step, done *atomic.Int64) 
 		}
 	}
 	stream, err := r.sender.Send(ctx, req)
-	if err != nil && req.ResumeToken != "" && st.Planned.ResumeToken == "" && errors.Is(err, zfs.ErrResumeTokenCorrupt) {
+	if err != nil && req.ResumeToken != "" && st.Planned.ResumeToken == "" &&
+		(errors.Is(err, zfs.ErrResumeTokenCorrupt) || errors.Is(err, zfs.ErrResumeTokenMismatch)) {
 		// The partial state is not this step's (it was planned without
 		// one): discard it and send afresh.
 		if aerr := r.receiver.AbortPartialReceive(ctx, st.FS); aerr != nil {

@@ -34,6 +34,7 @@ var zfsKinds = map[zfs.Kind]string{
 	zfs.ErrDestinationModified:       "destination_modified",
 	zfs.ErrIncrementalSourceMismatch: "incremental_source_mismatch",
 	zfs.ErrResumeTokenCorrupt:        "resume_token_corrupt",
+	zfs.ErrResumeTokenMismatch:       "resume_token_mismatch",
 	zfs.ErrNoResumableState:          "no_resumable_state",
 	zfs.ErrPartialReceive:            "partial_receive",
 	zfs.ErrKeyNotLoaded:              "key_not_loaded",

@@ -20,6 +20,12 @@ const (
 	ErrDestinationModified
 	ErrIncrementalSourceMismatch
 	ErrResumeTokenCorrupt
+	// ErrResumeTokenMismatch: a valid resume token continues another send
+	// than the one asked for (another dataset or snapshot, another
+	// incremental source, another raw-ness, or the saved state), so the
+	// partial receive it describes is not the step's
+	// (resumetoken.MismatchError).
+	ErrResumeTokenMismatch
 	ErrNoResumableState
 	ErrPartialReceive
 	ErrKeyNotLoaded
@@ -44,6 +50,7 @@ var kindNames = map[Kind]string{
 	ErrDestinationModified:       "destination modified since most recent snapshot",
 	ErrIncrementalSourceMismatch: "incremental source mismatch",
 	ErrResumeTokenCorrupt:        "resume token corrupt",
+	ErrResumeTokenMismatch:       "resume token does not match the send",
 	ErrNoResumableState:          "no resumable receive state",
 	ErrPartialReceive:            "partial receive saved",
 	ErrKeyNotLoaded:              "encryption key not loaded",

@@ -78,6 +78,7 @@ func Permanent(err error) bool {
 		errors.Is(err, endpoint.ErrInvalidJobID),
 		errors.Is(err, zfs.ErrInvalidName),
 		errors.Is(err, zfs.ErrResumeTokenCorrupt),
+		errors.Is(err, zfs.ErrResumeTokenMismatch),
 		errors.Is(err, zfs.ErrKeyNotLoaded),
 		errors.Is(err, zfs.ErrEncryptionMismatch),
 		errors.Is(err, zfs.ErrDestinationModified),

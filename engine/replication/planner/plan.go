@@ -354,15 +354,15 @@ func tokenTarget(r *Filesystem, fs zfs.DatasetPath, fromGUID uint64, snaps []zfs
 		return -1
 	}
 	t, err := resumetoken.Decode(r.Info.ReceiveResumeToken)
-	if err != nil || t.FromGUID != fromGUID || t.SavedOK || t.RawOK != raw {
+	if err != nil {
 		return -1
 	}
-	ds, snap, ok := strings.Cut(t.ToName, "@")
-	if !ok || ds != fs.String() {
-		return -1
+	var from *zfs.FilesystemVersion
+	if fromGUID != 0 {
+		from = &zfs.FilesystemVersion{Kind: zfs.Snapshot, GUID: fromGUID}
 	}
 	for i, v := range snaps {
-		if v.Name == snap && v.GUID == t.ToGUID {
+		if v.GUID != 0 && t.Match(resumetoken.Send{FS: fs, To: v, From: from, Raw: &raw}) == nil {
 			return i
 		}
 	}

@@ -9,6 +9,9 @@
 // zlib-compressed packed nvlist. The checksum is the first word of a fletcher-4 over the
 // compressed bytes, in the producing host's word order, with a tail of
 // fewer than 4 bytes left out (both verified against a real token).
+//
+// Token.Match is the one rule for whether a token continues a given send;
+// the planner, the sending endpoint and both backends ask it.
 package resumetoken
 
 import (
@@ -142,8 +145,10 @@ func (e *DecodeError) Error() string {
 	return fmt.Sprintf("resume token corrupt: %s (token %q)", e.Reason, e.Token)
 }
 
-// Is makes every *DecodeError match zfs.ErrResumeTokenCorrupt.
-func (e *DecodeError) Is(target error) bool { return target == zfs.ErrResumeTokenCorrupt }
+// Unwrap gives every *DecodeError the kind zfs.ErrResumeTokenCorrupt, for
+// errors.Is and for zfs.KindOf (which rpc uses to carry the kind across
+// the wire).
+func (e *DecodeError) Unwrap() error { return zfs.ErrResumeTokenCorrupt }
 
 // maxShownToken bounds how much of a token an error message repeats.
 const maxShownToken = 64
