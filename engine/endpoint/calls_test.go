@@ -123,11 +123,14 @@ var _ zfs.ZFS = (*callCounter)(nil)
 
 // The zfs calls (processes on a real host) the endpoints make: one listing
 // per root whatever the number of filesystems; per incremental step on the
-// sender a look-up of the filesystem (for the send policy), one hold of
-// both of its snapshots, the send, and at completion a listing, the
-// cursor, one release of the older holds and one destroy;
-// on the receiver the receive, a listing to check it, the last-received
-// hold and one release of the previous one.
+// sender one hold of both of its snapshots, the send, and at completion a
+// listing, the cursor, one release of the older holds and one destroy (the
+// send policy's look-up of the filesystem comes from the listing); on the
+// receiver the receive, the last-received hold and one release of the
+// previous one (ReadStreamHeader runs no process: it reads the stream's
+// header in the receiver, which then needs no listing after the receive).
+// A first full step into a new filesystem whose parents exist asks zfs
+// nothing before its receive either.
 func TestCallsPerListingAndStep(t *testing.T) {
 	src := zfsmodel.New(zfsmodel.Options{Seed: 1})
 	dst := zfsmodel.New(zfsmodel.Options{Seed: 2})
@@ -142,6 +145,7 @@ func TestCallsPerListingAndStep(t *testing.T) {
 			require.NoError(t, src.Snapshot(ctx, fs, s))
 		}
 	}
+	require.NoError(t, src.Snapshot(ctx, zfs.MustDatasetPath("p"), "r"))
 	sc, rc := &callCounter{z: src, calls: map[string]int{}}, &callCounter{z: dst, calls: map[string]int{}}
 	job := MustJobID("j")
 	s := &Sender{ZFS: sc, Job: job, Roots: []zfs.DatasetPath{zfs.MustDatasetPath("p")}, Filter: func(zfs.DatasetPath) bool { return true }}
@@ -155,12 +159,11 @@ func TestCallsPerListingAndStep(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, map[string]int{"ListTree": 1}, rc.take(), "receiver listing")
 
-	fs := "p/fs00"
 	v := map[string]zfs.FilesystemVersion{}
 	for _, x := range list[1].Versions {
 		v[x.Name] = x
 	}
-	step := func(from *zfs.FilesystemVersion, to zfs.FilesystemVersion, last bool) {
+	step := func(fs string, from *zfs.FilesystemVersion, to zfs.FilesystemVersion, last bool) {
 		t.Helper()
 		req := SendRequest{FS: fs, From: from, To: to}
 		stream, err := s.Send(ctx, req)
@@ -169,13 +172,90 @@ func TestCallsPerListingAndStep(t *testing.T) {
 		require.NoError(t, stream.Close())
 		require.NoError(t, s.StepCompleted(ctx, req, last))
 	}
-	a, b := v["a"], v["b"]
-	step(nil, a, false)
+	a, b, c := v["a"], v["b"], v["c"]
+	// q/p exists: the full step's placeholder; q/p/fs00 below it then
+	// needs none.
+	step("p", nil, list[0].Versions[0], true)
 	sc.take()
 	rc.take()
-	step(&a, b, false)
-	// ListFilesystems: the send policy looks up the filesystem's
-	// encryption (Sender.sendArgs).
-	assert.Equal(t, map[string]int{"ListFilesystems": 1, "HoldAll": 1, "Send": 1, "ListVersions": 1, "Bookmark": 1, "ReleaseAll": 1, "Destroy": 1}, sc.take(), "sender, incremental step")
-	assert.Equal(t, map[string]int{"Receive": 1, "ListVersions": 1, "Hold": 1, "ReleaseAll": 1}, rc.take(), "receiver, incremental step")
+	step("p/fs00", nil, a, false)
+	assert.Equal(t, map[string]int{"HoldAll": 1, "Send": 1, "ListVersions": 1, "Bookmark": 1}, sc.take(), "sender, first full step")
+	assert.Equal(t, map[string]int{"ReadStreamHeader": 1, "Receive": 1, "Hold": 1}, rc.take(), "receiver, first full step")
+	step("p/fs00", &a, b, false)
+	assert.Equal(t, map[string]int{"HoldAll": 1, "Send": 1, "ListVersions": 1, "Bookmark": 1, "ReleaseAll": 1, "Destroy": 1}, sc.take(), "sender, incremental step")
+	assert.Equal(t, map[string]int{"ReadStreamHeader": 1, "Receive": 1, "Hold": 1, "ReleaseAll": 1}, rc.take(), "receiver, incremental step")
+	step("p/fs00", &b, c, true)
+	sc.take()
+	rc.take()
+	// The last-received hold moved with each step, though no listing
+	// followed the receives: only @c carries it.
+	got, err := dst.ListVersions(ctx, zfs.MustDatasetPath("q/p/fs00"))
+	require.NoError(t, err)
+	for _, x := range got {
+		holds, err := dst.Holds(ctx, []zfs.VersionRef{x.Ref(zfs.MustDatasetPath("q/p/fs00"))})
+		require.NoError(t, err)
+		if x.Name == "c" {
+			assert.Equal(t, []string{LastReceivedHoldTag(job)}, holds[x.Name], "@%s", x.Name)
+		} else {
+			assert.Empty(t, holds[x.Name], "@%s", x.Name)
+		}
+	}
+}
+
+// A receiver's listing may be behind what is on disk (an administrator
+// created or destroyed something since). What it remembers only spares
+// questions whose stale answer ZFS refuses: the step fails, nothing is
+// lost, the receiver forgets its listing, and the step's retry asks zfs.
+func TestReceiverListingBehind(t *testing.T) {
+	src := zfsmodel.New(zfsmodel.Options{Seed: 1})
+	dst := zfsmodel.New(zfsmodel.Options{Seed: 2})
+	require.NoError(t, src.CreatePool("p"))
+	require.NoError(t, dst.CreatePool("q"))
+	for _, fs := range []string{"p/a", "p/x/y"} {
+		require.NoError(t, src.CreateFilesystem(zfs.MustDatasetPath(fs), zfsmodel.FSOptions{Parents: true}))
+		require.NoError(t, src.WriteData(zfs.MustDatasetPath(fs), 1, 1))
+		require.NoError(t, src.Snapshot(ctx, zfs.MustDatasetPath(fs), "s"))
+	}
+	job := MustJobID("j")
+	s := &Sender{ZFS: src, Job: job, Roots: []zfs.DatasetPath{zfs.MustDatasetPath("p")}, Filter: func(zfs.DatasetPath) bool { return true }}
+	r := &Receiver{ZFS: dst, Job: job, Root: zfs.MustDatasetPath("q")}
+	list, err := s.ListFilesystems(ctx)
+	require.NoError(t, err)
+	snap := map[string]zfs.FilesystemVersion{}
+	for _, f := range list {
+		if len(f.Versions) > 0 {
+			snap[f.Path] = f.Versions[0]
+		}
+	}
+	receive := func(fs string) error {
+		t.Helper()
+		stream, err := s.Send(ctx, SendRequest{FS: fs, To: snap[fs]})
+		require.NoError(t, err)
+		defer stream.Close()
+		return r.Receive(ctx, ReceiveRequest{FS: fs, To: snap[fs], Full: true}, stream)
+	}
+
+	// q/p/x is in the listing, then destroyed: the listing says the
+	// parent of q/p/x/y exists, the receive fails; its retry makes the
+	// placeholder.
+	require.NoError(t, dst.CreateFilesystem(zfs.MustDatasetPath("q/p/x"), zfsmodel.FSOptions{Parents: true}))
+	_, err = r.ListFilesystems(ctx)
+	require.NoError(t, err)
+	require.NoError(t, dst.DestroyFilesystem(zfs.MustDatasetPath("q/p/x"), true))
+	assert.ErrorIs(t, receive("p/x/y"), zfs.ErrDatasetNotExist)
+	require.NoError(t, receive("p/x/y"))
+	info, err := dst.Info(zfs.MustDatasetPath("q/p/x"))
+	require.NoError(t, err)
+	assert.True(t, info.Placeholder, "q/p/x is a placeholder")
+
+	// q/p/a is created after the listing: the listing says it is absent,
+	// so the full receive goes without -F and zfs refuses to overwrite it.
+	_, err = r.ListFilesystems(ctx)
+	require.NoError(t, err)
+	require.NoError(t, dst.CreateFilesystem(zfs.MustDatasetPath("q/p/a"), zfsmodel.FSOptions{}))
+	require.NoError(t, dst.WriteData(zfs.MustDatasetPath("q/p/a"), 7, 1))
+	require.Error(t, receive("p/a"))
+	vs, err := dst.ListVersions(ctx, zfs.MustDatasetPath("q/p/a"))
+	require.NoError(t, err)
+	assert.Empty(t, vs, "q/p/a untouched")
 }

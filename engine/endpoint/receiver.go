@@ -44,6 +44,10 @@ type Receiver struct {
 	// Placeholder says how placeholders below an encrypted parent are
 	// created (the receiving job's recv.placeholder.encryption).
 	Placeholder PlaceholderEncryption
+
+	// listed is the last listing of Root, kept current by the steps
+	// (see listed.go). A Receiver must not be copied once used.
+	listed receivedTree
 }
 
 // PlaceholderEncryption says how a Receiver creates placeholders below an
@@ -95,11 +99,14 @@ func (r *Receiver) Target(fs string) (zfs.DatasetPath, error) {
 func (r *Receiver) ListFilesystems(ctx context.Context) ([]Filesystem, error) {
 	tree, err := r.ZFS.ListTree(ctx, r.Root)
 	if errors.Is(err, zfs.ErrDatasetNotExist) {
+		r.listed.set(nil)
 		return nil, nil
 	}
 	if err != nil {
+		r.listed.forget()
 		return nil, fmt.Errorf("list filesystems below %s: %w", r.Root, err)
 	}
+	r.listed.set(tree)
 	var out []Filesystem
 	for _, l := range tree {
 		rel, ok := l.Info.Path.TrimPrefix(r.Root)
@@ -112,11 +119,15 @@ func (r *Receiver) ListFilesystems(ctx context.Context) ([]Filesystem, error) {
 }
 
 // missingParents lists the ancestors of target, from Root down, that do
-// not exist, nearest last.
+// not exist, nearest last: as the listing knows them, else by asking.
 func (r *Receiver) missingParents(ctx context.Context, target zfs.DatasetPath) ([]zfs.DatasetPath, error) {
 	var missing []zfs.DatasetPath
 	for p, ok := target.Parent(); ok; p, ok = p.Parent() {
-		if _, err := r.ZFS.ListVersions(ctx, p); err == nil {
+		if _, exists, known := r.listed.lookup(p); known {
+			if exists {
+				break
+			}
+		} else if _, err := r.ZFS.ListVersions(ctx, p); err == nil {
 			break
 		} else if !errors.Is(err, zfs.ErrDatasetNotExist) {
 			return nil, fmt.Errorf("look up %s: %w", p, err)
@@ -144,6 +155,12 @@ func (r *Receiver) createPlaceholders(ctx context.Context, missing []zfs.Dataset
 		err := r.ZFS.CreatePlaceholder(ctx, p, opts)
 		if err != nil && !errors.Is(err, zfs.ErrDatasetExists) {
 			return fmt.Errorf("create placeholder %s: %w", p, err)
+		}
+		if err == nil {
+			r.listed.update(p, received{placeholder: true})
+		} else {
+			// The listing is behind: ask zfs from now on.
+			r.listed.forget()
 		}
 	}
 	return nil
@@ -197,31 +214,51 @@ func (r *Receiver) placeholderOptions(ctx context.Context, top zfs.DatasetPath) 
 }
 
 // Receive receives one step into Root/req.FS, checks that the snapshot that
-// arrived has the planned GUID, and moves the job's last-received hold to it.
+// arrives has the planned GUID, and moves the job's last-received hold to it.
 // An interrupted receive keeps its partial state (zfs recv -s).
+//
+// The stream's header names the snapshot it carries; a stream that is not
+// the planned step is refused before anything changes, and once zfs
+// received it whole that snapshot is there, so no listing is needed after
+// the receive. What else the step needs (do the target and its parents
+// exist, is the target a placeholder, which snapshots may carry the
+// last-received hold) comes from the last listing where the receiver has
+// one (see listed.go): an incremental step then costs the receive, the
+// hold and one release.
 func (r *Receiver) Receive(ctx context.Context, req ReceiveRequest, stream io.Reader) error {
 	target, err := r.Target(req.FS)
 	if err != nil {
 		return err
 	}
+	if err := r.receive(ctx, target, req, stream); err != nil {
+		r.listed.forget()
+		return err
+	}
+	return nil
+}
+
+func (r *Receiver) receive(ctx context.Context, target zfs.DatasetPath, req ReceiveRequest, stream io.Reader) error {
+	h, replay, err := r.ZFS.ReadStreamHeader(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("receive into %s: %w", target, err)
+	}
+	if err := checkStep(target, h, req); err != nil {
+		return err
+	}
+	stream = replay
 	// An incremental or resumed receive goes into a filesystem that
-	// exists, and so do its parents: no lookups (each is a zfs process).
+	// exists, and so do its parents: no lookups.
 	if req.Full && !req.Resuming {
 		missing, err := r.missingParents(ctx, target)
 		if err != nil {
 			return err
 		}
 		if len(missing) > 0 {
-			// Placeholders only for a stream whose header is valid and
-			// is the step asked for: garbage creates nothing.
-			h, replay, err := r.ZFS.ReadStreamHeader(ctx, stream)
-			if err != nil {
-				return fmt.Errorf("receive into %s: %w", target, err)
-			}
+			// Placeholders only for a stream that is the full send
+			// asked for: garbage creates nothing.
 			if err := checkHeader(target, h, req); err != nil {
 				return err
 			}
-			stream = replay
 			if err := r.createPlaceholders(ctx, missing); err != nil {
 				return err
 			}
@@ -231,20 +268,26 @@ func (r *Receiver) Receive(ctx context.Context, req ReceiveRequest, stream io.Re
 	placeholder := false
 	if req.Full && !req.Resuming {
 		// A full stream may only replace a placeholder that holds children;
-		// -F would destroy anything else, so only a placeholder gets it.
-		infos, err := r.ZFS.ListFilesystems(ctx, target)
-		switch {
-		case errors.Is(err, zfs.ErrDatasetNotExist):
-		case err != nil:
-			return fmt.Errorf("look up %s: %w", target, err)
-		case len(infos) > 0 && infos[0].Placeholder:
-			versions, err := r.ZFS.ListVersions(ctx, target)
-			if err != nil {
-				return fmt.Errorf("list versions of %s: %w", target, err)
-			}
-			if len(versions) == 0 {
-				opts.ForceRollback = true
-				placeholder = true
+		// -F would destroy anything else, so only a placeholder gets it,
+		// and that is decided on a fresh look (the listing may only say
+		// that the target is absent or no placeholder: then zfs refuses a
+		// full receive into whatever is there now).
+		known, exists, remembered := r.listed.lookup(target)
+		if !remembered || exists && known.placeholder {
+			infos, err := r.ZFS.ListFilesystems(ctx, target)
+			switch {
+			case errors.Is(err, zfs.ErrDatasetNotExist):
+			case err != nil:
+				return fmt.Errorf("look up %s: %w", target, err)
+			case len(infos) > 0 && infos[0].Placeholder:
+				versions, err := r.ZFS.ListVersions(ctx, target)
+				if err != nil {
+					return fmt.Errorf("list versions of %s: %w", target, err)
+				}
+				if len(versions) == 0 {
+					opts.ForceRollback = true
+					placeholder = true
+				}
 			}
 		}
 	}
@@ -256,11 +299,62 @@ func (r *Receiver) Receive(ctx context.Context, req ReceiveRequest, stream io.Re
 			return fmt.Errorf("clear placeholder mark of %s: %w", target, err)
 		}
 	}
-	versions, err := r.ZFS.ListVersions(ctx, target)
-	if err != nil {
-		return fmt.Errorf("list versions of %s after receive: %w", target, err)
+	known, _, remembered := r.listed.lookup(target)
+	if !remembered {
+		versions, err := r.ZFS.ListVersions(ctx, target)
+		if err != nil {
+			return fmt.Errorf("list versions of %s after receive: %w", target, err)
+		}
+		return r.moveLastReceivedHold(ctx, target, versions, req.To)
 	}
-	return r.moveLastReceivedHold(ctx, target, versions, req.To)
+	return r.holdLastReceived(ctx, target, req.To, known.held)
+}
+
+// checkStep makes sure a stream's header is req's step: its target by
+// name and GUID (and creation time, where both know it), and for an
+// incremental request its source's GUID. A request without a source may
+// come from a zrepl client, which names no source for an incremental.
+func checkStep(target zfs.DatasetPath, h zfs.StreamHeader, req ReceiveRequest) error {
+	_, snap, _ := strings.Cut(h.ToName, "@")
+	if h.ToGUID != req.To.GUID || snap != req.To.Name || req.From != nil && h.FromGUID != req.From.GUID {
+		from := "no source"
+		if req.From != nil {
+			from = fmt.Sprintf("from guid %016x", req.From.GUID)
+		}
+		return fmt.Errorf("receive into %s: the stream sends %s (guid %016x, from guid %016x), the request @%s (guid %016x, %s): %w",
+			target, h.ToName, h.ToGUID, h.FromGUID, req.To.Name, req.To.GUID, from, ErrReceivedWrongVersion)
+	}
+	// A received snapshot keeps the creation time of the one sent: the
+	// same GUID at another time is another snapshot (a sender whose state
+	// went back in time drew the GUID again).
+	if !req.To.Creation.IsZero() && !h.Creation.IsZero() && req.To.Creation.Unix() != h.Creation.Unix() {
+		return fmt.Errorf("receive into %s: the stream sends %s with GUID %016x as planned but created at %s, the sender's at %s: not the same snapshot: %w",
+			target, h.ToName, h.ToGUID, h.Creation.UTC().Format(time.RFC3339), req.To.Creation.UTC().Format(time.RFC3339), ErrReceivedWrongVersion)
+	}
+	return nil
+}
+
+// holdLastReceived puts the job's last-received hold on target@to, which
+// a receive just created, and releases it from held, the other snapshots
+// that may carry it, in one call; a snapshot without it is what was
+// wanted.
+func (r *Receiver) holdLastReceived(ctx context.Context, target zfs.DatasetPath, to zfs.FilesystemVersion, held []string) error {
+	tag := LastReceivedHoldTag(r.Job)
+	ref := to.Ref(target)
+	if err := holdIdempotent(ctx, r.ZFS, ref, tag); err != nil {
+		return fmt.Errorf("last-received hold on %s: %w", ref, err)
+	}
+	var older []zfs.VersionRef
+	for _, name := range held {
+		if name != to.Name {
+			older = append(older, zfs.SnapshotRef(target, name))
+		}
+	}
+	if err := releaseTagFrom(ctx, r.ZFS, older, tag); err != nil {
+		return err
+	}
+	r.listed.update(target, received{held: []string{to.Name}})
+	return nil
 }
 
 // MoveLastReceivedHold puts the job's last-received hold on Root/fs@to.Name,
@@ -313,7 +407,13 @@ func (r *Receiver) moveLastReceivedHold(ctx context.Context, target zfs.DatasetP
 	if err := holdIdempotent(ctx, r.ZFS, got.Ref(target), tag); err != nil {
 		return fmt.Errorf("last-received hold on %s: %w", got.Ref(target), err)
 	}
-	return releaseTagFrom(ctx, r.ZFS, older, tag)
+	if err := releaseTagFrom(ctx, r.ZFS, older, tag); err != nil {
+		return err
+	}
+	if _, exists, _ := r.listed.lookup(target); exists {
+		r.listed.update(target, received{held: []string{to.Name}})
+	}
+	return nil
 }
 
 // AbortPartialReceive discards the partial receive state of Root/fs.

@@ -136,6 +136,9 @@ type Sender struct {
 	Policy zfs.SendPolicy
 
 	steps openSteps
+	// listed is the last listing's information of each filesystem, for
+	// the send policy of the attempt's sends (see listed.go).
+	listed sentInfos
 }
 
 func (s *Sender) allowed(fs string) (zfs.DatasetPath, error) {
@@ -159,6 +162,7 @@ func (s *Sender) ListFilesystems(ctx context.Context) ([]Filesystem, error) {
 func (s *Sender) ListFilesystemsBelow(ctx context.Context, roots []zfs.DatasetPath) ([]Filesystem, error) {
 	var out []Filesystem
 	seen := map[string]bool{}
+	infos := map[zfs.DatasetPath]zfs.FilesystemInfo{}
 	for _, root := range roots {
 		// One listing per root, whatever the number of filesystems.
 		tree, err := s.ZFS.ListTree(ctx, root)
@@ -171,9 +175,11 @@ func (s *Sender) ListFilesystemsBelow(ctx context.Context, roots []zfs.DatasetPa
 				continue
 			}
 			seen[p.String()] = true
+			infos[p] = l.Info
 			out = append(out, Filesystem{Path: p.String(), Info: l.Info, Versions: l.Versions, Send: s.Policy, Marks: jobMarks(l.Versions, s.Job)})
 		}
 	}
+	s.listed.set(infos)
 	return out, nil
 }
 
@@ -203,20 +209,29 @@ func checkToken(fs zfs.DatasetPath, req SendRequest, raw bool) error {
 // sendArgs turns req into the arguments of its zfs send under the job's
 // policy, refusing (ErrNotAllowed) what the policy does not send and a
 // resume token that encodes anything but the requested step.
+//
+// The filesystem's encryption comes from the last listing where it has
+// the filesystem (a send names its versions by GUID, which the send
+// checks, and a filesystem's encryption never changes), else from a
+// look-up (a zfs process: a client that sends without listing).
 func (s *Sender) sendArgs(ctx context.Context, fs zfs.DatasetPath, req SendRequest) (zfs.SendArgs, error) {
-	infos, err := s.ZFS.ListFilesystems(ctx, fs)
-	if err != nil {
-		return zfs.SendArgs{}, fmt.Errorf("look up %s: %w", fs, err)
+	info, ok := s.listed.get(fs)
+	if !ok {
+		infos, err := s.ZFS.ListFilesystems(ctx, fs)
+		if err != nil {
+			return zfs.SendArgs{}, fmt.Errorf("look up %s: %w", fs, err)
+		}
+		if len(infos) == 0 || infos[0].Path != fs {
+			return zfs.SendArgs{}, fmt.Errorf("look up %s: not listed: %w", fs, zfs.ErrDatasetNotExist)
+		}
+		info = infos[0]
 	}
-	if len(infos) == 0 || infos[0].Path != fs {
-		return zfs.SendArgs{}, fmt.Errorf("look up %s: not listed: %w", fs, zfs.ErrDatasetNotExist)
-	}
-	flags, err := s.Policy.For(infos[0])
+	flags, err := s.Policy.For(info)
 	if err != nil {
 		return zfs.SendArgs{}, fmt.Errorf("job %s: %w: %w", s.Job, ErrNotAllowed, err)
 	}
 	if req.ResumeToken != "" && !plantedbugs.SkipResumeTokenCheck {
-		if err := checkToken(fs, req, flags.RawStream(infos[0])); err != nil {
+		if err := checkToken(fs, req, flags.RawStream(info)); err != nil {
 			return zfs.SendArgs{}, err
 		}
 	}
@@ -271,6 +286,7 @@ func (s *Sender) Send(ctx context.Context, req SendRequest) (io.ReadCloser, erro
 	}
 	stream, err := s.ZFS.Send(ctx, args)
 	if err != nil {
+		s.listed.forget(fs)
 		return nil, err
 	}
 	e := s.steps.of(fs)
@@ -402,7 +418,11 @@ func (s *Sender) SendSize(ctx context.Context, req SendRequest) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return s.ZFS.SendSize(ctx, args)
+	n, err := s.ZFS.SendSize(ctx, args)
+	if err != nil {
+		s.listed.forget(fs)
+	}
+	return n, err
 }
 
 // StepCompleted is called once the receiver confirmed req.To. It moves the

@@ -63,7 +63,13 @@ type SinkOptions struct {
 }
 
 // SinkWith is Sink with options.
+//
+// A client's receiver lives as long as the sink: it remembers the client's
+// last listing for the steps that follow (endpoint.Receiver), which a
+// receiver made anew for each call would not.
 func SinkWith(z zfs.ZFS, job endpoint.JobID, root zfs.DatasetPath, o SinkOptions) func(identity string) (ReceiverEndpoint, error) {
+	var mu sync.Mutex
+	clients := map[string]*endpoint.Receiver{}
 	return func(identity string) (ReceiverEndpoint, error) {
 		if err := transport.ValidateIdentity(identity); err != nil {
 			return nil, err
@@ -72,7 +78,14 @@ func SinkWith(z zfs.ZFS, job endpoint.JobID, root zfs.DatasetPath, o SinkOptions
 		if err != nil {
 			return nil, fmt.Errorf("root of client %q: %w", identity, err)
 		}
-		return SinkReceiver{&endpoint.Receiver{ZFS: z, Job: job, Root: clientRoot, Placeholder: o.Placeholder}}, nil
+		mu.Lock()
+		defer mu.Unlock()
+		r := clients[identity]
+		if r == nil {
+			r = &endpoint.Receiver{ZFS: z, Job: job, Root: clientRoot, Placeholder: o.Placeholder}
+			clients[identity] = r
+		}
+		return SinkReceiver{r}, nil
 	}
 }
 
