@@ -28,6 +28,8 @@ func newHarness(t *testing.T) zfstest.Harness {
 
 func (h *harness) ZFS() zfs.ZFS { return h.m }
 
+func (h *harness) OpenZFSRelease() string { return string(h.m.Imitates()) }
+
 func (h *harness) NewRoot(t *testing.T) zfs.DatasetPath {
 	h.n++
 	p := zfs.MustDatasetPath(fmt.Sprintf("pool/case-%d", h.n))
@@ -65,6 +67,22 @@ func (h *harness) UnloadKey(ctx context.Context, fs zfs.DatasetPath) error { ret
 
 func TestConformance(t *testing.T) {
 	zfstest.Run(t, newHarness)
+}
+
+// Every line the model imitates passes the suite, each with that line's
+// expectations where the lines differ.
+func TestConformanceEachRelease(t *testing.T) {
+	for _, r := range zfsmodel.Releases {
+		t.Run(string(r), func(t *testing.T) {
+			zfstest.Run(t, func(t *testing.T) zfstest.Harness {
+				m := zfsmodel.New(zfsmodel.Options{Seed: 42, Imitate: r})
+				if err := m.CreatePool("pool"); err != nil {
+					t.Fatal(err)
+				}
+				return &harness{m: m}
+			})
+		})
+	}
 }
 
 // The suite again with a checkpoint (and a save) after every record of a

@@ -26,6 +26,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -41,8 +42,42 @@ const BlockSize = 128 << 10
 // Cipher is the encryption property of encrypted datasets.
 const Cipher = "aes-256-gcm"
 
+// Release is an OpenZFS release line whose behaviour the model imitates
+// where the lines differ (so far: error texts). Each difference is a
+// conformance case naming the versions it was measured on.
+type Release string
+
+const (
+	// OpenZFS21 is the 2.1 line, measured on 2.1.11 (Debian 12).
+	OpenZFS21 Release = "2.1"
+	// OpenZFS23 is the 2.3 line, measured on 2.3.2 (bookworm-backports)
+	// and 2.3.9 (Debian 13).
+	OpenZFS23 Release = "2.3"
+	// Newest is what a zero Options.Imitate means.
+	Newest = OpenZFS23
+)
+
+// Releases lists the lines the model can imitate, oldest first.
+var Releases = []Release{OpenZFS21, OpenZFS23}
+
+// ParseRelease returns the line a version names: "2.1", "2.1.11" and
+// "zfs-2.1.11-1+deb12u1" (zfs version's first line) are OpenZFS21.
+func ParseRelease(version string) (Release, error) {
+	v := strings.TrimPrefix(strings.TrimSpace(version), "zfs-")
+	for _, r := range Releases {
+		if v == string(r) || strings.HasPrefix(v, string(r)+".") || strings.HasPrefix(v, string(r)+"-") {
+			return r, nil
+		}
+	}
+	return "", fmt.Errorf("zfsmodel: OpenZFS version %q: the model imitates only %v", version, Releases)
+}
+
 // Options configure a Model.
 type Options struct {
+	// Imitate is the OpenZFS line whose behaviour the model shows where
+	// the lines differ; empty means Newest. New panics on a value not in
+	// Releases (use ParseRelease on input).
+	Imitate Release
 	// Seed, if non-zero, makes GUIDs and encryption key IDs a
 	// deterministic sequence (tests and simulations). Zero draws them from
 	// crypto/rand.
@@ -77,6 +112,7 @@ type Model struct {
 
 	ckEvery int64
 	onCk    func()
+	release Release
 }
 
 // state is everything Save persists.
@@ -167,7 +203,17 @@ func (m *Model) init(o Options) {
 	m.receiving = map[string]bool{}
 	m.faults = map[string][]error{}
 	m.ckEvery, m.onCk = max(o.CheckpointEvery, 0), o.OnCheckpoint
+	m.release = o.Imitate
+	if m.release == "" {
+		m.release = Newest
+	}
+	if !slices.Contains(Releases, m.release) {
+		panic(fmt.Sprintf("zfsmodel: Options.Imitate %q is not one of %v", o.Imitate, Releases))
+	}
 }
+
+// Imitates is the OpenZFS line the model imitates.
+func (m *Model) Imitates() Release { return m.release }
 
 var _ zfs.ZFS = (*Model)(nil)
 

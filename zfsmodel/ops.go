@@ -339,7 +339,7 @@ func (m *Model) Destroy(ctx context.Context, versions []zfs.VersionRef) error {
 			case s == nil:
 				errs = append(errs, zerr(zfs.ErrDatasetNotExist, op, v.String(), "could not find any snapshots to destroy; check snapshot names."))
 			case len(s.Holds) > 0:
-				errs = append(errs, zerr(zfs.ErrDatasetBusy, op, v.String(), "cannot destroy snapshot %s: dataset is busy", v))
+				errs = append(errs, m.heldDestroy(op, v))
 			case d.partialBase() == s:
 				// The partial receive state is a clone of this snapshot
 				// (OpenZFS 2.1.11's text, exit status 1).
@@ -674,4 +674,13 @@ func (c content) digest() string {
 // String summarises a dataset, for test failure messages.
 func (d *dataset) String() string {
 	return fmt.Sprintf("%s(guid=%x snaps=%d bookmarks=%d blocks=%d)", d.Name, d.GUID, len(d.Snaps), len(d.Bookmarks), len(d.Head))
+}
+
+// heldDestroy is the error of destroying a held snapshot: 2.3 names the
+// holds, 2.1 says busy (both measured in the VM: HoldBlocksDestroy).
+func (m *Model) heldDestroy(op string, v zfs.VersionRef) error {
+	if m.release == OpenZFS21 {
+		return zerr(zfs.ErrDatasetBusy, op, v.String(), "cannot destroy snapshot %s: dataset is busy", v)
+	}
+	return zerr(zfs.ErrDatasetBusy, op, v.String(), "cannot destroy snapshot %s: it's being held. Run 'zfs holds -r %s' to see holders.", v, v)
 }

@@ -104,6 +104,9 @@ type Harness struct {
 	pool    *Pool
 	keyFile string
 	seq     atomic.Int64
+
+	releaseOnce sync.Once
+	release     string
 }
 
 var _ zfstest.Harness = (*Harness)(nil)
@@ -119,6 +122,41 @@ func NewHarness(t testing.TB, pool *Pool, z *zfsreal.CLI) *Harness {
 }
 
 func (h *Harness) ZFS() zfs.ZFS { return h.z }
+
+// OpenZFSRelease is the line of the running kernel module ("2.1", "2.3"),
+// from zfs version's second line (zfs-kmod-2.3.9-...); the suite expects
+// that line's behaviour where the lines differ.
+func (h *Harness) OpenZFSRelease() string {
+	h.releaseOnce.Do(func() { h.release = Release() })
+	return h.release
+}
+
+// Release is the OpenZFS release line ("2.1", "2.3") of the loaded kernel
+// module, or "" when zfs version does not say.
+func Release() string {
+	out, err := run(context.Background(), "zfs", "version")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "zfs-kmod-"); ok {
+			if f := strings.SplitN(v, ".", 3); len(f) >= 2 {
+				return f[0] + "." + f[1]
+			}
+		}
+	}
+	return ""
+}
+
+// Version is zfs version's output on one line ("zfs-2.3.9-0+deb13u1
+// zfs-kmod-2.3.9-0+deb13u1"), or the error.
+func Version() string {
+	out, err := run(context.Background(), "zfs", "version")
+	if err != nil {
+		return err.Error()
+	}
+	return strings.Join(strings.Fields(out), " ")
+}
 
 // NewRoot creates pool/case-N and destroys it when the case ends, so the
 // pool does not fill up over a run.
@@ -334,5 +372,6 @@ func Run(t *testing.T, mustRun bool) {
 	pool := NewPool(t, 1<<30)
 	z := zfsreal.New(zfsreal.Options{})
 	h := NewHarness(t, pool, z)
+	t.Logf("OpenZFS %s (release line %s)", Version(), h.OpenZFSRelease())
 	zfstest.Run(t, func(t *testing.T) zfstest.Harness { return h })
 }

@@ -121,8 +121,7 @@ func caseHoldBlocksDestroy(e *env) {
 		e.t.Errorf("userrefs = %d, want 1", v.UserRefs)
 	}
 	err = e.z.Destroy(e.ctx, []zfs.VersionRef{ref})
-	e.wantErr(err, zfs.ErrDatasetBusy, "destroy", ref.String(),
-		fmt.Sprintf("cannot destroy snapshot %s: dataset is busy", ref))
+	e.wantErr(err, zfs.ErrDatasetBusy, "destroy", ref.String(), e.heldDestroyMsg(ref))
 	e.version(fs, zfs.Snapshot, "s1") // still there
 	e.noErr(e.z.Release(e.ctx, ref, "zrepl_keep"), "release")
 	holds, err = e.z.Holds(e.ctx, []zfs.VersionRef{ref})
@@ -173,7 +172,7 @@ func caseBatchedDestroy(e *env) {
 	if !errors.Is(err, zfs.ErrDatasetBusy) || !errors.Is(err, zfs.ErrDatasetNotExist) {
 		e.t.Fatalf("destroy: want busy and not-exist errors joined, got %v", err)
 	}
-	e.wantErr(err, zfs.ErrDatasetBusy, "destroy", b.String(), fmt.Sprintf("cannot destroy snapshot %s: dataset is busy", b))
+	e.wantErr(err, zfs.ErrDatasetBusy, "destroy", b.String(), e.heldDestroyMsg(b))
 	e.wantErr(err, zfs.ErrDatasetNotExist, "destroy", nope.String(), fmt.Sprintf("bookmark '%s' does not exist.", nope))
 	if got := e.relNames(fs); !equalStrings(got, []string{"@b"}) {
 		e.t.Errorf("after batched destroy: %v, want [@b]", got)

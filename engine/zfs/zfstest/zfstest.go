@@ -51,6 +51,17 @@ type Harness interface {
 	NewPool(t *testing.T) (root zfs.DatasetPath, destroy func() error)
 }
 
+// Releaser is implemented by a harness that knows which OpenZFS release
+// line it runs ("2.1", "2.3"): real ZFS from `zfs version`, zfsmodel the line
+// it imitates. Cases whose outcome differs between lines expect that line's
+// behaviour; a harness without it is taken to be the newest line.
+type Releaser interface {
+	OpenZFSRelease() string
+}
+
+// Newest is the release line a harness without Releaser is taken to run.
+const Newest = "2.3"
+
 type testCase struct {
 	name string
 	run  func(e *env)
@@ -212,6 +223,23 @@ func (e *env) sameContent(a, b zfs.VersionRef) {
 	if ca, cb := e.checksum(a), e.checksum(b); ca != cb {
 		e.t.Errorf("content of %s (%s) differs from %s (%s)", a, ca, b, cb)
 	}
+}
+
+// release is the harness's OpenZFS release line (see Releaser).
+func (e *env) release() string {
+	if r, ok := e.h.(Releaser); ok {
+		return r.OpenZFSRelease()
+	}
+	return Newest
+}
+
+// heldDestroyMsg is zfs destroy's text for a held snapshot: 2.1.11 says
+// busy; 2.3.2 and 2.3.9 name the holds command.
+func (e *env) heldDestroyMsg(snap zfs.VersionRef) string {
+	if e.release() == "2.1" {
+		return fmt.Sprintf("cannot destroy snapshot %s: dataset is busy", snap)
+	}
+	return fmt.Sprintf("cannot destroy snapshot %s: it's being held. Run 'zfs holds -r %s' to see holders.", snap, snap)
 }
 
 // cutReader ends a stream with EOF after n bytes, like `head -c n`.
