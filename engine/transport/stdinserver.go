@@ -24,11 +24,31 @@ import (
 const stdinServerGreeting = "ZREPL-STDINSERVER "
 
 // StdinServerListener accepts the connections of stdinserver processes.
+// Greetings are read concurrently, each within a deadline, so that a
+// silent or slow local connection delays no other session (issue 12.11).
 type StdinServerListener struct {
 	l       net.Listener
 	path    string
 	timeout time.Duration
+	// OnReject, if set, learns of connections refused for their greeting.
+	// Set it before the first Accept.
+	OnReject func(remote net.Addr, err error)
+
+	start sync.Once
+	conns chan *AuthConn
+	done  chan struct{}
+	once  sync.Once
+	wg    sync.WaitGroup
+
+	mu      sync.Mutex
+	err     error                 // why the inner listener ended
+	greeted map[net.Conn]struct{} // connections in their greeting
 }
+
+// maxGreetings bounds the connections greeting at once: beyond it a new
+// connection is closed at once (only the daemon's user can connect; the
+// bound keeps a runaway script from exhausting file descriptors).
+const maxGreetings = 256
 
 // ListenStdinServer listens on the unix socket path, creating its
 // directory (mode 0700) if needed and replacing a stale socket.
@@ -62,27 +82,116 @@ func ListenStdinServer(path string) (*StdinServerListener, error) {
 // newStdinServerListener accepts stdinserver connections on l (a unix
 // socket, or a simulated one in tests).
 func newStdinServerListener(l net.Listener, path string) *StdinServerListener {
-	return &StdinServerListener{l: l, path: path, timeout: 10 * time.Second}
+	return &StdinServerListener{
+		l: l, path: path, timeout: 10 * time.Second,
+		conns: make(chan *AuthConn), done: make(chan struct{}), greeted: map[net.Conn]struct{}{},
+	}
 }
 
 // Accept returns the next connection whose greeting named a valid
-// identity. Connections that fail to greet are closed and skipped.
+// identity. Connections that fail to greet in time are closed and
+// reported to OnReject.
 func (l *StdinServerListener) Accept() (*AuthConn, error) {
+	l.start.Do(func() {
+		l.wg.Add(1)
+		go l.acceptLoop()
+	})
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.err != nil && !errors.Is(l.err, net.ErrClosed) {
+			return nil, fmt.Errorf("stdinserver: %w", l.err)
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *StdinServerListener) acceptLoop() {
+	defer l.wg.Done()
 	for {
 		c, err := l.l.Accept()
 		if err != nil {
-			return nil, err
+			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
+				// Out of file descriptors and the like: pause, go on.
+				select {
+				case <-time.After(50 * time.Millisecond):
+					continue
+				case <-l.done:
+					return
+				}
+			}
+			l.mu.Lock()
+			l.err = err
+			l.mu.Unlock()
+			l.shutdown()
+			return
 		}
-		// Only local stdinserver processes connect: the greeting comes at
-		// once, and the deadline bounds a misbehaving one.
-		c.SetReadDeadline(time.Now().Add(l.timeout))
-		identity, err := readGreeting(c)
-		if err != nil {
+		l.mu.Lock()
+		full := len(l.greeted) >= maxGreetings
+		closed := l.isDone()
+		if !full && !closed {
+			l.greeted[c] = struct{}{}
+		}
+		l.mu.Unlock()
+		if closed {
 			c.Close()
+			return
+		}
+		if full {
+			c.Close()
+			l.reject(c, fmt.Errorf("stdinserver: more than %d connections greeting at once", maxGreetings))
 			continue
 		}
-		c.SetReadDeadline(time.Time{})
-		return &AuthConn{Conn: c, Identity: identity}, nil
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.greet(c)
+		}()
+	}
+}
+
+func (l *StdinServerListener) isDone() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// greet reads c's greeting within the deadline (which bounds the whole
+// greeting: a byte now and then does not extend it) and hands c to
+// Accept.
+func (l *StdinServerListener) greet(c net.Conn) {
+	c.SetReadDeadline(time.Now().Add(l.timeout))
+	identity, err := readGreeting(c)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("stdinserver: no greeting within %v", l.timeout)
+	} else if err != nil && !strings.HasPrefix(err.Error(), "stdinserver: ") {
+		err = fmt.Errorf("stdinserver: greeting: %w", err)
+	}
+	l.mu.Lock()
+	delete(l.greeted, c)
+	l.mu.Unlock()
+	if err != nil {
+		c.Close()
+		l.reject(c, err)
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	select {
+	case l.conns <- &AuthConn{Conn: c, Identity: identity}:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *StdinServerListener) reject(c net.Conn, err error) {
+	if l.OnReject != nil && !l.isDone() {
+		l.OnReject(c.RemoteAddr(), err)
 	}
 }
 
@@ -107,7 +216,28 @@ func readGreeting(r io.Reader) (string, error) {
 	return "", errors.New("stdinserver: greeting too long")
 }
 
-func (l *StdinServerListener) Close() error   { return l.l.Close() }
+// Close stops listening, ends the greetings in progress and waits for
+// them.
+func (l *StdinServerListener) Close() error {
+	err := l.shutdown()
+	l.wg.Wait()
+	return err
+}
+
+func (l *StdinServerListener) shutdown() error {
+	var err error
+	l.once.Do(func() {
+		close(l.done)
+		err = l.l.Close()
+		l.mu.Lock()
+		for c := range l.greeted {
+			c.Close()
+		}
+		l.mu.Unlock()
+	})
+	return err
+}
+
 func (l *StdinServerListener) Addr() net.Addr { return l.l.Addr() }
 
 // StdinServer is the forced command's work: connect to the daemon's socket
