@@ -232,7 +232,8 @@ func StdinserverSocket(g *config.Global, identity string) string {
 // identity than the one their socket is for.
 type onlyIdentity struct {
 	transport.Listener
-	id string
+	id       string
+	refusals *refusals
 }
 
 func (o onlyIdentity) Accept() (*transport.AuthConn, error) {
@@ -245,6 +246,7 @@ func (o onlyIdentity) Accept() (*transport.AuthConn, error) {
 			return c, nil
 		}
 		c.Close()
+		o.refusals.noteClient(c.Identity, refusedIdentity, fmt.Errorf("stdinserver: identity %q on the socket of %q", c.Identity, o.id))
 	}
 }
 

@@ -127,6 +127,7 @@ type passive struct {
 	server    *rpc.Server
 	listeners []transport.Listener
 	snap      *job.Active
+	refusals  *refusals
 }
 
 // sourceSides is what a source serves: its filesystems, under its send
@@ -486,9 +487,8 @@ func (d *Daemon) buildPassive(j *config.Job) error {
 		return err
 	}
 	p := &passive{name: j.Name, typ: j.Type, serve: serve}
-	sc := rpc.ServerConfig{OnConnError: func(identity string, err error) {
-		d.log.Warn("connection refused", "job", j.Name, "client", identity, "err", err)
-	}}
+	p.refusals = newRefusals(j.Name, d.log, d.opts.Clock.Now, func(reason string) { d.metrics.Refused(j.Name, reason) })
+	sc := rpc.ServerConfig{OnConnError: p.refusals.onConnError}
 	switch j.Type {
 	case config.JobSink:
 		p.sink = newSinkSpec(d.zfs(j), j, d.opts.Clock)
@@ -552,7 +552,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if p.serve.transport == config.TransportLocal {
 			continue // reached in-process
 		}
-		ls, err := p.serve.open()
+		ls, err := p.serve.open(p.refusals)
 		if err != nil {
 			return fmt.Errorf("job %s: %w", p.name, err)
 		}

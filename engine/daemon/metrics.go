@@ -59,6 +59,7 @@ type Metrics struct {
 	steps       *prometheus.HistogramVec
 	hookRuns    *prometheus.CounterVec
 	hookFails   *prometheus.CounterVec
+	refused     *prometheus.CounterVec
 
 	// counted is, per job and filesystem, how many bytes of the job's
 	// current replication bytes_replicated has counted: a scrape counts
@@ -182,6 +183,10 @@ func newMetrics(version string, now time.Time, activeTasks func() float64) *Metr
 		hookFails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "zrepl", Name: "hook_failures_total", Help: "Snapshot hook edges that failed (also timed out), by hook type and phase.",
 		}, []string{"zrepl_job", "type", "phase"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "zrepl", Subsystem: "daemon", Name: "connections_refused_total",
+			Help: "Connections a serving job refused or closed before any call, by reason (the log says each peer at most once a minute).",
+		}, []string{"zrepl_job", "reason"}),
 		counted: map[string]map[string]int64{},
 	}
 	m.startTime.Set(float64(now.Unix()))
@@ -195,7 +200,7 @@ func newMetrics(version string, now time.Time, activeTasks func() float64) *Metr
 			Help: "number of jobs running right now (snapshotting, replicating or pruning)",
 		}, activeTasks),
 		m.abstractionsAll, m.controlBegin, m.controlFinished,
-		m.runs, m.runSeconds, m.errors, m.bytes, m.pruned, m.snapshots, m.abstraction, m.steps, m.hookRuns, m.hookFails,
+		m.runs, m.runSeconds, m.errors, m.bytes, m.pruned, m.snapshots, m.abstraction, m.steps, m.hookRuns, m.hookFails, m.refused,
 	)
 	return m
 }
@@ -294,6 +299,9 @@ func (m *Metrics) HookRan(job, typ, phase string, err error) {
 		m.hookFails.WithLabelValues(job, typ, phase).Inc()
 	}
 }
+
+// Refused counts a connection a serving job refused.
+func (m *Metrics) Refused(job, reason string) { m.refused.WithLabelValues(job, reason).Inc() }
 
 // Snapshotted records the snapshots one periodic snapshot took.
 func (m *Metrics) Snapshotted(job string, n int) { m.snapshots.WithLabelValues(job).Add(float64(n)) }

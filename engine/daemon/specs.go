@@ -147,8 +147,8 @@ func newServeSpec(g *config.Global, s *config.Serve, skipCerts bool) (*serveSpec
 }
 
 // open opens the spec's listeners (none for local: those jobs are reached
-// inside the daemon).
-func (s *serveSpec) open() ([]transport.Listener, error) {
+// inside the daemon); they report refused connections to r.
+func (s *serveSpec) open(r *refusals) ([]transport.Listener, error) {
 	switch s.transport {
 	case config.TransportTCP:
 		sock, err := listenSocket(s.listen, s.freebind)
@@ -160,13 +160,14 @@ func (s *serveSpec) open() ([]transport.Listener, error) {
 			sock.Close()
 			return nil, err
 		}
+		l.OnReject = r.onReject
 		return []transport.Listener{l}, nil
 	case config.TransportTLS:
 		sock, err := listenSocket(s.listen, s.freebind)
 		if err != nil {
 			return nil, err
 		}
-		l, err := transport.ListenTLSOn(sock, transport.TLSConfig{TLS: s.tls, ClientCNs: s.clientCNs, HandshakeTimeout: s.handshakeTimeout})
+		l, err := transport.ListenTLSOn(sock, transport.TLSConfig{TLS: s.tls, ClientCNs: s.clientCNs, HandshakeTimeout: s.handshakeTimeout, OnReject: r.onReject})
 		if err != nil {
 			sock.Close()
 			return nil, err
@@ -182,7 +183,8 @@ func (s *serveSpec) open() ([]transport.Listener, error) {
 				}
 				return nil, err
 			}
-			out = append(out, onlyIdentity{l, id})
+			l.OnReject = r.onReject
+			out = append(out, onlyIdentity{l, id, r})
 		}
 		return out, nil
 	case config.TransportLocal:

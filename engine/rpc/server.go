@@ -133,6 +133,10 @@ const (
 	maxWaitingData = 32
 )
 
+// ErrTooManyConns matches the notes on connections closed for an
+// identity's caps.
+var ErrTooManyConns = errors.New("too many connections")
+
 // Server serves a source or a sink over transport listeners.
 type Server struct {
 	cfg   ServerConfig
@@ -365,7 +369,7 @@ func (s *Server) addControl(ic *identConn) {
 	s.control[ic.identity] = l
 	s.mu.Unlock()
 	if evict != nil {
-		s.connError(ic.identity, fmt.Errorf("client %q has more than %d control connections: closed its oldest", ic.identity, maxControlConns))
+		s.connError(ic.identity, fmt.Errorf("%w: client %q has more than %d control connections: closed its oldest", ErrTooManyConns, ic.identity, maxControlConns))
 		evict.Close()
 	}
 }
@@ -400,7 +404,7 @@ func (s *Server) await(identity string, c *dataConn) func() {
 	s.waiting[identity] = l
 	s.mu.Unlock()
 	if evict != nil {
-		s.connError(identity, fmt.Errorf("client %q has more than %d data connections without a request: closed its oldest", identity, maxWaitingData))
+		s.connError(identity, fmt.Errorf("%w: client %q has more than %d data connections without a request: closed its oldest", ErrTooManyConns, identity, maxWaitingData))
 		go evict.abort()
 	}
 	return func() {

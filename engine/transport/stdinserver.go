@@ -23,6 +23,17 @@ import (
 
 const stdinServerGreeting = "ZREPL-STDINSERVER "
 
+// ErrGreeting matches connections refused for their greeting.
+var ErrGreeting = errors.New("stdinserver greeting")
+
+// truncate cuts b to n bytes for an error message.
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
+}
+
 // StdinServerListener accepts the connections of stdinserver processes.
 // Greetings are read concurrently, each within a deadline, so that a
 // silent or slow local connection delays no other session (issue 12.11).
@@ -169,9 +180,9 @@ func (l *StdinServerListener) greet(c net.Conn) {
 	c.SetReadDeadline(time.Now().Add(l.timeout))
 	identity, err := readGreeting(c)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		err = fmt.Errorf("stdinserver: no greeting within %v", l.timeout)
-	} else if err != nil && !strings.HasPrefix(err.Error(), "stdinserver: ") {
-		err = fmt.Errorf("stdinserver: greeting: %w", err)
+		err = fmt.Errorf("%w: none within %v", ErrGreeting, l.timeout)
+	} else if err != nil {
+		err = fmt.Errorf("%w: %w", ErrGreeting, err)
 	}
 	l.mu.Lock()
 	delete(l.greeted, c)
@@ -207,13 +218,13 @@ func readGreeting(r io.Reader) (string, error) {
 		if b[0] == '\n' {
 			s, ok := strings.CutPrefix(string(line), stdinServerGreeting)
 			if !ok {
-				return "", errors.New("stdinserver: bad greeting")
+				return "", fmt.Errorf("not %q: %q", stdinServerGreeting+"<identity>", truncate(line, 64))
 			}
 			return s, ValidateIdentity(s)
 		}
 		line = append(line, b[0])
 	}
-	return "", errors.New("stdinserver: greeting too long")
+	return "", errors.New("too long")
 }
 
 // Close stops listening, ends the greetings in progress and waits for

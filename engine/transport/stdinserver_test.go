@@ -121,6 +121,10 @@ func TestStdinServerAcceptsConcurrently(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		assert.Len(t, refused, 4, "each refusal is reported")
+		for _, err := range refused {
+			assert.ErrorIs(t, err, ErrGreeting)
+			assert.ErrorContains(t, err, "none within 10s")
+		}
 	})
 }
 

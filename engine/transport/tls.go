@@ -11,6 +11,15 @@ import (
 	"time"
 )
 
+var (
+	// ErrTLSHandshake matches connections refused in their TLS
+	// handshake (no or a bad client certificate, a timeout).
+	ErrTLSHandshake = errors.New("tls handshake")
+	// ErrCNNotAllowed matches (and ErrNotAllowed) connections whose
+	// valid certificate names a client not allowed.
+	ErrCNNotAllowed = fmt.Errorf("%w: certificate CN", ErrNotAllowed)
+)
+
 // TLSConfig configures mutual TLS. The identity of a client is the common
 // name of its certificate, which must be one of ClientCNs.
 type TLSConfig struct {
@@ -130,7 +139,7 @@ func (l *TLSListener) handshake(c net.Conn) (*AuthConn, error) {
 	defer cancel()
 	tc := tls.Server(c, l.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, fmt.Errorf("tls handshake: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrTLSHandshake, err)
 	}
 	certs := tc.ConnectionState().PeerCertificates
 	if len(certs) == 0 {
@@ -138,7 +147,7 @@ func (l *TLSListener) handshake(c net.Conn) (*AuthConn, error) {
 	}
 	cn := certs[0].Subject.CommonName
 	if !slices.Contains(l.cfg.ClientCNs, cn) {
-		return nil, fmt.Errorf("%w: certificate CN %q is not among the allowed clients", ErrNotAllowed, cn)
+		return nil, fmt.Errorf("%w %q is not among the allowed clients", ErrCNNotAllowed, cn)
 	}
 	return &AuthConn{Conn: tc, Identity: cn}, nil
 }

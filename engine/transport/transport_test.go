@@ -306,15 +306,21 @@ func TestTLS(t *testing.T) {
 		return len(rejected) >= 3
 	}, 10*time.Second, 10*time.Millisecond)
 	mu.Lock()
-	var notAllowed int
+	var notAllowed, handshake int
 	for _, e := range rejected {
 		if errors.Is(e, ErrNotAllowed) {
 			notAllowed++
 			assert.ErrorContains(t, e, `"mallory"`)
+			assert.ErrorIs(t, e, ErrCNNotAllowed)
+			assert.NotErrorIs(t, e, ErrTLSHandshake)
+		}
+		if errors.Is(e, ErrTLSHandshake) {
+			handshake++
 		}
 	}
 	mu.Unlock()
 	assert.Equal(t, 1, notAllowed)
+	assert.Equal(t, 2, handshake, "another CA's certificate, no certificate: the daemon's refusal reasons tell them apart")
 
 	// Close aborts the silent client's handshake and returns.
 	closed := make(chan struct{})
