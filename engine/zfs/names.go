@@ -103,10 +103,16 @@ func ValidateDatasetPath(s string) error {
 	if i := strings.IndexAny(s, "@#"); i >= 0 {
 		return &NameError{Name: s, What: what, Reason: fmt.Sprintf("unexpected %q in a dataset path", s[i]), Pos: i}
 	}
-	off := 0
-	for i, comp := range strings.Split(s, "/") {
+	// Component by component without splitting: every listing and model
+	// call validates names, and a slice per call showed in profiles.
+	for off, first := 0, true; ; first = false {
+		comp := s[off:]
+		end := strings.IndexByte(comp, '/')
+		if end >= 0 {
+			comp = comp[:end]
+		}
 		var err error
-		if i == 0 {
+		if first {
 			err = checkPoolName(s, what, comp)
 		} else {
 			err = checkComponent(s, what, comp, off)
@@ -114,9 +120,11 @@ func ValidateDatasetPath(s string) error {
 		if err != nil {
 			return err
 		}
-		off += len(comp) + 1
+		if end < 0 {
+			return nil
+		}
+		off += end + 1
 	}
-	return nil
 }
 
 // ValidateVersionName checks the part after '@' or '#'.
