@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -17,14 +19,25 @@ const (
 	skipResumeTokenCheck = "skip-resume-token-check"
 )
 
-// plantedRun re-runs this test binary's TestScenarios with a planted bug
-// switched on (engine/internal/plantedbugs reads its switches from the
-// environment of a test binary, since scenarios/ may not import it).
-func plantedRun(t *testing.T, bug string, checks string) (string, error) {
-	if os.Getenv(plantedEnv) != "" {
-		t.Skip("already inside a planted-bug run")
+// plantedBinary builds this package's test binary with the build tag
+// plantedbugs into dir: only such a build has the switches (in any other
+// they are constant false), and it reads them from plantedEnv.
+func plantedBinary(t *testing.T, dir string) string {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestScenarios$", "-rapid.checks="+checks, "-rapid.nofailfile", "-rapid.shrinktime=2s")
+	bin := filepath.Join(dir, "scenarios.test")
+	if out, err := exec.Command(goTool, "test", "-c", "-tags", "plantedbugs", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go test -c -tags plantedbugs: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// plantedRun runs TestScenarios in bin, a plantedbugs build of this
+// package, with one planted bug switched on.
+func plantedRun(bin, bug string, checks string) (string, error) {
+	cmd := exec.Command(bin, "-test.run=^TestScenarios$", "-rapid.checks="+checks, "-rapid.nofailfile", "-rapid.shrinktime=2s")
 	cmd.Env = append(os.Environ(), plantedEnv+"="+bug)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -32,10 +45,28 @@ func plantedRun(t *testing.T, bug string, checks string) (string, error) {
 	return out.String(), err
 }
 
+// TestPlantedBugsNeedTheTag: in a normal build (this test binary) the
+// environment variable plants nothing: TestScenarios passes with every
+// switch named.
+func TestPlantedBugsNeedTheTag(t *testing.T) {
+	if os.Getenv(plantedEnv) != "" {
+		t.Skip("already inside a planted-bug run")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestScenarios$", "-rapid.checks=100", "-rapid.nofailfile")
+	cmd.Env = append(os.Environ(), plantedEnv+"="+strings.Join([]string{earlyStepRelease, cursorInSend, skipResumeTokenCheck}, ","))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("a normal build read %s: %v\n%s", plantedEnv, err, tail(string(out)))
+	}
+}
+
 // Each planted bug must make the simulator fail within the CI budget, on
 // the invariant that guards against it. (TestScenarios itself is the run
 // with every switch off.)
 func TestPlantedBugsAreFound(t *testing.T) {
+	if os.Getenv(plantedEnv) != "" {
+		t.Skip("already inside a planted-bug run")
+	}
+	bin := plantedBinary(t, t.TempDir())
 	for _, c := range []struct {
 		bug        string
 		invariants []string
@@ -55,7 +86,7 @@ func TestPlantedBugsAreFound(t *testing.T) {
 		t.Run(c.bug, func(t *testing.T) {
 			// Up to 500 histories: the run stops at the first failure,
 			// typically within the first 100 (9 in 10 within 300).
-			out, err := plantedRun(t, c.bug, "500")
+			out, err := plantedRun(bin, c.bug, "500")
 			if err == nil {
 				t.Fatalf("the simulator passed with planted bug %s:\n%s", c.bug, tail(out))
 			}
