@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,38 +32,13 @@ type backend struct {
 	persist func() error
 	// demo writes data before each periodic snapshot (model only).
 	demo func(ctx context.Context, fss []zfs.DatasetPath) error
+	// checkpointEvery is how many bytes of a resumable receive the model
+	// takes between saves of its state (0: none; the real backend and a
+	// model without state dir have none).
+	checkpointEvery int64
 }
 
 const modelStateFile = "model.json"
-
-// modelCheckpointEvery is how many bytes of a resumable receive the model
-// backend takes between saves of its partial state, so that a daemon
-// killed mid-stream resumes from there, as a real pool resumes from its
-// last transaction group sync. Real ZFS syncs every 5 s or once a fifth of
-// zfs_dirty_data_max (10% of RAM) is dirty: some hundred MiB on a small
-// host. A save writes the whole model (JSON, fsync): 10 to 40 ms while a
-// GiB arrives into a small model (BenchmarkModelReceiveCheckpoints), the
-// time the daemon streams a few MiB over loopback at a few hundred MiB/s.
-// 64 MiB (16 saves per GiB) keeps that near a tenth of the stream's time
-// and re-sends at most 64 MiB after a kill. The save grows with the
-// model's whole state, so on a model of many GiB the share grows too.
-const modelCheckpointEvery = 64 << 20
-
-// checkpointEnv overrides modelCheckpointEvery (bytes; 0 turns checkpoints
-// off), for tests and tuning of the model backend.
-const checkpointEnv = "ZREPL_MODEL_CHECKPOINT_BYTES"
-
-func modelCheckpointBytes() (int64, error) {
-	v, ok := os.LookupEnv(checkpointEnv)
-	if !ok {
-		return modelCheckpointEvery, nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%s=%q: want a byte count (0 turns checkpoints off)", checkpointEnv, v)
-	}
-	return n, nil
-}
 
 // openBackend opens the configured backend. The model backend loads its
 // state from global.model_state_dir; on the first start it creates the
@@ -82,11 +56,7 @@ func openBackend(cfg *config.Config, log *slog.Logger, readOnly bool) (*backend,
 	// Set once the Durable exists, before any receive can run.
 	var durable atomic.Pointer[daemon.Durable]
 	if dir != "" && !readOnly {
-		every, err := modelCheckpointBytes()
-		if err != nil {
-			return nil, err
-		}
-		opts.CheckpointEvery = every
+		opts.CheckpointEvery = cfg.Global.ModelCheckpointEvery
 		// Called on the receiving goroutine without the model's lock,
 		// so the save (which locks the model to encode it) can run; it
 		// joins the Durable's group commit like any change.
@@ -123,7 +93,7 @@ func openBackend(cfg *config.Config, log *slog.Logger, readOnly bool) (*backend,
 		}
 		log.Info("model backend: created the pools and filesystems the config names", "roots", fmt.Sprint(daemon.ConfigRoots(cfg)))
 	}
-	b := &backend{zfs: m}
+	b := &backend{zfs: m, checkpointEvery: opts.CheckpointEvery}
 	if dir != "" && !readOnly {
 		s := &modelSaver{m: m, dir: dir}
 		b.saver, b.persist = s, s.save

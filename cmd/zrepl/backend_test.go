@@ -105,8 +105,8 @@ func (k *killAt) Read(p []byte) (int, error) {
 }
 
 // The model backend saves a receive's partial state while the stream
-// runs (every ZREPL_MODEL_CHECKPOINT_BYTES), so the state on disk in the
-// middle of a stream has a resume token at most that far behind; with 0
+// runs (every global.model_checkpoint_every), so the state on disk in the
+// middle of a stream has a resume token at most that far behind; with 0 B
 // it has nothing of the receive.
 func TestModelBackendSavesCheckpoints(t *testing.T) {
 	src := zfsmodel.New(zfsmodel.Options{Seed: 2})
@@ -118,15 +118,14 @@ func TestModelBackendSavesCheckpoints(t *testing.T) {
 	vs, err := src.ListVersions(context.Background(), fs)
 	require.NoError(t, err)
 	const every, at = 1 << 20, 3<<20 + 1000
-	for _, env := range []string{fmt.Sprint(every), "0"} {
-		t.Run("every="+env, func(t *testing.T) {
-			t.Setenv(checkpointEnv, env)
+	for _, size := range []string{"1 MiB", "0 B"} {
+		t.Run("every="+size, func(t *testing.T) {
 			dir := t.TempDir()
 			cfg, err := config.Parse([]byte(fmt.Sprintf(`
-global: {zfs_backend: model, model_state_dir: %s}
+global: {zfs_backend: model, model_state_dir: %s, model_checkpoint_every: %s}
 jobs:
   - {name: s, type: sink, serve: {type: local, listener_name: s}, root_fs: backup}
-`, dir)))
+`, dir, size)))
 			require.NoError(t, err)
 			b, err := openBackend(cfg, slog.New(slog.DiscardHandler), false)
 			require.NoError(t, err)
@@ -139,7 +138,7 @@ jobs:
 			require.ErrorIs(t, err, zfs.ErrPartialReceive)
 			require.NotNil(t, k.seen, "the stream reached the kill")
 			info, ierr := k.seen.Info(target)
-			if env == "0" {
+			if size == "0 B" {
 				require.ErrorIs(t, ierr, zfs.ErrDatasetNotExist, "without checkpoints a kill keeps nothing of the receive")
 				return
 			}
@@ -150,22 +149,22 @@ jobs:
 			assert.Greater(t, int64(tok.Bytes), int64(at-every-zfsmodel.BlockSize), "at most a checkpoint interval and a record behind")
 		})
 	}
-	t.Run("bad", func(t *testing.T) {
-		t.Setenv(checkpointEnv, "lots")
+	t.Run("default", func(t *testing.T) {
 		cfg, err := config.Parse([]byte(fmt.Sprintf(`
 global: {zfs_backend: model, model_state_dir: %s}
 jobs:
   - {name: s, type: sink, serve: {type: local, listener_name: s}, root_fs: backup}
 `, t.TempDir())))
 		require.NoError(t, err)
-		_, err = openBackend(cfg, slog.New(slog.DiscardHandler), false)
-		require.ErrorContains(t, err, checkpointEnv+`="lots"`)
+		b, err := openBackend(cfg, slog.New(slog.DiscardHandler), false)
+		require.NoError(t, err)
+		assert.Equal(t, int64(config.DefaultModelCheckpointEvery), b.checkpointEvery)
 	})
 }
 
 // What the model backend's receive checkpoints cost: a resumable full
 // receive of 256 MiB into a daemon's model (Durable, saving to a file with
-// fsync) with a checkpoint every modelCheckpointEvery, against the same
+// fsync) with a checkpoint every config.DefaultModelCheckpointEvery, against the same
 // receive without checkpoints, in the same run. Reported: the time ratio,
 // the saves per GiB streamed and the time per checkpoint save.
 func BenchmarkModelReceiveCheckpoints(b *testing.B) {
@@ -205,7 +204,7 @@ func BenchmarkModelReceiveCheckpoints(b *testing.B) {
 	b.StopTimer()
 	bare, bareSaves := measure(b, 0)
 	b.StartTimer()
-	took, saves := measure(b, modelCheckpointEvery)
+	took, saves := measure(b, config.DefaultModelCheckpointEvery)
 	b.StopTimer()
 	ckSaves := saves - bareSaves
 	b.ReportMetric(float64(took)/float64(bare), "checkpoints/none")

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"zrepl.dev/zrepl/engine/config"
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/job"
 	"zrepl.dev/zrepl/engine/zfs"
@@ -400,7 +401,7 @@ func TestEndToEndKill9KeepsWhatWasDone(t *testing.T) {
 // is there after the kill: the next attempt resumes from that token and
 // sends at most a checkpoint interval (plus what was in flight) of what
 // it had sent already; the data arrives whole. With checkpoints off
-// (ZREPL_MODEL_CHECKPOINT_BYTES=0) the same kill loses the whole receive
+// (global.model_checkpoint_every: 0 B) the same kill loses the whole receive
 // and the next attempt sends everything again, which the first case
 // would catch.
 func TestEndToEndKill9MidStreamResumes(t *testing.T) {
@@ -424,10 +425,14 @@ func kill9MidStream(t *testing.T, bin string, checkpoints bool) {
 	require.NoError(t, saveModel(m, sndDir))
 
 	sndCfg, rcvCfg := writeTCPPairConfigs(t, dir, sndDir, rcvDir, port)
-	var env []string
 	if !checkpoints {
-		env = []string{checkpointEnv + "=0"}
+		raw, err := os.ReadFile(rcvCfg)
+		require.NoError(t, err)
+		off := strings.Replace(string(raw), "  model_state_dir: "+rcvDir+"\n", "  model_state_dir: "+rcvDir+"\n  model_checkpoint_every: 0 B\n", 1)
+		require.NotEqual(t, string(raw), off, "the receiver's config names its model_state_dir")
+		require.NoError(t, os.WriteFile(rcvCfg, []byte(off), 0o600))
 	}
+	var env []string
 	status := func() job.Status {
 		out, err := exec.Command(bin, "status", "--json", "--config", sndCfg).Output()
 		var st []job.Status
@@ -476,7 +481,7 @@ func kill9MidStream(t *testing.T, bin string, checkpoints bool) {
 		tok, err := resumetoken.Decode(infos[0].ReceiveResumeToken)
 		require.NoError(t, err)
 		kept = int64(tok.Bytes)
-		assert.Greater(t, kept, sentBefore-modelCheckpointEvery-inFlight, "at most a checkpoint interval and what was in flight is lost")
+		assert.Greater(t, kept, sentBefore-config.DefaultModelCheckpointEvery-inFlight, "at most a checkpoint interval and what was in flight is lost")
 	} else {
 		require.ErrorIs(t, err, zfs.ErrDatasetNotExist, "without checkpoints nothing of the receive was saved")
 	}
@@ -495,7 +500,7 @@ func kill9MidStream(t *testing.T, bin string, checkpoints bool) {
 		// The rest of the stream from the token, its header and the one
 		// record a checkpoint has read but not verified.
 		assert.LessOrEqual(t, again, full-kept+zfsmodel.BlockSize+(1<<16), "the attempt resumed from the last checkpoint")
-		assert.Less(t, again, full-sentBefore+modelCheckpointEvery+inFlight, "re-sent at most a checkpoint interval of what went before")
+		assert.Less(t, again, full-sentBefore+config.DefaultModelCheckpointEvery+inFlight, "re-sent at most a checkpoint interval of what went before")
 	} else {
 		assert.GreaterOrEqual(t, again, full-(1<<20), "without checkpoints the whole stream is sent again")
 	}

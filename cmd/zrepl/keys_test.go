@@ -60,6 +60,7 @@ var samples = map[string]sample{
 	"global.monitoring.prometheus.listen_freebind": {applied: []string{"true"}, bad: "maybe"},
 	"global.zfs_backend":                           {applied: []string{"real"}, bad: "fake", with: map[string]string{"model_state_dir": "~"}},
 	"global.model_state_dir":                       {applied: []string{`"{{tmp}}/state2"`}, bad: "[a]"},
+	"global.model_checkpoint_every":                {applied: []string{"16 MiB", "0 B"}, bad: "lots"},
 	"global.control.sockpath":                      {applied: []string{`"{{tmp}}/control2"`}, bad: "[a]"},
 	"global.serve.stdinserver.sockdir":             {applied: []string{`"{{tmp}}/stdin2"`}, bad: "[a]"},
 

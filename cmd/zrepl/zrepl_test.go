@@ -127,7 +127,8 @@ func init() {
 		}
 	}
 	const model = "ours: global.zfs_backend and model_state_dir select the in-memory model backend"
-	differ(model, "base model.yml", `global.model_state_dir: "{{tmp}}/state2"`, "global.zfs_backend: real")
+	differ(model, "base model.yml", `global.model_state_dir: "{{tmp}}/state2"`, "global.zfs_backend: real",
+		"global.model_checkpoint_every: 16 MiB", "global.model_checkpoint_every: 0 B")
 	differ("zrepl takes any net and fails at the first log line; we take the networks Go can dial",
 		"global.logging.tcp.net: pigeon")
 	differ("not implemented yet (issue 11, send options): refused rather than accepted and ignored",

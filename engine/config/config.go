@@ -45,12 +45,30 @@ type Global struct {
 	// ModelStateDir is where the model backend persists its pools; empty
 	// keeps them in memory only. Only valid with BackendModel.
 	ModelStateDir string
+	// ModelCheckpointEvery is how many bytes of a resumable receive the
+	// model backend takes between saves of its partial state
+	// (global.model_checkpoint_every; 0 turns them off). Only valid with
+	// a ModelStateDir. Default DefaultModelCheckpointEvery.
+	ModelCheckpointEvery int64
 	// ControlSockPath is the daemon's control socket (global.control.sockpath).
 	ControlSockPath string
 	// StdinserverSockDir holds the ssh+stdinserver sockets
 	// (global.serve.stdinserver.sockdir).
 	StdinserverSockDir string
 }
+
+// DefaultModelCheckpointEvery: a daemon on the model backend killed
+// mid-stream resumes from its last checkpoint, as a real pool resumes from
+// its last transaction group sync. Real ZFS syncs every 5 s or once a
+// fifth of zfs_dirty_data_max (10% of RAM) is dirty: some hundred MiB on a
+// small host. A save writes the whole model (JSON, fsync): 10 to 40 ms
+// while a GiB arrives into a small model (BenchmarkModelReceiveCheckpoints
+// in cmd/zrepl), the time the daemon streams a few MiB over loopback at a
+// few hundred MiB/s. 64 MiB (16 saves per GiB) keeps that near a tenth of
+// the stream's time and re-sends at most 64 MiB after a kill. The save
+// grows with the model's whole state, so on a model of many GiB the share
+// grows too.
+const DefaultModelCheckpointEvery = 64 << 20
 
 const (
 	DefaultControlSockPath    = "/var/run/zrepl/control"

@@ -91,6 +91,7 @@ var registryEntries = []KeyInfo{
 	{Schema: "global.monitoring.prometheus.listen_freebind", Status: Applied},
 	{Schema: "global.zfs_backend", Status: Applied},
 	{Schema: "global.model_state_dir", Status: Applied},
+	{Schema: "global.model_checkpoint_every", Status: Applied},
 	{Schema: "global.control", Status: Structure},
 	{Schema: "global.control.sockpath", Status: Applied},
 	{Schema: "global.serve", Status: Structure},

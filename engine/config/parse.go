@@ -136,9 +136,10 @@ func (d *decoder) typeOf(m *mapping, what string, want ...string) (string, bool)
 
 func (d *decoder) global(root *mapping) Global {
 	g := Global{
-		ZFSBackend:         BackendReal,
-		ControlSockPath:    DefaultControlSockPath,
-		StdinserverSockDir: DefaultStdinserverSockDir,
+		ZFSBackend:           BackendReal,
+		ModelCheckpointEvery: DefaultModelCheckpointEvery,
+		ControlSockPath:      DefaultControlSockPath,
+		StdinserverSockDir:   DefaultStdinserverSockDir,
 	}
 	m := d.mapping("global", "global", root.get("global"), root.keyLine("global"))
 	if items, ok := m.list("logging"); ok {
@@ -197,6 +198,21 @@ func (d *decoder) global(root *mapping) Global {
 		g.ModelStateDir = dir
 		if g.ZFSBackend != BackendModel {
 			d.errf("global.model_state_dir", m.keyLine("model_state_dir"), "only meaningful with zfs_backend: model")
+		}
+	}
+	if s, ok := m.str("model_checkpoint_every"); ok {
+		const key = "global.model_checkpoint_every"
+		line := m.keyLine("model_checkpoint_every")
+		v, err := ParseSize(s)
+		switch {
+		case err != nil:
+			d.errf(key, line, "%v", err)
+		case v < 0 || v != float64(int64(v)):
+			d.errf(key, line, "%q is not a whole number of bytes of at least 0 (want e.g. 64 MiB, or 0 B to turn checkpoints off)", s)
+		case g.ModelStateDir == "":
+			d.errf(key, line, "only meaningful with zfs_backend: model and a model_state_dir (checkpoints are saves of the model's state)")
+		default:
+			g.ModelCheckpointEvery = int64(v)
 		}
 	}
 	if m.has("control") {

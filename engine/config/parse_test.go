@@ -160,6 +160,31 @@ func TestGlobalSection(t *testing.T) {
 	assert.Equal(t, BackendReal, def.Global.ZFSBackend)
 	assert.Equal(t, DefaultControlSockPath, def.Global.ControlSockPath)
 	assert.Equal(t, DefaultStdinserverSockDir, def.Global.StdinserverSockDir)
+	assert.Equal(t, int64(DefaultModelCheckpointEvery), def.Global.ModelCheckpointEvery)
+}
+
+func TestModelCheckpointEvery(t *testing.T) {
+	doc := func(v string) string {
+		return "global:\n  zfs_backend: model\n  model_state_dir: /m\n  model_checkpoint_every: " + v + "\n"
+	}
+	for v, want := range map[string]int64{"16 MiB": 16 << 20, "0 B": 0, "1 GiB": 1 << 30, `"512 KiB"`: 512 << 10} {
+		assert.Equal(t, want, mustParse(t, doc(v)).Global.ModelCheckpointEvery, v)
+	}
+	for v, msg := range map[string]string{
+		"lots":    `invalid size "lots"`,
+		"-1 B":    `"-1 B" is not a whole number of bytes of at least 0`,
+		"12 bit":  `"12 bit" is not a whole number of bytes`,
+		"[64MiB]": "",
+	} {
+		errs := parseErrors(t, doc(v))
+		require.NotEmpty(t, errs, v)
+		assert.Equal(t, "global.model_checkpoint_every", errs[0].Path, v)
+		assert.Equal(t, 4, errs[0].Line, v)
+		assert.Contains(t, errs[0].Msg, msg, v)
+	}
+	errs := parseErrors(t, "global:\n  zfs_backend: model\n  model_checkpoint_every: 1 MiB\n")
+	require.Len(t, errs, 1)
+	assert.Equal(t, Error{"global.model_checkpoint_every", 3, "only meaningful with zfs_backend: model and a model_state_dir (checkpoints are saves of the model's state)"}, *errs[0])
 }
 
 func TestGlobalErrors(t *testing.T) {
