@@ -179,14 +179,23 @@ func TestCallsPerListingAndStep(t *testing.T) {
 	sc.take()
 	rc.take()
 	step("p/fs00", nil, a, false)
-	assert.Equal(t, map[string]int{"HoldAll": 1, "Send": 1, "ListVersions": 1, "Bookmark": 1}, sc.take(), "sender, first full step")
+	assert.Equal(t, map[string]int{"HoldAll": 1, "Send": 1, "Bookmark": 1}, sc.take(), "sender, first full step")
 	assert.Equal(t, map[string]int{"ReadStreamHeader": 1, "Receive": 1, "Hold": 1}, rc.take(), "receiver, first full step")
 	step("p/fs00", &a, b, false)
-	assert.Equal(t, map[string]int{"HoldAll": 1, "Send": 1, "ListVersions": 1, "Bookmark": 1, "ReleaseAll": 1, "Destroy": 1}, sc.take(), "sender, incremental step")
+	assert.Equal(t, map[string]int{"HoldAll": 1, "Send": 1, "Bookmark": 1, "ReleaseAll": 1, "Destroy": 1}, sc.take(), "sender, incremental step")
 	assert.Equal(t, map[string]int{"ReadStreamHeader": 1, "Receive": 1, "Hold": 1, "ReleaseAll": 1}, rc.take(), "receiver, incremental step")
 	step("p/fs00", &b, c, true)
 	sc.take()
 	rc.take()
+	// The sender's bookkeeping followed its steps without listings: the
+	// cursor at @c alone, no step holds or bookmarks left.
+	abs, err := ListAbstractions(ctx, src, []zfs.DatasetPath{zfs.MustDatasetPath("p/fs00")}, AbstractionFilter{})
+	require.NoError(t, err)
+	var owned []string
+	for _, x := range abs {
+		owned = append(owned, x.Kind.String()+" "+x.Version.String())
+	}
+	assert.Equal(t, []string{ReplicationCursorV2.String() + " p/fs00#" + CursorBookmarkName(c.GUID, job)}, owned)
 	// The last-received hold moved with each step, though no listing
 	// followed the receives: only @c carries it.
 	got, err := dst.ListVersions(ctx, zfs.MustDatasetPath("q/p/fs00"))
@@ -258,4 +267,77 @@ func TestReceiverListingBehind(t *testing.T) {
 	vs, err := dst.ListVersions(ctx, zfs.MustDatasetPath("q/p/a"))
 	require.NoError(t, err)
 	assert.Empty(t, vs, "q/p/a untouched")
+}
+
+// stallingList runs hook inside the next ListTree, after the listing was
+// taken and before it returns: a step that changes the filesystem while
+// a listing is on its way.
+type stallingList struct {
+	zfs.ZFS
+	hook func()
+}
+
+func (s *stallingList) ListTree(ctx context.Context, root zfs.DatasetPath) ([]zfs.Listing, error) {
+	l, err := s.ZFS.ListTree(ctx, root)
+	if h := s.hook; h != nil {
+		s.hook = nil
+		h()
+	}
+	return l, err
+}
+
+// A listing taken before a step changed the filesystem and returned after
+// is not what the sender then knows of it: the next step's completion
+// asks zfs, and no cursor or step hold is left behind.
+func TestSenderListingRacesStep(t *testing.T) {
+	src := zfsmodel.New(zfsmodel.Options{Seed: 1})
+	dst := zfsmodel.New(zfsmodel.Options{Seed: 2})
+	require.NoError(t, src.CreatePool("p"))
+	require.NoError(t, dst.CreatePool("q"))
+	fs := zfs.MustDatasetPath("p/fs")
+	require.NoError(t, src.CreateFilesystem(fs, zfsmodel.FSOptions{}))
+	for i, name := range []string{"a", "b", "c"} {
+		require.NoError(t, src.WriteData(fs, int64(i), 1))
+		require.NoError(t, src.Snapshot(ctx, fs, name))
+	}
+	job := MustJobID("j")
+	sl := &stallingList{ZFS: src}
+	s := &Sender{ZFS: sl, Job: job, Roots: []zfs.DatasetPath{zfs.MustDatasetPath("p")}, Filter: func(p zfs.DatasetPath) bool { return p == fs }}
+	r := &Receiver{ZFS: dst, Job: job, Root: zfs.MustDatasetPath("q")}
+	list, err := s.ListFilesystems(ctx)
+	require.NoError(t, err)
+	v := map[string]zfs.FilesystemVersion{}
+	for _, x := range list[0].Versions {
+		v[x.Name] = x
+	}
+	a, b, c := v["a"], v["b"], v["c"]
+	step := func(from *zfs.FilesystemVersion, to zfs.FilesystemVersion) {
+		t.Helper()
+		req := SendRequest{FS: fs.String(), From: from, To: to}
+		stream, err := s.Send(ctx, req)
+		require.NoError(t, err)
+		require.NoError(t, r.Receive(ctx, ReceiveRequest{FS: fs.String(), From: from, To: to, Full: from == nil}, stream))
+		require.NoError(t, stream.Close())
+		require.NoError(t, s.StepCompleted(ctx, req, false))
+	}
+	step(nil, a)
+	// The listing sees the cursor at @a; the step to @b runs before it
+	// returns.
+	sl.hook = func() { step(&a, b) }
+	_, err = s.ListFilesystems(ctx)
+	require.NoError(t, err)
+	req := SendRequest{FS: fs.String(), From: &b, To: c}
+	stream, err := s.Send(ctx, req)
+	require.NoError(t, err)
+	require.NoError(t, r.Receive(ctx, ReceiveRequest{FS: fs.String(), From: &b, To: c}, stream))
+	require.NoError(t, stream.Close())
+	require.NoError(t, s.StepCompleted(ctx, req, true))
+
+	abs, err := ListAbstractions(ctx, src, []zfs.DatasetPath{fs}, AbstractionFilter{})
+	require.NoError(t, err)
+	var owned []string
+	for _, x := range abs {
+		owned = append(owned, x.Kind.String()+" "+x.Version.String())
+	}
+	assert.Equal(t, []string{ReplicationCursorV2.String() + " p/fs#" + CursorBookmarkName(c.GUID, job)}, owned)
 }

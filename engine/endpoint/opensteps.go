@@ -2,7 +2,10 @@ package endpoint
 
 import (
 	"io"
+	"maps"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"zrepl.dev/zrepl/engine/zfs"
 )
@@ -21,6 +24,9 @@ import (
 type openSteps struct {
 	mu  sync.Mutex
 	fss map[zfs.DatasetPath]*fsSteps
+	// seq numbers the sender's own changes to its filesystems, so that a
+	// listing that ran while one was made is not remembered as current.
+	seq atomic.Uint64
 }
 
 // fsSteps is one filesystem's sends in flight. mu is held while a call
@@ -30,6 +36,19 @@ type fsSteps struct {
 	mu sync.Mutex
 	// uses counts the sends in flight that use a version, by RelName.
 	uses map[string]int
+
+	// What the sender knows of the filesystem's versions without asking
+	// zfs (see listed.go): known says versions is the last listing, kept
+	// current by the sender's own holds, releases, bookmarks and destroys
+	// since; changed is the seq of the last such change.
+	known    bool
+	versions []zfs.FilesystemVersion
+	changed  uint64
+	// stepHeld are the snapshots (name to GUID) this sender put its step
+	// hold on, or found it on, right after its send checked their GUIDs,
+	// and has not released since: protected from destruction, a snapshot
+	// there is still the one the send checked.
+	stepHeld map[string]uint64
 }
 
 // of returns fs's entry; entries stay, one per filesystem a sender sent.
@@ -41,10 +60,36 @@ func (o *openSteps) of(fs zfs.DatasetPath) *fsSteps {
 	}
 	e := o.fss[fs]
 	if e == nil {
-		e = &fsSteps{uses: map[string]int{}}
+		e = &fsSteps{uses: map[string]int{}, stepHeld: map[string]uint64{}}
 		o.fss[fs] = e
 	}
 	return e
+}
+
+// all returns every filesystem's entry.
+func (o *openSteps) all() map[zfs.DatasetPath]*fsSteps {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return maps.Clone(o.fss)
+}
+
+// change records that the sender changed the filesystem's versions; with
+// forget, what it knows of them is dropped (ask zfs). The caller holds
+// e.mu.
+func (o *openSteps) change(e *fsSteps, forget bool) {
+	e.changed = o.seq.Add(1)
+	if forget {
+		e.known, e.versions = false, nil
+	}
+}
+
+// edit changes the known versions (a copy: the listing's slice may be
+// shared) by f; the caller holds e.mu.
+func (o *openSteps) edit(e *fsSteps, f func([]zfs.FilesystemVersion) []zfs.FilesystemVersion) {
+	o.change(e, false)
+	if e.known {
+		e.versions = f(slices.Clone(e.versions))
+	}
 }
 
 // add and remove count uses of versions; the caller holds e.mu.

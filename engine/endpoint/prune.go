@@ -47,6 +47,7 @@ func (s *Sender) DestroyForClient(ctx context.Context, fs string, snaps []zfs.Fi
 	e := s.steps.of(p)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	s.steps.change(e, true)
 	return pruneForClient(ctx, s.ZFS, p, snaps, func(versions []zfs.FilesystemVersion) map[uint64]string {
 		kept := map[uint64]string{}
 		for _, v := range versions {

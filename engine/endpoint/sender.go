@@ -163,6 +163,8 @@ func (s *Sender) ListFilesystemsBelow(ctx context.Context, roots []zfs.DatasetPa
 	var out []Filesystem
 	seen := map[string]bool{}
 	infos := map[zfs.DatasetPath]zfs.FilesystemInfo{}
+	versions := map[zfs.DatasetPath][]zfs.FilesystemVersion{}
+	before := s.steps.seq.Load()
 	for _, root := range roots {
 		// One listing per root, whatever the number of filesystems.
 		tree, err := s.ZFS.ListTree(ctx, root)
@@ -176,11 +178,37 @@ func (s *Sender) ListFilesystemsBelow(ctx context.Context, roots []zfs.DatasetPa
 			}
 			seen[p.String()] = true
 			infos[p] = l.Info
+			versions[p] = l.Versions
 			out = append(out, Filesystem{Path: p.String(), Info: l.Info, Versions: l.Versions, Send: s.Policy, Marks: jobMarks(l.Versions, s.Job)})
 		}
 	}
 	s.listed.set(infos)
+	s.remember(before, versions)
 	return out, nil
+}
+
+// remember makes listed, a listing that started when the sender's change
+// counter was at before, what the sender knows of each filesystem's
+// versions, except where the sender changed a filesystem meanwhile; of
+// filesystems not listed it knows nothing any more.
+func (s *Sender) remember(before uint64, listed map[zfs.DatasetPath][]zfs.FilesystemVersion) {
+	for fs, e := range s.steps.all() {
+		if _, ok := listed[fs]; !ok {
+			e.mu.Lock()
+			e.known, e.versions = false, nil
+			e.mu.Unlock()
+		}
+	}
+	for fs, vs := range listed {
+		e := s.steps.of(fs)
+		e.mu.Lock()
+		if e.changed <= before {
+			e.known, e.versions = true, vs
+		} else {
+			e.known, e.versions = false, nil
+		}
+		e.mu.Unlock()
+	}
 }
 
 // checkToken makes sure a resume token encodes exactly the requested step
@@ -293,7 +321,7 @@ func (s *Sender) Send(ctx context.Context, req SendRequest) (io.ReadCloser, erro
 	uses := s.stepUses(req)
 	e.mu.Lock()
 	e.add(uses)
-	taken, err := s.protect(ctx, fs, req)
+	taken, err := s.protect(ctx, e, fs, req)
 	if err != nil {
 		e.remove(uses)
 		err = errors.Join(err, s.giveUp(ctx, e, taken))
@@ -339,6 +367,8 @@ func (s *Sender) giveUp(ctx context.Context, e *fsSteps, t taken) error {
 		if !e.inUse(h.Kind.Delimiter() + h.Name) {
 			if err := releaseIdempotent(ctx, s.ZFS, h, StepHoldTag(s.Job)); err != nil {
 				errs = append(errs, fmt.Errorf("give up step hold on %s: %w", h, err))
+			} else {
+				delete(e.stepHeld, h.Name)
 			}
 		}
 	}
@@ -351,13 +381,16 @@ func (s *Sender) giveUp(ctx context.Context, e *fsSteps, t taken) error {
 	if err := destroyIdempotent(ctx, s.ZFS, doomed); err != nil {
 		errs = append(errs, fmt.Errorf("give up step bookmark: %w", err))
 	}
+	// Whatever was given up or not, ask zfs next time.
+	s.steps.change(e, true)
 	return errors.Join(errs...)
 }
 
 // protect takes the step protection req.Protection asks for and returns
 // what it placed itself, also when it fails part way. Both of a step's
-// holds go in one call (one zfs process).
-func (s *Sender) protect(ctx context.Context, fs zfs.DatasetPath, req SendRequest) (taken, error) {
+// holds go in one call (one zfs process). The caller holds e.mu; what the
+// sender knows of the filesystem's versions follows (see listed.go).
+func (s *Sender) protect(ctx context.Context, e *fsSteps, fs zfs.DatasetPath, req SendRequest) (taken, error) {
 	var t taken
 	holds := func(vs ...zfs.FilesystemVersion) error {
 		refs := make([]zfs.VersionRef, len(vs))
@@ -366,8 +399,14 @@ func (s *Sender) protect(ctx context.Context, fs zfs.DatasetPath, req SendReques
 		}
 		created, err := holdAllCreated(ctx, s.ZFS, StepHoldTag(s.Job), refs)
 		t.holds = append(t.holds, created...)
+		s.steps.change(e, false)
 		if err != nil {
 			return fmt.Errorf("step hold on %s: %w", fs, err)
+		}
+		// The send started has checked their GUIDs, and they are held
+		// (by this call, or were already).
+		for _, v := range vs {
+			e.stepHeld[v.Name] = v.GUID
 		}
 		return nil
 	}
@@ -379,6 +418,13 @@ func (s *Sender) protect(ctx context.Context, fs zfs.DatasetPath, req SendReques
 		created, err := bookmarkCreated(ctx, s.ZFS, v.Ref(fs), v.GUID, name)
 		if created {
 			t.bookmarks = append(t.bookmarks, zfs.BookmarkRef(fs, name))
+		}
+		if created && v.CreateTXG != 0 {
+			s.steps.edit(e, func(vs []zfs.FilesystemVersion) []zfs.FilesystemVersion {
+				return append(vs, zfs.FilesystemVersion{Kind: zfs.Bookmark, Name: name, GUID: v.GUID, CreateTXG: v.CreateTXG, Creation: v.Creation})
+			})
+		} else {
+			s.steps.change(e, true)
 		}
 		if err != nil {
 			return fmt.Errorf("step bookmark of %s: %w", v.Ref(fs), err)
@@ -451,9 +497,12 @@ func (s *Sender) StepCompleted(ctx context.Context, req SendRequest, last bool) 
 	if err := checkNamed(fs, "completed step", req.To); err != nil {
 		return err
 	}
-	versions, err := s.ZFS.ListVersions(ctx, fs)
+	e := s.steps.of(fs)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	versions, err := s.versionsFor(ctx, e, fs, req.To)
 	if err != nil {
-		return fmt.Errorf("list versions of %s: %w", fs, err)
+		return err
 	}
 	i := slices.IndexFunc(versions, func(v zfs.FilesystemVersion) bool { return v.Kind == req.To.Kind && v.Name == req.To.Name })
 	// Kinds of zfs errors, not ErrNotAllowed: a version destroyed or
@@ -467,12 +516,15 @@ func (s *Sender) StepCompleted(ctx context.Context, req SendRequest, last bool) 
 		return fmt.Errorf("completed step: %s%s has GUID %016x and createtxg %d, the client named GUID %016x and createtxg %d: %w",
 			fs, to.RelName(), to.GUID, to.CreateTXG, req.To.GUID, req.To.CreateTXG, zfs.ErrVersionMismatch)
 	}
-	e := s.steps.of(fs)
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	cursor := CursorBookmarkName(to.GUID, s.Job)
 	if err := bookmarkIdempotent(ctx, s.ZFS, to.Ref(fs), to.GUID, cursor); err != nil {
+		s.steps.change(e, true)
 		return fmt.Errorf("move replication cursor of %s: %w", fs, err)
+	}
+	if !slices.ContainsFunc(versions, func(v zfs.FilesystemVersion) bool { return v.Kind == zfs.Bookmark && v.Name == cursor }) {
+		s.steps.edit(e, func(vs []zfs.FilesystemVersion) []zfs.FilesystemVersion {
+			return append(vs, zfs.FilesystemVersion{Kind: zfs.Bookmark, Name: cursor, GUID: to.GUID, CreateTXG: to.CreateTXG, Creation: to.Creation})
+		})
 	}
 	var obsolete []zfs.VersionRef
 	var release []zfs.VersionRef
@@ -494,15 +546,63 @@ func (s *Sender) StepCompleted(ctx context.Context, req SendRequest, last bool) 
 				obsolete = append(obsolete, v.Ref(fs))
 			}
 		case zfs.Snapshot:
-			if v.UserRefs > 0 && (older || last) {
+			_, ours := e.stepHeld[v.Name]
+			if (v.UserRefs > 0 || ours) && (older || last) {
 				release = append(release, v.Ref(fs))
 			}
 		}
 	}
 	if err := releaseTagFrom(ctx, s.ZFS, release, StepHoldTag(s.Job)); err != nil {
+		s.steps.change(e, true)
 		return err
 	}
-	return destroyIdempotent(ctx, s.ZFS, obsolete)
+	released := map[string]bool{}
+	for _, r := range release {
+		delete(e.stepHeld, r.Name)
+		released[r.Name] = true
+	}
+	if err := destroyIdempotent(ctx, s.ZFS, obsolete); err != nil {
+		s.steps.change(e, true)
+		return err
+	}
+	gone := map[string]bool{}
+	for _, o := range obsolete {
+		gone[o.Name] = true
+	}
+	s.steps.edit(e, func(vs []zfs.FilesystemVersion) []zfs.FilesystemVersion {
+		vs = slices.DeleteFunc(vs, func(v zfs.FilesystemVersion) bool { return v.Kind == zfs.Bookmark && gone[v.Name] })
+		for i := range vs {
+			if vs[i].Kind == zfs.Snapshot && released[vs[i].Name] {
+				// No step hold of this job any more; other holds
+				// are not this sender's business.
+				vs[i].UserRefs = 0
+			}
+		}
+		return vs
+	})
+	return nil
+}
+
+// versionsFor returns the versions of fs to complete a step to to: those
+// the sender knows (its last listing, kept current by its own changes)
+// where it holds to with its step hold since its send checked to's GUID,
+// so to cannot have been destroyed and re-created since; else a fresh
+// listing, which it then knows. The caller holds e.mu.
+func (s *Sender) versionsFor(ctx context.Context, e *fsSteps, fs zfs.DatasetPath, to zfs.FilesystemVersion) ([]zfs.FilesystemVersion, error) {
+	if e.known && to.Kind == zfs.Snapshot && e.stepHeld[to.Name] == to.GUID &&
+		slices.ContainsFunc(e.versions, func(v zfs.FilesystemVersion) bool {
+			return v.Kind == zfs.Snapshot && v.Name == to.Name && v.GUID == to.GUID
+		}) {
+		return e.versions, nil
+	}
+	versions, err := s.ZFS.ListVersions(ctx, fs)
+	if err != nil {
+		s.steps.change(e, true)
+		return nil, fmt.Errorf("list versions of %s: %w", fs, err)
+	}
+	s.steps.change(e, false)
+	e.known, e.versions = true, versions
+	return versions, nil
 }
 
 // releaseTagFrom releases tag from those of snaps that carry it, in one
