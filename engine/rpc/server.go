@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -124,8 +126,10 @@ const MaxMessage = 256 << 20
 
 const (
 	// maxControlConns bounds an identity's control connections; a new
-	// one beyond closes the identity's oldest (a client reconnecting
-	// after a cut outlives its half-open old one).
+	// one beyond closes the identity's oldest that carries no call (a
+	// client reconnecting after a cut outlives its half-open old one),
+	// and is refused when all carry calls: the cap never cuts a call in
+	// progress (issue 12.6). Some 110 KB each (gRPC's buffers).
 	maxControlConns = 32
 	// maxWaitingData bounds an identity's data connections that have not
 	// sent their request yet; a new one beyond closes the oldest of them.
@@ -150,7 +154,7 @@ type Server struct {
 	closed    bool
 	conns     map[net.Conn]struct{} // in their handshake or serving data requests
 	listeners map[transport.Listener]struct{}
-	control   map[string][]net.Conn // per identity, oldest first
+	control   map[string][]*identConn // per identity, oldest first
 	waiting   map[string][]*dataConn
 	recvs     map[recvKey]*recvInFlight
 	wg        sync.WaitGroup
@@ -191,7 +195,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		cfg: cfg, ctrl: newChanListener(), ctx: ctx, stop: stop,
 		conns: map[net.Conn]struct{}{}, listeners: map[transport.Listener]struct{}{},
-		control: map[string][]net.Conn{}, waiting: map[string][]*dataConn{}, recvs: map[recvKey]*recvInFlight{},
+		control: map[string][]*identConn{}, waiting: map[string][]*dataConn{}, recvs: map[recvKey]*recvInFlight{},
 	}
 	opts := []grpc.ServerOption{
 		grpc.Creds(identityCreds{}),
@@ -199,6 +203,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		grpc.WaitForHandlers(true),
 		grpc.MaxRecvMsgSize(MaxMessage),
 		grpc.MaxSendMsgSize(MaxMessage),
+		grpc.ChainUnaryInterceptor(countUnary),
+		grpc.ChainStreamInterceptor(countStream),
 	}
 	if cfg.keepalive.enforcement != nil {
 		opts = append(opts, grpc.KeepaliveEnforcementPolicy(*cfg.keepalive.enforcement))
@@ -345,7 +351,9 @@ func (s *Server) handle(c *transport.AuthConn) {
 	case labelControl:
 		s.untrack(c.Conn)
 		ic := &identConn{Conn: c.Conn, identity: c.Identity, ext: ext, s: s}
-		s.addControl(ic)
+		if !s.addControl(ic) {
+			return
+		}
 		keep = s.ctrl.push(ic)
 		if !keep {
 			s.removeControl(ic)
@@ -359,19 +367,30 @@ func (s *Server) handle(c *transport.AuthConn) {
 	}
 }
 
-func (s *Server) addControl(ic *identConn) {
+// addControl counts ic among its identity's control connections, closing
+// the oldest idle one beyond the cap; false when every one carries a call
+// (ic is then refused).
+func (s *Server) addControl(ic *identConn) bool {
 	s.mu.Lock()
-	l := append(s.control[ic.identity], ic)
-	var evict net.Conn
-	if len(l) > maxControlConns {
-		evict, l = l[0], l[1:]
+	l := s.control[ic.identity]
+	var evict *identConn
+	if len(l) >= maxControlConns {
+		i := slices.IndexFunc(l, func(c *identConn) bool { return c.calls.Load() == 0 })
+		if i < 0 {
+			s.mu.Unlock()
+			s.connError(ic.identity, fmt.Errorf("%w: client %q has %d control connections, each with a call in progress: refused a new one", ErrTooManyConns, ic.identity, len(l)))
+			return false
+		}
+		evict = l[i]
+		l = slices.Delete(slices.Clone(l), i, i+1)
 	}
-	s.control[ic.identity] = l
+	s.control[ic.identity] = append(l, ic)
 	s.mu.Unlock()
 	if evict != nil {
-		s.connError(ic.identity, fmt.Errorf("%w: client %q has more than %d control connections: closed its oldest", ErrTooManyConns, ic.identity, maxControlConns))
+		s.connError(ic.identity, fmt.Errorf("%w: client %q has more than %d control connections: closed its oldest without a call in progress", ErrTooManyConns, ic.identity, maxControlConns))
 		evict.Close()
 	}
+	return true
 }
 
 func (s *Server) removeControl(ic *identConn) {
@@ -379,7 +398,7 @@ func (s *Server) removeControl(ic *identConn) {
 	defer s.mu.Unlock()
 	l := s.control[ic.identity]
 	for i, c := range l {
-		if c == net.Conn(ic) {
+		if c == ic {
 			l = append(l[:i:i], l[i+1:]...)
 			break
 		}
@@ -678,6 +697,8 @@ type identConn struct {
 	ext      extSet
 	s        *Server
 	once     sync.Once
+	// calls counts the calls running on the connection.
+	calls atomic.Int32
 }
 
 func (c *identConn) Close() error {
@@ -689,6 +710,7 @@ type identityInfo struct {
 	credentials.CommonAuthInfo
 	identity string
 	ext      extSet
+	conn     *identConn
 }
 
 func (identityInfo) AuthType() string { return "zrepl-identity" }
@@ -706,7 +728,7 @@ func (identityCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo
 	if !ok {
 		return nil, nil, fmt.Errorf("rpc: connection %T did not pass the handshake", c)
 	}
-	return c, identityInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}, identity: ic.identity, ext: ic.ext}, nil
+	return c, identityInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}, identity: ic.identity, ext: ic.ext, conn: ic}, nil
 }
 
 func (identityCreds) Info() credentials.ProtocolInfo {
@@ -716,6 +738,27 @@ func (identityCreds) Info() credentials.ProtocolInfo {
 func (identityCreds) Clone() credentials.TransportCredentials { return identityCreds{} }
 
 func (identityCreds) OverrideServerName(string) error { return nil }
+
+// countUnary and countStream count each call on its control connection
+// while it runs, so that the cap spares connections with calls.
+func countUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	defer countCall(ctx)()
+	return h(ctx, req)
+}
+
+func countStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	defer countCall(ss.Context())()
+	return h(srv, ss)
+}
+
+func countCall(ctx context.Context) (done func()) {
+	info, err := callerOf(ctx)
+	if err != nil || info.conn == nil {
+		return func() {}
+	}
+	info.conn.calls.Add(1)
+	return func() { info.conn.calls.Add(-1) }
+}
 
 func callerOf(ctx context.Context) (identityInfo, error) {
 	p, ok := peer.FromContext(ctx)

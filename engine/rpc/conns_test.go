@@ -1,0 +1,129 @@
+package rpc
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/transport"
+)
+
+// slowLister's listings wait until release closes, for the first
+// block listings; later ones answer at once.
+type slowLister struct {
+	drainReceiver
+	block   int32
+	calls   atomic.Int32
+	started chan struct{}
+	release chan struct{}
+}
+
+func (b *slowLister) ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error) {
+	if b.calls.Add(1) <= b.block {
+		b.started <- struct{}{}
+		select {
+		case <-b.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return nil, nil
+}
+
+// Issue 12.6: the control-connection cap never cuts a call in progress.
+// A client's listing runs on its identity's oldest control connection
+// while the same identity opens maxControlConns more: the cap closes idle
+// connections, not the one carrying the call, which succeeds.
+func TestControlCapSparesCallsInProgress(t *testing.T) {
+	br := &slowLister{block: 1, started: make(chan struct{}, 1), release: make(chan struct{})}
+	var mu sync.Mutex
+	var notes []error
+	srv := newServer(t, ServerConfig{Receiver: func(string) (ReceiverEndpoint, error) { return br, nil }, OnConnError: func(_ string, err error) {
+		mu.Lock()
+		notes = append(notes, err)
+		mu.Unlock()
+	}})
+	reg := transport.NewLocal()
+	l, err := reg.Listen("sink")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(l)
+	}()
+	defer func() {
+		srv.Stop()
+		<-done
+	}()
+	ctx := context.Background()
+	busy := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")})
+	busyErr := make(chan error, 1)
+	go func() {
+		_, err := busy.Receiver().ListFilesystems(ctx)
+		busyErr <- err
+	}()
+	<-br.started
+	for range maxControlConns + 8 {
+		c := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")})
+		_, err := c.Receiver().ListFilesystems(ctx)
+		require.NoError(t, err)
+	}
+	close(br.release)
+	select {
+	case err := <-busyErr:
+		assert.NoError(t, err, "the call in progress on the oldest connection was cut by the cap")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the call in progress did not end")
+	}
+	assert.Equal(t, 1, busy.controlDials(), "the busy connection stayed")
+	mu.Lock()
+	defer mu.Unlock()
+	assert.NotEmpty(t, notes, "closing idle connections for the cap is noted")
+	for _, n := range notes {
+		assert.ErrorIs(t, n, ErrTooManyConns)
+	}
+}
+
+// When every control connection of an identity carries a call, a new one
+// beyond the cap is refused, and the calls go on.
+func TestControlCapRefusesWhenAllBusy(t *testing.T) {
+	br := &slowLister{block: maxControlConns, started: make(chan struct{}, maxControlConns), release: make(chan struct{})}
+	srv := newServer(t, ServerConfig{Receiver: func(string) (ReceiverEndpoint, error) { return br, nil }})
+	reg := transport.NewLocal()
+	l, err := reg.Listen("sink")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(l)
+	}()
+	defer func() {
+		srv.Stop()
+		<-done
+	}()
+	ctx := context.Background()
+	errs := make(chan error, maxControlConns)
+	for range maxControlConns {
+		c := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")})
+		go func() {
+			_, err := c.Receiver().ListFilesystems(ctx)
+			errs <- err
+		}()
+		<-br.started
+	}
+	extra := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")})
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = extra.Receiver().ListFilesystems(cctx)
+	cancel()
+	assert.Error(t, err, "a connection beyond the cap while all carry calls")
+	close(br.release)
+	for range maxControlConns {
+		assert.NoError(t, <-errs)
+	}
+}
