@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"sync"
@@ -143,5 +144,33 @@ func TestStdinServerCloseEndsGreetings(t *testing.T) {
 		require.NoError(t, l.Close())
 		assert.ErrorIs(t, <-acceptErr, net.ErrClosed)
 		assert.True(t, closedWithin(c, time.Millisecond), "a greeting in progress was ended by Close")
+	})
+}
+
+// FuzzReadGreeting: whatever a local process sends, the greeting either
+// names a valid identity and consumed exactly its line, or is refused;
+// it never reads past its line, nor more than its bound.
+func FuzzReadGreeting(f *testing.F) {
+	f.Add([]byte(stdinServerGreeting + "alice\nrest"))
+	f.Add([]byte(stdinServerGreeting + "../etc\n"))
+	f.Add([]byte(stdinServerGreeting + "\n"))
+	f.Add([]byte("HELLO\n"))
+	f.Add([]byte(stdinServerGreeting + string(make([]byte, 300))))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bytes.NewReader(in)
+		id, err := readGreeting(r)
+		consumed := len(in) - r.Len()
+		if consumed > len(stdinServerGreeting)+256+1 {
+			t.Fatalf("read %d bytes of a greeting", consumed)
+		}
+		if err != nil {
+			return
+		}
+		if ValidateIdentity(id) != nil {
+			t.Fatalf("accepted invalid identity %q", id)
+		}
+		if string(in[:consumed]) != stdinServerGreeting+id+"\n" {
+			t.Fatalf("consumed %q for identity %q", in[:consumed], id)
+		}
 	})
 }
