@@ -113,8 +113,8 @@ func (s jobSender) ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, 
 
 // streamSender is the sender a job's streams come from, under its
 // send.bandwidth_limit.
-func streamSender(s jobSender, j *config.Job, m *Metrics, clock job.Clock) limitedSender {
-	ls := limitedSender{jobSender: s, b: newBucket(j.Send.BandwidthLimit, clock)}
+func streamSender(s jobSender, j *config.Job, m *Metrics) limitedSender {
+	ls := limitedSender{jobSender: s, b: newBucket(j.Send.BandwidthLimit)}
 	if m != nil {
 		ls.stepDone = func(took time.Duration) { m.StepDone(j.Name, took) }
 	}
@@ -306,11 +306,11 @@ type sinkSpec struct {
 	limit *bucket // shared by all clients: the limit caps the job
 }
 
-func newSinkSpec(z zfs.ZFS, j *config.Job, clock job.Clock) *sinkSpec {
+func newSinkSpec(z zfs.ZFS, j *config.Job) *sinkSpec {
 	return &sinkSpec{
 		name: j.Name, z: z, job: j.ID, root: j.RootFS,
 		opts:  rpc.SinkOptions{Placeholder: placeholderEncryption(j.Recv.Placeholder)},
-		props: newRecvProps(j.Recv), limit: newBucket(j.Recv.BandwidthLimit, clock),
+		props: newRecvProps(j.Recv), limit: newBucket(j.Recv.BandwidthLimit),
 	}
 }
 

@@ -26,8 +26,6 @@ type Options struct {
 	Config *config.Config
 	ZFS    zfs.ZFS
 	Log    *slog.Logger
-	// Clock defaults to job.RealClock.
-	Clock job.Clock
 	// Persist saves backend state (the model backend's); called after
 	// every job run and on shutdown. May be nil. A backend wrapped in
 	// Durable also saves after every change, so that a killed daemon
@@ -159,16 +157,13 @@ func New(opts Options) (*Daemon, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if opts.Clock == nil {
-		opts.Clock = job.RealClock
-	}
 	// A hook that cannot run is found now, not at the first snapshot.
 	if err := config.CheckFiles(opts.Config); err != nil {
 		return nil, err
 	}
 	d := &Daemon{opts: opts, local: transport.NewLocal(), byName: map[string]runner{},
 		controlPath: opts.Config.Global.ControlSockPath}
-	d.metrics = newMetrics(opts.Version, opts.Clock.Now(), d.activeTasks)
+	d.metrics = newMetrics(opts.Version, time.Now(), d.activeTasks)
 	// Every log entry counts in zrepl_daemon_log_entries.
 	d.log = slog.New(&logCounter{inner: opts.Log.Handler(), m: d.metrics})
 	d.pprof.log = d.log
@@ -295,7 +290,7 @@ func (d *Daemon) activeTasks() float64 {
 func (d *Daemon) jobConfig(j *config.Job) job.Config {
 	d.metrics.activeJob(j.Name)
 	return job.Config{
-		Name: j.Name, ID: j.ID, Type: string(j.Type), Log: d.log, Clock: d.opts.Clock,
+		Name: j.Name, ID: j.ID, Type: string(j.Type), Log: d.log,
 		AfterRun: d.afterRun, Observer: d.metrics, ReplicationSleep: d.opts.ReplicationSleep,
 		Concurrency: j.Replication.Steps, SizeEstimates: j.Replication.SizeEstimates,
 	}
@@ -389,7 +384,7 @@ type pushSides struct {
 
 func (d *Daemon) newPushSides(j *config.Job) (*pushSides, error) {
 	s := sender(d.zfs(j), j)
-	ps := &pushSides{sender: s, streams: streamSender(s, j, d.metrics, d.opts.Clock), d: d}
+	ps := &pushSides{sender: s, streams: streamSender(s, j, d.metrics), d: d}
 	if j.Connect.Type == config.TransportLocal {
 		ps.peer = localPeer{listener: j.Connect.ListenerName, identity: j.Connect.ClientIdentity}
 		p, ok := d.localJob(ps.peer.listener, config.JobSink)
@@ -438,7 +433,7 @@ type pullSides struct {
 
 func (d *Daemon) newPullSides(j *config.Job) (*pullSides, error) {
 	er := &endpoint.Receiver{ZFS: d.zfs(j), Job: j.ID, Root: j.RootFS, Placeholder: placeholderEncryption(j.Recv.Placeholder)}
-	ps := &pullSides{recv: withRecvOptions{rpc.SinkReceiver{Receiver: er}, newRecvProps(j.Recv), newBucket(j.Recv.BandwidthLimit, d.opts.Clock)}, d: d}
+	ps := &pullSides{recv: withRecvOptions{rpc.SinkReceiver{Receiver: er}, newRecvProps(j.Recv), newBucket(j.Recv.BandwidthLimit)}, d: d}
 	if j.Connect.Type == config.TransportLocal {
 		ps.peer = localPeer{listener: j.Connect.ListenerName, identity: j.Connect.ClientIdentity}
 		p, ok := d.localJob(ps.peer.listener, config.JobSource)
@@ -487,15 +482,15 @@ func (d *Daemon) buildPassive(j *config.Job) error {
 		return err
 	}
 	p := &passive{name: j.Name, typ: j.Type, serve: serve}
-	p.refusals = newRefusals(j.Name, d.log, d.opts.Clock.Now, func(reason string) { d.metrics.Refused(j.Name, reason) })
+	p.refusals = newRefusals(j.Name, d.log, time.Now, func(reason string) { d.metrics.Refused(j.Name, reason) })
 	sc := rpc.ServerConfig{OnConnError: p.refusals.onConnError}
 	switch j.Type {
 	case config.JobSink:
-		p.sink = newSinkSpec(d.zfs(j), j, d.opts.Clock)
+		p.sink = newSinkSpec(d.zfs(j), j)
 		sc.Receiver = p.sink.receiver
 	case config.JobSource:
 		s := sender(d.zfs(j), j)
-		p.source = &sourceSides{sender: s, streams: streamSender(s, j, d.metrics, d.opts.Clock)}
+		p.source = &sourceSides{sender: s, streams: streamSender(s, j, d.metrics)}
 		sc.Sender = rpc.Source(p.source.streams)
 		if j.Snapshotting != nil && j.Snapshotting.Type == config.SnapshottingPeriodic {
 			c := d.jobConfig(j)

@@ -8,7 +8,6 @@ import (
 
 	"zrepl.dev/zrepl/engine/config"
 	"zrepl.dev/zrepl/engine/endpoint"
-	"zrepl.dev/zrepl/engine/job"
 	"zrepl.dev/zrepl/engine/rpc"
 	"zrepl.dev/zrepl/engine/zfs"
 )
@@ -19,7 +18,6 @@ import (
 type bucket struct {
 	rate     float64 // bytes per second
 	capacity float64
-	clock    job.Clock
 
 	mu     sync.Mutex
 	tokens float64
@@ -27,7 +25,7 @@ type bucket struct {
 }
 
 // newBucket returns nil for an unlimited setting.
-func newBucket(l config.BandwidthLimit, clock job.Clock) *bucket {
+func newBucket(l config.BandwidthLimit) *bucket {
 	if l.Max <= 0 {
 		return nil
 	}
@@ -35,7 +33,7 @@ func newBucket(l config.BandwidthLimit, clock job.Clock) *bucket {
 	if c <= 0 {
 		c = config.DefaultBucketCapacity
 	}
-	return &bucket{rate: float64(l.Max), capacity: float64(c), tokens: float64(c), clock: clock}
+	return &bucket{rate: float64(l.Max), capacity: float64(c), tokens: float64(c)}
 }
 
 // take removes n tokens and says how long the reader must wait.
@@ -69,9 +67,9 @@ type limitedReader struct {
 func (l limitedReader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p[:l.b.chunk(len(p))])
 	if n > 0 {
-		if wait := l.b.take(n, l.b.clock.Now()); wait > 0 {
+		if wait := l.b.take(n, time.Now()); wait > 0 {
 			select {
-			case <-l.b.clock.After(wait):
+			case <-time.After(wait):
 			case <-l.done:
 			}
 		}

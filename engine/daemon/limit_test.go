@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"zrepl.dev/zrepl/engine/config"
-	"zrepl.dev/zrepl/engine/job"
 )
 
 // A stream under a bandwidth limit takes (size - initial bucket) / rate in
@@ -20,7 +19,7 @@ import (
 func TestBandwidthLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const mib = 1 << 20
-		b := newBucket(config.BandwidthLimit{Max: mib, BucketCapacity: 128 << 10}, job.RealClock)
+		b := newBucket(config.BandwidthLimit{Max: mib, BucketCapacity: 128 << 10})
 		start := time.Now()
 		n, err := io.Copy(io.Discard, limitReadCloser(io.NopCloser(bytes.NewReader(make([]byte, 10*mib))), b))
 		require.NoError(t, err)
@@ -46,7 +45,7 @@ func TestBandwidthLimit(t *testing.T) {
 // Closing a stream ends its wait for tokens at once.
 func TestBandwidthLimitCloseEndsWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newBucket(config.BandwidthLimit{Max: 1, BucketCapacity: 1 << 20}, job.RealClock)
+		b := newBucket(config.BandwidthLimit{Max: 1, BucketCapacity: 1 << 20})
 		rc := limitReadCloser(io.NopCloser(bytes.NewReader(make([]byte, 4<<20))), b)
 		buf := make([]byte, 1<<20)
 		_, err := rc.Read(buf) // spends the bucket
@@ -63,7 +62,7 @@ func TestBandwidthLimitCloseEndsWait(t *testing.T) {
 }
 
 func TestUnlimited(t *testing.T) {
-	assert.Nil(t, newBucket(config.BandwidthLimit{Max: -1}, job.RealClock))
+	assert.Nil(t, newBucket(config.BandwidthLimit{Max: -1}))
 	r := bytes.NewReader(nil)
 	assert.Same(t, r, limitReader(context.Background(), r, nil))
 }

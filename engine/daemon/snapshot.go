@@ -33,7 +33,7 @@ type snapshotter struct{ *snapper.Snapper }
 func (d *Daemon) newSnapshotter(j *config.Job) (snapshotter, error) {
 	s := j.Snapshotting
 	hl, err := hooks.New(s.HookSpecs(), hooks.Options{
-		Log: d.log.With("job", j.Name), Now: d.opts.Clock.Now, Observer: jobHooks{d.metrics, j.Name},
+		Log: d.log.With("job", j.Name), Now: time.Now, Observer: jobHooks{d.metrics, j.Name},
 	})
 	if err != nil {
 		return snapshotter{}, fmt.Errorf("snapshotting: %w", err)

@@ -60,20 +60,6 @@ type Sides struct {
 	Close func() error
 }
 
-// Clock is the job's time: Now, and a timer channel.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
-// RealClock is the wall clock.
-var RealClock Clock = realClock{}
-
 // Config describes an active job (push, pull, snap) or the snapshotting
 // part of a source.
 type Config struct {
@@ -81,8 +67,6 @@ type Config struct {
 	ID   endpoint.JobID
 	Type string
 	Log  *slog.Logger
-	// Clock defaults to RealClock.
-	Clock Clock
 
 	// Snapshotter is nil for jobs that do not snapshot (pull).
 	Snapshotter Snapshotter
@@ -150,9 +134,6 @@ type Active struct {
 func NewActive(cfg Config) (*Active, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("job: no name")
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = RealClock
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -225,7 +206,7 @@ func (j *Active) Run(ctx context.Context) error {
 	// once: a run cut off by the last shutdown resumes now, not a
 	// period later.
 	if j.cfg.Connect != nil && j.cfg.Snapshotter != nil {
-		if next, _, err := j.next(ctx); err == nil && next.After(j.cfg.Clock.Now()) {
+		if next, _, err := j.next(ctx); err == nil && next.After(time.Now()) {
 			j.once(ctx, false)
 		}
 	}
@@ -233,12 +214,12 @@ func (j *Active) Run(ctx context.Context) error {
 		next, snapshot, err := j.next(ctx)
 		if err != nil {
 			j.cfg.Log.Error("cannot compute the next run; retrying in a minute", "job", j.cfg.Name, "err", err)
-			next, snapshot = j.cfg.Clock.Now().Add(time.Minute), false
+			next, snapshot = time.Now().Add(time.Minute), false
 		}
 		j.idleUntil(next)
 		var timer <-chan time.Time
 		if !next.IsZero() {
-			timer = j.cfg.Clock.After(max(next.Sub(j.cfg.Clock.Now()), 0))
+			timer = time.After(max(next.Sub(time.Now()), 0))
 		}
 		select {
 		case <-ctx.Done():
@@ -254,7 +235,7 @@ func (j *Active) Run(ctx context.Context) error {
 
 // next is when the job runs next and whether that run snapshots.
 func (j *Active) next(ctx context.Context) (time.Time, bool, error) {
-	now := j.cfg.Clock.Now()
+	now := time.Now()
 	if j.cfg.Snapshotter != nil {
 		t, err := j.cfg.Snapshotter.NextDue(ctx, now)
 		return t, true, err
@@ -273,7 +254,7 @@ func (j *Active) next(ctx context.Context) (time.Time, bool, error) {
 
 // once is one run: snapshot (if due), replicate, prune.
 func (j *Active) once(ctx context.Context, snapshot bool) {
-	start := j.cfg.Clock.Now()
+	start := time.Now()
 	j.mu.Lock()
 	j.status.LastRunStart = start
 	j.status.Runs++
@@ -294,7 +275,7 @@ func (j *Active) once(ctx context.Context, snapshot bool) {
 				log.Warn("writing demo data failed", "err", err)
 			}
 		}
-		snapStart := j.cfg.Clock.Now()
+		snapStart := time.Now()
 		j.mu.Lock()
 		j.status.Snapshotting = &SnapshottingStatus{Start: snapStart}
 		j.mu.Unlock()
@@ -313,7 +294,7 @@ func (j *Active) once(ctx context.Context, snapshot bool) {
 		}
 		j.mu.Lock()
 		j.status.LastSnapshots = names
-		st := &SnapshottingStatus{Start: snapStart, End: j.cfg.Clock.Now(), Filesystems: report}
+		st := &SnapshottingStatus{Start: snapStart, End: time.Now(), Filesystems: report}
 		if err != nil && !slices.ContainsFunc(report, func(f SnapshotFSStatus) bool { return f.Error != "" }) {
 			st.Error = err.Error()
 		}
@@ -336,7 +317,7 @@ func (j *Active) once(ctx context.Context, snapshot bool) {
 	}
 
 	err := errors.Join(errs...)
-	end := j.cfg.Clock.Now()
+	end := time.Now()
 	j.mu.Lock()
 	j.status.LastRunEnd = end
 	if err != nil {
@@ -368,7 +349,7 @@ func (j *Active) snapshot(ctx context.Context, now time.Time) ([]SnapshotFSStatu
 
 // prune runs one side's pruning, keeping its status and counts.
 func (j *Active) prune(ctx context.Context, side string, f PruneFunc, t PruneTarget, replicatedTXG func(fs string) (uint64, bool), log *slog.Logger) error {
-	start := j.cfg.Clock.Now()
+	start := time.Now()
 	st := &PruningStatus{Start: start}
 	j.mu.Lock()
 	if j.status.Pruning == nil {
@@ -384,7 +365,7 @@ func (j *Active) prune(ctx context.Context, side string, f PruneFunc, t PruneTar
 	if n > 0 {
 		log.Info("pruned snapshots", "side", side, "destroyed", n)
 	}
-	end := j.cfg.Clock.Now()
+	end := time.Now()
 	if j.cfg.Observer != nil {
 		j.cfg.Observer.Pruned(j.cfg.Name, side, n, end.Sub(start))
 	}
@@ -421,16 +402,16 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 	runCtx, cancel := context.WithCancel(ctx)
 	j.mu.Lock()
 	run := replication.NewRun(sides.Sender, sides.Receiver, replication.Config{
-		Policy: j.cfg.Policy, Protection: j.cfg.Protection, Concurrency: j.concurrency, SizeEstimates: j.cfg.SizeEstimates, Sleep: j.cfg.ReplicationSleep, Now: j.cfg.Clock.Now,
+		Policy: j.cfg.Policy, Protection: j.cfg.Protection, Concurrency: j.concurrency, SizeEstimates: j.cfg.SizeEstimates, Sleep: j.cfg.ReplicationSleep, Now: time.Now,
 	})
-	repStart := j.cfg.Clock.Now()
+	repStart := time.Now()
 	j.run, j.cancelRun, j.repStart = run, cancel, repStart
 	j.mu.Unlock()
 	log.Info("replication started")
 	rep := run.Do(runCtx)
 	prog := run.Progress()
 	cancel()
-	end := j.cfg.Clock.Now()
+	end := time.Now()
 	final := replicationStatus(prog, &rep)
 	final.Start, final.End = repStart, end
 	j.mu.Lock()
