@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -30,8 +29,9 @@ type backend struct {
 	// persist saves the model's state (nil for the real backend or a
 	// model without state dir).
 	persist func() error
-	// demo writes data before each periodic snapshot (model only).
-	demo func(ctx context.Context, fss []zfs.DatasetPath) error
+	// demo writes some data into a filesystem (model only): the daemon's
+	// ZFS does so before each snapshot (demoZFS).
+	demo func(fs zfs.DatasetPath) error
 	// checkpointEvery is how many bytes of a resumable receive the model
 	// takes between saves of its state (0: none; the real backend and a
 	// model without state dir have none).
@@ -107,15 +107,7 @@ func openBackend(cfg *config.Config, log *slog.Logger, readOnly bool) (*backend,
 		}
 	}
 	var seed atomic.Int64
-	b.demo = func(ctx context.Context, fss []zfs.DatasetPath) error {
-		var errs []error
-		for _, fs := range fss {
-			if err := m.WriteData(fs, seed.Add(1), 4); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		return errors.Join(errs...)
-	}
+	b.demo = func(fs zfs.DatasetPath) error { return m.WriteData(fs, seed.Add(1), 4) }
 	return b, nil
 }
 

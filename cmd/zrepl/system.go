@@ -30,7 +30,11 @@ func buildSystem(cfg *config.Config, stdout io.Writer) (*system, error) {
 		outlets.Close()
 		return nil, err
 	}
-	d, err := daemon.New(daemon.Options{Config: cfg, ZFS: b.zfs, Log: log, Persist: b.persist, DemoData: b.demo, Version: version})
+	z := b.zfs
+	if b.demo != nil {
+		z = demoZFS{ZFS: z, write: b.demo, log: log}
+	}
+	d, err := daemon.New(daemon.Options{Config: cfg, ZFS: z, Log: log, Persist: b.persist, Version: version})
 	if err != nil {
 		outlets.Close()
 		return nil, err

@@ -31,9 +31,6 @@ type Options struct {
 	// Durable also saves after every change, so that a killed daemon
 	// loses nothing.
 	Persist func() error
-	// DemoData writes data into a job's filesystems before each periodic
-	// snapshot (the model backend's live demo); nil for none.
-	DemoData func(ctx context.Context, fss []zfs.DatasetPath) error
 	// ReplicationSleep is passed to the replication driver (tests).
 	ReplicationSleep func(ctx context.Context, d time.Duration) error
 	// NoControlSocket skips the control socket (tests that call Handler).
@@ -206,20 +203,6 @@ func (d *Daemon) persist() error {
 	return d.opts.Persist()
 }
 
-func (d *Daemon) demo(j *config.Job) func(ctx context.Context) error {
-	if d.opts.DemoData == nil {
-		return nil
-	}
-	return func(ctx context.Context) error {
-		fss, err := d.filesystems(ctx, j.Filesystems)
-		if err != nil {
-			return err
-		}
-		d.log.Info("model backend: writing demo data before the snapshot", "job", j.Name, "filesystems", len(fss))
-		return d.opts.DemoData(ctx, fss)
-	}
-}
-
 // filesystems lists the filesystems a filter matches.
 func (d *Daemon) filesystems(ctx context.Context, f *config.Filter) ([]zfs.DatasetPath, error) {
 	return MatchFilesystems(ctx, d.opts.ZFS, f)
@@ -309,7 +292,6 @@ func (d *Daemon) buildActive(j *config.Job) error {
 	}
 	if j.Snapshotting != nil && j.Snapshotting.Type == config.SnapshottingPeriodic {
 		c.Snapshotter = snap
-		c.BeforeSnapshot = d.demo(j)
 	}
 	if j.Type == config.JobPush || j.Type == config.JobPull {
 		p, err := protection(j)
@@ -499,7 +481,6 @@ func (d *Daemon) buildPassive(j *config.Job) error {
 				return err
 			}
 			c.Snapshotter = snap
-			c.BeforeSnapshot = d.demo(j)
 			a, err := job.NewActive(c)
 			if err != nil {
 				return err

@@ -84,26 +84,33 @@ func snapshots(t *testing.T, m *zfsmodel.Model, fs string) []string {
 	return out
 }
 
+// writingZFS writes data into a filesystem of m before each snapshot.
+type writingZFS struct {
+	zfs.ZFS
+	m      *zfsmodel.Model
+	writes atomic.Int64
+}
+
+func (w *writingZFS) Snapshot(ctx context.Context, fs zfs.DatasetPath, name string) error {
+	if err := w.m.WriteData(fs, w.writes.Add(1), 2); err != nil {
+		return err
+	}
+	return w.ZFS.Snapshot(ctx, fs, name)
+}
+
 // A push and a sink job in one daemon, on one model over the local
 // transport, in virtual time: every 10s a snapshot is taken, replicated
 // and both sides are pruned to what their rules keep.
 func TestPushSinkInOneDaemon(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := model(t)
-		var persisted, demo atomic.Int64
-		var seed atomic.Int64
+		var persisted atomic.Int64
+		// New data before every snapshot, as the quickstart's demo
+		// decorator in cmd/zrepl writes it.
+		w := &writingZFS{ZFS: m, m: m}
 		d, err := New(Options{
-			Config: parse(t, pushSinkConfig), ZFS: m, NoControlSocket: true,
+			Config: parse(t, pushSinkConfig), ZFS: w, NoControlSocket: true,
 			Persist: func() error { persisted.Add(1); return nil },
-			DemoData: func(ctx context.Context, fss []zfs.DatasetPath) error {
-				demo.Add(1)
-				for _, fs := range fss {
-					if err := m.WriteData(fs, seed.Add(1), 2); err != nil {
-						return err
-					}
-				}
-				return nil
-			},
 		})
 		require.NoError(t, err)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -166,7 +173,7 @@ func TestPushSinkInOneDaemon(t *testing.T) {
 		assert.True(t, st[0].Replication.Finished)
 		assert.Equal(t, map[string]int{"sender": (8 - 3) * 2, "receiver": (8 - 5) * 2}, st[0].Pruned, "8 snapshots per filesystem, 3 kept on the sender and 5 on the receiver, 2 filesystems")
 		assert.Equal(t, job.StateServing, st[1].State)
-		assert.EqualValues(t, 8, demo.Load(), "demo data before every periodic snapshot")
+		assert.EqualValues(t, 8*2, w.writes.Load(), "a snapshot of each filesystem every period")
 		assert.EqualValues(t, 8, persisted.Load(), "state saved after every run")
 
 		cancel()

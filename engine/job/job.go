@@ -70,9 +70,6 @@ type Config struct {
 
 	// Snapshotter is nil for jobs that do not snapshot (pull).
 	Snapshotter Snapshotter
-	// BeforeSnapshot runs before each periodic snapshot (the model
-	// backend's demo data); nil for none.
-	BeforeSnapshot func(ctx context.Context) error
 	// Interval: a pull job's replication period; 0 with Snapshotter nil
 	// means replicate only on wakeup.
 	Interval time.Duration
@@ -270,11 +267,6 @@ func (j *Active) once(ctx context.Context, snapshot bool) {
 
 	if snapshot && j.cfg.Snapshotter != nil {
 		j.setState(StateSnapshotting)
-		if j.cfg.BeforeSnapshot != nil {
-			if err := j.cfg.BeforeSnapshot(ctx); err != nil {
-				log.Warn("writing demo data failed", "err", err)
-			}
-		}
 		snapStart := time.Now()
 		j.mu.Lock()
 		j.status.Snapshotting = &SnapshottingStatus{Start: snapStart}
