@@ -57,7 +57,7 @@ func newConfigcheckCommand() *cobra.Command {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s: warning: %s\n", configPath, w)
 			}
 			var problems []string
-			jobs, err := daemon.New(daemon.Options{Config: cfg, ZFS: zfsreal.New(zfsreal.Options{}), Log: slog.New(slog.DiscardHandler), SkipCertCheck: skipCertCheck, NoControlSocket: true})
+			jobs, err := daemon.New(daemon.Options{Config: cfg, ZFS: zfsreal.New(zfsreal.Options{}), Log: slog.New(slog.DiscardHandler), SkipCertCheck: skipCertCheck})
 			if err != nil {
 				problems = append(problems, "cannot build jobs from config: "+err.Error())
 			}

@@ -150,29 +150,6 @@ func NewClient(path string) *Client {
 	return &Client{http: &http.Client{Transport: tr, Timeout: time.Minute}}
 }
 
-// NewClientHandler returns a client that calls h directly (tests).
-func NewClientHandler(h http.Handler) *Client {
-	return &Client{http: &http.Client{Transport: handlerTransport{h}}}
-}
-
-type handlerTransport struct{ h http.Handler }
-
-func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	rec := &recorder{header: http.Header{}, code: http.StatusOK}
-	t.h.ServeHTTP(rec, r)
-	return &http.Response{StatusCode: rec.code, Header: rec.header, Body: io.NopCloser(&rec.body), Request: r}, nil
-}
-
-type recorder struct {
-	header http.Header
-	code   int
-	body   bytes.Buffer
-}
-
-func (r *recorder) Header() http.Header         { return r.header }
-func (r *recorder) Write(p []byte) (int, error) { return r.body.Write(p) }
-func (r *recorder) WriteHeader(code int)        { r.code = code }
-
 func (c *Client) call(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
