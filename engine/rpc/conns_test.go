@@ -2,9 +2,12 @@ package rpc
 
 import (
 	"context"
+	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -126,4 +129,86 @@ func TestControlCapRefusesWhenAllBusy(t *testing.T) {
 	for range maxControlConns {
 		assert.NoError(t, <-errs)
 	}
+}
+
+// silentConns opens n connections of identity that send nothing.
+func silentConns(t *testing.T, reg *transport.Local, identity string, n int) []net.Conn {
+	var out []net.Conn
+	for range n {
+		c, err := reg.Dialer("sink", identity)(context.Background())
+		require.NoError(t, err)
+		out = append(out, c)
+	}
+	return out
+}
+
+// countClosed says how many of cs the server closed (a read ends at EOF
+// within a millisecond).
+func countClosed(cs []net.Conn) int {
+	n := 0
+	for _, c := range cs {
+		c.SetReadDeadline(time.Now().Add(time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err == io.EOF {
+			n++
+		}
+	}
+	return n
+}
+
+// Half-open and slowloris connections: an identity's connections in their
+// banners beyond maxHandshaking close its oldest at once, and its real
+// client is served meanwhile; a connection that sends its banner a byte
+// a second is cut at the handshake timeout (the deadline bounds the whole
+// banner, not each read).
+func TestHandshakeFloodAndSlowloris(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newServer(t, ServerConfig{Receiver: func(string) (ReceiverEndpoint, error) { return drainReceiver{}, nil }})
+		reg := transport.NewLocal()
+		l, err := reg.Listen("sink")
+		require.NoError(t, err)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			srv.Serve(l)
+		}()
+		defer func() {
+			srv.Stop()
+			<-done
+		}()
+		start := time.Now()
+		slow, err := reg.Dialer("sink", "carol")(context.Background())
+		require.NoError(t, err)
+		enc, err := ourBanner().encode()
+		require.NoError(t, err)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, b := range enc {
+				if _, err := slow.Write([]byte{b}); err != nil {
+					return
+				}
+				time.Sleep(time.Second)
+			}
+		}()
+		silent := silentConns(t, reg, "alice", 3*maxHandshaking)
+		synctest.Wait()
+		assert.Equal(t, 2*maxHandshaking, countClosed(silent), "handshaking connections beyond the bound were closed at once")
+		c := newClient(t, ClientConfig{Dial: reg.Dialer("sink", "alice")})
+		_, err = c.Receiver().ListFilesystems(context.Background())
+		require.NoError(t, err, "alice's real client is served")
+		bob := silentConns(t, reg, "bob", 1)
+		synctest.Wait()
+		assert.Zero(t, countClosed(bob), "the bound is per identity")
+
+		slow.SetReadDeadline(time.Now().Add(DefaultHandshakeTimeout + time.Second))
+		_, err = io.Copy(io.Discard, slow)
+		assert.NoError(t, err, "the slow banner was cut")
+		assert.Equal(t, DefaultHandshakeTimeout, time.Since(start).Truncate(time.Second), "at the handshake timeout")
+		slow.Close()
+		for _, c := range append(silent, bob...) {
+			c.Close()
+		}
+	})
 }

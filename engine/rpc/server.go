@@ -135,6 +135,11 @@ const (
 	// sent their request yet; a new one beyond closes the oldest of them.
 	// Connections whose request arrived are never closed for a cap.
 	maxWaitingData = 32
+	// maxHandshaking bounds an identity's connections in their banners
+	// and label (each due within the handshake timeout); a new one beyond
+	// closes the oldest of them: a flood of half-open or slow
+	// connections costs at most this many per identity.
+	maxHandshaking = 32
 )
 
 // ErrTooManyConns matches the notes on connections closed for an
@@ -156,6 +161,7 @@ type Server struct {
 	listeners map[transport.Listener]struct{}
 	control   map[string][]*identConn // per identity, oldest first
 	waiting   map[string][]*dataConn
+	shaking   map[string][]net.Conn // per identity, in their handshake, oldest first
 	recvs     map[recvKey]*recvInFlight
 	wg        sync.WaitGroup
 }
@@ -195,7 +201,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		cfg: cfg, ctrl: newChanListener(), ctx: ctx, stop: stop,
 		conns: map[net.Conn]struct{}{}, listeners: map[transport.Listener]struct{}{},
-		control: map[string][]*identConn{}, waiting: map[string][]*dataConn{}, recvs: map[recvKey]*recvInFlight{},
+		control: map[string][]*identConn{}, waiting: map[string][]*dataConn{}, shaking: map[string][]net.Conn{}, recvs: map[recvKey]*recvInFlight{},
 	}
 	opts := []grpc.ServerOption{
 		grpc.Creds(identityCreds{}),
@@ -330,12 +336,15 @@ func (s *Server) handle(c *transport.AuthConn) {
 			c.Close()
 		}
 	}()
+	shaken := s.handshaking(c.Identity, c.Conn)
 	theirs, err := handshake(s.ctx, c.Conn, *s.cfg.banner, "", s.cfg.HandshakeTimeout)
 	if err != nil {
+		shaken()
 		s.connError(c.Identity, fmt.Errorf("refused client %q: %w", c.Identity, err))
 		return
 	}
 	label, err := readLabel(c.Conn, s.cfg.HandshakeTimeout)
+	shaken()
 	if err != nil {
 		s.connError(c.Identity, fmt.Errorf("handshake with %q: %w", c.Identity, err))
 		return
@@ -407,6 +416,36 @@ func (s *Server) removeControl(ic *identConn) {
 		delete(s.control, ic.identity)
 	} else {
 		s.control[ic.identity] = l
+	}
+}
+
+// handshaking registers c as in its handshake and returns a func that
+// unregisters it. Beyond maxHandshaking per identity the oldest is closed.
+func (s *Server) handshaking(identity string, c net.Conn) (done func()) {
+	s.mu.Lock()
+	l := append(s.shaking[identity], c)
+	var evict net.Conn
+	if len(l) > maxHandshaking {
+		evict, l = l[0], l[1:]
+	}
+	s.shaking[identity] = l
+	s.mu.Unlock()
+	if evict != nil {
+		s.connError(identity, fmt.Errorf("%w: client %q has more than %d connections in their handshake: closed its oldest", ErrTooManyConns, identity, maxHandshaking))
+		evict.Close()
+	}
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		l := s.shaking[identity]
+		if i := slices.Index(l, c); i >= 0 {
+			l = slices.Delete(slices.Clone(l), i, i+1)
+		}
+		if len(l) == 0 {
+			delete(s.shaking, identity)
+		} else {
+			s.shaking[identity] = l
+		}
 	}
 }
 
