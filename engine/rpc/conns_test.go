@@ -15,6 +15,7 @@ import (
 
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/transport"
+	"zrepl.dev/zrepl/engine/zfs"
 )
 
 // slowLister's listings wait until release closes, for the first
@@ -211,4 +212,80 @@ func TestHandshakeFloodAndSlowloris(t *testing.T) {
 			c.Close()
 		}
 	})
+}
+
+// slowStartListener delays the first read of each accepted connection:
+// a loaded server whose goroutines run late.
+type slowStartListener struct {
+	transport.Listener
+	delay time.Duration
+}
+
+func (l slowStartListener) Accept() (*transport.AuthConn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &transport.AuthConn{Conn: &slowStartConn{Conn: c.Conn, delay: l.delay}, Identity: c.Identity}, nil
+}
+
+type slowStartConn struct {
+	net.Conn
+	delay time.Duration
+	once  sync.Once
+}
+
+func (c *slowStartConn) Read(p []byte) (int, error) {
+	c.once.Do(func() { time.Sleep(c.delay) })
+	return c.Conn.Read(p)
+}
+
+// A push whose data connection is cut before the server even read its
+// request (the server ran late): the client's next listing must see the
+// partial state the server's receive leaves once it ran, not list before
+// it (TestNetworkCutIsTruncated/tcp/push failed so under load).
+func TestCutBeforeTheServerReadTheRequest(t *testing.T) {
+	ctx := context.Background()
+	h := newHosts(t)
+	h.create("src/data")
+	h.writeSnap("src/data", 1, 64, "s1")
+	full := fullSize(t, h, "src/data")
+	srv := newServer(t, ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))})
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	fl, err := transport.Fixed(nl, "alice")
+	require.NoError(t, err)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(slowStartListener{Listener: fl, delay: 300 * time.Millisecond})
+	}()
+	defer func() {
+		srv.Stop()
+		<-served
+	}()
+	addr := nl.Addr().String()
+	cd := &cutDialer{limit: full / 3, dial: func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}}
+	r := newClient(t, ClientConfig{Dial: cd.Dial}).Receiver()
+	fss, err := h.sender.ListFilesystems(ctx)
+	require.NoError(t, err)
+	_, err = r.ListFilesystems(ctx) // the control connection stays whole
+	require.NoError(t, err)
+	versions := fss[0].Versions
+	req := endpoint.SendRequest{FS: "src/data", To: versions[len(versions)-1]}
+	stream, err := h.sender.Send(ctx, req)
+	require.NoError(t, err)
+	cd.armed.Store(true)
+	err = r.Receive(ctx, endpoint.ReceiveRequest{FS: "src/data", To: req.To, Full: true}, stream)
+	cd.armed.Store(false)
+	stream.Close()
+	require.Error(t, err)
+	_, err = r.ListFilesystems(ctx)
+	require.NoError(t, err)
+	info, err := h.dst.Info(zfs.MustDatasetPath("dst/sinks/alice/src/data"))
+	require.NoError(t, err, "partial receive state exists when the client lists")
+	assert.NotEmpty(t, info.ReceiveResumeToken)
 }

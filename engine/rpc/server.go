@@ -162,8 +162,14 @@ type Server struct {
 	control   map[string][]*identConn // per identity, oldest first
 	waiting   map[string][]*dataConn
 	shaking   map[string][]net.Conn // per identity, in their handshake, oldest first
-	recvs     map[recvKey]*recvInFlight
-	wg        sync.WaitGroup
+	// pending are, per identity, the connections that may still start a
+	// receive: from accept until a data connection registered its
+	// receive (or turned out to be no receive). A client asking for the
+	// result of a receive whose data connection it lost waits for them:
+	// the server may not have read that request yet.
+	pending map[string]map[chan struct{}]struct{}
+	recvs   map[recvKey]*recvInFlight
+	wg      sync.WaitGroup
 }
 
 // recvKey names a client's receive of one filesystem.
@@ -201,7 +207,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		cfg: cfg, ctrl: newChanListener(), ctx: ctx, stop: stop,
 		conns: map[net.Conn]struct{}{}, listeners: map[transport.Listener]struct{}{},
-		control: map[string][]*identConn{}, waiting: map[string][]*dataConn{}, shaking: map[string][]net.Conn{}, recvs: map[recvKey]*recvInFlight{},
+		control: map[string][]*identConn{}, waiting: map[string][]*dataConn{}, shaking: map[string][]net.Conn{}, pending: map[string]map[chan struct{}]struct{}{}, recvs: map[recvKey]*recvInFlight{},
 	}
 	opts := []grpc.ServerOption{
 		grpc.Creds(identityCreds{}),
@@ -336,6 +342,8 @@ func (s *Server) handle(c *transport.AuthConn) {
 			c.Close()
 		}
 	}()
+	pend := s.addPending(c.Identity)
+	defer pend()
 	shaken := s.handshaking(c.Identity, c.Conn)
 	theirs, err := handshake(s.ctx, c.Conn, *s.cfg.banner, "", s.cfg.HandshakeTimeout)
 	if err != nil {
@@ -358,6 +366,7 @@ func (s *Server) handle(c *transport.AuthConn) {
 	ext := negotiate(theirs.extensions, s.cfg.banner.extensions)
 	switch label {
 	case labelControl:
+		pend()
 		s.untrack(c.Conn)
 		ic := &identConn{Conn: c.Conn, identity: c.Identity, ext: ext, s: s}
 		if !s.addControl(ic) {
@@ -370,7 +379,7 @@ func (s *Server) handle(c *transport.AuthConn) {
 	case labelData:
 		keep = true
 		defer s.untrack(c.Conn)
-		s.serveData(newDataConn(c.Conn), c.Identity, ext)
+		s.serveData(newDataConn(c.Conn), c.Identity, ext, pend)
 	default:
 		s.connError(c.Identity, fmt.Errorf("refused client %q: %w: unknown connection label %q", c.Identity, ErrProtocol, truncateText(label, 64)))
 	}
@@ -484,7 +493,7 @@ func (s *Server) await(identity string, c *dataConn) func() {
 }
 
 // serveData serves the one request of a data connection.
-func (s *Server) serveData(c *dataConn, identity string, ext extSet) {
+func (s *Server) serveData(c *dataConn, identity string, ext extSet, pend func()) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	ok := false
@@ -503,6 +512,9 @@ func (s *Server) serveData(c *dataConn, identity string, ext extSet) {
 	if err != nil {
 		s.connError(identity, fmt.Errorf("data connection of %q: %w", identity, err))
 		return
+	}
+	if ep != endpointRecv {
+		pend()
 	}
 	switch ep {
 	case endpointPing:
@@ -525,7 +537,7 @@ func (s *Server) serveData(c *dataConn, identity string, ext extSet) {
 		}()
 		ok = s.serveSend(ctx, c, identity, ext, body)
 	case endpointRecv:
-		ok = s.serveRecv(ctx, c, identity, ext, body)
+		ok = s.serveRecv(ctx, c, identity, ext, body, pend)
 	default:
 		ok = c.writeResponse(nil, fmt.Errorf("%w: %q", errUnknownEndpoint, truncateText(ep, 64)), ext) == nil
 	}
@@ -577,9 +589,10 @@ func (s *Server) serveSend(ctx context.Context, c *dataConn, identity string, ex
 // serveRecv feeds the stream to the endpoint and answers with its
 // verdict. A stream that ends before its end frame fails the receive,
 // which keeps its partial state for a resume.
-func (s *Server) serveRecv(ctx context.Context, c *dataConn, identity string, ext extSet, body []byte) bool {
+func (s *Server) serveRecv(ctx context.Context, c *dataConn, identity string, ext extSet, body []byte, pend func()) bool {
 	var req pb.ReceiveReq
 	herr := func() error {
+		defer pend()
 		if err := proto.Unmarshal(body, &req); err != nil {
 			return fmt.Errorf("%w: receive request: %w", ErrBadRequest, err)
 		}
@@ -595,6 +608,7 @@ func (s *Server) serveRecv(ctx context.Context, c *dataConn, identity string, ex
 			return err
 		}
 		end, err := s.beginRecv(ctx, recvKey{identity, r.FS}, c.peerDone)
+		pend()
 		if err != nil {
 			return err
 		}
@@ -640,8 +654,57 @@ func (s *Server) beginRecv(ctx context.Context, key recvKey, orphan <-chan struc
 	}
 }
 
-// recvResult waits for the running receive of key, if any, to end.
+// addPending registers a connection of identity that may start a
+// receive; the func returned (idempotent) unregisters it.
+func (s *Server) addPending(identity string) (done func()) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	if s.pending[identity] == nil {
+		s.pending[identity] = map[chan struct{}]struct{}{}
+	}
+	s.pending[identity][ch] = struct{}{}
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			delete(s.pending[identity], ch)
+			if len(s.pending[identity]) == 0 {
+				delete(s.pending, identity)
+			}
+			s.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// waitPending waits until the connections of identity pending now have
+// registered their receive or turned out to be none (each is bounded by
+// the handshake timeouts). Connections that arrive meanwhile are not
+// waited for.
+func (s *Server) waitPending(ctx context.Context, identity string) error {
+	s.mu.Lock()
+	var wait []chan struct{}
+	for ch := range s.pending[identity] {
+		wait = append(wait, ch)
+	}
+	s.mu.Unlock()
+	for _, ch := range wait {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the client's connections to start: %w", context.Cause(ctx))
+		}
+	}
+	return nil
+}
+
+// recvResult waits for the running receive of key, if any, to end; a
+// receive whose request the server has not read yet counts.
 func (s *Server) recvResult(ctx context.Context, key recvKey) (running bool, err error) {
+	if err := s.waitPending(ctx, key.identity); err != nil {
+		return false, err
+	}
 	s.mu.Lock()
 	r := s.recvs[key]
 	s.mu.Unlock()
