@@ -613,7 +613,10 @@ func (s *Server) serveRecv(ctx context.Context, c *dataConn, identity string, ex
 			return err
 		}
 		if req.ClearResumeToken {
-			if err := ep.AbortPartialReceive(ctx, r.FS); err != nil {
+			// zrepl clients ask this before every receive that does not
+			// resume, also the full one that creates the filesystem:
+			// no filesystem yet is nothing to clear.
+			if err := ep.AbortPartialReceive(ctx, r.FS); err != nil && !errors.Is(err, zfs.ErrDatasetNotExist) {
 				err = fmt.Errorf("receive %s: clear the resume token: %w", r.FS, err)
 				end(err)
 				return err
