@@ -254,7 +254,11 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 			// received; the snapshots it skips were never meant to go.
 			snaps = snaps[k:]
 		}
-		if len(snaps) > 0 {
+		// A side that lists no encryption properties (a zrepl peer: the
+		// listing extension is off) is not judged here: a zrepl sender
+		// decides raw or plain alone, and a zrepl receiver's encryption
+		// is unknown; ZFS judges the receive.
+		if len(snaps) > 0 && s.Info.EncryptionKnown() && r.Info.EncryptionKnown() {
 			// Raw streams go into encrypted filesystems only. A plain
 			// stream into an encrypted filesystem is encrypted with the
 			// receiver's key, which must be loaded.
