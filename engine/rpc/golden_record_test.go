@@ -14,6 +14,7 @@ package rpc
 // (platformtest/interop_record_test.go) into the same directory.
 
 import (
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"io"
@@ -29,6 +30,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 )
+
+var goldenConsole = flag.String("golden.console", "", "write the ZREPL-RECORDING blocks of a platformtest console log (make platformtest PLATFORMTEST_ARGS='-test.run TestInteropZreplToZrepl -interop.record') into testdata/zrepl-v0.7.0")
 
 var goldenRecord = flag.Bool("golden.record", false, "record zrepl v0.7.0 talking to itself into testdata/zrepl-v0.7.0 (needs ../shared/upstream/zrepl or $ZREPL_UPSTREAM)")
 
@@ -226,4 +229,41 @@ func TestRecordZreplHandshakes(t *testing.T) {
     pruning:
       keep_sender: [{type: last_n, count: 1}]
       keep_receiver: [{type: last_n, count: 1}]`)
+}
+
+// TestRecordFromConsole writes the recordings TestInteropZreplToZrepl
+// printed in the VM (platformtest -interop.record) into goldenDir.
+func TestRecordFromConsole(t *testing.T) {
+	if *goldenConsole == "" {
+		t.Skip("extracts recordings only with -golden.console=LOG")
+	}
+	b, err := os.ReadFile(*goldenConsole)
+	require.NoError(t, err)
+	var name string
+	var body strings.Builder
+	written := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "ZREPL-RECORDING-BEGIN "):
+			name = strings.TrimPrefix(line, "ZREPL-RECORDING-BEGIN ")
+			require.False(t, strings.Contains(name, ".."), name)
+			body.Reset()
+		case line == "ZREPL-RECORDING-END" && name != "":
+			raw, err := base64.StdEncoding.DecodeString(body.String())
+			require.NoError(t, err, name)
+			dir := filepath.Join(goldenDir, filepath.Dir(name))
+			if !written[dir] {
+				require.NoError(t, os.RemoveAll(dir))
+				written[dir] = true
+			}
+			require.NoError(t, os.MkdirAll(dir, 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(goldenDir, name), raw, 0o644))
+			t.Logf("wrote %s (%d bytes)", name, len(raw))
+			name = ""
+		case name != "":
+			body.WriteString(line)
+		}
+	}
+	require.NotEmpty(t, written, "no ZREPL-RECORDING blocks in %s", *goldenConsole)
 }

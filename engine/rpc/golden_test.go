@@ -26,6 +26,7 @@ import (
 
 	"zrepl.dev/zrepl/engine/rpc/pb"
 	"zrepl.dev/zrepl/engine/transport"
+	"zrepl.dev/zrepl/engine/zfs"
 )
 
 // recording is one recorded connection.
@@ -99,10 +100,12 @@ func TestGoldenClientHandshake(t *testing.T) {
 			_, serverBanner, _ := splitBanner(t, rec.s2c)
 			_, _, clientRest := splitBanner(t, rec.c2s)
 			ours, theirs := net.Pipe()
+			// Closed only when the handshake returned: net.Pipe fails the
+			// handshake's last SetDeadline once the other end is closed.
+			defer theirs.Close()
 			defer ours.Close()
 			got := make(chan []byte, 1)
 			go func() {
-				defer theirs.Close()
 				// Read our banner and label, then answer as zrepl did.
 				var buf bytes.Buffer
 				prefix := make([]byte, bannerPrefixLen)
@@ -233,13 +236,14 @@ func requireRoundTrip(t *testing.T, what string, b []byte, m proto.Message) {
 	assert.Empty(t, m.ProtoReflect().GetUnknown(), "%s: fields pb does not know: %x", what, m.ProtoReflect().GetUnknown())
 	again, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	require.NoError(t, err)
-	assert.Equal(t, b, again, "%s (%v) marshals to other bytes", what, m)
+	assert.True(t, bytes.Equal(b, again), "%s (%v) marshals to other bytes: %x, zrepl's %x", what, m, again, b)
 }
 
 // Every gRPC call zrepl's client made and every answer its server gave
 // parse with pb's types, know every field, and re-encode byte for byte.
 func TestGoldenControlPDUs(t *testing.T) {
 	calls := 0
+	methods := map[string]int{}
 	for _, rec := range loadRecordings(t) {
 		if rec.label != "control" {
 			continue
@@ -256,6 +260,7 @@ func TestGoldenControlPDUs(t *testing.T) {
 				method := rq.headers[":path"]
 				require.Equal(t, "application/grpc", rq.headers["content-type"], "stream %d", id)
 				req, res := pduPair(t, method)
+				methods[method]++
 				msgs := grpcMessages(t, rq.data)
 				require.Len(t, msgs, 1, "%s request", method)
 				requireRoundTrip(t, method+" request", msgs[0], req)
@@ -276,6 +281,12 @@ func TestGoldenControlPDUs(t *testing.T) {
 		})
 	}
 	require.NotZero(t, calls, "the recordings have no gRPC call")
+	t.Logf("calls recorded: %v", methods)
+	// What a push with receiver pruning and a pull with sender pruning
+	// call (zrepl v0.7 makes no control Ping in these runs).
+	for _, m := range []string{"ListFilesystems", "ListFilesystemVersions", "SendDry", "SendCompleted", "DestroySnapshots", "ReplicationCursor"} {
+		assert.NotZero(t, methods["/Replication/"+m], "no %s recorded", m)
+	}
 }
 
 // zrepl's client bytes of a control connection, replayed verbatim into
@@ -290,7 +301,12 @@ func TestGoldenControlReplayIntoOurServer(t *testing.T) {
 			h := newHosts(t)
 			h.create("src/data/fs")
 			h.writeSnap("src/data/fs", 1, 2, "a")
-			srv := newServer(t, ServerConfig{Sender: Source(SourceSender{h.sender})})
+			cfg := ServerConfig{Sender: Source(SourceSender{h.sender})}
+			sink := strings.HasPrefix(rec.name, "push-sink")
+			if sink {
+				cfg = ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))}
+			}
+			srv := newServer(t, cfg)
 			nl, err := net.Listen("tcp", "127.0.0.1:0")
 			require.NoError(t, err)
 			l, err := transport.Fixed(nl, "client")
@@ -307,7 +323,7 @@ func TestGoldenControlReplayIntoOurServer(t *testing.T) {
 			replay := withoutGoAway(t, rec.c2s)
 			_, err = conn.Write(replay)
 			require.NoError(t, err)
-			require.NoError(t, conn.SetReadDeadline(time.Now().Add(3*time.Second)))
+			require.NoError(t, conn.SetReadDeadline(time.Now().Add(2*time.Second)))
 			got, _ := io.ReadAll(conn) // ends at the deadline
 			bn, _, rest := splitBanner(t, got)
 			assert.Equal(t, ProtocolVersion, bn.version)
@@ -322,8 +338,14 @@ func TestGoldenControlReplayIntoOurServer(t *testing.T) {
 				if rs.trailers != nil {
 					status = rs.trailers["grpc-status"]
 				}
-				assert.Equal(t, "0", status, "%s: %v %v", rq.headers[":path"], rs.headers, rs.trailers)
-				if rq.headers[":path"] == "/Replication/ListFilesystems" {
+				require.NotEmpty(t, status, "%s: no grpc-status: %v %v", rq.headers[":path"], rs.headers, rs.trailers)
+				// The recorded calls name zrepl's filesystems, not the
+				// model's: only the listing and ping must succeed.
+				switch rq.headers[":path"] {
+				case "/Replication/ListFilesystems", "/Replication/Ping":
+					assert.Equal(t, "0", status, "%s: %v %v", rq.headers[":path"], rs.headers, rs.trailers)
+				}
+				if rq.headers[":path"] == "/Replication/ListFilesystems" && !sink {
 					msgs := grpcMessages(t, rs.data)
 					require.Len(t, msgs, 1)
 					var res pb.ListFilesystemRes
@@ -339,17 +361,232 @@ func TestGoldenControlReplayIntoOurServer(t *testing.T) {
 	}
 }
 
-// withoutGoAway is a client's recorded bytes up to its GOAWAY frame.
+// withoutGoAway is a client's recorded bytes up to its GOAWAY frame,
+// without its PING frames: replayed at once, keepalive pings recorded
+// seconds apart would be too many for the server's policy.
 func withoutGoAway(t *testing.T, c2s []byte) []byte {
 	t.Helper()
 	_, _, rest := splitBanner(t, c2s)
 	off := len(c2s) - len(rest) + labelLen + len(http2.ClientPreface)
+	out := append([]byte(nil), c2s[:off]...)
 	for off+9 <= len(c2s) {
 		n := int(c2s[off])<<16 | int(c2s[off+1])<<8 | int(c2s[off+2])
-		if http2.FrameType(c2s[off+3]) == http2.FrameGoAway {
-			return c2s[:off]
+		switch http2.FrameType(c2s[off+3]) {
+		case http2.FrameGoAway:
+			return out
+		case http2.FramePing:
+		default:
+			out = append(out, c2s[off:off+9+n]...)
 		}
 		off += 9 + n
 	}
-	return c2s
+	return out
+}
+
+// rawFrame is one data connection frame as recorded.
+type rawFrame struct {
+	typ     uint32
+	payload []byte
+}
+
+// parseFrames splits one direction of a data connection (after banner and
+// label) into frames, independently of dataConn.
+func parseFrames(t *testing.T, b []byte) []rawFrame {
+	t.Helper()
+	var out []rawFrame
+	for len(b) > 0 {
+		require.GreaterOrEqual(t, len(b), frameHeaderLen, "a frame header cut short")
+		typ := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		n := int(uint32(b[4])<<24 | uint32(b[5])<<16 | uint32(b[6])<<8 | uint32(b[7]))
+		require.GreaterOrEqual(t, len(b)-frameHeaderLen, n, "a frame of type %#x cut short", typ)
+		out = append(out, rawFrame{typ, b[frameHeaderLen : frameHeaderLen+n]})
+		b = b[frameHeaderLen+n:]
+	}
+	return out
+}
+
+// dataSide is one direction of a request on a data connection: its
+// messages in order (type and bytes), the stream (if any) and how it
+// ended.
+type dataSide struct {
+	messages   []rawFrame // typ is the message's type, payload all of it
+	frameSizes []int      // of the stream's frames
+	stream     []byte
+	heartbeats int
+	shutdown   bool
+	raw        []byte // the bytes of messages and stream, without heartbeats and shutdown
+}
+
+func assemble(t *testing.T, frames []rawFrame) dataSide {
+	t.Helper()
+	var s dataSide
+	var cur *rawFrame
+	for i, f := range frames {
+		switch {
+		case f.typ == frameHeartbeat:
+			require.Empty(t, f.payload, "heartbeat with a payload")
+			s.heartbeats++
+			continue
+		case f.typ == frameShutdown:
+			require.Empty(t, f.payload)
+			require.Equal(t, len(frames)-1, i, "frames after the shutdown frame")
+			s.shutdown = true
+			continue
+		}
+		s.raw = binaryFrame(s.raw, f)
+		switch {
+		case f.typ == frameEnd:
+			require.Empty(t, f.payload)
+			if cur == nil {
+				// An empty message (an empty protobuf): no frame of its
+				// own type, only the end frame.
+				cur = &rawFrame{typ: 0}
+			}
+			s.messages = append(s.messages, *cur)
+			cur = nil
+		case cur == nil:
+			cur = &rawFrame{typ: f.typ, payload: append([]byte(nil), f.payload...)}
+		default:
+			require.Equal(t, cur.typ, f.typ, "a message of type %#x continued by a frame of type %#x", cur.typ, f.typ)
+			cur.payload = append(cur.payload, f.payload...)
+		}
+		if f.typ == frameZFSStream {
+			s.frameSizes = append(s.frameSizes, len(f.payload))
+			s.stream = append(s.stream, f.payload...)
+		}
+	}
+	require.Nil(t, cur, "a message without its end frame")
+	return s
+}
+
+// requireType: m is a message of type want, or an empty one (whose type
+// no frame shows).
+func requireType(t *testing.T, want uint32, m rawFrame) {
+	t.Helper()
+	if m.typ == 0 {
+		require.Empty(t, m.payload)
+		return
+	}
+	require.Equal(t, want, m.typ, "message type")
+}
+
+func binaryFrame(b []byte, f rawFrame) []byte {
+	n := len(f.payload)
+	b = append(b, byte(f.typ>>24), byte(f.typ>>16), byte(f.typ>>8), byte(f.typ), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	return append(b, f.payload...)
+}
+
+// ourBytes is what our dataConn writes for fn, up to (not including)
+// its shutdown frame.
+func ourBytes(t *testing.T, fn func(c *dataConn) error) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	got := make(chan []byte, 1)
+	go func() {
+		all, _ := io.ReadAll(b)
+		got <- all
+	}()
+	c := newDataConn(a)
+	require.NoError(t, fn(c))
+	c.abort()
+	b.Close()
+	return <-got
+}
+
+// Every request zrepl's client sent on a data connection and every answer
+// its server gave: the framing (messages as frames of their type, then an
+// end frame; streams in frames of 512 KiB but the last; a shutdown frame
+// last), each PDU with pb's types and no unknown field, and our writer
+// producing the same bytes for the same request, answer and stream. Our
+// reader, fed zrepl's answer, gets its PDU and stream.
+func TestGoldenDataConnections(t *testing.T) {
+	seen := map[string]int{}
+	for _, rec := range loadRecordings(t) {
+		if rec.label != "data" {
+			continue
+		}
+		t.Run(rec.name, func(t *testing.T) {
+			_, _, c := splitBanner(t, rec.c2s)
+			_, _, s := splitBanner(t, rec.s2c)
+			cs := assemble(t, parseFrames(t, c[labelLen:]))
+			ss := assemble(t, parseFrames(t, s))
+			require.GreaterOrEqual(t, len(cs.messages), 2, "request header and body")
+			requireType(t, frameReqHeader, cs.messages[0])
+			requireType(t, frameReqStructured, cs.messages[1])
+			endpoint := string(cs.messages[0].payload)
+			seen[endpoint]++
+			var req, res proto.Message
+			switch endpoint {
+			case endpointSend:
+				req, res = &pb.SendReq{}, &pb.SendRes{}
+			case endpointRecv:
+				req, res = &pb.ReceiveReq{}, &pb.ReceiveRes{}
+			case endpointPing:
+				req, res = &pb.PingReq{}, &pb.PingRes{}
+			default:
+				t.Fatalf("zrepl requested %q", endpoint)
+			}
+			requireRoundTrip(t, endpoint+" request", cs.messages[1].payload, req)
+			require.NotEmpty(t, ss.messages)
+			requireType(t, frameResHeader, ss.messages[0])
+			require.Equal(t, handlerOK, string(ss.messages[0].payload), "zrepl's answer")
+			require.GreaterOrEqual(t, len(ss.messages), 2, "response header and body")
+			requireType(t, frameResStructured, ss.messages[1])
+			requireRoundTrip(t, endpoint+" response", ss.messages[1].payload, res)
+			streamSide := map[string]*dataSide{endpointSend: &ss, endpointRecv: &cs}[endpoint]
+			if streamSide != nil {
+				require.NotEmpty(t, streamSide.stream, "%s without a stream", endpoint)
+				for i, n := range streamSide.frameSizes {
+					if i < len(streamSide.frameSizes)-1 {
+						assert.Equal(t, framePayload, n, "stream frame %d of %d", i, len(streamSide.frameSizes))
+					}
+				}
+			}
+			assert.True(t, cs.shutdown, "zrepl's client ends with a shutdown frame")
+			assert.True(t, ss.shutdown, "zrepl's server ends with a shutdown frame")
+
+			// Our writer: the same bytes for the same request and stream.
+			gotReq := ourBytes(t, func(dc *dataConn) error {
+				if err := dc.writeRequest(endpoint, req); err != nil {
+					return err
+				}
+				if endpoint == endpointRecv {
+					_, srcErr, connErr := dc.writeStream(frameZFSStream, bytes.NewReader(cs.stream))
+					return errors.Join(srcErr, connErr)
+				}
+				return nil
+			})
+			assert.Equal(t, cs.raw, gotReq, "our client's bytes for zrepl's request")
+			gotRes := ourBytes(t, func(dc *dataConn) error {
+				if err := dc.writeResponse(res, nil, extSet{}); err != nil {
+					return err
+				}
+				if endpoint == endpointSend {
+					_, srcErr, connErr := dc.writeStream(frameZFSStream, bytes.NewReader(ss.stream))
+					return errors.Join(srcErr, connErr)
+				}
+				return nil
+			})
+			assert.Equal(t, ss.raw, gotRes, "our server's bytes for zrepl's answer")
+
+			// Our reader on zrepl's answer.
+			a, b := net.Pipe()
+			go func() {
+				b.Write(s)
+				io.Copy(io.Discard, b)
+			}()
+			dc := newDataConn(a)
+			defer func() { dc.abort(); b.Close() }()
+			got := res.ProtoReflect().New().Interface()
+			require.NoError(t, dc.readResponse(got, extSet{}))
+			assert.True(t, proto.Equal(res, got), "our reader: %v, zrepl sent %v", got, res)
+			if endpoint == endpointSend {
+				stream, err := io.ReadAll(dc.streamReader(frameZFSStream))
+				require.NoError(t, err)
+				assert.Equal(t, ss.stream, stream, "the stream our reader got")
+			}
+		})
+	}
+	assert.NotZero(t, seen[endpointSend], "no /v1/send recorded")
+	assert.NotZero(t, seen[endpointRecv], "no /v1/recv recorded")
 }
