@@ -138,12 +138,15 @@ func (r *refusals) rollover(now time.Time) {
 
 // onReject is a transport listener's OnReject.
 func (r *refusals) onReject(remote net.Addr, err error) {
-	addr := "unknown"
+	addr := ""
 	if remote != nil {
 		addr = remote.String()
 		if h, _, e := net.SplitHostPort(addr); e == nil {
 			addr = h // the port changes with every connection
 		}
+	}
+	if addr == "" || addr == "@" || remote != nil && remote.Network() == "unix" {
+		addr = "local" // a unix socket's peer (stdinserver) has no address
 	}
 	r.notePeer(addr, rejectReason(err), err)
 }
