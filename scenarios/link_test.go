@@ -2,12 +2,9 @@ package scenarios
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"pgregory.net/rapid"
@@ -18,6 +15,7 @@ import (
 	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/netsim"
+	"zrepl.dev/zrepl/netsim/sshproc"
 )
 
 // link is one replicate action's network: the server of the job's pair
@@ -29,7 +27,7 @@ type link struct {
 	srv    *rpc.Server
 	served chan struct{}
 	client *rpc.Client
-	ssh    *sshProcesses // nil without the ssh transport
+	ssh    *sshLink // nil without the ssh transport
 }
 
 // controlReset reports whether the network reset connection 1, the
@@ -98,8 +96,14 @@ func (w *world) connect(t *rapid.T, j job, seed int64, o linkOpts) *link {
 	addr := fmt.Sprintf("%s:%d", serverHost, port)
 	var dial transport.Dialer
 	if o.ssh {
-		lk.ssh = &sshProcesses{n: n, from: clientHost, addr: addr, victim: o.victim, script: o.script}
-		dial = transport.ProcessDialer(lk.ssh.start)
+		victim, script := o.victim, o.script
+		lk.ssh = &sshLink{victim: victim, Starter: &sshproc.Starter{N: n, From: clientHost, Addr: addr, Script: func(i int) netsim.ProcessScript {
+			if i == victim {
+				return script
+			}
+			return netsim.ProcessScript{}
+		}}}
+		dial = lk.ssh.Dialer()
 	} else {
 		d := n.DialFunc(clientHost)
 		dial = func(ctx context.Context) (net.Conn, error) { return d(ctx, addr) }
@@ -123,107 +127,17 @@ func (lk *link) close() {
 	lk.srv.Stop()
 	<-lk.served
 	if lk.ssh != nil {
-		lk.ssh.wait()
+		lk.ssh.Wait()
 	}
 	_ = lk.n.Close()
 }
 
-// sshProcesses starts the simulated ssh processes of one link.
-type sshProcesses struct {
-	n          *netsim.Network
-	from, addr string
-	victim     int
-	script     netsim.ProcessScript
-	mu         sync.Mutex
-	procs      []*netsim.Process
-}
-
-func (s *sshProcesses) start(ctx context.Context, stderr io.Writer) (*transport.Process, error) {
-	s.mu.Lock()
-	i := len(s.procs)
-	s.procs = append(s.procs, nil)
-	s.mu.Unlock()
-	script := netsim.ProcessScript{}
-	if i == s.victim {
-		script = s.script
-	}
-	pr, err := s.n.StartProcess(ctx, s.from, s.addr, script)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.procs[i] = pr
-	s.mu.Unlock()
-	return &transport.Process{
-		Stdin:  sshStdin{pr.Stdin(), pr},
-		Stdout: sshStdout{pr.Stdout(), pr},
-		Wait: func() error {
-			err := pr.Wait()
-			// A netsim process writes its stderr as it exits.
-			_, _ = stderr.Write(pr.Stderr())
-			return err
-		},
-		Kill: pr.Kill,
-		Name: "ssh",
-	}, nil
-}
-
-// wait waits for every process to exit (the transport kills those that
-// linger after their connection closed).
-func (s *sshProcesses) wait() {
-	s.mu.Lock()
-	procs := append([]*netsim.Process(nil), s.procs...)
-	s.mu.Unlock()
-	for _, pr := range procs {
-		if pr != nil {
-			_ = pr.Wait()
-		}
-	}
+// sshLink is a link's simulated ssh processes; the victim's is scripted.
+type sshLink struct {
+	*sshproc.Starter
+	victim int
 }
 
 // victimStatus is the scripted process's exit status, or -2 if it has
 // not exited (or never started).
-func (s *sshProcesses) victimStatus() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.victim >= len(s.procs) || s.procs[s.victim] == nil {
-		return -2
-	}
-	pr := s.procs[s.victim]
-	select {
-	case <-pr.Exited():
-	default:
-		return -2
-	}
-	var xe *netsim.ExitError
-	if errors.As(pr.Wait(), &xe) {
-		return xe.ExitCode()
-	}
-	return 0
-}
-
-// The process's pipes take the deadlines of its connection, as the ends
-// of an os.Pipe have their own.
-type sshStdin struct {
-	io.WriteCloser
-	pr *netsim.Process
-}
-
-func (s sshStdin) SetWriteDeadline(t time.Time) error {
-	if c := s.pr.Conn(); c != nil {
-		return c.SetWriteDeadline(t)
-	}
-	return nil
-}
-
-type sshStdout struct {
-	io.ReadCloser
-	pr *netsim.Process
-}
-
-func (s sshStdout) SetReadDeadline(t time.Time) error {
-	if c := s.pr.Conn(); c != nil {
-		return c.SetReadDeadline(t)
-	}
-	return nil
-}
+func (s *sshLink) victimStatus() int { return s.Status(s.victim) }

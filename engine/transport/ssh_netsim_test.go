@@ -19,85 +19,13 @@ import (
 
 	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/netsim"
+	"zrepl.dev/zrepl/netsim/sshproc"
 )
-
-// simProcesses starts netsim processes standing in for ssh from host
-// "laptop" to addr ("sink:22" if empty), the i-th (from 0) with script(i),
-// and remembers them for the test to inspect.
-type simProcesses struct {
-	n      *netsim.Network
-	addr   string
-	script func(i int) netsim.ProcessScript
-	mu     sync.Mutex
-	procs  []*netsim.Process
-}
-
-func (s *simProcesses) start(ctx context.Context, stderr io.Writer) (*transport.Process, error) {
-	s.mu.Lock()
-	i := len(s.procs)
-	s.procs = append(s.procs, nil)
-	s.mu.Unlock()
-	addr := s.addr
-	if addr == "" {
-		addr = "sink:22"
-	}
-	pr, err := s.n.StartProcess(ctx, "laptop", addr, s.script(i))
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.procs[i] = pr
-	s.mu.Unlock()
-	return &transport.Process{
-		Stdin:  simStdin{pr.Stdin(), pr},
-		Stdout: simStdout{pr.Stdout(), pr},
-		Wait: func() error {
-			err := pr.Wait()
-			// A netsim process writes its stderr as it exits.
-			stderr.Write(pr.Stderr())
-			return err
-		},
-		Kill: pr.Kill,
-		Name: "ssh",
-	}, nil
-}
-
-func (s *simProcesses) proc(i int) *netsim.Process {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.procs[i]
-}
-
-// The process's pipes take the deadlines of its connection, as os.Pipe
-// ends have their own.
-type simStdin struct {
-	io.WriteCloser
-	pr *netsim.Process
-}
-
-func (s simStdin) SetWriteDeadline(t time.Time) error {
-	if c := s.pr.Conn(); c != nil {
-		return c.SetWriteDeadline(t)
-	}
-	return nil
-}
-
-type simStdout struct {
-	io.ReadCloser
-	pr *netsim.Process
-}
-
-func (s simStdout) SetReadDeadline(t time.Time) error {
-	if c := s.pr.Conn(); c != nil {
-		return c.SetReadDeadline(t)
-	}
-	return nil
-}
 
 // simSSH returns a network with a 5ms link, a listener on sink:22 whose
 // connections are handled by serve (nil: no listener) and a dialer of
 // simulated ssh processes. Call inside a synctest bubble.
-func simSSH(t *testing.T, script func(int) netsim.ProcessScript, serve func(c net.Conn)) (*simProcesses, transport.Dialer) {
+func simSSH(t *testing.T, script func(int) netsim.ProcessScript, serve func(c net.Conn)) (*sshproc.Starter, transport.Dialer) {
 	t.Helper()
 	n := netsim.New(1)
 	require.NoError(t, n.SetDefaultLink(netsim.Link{Latency: 5 * time.Millisecond}))
@@ -126,8 +54,8 @@ func simSSH(t *testing.T, script func(int) netsim.ProcessScript, serve func(c ne
 			wg.Wait()
 		})
 	}
-	sp := &simProcesses{n: n, script: script}
-	return sp, transport.ProcessDialer(sp.start)
+	sp := &sshproc.Starter{N: n, From: "laptop", Addr: "sink:22", Script: script}
+	return sp, sp.Dialer()
 }
 
 func fixedScript(s netsim.ProcessScript) func(int) netsim.ProcessScript {
@@ -269,7 +197,7 @@ func TestSSHExitAfterStream(t *testing.T) {
 		assert.Zero(t, n)
 		assert.Equal(t, io.EOF, err, "still a plain EOF")
 		require.NoError(t, c.Close())
-		assert.NoError(t, sp.proc(0).Wait())
+		assert.NoError(t, sp.Proc(0).Wait())
 		_, err = c.Write([]byte("x"))
 		assert.Error(t, err, "writing to a closed connection")
 		assert.NotErrorAs(t, err, new(*transport.ProcessExitError), "after our own Close the exit is no news")
@@ -363,7 +291,7 @@ func TestSSHCloseKillsAfterGrace(t *testing.T) {
 		require.NoError(t, c.Close())
 		assert.Equal(t, transport.CloseGrace, time.Since(start))
 		var ne *netsim.ExitError
-		require.ErrorAs(t, sp.proc(0).Wait(), &ne)
+		require.ErrorAs(t, sp.Proc(0).Wait(), &ne)
 		assert.Equal(t, -1, ne.ExitCode(), "killed")
 		assert.NoError(t, c.Close(), "twice is fine")
 	})
@@ -382,7 +310,7 @@ func TestSSHKilled(t *testing.T) {
 		require.NoError(t, err)
 		defer c.Close()
 		synctest.Wait()
-		sp.proc(0).Kill()
+		sp.Proc(0).Kill()
 		_, err = c.Read(make([]byte, 1))
 		xe := requireExit(t, err, -1, "")
 		assert.NotNil(t, xe.Err)
@@ -444,14 +372,14 @@ func TestSSHDialCancelled(t *testing.T) {
 		ctx, cancel := context.WithCancelCause(context.Background())
 		cause := errors.New("job stopped")
 		dial := transport.ProcessDialer(func(c context.Context, stderr io.Writer) (*transport.Process, error) {
-			p, err := sp.start(c, stderr)
+			p, err := sp.Start(c, stderr)
 			cancel(cause)
 			return p, err
 		})
 		_, err := dial(ctx)
 		assert.ErrorIs(t, err, cause)
 		select {
-		case <-sp.proc(0).Exited():
+		case <-sp.Proc(0).Exited():
 		default:
 			t.Fatal("the process outlived the failed dial")
 		}
@@ -523,7 +451,7 @@ func TestSSHExitWhileWriting(t *testing.T) {
 					}
 				}
 				assert.Equal(t, string(sent), string(<-got), "the remote end got what the Writes kept")
-				assert.Equal(t, tc.at, sp.proc(0).Conn().Stats().Up.Written)
+				assert.Equal(t, tc.at, sp.Proc(0).Conn().Stats().Up.Written)
 				_, err = c.Write([]byte("x"))
 				requireExit(t, err, tc.status, strings.TrimSpace(stderr))
 			})
@@ -559,9 +487,9 @@ func TestSSHKilledWhileWriting(t *testing.T) {
 			t.Fatalf("the Write returned %d, %v before the kill", r.n, r.err)
 		default:
 		}
-		sp.proc(0).Kill()
+		sp.Proc(0).Kill()
 		r := <-done
-		assert.Equal(t, int64(r.n), sp.proc(0).Conn().Stats().Up.Written, "the Write reports what went in")
+		assert.Equal(t, int64(r.n), sp.Proc(0).Conn().Stats().Up.Written, "the Write reports what went in")
 		assert.Equal(t, netsim.DefaultBuffer, r.n, "a full buffer")
 		requireExit(t, r.err, -1, "")
 		assert.EqualError(t, r.err, "ssh ended: signal: killed")

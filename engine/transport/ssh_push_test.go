@@ -20,6 +20,7 @@ import (
 	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/netsim"
+	"zrepl.dev/zrepl/netsim/sshproc"
 	"zrepl.dev/zrepl/zfsmodel"
 )
 
@@ -148,7 +149,7 @@ type pushEnv struct {
 	full     int64
 	sender   *endpoint.Sender
 	sink     *countingSink
-	sp       *simProcesses
+	sp       *sshproc.Starter
 	client   *rpc.Client
 }
 
@@ -195,8 +196,8 @@ func newPushEnv(t *testing.T, script func(e *pushEnv, i int) netsim.ProcessScrip
 	sink := sshSink(t, n, dst, job)
 
 	e := &pushEnv{src: src, dst: dst, data: data, vs: vs, full: full, sender: sender, sink: sink}
-	e.sp = &simProcesses{n: n, addr: "sink:22", script: func(i int) netsim.ProcessScript { return script(e, i) }}
-	e.client, err = rpc.NewClient(rpc.ClientConfig{Dial: transport.ProcessDialer(e.sp.start)})
+	e.sp = &sshproc.Starter{N: n, From: "laptop", Addr: "sink:22", Script: func(i int) netsim.ProcessScript { return script(e, i) }}
+	e.client, err = rpc.NewClient(rpc.ClientConfig{Dial: e.sp.Dialer()})
 	require.NoError(t, err)
 	t.Cleanup(func() { e.client.Close() })
 	return e
@@ -230,7 +231,7 @@ func testPushDies(t *testing.T, status int, stderr, wantMsg string) {
 	assert.Equal(t, status, xe.Status)
 	assert.Equal(t, strings.TrimSpace(stderr[max(0, len(stderr)-transport.StderrLimit):]), xe.Stderr)
 	assert.Equal(t, int64(max(0, len(stderr)-transport.StderrLimit)), xe.StderrDropped)
-	assert.Equal(t, e.full/2, e.sp.proc(1).Conn().Stats().Up.Written, "ssh took stdin up to the scripted byte")
+	assert.Equal(t, e.full/2, e.sp.Proc(1).Conn().Stats().Up.Written, "ssh took stdin up to the scripted byte")
 
 	token := resumeToken(t, e.dst, pushedFS)
 	require.NotEmpty(t, token, "the interrupted receive left resumable state")
@@ -332,7 +333,7 @@ func TestPushOverSSHControlConnectionEnds(t *testing.T) {
 		require.NoError(t, rep.Err())
 		e.assertReplicated(t)
 
-		control := e.sp.proc(0)
+		control := e.sp.Proc(0)
 		control.Conn().Reset()
 		<-control.Exited()
 		require.NoError(t, e.src.WriteData(e.data, 2, 4))
@@ -344,9 +345,7 @@ func TestPushOverSSHControlConnectionEnds(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, got, 2)
 		assert.Equal(t, "s2", got[1].Name)
-		e.sp.mu.Lock()
-		procs := len(e.sp.procs)
-		e.sp.mu.Unlock()
+		procs := e.sp.Started()
 		assert.GreaterOrEqual(t, procs, 4, "a new control connection and a data connection after the first two")
 	})
 }

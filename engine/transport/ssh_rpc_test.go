@@ -17,6 +17,7 @@ import (
 	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/netsim"
+	"zrepl.dev/zrepl/netsim/sshproc"
 	"zrepl.dev/zrepl/zfsmodel"
 )
 
@@ -64,7 +65,7 @@ func TestPullOverSSHWhoseProcessDies(t *testing.T) {
 		}()
 
 		const complaint = "client_loop: send disconnect: Broken pipe"
-		sp := &simProcesses{n: n, addr: "source:22", script: func(i int) netsim.ProcessScript {
+		sp := &sshproc.Starter{N: n, From: "laptop", Addr: "source:22", Script: func(i int) netsim.ProcessScript {
 			// Process 0 carries the control connection, 1 the first data
 			// connection: it dies when half the stream came down.
 			if i == 1 {
@@ -72,7 +73,7 @@ func TestPullOverSSHWhoseProcessDies(t *testing.T) {
 			}
 			return netsim.ProcessScript{}
 		}}
-		c, err := rpc.NewClient(rpc.ClientConfig{Dial: transport.ProcessDialer(sp.start)})
+		c, err := rpc.NewClient(rpc.ClientConfig{Dial: sp.Dialer()})
 		require.NoError(t, err)
 		defer c.Close()
 
@@ -89,7 +90,7 @@ func TestPullOverSSHWhoseProcessDies(t *testing.T) {
 		assert.NoError(t, errs[1])
 		t.Logf("the first attempt failed with: %v", errs[0])
 		var ne *netsim.ExitError
-		require.ErrorAs(t, sp.proc(1).Wait(), &ne)
+		require.ErrorAs(t, sp.Proc(1).Wait(), &ne)
 		assert.Equal(t, 255, ne.ExitCode())
 
 		steps := run.Progress().Steps
