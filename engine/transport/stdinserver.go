@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -52,13 +53,14 @@ type StdinServerListener struct {
 	wg    sync.WaitGroup
 
 	mu      sync.Mutex
-	err     error                 // why the inner listener ended
-	greeted map[net.Conn]struct{} // connections in their greeting
+	err     error      // why the inner listener ended
+	greeted []net.Conn // connections in their greeting, oldest first
 }
 
-// maxGreetings bounds the connections greeting at once: beyond it a new
-// connection is closed at once (only the daemon's user can connect; the
-// bound keeps a runaway script from exhausting file descriptors).
+// maxGreetings bounds the connections greeting at once: beyond it the
+// oldest is closed, so that a real session arriving during a flood is
+// served (only the daemon's user can connect; the bound keeps a runaway
+// script from exhausting file descriptors).
 const maxGreetings = 256
 
 // ListenStdinServer listens on the unix socket path, creating its
@@ -95,7 +97,7 @@ func ListenStdinServer(path string) (*StdinServerListener, error) {
 func newStdinServerListener(l net.Listener, path string) *StdinServerListener {
 	return &StdinServerListener{
 		l: l, path: path, timeout: 10 * time.Second,
-		conns: make(chan *AuthConn), done: make(chan struct{}), greeted: map[net.Conn]struct{}{},
+		conns: make(chan *AuthConn), done: make(chan struct{}),
 	}
 }
 
@@ -141,20 +143,23 @@ func (l *StdinServerListener) acceptLoop() {
 			return
 		}
 		l.mu.Lock()
-		full := len(l.greeted) >= maxGreetings
 		closed := l.isDone()
-		if !full && !closed {
-			l.greeted[c] = struct{}{}
+		var evict net.Conn
+		if !closed {
+			l.greeted = append(l.greeted, c)
+			if len(l.greeted) > maxGreetings {
+				evict = l.greeted[0]
+				l.greeted = slices.Delete(slices.Clone(l.greeted), 0, 1)
+			}
 		}
 		l.mu.Unlock()
 		if closed {
 			c.Close()
 			return
 		}
-		if full {
-			c.Close()
-			l.reject(c, fmt.Errorf("stdinserver: more than %d connections greeting at once", maxGreetings))
-			continue
+		if evict != nil {
+			evict.Close()
+			l.reject(evict, fmt.Errorf("%w: more than %d connections greeting at once: closed the oldest", ErrGreeting, maxGreetings))
 		}
 		l.wg.Add(1)
 		go func() {
@@ -185,12 +190,20 @@ func (l *StdinServerListener) greet(c net.Conn) {
 		err = fmt.Errorf("%w: %w", ErrGreeting, err)
 	}
 	l.mu.Lock()
-	delete(l.greeted, c)
+	i := slices.Index(l.greeted, c)
+	if i >= 0 {
+		l.greeted = slices.Delete(slices.Clone(l.greeted), i, i+1)
+	}
 	l.mu.Unlock()
 	if err != nil {
 		c.Close()
-		l.reject(c, err)
+		if i >= 0 { // else the flood bound closed it and said so
+			l.reject(c, err)
+		}
 		return
+	}
+	if i < 0 {
+		return // closed for the flood bound while it greeted
 	}
 	c.SetReadDeadline(time.Time{})
 	select {
@@ -241,7 +254,7 @@ func (l *StdinServerListener) shutdown() error {
 		close(l.done)
 		err = l.l.Close()
 		l.mu.Lock()
-		for c := range l.greeted {
+		for _, c := range l.greeted {
 			c.Close()
 		}
 		l.mu.Unlock()

@@ -174,3 +174,45 @@ func FuzzReadGreeting(f *testing.F) {
 		}
 	})
 }
+
+// A flood of silent local connections beyond maxGreetings closes the
+// oldest of them, not the newest: a real session arriving during the
+// flood is served at once.
+func TestStdinServerFloodClosesOldest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pl := newPipeListener()
+		l := newStdinServerListener(pl, "pipe")
+		defer l.Close()
+		accepted := make(chan *AuthConn, 1)
+		go func() {
+			c, err := l.Accept()
+			if err == nil {
+				accepted <- c
+			}
+			close(accepted)
+		}()
+		var silent []net.Conn
+		for range maxGreetings + 50 {
+			silent = append(silent, pl.dial(t))
+		}
+		real := pl.dial(t)
+		defer real.Close()
+		_, err := real.Write([]byte(stdinServerGreeting + "alice\n"))
+		require.NoError(t, err)
+		s := <-accepted
+		require.NotNil(t, s, "the real session was refused")
+		defer s.Close()
+		synctest.Wait()
+		closed := 0
+		for i, c := range silent {
+			if closedWithin(c, time.Millisecond) {
+				closed++
+				assert.Less(t, i, 51, "a newer connection was closed before an older one")
+			}
+		}
+		assert.Equal(t, 51, closed, "the oldest beyond the bound (the real session took one place)")
+		for _, c := range silent {
+			c.Close()
+		}
+	})
+}
