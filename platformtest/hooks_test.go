@@ -65,7 +65,13 @@ jobs:
       keep: [{type: last_n, count: 10}]
 `, db, fatal, script, fail, fatal)))
 	require.NoError(t, err)
-	d, err := daemon.New(daemon.Options{Config: cfg, ZFS: z, NoControlSocket: true})
+	// The control socket in a short private directory (a unix socket's
+	// path has a length limit t.TempDir's long names can exceed).
+	sockDir, err := os.MkdirTemp("", "zc")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	cfg.Global.ControlSockPath = filepath.Join(sockDir, "control")
+	d, err := daemon.New(daemon.Options{Config: cfg, ZFS: z})
 	require.NoError(t, err)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error)

@@ -18,7 +18,7 @@ import (
 func TestControlAPI(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := model(t)
-		d, err := New(Options{Config: parse(t, pushSinkConfig), ZFS: m, NoControlSocket: true})
+		d, err := New(Options{Config: parse(t, pushSinkConfig), ZFS: m, noControlSocket: true})
 		require.NoError(t, err)
 		c := NewClientHandler(d.Handler())
 		ctx, cancel := context.WithCancel(context.Background())

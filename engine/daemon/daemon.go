@@ -31,15 +31,20 @@ type Options struct {
 	// Durable also saves after every change, so that a killed daemon
 	// loses nothing.
 	Persist func() error
-	// ReplicationSleep is passed to the replication driver (tests).
-	ReplicationSleep func(ctx context.Context, d time.Duration) error
-	// NoControlSocket skips the control socket (tests that call Handler).
-	NoControlSocket bool
 	// Version is the daemon's version (zrepl_start_time, version).
 	Version string
 	// SkipCertCheck builds the daemon without reading TLS files, for
 	// configcheck --skip-cert-check; such a daemon refuses to Run.
 	SkipCertCheck bool
+
+	// Unexported, so that only this package's tests set them:
+	// replicationSleep replaces the replication driver's backoff sleeps
+	// (tests that run on real time and must not wait out retries);
+	// noControlSocket runs without the control socket (tests in synctest
+	// bubbles, where a goroutine blocked on a real socket would keep
+	// virtual time from advancing; they call Handler instead).
+	replicationSleep func(ctx context.Context, d time.Duration) error
+	noControlSocket  bool
 }
 
 // Daemon runs the jobs of one config.
@@ -274,7 +279,7 @@ func (d *Daemon) jobConfig(j *config.Job) job.Config {
 	d.metrics.activeJob(j.Name)
 	return job.Config{
 		Name: j.Name, ID: j.ID, Type: string(j.Type), Log: d.log,
-		AfterRun: d.afterRun, Observer: d.metrics, ReplicationSleep: d.opts.ReplicationSleep,
+		AfterRun: d.afterRun, Observer: d.metrics, ReplicationSleep: d.opts.replicationSleep,
 		Concurrency: j.Replication.Steps, SizeEstimates: j.Replication.SizeEstimates,
 	}
 }
@@ -547,7 +552,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 
-	if !d.opts.NoControlSocket {
+	if !d.opts.noControlSocket {
 		l, err := listenControl(d.controlPath)
 		if err != nil {
 			return err

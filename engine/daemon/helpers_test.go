@@ -26,8 +26,8 @@ func freeTCPAddr(t *testing.T) string {
 // do not sleep; the test's end stops it and requires a clean exit.
 func runDaemon(t *testing.T, opts Options) *Daemon {
 	t.Helper()
-	opts.NoControlSocket = true
-	opts.ReplicationSleep = func(context.Context, time.Duration) error { return nil }
+	opts.noControlSocket = true
+	opts.replicationSleep = func(context.Context, time.Duration) error { return nil }
 	d, err := New(opts)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

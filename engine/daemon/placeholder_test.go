@@ -75,7 +75,7 @@ func TestPlaceholderEncryptionWiring(t *testing.T) {
 				require.NoError(t, m.CreateFilesystem(zfs.MustDatasetPath("pool/data"), zfsmodel.FSOptions{}))
 				require.NoError(t, m.CreateFilesystem(zfs.MustDatasetPath("backup/enc"), zfsmodel.FSOptions{Encrypted: true}))
 				require.NoError(t, m.CreateFilesystem(zfs.MustDatasetPath("backup/enc/sink"), zfsmodel.FSOptions{}))
-				d, err := New(Options{Config: parse(t, fmt.Sprintf(placeholderConfig, recv)), ZFS: m, NoControlSocket: true})
+				d, err := New(Options{Config: parse(t, fmt.Sprintf(placeholderConfig, recv)), ZFS: m, noControlSocket: true})
 				require.NoError(t, err)
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan error)

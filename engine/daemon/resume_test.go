@@ -45,7 +45,7 @@ func TestShutdownMidStreamThenResume(t *testing.T) {
 		data := zfs.MustDatasetPath("pool/data")
 		require.NoError(t, m.WriteData(data, 1, 8<<20/zfsmodel.BlockSize)) // 8s at 1 MiB/s
 		start := func() (*Daemon, func()) {
-			d, err := New(Options{Config: parse(t, slowPushConfig), ZFS: m, NoControlSocket: true})
+			d, err := New(Options{Config: parse(t, slowPushConfig), ZFS: m, noControlSocket: true})
 			require.NoError(t, err)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error)
@@ -107,7 +107,7 @@ func TestResetThenWakeupResumes(t *testing.T) {
 		m := model(t)
 		data := zfs.MustDatasetPath("pool/data")
 		require.NoError(t, m.WriteData(data, 1, 8<<20/zfsmodel.BlockSize))
-		d, err := New(Options{Config: parse(t, slowPushConfig), ZFS: m, NoControlSocket: true})
+		d, err := New(Options{Config: parse(t, slowPushConfig), ZFS: m, noControlSocket: true})
 		require.NoError(t, err)
 		c := NewClientHandler(d.Handler())
 		ctx, cancel := context.WithCancel(context.Background())
@@ -160,7 +160,7 @@ jobs:
 `, addr))
 	m := model(t)
 	require.NoError(t, m.Snapshot(context.Background(), zfs.MustDatasetPath("pool/data"), "a"))
-	d, err := New(Options{Config: cfg, ZFS: m, NoControlSocket: true, ReplicationSleep: func(context.Context, time.Duration) error { return nil }})
+	d, err := New(Options{Config: cfg, ZFS: m, noControlSocket: true, replicationSleep: func(context.Context, time.Duration) error { return nil }})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
