@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"zrepl.dev/zrepl/engine/replication"
@@ -74,7 +75,7 @@ func TestZFSProcessesPerRun(t *testing.T) {
 	}
 	snapAll("s1", 1)
 	snapAll("s2", 2)
-	run := func(what string) {
+	run := func(what string) []zfsreal.Invocation {
 		calls.take()
 		start := time.Now()
 		rep := p.run(replication.Config{Policy: planner.Policy{InitialReplication: planner.AllSnapshots}}, nil)
@@ -87,11 +88,13 @@ func TestZFSProcessesPerRun(t *testing.T) {
 		inv := calls.take()
 		fmt.Printf("PLATFORMTEST-ZFSCALLS run=%s fs=%d steps=%d seconds=%.2f total=%d %s\n",
 			what, nfs, steps, took.Seconds(), len(inv), formatCounts(verbCounts(inv)))
+		return inv
 	}
 	run("initial")
 	snapAll("s3", 3)
 	run("incremental")
-	run("up-to-date")
+	// Issue 13: an up-to-date run is one listing per side whatever N.
+	assert.Len(t, run("up-to-date"), 2, "zfs processes of an up-to-date run")
 	for _, fs := range fss {
 		p.assertReplicated(fs, "s1", "s2", "s3")
 	}

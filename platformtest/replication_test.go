@@ -24,7 +24,7 @@ import (
 // realPair is a sender and a receiver on one real pool: the engine's
 // local endpoint pair on zfsreal.
 type realPair struct {
-	t *testing.T
+	t testing.TB
 	h *zfsrealtest.Harness
 	// dstH reads content on the receiving side's pool (a harness clones
 	// snapshots within its own pool).
@@ -47,7 +47,12 @@ func newRealPairOpts(t *testing.T, poolSize int64, opts zfsreal.Options) *realPa
 	pool := zfsrealtest.NewPool(t, poolSize)
 	z := zfsreal.New(opts)
 	h := zfsrealtest.NewHarness(t, pool, z)
-	root := h.NewRoot(t)
+	return newRealPairIn(t, h, z, h.NewRoot(t))
+}
+
+// newRealPairIn is the pair below root (src and sink).
+func newRealPairIn(t testing.TB, h *zfsrealtest.Harness, z *zfsreal.CLI, root zfs.DatasetPath) *realPair {
+	t.Helper()
 	p := &realPair{t: t, h: h, dstH: h, z: z, job: endpoint.MustJobID("platform")}
 	p.src = zfs.MustDatasetPath(root.String() + "/src")
 	p.dst = zfs.MustDatasetPath(root.String() + "/sink")
@@ -197,7 +202,7 @@ func TestEngineOnRealZFS(t *testing.T) {
 
 // plainPipe runs `zfs send sendArgs... | zfs recv -u dst` with the kernel
 // piping one into the other, as a baseline, and returns how long it took.
-func plainPipe(t *testing.T, dst string, sendArgs ...string) time.Duration {
+func plainPipe(t testing.TB, dst string, sendArgs ...string) time.Duration {
 	t.Helper()
 	send := exec.Command("zfs", append([]string{"send"}, sendArgs...)...)
 	recv := exec.Command("zfs", "recv", "-u", dst)
