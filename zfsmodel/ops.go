@@ -127,9 +127,42 @@ func (m *Model) ListTree(ctx context.Context, root zfs.DatasetPath) ([]zfs.Listi
 			continue
 		}
 		d := m.st.Datasets[name]
-		out = append(out, zfs.Listing{Info: m.info(d), Versions: versionsOf(d)})
+		vs := versionsOf(d)
+		out = append(out, zfs.Listing{Info: m.info(d), Versions: vs, Sizes: sizesOf(d, vs)})
 	}
 	return out, nil
+}
+
+// sizesOf says the size of each of vs, d's versions: a snapshot's blocks
+// (the model stores them uncompressed), and those born since the previous
+// snapshot (written).
+func sizesOf(d *dataset, vs []zfs.FilesystemVersion) []zfs.VersionSize {
+	out := make([]zfs.VersionSize, len(vs))
+	var prevTXG uint64
+	havePrev := false
+	j := 0 // d.Snaps are in txg order, as vs: walk both
+	for i, v := range vs {
+		if v.Kind != zfs.Snapshot {
+			continue
+		}
+		var s *snapshot
+		if j < len(d.Snaps) && d.Snaps[j].Name == v.Name {
+			s = d.Snaps[j]
+			j++
+		} else if s = d.snap(v.Name); s == nil {
+			continue
+		}
+		var written uint64
+		for _, b := range s.Content {
+			if !havePrev || b.Birth > prevTXG {
+				written++
+			}
+		}
+		ref := uint64(len(s.Content)) * BlockSize
+		out[i] = zfs.VersionSize{Written: written * BlockSize, Referenced: ref, LogicalReferenced: ref}
+		prevTXG, havePrev = s.TXG, true
+	}
+	return out
 }
 
 // versionsOf lists d's snapshots and bookmarks in ListVersions' order.

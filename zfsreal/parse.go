@@ -202,7 +202,11 @@ func parseVersionRow(no int, line string, ref zfs.VersionRef, guid, createTXG, c
 // treeProps are the columns of listTreeArgs: a filesystem's and a
 // version's properties in one row, zfs printing "-" where one does not
 // apply to the row's type.
-const treeProps = "name,guid,createtxg,creation,userrefs,receive_resume_token,encryption,encryptionroot,keystatus," + zfs.PlaceholderProperty
+const treeProps = "name,guid,createtxg,creation,userrefs,receive_resume_token,encryption,encryptionroot,keystatus," + zfs.PlaceholderProperty +
+	",written,referenced,logicalreferenced"
+
+// treeColumns is the number of columns of treeProps.
+const treeColumns = 13
 
 // listTreeArgs is the listing ListTree parses.
 func listTreeArgs(root zfs.DatasetPath) []string {
@@ -221,10 +225,11 @@ func parseTree(out []byte, root zfs.DatasetPath) ([]zfs.Listing, error) {
 		line string
 		fs   zfs.DatasetPath
 		v    zfs.FilesystemVersion
+		size zfs.VersionSize
 	}
 	var versions []pending
 	seen := map[string]bool{}
-	err := lines(out, 10, func(no int, line string, f []string) error {
+	err := lines(out, treeColumns, func(no int, line string, f []string) error {
 		if seen[f[0]] {
 			return &outputError{Line: no, Text: line, Reason: "listed twice"}
 		}
@@ -238,7 +243,13 @@ func parseTree(out []byte, root zfs.DatasetPath) ([]zfs.Listing, error) {
 			if err != nil {
 				return err
 			}
-			versions = append(versions, pending{no, line, ref.FS, v})
+			var size zfs.VersionSize
+			if ref.Kind == zfs.Snapshot {
+				if size, err = parseSizes(no, line, f[10], f[11], f[12]); err != nil {
+					return err
+				}
+			}
+			versions = append(versions, pending{no, line, ref.FS, v, size})
 			return nil
 		}
 		p, err := zfs.NewDatasetPath(f[0])
@@ -263,20 +274,45 @@ func parseTree(out []byte, root zfs.DatasetPath) ([]zfs.Listing, error) {
 		return nil, &outputError{Line: 0, Text: "", Reason: fmt.Sprintf("%s is missing from its own listing", root)}
 	}
 	for _, pv := range versions {
-		l := byFS[pv.fs]
-		if l == nil {
+		if byFS[pv.fs] == nil {
 			return nil, &outputError{Line: pv.no, Text: pv.line, Reason: fmt.Sprintf("a version of %s, which is not listed", pv.fs)}
 		}
+	}
+	// Versions and their sizes sorted together: by filesystem, then as
+	// parseVersions orders them.
+	slices.SortStableFunc(versions, func(a, b pending) int {
+		if c := strings.Compare(a.fs.String(), b.fs.String()); c != 0 {
+			return c
+		}
+		return compareVersions(a.v, b.v)
+	})
+	for _, pv := range versions {
+		l := byFS[pv.fs]
 		l.Versions = append(l.Versions, pv.v)
+		l.Sizes = append(l.Sizes, pv.size)
 	}
 	slices.SortStableFunc(order, comparePaths)
 	out2 := make([]zfs.Listing, len(order))
 	for i, p := range order {
-		l := byFS[p]
-		slices.SortStableFunc(l.Versions, compareVersions)
-		out2[i] = *l
+		out2[i] = *byFS[p]
 	}
 	return out2, nil
+}
+
+// parseSizes reads a snapshot's written, referenced and logicalreferenced.
+func parseSizes(no int, line, written, referenced, logical string) (zfs.VersionSize, error) {
+	var s zfs.VersionSize
+	var err error
+	if s.Written, err = parseUint(no, line, "written", written); err != nil {
+		return s, err
+	}
+	if s.Referenced, err = parseUint(no, line, "referenced", referenced); err != nil {
+		return s, err
+	}
+	if s.LogicalReferenced, err = parseUint(no, line, "logicalreferenced", logical); err != nil {
+		return s, err
+	}
+	return s, nil
 }
 
 // listVersionsArgs is the listing ListVersions parses.

@@ -27,6 +27,7 @@ func TestPropTreeListing(t *testing.T) {
 		}
 		var treeRows, fsRows []string
 		versionRows := map[string][]string{}
+		sizes := map[string]zfs.VersionSize{} // by full name
 		for _, p := range paths {
 			guid := rapid.Uint64().Draw(rt, "guid")
 			token := rapid.SampledFrom([]string{"-", "1-abc"}).Draw(rt, "token")
@@ -36,7 +37,7 @@ func TestPropTreeListing(t *testing.T) {
 			}
 			ph := rapid.SampledFrom([]string{"-", "on", "off"}).Draw(rt, "placeholder")
 			fsRows = append(fsRows, strings.Join([]string{p, fmt.Sprint(guid), token, enc, encRoot, ks, ph}, "\t"))
-			treeRows = append(treeRows, strings.Join([]string{p, fmt.Sprint(guid), "7", "1700000000", "-", token, enc, encRoot, ks, ph}, "\t"))
+			treeRows = append(treeRows, strings.Join([]string{p, fmt.Sprint(guid), "7", "1700000000", "-", token, enc, encRoot, ks, ph, "4096", "8192", "8192"}, "\t"))
 			for i := range rapid.IntRange(0, 4).Draw(rt, "versions") {
 				kind := rapid.SampledFrom([]string{"@", "#"}).Draw(rt, "kind")
 				name := fmt.Sprintf("%s%sv%d", p, kind, i)
@@ -49,9 +50,15 @@ func TestPropTreeListing(t *testing.T) {
 				versionRows[p] = append(versionRows[p], strings.Join(cols, "\t"))
 				// A snapshot's row shows its filesystem's inherited
 				// properties, a bookmark's none.
-				rest := []string{"-", enc, encRoot, "-", ph}
+				var size zfs.VersionSize
+				if kind == "@" {
+					size = zfs.VersionSize{Written: rapid.Uint64().Draw(rt, "written"), Referenced: rapid.Uint64().Draw(rt, "referenced"),
+						LogicalReferenced: rapid.Uint64().Draw(rt, "logical")}
+				}
+				sizes[name] = size
+				rest := []string{"-", enc, encRoot, "-", ph, fmt.Sprint(size.Written), fmt.Sprint(size.Referenced), fmt.Sprint(size.LogicalReferenced)}
 				if kind == "#" {
-					rest = []string{"-", "-", "-", "-", "-"}
+					rest = []string{"-", "-", "-", "-", "-", "-", "-", "-"}
 				}
 				treeRows = append(treeRows, strings.Join(append(cols, rest...), "\t"))
 			}
@@ -76,14 +83,23 @@ func TestPropTreeListing(t *testing.T) {
 			if got[i].Info != info || !slices.Equal(got[i].Versions, vs) {
 				rt.Fatalf("filesystem %d: got %+v, want %+v with %+v", i, got[i], info, vs)
 			}
+			if len(got[i].Sizes) != len(vs) {
+				rt.Fatalf("filesystem %d: %d sizes for %d versions", i, len(got[i].Sizes), len(vs))
+			}
+			for j, v := range got[i].Versions {
+				if want := sizes[v.Ref(info.Path).String()]; got[i].Sizes[j] != want {
+					rt.Fatalf("%s: size %+v, want %+v", v.Ref(info.Path), got[i].Sizes[j], want)
+				}
+			}
 		}
 	})
 	for _, bad := range []string{
-		"",                                    // root missing
-		"pool/x\t1\t1\t1\t-\t-\toff\t-\t-\t-", // outside root
-		"pool/r\t1\t1\t1\t-\t-\toff\t-\t-\t-\npool/r/a@s\t2\t1\t1\t0\t-\t-\t-\t-\t-", // a version of an unlisted filesystem
-		"pool/r\t1\t1\t1\t-\t-\toff\t-\t-\t-\npool/r\t1\t1\t1\t-\t-\toff\t-\t-\t-",   // twice
-		"pool/r\t1\t1\t1\t-\t-\toff\t-\t-",                                           // 9 fields
+		"", // root missing
+		"pool/x\t1\t1\t1\t-\t-\toff\t-\t-\t-\t1\t1\t1",                                                 // outside root
+		"pool/r\t1\t1\t1\t-\t-\toff\t-\t-\t-\t1\t1\t1\npool/r/a@s\t2\t1\t1\t0\t-\t-\t-\t-\t-\t1\t1\t1", // a version of an unlisted filesystem
+		"pool/r\t1\t1\t1\t-\t-\toff\t-\t-\t-\t1\t1\t1\npool/r\t1\t1\t1\t-\t-\toff\t-\t-\t-\t1\t1\t1",   // twice
+		"pool/r\t1\t1\t1\t-\t-\toff\t-\t-\t-",                                                          // 10 fields
+		"pool/r\t1\t1\t1\t-\t-\toff\t-\t-\t-\t1\t1\t1\npool/r@s\t2\t1\t1\t0\t-\t-\t-\t-\t-\t-\t1\t1",   // a snapshot without its size
 	} {
 		if _, err := parseTree([]byte(bad), root); err == nil {
 			t.Errorf("accepted %q", bad)
@@ -93,7 +109,7 @@ func TestPropTreeListing(t *testing.T) {
 
 func FuzzParseTree(f *testing.F) {
 	root := zfs.MustDatasetPath("pool/r")
-	f.Add([]byte("pool/r\t1\t5\t1700000000\t-\t-\toff\t-\t-\t-\npool/r@s1\t11\t10\t1700000000\t0\t-\toff\t-\t-\t-\npool/r#b\t11\t10\t1700000000\t-\t-\t-\t-\t-\t-\n"))
+	f.Add([]byte("pool/r\t1\t5\t1700000000\t-\t-\toff\t-\t-\t-\t0\t1\t1\npool/r@s1\t11\t10\t1700000000\t0\t-\toff\t-\t-\t-\t5\t6\t7\npool/r#b\t11\t10\t1700000000\t-\t-\t-\t-\t-\t-\t-\t-\t-\n"))
 	f.Fuzz(func(t *testing.T, out []byte) {
 		tree, err := parseTree(out, root)
 		if err != nil {
@@ -103,6 +119,9 @@ func FuzzParseTree(f *testing.F) {
 			t.Fatalf("parsed without root first: %+v", tree)
 		}
 		for _, l := range tree {
+			if len(l.Sizes) != len(l.Versions) {
+				t.Fatalf("%d sizes for %d versions", len(l.Sizes), len(l.Versions))
+			}
 			for i, v := range l.Versions {
 				if err := v.Ref(l.Info.Path).Validate(); err != nil {
 					t.Fatal(err)

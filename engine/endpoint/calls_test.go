@@ -173,6 +173,15 @@ func TestCallsPerListingAndStep(t *testing.T) {
 		require.NoError(t, s.StepCompleted(ctx, req, last))
 	}
 	a, b, c := v["a"], v["b"], v["c"]
+	// Size estimates come from the listing's sizes, without a dry run.
+	for _, from := range []*zfs.FilesystemVersion{nil, &a} {
+		est, err := s.SendSize(ctx, SendRequest{FS: "p/fs00", From: from, To: b})
+		require.NoError(t, err)
+		assert.Empty(t, sc.take(), "calls of a size estimate")
+		dry, err := src.SendSize(ctx, zfs.SendArgs{FS: zfs.MustDatasetPath("p/fs00"), From: from, To: b})
+		require.NoError(t, err)
+		assert.InDelta(t, dry, est, float64(dry)/2, "estimate from the listing vs the dry run (from %v)", from)
+	}
 	// q/p exists: the full step's placeholder; q/p/fs00 below it then
 	// needs none.
 	step("p", nil, list[0].Versions[0], true)

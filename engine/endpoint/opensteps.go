@@ -49,6 +49,10 @@ type fsSteps struct {
 	// and has not released since: protected from destruction, a snapshot
 	// there is still the one the send checked.
 	stepHeld map[string]uint64
+	// listed and sizes are the last listing's versions and their sizes,
+	// as listed: what size estimates come from.
+	listed []zfs.FilesystemVersion
+	sizes  []zfs.VersionSize
 }
 
 // of returns fs's entry; entries stay, one per filesystem a sender sent.

@@ -163,7 +163,7 @@ func (s *Sender) ListFilesystemsBelow(ctx context.Context, roots []zfs.DatasetPa
 	var out []Filesystem
 	seen := map[string]bool{}
 	infos := map[zfs.DatasetPath]zfs.FilesystemInfo{}
-	versions := map[zfs.DatasetPath][]zfs.FilesystemVersion{}
+	versions := map[zfs.DatasetPath]zfs.Listing{}
 	before := s.steps.seq.Load()
 	for _, root := range roots {
 		// One listing per root, whatever the number of filesystems.
@@ -178,7 +178,7 @@ func (s *Sender) ListFilesystemsBelow(ctx context.Context, roots []zfs.DatasetPa
 			}
 			seen[p.String()] = true
 			infos[p] = l.Info
-			versions[p] = l.Versions
+			versions[p] = l
 			out = append(out, Filesystem{Path: p.String(), Info: l.Info, Versions: l.Versions, Send: s.Policy, Marks: jobMarks(l.Versions, s.Job)})
 		}
 	}
@@ -191,22 +191,26 @@ func (s *Sender) ListFilesystemsBelow(ctx context.Context, roots []zfs.DatasetPa
 // counter was at before, what the sender knows of each filesystem's
 // versions, except where the sender changed a filesystem meanwhile; of
 // filesystems not listed it knows nothing any more.
-func (s *Sender) remember(before uint64, listed map[zfs.DatasetPath][]zfs.FilesystemVersion) {
+func (s *Sender) remember(before uint64, listed map[zfs.DatasetPath]zfs.Listing) {
 	for fs, e := range s.steps.all() {
 		if _, ok := listed[fs]; !ok {
 			e.mu.Lock()
 			e.known, e.versions = false, nil
+			e.listed, e.sizes = nil, nil
 			e.mu.Unlock()
 		}
 	}
-	for fs, vs := range listed {
+	for fs, l := range listed {
 		e := s.steps.of(fs)
 		e.mu.Lock()
 		if e.changed <= before {
-			e.known, e.versions = true, vs
+			e.known, e.versions = true, l.Versions
 		} else {
 			e.known, e.versions = false, nil
 		}
+		// Sizes of snapshots do not change: an estimate may use them
+		// whatever happened since.
+		e.listed, e.sizes = l.Versions, l.Sizes
 		e.mu.Unlock()
 	}
 }
@@ -454,7 +458,9 @@ func (s *Sender) protect(ctx context.Context, e *fsSteps, fs zfs.DatasetPath, re
 	return t, fmt.Errorf("send %s: %w: unknown protection %d", fs, ErrNotAllowed, req.Protection)
 }
 
-// SendSize estimates the bytes a Send of req would produce.
+// SendSize estimates the bytes a Send of req would produce: from the last
+// listing's sizes where it has them (zfs.EstimateSendSize), else by a
+// dry-run send.
 func (s *Sender) SendSize(ctx context.Context, req SendRequest) (int64, error) {
 	fs, err := s.allowed(req.FS)
 	if err != nil {
@@ -463,6 +469,17 @@ func (s *Sender) SendSize(ctx context.Context, req SendRequest) (int64, error) {
 	args, err := s.sendArgs(ctx, fs, req)
 	if err != nil {
 		return 0, err
+	}
+	// The listing's sizes answer without a dry-run send (a zfs process);
+	// a resumed send's rest only the dry run knows.
+	if req.ResumeToken == "" {
+		e := s.steps.of(fs)
+		e.mu.Lock()
+		n, ok := zfs.EstimateSendSize(e.listed, e.sizes, req.From, req.To, args.Flags.Compressed || args.Flags.Raw)
+		e.mu.Unlock()
+		if ok {
+			return n, nil
+		}
 	}
 	n, err := s.ZFS.SendSize(ctx, args)
 	if err != nil {

@@ -133,6 +133,20 @@ type FilesystemInfo struct {
 type Listing struct {
 	Info     FilesystemInfo
 	Versions []FilesystemVersion
+	// Sizes[i] is the size of Versions[i] (zero for a bookmark), or nil
+	// where the backend does not list sizes: what lets a size estimate
+	// come from the listing instead of a dry-run send.
+	Sizes []VersionSize
+}
+
+// VersionSize is what a listing says of a snapshot's data, in bytes.
+type VersionSize struct {
+	// Written is the data written between the previous snapshot and this
+	// one (written), as stored (compressed).
+	Written uint64
+	// Referenced is the snapshot's data as stored (referenced), and
+	// LogicalReferenced before compression (logicalreferenced).
+	Referenced, LogicalReferenced uint64
 }
 
 // Encrypted reports whether the filesystem is encrypted.
@@ -261,4 +275,53 @@ type RecvOptions struct {
 	SetProperties map[string]string
 	// InheritProperties are excluded from the stream (-x).
 	InheritProperties []string
+}
+
+// EstimateSendSize estimates the bytes a send from `from` (nil: full) to
+// `to` carries from what a listing of the filesystem says (versions and
+// their sizes, as in Listing), without a dry-run send: a full send its
+// logical data, an incremental the data each snapshot after from up to to
+// wrote, scaled from stored to logical size by to's compression; with
+// stored (a compressed or raw send, which carries blocks as stored) both
+// as stored. From and to are found by name and GUID; ok is false where the
+// listing cannot tell (no sizes, or a version not in it).
+func EstimateSendSize(versions []FilesystemVersion, sizes []VersionSize, from *FilesystemVersion, to FilesystemVersion, stored bool) (int64, bool) {
+	if len(sizes) != len(versions) {
+		return 0, false
+	}
+	find := func(v FilesystemVersion) int {
+		for i, w := range versions {
+			if w.Kind == v.Kind && w.Name == v.Name && w.GUID == v.GUID {
+				return i
+			}
+		}
+		return -1
+	}
+	ti := find(to)
+	if ti < 0 || to.Kind != Snapshot {
+		return 0, false
+	}
+	ts := sizes[ti]
+	if from == nil {
+		n := ts.LogicalReferenced
+		if stored {
+			n = ts.Referenced
+		}
+		return int64(n), n > 0
+	}
+	fi := find(*from)
+	if fi < 0 {
+		return 0, false
+	}
+	lo, hi := versions[fi].CreateTXG, versions[ti].CreateTXG
+	var written uint64
+	for i, v := range versions {
+		if v.Kind == Snapshot && v.CreateTXG > lo && v.CreateTXG <= hi {
+			written += sizes[i].Written
+		}
+	}
+	if !stored && ts.Referenced > 0 && ts.LogicalReferenced > ts.Referenced {
+		written = uint64(float64(written) * float64(ts.LogicalReferenced) / float64(ts.Referenced))
+	}
+	return int64(written), true
 }

@@ -10,6 +10,49 @@ import (
 
 func init() {
 	register("ListTree", caseListTree)
+	register("ListTreeSizes", caseListTreeSizes)
+}
+
+// ListTree gives each snapshot's sizes (zero for bookmarks), and what
+// they estimate of a full and of incremental sends is within a factor of
+// two of the stream (plus 64 KiB for a stream's own records).
+func caseListTreeSizes(e *env) {
+	src, _, a, b, c := e.pair()
+	bm := e.bookmark(a.Ref(src), "a_bm")
+	tree, err := e.z.ListTree(e.ctx, src)
+	e.noErr(err, "list tree")
+	if len(tree) != 1 {
+		e.t.Fatalf("ListTree of %s:\n%s", src, describeTree(tree))
+	}
+	l := tree[0]
+	if len(l.Sizes) != len(l.Versions) {
+		e.t.Fatalf("%d sizes for %d versions", len(l.Sizes), len(l.Versions))
+	}
+	for i, v := range l.Versions {
+		s := l.Sizes[i]
+		switch {
+		case v.Kind == zfs.Bookmark && s != (zfs.VersionSize{}):
+			e.t.Errorf("bookmark %s has sizes %+v", v.RelName(), s)
+		case v.Kind == zfs.Snapshot && (s.Written == 0 || s.Referenced == 0 || s.LogicalReferenced == 0):
+			e.t.Errorf("snapshot %s has sizes %+v", v.RelName(), s)
+		}
+	}
+	const slack = 64 << 10
+	for _, tc := range []struct {
+		what string
+		args zfs.SendArgs
+	}{
+		{"full @a", full(src, a)},
+		{"@a to @b", incr(src, a, b)},
+		{"@a to @c", incr(src, a, c)},
+		{"#a_bm to @c", incr(src, bm, c)},
+	} {
+		est, ok := zfs.EstimateSendSize(l.Versions, l.Sizes, tc.args.From, tc.args.To, false)
+		n := e.streamSize(tc.args)
+		if !ok || est > 2*n+slack || n > 2*est+slack {
+			e.t.Errorf("%s: the listing estimates %d bytes (ok %v), the stream has %d", tc.what, est, ok, n)
+		}
+	}
 }
 
 // ListTree is ListFilesystems and ListVersions of each filesystem in one:
