@@ -431,6 +431,11 @@ func (n *Network) dial(ctx context.Context, from, address string, setup func(cli
 	if setup != nil {
 		setup(client)
 	}
+	// The planned faults go in before the server end exists: a server that
+	// accepts and writes at once must not get bytes past a fault's offset.
+	for _, f := range n.planConn[id] {
+		n.applyConnFaultLocked(p, f)
+	}
 	select {
 	case l.backlog <- &Conn{p: p, side: 1}:
 	default:
@@ -439,9 +444,6 @@ func (n *Network) dial(ctx context.Context, from, address string, setup func(cli
 	}
 	n.pipes = append(n.pipes, p)
 	n.record(now, "conn#%d %s -> %s established", id, src, dst)
-	for _, f := range n.planConn[id] {
-		n.applyConnFaultLocked(p, f)
-	}
 	return client, nil
 }
 
