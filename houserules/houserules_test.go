@@ -1,6 +1,7 @@
 package houserules
 
 import (
+	"go/ast"
 	"go/build"
 	"go/parser"
 	"go/token"
@@ -165,5 +166,51 @@ func TestDaemonBinaryHasNoTestMachinery(t *testing.T) {
 		if imp == "os" || imp == "syscall" {
 			t.Errorf("engine/internal/plantedbugs imports %s in a normal build: it must not read its switches there", imp)
 		}
+	}
+}
+
+// TestDaemonReadsNoEnvironment: a test switch is a build tag or lives in
+// a _test.go file, never an environment variable the daemon reads; the
+// zrepl binary's own packages call neither os.Getenv nor os.LookupEnv
+// (handing the environment on to a child, os.Environ, is fine).
+func TestDaemonReadsNoEnvironment(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.Command(goTool, "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}\t{{.Dir}}\t{{join .GoFiles \" \"}}{{end}}", "./cmd/zrepl")
+	cmd.Dir = root(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps ./cmd/zrepl: %v", err)
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 3 || (f[0] != module && !strings.HasPrefix(f[0], module+"/")) {
+			continue
+		}
+		for _, name := range strings.Fields(f[2]) {
+			file := filepath.Join(f[1], name)
+			fset := token.NewFileSet()
+			pf, err := parser.ParseFile(fset, file, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checked++
+			ast.Inspect(pf, func(n ast.Node) bool {
+				sel, ok := n.(*ast.SelectorExpr)
+				if !ok {
+					return true
+				}
+				if id, ok := sel.X.(*ast.Ident); ok && id.Name == "os" && (sel.Sel.Name == "Getenv" || sel.Sel.Name == "LookupEnv") {
+					t.Errorf("%s: os.%s in the zrepl binary: a setting is a config key or a flag, a test switch a build tag", fset.Position(sel.Pos()), sel.Sel.Name)
+				}
+				return true
+			})
+		}
+	}
+	if checked == 0 {
+		t.Fatalf("no files of ours among cmd/zrepl's dependencies: %q", out)
 	}
 }
