@@ -54,7 +54,11 @@ func newConfigcheckCommand() *cobra.Command {
 				return err
 			}
 			for _, w := range cfg.Warnings {
-				fmt.Fprintf(cmd.ErrOrStderr(), "%s: warning: %s\n", configPath, w)
+				file := configPath
+				if w.File != "" {
+					file = w.File
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s: warning: %s\n", file, w)
 			}
 			var problems []string
 			jobs, err := daemon.New(daemon.Options{Config: cfg, ZFS: zfsreal.New(zfsreal.Options{}), Log: slog.New(slog.DiscardHandler), SkipCertCheck: skipCertCheck})

@@ -40,7 +40,7 @@ func buildSystem(cfg *config.Config, stdout io.Writer) (*system, error) {
 		return nil, err
 	}
 	for _, w := range cfg.Warnings {
-		log.Warn("config: " + w.Error())
+		log.Warn("config: " + w.In(""))
 	}
 	return &system{log: log, outlets: outlets, backend: b, daemon: d}, nil
 }

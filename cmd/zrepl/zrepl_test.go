@@ -106,6 +106,18 @@ var zreplExtra = []struct{ name, doc string }{
     snapshotting: {type: manual}
     pruning: {keep: [{type: last_n, count: 1}]}
 `},
+	{"include: a job name defined twice", `include: ["{{tmp}}/more.yml"]
+jobs:
+  - name: included
+    type: snap
+    filesystems: {"pool<": true}
+    snapshotting: {type: manual}
+    pruning: {keep: [{type: last_n, count: 1}]}
+`},
+	{"include: a file not ending in .yml", `include: ["{{tmp}}/more.d/ignored.yaml"]
+`},
+	{"include: only includes", `include: ["{{tmp}}/more.yml", "{{tmp}}/more.d"]
+`},
 	{"empty keep list", `jobs:
   - name: s
     type: snap
@@ -196,8 +208,12 @@ func TestConfigcheckAgreesWithZrepl(t *testing.T) {
 // its line, and what is allowed.
 func assertBadValueError(t *testing.T, c zcase, out string) {
 	key := c.key[strings.LastIndexByte(c.key, '.')+1:]
+	needle := "." + key
+	if !strings.Contains(c.key, ".") {
+		needle = ": " + key // a top-level key: "FILE: include[0]: line 1: ..."
+	}
 	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, "."+key) && strings.Contains(l, fmt.Sprintf("line %d:", c.line)) {
+		if strings.Contains(l, needle) && strings.Contains(l, fmt.Sprintf("line %d:", c.line)) {
 			assert.Regexp(t, `want|must|allowed`, l, "%s: the error should say what is allowed", c.name)
 			return
 		}

@@ -27,7 +27,7 @@ func doc(s string) string {
 var brokenConfigs = []struct {
 	name string
 	yaml string
-	want []Error
+	want []wantErr
 }{
 	{"unknown rule type", `
 		jobs:
@@ -42,7 +42,7 @@ var brokenConfigs = []struct {
 		          count: 3
 		      keep_receiver: [{type: regex, regex: ".*"}]
 		  - {name: s, type: sink, serve: {type: local, listener_name: s}, root_fs: backup}
-		`, []Error{
+		`, []wantErr{
 		{"jobs[0].pruning.keep_sender[0]", 9, `unknown rule type "lastn" (want grid, last_n, regex, not_replicated)`},
 	}},
 	{"local replication into its own source", `
@@ -72,7 +72,7 @@ var brokenConfigs = []struct {
 		    serve: {type: local, listener_name: l2}
 		    filesystems: {"tank<": true}
 		    snapshotting: {type: manual}
-		`, []Error{
+		`, []wantErr{
 		{"jobs[0].filesystems", 5, `selects "pool/backup/me", where the local push/sink pair "loop"/"sink" receives: each run would replicate its own copies`},
 		{"jobs[4].filesystems", 25, `selects "tank/from_src", where the local pull/source pair "pull"/"src" receives: each run would replicate its own copies`},
 	}},
@@ -98,7 +98,7 @@ var brokenConfigs = []struct {
 		    recv: {bandwidth_limit: {max: -1 B, bucket_capacity: 1 MiB}, properties: {override: {compression: ~}}}
 		  - <<: [1]
 		    name: m
-		`, []Error{
+		`, []wantErr{
 		{"jobs[0].name", 2, "want a string, got a list"},
 		{"jobs[0].connect.client_identity", 4, `client identity "bad@id" is not a valid ZFS dataset name component: unexpected '@' in a dataset path`},
 		{"jobs[0].connect.listener_name", 4, `no sink job in this config serves local listener "l" (want the listener_name of a sink job with serve type local; there is none)`},
@@ -134,7 +134,7 @@ var brokenConfigs = []struct {
 		    type: sink
 		    serve: {type: tcp, listen: ":3", clients: {"10.0.0.0/8": "host-*"}}
 		    root_fs: pool
-		`, []Error{
+		`, []wantErr{
 		{"jobs[2].root_fs", 13, `receives into "pool/s/a/x", which overlaps "pool/s/a" where sink job "s1" receives`},
 		{"jobs[3].root_fs", 17, `receives into "pool/s/c/deeper", which overlaps "pool/s/c" where sink job "s2" receives`},
 		{"jobs[4].root_fs", 23, `receives into "pool", which overlaps "pool/s/a" where sink job "s1" receives`},
@@ -154,7 +154,7 @@ var brokenConfigs = []struct {
 		    filesystems: {}
 		    snapshotting: {type: periodic}
 		    pruning: {}
-		`, []Error{
+		`, []wantErr{
 		{"jobs[0]", 2, `missing required key "connect" (a push job needs it)`},
 		{"jobs[0]", 2, `missing required key "filesystems" (a push job needs it)`},
 		{"jobs[0]", 2, `missing required key "snapshotting" (a push job needs it)`},
@@ -195,13 +195,13 @@ var brokenConfigs = []struct {
 		  - name: p
 		    type: pushy
 		    wat: 1
-		`, []Error{
+		`, []wantErr{
 		{"global.zfs_backend", 2, `unknown value "fake" (want real, model)`},
 		{"global.logging[0].levle", 5, `unknown key "levle" (want type, level, format, time, color)`},
 		{"global.logging[1]", 8, `unknown logging outlet type "file" (want stdout, syslog, tcp)`},
 		{"global.monitoring[1]", 12, "the prometheus monitoring endpoint may be configured only once"},
 		{"global.monitoring[1].listen", 13, `invalid address "9812" (want host:port, e.g. "backup.example.com:8888" or ":8888")`},
-		{"foo", 14, `unknown key "foo" (want global, jobs)`},
+		{"foo", 14, `unknown key "foo" (want global, jobs, include)`},
 		{"jobs[0]", 17, `unknown job type "pushy" (want push, sink, pull, source, snap)`},
 	}},
 	{"bad values in push and sink", `
@@ -242,7 +242,7 @@ var brokenConfigs = []struct {
 		        "not-an-ip": x
 		        "10.3.0.1": "has/slash"
 		    root_fs: /backup
-		`, []Error{
+		`, []wantErr{
 		{"jobs[0].connect", 5, `missing required key "key"`},
 		{"jobs[0].connect", 5, `missing required key "server_cn" (the server certificate's expected common name)`},
 		{"jobs[0].connect.address", 6, `invalid address "host" (want host:port, e.g. "backup.example.com:8888" or ":8888")`},
@@ -300,7 +300,7 @@ var brokenConfigs = []struct {
 		    type: sink
 		    serve: {type: tcp, listen: ":1", clients: {"1.2.3.4": x}}
 		    root_fs: b4
-		`, []Error{
+		`, []wantErr{
 		{"jobs[0].connect.listener_name", 4, `no sink job in this config serves local listener "nowhere" (want one of l, l2)`},
 		{"jobs[1].name", 8, `duplicate job name "a" (first used by jobs[0] at line 2)`},
 		{"jobs[2].serve.listener_name", 14, `local listener "l" is already served by job "a"`},
@@ -311,19 +311,19 @@ var brokenConfigs = []struct {
 		jobs:
 		  - name: a
 		   type: push
-		`, []Error{
+		`, []wantErr{
 		{"", 1, "YAML syntax: did not find expected '-' indicator"},
 	}},
 	{"unterminated flow list", `
 		jobs: [
-		`, []Error{
+		`, []wantErr{
 		{"", 1, "YAML syntax: did not find expected node content"},
 	}},
 	{"wrong node kinds", `
 		global: []
 		jobs:
 		  name: x
-		`, []Error{
+		`, []wantErr{
 		{"global", 1, "want a mapping, got a list"},
 		{"jobs", 3, "want a list, got a mapping"},
 	}},
@@ -357,7 +357,7 @@ var brokenConfigs = []struct {
 		      protection: {initial: guarantee_incremental_replication}
 		      concurrency: {steps: 0, size_estimates: x}
 		    conflict_resolution: {initial_replication: newest}
-		`, []Error{
+		`, []wantErr{
 		{"jobs[0].serve.client_identities[1]", 4, `client identity "a" appears twice`},
 		{"jobs[0].serve.client_identities[2]", 4, `client identity "b/c" must not contain '/' (it names one dataset below root_fs)`},
 		{"jobs[0].snapshotting", 6, `unknown snapshotting type "cron" (want periodic, manual)`},
@@ -392,8 +392,8 @@ var brokenConfigs = []struct {
 		  - <<: {type: snap, name: c, filesystems: {"pool<": true}, snapshotting: *snap, pruning: {keep: *keep}}
 		    name: d
 		    [x]: 1
-		`, []Error{
-		{"defaults", 1, `unknown key "defaults" (want global, jobs)`},
+		`, []wantErr{
+		{"defaults", 1, `unknown key "defaults" (want global, jobs, include)`},
 		{"jobs[0].name", 6, `duplicate key "name" (first at line 5)`},
 		{"jobs[1]", 12, "want a job mapping, got null"},
 		{"jobs[2]", 15, "mapping keys must be strings"},
@@ -432,7 +432,7 @@ var brokenConfigs = []struct {
 		    filesystems: {"pool<": true}
 		    snapshotting: {type: manual, hooks: []}
 		    pruning: {keep: [{type: regex, regex: ".*"}]}
-		`, []Error{
+		`, []wantErr{
 		{"jobs[0].snapshotting.hooks[0]", 10, `missing required key "path" (the executable to run before and after each snapshot)`},
 		{"jobs[0].snapshotting.hooks[1].timeout", 13, `invalid duration "10" (want e.g. 30s, 10m, 2h, 1d, 1w)`},
 		{"jobs[0].snapshotting.hooks[1].err_is_fatal", 14, `want true or false, got "maybe"`},
@@ -450,6 +450,13 @@ var brokenConfigs = []struct {
 	}},
 }
 
+// wantErr is an Error of the config file itself.
+type wantErr struct {
+	Path string
+	Line int
+	Msg  string
+}
+
 func TestBrokenConfigs(t *testing.T) {
 	for _, tc := range brokenConfigs {
 		t.Run(tc.name, func(t *testing.T) {
@@ -459,9 +466,10 @@ func TestBrokenConfigs(t *testing.T) {
 			assert.True(t, errors.Is(err, ErrInvalid))
 			var errs *Errors
 			require.True(t, errors.As(err, &errs))
-			got := make([]Error, len(errs.List))
+			got := make([]wantErr, len(errs.List))
 			for i, e := range errs.List {
-				got[i] = *e
+				got[i] = wantErr{e.Path, e.Line, e.Msg}
+				assert.Empty(t, e.File, "no file is included")
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("errors (-want +got):\n%s\ndocument:\n%s", diff, doc(tc.yaml))

@@ -167,6 +167,9 @@ type Job struct {
 	Type JobType
 	// Line is where the job starts in the document.
 	Line int
+	// File is the included file that defines the job (see include),
+	// empty for the config file itself.
+	File string
 
 	Connect      *Connect
 	Serve        *Serve
@@ -231,6 +234,7 @@ type Pos struct {
 	path  string
 	line  int // of the section
 	lines map[string]int
+	file  string // an included file, empty for the config file
 }
 
 // Line is the line of key, or of the section if key is absent.
@@ -244,7 +248,11 @@ func (p Pos) Line(key string) int {
 // Of names key as errors do: "jobs[0].connect.cert: line 7".
 func (p Pos) Of(key string) string {
 	e := Error{Path: child(p.path, key), Line: p.Line(key)}
-	return strings.TrimSuffix(e.Error(), ": ")
+	s := strings.TrimSuffix(e.Error(), ": ")
+	if p.file != "" {
+		s = p.file + ": " + s
+	}
+	return s
 }
 
 // TCPClient maps a client address or network to its identity. An identity

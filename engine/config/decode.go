@@ -19,14 +19,21 @@ type decoder struct {
 	// the same subtree many times, and a walk must stay linear in the input.
 	budget     int
 	overBudget bool
+	// file is the included file being decoded, empty for the config
+	// file itself; errors and positions name it.
+	file string
+	// mainFile is the config file's name ("" if Parse has none);
+	// included is set once a file was included.
+	mainFile string
+	included bool
 }
 
 func (d *decoder) errf(path string, line int, format string, args ...any) {
-	d.errs = append(d.errs, &Error{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+	d.errs = append(d.errs, &Error{Path: path, Line: line, Msg: fmt.Sprintf(format, args...), File: d.file})
 }
 
 func (d *decoder) warnf(path string, line int, format string, args ...any) {
-	d.warns = append(d.warns, &Error{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+	d.warns = append(d.warns, &Error{Path: path, Line: line, Msg: fmt.Sprintf(format, args...), File: d.file})
 }
 
 // countNodes counts the nodes of the tree without following aliases.
@@ -291,7 +298,7 @@ func (m *mapping) has(key string) bool { return m.get(key) != nil }
 
 // pos locates the mapping's keys.
 func (m *mapping) pos() Pos {
-	p := Pos{path: m.path, line: m.line, lines: make(map[string]int, len(m.keys))}
+	p := Pos{path: m.path, line: m.line, lines: make(map[string]int, len(m.keys)), file: m.d.file}
 	for k, n := range m.keys {
 		p.lines[k] = n.Line
 	}

@@ -18,6 +18,9 @@ type Error struct {
 	// Line is 1-based; 0 if the problem has no place in the document.
 	Line int
 	Msg  string
+	// File is the included file the problem is in (see include); empty
+	// for the config file itself, which Errors.File names.
+	File string
 }
 
 func (e *Error) Error() string {
@@ -31,6 +34,18 @@ func (e *Error) Error() string {
 	}
 	b.WriteString(e.Msg)
 	return b.String()
+}
+
+// In writes the problem prefixed with its file: the included file it is
+// in, or else file (the config file).
+func (e *Error) In(file string) string {
+	if e.File != "" {
+		file = e.File
+	}
+	if file == "" {
+		return e.Error()
+	}
+	return file + ": " + e.Error()
 }
 
 // Is makes every *Error match ErrInvalid.
@@ -48,10 +63,7 @@ type Errors struct {
 func (e *Errors) Error() string {
 	lines := make([]string, len(e.List))
 	for i, err := range e.List {
-		lines[i] = err.Error()
-		if e.File != "" {
-			lines[i] = e.File + ": " + lines[i]
-		}
+		lines[i] = err.In(e.File)
 	}
 	return strings.Join(lines, "\n")
 }
@@ -68,6 +80,20 @@ func (e *Errors) Unwrap() []error {
 // Is makes *Errors match ErrInvalid even when the list is empty.
 func (e *Errors) Is(target error) bool { return target == ErrInvalid }
 
+// sort orders the problems by file (the config file first, then the
+// included files in the order they are included) and line.
 func (e *Errors) sort() {
-	sort.SliceStable(e.List, func(i, j int) bool { return e.List[i].Line < e.List[j].Line })
+	rank := map[string]int{"": 0}
+	for _, x := range e.List {
+		if _, ok := rank[x.File]; !ok {
+			rank[x.File] = len(rank)
+		}
+	}
+	sort.SliceStable(e.List, func(i, j int) bool {
+		a, b := e.List[i], e.List[j]
+		if a.File != b.File {
+			return rank[a.File] < rank[b.File]
+		}
+		return a.Line < b.Line
+	})
 }

@@ -17,6 +17,7 @@ type Hook struct {
 
 	at       string // YAML path, for CheckFiles
 	pathLine int
+	file     string // an included file, for CheckFiles
 }
 
 // HookSpecs are the hooks' specs in config order.
@@ -68,7 +69,7 @@ func (d *decoder) hooks(sm *mapping) []Hook {
 		if !ok {
 			continue
 		}
-		h := Hook{Spec: hooks.Spec{Type: hooks.Type(typ)}, Line: hm.line, at: p}
+		h := Hook{Spec: hooks.Spec{Type: hooks.Type(typ)}, Line: hm.line, at: p, file: d.file}
 		h.ErrIsFatal = hm.boolean("err_is_fatal", false)
 		h.Timeout = hm.duration("timeout", hooks.DefaultTimeout)
 		// zrepl requires a filter of the database hooks: a CHECKPOINT
@@ -116,7 +117,7 @@ func CheckFiles(c *Config) error {
 				continue
 			}
 			if err := hooks.CheckExecutable(h.Path); err != nil {
-				errs = append(errs, &Error{Path: child(h.at, "path"), Line: h.pathLine, Msg: err.Error()})
+				errs = append(errs, &Error{Path: child(h.at, "path"), Line: h.pathLine, Msg: err.Error(), File: h.file})
 			}
 		}
 	}

@@ -144,7 +144,7 @@ func TestCheckFiles(t *testing.T) {
 	var errs *Errors
 	require.True(t, errors.As(err, &errs), "%v", err)
 	require.Len(t, errs.List, 2)
-	assert.Equal(t, Error{"jobs[0].snapshotting.hooks[1].path", 11, plain + " is not executable (mode -rw-r--r--)"}, *errs.List[0])
+	assert.Equal(t, Error{"jobs[0].snapshotting.hooks[1].path", 11, plain + " is not executable (mode -rw-r--r--)", ""}, *errs.List[0])
 	assert.Equal(t, "jobs[0].snapshotting.hooks[3].path", errs.List[1].Path)
 	assert.Equal(t, 14, errs.List[1].Line)
 	assert.Contains(t, errs.List[1].Msg, "no such file or directory")

@@ -76,6 +76,7 @@ const (
 var registryEntries = []KeyInfo{
 	{Schema: "jobs", Status: Structure},
 	{Schema: "global", Status: Structure},
+	{Schema: "include", Status: Applied},
 
 	{Schema: "global.logging", Status: Structure},
 	{Schema: "global.logging.type", Status: Structure},

@@ -40,7 +40,7 @@ func TestUnregisteredKeyIsAnInternalError(t *testing.T) {
 	m.get("zfs_backend") // registered
 	m.get("a")
 	require.Len(t, d.errs, 1)
-	assert.Equal(t, Error{"x.a", 1, "internal error: the parser reads key global.a, which the key registry (engine/config/keys.go) does not list"}, *d.errs[0])
+	assert.Equal(t, Error{"x.a", 1, "internal error: the parser reads key global.a, which the key registry (engine/config/keys.go) does not list", ""}, *d.errs[0])
 }
 
 func TestPartialKeysRefuseWhatTheDaemonWouldIgnore(t *testing.T) {
@@ -62,14 +62,14 @@ func TestPartialKeysRefuseWhatTheDaemonWouldIgnore(t *testing.T) {
 	}
 	errs := parseErrors(t, fmt.Sprintf(base, "true", "fail"))
 	require.Len(t, errs, 2)
-	assert.Equal(t, Error{"jobs[0].send.saved", 9, `value "true" ` + notYetSend + " (want false)"}, *errs[0])
+	assert.Equal(t, Error{"jobs[0].send.saved", 9, `value "true" ` + notYetSend + " (want false)", ""}, *errs[0])
 	assert.Equal(t, "jobs[0].conflict_resolution.initial_replication", errs[1].Path)
 	assert.Contains(t, errs[1].Msg, `value "fail" fail is not implemented yet`)
 
 	// An invalid value says so, not that it is not implemented.
 	errs = parseErrors(t, fmt.Sprintf(base, "maybe", "all"))
 	require.Len(t, errs, 1)
-	assert.Equal(t, Error{"jobs[0].send.saved", 9, `want true or false, got "maybe"`}, *errs[0])
+	assert.Equal(t, Error{"jobs[0].send.saved", 9, `want true or false, got "maybe"`, ""}, *errs[0])
 }
 
 func TestInertKeysWarn(t *testing.T) {
@@ -84,5 +84,5 @@ func TestInertKeysWarn(t *testing.T) {
 		  - {name: s, type: sink, serve: {type: local, listener_name: s}, root_fs: backup}
 		`)
 	require.Len(t, cfg.Warnings, 1)
-	assert.Equal(t, Error{"jobs[0].connect.dial_timeout", 4, `key "dial_timeout" does nothing: the local transport reaches its peer job inside the daemon, there is nothing to dial`}, *cfg.Warnings[0])
+	assert.Equal(t, Error{"jobs[0].connect.dial_timeout", 4, `key "dial_timeout" does nothing: the local transport reaches its peer job inside the daemon, there is nothing to dial`, ""}, *cfg.Warnings[0])
 }

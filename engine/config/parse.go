@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,27 +22,37 @@ import (
 )
 
 // Parse parses and validates a config document. On any problem it returns
-// nil and an *Errors listing all of them.
-func Parse(b []byte) (*Config, error) {
+// nil and an *Errors listing all of them. The document has no file name,
+// so its include paths must be absolute; ParseFile resolves relative ones.
+func Parse(b []byte) (*Config, error) { return parse(b, "") }
+
+// ParseFile reads and parses the config file name and the files it
+// includes. Problems in the documents come as *Errors naming the file; a
+// config file that cannot be read gives the os error.
+func ParseFile(name string) (*Config, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := parse(b, name)
+	var errs *Errors
+	if errors.As(err, &errs) {
+		errs.File = name
+	}
+	return cfg, err
+}
+
+func parse(b []byte, name string) (*Config, error) {
 	var doc yaml.Node
 	if err := unmarshal(b, &doc); err != nil {
 		return nil, &Errors{List: []*Error{syntaxError(err)}}
 	}
-	d := &decoder{budget: 4*countNodes(&doc) + 100_000}
-	root := &doc
-	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
-		root = doc.Content[0]
-	}
+	d := &decoder{budget: 4*countNodes(&doc) + 100_000, mainFile: name}
 	var cfg Config
-	// An empty document (or one of comments only) is a config with the
-	// defaults and no jobs, as in zrepl; the daemon then serves only its
-	// control socket.
-	if doc.Kind == 0 {
-		root = nil
-	}
-	m := d.mapping("", "", root, 1)
+	m := d.mapping("", "", docRoot(&doc), 1)
 	cfg.Global = d.global(m)
 	cfg.Jobs = d.jobs(m)
+	cfg.Jobs = append(cfg.Jobs, d.includes(m, name)...)
 	m.done()
 	d.validate(&cfg)
 	if len(d.errs) > 0 {
@@ -60,20 +72,144 @@ func Parse(b []byte) (*Config, error) {
 	return &cfg, nil
 }
 
-// ParseFile reads and parses the config file name. Problems in the
-// document come as *Errors naming the file; a file that cannot be read
-// gives the os error.
-func ParseFile(name string) (*Config, error) {
-	b, err := os.ReadFile(name)
+// docRoot is the top mapping of a document. An empty document (or one of
+// comments only) is a config with the defaults and no jobs, as in zrepl;
+// the daemon then serves only its control socket.
+func docRoot(doc *yaml.Node) *yaml.Node {
+	if doc.Kind == 0 {
+		return nil
+	}
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
+		return doc.Content[0]
+	}
+	return doc
+}
+
+// includes reads the files the include key of the config file names, as
+// zrepl does: each path is a file ending in .yml or a directory whose
+// *.yml files are read in name order; an included file has jobs only, and
+// its jobs follow the config file's. Relative paths are relative to the
+// config file's directory (zrepl resolves them against its working
+// directory when the config's path is absolute, / under systemd). An
+// included file's global section is refused: zrepl ignores it.
+func (d *decoder) includes(m *mapping, name string) []Job {
+	items := m.strList("include")
+	if len(items) == 0 {
+		return nil
+	}
+	d.included = true
+	type file struct {
+		path string
+		it   strItem
+	}
+	var files []file
+	seen := map[string]strItem{}
+	for _, it := range items {
+		p := it.S
+		if !filepath.IsAbs(p) {
+			if name == "" {
+				d.errf(it.Path, it.Line, "relative include path %q needs the config's file name (want an absolute path)", p)
+				continue
+			}
+			p = filepath.Join(filepath.Dir(name), p)
+		}
+		st, err := os.Stat(p)
+		if err != nil {
+			d.errf(it.Path, it.Line, "cannot include %q: %v (want a .yml file or a directory of them)", it.S, unwrapPathError(err))
+			continue
+		}
+		var paths []string
+		switch {
+		case st.IsDir():
+			paths, err = filepath.Glob(filepath.Join(globEscape(p), "*.yml"))
+			if err != nil {
+				d.errf(it.Path, it.Line, "cannot include %q: %v", it.S, err)
+				continue
+			}
+		case st.Mode().IsRegular():
+			if filepath.Ext(p) != ".yml" {
+				d.errf(it.Path, it.Line, "cannot include %q: an included file's name must end in .yml", it.S)
+				continue
+			}
+			paths = []string{p}
+		default:
+			d.errf(it.Path, it.Line, "cannot include %q: not a file or directory (want a .yml file or a directory of them)", it.S)
+			continue
+		}
+		for _, fp := range paths {
+			clean := filepath.Clean(fp)
+			if first, dup := seen[clean]; dup {
+				d.errf(it.Path, it.Line, "%s is included twice (first by %s at line %d): its jobs would be defined twice", clean, first.Path, first.Line)
+				continue
+			}
+			seen[clean] = it
+			files = append(files, file{clean, it})
+		}
+	}
+	var jobs []Job
+	for _, f := range files {
+		jobs = append(jobs, d.includeFile(f.path, f.it)...)
+	}
+	return jobs
+}
+
+func (d *decoder) includeFile(path string, it strItem) []Job {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		d.errf(it.Path, it.Line, "cannot include %s: %v", path, unwrapPathError(err))
+		return nil
 	}
-	cfg, err := Parse(b)
-	var errs *Errors
-	if errors.As(err, &errs) {
-		errs.File = name
+	var doc yaml.Node
+	if err := unmarshal(b, &doc); err != nil {
+		e := syntaxError(err)
+		e.File = path
+		d.errs = append(d.errs, e)
+		return nil
 	}
-	return cfg, err
+	d.budget += 4 * countNodes(&doc)
+	d.file = path
+	defer func() { d.file = "" }()
+	m := d.mapping("", "", docRoot(&doc), 1)
+	if m.has("global") {
+		d.errf("global", m.keyLine("global"), "an included file may define jobs only (want global in the config file %s; zrepl ignores it here)", d.mainFileName())
+	}
+	if m.has("include") {
+		d.errf("include", m.keyLine("include"), "an included file must not include other files (want every include in the config file %s)", d.mainFileName())
+	}
+	jobs := d.jobs(m)
+	m.done()
+	for i := range jobs {
+		jobs[i].File = path
+	}
+	return jobs
+}
+
+func (d *decoder) mainFileName() string {
+	if d.mainFile == "" {
+		return "itself"
+	}
+	return d.mainFile
+}
+
+// unwrapPathError drops the path an *os.PathError repeats.
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// globEscape quotes the glob metacharacters of a directory name.
+func globEscape(p string) string {
+	var b strings.Builder
+	for _, r := range p {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // unmarshal reads the one document of b. It guards against panics in the

@@ -15,7 +15,7 @@ func (d *decoder) validate(cfg *Config) {
 			continue
 		}
 		if first, dup := names[j.Name]; dup {
-			d.errf(jobPath(cfg, i)+".name", j.nameLine, "duplicate job name %q (first used by %s at line %d)", j.Name, jobPath(cfg, first), cfg.Jobs[first].nameLine)
+			d.jobErrf(cfg, i, ".name", j.nameLine, "duplicate job name %q (first used by %s)", j.Name, d.jobAt(cfg, first, cfg.Jobs[first].nameLine))
 			continue
 		}
 		names[j.Name] = i
@@ -39,7 +39,7 @@ func (d *decoder) validate(cfg *Config) {
 				continue
 			}
 			if first, dup := listeners[j.Serve.ListenerName]; dup {
-				d.errf(jobPath(cfg, i)+".serve.listener_name", j.Serve.Pos.Line("listener_name"), "local listener %q is already served by job %q", j.Serve.ListenerName, cfg.Jobs[first].Name)
+				d.jobErrf(cfg, i, ".serve.listener_name", j.Serve.Pos.Line("listener_name"), "local listener %q is already served by job %q", j.Serve.ListenerName, cfg.Jobs[first].Name)
 				continue
 			}
 			listeners[j.Serve.ListenerName] = i
@@ -52,7 +52,7 @@ func (d *decoder) validate(cfg *Config) {
 				if first >= 0 {
 					by = fmt.Sprintf("job %q", cfg.Jobs[first].Name)
 				}
-				d.errf(jobPath(cfg, i)+".serve.listen", j.Serve.Pos.Line("listen"), "address %q is already served by %s", j.Serve.Listen, by)
+				d.jobErrf(cfg, i, ".serve.listen", j.Serve.Pos.Line("listen"), "address %q is already served by %s", j.Serve.Listen, by)
 				continue
 			}
 			listens[j.Serve.Listen] = i
@@ -60,7 +60,7 @@ func (d *decoder) validate(cfg *Config) {
 			// Each identity is a socket in one shared directory.
 			for _, id := range j.Serve.ClientIdentities {
 				if first, dup := stdinIDs[id]; dup && first != i {
-					d.errf(jobPath(cfg, i)+".serve.client_identities", j.Serve.Pos.Line("client_identities"), "stdinserver client identity %q is already served by job %q", id, cfg.Jobs[first].Name)
+					d.jobErrf(cfg, i, ".serve.client_identities", j.Serve.Pos.Line("client_identities"), "stdinserver client identity %q is already served by job %q", id, cfg.Jobs[first].Name)
 					continue
 				}
 				stdinIDs[id] = i
@@ -72,7 +72,7 @@ func (d *decoder) validate(cfg *Config) {
 		if j.Connect == nil || j.Connect.Type != TransportLocal || j.Connect.ListenerName == "" {
 			continue
 		}
-		p := jobPath(cfg, i) + ".connect.listener_name"
+		const p = ".connect.listener_name"
 		want := JobSink
 		if j.Type == JobPull {
 			want = JobSource
@@ -87,15 +87,15 @@ func (d *decoder) validate(cfg *Config) {
 				}
 			}
 			if len(names) == 0 {
-				d.errf(p, line, "no %s job in this config serves local listener %q (want the listener_name of a %s job with serve type local; there is none)", want, j.Connect.ListenerName, want)
+				d.jobErrf(cfg, i, p, line, "no %s job in this config serves local listener %q (want the listener_name of a %s job with serve type local; there is none)", want, j.Connect.ListenerName, want)
 			} else {
-				d.errf(p, line, "no %s job in this config serves local listener %q (want one of %s)", want, j.Connect.ListenerName, strings.Join(names, ", "))
+				d.jobErrf(cfg, i, p, line, "no %s job in this config serves local listener %q (want one of %s)", want, j.Connect.ListenerName, strings.Join(names, ", "))
 			}
 			continue
 		}
 		peer := cfg.Jobs[k]
 		if peer.Type != want {
-			d.errf(p, j.Connect.Pos.Line("listener_name"), "local listener %q is served by %s job %q, but a %s job needs a %s job", j.Connect.ListenerName, peer.Type, peer.Name, j.Type, want)
+			d.jobErrf(cfg, i, p, j.Connect.Pos.Line("listener_name"), "local listener %q is served by %s job %q, but a %s job needs a %s job", j.Connect.ListenerName, peer.Type, peer.Name, j.Type, want)
 			continue
 		}
 		d.checkLocalLoop(cfg, i, k)
@@ -114,7 +114,7 @@ func (d *decoder) validate(cfg *Config) {
 				for _, rb := range roots[k] {
 					if ra.HasPrefix(rb) || rb.HasPrefix(ra) {
 						b := cfg.Jobs[k]
-						d.errf(jobPath(cfg, i)+".root_fs", a.rootFSLine, "receives into %q, which overlaps %q where %s job %q receives", ra, rb, b.Type, b.Name)
+						d.jobErrf(cfg, i, ".root_fs", a.rootFSLine, "receives into %q, which overlaps %q where %s job %q receives", ra, rb, b.Type, b.Name)
 						break pairs
 					}
 				}
@@ -191,7 +191,7 @@ func (d *decoder) checkLocalLoop(cfg *Config, active, passive int) {
 		if w != recvRoot {
 			where = fmt.Sprintf("%q, below %q where", w, recvRoot)
 		}
-		d.errf(jobPath(cfg, senderIdx)+".filesystems", sj.filesystemsLine,
+		d.jobErrf(cfg, senderIdx, ".filesystems", sj.filesystemsLine,
 			"selects %s the local %s/%s pair %q/%q receives: each run would replicate its own copies",
 			where, a.Type, p.Type, a.Name, p.Name)
 	}
@@ -201,4 +201,26 @@ func (d *decoder) checkLocalLoop(cfg *Config, active, passive int) {
 // not in cfg.Jobs, so the index in the document is kept in the job.
 func jobPath(cfg *Config, i int) string {
 	return fmt.Sprintf("jobs[%d]", cfg.Jobs[i].index)
+}
+
+// jobErrf reports a problem at sub (".name", ".root_fs", ...) of
+// cfg.Jobs[i], in the file that defines the job.
+func (d *decoder) jobErrf(cfg *Config, i int, sub string, line int, format string, args ...any) {
+	d.errs = append(d.errs, &Error{Path: jobPath(cfg, i) + sub, Line: line, Msg: fmt.Sprintf(format, args...), File: cfg.Jobs[i].File})
+}
+
+// jobAt names line of cfg.Jobs[i] for a message about another job: with
+// the file when the job is in an included one, so that a problem spanning
+// two files names both.
+func (d *decoder) jobAt(cfg *Config, i, line int) string {
+	s := fmt.Sprintf("%s at line %d", jobPath(cfg, i), line)
+	switch {
+	case cfg.Jobs[i].File != "":
+		return s + " of " + cfg.Jobs[i].File
+	case !d.included:
+		return s
+	case d.mainFile != "":
+		return s + " of " + d.mainFile
+	}
+	return s + " of the config file"
 }
