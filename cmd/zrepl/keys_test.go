@@ -152,16 +152,22 @@ func init() {
 		samples[sp+"interval"] = sample{applied: []string{"1h"}, bad: "0s"}
 		samples[sp+"timestamp_format"] = sample{applied: []string{"human", "iso-8601", "unix-seconds"}, bad: `"2006/01"`}
 		samples[sp+"timestamp_location"] = sample{applied: []string{"Europe/Berlin"}, bad: "Mars/Olympus", with: map[string]string{"timestamp_format": "iso-8601"}}
+		cr := "jobs." + j + ".snapshotting.cron."
+		samples[cr+"prefix"] = sample{applied: []string{"auto_"}, bad: `"a/b"`}
+		samples[cr+"cron"] = sample{applied: []string{`"0 * * * *"`, `"15 0 * * * *"`}, bad: `"@daily"`}
+		samples[cr+"timestamp_format"] = sample{applied: []string{"human", "iso-8601", "unix-seconds"}, bad: `"2006/01"`}
+		samples[cr+"timestamp_location"] = sample{applied: []string{"Europe/Berlin"}, bad: "Mars/Olympus", with: map[string]string{"timestamp_format": "iso-8601"}}
 		samples["jobs."+j+".snapshotting.manual.hooks"] = sample{refused: "[{type: command, path: /bin/true}]", bad: "[{type: command, path: /bin/true}]"}
-		h := sp + "hooks."
-		samples[h+"command.path"] = sample{applied: []string{"/bin/false"}, bad: "relative/hook"}
-		for _, typ := range []string{"command", "postgres-checkpoint", "mysql-lock-tables"} {
-			samples[h+typ+".timeout"] = sample{applied: []string{"5s"}, bad: "0s"}
-			samples[h+typ+".err_is_fatal"] = sample{applied: []string{"true"}, bad: "maybe"}
-			samples[h+typ+".filesystems"] = sample{applied: []string{`{"pool/other<": true}`}, bad: `{"a@b": true}`}
+		for _, h := range []string{sp + "hooks.", cr + "hooks."} {
+			samples[h+"command.path"] = sample{applied: []string{"/bin/false"}, bad: "relative/hook"}
+			for _, typ := range []string{"command", "postgres-checkpoint", "mysql-lock-tables"} {
+				samples[h+typ+".timeout"] = sample{applied: []string{"5s"}, bad: "0s"}
+				samples[h+typ+".err_is_fatal"] = sample{applied: []string{"true"}, bad: "maybe"}
+				samples[h+typ+".filesystems"] = sample{applied: []string{`{"pool/other<": true}`}, bad: `{"a@b": true}`}
+			}
+			samples[h+"postgres-checkpoint.dsn"] = sample{applied: []string{`"host=127.0.0.1 port=2 dbname=db"`}, bad: `"port=notanumber"`}
+			samples[h+"mysql-lock-tables.dsn"] = sample{applied: []string{`"zrepl@tcp(127.0.0.1:2)/"`}, bad: `"not a dsn"`}
 		}
-		samples[h+"postgres-checkpoint.dsn"] = sample{applied: []string{`"host=127.0.0.1 port=2 dbname=db"`}, bad: `"port=notanumber"`}
-		samples[h+"mysql-lock-tables.dsn"] = sample{applied: []string{`"zrepl@tcp(127.0.0.1:2)/"`}, bad: `"not a dsn"`}
 	}
 	for _, j := range []string{"push", "source"} {
 		s := "jobs." + j + ".send."

@@ -158,7 +158,10 @@ func init() {
 	differ("a hook runs without a shell; a relative path would depend on the daemon's working directory",
 		"jobs.push.snapshotting.periodic.hooks.command.path: relative/hook",
 		"jobs.source.snapshotting.periodic.hooks.command.path: relative/hook",
-		"jobs.snap.snapshotting.periodic.hooks.command.path: relative/hook")
+		"jobs.snap.snapshotting.periodic.hooks.command.path: relative/hook",
+		"jobs.push.snapshotting.cron.hooks.command.path: relative/hook",
+		"jobs.source.snapshotting.cron.hooks.command.path: relative/hook",
+		"jobs.snap.snapshotting.cron.hooks.command.path: relative/hook")
 	differ("zrepl takes 0 and then fails every TLS handshake at once",
 		"jobs.sink.serve.tls.handshake_timeout: 0s", "jobs.source.serve.tls.handshake_timeout: 0s")
 }

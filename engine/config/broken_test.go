@@ -360,7 +360,7 @@ var brokenConfigs = []struct {
 		`, []wantErr{
 		{"jobs[0].serve.client_identities[1]", 4, `client identity "a" appears twice`},
 		{"jobs[0].serve.client_identities[2]", 4, `client identity "b/c" must not contain '/' (it names one dataset below root_fs)`},
-		{"jobs[0].snapshotting", 6, `unknown snapshotting type "cron" (want periodic, manual)`},
+		{"jobs[0].snapshotting", 6, `missing required key "prefix" (cron snapshots are named prefix + timestamp)`},
 		{"jobs[0].send.encrypted", 8, `want true or false, got "true"`},
 		{"jobs[0].send.bandwidth_limit.max", 9, `invalid size "10 parsecs" (want a number and a unit: B (bytes) or b, bit (bits), after K, M, G, T or Ki, Mi, Gi, Ti, e.g. 512 KiB, 23.5 MiB, 100 Mb)`},
 		{"jobs[0].send.bandwidth_limit.bucket_capacity", 9, `bucket capacity "0 B" must be at least 1 B (want e.g. 128 KiB)`},
@@ -446,7 +446,7 @@ var brokenConfigs = []struct {
 		{"jobs[0].snapshotting.hooks[5]", 25, `unknown hook type "lvm-snapshot" (want command, postgres-checkpoint, mysql-lock-tables)`},
 		{"jobs[0].snapshotting.hooks[6]", 26, "want a hook mapping, got null"},
 		{"jobs[0].snapshotting.hooks[7]", 27, "want a mapping, got a list"},
-		{"jobs[1].snapshotting.hooks", 32, `key "hooks" needs periodic snapshotting: manual snapshotting takes no snapshots to run hooks around (want snapshotting type periodic, or no hooks)`},
+		{"jobs[1].snapshotting.hooks", 32, `key "hooks" needs periodic or cron snapshotting: manual snapshotting takes no snapshots to run hooks around (want snapshotting type periodic or cron, or no hooks)`},
 	}},
 }
 

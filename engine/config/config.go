@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/robfig/cron/v3"
+
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/zfs"
 )
@@ -288,13 +290,19 @@ type SnapshottingType string
 
 const (
 	SnapshottingPeriodic SnapshottingType = "periodic"
+	SnapshottingCron     SnapshottingType = "cron"
 	SnapshottingManual   SnapshottingType = "manual"
 )
 
 type Snapshotting struct {
 	Type     SnapshottingType
 	Prefix   string
-	Interval time.Duration
+	Interval time.Duration // periodic
+	// Cron is the cron spec of cron snapshotting, as written, and
+	// CronSchedule what it parsed to (read in the daemon's local time,
+	// as zrepl does).
+	Cron         string
+	CronSchedule cron.Schedule
 	// TimestampFormat is dense (default), human, iso-8601, unix-seconds
 	// or a Go time layout; see SnapshotName.
 	TimestampFormat string
@@ -302,6 +310,12 @@ type Snapshotting struct {
 	TimestampLocation *time.Location
 	// Hooks run around each filesystem's snapshot, in config order.
 	Hooks []Hook
+}
+
+// Scheduled reports whether the daemon takes the snapshots by itself
+// (periodic or cron), rather than only on request (manual).
+func (s *Snapshotting) Scheduled() bool {
+	return s != nil && (s.Type == SnapshottingPeriodic || s.Type == SnapshottingCron)
 }
 
 // KeepType is the type of a pruning rule.

@@ -132,12 +132,13 @@ var registryEntries = []KeyInfo{
 	{Schema: "jobs.{push,source,snap}.snapshotting", Status: Structure},
 	{Schema: "jobs.{push,source,snap}.snapshotting.type", Status: Structure},
 	{Schema: "jobs.{push,source,snap}.snapshotting.periodic.{prefix,interval,timestamp_format,timestamp_location}", Status: Applied},
-	{Schema: "jobs.{push,source,snap}.snapshotting.periodic.hooks", Status: Structure},
-	{Schema: "jobs.{push,source,snap}.snapshotting.periodic.hooks.type", Status: Structure},
-	{Schema: "jobs.{push,source,snap}.snapshotting.periodic.hooks.command.{path,timeout,err_is_fatal,filesystems}", Status: Applied},
-	{Schema: "jobs.{push,source,snap}.snapshotting.periodic.hooks.{postgres-checkpoint,mysql-lock-tables}.{dsn,timeout,err_is_fatal,filesystems}", Status: Applied},
+	{Schema: "jobs.{push,source,snap}.snapshotting.cron.{prefix,cron,timestamp_format,timestamp_location}", Status: Applied},
+	{Schema: "jobs.{push,source,snap}.snapshotting.{periodic,cron}.hooks", Status: Structure},
+	{Schema: "jobs.{push,source,snap}.snapshotting.{periodic,cron}.hooks.type", Status: Structure},
+	{Schema: "jobs.{push,source,snap}.snapshotting.{periodic,cron}.hooks.command.{path,timeout,err_is_fatal,filesystems}", Status: Applied},
+	{Schema: "jobs.{push,source,snap}.snapshotting.{periodic,cron}.hooks.{postgres-checkpoint,mysql-lock-tables}.{dsn,timeout,err_is_fatal,filesystems}", Status: Applied},
 	{Schema: "jobs.{push,source,snap}.snapshotting.manual.hooks", Status: Partial,
-		Why: "needs periodic snapshotting: manual snapshotting takes no snapshots to run hooks around (want snapshotting type periodic, or no hooks)"},
+		Why: "needs periodic or cron snapshotting: manual snapshotting takes no snapshots to run hooks around (want snapshotting type periodic or cron, or no hooks)"},
 
 	// pruning
 	{Schema: "jobs.{push,pull,snap}.pruning", Status: Structure},

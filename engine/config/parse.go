@@ -14,6 +14,7 @@ import (
 	"time"
 	_ "time/tzdata" // timestamp_location names must resolve on any host
 
+	"github.com/robfig/cron/v3"
 	yaml "go.yaml.in/yaml/v3"
 
 	"zrepl.dev/zrepl/engine/endpoint"
@@ -616,50 +617,75 @@ func (d *decoder) snapshotting(m *mapping, why string) *Snapshotting {
 	if !ok {
 		return nil
 	}
-	typ, ok := d.typeOf(sm, "snapshotting", string(SnapshottingPeriodic), string(SnapshottingManual))
+	typ, ok := d.typeOf(sm, "snapshotting", string(SnapshottingPeriodic), string(SnapshottingCron), string(SnapshottingManual))
 	if !ok {
 		return nil
 	}
 	s := &Snapshotting{Type: SnapshottingType(typ)}
-	if s.Type == SnapshottingPeriodic {
+	switch s.Type {
+	case SnapshottingPeriodic:
 		s.Prefix = sm.reqStr("prefix", "periodic snapshots are named prefix + timestamp")
 		s.Interval = sm.duration("interval", 0)
 		if s.Interval == 0 && sm.get("interval") == nil {
 			sm.missing("interval", "")
 		}
-		s.TimestampFormat = snapper.FormatDense
-		if f, ok := sm.str("timestamp_format"); ok {
-			s.TimestampFormat = f
-		}
-		loc := time.UTC
-		if name, ok := sm.str("timestamp_location"); ok {
-			l, err := time.LoadLocation(name)
-			if err != nil {
-				d.errf(child(sm.path, "timestamp_location"), sm.keyLine("timestamp_location"), "unknown time zone %q (want UTC, Local or an IANA name like Europe/Berlin)", name)
-			} else {
-				loc = l
-			}
-		}
-		if s.Prefix != "" {
-			_, err := snapper.NewNaming(s.Prefix, s.TimestampFormat, loc)
-			switch {
-			case errors.Is(err, snapper.ErrFormatNeedsUTC):
-				d.errf(child(sm.path, "timestamp_location"), sm.keyLine("timestamp_location"), "timestamp_format %s has no time zone, so it needs timestamp_location UTC", s.TimestampFormat)
-			case err != nil && zfs.ValidateVersionName(zfs.Snapshot, s.Prefix) != nil:
-				d.errf(child(sm.path, "prefix"), sm.keyLine("prefix"), "%v (want letters, digits and any of -_.: and space)", err)
-			case err != nil:
-				d.errf(child(sm.path, "timestamp_format"), sm.keyLine("timestamp_format"), "%v (want dense, human, iso-8601, unix-seconds or a Go time layout)", err)
-			}
-		}
-		if loc != time.UTC {
-			s.TimestampLocation = loc
-		}
+		d.naming(sm, s)
 		s.Hooks = d.hooks(sm)
-	} else {
+	case SnapshottingCron:
+		s.Prefix = sm.reqStr("prefix", "cron snapshots are named prefix + timestamp")
+		if spec := sm.reqStr("cron", `when to snapshot, like "*/5 * * * *"`); spec != "" {
+			sched, err := cronParser.Parse(spec)
+			if err != nil {
+				d.errf(child(sm.path, "cron"), sm.keyLine("cron"), "invalid cron spec %q: %v (%s)", spec, err, cronWant)
+			}
+			s.Cron, s.CronSchedule = spec, sched
+		}
+		d.naming(sm, s)
+		s.Hooks = d.hooks(sm)
+	default:
 		sm.get("hooks") // refused by the registry
 	}
 	sm.done()
 	return s
+}
+
+// cronParser reads zrepl's cron syntax: minute, hour, day of month, month
+// and day of week, with an optional seconds field first; no descriptors
+// like @daily (zrepl has none).
+var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow)
+
+const cronWant = `want minute hour day-of-month month day-of-week, with an optional seconds field first, like "*/5 * * * *" or "0 30 2 * * 1-5"`
+
+// naming reads timestamp_format and timestamp_location, and checks that
+// the prefix and format make valid snapshot names.
+func (d *decoder) naming(sm *mapping, s *Snapshotting) {
+	s.TimestampFormat = snapper.FormatDense
+	if f, ok := sm.str("timestamp_format"); ok {
+		s.TimestampFormat = f
+	}
+	loc := time.UTC
+	if name, ok := sm.str("timestamp_location"); ok {
+		l, err := time.LoadLocation(name)
+		if err != nil {
+			d.errf(child(sm.path, "timestamp_location"), sm.keyLine("timestamp_location"), "unknown time zone %q (want UTC, Local or an IANA name like Europe/Berlin)", name)
+		} else {
+			loc = l
+		}
+	}
+	if s.Prefix != "" {
+		_, err := snapper.NewNaming(s.Prefix, s.TimestampFormat, loc)
+		switch {
+		case errors.Is(err, snapper.ErrFormatNeedsUTC):
+			d.errf(child(sm.path, "timestamp_location"), sm.keyLine("timestamp_location"), "timestamp_format %s has no time zone, so it needs timestamp_location UTC", s.TimestampFormat)
+		case err != nil && zfs.ValidateVersionName(zfs.Snapshot, s.Prefix) != nil:
+			d.errf(child(sm.path, "prefix"), sm.keyLine("prefix"), "%v (want letters, digits and any of -_.: and space)", err)
+		case err != nil:
+			d.errf(child(sm.path, "timestamp_format"), sm.keyLine("timestamp_format"), "%v (want dense, human, iso-8601, unix-seconds or a Go time layout)", err)
+		}
+	}
+	if loc != time.UTC {
+		s.TimestampLocation = loc
+	}
 }
 
 // Naming is how the job names its snapshots.

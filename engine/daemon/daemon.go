@@ -295,7 +295,7 @@ func (d *Daemon) buildActive(j *config.Job) error {
 			return err
 		}
 	}
-	if j.Snapshotting != nil && j.Snapshotting.Type == config.SnapshottingPeriodic {
+	if j.Snapshotting.Scheduled() {
 		c.Snapshotter = snap
 	}
 	if j.Type == config.JobPush || j.Type == config.JobPull {
@@ -479,7 +479,7 @@ func (d *Daemon) buildPassive(j *config.Job) error {
 		s := sender(d.zfs(j), j)
 		p.source = &sourceSides{sender: s, streams: streamSender(s, j, d.metrics)}
 		sc.Sender = rpc.Source(p.source.streams)
-		if j.Snapshotting != nil && j.Snapshotting.Type == config.SnapshottingPeriodic {
+		if j.Snapshotting.Scheduled() {
 			c := d.jobConfig(j)
 			snap, err := d.newSnapshotter(j)
 			if err != nil {

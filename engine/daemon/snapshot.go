@@ -46,7 +46,16 @@ func (d *Daemon) newSnapshotter(j *config.Job) (snapshotter, error) {
 			d.metrics.Unmatched(j.Name, unmatched)
 		}
 		return fss, err
-	}, snapper.Config{Prefix: s.Prefix, Format: s.TimestampFormat, Location: s.TimestampLocation, Interval: s.Interval, Hooks: hl})}, nil
+	}, snapper.Config{Prefix: s.Prefix, Format: s.TimestampFormat, Location: s.TimestampLocation, Interval: s.Interval, Cron: cronOf(s), Hooks: hl})}, nil
+}
+
+// cronOf is the snapper's schedule of cron snapshotting, nil otherwise
+// (a nil cron.Schedule in the interface would not be nil).
+func cronOf(s *config.Snapshotting) snapper.Schedule {
+	if s.CronSchedule == nil {
+		return nil
+	}
+	return s.CronSchedule
 }
 
 var _ job.SnapshotReporter = snapshotter{}

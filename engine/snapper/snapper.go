@@ -29,14 +29,26 @@ type Config struct {
 	// NewNaming checks them).
 	Format   string
 	Location *time.Location
-	// Interval between periodic snapshots; 0 means manual (the snapper
-	// never decides by itself that a snapshot is due).
+	// Interval between periodic snapshots; 0 (and no Cron) means manual
+	// (the snapper never decides by itself that a snapshot is due).
 	Interval time.Duration
+	// Cron, if set, is when snapshots are due instead of Interval: at
+	// each time of the schedule, read in CronLocation (nil: time.Local,
+	// as zrepl reads cron specs), none at start and none caught up for
+	// times the daemon was not running.
+	Cron         Schedule
+	CronLocation *time.Location
 	// Name, if set, builds the snapshot name for time t instead of
 	// Prefix, Format and Location.
 	Name func(t time.Time) string
 	// Hooks run around each filesystem's snapshot; nil for none.
 	Hooks *hooks.List
+}
+
+// Schedule is a cron schedule: Next is the first time of the schedule
+// after t, in t's location (robfig/cron's Schedule is one).
+type Schedule interface {
+	Next(t time.Time) time.Time
 }
 
 // naming is the Naming of Prefix, Format and Location.
@@ -187,11 +199,19 @@ func (s *Snapper) Snapshot(ctx context.Context, now time.Time) ([]FSReport, erro
 // than an interval after the start of this snapper's last Snapshot (as
 // zrepl, which snapshots every interval after its first sync point):
 // what that run left unsnapshotted waits for the next. Interval 0
-// (manual) returns the zero time.
+// (manual) returns the zero time. With a Cron schedule it is the
+// schedule's next time after now.
 //
 // A filesystem that cannot be listed is left out and its error returned
 // (joined, naming the filesystem) with the time the others give.
 func (s *Snapper) NextDue(ctx context.Context, now time.Time) (time.Time, error) {
+	if s.cfg.Cron != nil {
+		loc := s.cfg.CronLocation
+		if loc == nil {
+			loc = time.Local
+		}
+		return s.cfg.Cron.Next(now.In(loc)), nil
+	}
 	if s.cfg.Interval <= 0 {
 		return time.Time{}, nil
 	}

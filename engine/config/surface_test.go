@@ -2,9 +2,11 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -126,4 +128,36 @@ func TestIncludeNeedsAFileForRelativePaths(t *testing.T) {
 	assert.Equal(t, `include[0]: line 1: relative include path "x.yml" needs the config's file name (want an absolute path)`, errs[0].Error())
 	errs = parseErrors(t, "include: x.yml\n")
 	assert.Equal(t, `include: line 1: want a list, got "x.yml"`, errs[0].Error())
+}
+
+// TestCronSnapshotting: zrepl's cron syntax with an optional seconds
+// field; a bad spec names the key and line and says what is allowed.
+func TestCronSnapshotting(t *testing.T) {
+	const base = "jobs:\n  - name: s\n    type: snap\n    filesystems: {\"pool<\": true}\n" +
+		"    snapshotting: {type: cron, prefix: z_, cron: %q, timestamp_format: iso-8601, timestamp_location: Europe/Berlin}\n" +
+		"    pruning: {keep: [{type: last_n, count: 1}]}\n"
+	cfg := mustParse(t, fmt.Sprintf(base, "*/5 * * * *"))
+	s := cfg.Jobs[0].Snapshotting
+	require.True(t, s.Scheduled())
+	assert.Equal(t, "*/5 * * * *", s.Cron)
+	at := time.Date(2026, 1, 1, 10, 2, 0, 0, time.UTC)
+	assert.Equal(t, at.Add(3*time.Minute), s.CronSchedule.Next(at))
+	assert.Equal(t, "Europe/Berlin", s.TimestampLocation.String())
+
+	cfg = mustParse(t, fmt.Sprintf(base, "15 */5 * * * *"))
+	assert.Equal(t, at.Add(3*time.Minute+15*time.Second), cfg.Jobs[0].Snapshotting.CronSchedule.Next(at))
+
+	for _, bad := range []string{"@daily", "61 * * * *", "* * *", ""} {
+		errs := parseErrors(t, fmt.Sprintf(base, bad))
+		require.Len(t, errs, 1, bad)
+		if bad == "" {
+			assert.Equal(t, "jobs[0].snapshotting.cron: line 5: must not be empty", errs[0].Error())
+			continue
+		}
+		assert.Equal(t, "jobs[0].snapshotting.cron", errs[0].Path, bad)
+		assert.Equal(t, 5, errs[0].Line)
+		assert.Contains(t, errs[0].Msg, `(want minute hour day-of-month month day-of-week, with an optional seconds field first`)
+	}
+	errs := parseErrors(t, "jobs:\n  - name: s\n    type: snap\n    filesystems: {\"pool<\": true}\n    snapshotting: {type: cron, prefix: z_}\n    pruning: {keep: [{type: last_n, count: 1}]}\n")
+	assert.Equal(t, `jobs[0].snapshotting: line 5: missing required key "cron" (when to snapshot, like "*/5 * * * *")`, errs[0].Error())
 }
