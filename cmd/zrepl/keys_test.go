@@ -122,6 +122,7 @@ func init() {
 		for _, side := range []string{"keep_sender", "keep_receiver"} {
 			keepSamples(p + side + ".")
 		}
+		samples[p+"keep_sender.not_replicated.keep_snapshot_at_cursor"] = sample{applied: []string{"false"}, bad: "maybe"}
 		r := "jobs." + j + ".replication."
 		samples[r+"protection.initial"] = sample{applied: []string{"guarantee_incremental", "guarantee_nothing"}, bad: "always"}
 		samples[r+"protection.incremental"] = sample{applied: []string{"guarantee_incremental", "guarantee_nothing"}, bad: "always"}

@@ -337,6 +337,10 @@ type KeepRule struct {
 	Negate bool     // regex only: keep what does not match
 	Grid   GridSpec // grid only
 	Count  int      // last_n only
+	// KeepSnapshotAtCursor (not_replicated only, default true) keeps the
+	// snapshot the replication cursor points at; false lets the rules
+	// destroy it, the cursor bookmark then being the incremental base.
+	KeepSnapshotAtCursor bool
 }
 
 // Considers reports whether the rule looks at a snapshot called name: its

@@ -149,6 +149,7 @@ var registryEntries = []KeyInfo{
 	{Schema: "jobs.{push,pull}.pruning.{keep_sender,keep_receiver}.grid.{grid,regex}", Status: Applied},
 	{Schema: "jobs.{push,pull}.pruning.{keep_sender,keep_receiver}.last_n.{count,regex}", Status: Applied},
 	{Schema: "jobs.{push,pull}.pruning.{keep_sender,keep_receiver}.regex.{regex,negate}", Status: Applied},
+	{Schema: "jobs.{push,pull}.pruning.keep_sender.not_replicated.keep_snapshot_at_cursor", Status: Applied},
 	{Schema: "jobs.snap.pruning.keep.grid.{grid,regex}", Status: Applied},
 	{Schema: "jobs.snap.pruning.keep.last_n.{count,regex}", Status: Applied},
 	{Schema: "jobs.snap.pruning.keep.regex.{regex,negate}", Status: Applied},

@@ -766,6 +766,8 @@ func (d *decoder) keepRules(pm *mapping, key string, sender bool) []KeepRule {
 		case KeepNotReplicated:
 			if !sender {
 				d.errf(p, rm.keyLine("type"), "rule not_replicated only makes sense in keep_sender")
+			} else {
+				r.KeepSnapshotAtCursor = rm.boolean("keep_snapshot_at_cursor", true)
 			}
 		}
 		rm.done()

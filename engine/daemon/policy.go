@@ -49,7 +49,11 @@ func newPrune(keep []config.KeepRule) *pruneRules {
 	}
 	r := &pruneRules{policy: pruner.Policy{Rules: rules(keep)}}
 	for _, k := range keep {
-		r.notReplicated = r.notReplicated || k.Type == config.KeepNotReplicated
+		if k.Type == config.KeepNotReplicated {
+			r.notReplicated = true
+			// As zrepl: one rule with false is enough.
+			r.policy.CursorSnapshotMayGo = r.policy.CursorSnapshotMayGo || !k.KeepSnapshotAtCursor
+		}
 	}
 	return r
 }

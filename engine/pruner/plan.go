@@ -13,11 +13,16 @@ type Policy struct {
 	// considers all. Other snapshots are neither destroyed nor seen by
 	// the rules.
 	Prefix string
+	// CursorSnapshotMayGo lifts the protection of the newest replicated
+	// snapshot, so the rules decide about it too (zrepl's not_replicated
+	// rule with keep_snapshot_at_cursor: false): the sender's cursor
+	// bookmark stays the incremental base without its snapshot.
+	CursorSnapshotMayGo bool
 }
 
 // Plan returns the snapshots to destroy: considered snapshots that no rule
 // keeps, but never a held one, never the newest replicated snapshot (the
-// incremental base) and never the newest snapshot overall (both by
+// incremental base; unless CursorSnapshotMayGo) and never the newest snapshot overall (both by
 // createtxg, over all snapshots, prefixed or not). The result is ordered
 // by createtxg and does not depend on the order of snaps. A policy without
 // rules destroys every considered snapshot it may.
@@ -40,7 +45,7 @@ func Plan(snaps []Snapshot, p Policy, now time.Time) []Snapshot {
 		}
 	}
 	protected[newest] = true
-	if newestRepl >= 0 {
+	if newestRepl >= 0 && !p.CursorSnapshotMayGo {
 		protected[newestRepl] = true
 	}
 

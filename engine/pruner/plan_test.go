@@ -88,6 +88,26 @@ func TestPlanProtections(t *testing.T) {
 	}
 }
 
+// TestPlanCursorSnapshotMayGo: with keep_snapshot_at_cursor: false the
+// snapshot at the cursor is replicated like the older ones, and not_replicated
+// lets it go; the newest snapshot stays protected.
+func TestPlanCursorSnapshotMayGo(t *testing.T) {
+	snaps := []Snapshot{at("zrepl_1", 1, 3*time.Hour), at("zrepl_2", 2, 2*time.Hour), at("zrepl_3", 3, time.Hour)}
+	snaps[0].Replicated, snaps[1].Replicated = true, true // the cursor is at zrepl_2
+	p := Policy{Rules: []Rule{KeepNotReplicated()}}
+	if d := cmp.Diff([]string{"zrepl_1"}, names(Plan(snaps, p, t0))); d != "" {
+		t.Errorf("default: destroyed (-want +got):\n%s", d)
+	}
+	p.CursorSnapshotMayGo = true
+	if d := cmp.Diff([]string{"zrepl_1", "zrepl_2"}, names(Plan(snaps, p, t0))); d != "" {
+		t.Errorf("cursor snapshot may go: destroyed (-want +got):\n%s", d)
+	}
+	snaps[2].Replicated = true
+	if d := cmp.Diff([]string{"zrepl_1", "zrepl_2"}, names(Plan(snaps, p, t0))); d != "" {
+		t.Errorf("the newest stays: destroyed (-want +got):\n%s", d)
+	}
+}
+
 func TestPlanNilRuleIgnored(t *testing.T) {
 	snaps := []Snapshot{at("a", 1, time.Hour), at("b", 2, 0)}
 	if d := cmp.Diff([]string{"a"}, names(Plan(snaps, Policy{Rules: []Rule{nil}}, t0))); d != "" {
