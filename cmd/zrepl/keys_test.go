@@ -115,6 +115,8 @@ func init() {
 		samples[ssh+"port"] = sample{applied: []string{"2222"}, bad: "70000"}
 		samples[ssh+"identity_file"] = sample{applied: []string{"/other/identity"}, bad: "[a]"}
 		samples[ssh+"options"] = sample{applied: []string{`["Compression=on"]`}, bad: "yes please"}
+		samples[ssh+"transport_open_command"] = sample{warns: `[ssh, -p, "2222"]`, bad: "{a: b}"}
+		samples[ssh+"ssh_command"] = sample{warns: "/usr/local/bin/ssh", bad: "[a]"}
 		samples[c+"local.listener_name"] = sample{applied: []string{map[string]string{"push": "spare", "pull": "source_spare"}[j]}, bad: "nobody"}
 		samples[c+"local.client_identity"] = sample{applied: []string{"other"}, bad: `"a/b"`}
 

@@ -111,6 +111,8 @@ var registryEntries = []KeyInfo{
 		Why: "does nothing: the local transport reaches its peer job inside the daemon, there is nothing to dial"},
 	{Schema: "jobs.{push,pull}.connect.tls.{ca,cert,key,server_cn}", Status: Applied},
 	{Schema: "jobs.{push,pull}.connect.ssh+stdinserver.{host,user,port,identity_file,options}", Status: Applied},
+	{Schema: "jobs.{push,pull}.connect.ssh+stdinserver.{transport_open_command,ssh_command}", Status: Inert,
+		Why: "does nothing, in zrepl too: the daemon runs ssh from PATH with user, host, port, identity_file and options"},
 	{Schema: "jobs.{push,pull}.connect.local.{listener_name,client_identity}", Status: Applied},
 
 	// serve

@@ -94,6 +94,9 @@ func (d *decoder) connect(m *mapping, why string) *Connect {
 		c.IdentityFile = cm.reqStr("identity_file", "")
 		c.Options = strs(cm.strList("options"))
 		c.DialTimeout = cm.goDuration("dial_timeout", DefaultDialTimeout, true)
+		// Inert (warned by the registry), still of zrepl's types.
+		cm.strList("transport_open_command")
+		cm.str("ssh_command")
 	case TransportLocal:
 		c.ListenerName = cm.reqStr("listener_name", "must match the serve.listener_name of a job in this config")
 		c.ClientIdentity = cm.reqStr("client_identity", "")
