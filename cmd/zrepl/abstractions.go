@@ -27,7 +27,7 @@ func newAbstractionsCommand() *cobra.Command {
 		Aliases: []string{"holds"},
 		Short:   "list and release the holds and bookmarks zrepl builds on top of ZFS (via the running daemon)",
 	}
-	cmd.PersistentFlags().StringVar(&configPath, "config", defaultConfig, "path of the YAML config")
+	cmd.PersistentFlags().StringVar(&configPath, "config", "", configHelp)
 	offlineFlag(cmd.PersistentFlags(), &offline)
 	filterFlags := func(c *cobra.Command, verb string) {
 		f := c.Flags()

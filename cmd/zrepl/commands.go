@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,14 +21,20 @@ import (
 	"zrepl.dev/zrepl/engine/transport"
 )
 
-const defaultConfig = "/etc/zrepl/zrepl.yml"
+// configHelp is the --config flag's help: without it, zrepl's default
+// locations are searched.
+var configHelp = "path of the YAML config (default: the first of " + strings.Join(config.DefaultLocations, ", ") + " that exists)"
 
 func configFlag(cmd *cobra.Command, p *string) {
-	cmd.Flags().StringVar(p, "config", defaultConfig, "path of the YAML config")
+	cmd.Flags().StringVar(p, "config", "", configHelp)
 }
 
 // loadConfig parses the config, reporting every problem.
 func loadConfig(path string) (*config.Config, error) {
+	path, err := config.FindFile(path, config.DefaultLocations)
+	if err != nil {
+		return nil, err
+	}
 	cfg, err := config.ParseFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config %s:\n%w", path, err)

@@ -40,6 +40,10 @@ func newConfigcheckCommand() *cobra.Command {
 			if !slicesContains([]string{"all", "config", "jobs", "logging"}, what) {
 				return fmt.Errorf("unsupported --what %q (want all, config, jobs or logging)", what)
 			}
+			configPath, err := config.FindFile(configPath, config.DefaultLocations)
+			if err != nil {
+				return err
+			}
 			cfg, err := config.ParseFile(configPath)
 			if err == nil {
 				err = config.CheckFiles(cfg)

@@ -184,7 +184,7 @@ func TestModelCheckpointEvery(t *testing.T) {
 	}
 	errs := parseErrors(t, "global:\n  zfs_backend: model\n  model_checkpoint_every: 1 MiB\n")
 	require.Len(t, errs, 1)
-	assert.Equal(t, Error{"global.model_checkpoint_every", 3, "only meaningful with zfs_backend: model and a model_state_dir (checkpoints are saves of the model's state)"}, *errs[0])
+	assert.Equal(t, Error{"global.model_checkpoint_every", 3, "only meaningful with zfs_backend: model and a model_state_dir (checkpoints are saves of the model's state)", ""}, *errs[0])
 }
 
 func TestGlobalErrors(t *testing.T) {
