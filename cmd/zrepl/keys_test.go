@@ -64,7 +64,7 @@ var samples = map[string]sample{
 	"global.control.sockpath":                      {applied: []string{`"{{tmp}}/control2"`}, bad: "[a]"},
 	"global.serve.stdinserver.sockdir":             {applied: []string{`"{{tmp}}/stdin2"`}, bad: "[a]"},
 
-	"jobs.name": {applied: []string{"renamed"}, bad: `"with/slash"`},
+	"jobs.name": {applied: []string{"renamed", `"with space"`}, bad: `"with/slash"`},
 
 	"include": {applied: []string{`["{{tmp}}/more.yml"]`, `["{{tmp}}/more.d"]`}, bad: `["{{tmp}}/nothing.yml"]`},
 }

@@ -146,7 +146,7 @@ var brokenConfigs = []struct {
 		  - name: s
 		    type: sink
 		  - type: pull
-		  - name: x y
+		  - name: x@y
 		    type: source
 		    serve: {type: tcp, listen: ":99999", clients: {}}
 		  - name: snappy
@@ -166,7 +166,7 @@ var brokenConfigs = []struct {
 		{"jobs[2]", 6, `missing required key "root_fs" (a pull job needs it)`},
 		{"jobs[2]", 6, `missing required key "interval" (a pull job needs it)`},
 		{"jobs[2]", 6, `missing required key "pruning" (a pull job needs it)`},
-		{"jobs[3].name", 7, `invalid job name "x y": character ' ' at position 1 is not allowed (use letters, digits, '-', '_', '.', ':') (job names are embedded in ZFS hold tags and bookmark names)`},
+		{"jobs[3].name", 7, `invalid job name "x@y": character '@' at position 1 is not allowed (use letters, digits, space and any of -_.:) (job names are embedded in ZFS hold tags and bookmark names)`},
 		{"jobs[3]", 7, `missing required key "filesystems" (a source job needs it)`},
 		{"jobs[3]", 7, `missing required key "snapshotting" (a source job needs it)`},
 		{"jobs[3].serve.listen", 9, `invalid port "99999" in address ":99999" (want 1 to 65535)`},

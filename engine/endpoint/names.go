@@ -14,8 +14,9 @@ import (
 const MaxJobIDLen = 200
 
 // JobID is a validated job name. It is embedded in hold tags and bookmark
-// names, so it may only use characters valid in a ZFS name component, and
-// no space (which zfs accepts but scripts and humans misread).
+// names, so it may only use characters valid in a ZFS name component,
+// space included: zrepl allows "my job", and the holds and cursors such a
+// job left must be recognised as its own.
 type JobID struct{ s string }
 
 // ErrInvalidJobID is matched by every job ID validation error.
@@ -43,8 +44,8 @@ func NewJobID(name string) (JobID, error) {
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		if c == ' ' || !zfs.ValidNameChar(c) {
-			return JobID{}, &JobIDError{Name: name, Reason: fmt.Sprintf("character %q at position %d is not allowed (use letters, digits, '-', '_', '.', ':')", c, i)}
+		if !zfs.ValidNameChar(c) {
+			return JobID{}, &JobIDError{Name: name, Reason: fmt.Sprintf("character %q at position %d is not allowed (use letters, digits, space and any of -_.:)", c, i)}
 		}
 	}
 	return JobID{name}, nil

@@ -12,13 +12,13 @@ import (
 )
 
 func TestNewJobID(t *testing.T) {
-	for _, ok := range []string{"prod_to_backup", "a", "job-1.2:x", strings.Repeat("j", MaxJobIDLen)} {
+	for _, ok := range []string{"prod_to_backup", "a", "job-1.2:x", "has space", strings.Repeat("j", MaxJobIDLen)} {
 		_, err := NewJobID(ok)
 		require.NoError(t, err, ok)
 	}
 	for bad, reason := range map[string]string{
 		"":                                 "empty",
-		"has space":                        `character ' ' at position 3`,
+		"tab\there":                        `character '\t' at position 3`,
 		"slash/y":                          `character '/' at position 5`,
 		"at@":                              `character '@'`,
 		"hash#":                            `character '#'`,
@@ -55,16 +55,32 @@ func TestDerivedNames(t *testing.T) {
 		_, ok := ParseBookmarkName(foreign)
 		assert.False(t, ok, foreign)
 	}
-	for _, foreign := range []string{"zrepl_STEP_J_", "zrepl_STEP_J_a b", "keep", "zrepl_last_received_J_"} {
+	for _, foreign := range []string{"zrepl_STEP_J_", "zrepl_STEP_J_a/b", "keep", "zrepl_last_received_J_"} {
 		_, ok := ParseHoldTag(foreign)
 		assert.False(t, ok, foreign)
 	}
 }
 
 // Every valid job ID yields valid ZFS names that parse back to their owner.
+// A job called "my job", as zrepl allows, owns the holds and cursors it
+// left: zrepl v0.7.0 names them as we do.
+func TestJobNameWithSpaces(t *testing.T) {
+	job := MustJobID("my job")
+	for tag, kind := range map[string]AbstractionKind{"zrepl_STEP_J_my job": StepHold, "zrepl_last_received_J_my job": LastReceivedHold} {
+		p, ok := ParseHoldTag(tag)
+		require.True(t, ok, tag)
+		assert.Equal(t, ParsedName{Kind: kind, Job: job}, p)
+	}
+	p, ok := ParseBookmarkName("zrepl_CURSOR_G_ab88464e08d6da2c_J_my job")
+	require.True(t, ok)
+	assert.Equal(t, ParsedName{Kind: ReplicationCursorV2, Job: job, GUID: 0xab88464e08d6da2c}, p)
+	assert.Equal(t, "zrepl_CURSOR_G_ab88464e08d6da2c_J_my job", CursorBookmarkName(0xab88464e08d6da2c, job))
+	require.NoError(t, zfs.ValidateVersionName(zfs.Bookmark, CursorBookmarkName(1, job)))
+}
+
 func TestDerivedNamesRoundTripProperty(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		name := rapid.StringMatching(`[a-zA-Z0-9_.:-]{1,200}`).Draw(t, "job")
+		name := rapid.StringMatching(`[a-zA-Z0-9_.: -]{1,200}`).Draw(t, "job")
 		job, err := NewJobID(name)
 		if err != nil {
 			t.Fatalf("valid job %q rejected: %v", name, err)
