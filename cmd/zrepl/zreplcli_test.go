@@ -107,7 +107,7 @@ func TestZreplCommands(t *testing.T) {
 	assert.Empty(t, za("list", "--fs", "backup/laptop"), "exactly that filesystem")
 	assert.Len(t, za("list", "-p", "4"), 4)
 	for _, bad := range [][]string{
-		{"--type", "bogus"}, {"--type", "tentative-replication-cursor-bookmark-v2"}, {"--fs", "pool:maybe"}, {"--fs", "pool/@x"}, {"--job", "a b"},
+		{"--type", "bogus"}, {"--type", "tentative-replication-cursor-bookmark-v2"}, {"--fs", "pool:maybe"}, {"--fs", "pool/@x"}, {"--job", "a/b"},
 	} {
 		_, err := run(t, append([]string{"zfs-abstraction", "list", "--config", cfg}, bad...)...)
 		assert.Error(t, err, "%v", bad)
