@@ -1,6 +1,7 @@
 // Package snapper takes a job's snapshots: one snapshot name for every
-// filesystem the job snapshots, taken now or when the periodic interval is
-// due, each between the job's snapshot hooks (engine/hooks). When the next
+// filesystem the job snapshots, taken now, when the periodic interval is
+// due or at the times of a cron schedule, each between the job's snapshot
+// hooks (engine/hooks). When the next
 // snapshot is due follows from the newest snapshot on disk, so a restarted
 // daemon neither snapshots at once nor waits a full interval; the only
 // state kept, in memory, is when the last run started, so that a
