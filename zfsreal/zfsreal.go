@@ -122,6 +122,13 @@ func (c *CLI) ListFilesystems(ctx context.Context, root zfs.DatasetPath) ([]zfs.
 	if err != nil {
 		return nil, &zfs.Error{Op: op, Dataset: root.String(), Err: err}
 	}
+	ptrs := make([]*zfs.FilesystemInfo, len(infos))
+	for i := range infos {
+		ptrs[i] = &infos[i]
+	}
+	if err := c.localPlaceholders(ctx, op, root, ptrs); err != nil {
+		return nil, err
+	}
 	return infos, nil
 }
 
@@ -155,6 +162,13 @@ func (c *CLI) ListTree(ctx context.Context, root zfs.DatasetPath) ([]zfs.Listing
 	tree, err := parseTree(out, root)
 	if err != nil {
 		return nil, &zfs.Error{Op: op, Dataset: root.String(), Err: err}
+	}
+	ptrs := make([]*zfs.FilesystemInfo, len(tree))
+	for i := range tree {
+		ptrs[i] = &tree[i].Info
+	}
+	if err := c.localPlaceholders(ctx, op, root, ptrs); err != nil {
+		return nil, err
 	}
 	return tree, nil
 }
@@ -413,4 +427,32 @@ func (c *CLI) AbortReceive(ctx context.Context, fs zfs.DatasetPath) error {
 	}
 	_, _, err := c.run(ctx, op, fs.String(), []string{"recv", "-A", fs.String()})
 	return err
+}
+
+// localPlaceholders narrows the listed placeholders to those whose
+// zrepl:placeholder is set on the filesystem itself. zfs list shows a
+// user property's value also where it is inherited: a filesystem received
+// below a placeholder shows "on" without being one (zrepl, too, counts
+// only a local value). It costs a zfs get only where the listing shows a
+// placeholder at all.
+func (c *CLI) localPlaceholders(ctx context.Context, op string, root zfs.DatasetPath, infos []*zfs.FilesystemInfo) error {
+	if !slices.ContainsFunc(infos, func(i *zfs.FilesystemInfo) bool { return i.Placeholder }) {
+		return nil
+	}
+	out, _, err := c.run(ctx, op, root.String(), []string{"get", "-H", "-p", "-r", "-s", "local", "-t", "filesystem,volume",
+		"-o", "name,value", zfs.PlaceholderProperty, root.String()})
+	if err != nil {
+		return err
+	}
+	local := map[string]bool{}
+	if err := lines(out, 2, func(_ int, _ string, f []string) error {
+		local[f[0]] = f[1] == "on"
+		return nil
+	}); err != nil {
+		return &zfs.Error{Op: op, Dataset: root.String(), Err: err}
+	}
+	for _, i := range infos {
+		i.Placeholder = i.Placeholder && local[i.Path.String()]
+	}
+	return nil
 }

@@ -41,11 +41,14 @@ const fsListArgs = "list -H -p -o name,guid,receive_resume_token,encryption,encr
 func TestListFilesystems(t *testing.T) {
 	f := newFake(t)
 	// Out of order on purpose; "a-b" sorts before "a/..." bytewise.
+	// pool/a/x/y inherits "on" from pool/a: zfs list shows the value,
+	// the local-only zfs get tells it is no placeholder.
 	f.on(fsListArgs+" pool/a", fakeRule{Stdout: "" +
-		"pool/a/x/y\t3\t-\toff\t-\t-\t-\n" +
+		"pool/a/x/y\t3\t-\toff\t-\t-\ton\n" +
 		"pool/a\t1\t-\toff\t-\t-\ton\n" +
 		"pool/a/x-z\t4\t-\taes-256-gcm\tpool/a/x-z\tunavailable\t-\n" +
 		"pool/a/x\t2\t1-abc-de-789c\toff\t-\t-\toff\n"})
+	f.on(placeholderGetArgs+" pool/a", fakeRule{Stdout: "pool/a\ton\npool/a/x\toff\n"})
 	got, err := f.cli().ListFilesystems(ctx, zfs.MustDatasetPath("pool/a"))
 	require.NoError(t, err)
 	want := []zfs.FilesystemInfo{
@@ -57,8 +60,10 @@ func TestListFilesystems(t *testing.T) {
 	if d := cmp.Diff(want, got, cmp.AllowUnexported(zfs.DatasetPath{})); d != "" {
 		t.Errorf("listing (-want +got):\n%s", d)
 	}
-	assert.Equal(t, []string{fsListArgs + " pool/a"}, f.commands())
+	assert.Equal(t, []string{fsListArgs + " pool/a", placeholderGetArgs + " pool/a"}, f.commands())
 }
+
+const placeholderGetArgs = "get -H -p -r -s local -t filesystem,volume -o name,value zrepl:placeholder"
 
 func TestListFilesystemsErrors(t *testing.T) {
 	f := newFake(t)
