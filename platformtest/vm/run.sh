@@ -17,6 +17,8 @@
 #   ZREPL_PLATFORMTEST_APT_MAX_AGE seconds the apt lists are trusted before
 #                                  `apt-get update` re-checks versions (default: 86400)
 #   ZREPL_PLATFORMTEST_FORCE_VM=1  use the VM even where ZFS is present
+#   ZREPL_UPSTREAM                 zrepl v0.7.0 binary for the interop tests
+#                                  (default: ../shared/upstream/zrepl from the repo)
 set -euo pipefail
 
 # Everything runs inside main, which bash parses completely before running:
@@ -46,6 +48,15 @@ MEM=${ZREPL_PLATFORMTEST_MEM:-3000}
 CPUS=${ZREPL_PLATFORMTEST_CPUS:-2}
 TIMEOUT=${ZREPL_PLATFORMTEST_TIMEOUT:-1800}
 APT_MAX_AGE=${ZREPL_PLATFORMTEST_APT_MAX_AGE:-86400}
+# The interop tests run zrepl v0.7.0 against this project; where the binary
+# is absent they skip, saying so.
+UPSTREAM=${ZREPL_UPSTREAM:-$REPO/../shared/upstream/zrepl}
+if [[ -x $UPSTREAM ]]; then
+	UPSTREAM=$(cd "$(dirname "$UPSTREAM")" && pwd)/$(basename "$UPSTREAM")
+else
+	log "no zrepl binary at $UPSTREAM (ZREPL_UPSTREAM): the interop tests will skip"
+	UPSTREAM=
+fi
 # Bump when the layout of the cached base changes, so old caches are rebuilt.
 BASE_FORMAT=1
 # Load order: each module depends only on those before it.
@@ -73,7 +84,7 @@ if [[ ${ZREPL_PLATFORMTEST_FORCE_VM:-} != 1 && -e /dev/zfs && $(id -u) == 0 ]] &
 	log "ZFS present on this host: running the tests here"
 	eval "set -- $ARGS"
 	rc=0
-	(cd "$tmp" && ZREPL_PLATFORMTEST=host "$tmp/platformtest.test" "$@") || rc=$?
+	(cd "$tmp" && ZREPL_PLATFORMTEST=host ZREPL_UPSTREAM=$UPSTREAM "$tmp/platformtest.test" "$@") || rc=$?
 	log "exit status $rc (host run, $(($(now) - t_total)) s)"
 	exit "$rc"
 fi
@@ -272,6 +283,7 @@ mkdir -p "$RUN/root"
 TEST_TIMEOUT=$((TIMEOUT > 120 ? TIMEOUT - 60 : TIMEOUT))
 build_test_binary "$RUN/root/platformtest.test"
 printf '%s\n' "$ARGS" >"$RUN/root/platformtest.args"
+[[ -z $UPSTREAM ]] || cp "$UPSTREAM" "$RUN/root/zrepl-upstream"
 cat >"$RUN/root/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s
@@ -281,6 +293,8 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs -o size=90% tmp /tmp
+# Loopback for the tests that talk tcp (interop with zrepl): a fresh kernel has it down.
+ip link set lo up || ifconfig lo 127.0.0.1 up
 finish() {
 	echo "$MARKER=\$1"
 	sync
@@ -295,6 +309,7 @@ done
 [ -e /dev/zfs ] || { echo "platformtest: /dev/zfs missing after loading the modules"; finish 125; }
 echo "platformtest: zfs modules loaded, running the tests"
 export ZREPL_PLATFORMTEST=vm HOME=/root TMPDIR=/tmp
+[ -x /zrepl-upstream ] && export ZREPL_UPSTREAM=/zrepl-upstream
 cd /tmp
 eval "set -- \$(cat /platformtest.args)"
 # The test binary's own deadline comes first (a later -test.timeout in the
