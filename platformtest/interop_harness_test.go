@@ -340,13 +340,19 @@ type ours struct {
 // the test ends.
 func startOurs(t *testing.T, cfg string) *ours {
 	t.Helper()
+	// Our daemon's control socket in a short temp path of its own
+	// (unix socket paths are limited to 108 bytes).
+	sockDir, err := os.MkdirTemp("", "zo")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	cfg = fmt.Sprintf("global:\n  control: {sockpath: %s/control}\n", sockDir) + cfg
 	c, err := config.Parse([]byte(cfg))
 	require.NoError(t, err, "our config:\n%s", cfg)
 	o := &ours{t: t, calls: &invocationLog{}, logPath: filepath.Join(t.TempDir(), "ours.log")}
 	logf, err := os.Create(o.logPath)
 	require.NoError(t, err)
 	z := zfsreal.New(zfsreal.Options{Observe: o.calls.add})
-	o.d, err = daemon.New(daemon.Options{Config: c, ZFS: z, NoControlSocket: true,
+	o.d, err = daemon.New(daemon.Options{Config: c, ZFS: z,
 		Log: slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
