@@ -19,6 +19,10 @@
 #   ZREPL_PLATFORMTEST_FORCE_VM=1  use the VM even where ZFS is present
 #   ZREPL_UPSTREAM                 zrepl v0.7.0 binary for the interop tests
 #                                  (default: ../shared/upstream/zrepl from the repo)
+#   ZREPL_PLATFORMTEST_ZFS         OpenZFS line(s) the VM runs: 2.1 (bookworm's
+#                                  2.1.11), 2.3 (trixie's newest 2.3.x, built for
+#                                  bookworm's kernel) or all (default: 2.1, then
+#                                  2.3; the run fails if either does)
 set -euo pipefail
 
 # Everything runs inside main, which bash parses completely before running:
@@ -59,13 +63,16 @@ else
 fi
 # Bump when the layout of the cached base changes, so old caches are rebuilt.
 BASE_FORMAT=1
-# Load order: each module depends only on those before it.
-MODULES="spl znvpair zcommon zunicode zavl icp zlua zzstd zfs"
 MARKER=ZREPL-PLATFORMTEST-EXIT-STATUS
 
 for v in MEM CPUS TIMEOUT APT_MAX_AGE; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "ZREPL_PLATFORMTEST_$v must be a number, got '${!v}'"
 done
+ZFSLINE=${ZREPL_PLATFORMTEST_ZFS:-all}
+case $ZFSLINE in
+2.1 | 2.3 | all) ;;
+*) die "ZREPL_PLATFORMTEST_ZFS must be 2.1, 2.3 or all, got '$ZFSLINE'" ;;
+esac
 
 t_total=$(now)
 
@@ -81,7 +88,8 @@ if [[ ${ZREPL_PLATFORMTEST_FORCE_VM:-} != 1 && -e /dev/zfs && $(id -u) == 0 ]] &
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' EXIT
 	build_test_binary "$tmp/platformtest.test"
-	log "ZFS present on this host: running the tests here"
+	log "ZFS present on this host: running the tests here ($(zfs version 2>/dev/null | tr '\n' ' '))"
+	[[ $ZFSLINE == all ]] || log "ZREPL_PLATFORMTEST_ZFS=$ZFSLINE has no effect: the host's ZFS is what runs"
 	eval "set -- $ARGS"
 	rc=0
 	(cd "$tmp" && ZREPL_PLATFORMTEST=host ZREPL_UPSTREAM=$UPSTREAM "$tmp/platformtest.test" "$@") || rc=$?
@@ -92,6 +100,49 @@ fi
 # --- VM. ---------------------------------------------------------------------
 [[ $(id -u) == 0 ]] || die "building the VM needs root (apt-get installs); run as root or on a host with ZFS"
 command -v apt-get >/dev/null || die "the VM is built from Debian packages: apt-get is required"
+
+if [[ $ZFSLINE == all ]]; then
+	# Each line is a run of its own (own base, own VM); both always run, so
+	# one failing still reports the other.
+	local line t rc summary="" worst=0
+	for line in 2.1 2.3; do
+		t=$(now)
+		rc=0
+		ZREPL_PLATFORMTEST_ZFS=$line "${BASH_SOURCE[0]}" || rc=$?
+		summary+="zfs $line: exit status $rc ($(($(now) - t)) s); "
+		((rc == 0)) || worst=$rc
+	done
+	log "${summary}$(($(now) - t_total)) s in all"
+	exit "$worst"
+fi
+
+# What differs between the OpenZFS lines. The kernel is bookworm's either way
+# (the one this host's headers and compiler build for); 2.3 comes from trixie,
+# whose 2.3.x builds against 6.1, and its userland needs trixie's glibc (2.38
+# or later), so its libraries, the loader included, come from trixie too.
+case $ZFSLINE in
+2.1)
+	SUITE=bookworm
+	APTDIR=$CACHE/apt
+	ZFS_DEBS="zfs-dkms zfsutils-linux libzfs4linux libzpool5linux libnvpair3linux libuutil3linux"
+	# From the host's (bookworm) sources, beside the kernel and busybox.
+	MAIN_DEBS="libssl3 libudev1 libblkid1 libuuid1 zlib1g libgcc-s1"
+	# Load order: each module depends only on those before it.
+	MODULES="spl znvpair zcommon zunicode zavl icp zlua zzstd zfs"
+	;;
+2.3)
+	SUITE=trixie
+	APTDIR=$CACHE/apt-trixie
+	ZFS_DEBS="zfs-dkms zfsutils-linux libzfs6linux libzpool6linux libnvpair3linux libuutil3linux"
+	# From trixie, with the zfs packages: every library ldd lists must be
+	# among them (checked below), so none silently comes from the host.
+	ZFS_DEBS+=" libc6 libssl3t64 libudev1 libblkid1 libuuid1 zlib1g libgcc-s1 libtirpc3t64 libgssapi-krb5-2"
+	ZFS_DEBS+=" libkrb5-3 libk5crypto3 libcom-err2 libkrb5support0 libkeyutils1 libcap2 libzstd1"
+	MAIN_DEBS=""
+	# Since 2.2 everything but spl is one module.
+	MODULES="spl zfs"
+	;;
+esac
 
 mkdir -p "$CACHE"
 # Runs hold the lock shared, so warm runs overlap and no run loses its base;
@@ -114,15 +165,24 @@ lock_exclusive() {
 }
 
 # Debian's zfs packages are in `contrib`; rather than editing the host's apt
-# sources, a private apt configuration inside the cache sees contrib only and
-# is used just to download (never install) those packages.
-APTDIR=$CACHE/apt
+# sources, a private apt configuration inside the cache sees contrib only
+# (bookworm) or trixie's main and contrib, and is used just to download (never
+# install) those packages.
 mkdir -p "$APTDIR/lists/partial" "$APTDIR/cache/archives/partial"
-cat >"$APTDIR/sources.list.$$" <<'EOF'
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm contrib
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates contrib
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security contrib
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+if [[ $SUITE == bookworm ]]; then
+	cat >"$APTDIR/sources.list.$$" <<EOF
+deb [signed-by=$KEYRING] http://deb.debian.org/debian bookworm contrib
+deb [signed-by=$KEYRING] http://deb.debian.org/debian bookworm-updates contrib
+deb [signed-by=$KEYRING] http://deb.debian.org/debian-security bookworm-security contrib
 EOF
+else
+	cat >"$APTDIR/sources.list.$$" <<EOF
+deb [signed-by=$KEYRING] http://deb.debian.org/debian trixie main contrib
+deb [signed-by=$KEYRING] http://deb.debian.org/debian trixie-updates main contrib
+deb [signed-by=$KEYRING] http://deb.debian.org/debian-security trixie-security main contrib
+EOF
+fi
 mv "$APTDIR/sources.list.$$" "$APTDIR/sources.list" # atomic: other runs may be reading it
 CONTRIB=(-o "Dir::Etc::SourceList=$APTDIR/sources.list" -o "Dir::Etc::SourceParts=$APTDIR/none"
 	-o "Dir::State::Lists=$APTDIR/lists" -o "Dir::Cache=$APTDIR/cache" -o APT::Sandbox::User=root)
@@ -130,9 +190,9 @@ export DEBIAN_FRONTEND=noninteractive
 
 apt_update() {
 	lock_exclusive
-	phase "apt-get update (host lists, and contrib lists in the cache)"
+	phase "apt-get update (host lists, and $SUITE's zfs lists in the cache)"
 	apt-get -qq -o DPkg::Lock::Timeout=600 update >/dev/null || die "apt-get update failed"
-	apt-get -qq "${CONTRIB[@]}" update >/dev/null || die "apt-get update (contrib) failed"
+	apt-get -qq "${CONTRIB[@]}" update >/dev/null || die "apt-get update ($SUITE, private lists) failed"
 	touch "$APTDIR/updated"
 	phase_done
 }
@@ -164,8 +224,9 @@ if [[ -z $KVER || -z $KPKGVER || -z $ZVER ]] && ((updated == 0)); then
 	resolve
 fi
 [[ -n $KVER && -n $KPKGVER ]] || die "cannot resolve the kernel: apt-cache depends linux-image-amd64 gave nothing"
-[[ -n $ZVER ]] || die "cannot resolve zfs-dkms in Debian contrib"
-log "kernel $KVER ($KPKGVER), zfs $ZVER"
+[[ -n $ZVER ]] || die "cannot resolve zfs-dkms in Debian $SUITE contrib"
+[[ $ZVER == "$ZFSLINE".* ]] || die "zfs-dkms in Debian $SUITE contrib is $ZVER, not OpenZFS $ZFSLINE"
+log "kernel $KVER ($KPKGVER), zfs $ZVER (ZREPL_PLATFORMTEST_ZFS=$ZFSLINE, $SUITE)"
 
 install_host() { # packages...
 	phase "apt-get install --no-install-recommends $*"
@@ -185,10 +246,11 @@ build_base() {
 	cd "$work/debs"
 
 	phase "downloading Debian packages into the cache"
-	apt-get -qq -o APT::Sandbox::User=root download "$KPKG=$KPKGVER" busybox-static libssl3 libudev1 libblkid1 libuuid1 zlib1g libgcc-s1 ||
+	# shellcheck disable=SC2086 # the package lists are words
+	apt-get -qq -o APT::Sandbox::User=root download "$KPKG=$KPKGVER" busybox-static $MAIN_DEBS ||
 		die "apt-get download (main) failed"
-	apt-get -qq "${CONTRIB[@]}" download zfs-dkms zfsutils-linux libzfs4linux libzpool5linux libnvpair3linux \
-		libuutil3linux || die "apt-get download (contrib) failed"
+	# shellcheck disable=SC2086
+	apt-get -qq "${CONTRIB[@]}" download $ZFS_DEBS || die "apt-get download ($SUITE) failed"
 	for d in *.deb; do dpkg-deb -x "$d" "$work/x"; done
 	phase_done
 
@@ -224,9 +286,23 @@ build_base() {
 	cp "$work/x/bin/busybox" "$r/bin/busybox"
 	cp "$work/x/boot/vmlinuz-$KVER" "$work/vmlinuz"
 	local libpath=$work/x/lib/x86_64-linux-gnu:$work/x/usr/lib/x86_64-linux-gnu
-	local bin line lib
+	# The loader that lists a binary's libraries must be the one it runs with:
+	# the host's (bookworm) for 2.1, trixie's (downloaded) for 2.3.
+	local ldso=$work/x/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+	list_libs() { # binary
+		if [[ $SUITE == bookworm ]]; then
+			LD_LIBRARY_PATH=$libpath ldd "$1"
+		else
+			"$ldso" --library-path "$libpath" --list "$1"
+		fi
+	}
+	local bin line lib path
 	for bin in zfs zpool zdb; do
-		cp "$work/x/sbin/$bin" "$r/sbin/$bin"
+		# bookworm has them in /sbin, trixie (merged /usr) in /usr/sbin.
+		path=$work/x/sbin/$bin
+		[[ -e $path ]] || path=$work/x/usr/sbin/$bin
+		[[ -e $path ]] || die "$bin not in zfsutils-linux"
+		cp "$path" "$r/sbin/$bin"
 		# Every library ldd lists, found in the downloaded packages first.
 		while read -r line; do
 			case $line in
@@ -235,12 +311,16 @@ build_base() {
 			/*) lib=$(awk '{print $1}' <<<"$line") ;;
 			*) continue ;;
 			esac
+			if [[ $SUITE != bookworm && $lib != "$work"/x/* && $lib != /lib64/ld-linux-x86-64.so.2 ]]; then
+				die "$bin: $lib is the host's, not $SUITE's: add its package to ZFS_DEBS in run.sh"
+			fi
 			if [[ $lib == */ld-linux-x86-64.so.2 ]]; then
+				[[ $SUITE == bookworm ]] || lib=$ldso
 				cp -L "$lib" "$r/lib64/ld-linux-x86-64.so.2"
 			else
 				cp -L "$lib" "$r/lib/x86_64-linux-gnu/$(basename "$lib")"
 			fi
-		done < <(LD_LIBRARY_PATH=$libpath ldd "$work/x/sbin/$bin")
+		done < <(list_libs "$path")
 	done
 	# libgcc_s is dlopen()ed by glibc for pthread_cancel (zfs send -nv aborts without it).
 	lib=$(find "$work/x" -name libgcc_s.so.1 | head -1)
@@ -254,9 +334,10 @@ build_base() {
 	touch "$work/complete"
 	rm -rf "$BASE"
 	mv "$work" "$BASE"
+	# Older bases of this OpenZFS line go; the other line's base stays.
 	local old
-	for old in "$CACHE"/base-*; do
-		[[ $old == "$BASE" ]] || { log "removing stale cache $old" && rm -rf "$old"; }
+	for old in "$CACHE"/base-*-zfs-"$ZFSLINE".*; do
+		[[ $old == "$BASE" || ! -e $old ]] || { log "removing stale cache $old" && rm -rf "$old"; }
 	done
 	cd "$REPO"
 }
@@ -307,7 +388,7 @@ for m in $MODULES; do
 	insmod /lib/modules/zfs/\$m.ko || { echo "platformtest: insmod \$m failed"; finish 125; }
 done
 [ -e /dev/zfs ] || { echo "platformtest: /dev/zfs missing after loading the modules"; finish 125; }
-echo "platformtest: zfs modules loaded, running the tests"
+echo "platformtest: zfs modules loaded (\$(zfs version | tr '\\n' ' ')), running the tests"
 export ZREPL_PLATFORMTEST=vm HOME=/root TMPDIR=/tmp
 [ -x /zrepl-upstream ] && export ZREPL_UPSTREAM=/zrepl-upstream
 cd /tmp
@@ -339,7 +420,7 @@ status=$(sed -n "s/^$MARKER=\([0-9]*\)\$/\1/p" "$RUN/console.log" | tail -1)
 if [[ -z $status ]]; then
 	die "the VM exited (qemu status $rc) without printing $MARKER: see the console output above"
 fi
-log "exit status $status (VM run, $(($(now) - t_total)) s in all)"
+log "exit status $status (zfs $ZVER, VM run, $(($(now) - t_total)) s in all)"
 exit "$status"
 }
 
