@@ -4,7 +4,7 @@ FUZZTIME ?= 60s
 BENCHTIME ?= 1x
 PKGS ?= ./...
 
-.PHONY: all build test fmt-check vet fuzz bench platformtest generate tools run dbservers testdeps
+.PHONY: all build test fmt-check vet fuzz bench platformtest fuzz-platform generate tools run dbservers testdeps
 
 all: build test
 
@@ -55,6 +55,15 @@ testdeps: dbservers
 	echo "testdeps: installing tmux from Debian's packages"; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends tmux
+
+# The differential test (zfsmodel against real ZFS on random histories) for
+# a longer budget than CI's, on each OpenZFS line (ZREPL_PLATFORMTEST_ZFS
+# picks one). The VM's timeout grows with the budget.
+FUZZ_PLATFORM_MINUTES ?= 30
+fuzz-platform:
+	ZREPL_PLATFORMTEST_TIMEOUT=$$(( $(FUZZ_PLATFORM_MINUTES) * 60 + 900 )) \
+	PLATFORMTEST_ARGS="-test.run '^TestDifferential$$' -test.v -differential.budget=$(FUZZ_PLATFORM_MINUTES)m" \
+		./platformtest/vm/run.sh
 
 # PostgreSQL and MariaDB servers from Debian's packages, for the snapshot
 # hook tests: engine/hooks/dbtest starts each on a temporary data directory
