@@ -285,7 +285,11 @@ func (m *Model) Snapshot(ctx context.Context, fs zfs.DatasetPath, name string) e
 	}
 	d := m.st.Datasets[fs.String()]
 	if d == nil {
-		return zerr(zfs.ErrDatasetNotExist, op, ref.String(), "cannot create snapshot '%s': dataset does not exist", ref)
+		if m.release == OpenZFS21 {
+			return zerr(zfs.ErrDatasetNotExist, op, ref.String(), "cannot create snapshot '%s': dataset does not exist", ref)
+		}
+		// 2.3.9 opens the filesystem first (found by TestDifferential).
+		return zerr(zfs.ErrDatasetNotExist, op, ref.String(), "cannot open '%s': dataset does not exist", fs)
 	}
 	if d.snap(name) != nil {
 		return zerr(zfs.ErrDatasetExists, op, ref.String(), "cannot create snapshot '%s': dataset already exists", ref)

@@ -13,6 +13,7 @@ func init() {
 	register("BookmarkKeepsGUIDAndTXG", caseBookmarkKeepsGUIDAndTXG)
 	register("BookmarkSurvivesSnapshotDestroy", caseBookmarkSurvivesSnapshotDestroy)
 	register("HoldBlocksDestroy", caseHoldBlocksDestroy)
+	register("SnapshotOfMissingFilesystem", caseSnapshotOfMissingFilesystem)
 	register("HoldTwice", caseHoldTwice)
 	register("ReleaseAbsentTag", caseReleaseAbsentTag)
 	register("BatchedDestroy", caseBatchedDestroy)
@@ -265,4 +266,18 @@ func caseMissingDataset(e *env) {
 	e.wantErr(err, zfs.ErrDatasetNotExist, "", "", "")
 	_, err = e.z.ListFilesystems(e.ctx, e.path("nofs"))
 	e.wantErr(err, zfs.ErrDatasetNotExist, "", "", "")
+}
+
+// zfs snapshot of a filesystem that does not exist: 2.3.9 fails opening it
+// (found by TestDifferential); 2.1 is the model's text, checked by CI's 2.1
+// run of this case.
+func caseSnapshotOfMissingFilesystem(e *env) {
+	fs := e.path("nope")
+	ref := zfs.SnapshotRef(fs, "s")
+	err := e.z.Snapshot(e.ctx, fs, "s")
+	msg := fmt.Sprintf("cannot open '%s': dataset does not exist", fs)
+	if e.release() == "2.1" {
+		msg = fmt.Sprintf("cannot create snapshot '%s': dataset does not exist", ref)
+	}
+	e.wantErr(err, zfs.ErrDatasetNotExist, "snapshot", ref.String(), msg)
 }
