@@ -285,10 +285,8 @@ func (m *Model) Snapshot(ctx context.Context, fs zfs.DatasetPath, name string) e
 	}
 	d := m.st.Datasets[fs.String()]
 	if d == nil {
-		if m.release == OpenZFS21 {
-			return zerr(zfs.ErrDatasetNotExist, op, ref.String(), "cannot create snapshot '%s': dataset does not exist", ref)
-		}
-		// 2.3.9 opens the filesystem first (found by TestDifferential).
+		// zfs opens the filesystem first (2.1.11 and 2.3.9; found by
+		// TestDifferential).
 		return zerr(zfs.ErrDatasetNotExist, op, ref.String(), "cannot open '%s': dataset does not exist", fs)
 	}
 	if d.snap(name) != nil {
@@ -332,7 +330,9 @@ func (m *Model) Bookmark(ctx context.Context, from zfs.VersionRef, name string) 
 	case zfs.Bookmark:
 		b := d.bookmark(from.Name)
 		if b == nil {
-			return notExist(op, from.String())
+			// zfs bookmark from a missing bookmark: ENOENT's other text
+			// (2.1.11, found by TestDifferential).
+			return zerr(zfs.ErrDatasetNotExist, op, from.String(), "cannot open '%s': no such pool or dataset", from)
 		}
 		nb = *b
 	}

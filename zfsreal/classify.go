@@ -75,6 +75,8 @@ var patterns = []pattern{
 	{kind: zfs.ErrDatasetNotExist, sub: "dataset does not exist"},
 	{kind: zfs.ErrDatasetNotExist, sub: "could not find any snapshots to destroy"},
 	{kind: zfs.ErrDatasetNotExist, sub: "parent does not exist"},
+	// zfs bookmark from a missing bookmark (2.1.11, TestDifferential).
+	{kind: zfs.ErrDatasetNotExist, sub: "no such pool or dataset"},
 	// "bookmark 'p/fs#b' does not exist.", "destination 'p/x' does not
 	// exist", "cannot send p/fs@a: snapshot p/fs@a does not exist", ...
 	{kind: zfs.ErrDatasetNotExist, re: regexp.MustCompile(`\b(bookmark|destination|snapshot|origin|dataset|fs|filesystem)\b[^:]* does not exist`)},

@@ -232,6 +232,13 @@ func (c *CLI) Bookmark(ctx context.Context, from zfs.VersionRef, bookmark string
 		return err
 	}
 	_, _, err := c.run(ctx, op, to.String(), []string{"bookmark", from.String(), to.String()})
+	// A missing source is the source's error, as zfsmodel says it
+	// (TestDifferential on 2.1.11: "cannot open 'p/fs#nope': no such pool
+	// or dataset").
+	var ze *zfs.Error
+	if errors.As(err, &ze) && strings.Contains(ze.Msg, "cannot open '"+from.String()+"'") {
+		ze.Dataset = from.String()
+	}
 	return err
 }
 

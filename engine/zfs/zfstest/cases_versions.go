@@ -268,16 +268,11 @@ func caseMissingDataset(e *env) {
 	e.wantErr(err, zfs.ErrDatasetNotExist, "", "", "")
 }
 
-// zfs snapshot of a filesystem that does not exist: 2.3.9 fails opening it
-// (found by TestDifferential); 2.1 is the model's text, checked by CI's 2.1
-// run of this case.
+// zfs snapshot of a filesystem that does not exist fails opening it
+// (2.1.11 and 2.3.9, found by TestDifferential).
 func caseSnapshotOfMissingFilesystem(e *env) {
 	fs := e.path("nope")
 	ref := zfs.SnapshotRef(fs, "s")
 	err := e.z.Snapshot(e.ctx, fs, "s")
-	msg := fmt.Sprintf("cannot open '%s': dataset does not exist", fs)
-	if e.release() == "2.1" {
-		msg = fmt.Sprintf("cannot create snapshot '%s': dataset does not exist", ref)
-	}
-	e.wantErr(err, zfs.ErrDatasetNotExist, "snapshot", ref.String(), msg)
+	e.wantErr(err, zfs.ErrDatasetNotExist, "snapshot", ref.String(), fmt.Sprintf("cannot open '%s': dataset does not exist", fs))
 }
