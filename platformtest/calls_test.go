@@ -93,8 +93,24 @@ func TestZFSProcessesPerRun(t *testing.T) {
 	run("initial")
 	snapAll("s3", 3)
 	run("incremental")
-	// Issue 13: an up-to-date run is one listing per side whatever N.
-	assert.Len(t, run("up-to-date"), 2, "zfs processes of an up-to-date run")
+	// Issue 13: an up-to-date run is at most 2 zfs processes per side
+	// whatever N: one listing, plus on the receiver the local placeholder
+	// property where the listing shows one set (inherited values look alike).
+	perSide := map[string]int{}
+	inv := run("up-to-date")
+	for _, c := range inv {
+		root := c.Args[len(c.Args)-1]
+		switch {
+		case root == p.src.String() || strings.HasPrefix(root, p.src.String()+"/"):
+			perSide["sender"]++
+		case root == p.dst.String() || strings.HasPrefix(root, p.dst.String()+"/"):
+			perSide["receiver"]++
+		default:
+			t.Errorf("an up-to-date run's zfs call names neither side's root: %v", c.Args)
+		}
+	}
+	assert.Equal(t, 1, perSide["sender"], "the sender's zfs processes of an up-to-date run: %v", inv)
+	assert.LessOrEqual(t, perSide["receiver"], 2, "the receiver's zfs processes of an up-to-date run: %v", inv)
 	for _, fs := range fss {
 		p.assertReplicated(fs, "s1", "s2", "s3")
 	}
