@@ -130,7 +130,7 @@ func init() {
 		samples[r+"protection.incremental"] = sample{applied: []string{"guarantee_incremental", "guarantee_nothing"}, bad: "always"}
 		samples[r+"concurrency.steps"] = sample{applied: []string{"3"}, bad: "0"}
 		samples[r+"concurrency.size_estimates"] = sample{applied: []string{"8"}, bad: "x"}
-		samples["jobs."+j+".conflict_resolution.initial_replication"] = sample{applied: []string{"all"}, refused: "fail", bad: "newest"}
+		samples["jobs."+j+".conflict_resolution.initial_replication"] = sample{applied: []string{"all", "fail"}, bad: "newest"}
 	}
 	keepSamples("jobs.snap.pruning.keep.")
 	for _, j := range []string{"sink", "source"} {

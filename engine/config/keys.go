@@ -182,8 +182,7 @@ var registryEntries = []KeyInfo{
 	{Schema: "jobs.{push,pull}.replication.concurrency.steps", Status: Applied},
 	{Schema: "jobs.{push,pull}.replication.concurrency.size_estimates", Status: Applied},
 	{Schema: "jobs.{push,pull}.conflict_resolution", Status: Structure},
-	{Schema: "jobs.{push,pull}.conflict_resolution.initial_replication", Status: Partial, Allowed: []string{"most_recent", "all"},
-		Why: "fail is not implemented yet"},
+	{Schema: "jobs.{push,pull}.conflict_resolution.initial_replication", Status: Applied},
 }
 
 func init() {

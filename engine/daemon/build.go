@@ -175,8 +175,11 @@ func ignoreBusy(err error) error {
 // send flags are the sending job's (endpoint.Sender.Policy).
 func policy(j *config.Job) planner.Policy {
 	var p planner.Policy
-	if j.ConflictResolution.InitialReplication == config.InitialAll {
+	switch j.ConflictResolution.InitialReplication {
+	case config.InitialAll:
 		p.InitialReplication = planner.AllSnapshots
+	case config.InitialFail:
+		p.InitialReplication = planner.Fail
 	}
 	return p
 }

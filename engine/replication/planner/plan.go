@@ -193,18 +193,21 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 		default:
 			snaps = all[len(all)-1:]
 		}
-		if i := interruptedFull(r, s.Info.Path, all, raw); i >= 0 {
+		i := interruptedFull(r, s.Info.Path, all, raw)
+		if i >= 0 {
 			// An initial full receive of all[i] was interrupted and
-			// newer snapshots appeared since: finish it rather than
-			// throw the received part away, then continue from it. The
-			// token only picks which of the sender's own snapshots goes
-			// first; nothing outside the sender's history is sent.
-			switch {
-			case pol.InitialReplication == AllSnapshots:
-				snaps = all[i:]
-			case i < len(all)-1:
-				snaps = []zfs.FilesystemVersion{all[i], all[len(all)-1]}
-			}
+			// newer snapshots may have appeared since: finish it rather
+			// than throw the received part away, then send each newer
+			// snapshot incrementally, as zrepl does after a resumed
+			// step (jumping to the newest would leave the receiver
+			// without the ones between). The token only picks which of
+			// the sender's own snapshots goes first; nothing outside
+			// the sender's history is sent.
+			snaps = all[i:]
+		}
+		if i < 0 && len(snaps) > 0 && pol.InitialReplication == Fail {
+			return conflict(ConflictInitialReplication, "the receiver has no snapshot of it and conflict_resolution.initial_replication is fail, so no initial replication is made "+
+				"(the sender's newest is %s; set initial_replication to most_recent or all to send it)", describe(all[len(all)-1]))
 		}
 		if len(snaps) > 0 && r != nil && r.Info.ReceiveResumeToken == "" && !r.Info.Placeholder {
 			return conflict(ConflictReceiverNotPlaceholder,
@@ -246,12 +249,12 @@ func planFilesystem(path string, s, r *Filesystem, parentEncrypted bool, pol Pol
 			return conflict(ConflictReceiverAhead, "common base is %s and the sender has no newer snapshot; the receiver has %s after it",
 				describe(b), listVersions(newer))
 		}
-		if k := skipStep(r, s.Info.Path, b, snaps, raw); k > 0 && pol.InitialReplication == MostRecent {
-			// The receiver holds partial state of base -> snaps[k]: the
-			// step that continues an interrupted initial replication
-			// straight to the then newest snapshot (see interruptedFull),
-			// interrupted in turn. Resume it rather than discard what it
-			// received; the snapshots it skips were never meant to go.
+		if k := skipStep(r, s.Info.Path, b, snaps, raw); k > 0 {
+			// The receiver holds partial state of base -> snaps[k], a
+			// step that skips snapshots (made by an earlier version of
+			// this planner, or by zrepl with a policy that skips).
+			// Resume it rather than discard what it received, then go
+			// on one snapshot at a time, as zrepl does.
 			snaps = snaps[k:]
 		}
 		// A side that lists no encryption properties (a zrepl peer: the

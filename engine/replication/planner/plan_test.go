@@ -113,6 +113,8 @@ func TestHistoryRules(t *testing.T) {
 		{"no sender snapshots, empty non-placeholder receiver", sender("fs"), rp(receiver("fs")), Policy{}, StatusNoSnapshots, ""},
 		{"incremental", sender("fs", a, b, c, d), rp(receiver("fs", snap("a", 101, 3), snap("b", 102, 4))), Policy{}, StatusReplicate, "@b -> @c; @c -> @d"},
 		{"incremental ignores initial mode", sender("fs", a, b, c, d), rp(receiver("fs", snap("b", 102, 4))), Policy{InitialReplication: AllSnapshots}, StatusReplicate, "@b -> @c; @c -> @d"},
+		{"incremental ignores initial fail", sender("fs", a, b, c, d), rp(receiver("fs", snap("b", 102, 4))), Policy{InitialReplication: Fail}, StatusReplicate, "@b -> @c; @c -> @d"},
+		{"initial fail with nothing to send", sender("fs", book("x", 7, 5)), nil, Policy{InitialReplication: Fail}, StatusNoSnapshots, ""},
 		{"receiver lacks older ones", sender("fs", a, b, c), rp(receiver("fs", snap("b", 102, 4))), Policy{}, StatusReplicate, "@b -> @c"},
 		{"up to date", sender("fs", a, b), rp(receiver("fs", snap("a", 101, 3), snap("b", 102, 4))), Policy{}, StatusUpToDate, ""},
 		{"up to date via bookmark", sender("fs", book("b", 102, 20)), rp(receiver("fs", snap("b", 102, 4))), Policy{}, StatusUpToDate, ""},
@@ -146,6 +148,16 @@ func TestHistoryRules(t *testing.T) {
 }
 
 func TestHistoryConflicts(t *testing.T) {
+	t.Run("initial replication fail", func(t *testing.T) {
+		// conflict_resolution.initial_replication: fail sends nothing
+		// to a receiver without snapshots, also into a placeholder,
+		// and names the key.
+		for _, r := range []*Filesystem{nil, func() *Filesystem { r := placeholder(receiver("fs")); return &r }()} {
+			p := planOne(t, sender("fs", a, b), r, Policy{InitialReplication: Fail})
+			requireConflict(t, p, ConflictInitialReplication, "conflict_resolution.initial_replication is fail", "@b (guid 102")
+			assert.Empty(t, p.Steps)
+		}
+	})
 	t.Run("no common version", func(t *testing.T) {
 		r := receiver("fs", snap("x", 901, 3), snap("y", 902, 4))
 		p := planOne(t, sender("fs", a, b), &r, Policy{})
@@ -347,17 +359,16 @@ func TestResumeTokens(t *testing.T) {
 		assert.Equal(t, st.ResumeToken, args.ResumeToken)
 	})
 	t.Run("continued initial replication", func(t *testing.T) {
-		// An interrupted initial full receive of a was finished and
-		// continued straight to c; that step was cut in turn.
+		// A step a -> c that skips b (an earlier planner of ours made
+		// such steps after an interrupted initial replication; zrepl
+		// resumes any step its token names) was cut: it is resumed,
+		// then each newer snapshot follows, whatever the policy.
 		r := withToken(r, token(resumetoken.Token{ToName: "pool/fs@c", ToGUID: 103, FromGUID: 101}))
-		p := planOne(t, sender("fs", a, b, c, d), &r, Policy{})
-		require.Equal(t, "@a -> @c (resuming); @c -> @d", stepsString(p.Steps))
-		assert.Empty(t, p.Actions)
-
-		// Only initial replication of the most recent snapshot skips
-		// snapshots; with all snapshots the state is not the job's.
-		p = planOne(t, sender("fs", a, b, c, d), &r, Policy{InitialReplication: AllSnapshots})
-		requireConflict(t, p, ConflictForeignPartialReceive, "snapshot name differs")
+		for _, pol := range []Policy{{}, {InitialReplication: AllSnapshots}, {InitialReplication: Fail}} {
+			p := planOne(t, sender("fs", a, b, c, d), &r, pol)
+			require.Equal(t, "@a -> @c (resuming); @c -> @d", stepsString(p.Steps), "%v", pol.InitialReplication)
+			assert.Empty(t, p.Actions)
+		}
 	})
 	t.Run("matching full into partially received filesystem", func(t *testing.T) {
 		// A full receive interrupted: the filesystem exists with a token
@@ -428,13 +439,17 @@ func TestResumeTokens(t *testing.T) {
 		require.Len(t, p.Actions, 1)
 		assert.Equal(t, ActionAbortPartialReceive, p.Actions[0].Kind)
 	})
-	t.Run("interrupted older full is finished, then the newest follows", func(t *testing.T) {
+	t.Run("interrupted older full is finished, then each newer snapshot follows", func(t *testing.T) {
+		// As zrepl: after the resumed step every newer snapshot is
+		// sent incrementally, also under most_recent (jumping to the
+		// newest would leave the receiver without @b), and also under
+		// fail, which refuses only to start an initial replication.
 		r := withToken(receiver("fs"), token(resumetoken.Token{ToName: "pool/fs@a", ToGUID: 101}))
-		p := planOne(t, s, &r, Policy{})
-		require.Equal(t, "full @a (resuming); @a -> @c", stepsString(p.Steps))
-		assert.Empty(t, p.Actions)
-		p = planOne(t, s, &r, Policy{InitialReplication: AllSnapshots})
-		require.Equal(t, "full @a (resuming); @a -> @b; @b -> @c", stepsString(p.Steps))
+		for _, pol := range []Policy{{}, {InitialReplication: AllSnapshots}, {InitialReplication: Fail}} {
+			p := planOne(t, s, &r, pol)
+			require.Equal(t, "full @a (resuming); @a -> @b; @b -> @c", stepsString(p.Steps), "%v", pol.InitialReplication)
+			assert.Empty(t, p.Actions)
+		}
 	})
 	t.Run("interrupted full of a re-created snapshot is foreign", func(t *testing.T) {
 		r := withToken(receiver("fs"), token(resumetoken.Token{ToName: "pool/fs@a", ToGUID: 999}))

@@ -16,6 +16,11 @@ const (
 	MostRecent InitialReplication = iota
 	// AllSnapshots sends the oldest snapshot in full, then every newer one.
 	AllSnapshots
+	// Fail sends nothing where the receiver has no snapshot: a
+	// ConflictInitialReplication (conflict_resolution.initial_replication:
+	// fail). A partial receive the receiver already holds is still resumed,
+	// as zrepl does: its first snapshot was chosen before.
+	Fail
 )
 
 func (i InitialReplication) String() string {
@@ -24,6 +29,8 @@ func (i InitialReplication) String() string {
 		return "most_recent"
 	case AllSnapshots:
 		return "all"
+	case Fail:
+		return "fail"
 	}
 	return fmt.Sprintf("InitialReplication(%d)", uint8(i))
 }
@@ -40,7 +47,7 @@ type Policy struct {
 }
 
 func (p Policy) validate() error {
-	if p.InitialReplication > AllSnapshots {
+	if p.InitialReplication > Fail {
 		return fmt.Errorf("%w: policy: unknown initial replication mode %d", ErrInvalidInput, p.InitialReplication)
 	}
 	return nil
@@ -267,6 +274,9 @@ const (
 	// as another snapshot (another creation time): a side's state went
 	// back in time and handed out GUIDs again.
 	ConflictGUIDReused
+	// ConflictInitialReplication: the receiver has no snapshot of the
+	// filesystem and the policy is Fail.
+	ConflictInitialReplication
 )
 
 var conflictNames = map[ConflictKind]string{
@@ -282,6 +292,7 @@ var conflictNames = map[ConflictKind]string{
 	ConflictForeignPartialReceive:  "foreign partial receive",
 	ConflictParentMissing:          "parent missing on receiver",
 	ConflictGUIDReused:             "same GUID, different snapshots",
+	ConflictInitialReplication:     "initial replication disabled",
 }
 
 func (k ConflictKind) Error() string {
