@@ -146,17 +146,21 @@ func (m *Model) planSend(args zfs.SendArgs) (*streamPlan, error) {
 	}
 
 	f := args.Flags
-	raw, compress, large, embed := f.Raw, f.Compressed, f.LargeBlocks, f.EmbeddedData
+	raw, compress, embed := f.Raw, f.Compressed, f.EmbeddedData
 	if resuming {
 		// A resumed send continues with the flags of the interrupted one.
-		raw, compress, large, embed = tok.RawOK, tok.CompressOK, tok.LargeBlockOK, tok.EmbedOK
+		raw, compress, embed = tok.RawOK, tok.CompressOK, tok.EmbedOK
 		h.Resume, h.ResumeOffset, h.ResumeBytes = true, tok.Offset, tok.Bytes
 	}
 	// The stream's feature flags, which a receive's token records, as
 	// OpenZFS sets them: -w implies -c, -L and -e, but only an encrypted
 	// dataset's stream is raw, and an encrypted dataset has no embedded
 	// blocks (the model's pools have the embedded_data feature active).
-	h.RawOK, h.CompressOK, h.LargeBlockOK, h.EmbedOK = raw && d.Encrypted, compress || raw, large || raw, (embed || raw) && !d.Encrypted
+	// -L (or -w) marks a stream large-block only where the dataset has
+	// blocks above 128 KiB, which the model's (BlockSize) never are: its
+	// tokens never say largeblockok (conformance case
+	// ResumeTokenStreamFeatures, 2.1.11 and 2.3.9).
+	h.RawOK, h.CompressOK, h.LargeBlockOK, h.EmbedOK = raw && d.Encrypted, compress || raw, false, (embed || raw) && !d.Encrypted
 	if d.Encrypted {
 		if raw {
 			h.Encrypted, h.KeyID = true, m.root(d).KeyID
