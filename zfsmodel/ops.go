@@ -554,6 +554,9 @@ func (m *Model) eachSnapshot(op string, faults []string, tag string, snapshots [
 }
 
 func (m *Model) holdLocked(op string, snapshot zfs.VersionRef, tag string) error {
+	if err := m.holdFSExists(op, snapshot); err != nil {
+		return err
+	}
 	s := m.snapOf(snapshot)
 	if s == nil {
 		return zerr(zfs.ErrDatasetNotExist, op, snapshot.String(), "cannot hold snapshot '%s': dataset does not exist", snapshot)
@@ -565,6 +568,16 @@ func (m *Model) holdLocked(op string, snapshot zfs.VersionRef, tag string) error
 	s.Holds = append(s.Holds, "")
 	copy(s.Holds[i+1:], s.Holds[i:])
 	s.Holds[i] = tag
+	return nil
+}
+
+// holdFSExists is zfs hold's and zfs release's first step: they open the
+// snapshot's filesystem, and fail with its name where it does not exist
+// (conformance case HoldOnMissingFilesystem, 2.1.11 and 2.3.9).
+func (m *Model) holdFSExists(op string, snapshot zfs.VersionRef) error {
+	if m.st.Datasets[snapshot.FS.String()] == nil {
+		return zerr(zfs.ErrDatasetNotExist, op, snapshot.String(), "cannot open '%s': dataset does not exist", snapshot.FS)
+	}
 	return nil
 }
 
@@ -594,6 +607,9 @@ func (m *Model) Release(ctx context.Context, snapshot zfs.VersionRef, tag string
 }
 
 func (m *Model) releaseLocked(op string, snapshot zfs.VersionRef, tag string) error {
+	if err := m.holdFSExists(op, snapshot); err != nil {
+		return err
+	}
 	s := m.snapOf(snapshot)
 	if s == nil {
 		return zerr(zfs.ErrDatasetNotExist, op, snapshot.String(), "cannot release hold from snapshot '%s': dataset does not exist", snapshot)
