@@ -121,7 +121,8 @@ func (e *SnapshotErrors) OrNil() error {
 // and sources share: only snapshots, each named with the GUID the client
 // saw and only while it still has it, never held ones; keep names the
 // endpoint's own reasons to keep some (by GUID, from fs's versions; nil:
-// none). Its error is a *SnapshotErrors.
+// none). A filesystem that no longer exists has nothing left to prune.
+// Its error is a *SnapshotErrors.
 func pruneForClient(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, snaps []zfs.FilesystemVersion, keep func([]zfs.FilesystemVersion) map[uint64]string) error {
 	if len(snaps) == 0 {
 		return nil
@@ -135,6 +136,11 @@ func pruneForClient(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, snaps []
 		}
 	}
 	versions, err := z.ListVersions(ctx, fs)
+	if errors.Is(err, zfs.ErrDatasetNotExist) {
+		// The filesystem went, and its snapshots with it: what the
+		// client wanted, as for a vanished snapshot.
+		return nil
+	}
 	if err != nil {
 		return &SnapshotErrors{All: fmt.Errorf("prune %s: %w", fs, err)}
 	}
