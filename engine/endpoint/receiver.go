@@ -44,6 +44,13 @@ type Receiver struct {
 	// Placeholder says how placeholders below an encrypted parent are
 	// created (the receiving job's recv.placeholder.encryption).
 	Placeholder PlaceholderEncryption
+	// ClientRoot marks Root as a sink's client-identity dataset
+	// <root_fs>/<identity>: the sink owns it whatever the client sends, so
+	// where Placeholder is PlaceholderUnspecified it is created inheriting
+	// root_fs's encryption, as zrepl does (a new client of a sink with an
+	// encrypted root_fs needs no setting). Placeholders below it follow
+	// Placeholder.
+	ClientRoot bool
 
 	// listed is the last listing of Root, kept current by the steps
 	// (see listed.go). A Receiver must not be copied once used.
@@ -147,10 +154,27 @@ func (r *Receiver) createPlaceholders(ctx context.Context, missing []zfs.Dataset
 	if len(missing) == 0 {
 		return nil
 	}
+	if r.ClientRoot && missing[0] == r.Root && r.Placeholder == PlaceholderUnspecified {
+		// Inherit, before the options of what lies below are decided
+		// (from Root's encryption, so Root must exist by then).
+		if err := r.createPlaceholdersWith(ctx, missing[:1], zfs.PlaceholderOptions{}); err != nil {
+			return err
+		}
+		missing = missing[1:]
+		if len(missing) == 0 {
+			return nil
+		}
+	}
 	opts, err := r.placeholderOptions(ctx, missing[0])
 	if err != nil {
 		return err
 	}
+	return r.createPlaceholdersWith(ctx, missing, opts)
+}
+
+// createPlaceholdersWith creates missing (from the top down) as
+// placeholders with opts; one that exists already is fine.
+func (r *Receiver) createPlaceholdersWith(ctx context.Context, missing []zfs.DatasetPath, opts zfs.PlaceholderOptions) error {
 	for _, p := range missing {
 		err := r.ZFS.CreatePlaceholder(ctx, p, opts)
 		if err != nil && !errors.Is(err, zfs.ErrDatasetExists) {

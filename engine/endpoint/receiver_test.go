@@ -228,3 +228,47 @@ func TestGarbageReceivesCreateNothing(t *testing.T) {
 	require.NoError(t, w.receiveFull(t, "p/a/b", "s1"))
 	assert.Equal(t, append(before, "d/enc/r", "d/enc/r/p", "d/enc/r/p/a", "d/enc/r/p/a/b"), listing())
 }
+
+// A sink's client-identity dataset is the sink's own: with the default
+// (unspecified) placeholder encryption below an encrypted root_fs, it is
+// created inheriting the encryption, as zrepl does, so a new client's
+// first push is accepted. Placeholders below it still need the setting.
+func TestClientRootInheritsEncryptionWhenUnspecified(t *testing.T) {
+	t.Run("first push of a pool", func(t *testing.T) {
+		w := newPlaceholderWorld(t, PlaceholderUnspecified, true)
+		w.r.ClientRoot = true
+		w.r.Root = zfs.MustDatasetPath("d/enc/client")
+		require.NoError(t, w.src.WriteData(zfs.MustDatasetPath("p"), 1, 2))
+		require.NoError(t, w.src.Snapshot(ctx, zfs.MustDatasetPath("p"), "s1"))
+		require.NoError(t, w.receiveFull(t, "p", "s1"))
+		assert.Equal(t, []string{"d/enc/client {EncryptionOff:false}"}, w.created)
+		info, ok := w.info(t, "d/enc/client")
+		require.True(t, ok)
+		assert.True(t, info.Placeholder && info.EncryptionRoot == "d/enc", "%+v, want a placeholder encrypted below d/enc", info)
+		info, ok = w.info(t, "d/enc/client/p")
+		require.True(t, ok)
+		assert.Equal(t, "d/enc", info.EncryptionRoot, "received below the client root, inheriting")
+	})
+	t.Run("a placeholder below the client root", func(t *testing.T) {
+		w := newPlaceholderWorld(t, PlaceholderUnspecified, true)
+		w.r.ClientRoot = true
+		err := w.receiveFull(t, "p/a/b", "s1")
+		require.ErrorIs(t, err, ErrNotAllowed)
+		assert.ErrorContains(t, err, "placeholder d/enc/r/p: its parent d/enc/r is encrypted")
+		assert.Equal(t, []string{"d/enc/r {EncryptionOff:false}"}, w.created)
+	})
+	t.Run("off and inherit apply to the client root too", func(t *testing.T) {
+		for mode, want := range map[PlaceholderEncryption]string{PlaceholderOff: "d/enc/r {EncryptionOff:true}", PlaceholderInherit: "d/enc/r {EncryptionOff:false}"} {
+			w := newPlaceholderWorld(t, mode, true)
+			w.r.ClientRoot = true
+			require.NoError(t, w.receiveFull(t, "p/a/b", "s1"))
+			assert.Equal(t, want, w.created[0], mode.String())
+		}
+	})
+	t.Run("not a client root", func(t *testing.T) {
+		w := newPlaceholderWorld(t, PlaceholderUnspecified, true)
+		require.NoError(t, w.src.Snapshot(ctx, zfs.MustDatasetPath("p"), "s1"))
+		require.ErrorIs(t, w.receiveFull(t, "p", "s1"), ErrNotAllowed)
+		assert.Empty(t, w.created)
+	})
+}

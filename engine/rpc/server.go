@@ -84,7 +84,7 @@ func SinkWith(z zfs.ZFS, job endpoint.JobID, root zfs.DatasetPath, o SinkOptions
 		defer mu.Unlock()
 		r := clients[identity]
 		if r == nil {
-			r = &endpoint.Receiver{ZFS: z, Job: job, Root: clientRoot, Placeholder: o.Placeholder}
+			r = &endpoint.Receiver{ZFS: z, Job: job, Root: clientRoot, Placeholder: o.Placeholder, ClientRoot: true}
 			clients[identity] = r
 		}
 		return SinkReceiver{r}, nil
