@@ -88,7 +88,10 @@ type stream struct {
 
 	segs    []segment
 	headOff int // bytes of segs[0] already read
-	queued  int // bytes in segs not yet read: the buffer occupancy
+	// free holds the buffers of read segments for new ones: a stream
+	// moves most of its bytes through a few packet-sized buffers.
+	free   [][]byte
+	queued int // bytes in segs not yet read: the buffer occupancy
 
 	wOff int64 // bytes enqueued (the in-band stream offset)
 	rOff int64 // bytes read
@@ -166,8 +169,14 @@ func (s *stream) enqueue(now time.Time, data []byte) {
 		}
 	}
 	arr := later(raw, s.lastArrival)
+	var buf []byte
+	if k := len(s.free) - 1; k >= 0 {
+		buf, s.free = s.free[k], s.free[:k]
+	} else {
+		buf = make([]byte, 0, segmentSize)
+	}
 	s.segs = append(s.segs, segment{
-		data: append([]byte(nil), data...), off: s.wOff, wtime: now, floor: s.lastArrival, arrival: arr,
+		data: append(buf, data...), off: s.wOff, wtime: now, floor: s.lastArrival, arrival: arr,
 	})
 	s.lastArrival = arr
 	s.wOff = end
@@ -490,6 +499,9 @@ func (c *Conn) consume(s *stream, b []byte, now time.Time) int {
 		n += k
 		s.headOff += k
 		if s.headOff == len(s.segs[0].data) {
+			if d := s.segs[0].data; cap(d) == segmentSize {
+				s.free = append(s.free, d[:0])
+			}
 			s.segs[0].data = nil
 			s.segs = s.segs[1:]
 			s.headOff = 0

@@ -23,6 +23,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 
 	"zrepl.dev/zrepl/engine/zfs"
 )
@@ -97,6 +98,10 @@ func (t Token) pairs() []nvPair {
 	return ps
 }
 
+// zlibWriters keep zlib's compressor state (about a megabyte) between
+// Encodes: a Writer after Reset writes what a new one would.
+var zlibWriters = sync.Pool{New: func() any { return zlib.NewWriter(nil) }}
+
 // Encode returns t as a token string `zfs send -t` accepts: a native
 // little-endian nvlist, as an x86 or arm64 kernel writes it. The zlib bytes
 // differ from the kernel's, which no reader cares about. A ToName with a
@@ -107,10 +112,12 @@ func (t Token) Encode() string {
 	}
 	packed := packNative(t.pairs(), binary.LittleEndian)
 	var buf bytes.Buffer
-	zw := zlib.NewWriter(&buf)
+	zw := zlibWriters.Get().(*zlib.Writer)
+	zw.Reset(&buf)
 	// Writes to a bytes.Buffer cannot fail.
 	_, _ = zw.Write(packed)
 	_ = zw.Close()
+	zlibWriters.Put(zw)
 	compressed := buf.Bytes()
 	return fmt.Sprintf("%d-%x-%x-%s", Version, fletcher4Word0(compressed, binary.LittleEndian),
 		len(packed), hex.EncodeToString(compressed))

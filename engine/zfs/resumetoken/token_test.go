@@ -94,6 +94,26 @@ func TestEncodeRealRoundTrip(t *testing.T) {
 	assert.Equal(t, realDecoded, got)
 }
 
+// TestEncodeReusedWriter: Encode reuses zlib writers; a reused one must
+// write what a new one writes, whatever it compressed before.
+func TestEncodeReusedWriter(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		toks := rapid.SliceOfN(genToken(), 1, 4).Draw(rt, "toks")
+		for _, tok := range toks {
+			packed := packNative(tok.pairs(), binary.LittleEndian)
+			var buf bytes.Buffer
+			zw := zlib.NewWriter(&buf)
+			_, _ = zw.Write(packed)
+			_ = zw.Close()
+			want := hex.EncodeToString(buf.Bytes())
+			parts := strings.Split(tok.Encode(), "-")
+			if parts[len(parts)-1] != want {
+				rt.Fatalf("Encode wrote %s, a new zlib writer %s", parts[len(parts)-1], want)
+			}
+		}
+	})
+}
+
 func genToken() *rapid.Generator[Token] {
 	return rapid.Custom(func(t *rapid.T) Token {
 		name := rapid.StringMatching(`[a-z][a-z0-9_.:-]{0,12}(/[a-zA-Z0-9_.: -]{1,12}){0,3}@[a-zA-Z0-9_.:-]{1,20}`).Draw(t, "toname")
