@@ -280,6 +280,10 @@ type pipe struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every change someone waits for
 	waited  bool
+	// timers are spare timers for sleepUntil, by side and by read (0) or
+	// write (1): a waiter takes one under mu and puts it back after, so
+	// most waits need no new timer.
+	timers [2][2]*time.Timer
 
 	s      [2]*stream // indexed by the writing side: s[0] is Up
 	closed [2]bool
@@ -309,23 +313,45 @@ func (p *pipe) broadcast() {
 	}
 }
 
+// sleep blocks until ch is closed or until the given time (zero: no
+// limit), with p.mu unlocked, using one of side's spare timers for op
+// (0 read, 1 write). It uses only channels and timers, which synctest
+// understands. It is called and returns with p.mu held.
+func (p *pipe) sleep(side, op int, ch <-chan struct{}, until time.Time) {
+	t := p.timers[side][op]
+	p.timers[side][op] = nil
+	p.mu.Unlock()
+	t = sleepUntil(ch, until, t)
+	p.mu.Lock()
+	if p.timers[side][op] == nil {
+		p.timers[side][op] = t
+	}
+}
+
 // sleepUntil blocks until ch is closed or until the given time (zero: no
-// limit). It uses only channels and timers, which synctest understands.
-func sleepUntil(ch <-chan struct{}, until time.Time) {
+// limit), using t if it is not nil; it returns the timer to use next
+// time, stopped.
+func sleepUntil(ch <-chan struct{}, until time.Time, t *time.Timer) *time.Timer {
 	if until.IsZero() {
 		<-ch
-		return
+		return t
 	}
 	d := time.Until(until)
 	if d <= 0 {
-		return
+		return t
 	}
-	t := time.NewTimer(d)
+	if t == nil {
+		t = time.NewTimer(d)
+	} else {
+		// Since Go 1.23 a stopped timer's channel holds no stale tick.
+		t.Reset(d)
+	}
 	select {
 	case <-ch:
 	case <-t.C:
 	}
 	t.Stop()
+	return t
 }
 
 func earliest(a, b time.Time) time.Time {
@@ -479,10 +505,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 			wake = earliest(wake, p.resetAt[r])
 		}
 		wake = earliest(wake, p.dl[r].read)
-		ch := p.waitCh()
-		p.mu.Unlock()
-		sleepUntil(ch, wake)
-		p.mu.Lock()
+		p.sleep(r, 0, p.waitCh(), wake)
 	}
 }
 
@@ -556,11 +579,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		// read frees; otherwise a stream degenerates into tiny segments.
 		space := s.capacity() - s.queued
 		if space < min(len(b)-n, max(1, min(s.capacity()/2, segmentSize))) {
-			ch := p.waitCh()
-			until := p.dl[w].write
-			p.mu.Unlock()
-			sleepUntil(ch, until)
-			p.mu.Lock()
+			p.sleep(w, 1, p.waitCh(), p.dl[w].write)
 			continue
 		}
 		k := min(len(b)-n, space, segmentSize-int(s.wOff%segmentSize))
