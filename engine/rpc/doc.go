@@ -99,6 +99,6 @@
 // filesystem follow (absent from zrepl: taken as the last).
 //
 // A separate data connection per stream, rather than gRPC messages, keeps
-// a send stream at the speed of a plain TCP copy (BenchmarkStream1GiB),
+// a send stream at the speed of a plain TCP copy (BenchmarkStream),
 // and a GOAWAY or a reset of the control connection does not cut it.
 package rpc

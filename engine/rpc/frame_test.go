@@ -361,3 +361,85 @@ func FuzzStreamReader(f *testing.F) {
 		}
 	})
 }
+
+// A stream of frames of any sizes (those of at least directMin are read
+// straight into the reader's buffer, the rest through the read
+// goroutine) with heartbeats anywhere reads back as its bytes in any read
+// sizes, and then as its end says: io.EOF, the trailer, or truncated.
+func TestStreamMixedFrames(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		var wire, data []byte
+		hb := frameBytes(frameHeartbeat, nil)
+		for i := range rapid.IntRange(0, 8).Draw(t, "frames") {
+			if rapid.Bool().Draw(t, fmt.Sprintf("hb%d", i)) {
+				wire = append(wire, hb...)
+			}
+			n := rapid.SampledFrom([]int{1, directMin - 1, directMin, 100 << 10, framePayload, 2 * framePayload}).Draw(t, fmt.Sprintf("size%d", i))
+			p := make([]byte, n)
+			for j := range p {
+				p[j] = byte(i + j*13)
+			}
+			wire = append(wire, frameBytes(frameZFSStream, p)...)
+			data = append(data, p...)
+		}
+		end := rapid.SampledFrom([]string{"end", "trailer", "cut"}).Draw(t, "end")
+		switch end {
+		case "end":
+			wire = append(wire, frameBytes(frameEnd, nil)...)
+		case "trailer":
+			wire = append(wire, frameBytes(frameStreamErrTrailer, []byte("boom"))...)
+			wire = append(wire, frameBytes(frameEnd, nil)...)
+		case "cut":
+			wire = wire[:len(wire)-rapid.IntRange(0, min(len(wire), 5)).Draw(t, "cut")]
+		}
+		sizes := rapid.SliceOfN(rapid.IntRange(1, 3*directMin), 1, 20).Draw(t, "reads")
+		r, c := reader(&chunkedReader{data: wire, sizes: sizes, err: io.EOF})
+		defer c.abort()
+		var got []byte
+		buf := make([]byte, 3*directMin)
+		var err error
+		for i := 0; err == nil; i++ {
+			var n int
+			n, err = r.Read(buf[:sizes[i%len(sizes)]])
+			got = append(got, buf[:n]...)
+		}
+		switch end {
+		case "end":
+			if err != io.EOF || !bytes.Equal(got, data) {
+				t.Fatalf("read %d of %d bytes, then %v; want all, then io.EOF", len(got), len(data), err)
+			}
+		case "trailer":
+			var se *SourceError
+			if !errors.As(err, &se) || se.Text != "boom" || !bytes.Equal(got, data) {
+				t.Fatalf("read %d of %d bytes, then %v; want all, then the trailer", len(got), len(data), err)
+			}
+		case "cut":
+			if !errors.Is(err, ErrTruncated) || !bytes.Equal(got, data[:len(got)]) {
+				t.Fatalf("read %d bytes, then %v; want a prefix of the data, then truncated", len(got), err)
+			}
+		}
+	})
+}
+
+// A reader that stops in the middle of a frame read straight into its
+// buffer does not hold Close up: the read goroutine takes the connection
+// back, skips the rest, and sees the peer's shutdown; a later read fails.
+func TestCloseWhileStreamFrameHalfRead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := net.Pipe()
+		ca, cb := newDataConn(a), newDataConn(b)
+		go cb.writeFrame(frameZFSStream, make([]byte, framePayload))
+		r := ca.streamReader(frameZFSStream)
+		_, err := io.ReadFull(r, make([]byte, 1000))
+		require.NoError(t, err)
+		go func() {
+			<-cb.peerDone
+			cb.Close()
+		}()
+		start := time.Now()
+		require.NoError(t, ca.Close())
+		assert.Less(t, time.Since(start), PeerTimeout, "Close waited for the peer timeout")
+		_, err = r.Read(make([]byte, 10))
+		assert.ErrorIs(t, err, ErrTruncated)
+	})
+}

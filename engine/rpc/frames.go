@@ -61,7 +61,32 @@ type frame struct {
 	typ uint32
 	buf *[]byte // from payloadPool if cap == framePayload
 	n   int
+	// body, if not nil, is the payload still on the connection: the
+	// reader of a stream reads it straight into its own buffer, and the
+	// stream frames that follow it as well, until a frame of another kind
+	// comes (see frameBody).
+	body *frameBody
 }
+
+// directMin: stream frames with at least this much payload are read
+// straight into the stream reader's buffer.
+const directMin = 32 << 10
+
+// frameBody lends the connection's read side to a stream's reader: the
+// read goroutine waits until done is closed (or the connection closes,
+// then it skips the rest of the frame), and goes on with hdr if hdrReady.
+// lock (a channel, for synctest) guards the other fields.
+type frameBody struct {
+	lock     chan struct{}
+	left     int                  // payload bytes of the current frame unread
+	hdr      [frameHeaderLen]byte // a header read that is not the stream's
+	hdrReady bool
+	err      error
+	done     chan struct{}
+	doneOnce sync.Once
+}
+
+func (b *frameBody) finish() { b.doneOnce.Do(func() { close(b.done) }) }
 
 func (f frame) payload() []byte {
 	if f.buf == nil {
@@ -71,6 +96,11 @@ func (f frame) payload() []byte {
 }
 
 func (f frame) free() {
+	if f.body != nil {
+		// What the consumer left unread the read goroutine skips.
+		f.body.finish()
+		return
+	}
 	if f.buf != nil && cap(*f.buf) == framePayload {
 		payloadPool.Put(f.buf)
 	}
@@ -79,7 +109,10 @@ func (f frame) free() {
 // dataConn is a data connection's frame layer: frames each way, heartbeats
 // while a direction is idle, idle timeouts, and zrepl's shutdown (a
 // shutdown frame, half-close, then wait for the peer's end). One goroutine
-// reads frames ahead; one request or stream reads them at a time.
+// reads frames ahead; one request or stream reads them at a time. Stream
+// frames of directMin bytes or more it lends to the stream's reader, which
+// reads them, and the stream frames after them, without a copy or a
+// goroutine switch per frame (see frameBody).
 type dataConn struct {
 	nc net.Conn
 
@@ -155,20 +188,39 @@ func (c *dataConn) readLoop() {
 		close(c.frames)
 	}()
 	var hdr [frameHeaderLen]byte
-	shut := false
+	shut, pending := false, false
 	for {
-		if err = c.readFull(hdr[:]); err != nil {
-			if shut {
-				err = errPeerShutdown
+		if !pending {
+			if err = c.readFull(hdr[:]); err != nil {
+				if shut {
+					err = errPeerShutdown
+				}
+				return
 			}
-			return
 		}
+		pending = false
 		typ, n := binary.BigEndian.Uint32(hdr[:4]), binary.BigEndian.Uint32(hdr[4:])
 		if n > maxFramePayload {
 			err = fmt.Errorf("%w: frame of type %#x with %d bytes of payload, the limit is %d", ErrCorruptStream, typ, n, maxFramePayload)
 			return
 		}
 		f := frame{typ: typ, n: int(n)}
+		if typ == frameZFSStream && n >= directMin && !shut {
+			f.body = &frameBody{lock: make(chan struct{}, 1), left: int(n), done: make(chan struct{})}
+			select {
+			case c.frames <- f:
+				select {
+				case <-f.body.done:
+				case <-c.closing:
+				}
+			case <-c.closing:
+			}
+			if err = c.skipBody(f.body); err != nil {
+				return
+			}
+			hdr, pending = f.body.hdr, f.body.hdrReady
+			continue
+		}
 		if n > 0 {
 			if n <= framePayload {
 				f.buf = payloadPool.Get().(*[]byte)
@@ -210,6 +262,102 @@ func (c *dataConn) readLoop() {
 			f.free()
 		}
 	}
+}
+
+// skipBody takes the read side back from b's reader: it reads and drops
+// what is left of b's current frame and returns the connection's error,
+// if reading failed.
+func (c *dataConn) skipBody(b *frameBody) error {
+	b.lock <- struct{}{}
+	defer func() { <-b.lock }()
+	defer b.finish()
+	skipped := b.err == nil && b.left > 0
+	for b.err == nil && b.left > 0 {
+		bp := payloadPool.Get().(*[]byte)
+		k := min(b.left, len(*bp))
+		if err := c.readFull((*bp)[:k]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			b.err = err
+		}
+		payloadPool.Put(bp)
+		b.left -= k
+	}
+	if b.err == nil {
+		if skipped || !b.hdrReady {
+			// Later reads of the stream fail rather than lose data.
+			b.err = errBodyGone
+		}
+		return nil
+	}
+	return b.err
+}
+
+var errBodyGone = errors.New("the data connection closed")
+
+// readBody reads at most len(p) bytes of the stream from b's frames. At
+// the end of a frame it reads the next header: a stream frame of at least
+// directMin continues, a heartbeat renews the write deadline, and any
+// other frame goes back to the read goroutine, and readBody returns 0.
+func (c *dataConn) readBody(b *frameBody, p []byte) (int, error) {
+	b.lock <- struct{}{}
+	defer func() { <-b.lock }()
+	for b.left == 0 {
+		if b.err != nil || b.hdrReady {
+			return 0, b.err
+		}
+		if err := c.readFull(b.hdr[:]); err != nil {
+			b.err = err
+			b.finish()
+			if err == io.EOF {
+				// The end before the frame that was due.
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		typ, n := binary.BigEndian.Uint32(b.hdr[:4]), binary.BigEndian.Uint32(b.hdr[4:])
+		switch {
+		case typ == frameZFSStream && n >= directMin && n <= maxFramePayload:
+			b.left = int(n)
+		case typ == frameHeartbeat && n == 0:
+			if !c.isClosing() {
+				c.nc.SetWriteDeadline(time.Now().Add(PeerTimeout))
+			}
+		default:
+			b.hdrReady = true
+			b.finish()
+			return 0, nil
+		}
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	p = p[:min(len(p), b.left)]
+	var n int
+	for n == 0 && b.err == nil {
+		if !c.isClosing() {
+			c.nc.SetReadDeadline(time.Now().Add(PeerTimeout))
+		}
+		var err error
+		n, err = c.nc.Read(p)
+		b.left -= n
+		switch {
+		case err == nil || n > 0 && isTimeout(err):
+		case isTimeout(err):
+			b.err = fmt.Errorf("no data from the peer for %v: %w", PeerTimeout, err)
+		case n > 0 && b.left == 0:
+		default:
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			b.err = err
+		}
+	}
+	if b.err != nil {
+		b.finish()
+	}
+	return n, b.err
 }
 
 func (c *dataConn) heartbeats() {
@@ -388,6 +536,21 @@ type streamReader struct {
 func (r *streamReader) Read(p []byte) (int, error) {
 	c := r.c
 	for r.err == nil {
+		if b := r.cur.body; b != nil {
+			if len(p) == 0 {
+				return 0, nil
+			}
+			n, err := c.readBody(b, p)
+			if err != nil {
+				r.err = fmt.Errorf("%w: %w", ErrTruncated, err)
+				return n, r.err
+			}
+			if n > 0 {
+				return n, nil
+			}
+			r.cur = frame{}
+			continue
+		}
 		if r.cur.buf != nil && r.off < r.cur.n {
 			n := copy(p, r.cur.payload()[r.off:])
 			r.off += n
