@@ -367,12 +367,26 @@ func (m *Model) Destroy(ctx context.Context, versions []zfs.VersionRef) error {
 	if err != nil {
 		return err
 	}
+	// The snapshots go in one zfs destroy p/fs@a,b,...: where that
+	// succeeds, absent names in it are not mentioned; where it fails
+	// (nothing in it exists, or something in it cannot be destroyed), each
+	// snapshot is destroyed on its own, and each absent one is an error
+	// (conformance case BatchedDestroyOfAbsentSnapshots, 2.1.11 and 2.3.9).
+	anyExists, allFree := false, true
+	for _, v := range versions {
+		if s := d.snap(v.Name); v.Kind == zfs.Snapshot && s != nil {
+			anyExists = true
+			allFree = allFree && len(s.Holds) == 0 && d.partialBase() != s
+		}
+	}
+	absentIsError := !anyExists || !allFree
 	var errs []error
 	for _, v := range versions {
 		switch v.Kind {
 		case zfs.Snapshot:
 			s := d.snap(v.Name)
 			switch {
+			case s == nil && !absentIsError:
 			case s == nil:
 				errs = append(errs, zerr(zfs.ErrDatasetNotExist, op, v.String(), "could not find any snapshots to destroy; check snapshot names."))
 			case len(s.Holds) > 0:
