@@ -10,7 +10,7 @@ import (
 )
 
 // MaxJobIDLen keeps every name derived from a job ID a valid ZFS name
-// component: the longest, a cursor bookmark, adds 34 bytes.
+// component: the longest, a tentative cursor bookmark, adds 44 bytes.
 const MaxJobIDLen = 200
 
 // JobID is a validated job name. It is embedded in hold tags and bookmark
@@ -67,7 +67,10 @@ const (
 	lastReceivedHoldPrefix = "zrepl_last_received_J_"
 	stepBookmarkPrefix     = "zrepl_STEP_G_"
 	cursorBookmarkPrefix   = "zrepl_CURSOR_G_"
-	jobInfix               = "_J_"
+	// zrepl's tentative cursor prefix is "zrepl_CURSORTENTATIVE_", to which
+	// its names append "_G_": two underscores.
+	tentativeCursorPrefix = "zrepl_CURSORTENTATIVE__G_"
+	jobInfix              = "_J_"
 	// CursorV1BookmarkName is the replication cursor of zrepl before v2:
 	// one per filesystem, shared by all jobs. Read for compatibility only.
 	CursorV1BookmarkName = "zrepl_replication_cursor"
@@ -90,6 +93,15 @@ func CursorBookmarkName(guid uint64, job JobID) string {
 	return fmt.Sprintf("%s%016x%s%s", cursorBookmarkPrefix, guid, jobInfix, job.s)
 }
 
+// TentativeCursorBookmarkName is zrepl's tentative replication cursor:
+// made before a guarantee_incremental step is sent, on its source and its
+// target, so that the target stays an incremental source for the next run
+// even if the step's confirmation (which makes the real cursor) is lost
+// and the target snapshot is then pruned.
+func TentativeCursorBookmarkName(guid uint64, job JobID) string {
+	return fmt.Sprintf("%s%016x%s%s", tentativeCursorPrefix, guid, jobInfix, job.s)
+}
+
 // AbstractionKind is the kind of a hold or bookmark the project owns.
 type AbstractionKind int
 
@@ -99,6 +111,7 @@ const (
 	ReplicationCursorV2
 	ReplicationCursorV1
 	LastReceivedHold
+	TentativeCursor
 )
 
 func (k AbstractionKind) String() string {
@@ -113,6 +126,8 @@ func (k AbstractionKind) String() string {
 		return "replication-cursor-v1"
 	case LastReceivedHold:
 		return "last-received-hold"
+	case TentativeCursor:
+		return "tentative-replication-cursor"
 	}
 	return "unknown"
 }
@@ -122,7 +137,7 @@ type ParsedName struct {
 	Kind AbstractionKind
 	// Job is zero for the v1 cursor, which belongs to no job.
 	Job JobID
-	// GUID is set for step bookmarks and v2 cursors.
+	// GUID is set for step bookmarks and v2 and tentative cursors.
 	GUID uint64
 }
 
@@ -152,7 +167,7 @@ func ParseBookmarkName(name string) (p ParsedName, ok bool) {
 	for _, c := range []struct {
 		prefix string
 		kind   AbstractionKind
-	}{{stepBookmarkPrefix, StepBookmark}, {cursorBookmarkPrefix, ReplicationCursorV2}} {
+	}{{stepBookmarkPrefix, StepBookmark}, {cursorBookmarkPrefix, ReplicationCursorV2}, {tentativeCursorPrefix, TentativeCursor}} {
 		rest, found := strings.CutPrefix(name, c.prefix)
 		if !found || len(rest) < 16+len(jobInfix) || rest[16:16+len(jobInfix)] != jobInfix {
 			continue

@@ -39,8 +39,13 @@ func TestDerivedNames(t *testing.T) {
 	assert.Equal(t, "zrepl_last_received_J_push", LastReceivedHoldTag(job))
 	assert.Equal(t, "zrepl_STEP_G_00000000000000ff_J_push", StepBookmarkName(0xff, job))
 	assert.Equal(t, "zrepl_CURSOR_G_ab88464e08d6da2c_J_push", CursorBookmarkName(0xab88464e08d6da2c, job))
+	// zrepl's name, with its two underscores before G.
+	assert.Equal(t, "zrepl_CURSORTENTATIVE__G_ab88464e08d6da2c_J_push", TentativeCursorBookmarkName(0xab88464e08d6da2c, job))
+	p, ok := ParseBookmarkName("zrepl_CURSORTENTATIVE__G_ab88464e08d6da2c_J_my job")
+	require.True(t, ok)
+	assert.Equal(t, ParsedName{Kind: TentativeCursor, Job: MustJobID("my job"), GUID: 0xab88464e08d6da2c}, p)
 
-	p, ok := ParseBookmarkName(CursorV1BookmarkName)
+	p, ok = ParseBookmarkName(CursorV1BookmarkName)
 	require.True(t, ok)
 	assert.Equal(t, ReplicationCursorV1, p.Kind)
 
@@ -89,7 +94,7 @@ func TestDerivedNamesRoundTripProperty(t *testing.T) {
 		for _, c := range []struct {
 			name string
 			kind AbstractionKind
-		}{{StepBookmarkName(guid, job), StepBookmark}, {CursorBookmarkName(guid, job), ReplicationCursorV2}} {
+		}{{StepBookmarkName(guid, job), StepBookmark}, {CursorBookmarkName(guid, job), ReplicationCursorV2}, {TentativeCursorBookmarkName(guid, job), TentativeCursor}} {
 			if err := zfs.ValidateVersionName(zfs.Bookmark, c.name); err != nil {
 				t.Fatalf("%s: %v", c.name, err)
 			}

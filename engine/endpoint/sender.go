@@ -414,8 +414,7 @@ func (s *Sender) protect(ctx context.Context, e *fsSteps, fs zfs.DatasetPath, re
 		}
 		return nil
 	}
-	stepBookmark := func(v zfs.FilesystemVersion) error {
-		name := StepBookmarkName(v.GUID, s.Job)
+	bookmark := func(v zfs.FilesystemVersion, name string, what string) error {
 		if v.Name == name {
 			return nil
 		}
@@ -431,9 +430,15 @@ func (s *Sender) protect(ctx context.Context, e *fsSteps, fs zfs.DatasetPath, re
 			s.steps.change(e, true)
 		}
 		if err != nil {
-			return fmt.Errorf("step bookmark of %s: %w", v.Ref(fs), err)
+			return fmt.Errorf("%s of %s: %w", what, v.Ref(fs), err)
 		}
 		return nil
+	}
+	stepBookmark := func(v zfs.FilesystemVersion) error {
+		return bookmark(v, StepBookmarkName(v.GUID, s.Job), "step bookmark")
+	}
+	tentative := func(v zfs.FilesystemVersion) error {
+		return bookmark(v, TentativeCursorBookmarkName(v.GUID, s.Job), "tentative cursor")
 	}
 	switch req.Protection {
 	case GuaranteeResumability:
@@ -448,10 +453,15 @@ func (s *Sender) protect(ctx context.Context, e *fsSteps, fs zfs.DatasetPath, re
 		}
 		return t, holds(req.To, *req.From)
 	case GuaranteeIncremental:
-		if req.From == nil {
-			return t, nil
+		// zrepl's tentative cursors, on From and To: once the receiver
+		// has To, it stays a common version whatever happens to the
+		// confirmation (the real cursor) and the snapshot.
+		if req.From != nil {
+			if err := tentative(*req.From); err != nil {
+				return t, err
+			}
 		}
-		return t, stepBookmark(*req.From)
+		return t, tentative(req.To)
 	case GuaranteeNothing:
 		return t, nil
 	}
@@ -559,7 +569,7 @@ func (s *Sender) StepCompleted(ctx context.Context, req SendRequest, last bool) 
 			if p.Kind == ReplicationCursorV2 && v.Name != cursor {
 				obsolete = append(obsolete, v.Ref(fs))
 			}
-			if p.Kind == StepBookmark && (older || last) {
+			if (p.Kind == StepBookmark || p.Kind == TentativeCursor) && (older || last) {
 				obsolete = append(obsolete, v.Ref(fs))
 			}
 		case zfs.Snapshot:

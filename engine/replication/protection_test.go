@@ -34,6 +34,18 @@ func openStepMarks(t *testing.T, prot endpoint.Protection) (*pair, []string) {
 	return p, out
 }
 
+// guidOf is the GUID of the sender's snapshot src/data@name.
+func guidOf(t *testing.T, p *pair, name string) uint64 {
+	t.Helper()
+	for _, v := range versions(t, p.src, "src/data") {
+		if v.Kind == zfs.Snapshot && v.Name == name {
+			return v.GUID
+		}
+	}
+	t.Fatalf("no snapshot src/data@%s", name)
+	return 0
+}
+
 func TestProtectionOfAnOpenStep(t *testing.T) {
 	s1 := func(p *pair) uint64 { return versions(t, p.src, "src/data")[0].GUID }
 	t.Run("resumability", func(t *testing.T) {
@@ -48,7 +60,8 @@ func TestProtectionOfAnOpenStep(t *testing.T) {
 		p, marks := openStepMarks(t, endpoint.GuaranteeIncremental)
 		assert.ElementsMatch(t, []string{
 			"replication-cursor-v2 #" + endpoint.CursorBookmarkName(s1(p), p.job),
-			"step-bookmark #" + endpoint.StepBookmarkName(s1(p), p.job),
+			"tentative-replication-cursor #" + endpoint.TentativeCursorBookmarkName(s1(p), p.job),
+			"tentative-replication-cursor #" + endpoint.TentativeCursorBookmarkName(guidOf(t, p, "s2"), p.job),
 		}, marks)
 
 		// The target may go while the step is open: its partial receive
