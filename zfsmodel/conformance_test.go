@@ -62,6 +62,11 @@ func (h *harness) NewPool(t *testing.T) (zfs.DatasetPath, func() error) {
 	return zfs.MustDatasetPath(name), func() error { return h.m.DestroyPool(name) }
 }
 
+func (h *harness) Property(ctx context.Context, fs zfs.DatasetPath, name string) (string, string, error) {
+	v, src := h.m.Property(fs, name)
+	return v, src, nil
+}
+
 func (h *harness) LoadKey(ctx context.Context, fs zfs.DatasetPath) error   { return h.m.LoadKey(fs) }
 func (h *harness) UnloadKey(ctx context.Context, fs zfs.DatasetPath) error { return h.m.UnloadKey(fs) }
 

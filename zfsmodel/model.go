@@ -141,7 +141,11 @@ type dataset struct {
 	KeyID     uint64
 	KeyLoaded bool
 	Props     map[string]string
-	Head      content
+	// Received are the property values the last receive with a property
+	// stream (zfs send -p or -b) set: a local value in Props overrides
+	// one, as `zfs get` shows it.
+	Received map[string]string `json:",omitempty"`
+	Head     content
 	// HeadTXG is the birth txg of the newest change of the live
 	// filesystem; it is "modified since snapshot S" iff HeadTXG > S.TXG.
 	HeadTXG   uint64

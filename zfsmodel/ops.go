@@ -59,7 +59,7 @@ func (m *Model) info(d *dataset) zfs.FilesystemInfo {
 		GUID:        d.GUID,
 		Encryption:  "off",
 		KeyStatus:   zfs.KeyStatusNone,
-		Placeholder: d.Props[zfs.PlaceholderProperty] == "on",
+		Placeholder: d.prop(zfs.PlaceholderProperty) == "on",
 	}
 	if d.Encrypted {
 		fi.Encryption = Cipher
@@ -255,6 +255,34 @@ func (m *Model) UserProperty(fs zfs.DatasetPath, property string) (string, bool)
 	}
 	v, ok := d.Props[property]
 	return v, ok
+}
+
+// Property returns the value of property on fs and where it comes from,
+// as `zfs get -o value,source` says it: "local", "received", or "-" for a
+// property fs does not have (value ""). The model keeps no inheritance.
+func (m *Model) Property(fs zfs.DatasetPath, property string) (value, source string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d := m.st.Datasets[fs.String()]
+	if d == nil {
+		return "", "-"
+	}
+	if v, ok := d.Props[property]; ok {
+		return v, "local"
+	}
+	if v, ok := d.Received[property]; ok {
+		return v, "received"
+	}
+	return "", "-"
+}
+
+// prop is the effective value of a property: the local one, else the
+// received one.
+func (d *dataset) prop(property string) string {
+	if v, ok := d.Props[property]; ok {
+		return v
+	}
+	return d.Received[property]
 }
 
 // validUserProp checks the "module:name" shape of a user property.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 
@@ -234,6 +235,7 @@ func (m *Model) Clone(o Options) *Model {
 		for k, v := range d.Props {
 			cd.Props[k] = v
 		}
+		cd.Received = maps.Clone(d.Received)
 		cd.Head = d.Head.clone()
 		// slices.Clone keeps nil apart from empty, as Save tells them
 		// apart.

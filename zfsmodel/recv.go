@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -534,6 +535,16 @@ func (m *Model) commitRecv(op string, rp *recvPlan, h streamHeader, got content,
 	d.Head, d.HeadTXG, d.Partial = head, txg, nil
 	d.Snaps = append(d.Snaps, &snapshot{Name: snapName(h.ToName), GUID: h.ToGUID, TXG: txg,
 		Creation: time.Unix(0, h.ToCreation).UTC(), Content: head.clone()})
+	if h.PropStream {
+		// The stream's properties replace what earlier receives set,
+		// except those -x excludes.
+		d.Received = map[string]string{}
+		for k, v := range h.Props {
+			if !slices.Contains(opts.InheritProperties, k) {
+				d.Received[k] = v
+			}
+		}
+	}
 	for k, v := range opts.SetProperties {
 		d.Props[k] = v
 	}

@@ -151,6 +151,18 @@ func (m *Model) planSend(args zfs.SendArgs) (*streamPlan, error) {
 		// A resumed send continues with the flags of the interrupted one.
 		raw, compress, embed = tok.RawOK, tok.CompressOK, tok.EmbedOK
 		h.Resume, h.ResumeOffset, h.ResumeBytes = true, tok.Offset, tok.Bytes
+	} else if f.Properties || f.BackupProperties {
+		// -p sends the values set locally or received, local ones first,
+		// as `zfs get` shows them; -b the received values only.
+		h.PropStream, h.Props = true, map[string]string{}
+		for k, v := range d.Received {
+			h.Props[k] = v
+		}
+		if !f.BackupProperties {
+			for k, v := range d.Props {
+				h.Props[k] = v
+			}
+		}
 	}
 	// The stream's feature flags, which a receive's token records, as
 	// OpenZFS sets them: -w implies -c, -L and -e, but only an encrypted

@@ -58,6 +58,10 @@ type streamHeader struct {
 	KeyID     uint64 `json:",omitempty"`
 	// The send flags, as a resume token records them.
 	RawOK, CompressOK, LargeBlockOK, EmbedOK bool `json:",omitempty"`
+	// PropStream: the stream carries the filesystem's properties (zfs
+	// send -p or -b), Props; a receive makes them the received values.
+	PropStream bool              `json:",omitempty"`
+	Props      map[string]string `json:",omitempty"`
 	// Resuming streams carry the position they start at.
 	Resume       bool   `json:",omitempty"`
 	ResumeOffset uint64 `json:",omitempty"`

@@ -339,6 +339,25 @@ func (h *Harness) NewPool(t *testing.T) (zfs.DatasetPath, func() error) {
 	return zfs.MustDatasetPath(name), destroy
 }
 
+// Property asks zfs get; "inherited from X" becomes "inherited".
+func (h *Harness) Property(ctx context.Context, fs zfs.DatasetPath, name string) (string, string, error) {
+	out, err := run(ctx, "zfs", "get", "-H", "-p", "-o", "value,source", name, fs.String())
+	if err != nil {
+		return "", "", err
+	}
+	value, source, ok := strings.Cut(out, "\t")
+	if !ok {
+		return "", "", fmt.Errorf("zfs get %s %s: unexpected output %q", name, fs, out)
+	}
+	switch {
+	case source == "-":
+		return "", "-", nil
+	case strings.HasPrefix(source, "inherited"):
+		source = "inherited"
+	}
+	return value, source, nil
+}
+
 func (h *Harness) LoadKey(ctx context.Context, root zfs.DatasetPath) error {
 	_, err := run(ctx, "zfs", "load-key", "-L", "file://"+h.keyFile, root.String())
 	return err

@@ -45,6 +45,10 @@ type Harness interface {
 	LoadKey(ctx context.Context, encryptionRoot zfs.DatasetPath) error
 	// UnloadKey unloads it (real ZFS: unmount first).
 	UnloadKey(ctx context.Context, encryptionRoot zfs.DatasetPath) error
+	// Property is a property's value on fs and its source as `zfs get -o
+	// value,source` gives them: "local", "received", "inherited", or "-"
+	// with value "" where fs does not have it.
+	Property(ctx context.Context, fs zfs.DatasetPath, name string) (value, source string, err error)
 	// NewPool creates and imports another, empty pool and returns its root
 	// filesystem and a function that destroys the pool; the harness also
 	// destroys it when the case ends, if the case did not.

@@ -52,6 +52,11 @@ func (h *modelHarness) NewPool(t *testing.T) (zfs.DatasetPath, func() error) {
 	return zfs.MustDatasetPath(name), func() error { return h.m.DestroyPool(name) }
 }
 
+func (h *modelHarness) Property(_ context.Context, fs zfs.DatasetPath, name string) (string, string, error) {
+	v, src := h.m.Property(fs, name)
+	return v, src, nil
+}
+
 func (h *modelHarness) LoadKey(_ context.Context, fs zfs.DatasetPath) error { return h.m.LoadKey(fs) }
 func (h *modelHarness) UnloadKey(_ context.Context, fs zfs.DatasetPath) error {
 	return h.m.UnloadKey(fs)
