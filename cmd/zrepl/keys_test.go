@@ -179,12 +179,10 @@ func init() {
 		samples[s+"step_holds"] = sample{refused: "{disable_incremental: true}", bad: "{disable_incremental: true}"}
 	}
 	for _, j := range []string{"push", "source"} {
-		for _, k := range []string{"encrypted", "raw", "compressed", "large_blocks", "embedded_data"} {
+		for _, k := range []string{"encrypted", "raw", "compressed", "large_blocks", "embedded_data", "send_properties", "backup_properties"} {
 			samples["jobs."+j+".send."+k] = sample{applied: []string{"true"}, bad: "maybe"}
 		}
-		for _, k := range []string{"send_properties", "backup_properties", "saved"} {
-			samples["jobs."+j+".send."+k] = sample{refused: "true", bad: "maybe"}
-		}
+		samples["jobs."+j+".send.saved"] = sample{refused: "true", bad: "maybe"}
 	}
 	for _, j := range []string{"sink", "pull"} {
 		r := "jobs." + j + ".recv."

@@ -144,8 +144,7 @@ func init() {
 	differ("zrepl takes any net and fails at the first log line; we take the networks Go can dial",
 		"global.logging.tcp.net: pigeon")
 	differ("not implemented yet (issue 11, send options): refused rather than accepted and ignored",
-		"jobs.push.send.send_properties: true", "jobs.push.send.backup_properties: true", "jobs.push.send.saved: true",
-		"jobs.source.send.send_properties: true", "jobs.source.send.backup_properties: true", "jobs.source.send.saved: true")
+		"jobs.push.send.saved: true", "jobs.source.send.saved: true")
 	differ("a client identity names one dataset below root_fs; zrepl takes it and fails at the first connection",
 		`jobs.push.connect.local.client_identity: "a/b"`, `jobs.pull.connect.local.client_identity: "a/b"`,
 		`jobs.sink.serve.tls.client_cns: ["a/b"]`, `jobs.source.serve.tls.client_cns: ["a/b"]`)

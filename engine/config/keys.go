@@ -160,8 +160,8 @@ var registryEntries = []KeyInfo{
 	{Schema: "jobs.{push,source}.send", Status: Structure},
 	{Schema: "jobs.{push,source}.send.bandwidth_limit", Status: Structure},
 	{Schema: "jobs.{push,source}.send.bandwidth_limit.{max,bucket_capacity}", Status: Applied},
-	{Schema: "jobs.{push,source}.send.{encrypted,raw,compressed,large_blocks,embedded_data}", Status: Applied},
-	{Schema: "jobs.{push,source}.send.{send_properties,backup_properties,saved}", Status: Partial, Allowed: []string{"false"}, Why: notYetSend},
+	{Schema: "jobs.{push,source}.send.{encrypted,raw,compressed,large_blocks,embedded_data,send_properties,backup_properties}", Status: Applied},
+	{Schema: "jobs.{push,source}.send.saved", Status: Partial, Allowed: []string{"false"}, Why: notYetSend},
 	{Schema: "jobs.{push,source}.send.step_holds", Status: Partial,
 		Why: "was replaced by replication.protection (want replication.protection.incremental: guarantee_incremental where step_holds.disable_incremental was true)"},
 

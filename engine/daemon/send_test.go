@@ -94,3 +94,83 @@ jobs:
 		})
 	}
 }
+
+// A source's send_properties (zfs send -p) and backup_properties (-b)
+// carry the filesystem's user properties to the puller, which receives
+// them under its own recv.properties: override sets a local value,
+// inherit keeps the property out.
+func TestSourceSendsProperties(t *testing.T) {
+	for _, tc := range []struct {
+		key      string
+		wantTag  string
+		wantKeep string
+	}{
+		{key: "send_properties", wantTag: "local", wantKeep: "k"},
+		{key: "backup_properties", wantTag: "recvd", wantKeep: ""},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			cfg := parse(t, fmt.Sprintf(`
+global: {zfs_backend: model}
+jobs:
+  - name: src
+    type: source
+    serve: {type: local, listener_name: src}
+    filesystems: {"pool/data/a": true}
+    snapshotting: {type: manual}
+    send: {%s: true}
+  - name: pull
+    type: pull
+    connect: {type: local, listener_name: src, client_identity: backup}
+    root_fs: backup/pulled
+    interval: manual
+    recv:
+      properties:
+        override: {"com.example:over": "v"}
+        inherit: ["com.example:drop"]
+    pruning: {keep_sender: [{type: not_replicated}], keep_receiver: [{type: last_n, count: 3}]}
+`, tc.key))
+			m := model(t)
+			ctx := context.Background()
+			// pool/data/a got com.example:tag=recvd from a receive of its
+			// own, and overrides it locally.
+			require.NoError(t, m.CreateFilesystem(zfs.MustDatasetPath("pool/origin"), zfsmodel.FSOptions{}))
+			origin := zfs.MustDatasetPath("pool/origin")
+			for k, v := range map[string]string{"com.example:tag": "recvd", "com.example:drop": "d"} {
+				require.NoError(t, m.SetUserProperty(ctx, origin, k, v))
+			}
+			snapData(t, m, "pool/origin", "o1")
+			vs, err := m.ListVersions(ctx, origin)
+			require.NoError(t, err)
+			st, err := m.Send(ctx, zfs.SendArgs{FS: origin, To: vs[0], Flags: zfs.SendFlags{Properties: true}})
+			require.NoError(t, err)
+			require.NoError(t, m.Receive(ctx, zfs.MustDatasetPath("pool/data/a"), st, zfs.RecvOptions{}))
+			require.NoError(t, st.Close())
+			a := zfs.MustDatasetPath("pool/data/a")
+			require.NoError(t, m.SetUserProperty(ctx, a, "com.example:tag", "local"))
+			require.NoError(t, m.SetUserProperty(ctx, a, "com.example:keep", "k"))
+			snapData(t, m, "pool/data/a", "s1")
+
+			d := runDaemon(t, Options{Config: cfg, ZFS: m})
+			pull, err := d.Job("pull")
+			require.NoError(t, err)
+			pull.Wakeup()
+			if st := waitRuns(t, pull, 1); st.LastError != "" {
+				t.Fatal(st.LastError)
+			}
+			dst := zfs.MustDatasetPath("backup/pulled/pool/data/a")
+			assert.Equal(t, []string{"s1"}, snapshots(t, m, dst.String()), "initial replication: the most recent snapshot")
+			prop := func(name string) [2]string {
+				v, src := m.Property(dst, name)
+				return [2]string{v, src}
+			}
+			assert.Equal(t, [2]string{tc.wantTag, "received"}, prop("com.example:tag"))
+			assert.Equal(t, [2]string{"", "-"}, prop("com.example:drop"), "recv.properties.inherit keeps it out")
+			assert.Equal(t, [2]string{"v", "local"}, prop("com.example:over"))
+			if tc.wantKeep == "" {
+				assert.Equal(t, [2]string{"", "-"}, prop("com.example:keep"), "-b sends no local values")
+			} else {
+				assert.Equal(t, [2]string{tc.wantKeep, "received"}, prop("com.example:keep"))
+			}
+		})
+	}
+}
