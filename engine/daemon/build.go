@@ -307,14 +307,19 @@ type sinkSpec struct {
 	opts  rpc.SinkOptions
 	props recvProps
 	limit *bucket // shared by all clients: the limit caps the job
+	// clients keeps one receiver per client for the sink's lifetime, so
+	// that it remembers its listing from one request to the next.
+	clients func(identity string) (rpc.ReceiverEndpoint, error)
 }
 
 func newSinkSpec(z zfs.ZFS, j *config.Job) *sinkSpec {
-	return &sinkSpec{
+	s := &sinkSpec{
 		name: j.Name, z: z, job: j.ID, root: j.RootFS,
 		opts:  rpc.SinkOptions{Placeholder: placeholderEncryption(j.Recv.Placeholder)},
 		props: newRecvProps(j.Recv), limit: newBucket(j.Recv.BandwidthLimit),
 	}
+	s.clients = rpc.SinkWith(s.z, s.job, s.root, s.opts)
+	return s
 }
 
 // receiver is the endpoint serving one client.
@@ -327,7 +332,7 @@ func (s *sinkSpec) receiver(identity string) (rpc.ReceiverEndpoint, error) {
 }
 
 func (s *sinkSpec) local(identity string) (withRecvOptions, error) {
-	ep, err := rpc.SinkWith(s.z, s.job, s.root, s.opts)(identity)
+	ep, err := s.clients(identity)
 	if err != nil {
 		return withRecvOptions{}, err
 	}

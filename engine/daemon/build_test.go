@@ -68,3 +68,19 @@ jobs:
 	require.NoError(t, err)
 	assert.Equal(t, []zfs.DatasetPath{zfs.MustDatasetPath("p/x"), zfs.MustDatasetPath("q")}, ConfigRoots(cfg))
 }
+
+// A sink serves each client with one receiver for its lifetime, in the
+// daemon's own push (local) and over the network alike, so the receiver
+// remembers the client's listing from one request to the next.
+func TestSinkKeepsOneReceiverPerClient(t *testing.T) {
+	s := newSinkSpec(nil, &config.Job{Name: "sink", RootFS: zfs.MustDatasetPath("pool/sink")})
+	a1, err := s.local("alice")
+	require.NoError(t, err)
+	a2, err := s.receiver("alice")
+	require.NoError(t, err)
+	b, err := s.local("bob")
+	require.NoError(t, err)
+	assert.Same(t, a1.Receiver, a2.(withRecvOptions).Receiver, "alice's receiver made anew")
+	assert.NotSame(t, a1.Receiver, b.Receiver, "alice and bob share a receiver")
+	assert.Equal(t, "pool/sink/bob", b.Root.String())
+}
