@@ -143,7 +143,7 @@ func init() {
 		"global.model_checkpoint_every: 16 MiB", "global.model_checkpoint_every: 0 B")
 	differ("zrepl takes any net and fails at the first log line; we take the networks Go can dial",
 		"global.logging.tcp.net: pigeon")
-	differ("not implemented yet (issue 11, send options): refused rather than accepted and ignored",
+	differ("zrepl passes zfs send -S with the step's snapshot, which OpenZFS refuses: every send would fail",
 		"jobs.push.send.saved: true", "jobs.source.send.saved: true")
 	differ("a client identity names one dataset below root_fs; zrepl takes it and fails at the first connection",
 		`jobs.push.connect.local.client_identity: "a/b"`, `jobs.pull.connect.local.client_identity: "a/b"`,

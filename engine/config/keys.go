@@ -69,8 +69,13 @@ type KeyInfo struct {
 var registry = map[string]KeyInfo{}
 
 const (
-	// notYetSend: the semantics helper's part of issue 11.
-	notYetSend = "is not implemented yet: this daemon would send without it"
+	// savedRefused: zrepl adds -S to the zfs send of every step, with
+	// the step's snapshot (and -i); OpenZFS 2.1.11 refuses both ("saved
+	// send must specify the dataset with partially-received state",
+	// "incompatible flags combined with saved send flag"), so with it
+	// every send of the job fails.
+	savedRefused = "would make every send fail: zfs send -S sends only a partially received filesystem's state, " +
+		"never a snapshot or an incremental, and OpenZFS refuses it with either"
 )
 
 var registryEntries = []KeyInfo{
@@ -161,7 +166,7 @@ var registryEntries = []KeyInfo{
 	{Schema: "jobs.{push,source}.send.bandwidth_limit", Status: Structure},
 	{Schema: "jobs.{push,source}.send.bandwidth_limit.{max,bucket_capacity}", Status: Applied},
 	{Schema: "jobs.{push,source}.send.{encrypted,raw,compressed,large_blocks,embedded_data,send_properties,backup_properties}", Status: Applied},
-	{Schema: "jobs.{push,source}.send.saved", Status: Partial, Allowed: []string{"false"}, Why: notYetSend},
+	{Schema: "jobs.{push,source}.send.saved", Status: Partial, Allowed: []string{"false"}, Why: savedRefused},
 	{Schema: "jobs.{push,source}.send.step_holds", Status: Partial,
 		Why: "was replaced by replication.protection (want replication.protection.incremental: guarantee_incremental where step_holds.disable_incremental was true)"},
 

@@ -63,7 +63,7 @@ func TestPartialKeysRefuseWhatTheDaemonWouldIgnore(t *testing.T) {
 	}
 	errs := parseErrors(t, fmt.Sprintf(base, "true", "fail"))
 	require.Len(t, errs, 1)
-	assert.Equal(t, Error{"jobs[0].send.saved", 9, `value "true" ` + notYetSend + " (want false)", ""}, *errs[0])
+	assert.Equal(t, Error{"jobs[0].send.saved", 9, `value "true" ` + savedRefused + " (want false)", ""}, *errs[0])
 
 	// An invalid value says so, not that it is not implemented.
 	errs = parseErrors(t, fmt.Sprintf(base, "maybe", "all"))
