@@ -260,6 +260,7 @@ var regressions = []struct {
 	{864054, "a newest-only step after a finished interrupted full receive, interrupted too, resumes (was a foreign partial receive for good; TestNewestOnlyStepResumes)"},
 	{3334660, "ssh exits right after a data connection's hello: the call claiming it must name ssh's exit (was a bad request about the ticket; TestDeadDataConnNamesSSH)"},
 	{482895, "a key is unloaded, but the plain job's filesystem fails for its encrypted placeholder (a conflict of its own), not for the key"},
+	{1842319325431631810, "ssh exits after a handler error's header, before its details: the call names ssh's exit beside the server's text (was a bare server error; TestHandlerErrorDetailsLost)"},
 }
 
 func TestRegressionSeeds(t *testing.T) {

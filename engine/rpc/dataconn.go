@@ -101,11 +101,14 @@ func (c *dataConn) readResponse(res proto.Message, ext extSet) error {
 	if text, ok := strings.CutPrefix(header, handlerErrorPfx); ok {
 		if ext.errors {
 			b, err := c.readMessage(frameErrorInfo, maxResponseStruct)
-			if err == nil {
-				var info pb.ErrorInfo
-				if err := proto.Unmarshal(b, &info); err == nil {
-					return remoteError(&info)
-				}
+			if err != nil {
+				// The connection failed between the header and the
+				// details: say why, beside what the server said.
+				return fmt.Errorf("%w (its details were lost: %w)", &HandlerError{Text: text}, err)
+			}
+			var info pb.ErrorInfo
+			if err := proto.Unmarshal(b, &info); err == nil {
+				return remoteError(&info)
 			}
 		}
 		return &HandlerError{Text: text}
