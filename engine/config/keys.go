@@ -73,7 +73,7 @@ const (
 	// the step's snapshot (and -i); OpenZFS 2.1.11 refuses both ("saved
 	// send must specify the dataset with partially-received state",
 	// "incompatible flags combined with saved send flag"), so with it
-	// every send of the job fails.
+	// every send of the job fails. 2.3.9 says the same.
 	savedRefused = "would make every send fail: zfs send -S sends only a partially received filesystem's state, " +
 		"never a snapshot or an incremental, and OpenZFS refuses it with either"
 )
