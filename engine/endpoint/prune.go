@@ -29,11 +29,14 @@ func (r *Receiver) DestroyForClient(ctx context.Context, fs string, snaps []zfs.
 // client decides what to prune, but the source decides what may go: only
 // snapshots (never bookmarks: a cursor or a step bookmark is an
 // incremental source), only of filesystems the source serves, never held
-// ones (a step hold keeps an open step of some client resumable), never a
-// snapshot a replication cursor marks (the newest replicated one, whatever
-// job's cursor it is), never one a send in flight uses, and only while a
-// snapshot still has the GUID the client saw, so a re-created snapshot of
-// the same name survives. Its error is a *SnapshotErrors.
+// ones (a step hold keeps an open step of some client resumable), never one
+// a send in flight uses, and only while a snapshot still has the GUID the
+// client saw, so a re-created snapshot of the same name survives. The
+// snapshot a replication cursor marks may go: its cursor bookmark is the
+// incremental base, and keeping it is the pruner's rule
+// (not_replicated.keep_snapshot_at_cursor), as in zrepl, so that a pull
+// job's keep_snapshot_at_cursor: false does what it says. Its error is a
+// *SnapshotErrors.
 func (s *Sender) DestroyForClient(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
 	p, err := zfs.NewDatasetPath(fs)
 	if err != nil {
@@ -51,9 +54,6 @@ func (s *Sender) DestroyForClient(ctx context.Context, fs string, snaps []zfs.Fi
 	return pruneForClient(ctx, s.ZFS, p, snaps, func(versions []zfs.FilesystemVersion) map[uint64]string {
 		kept := map[uint64]string{}
 		for _, v := range versions {
-			if n, ok := ParseBookmarkName(v.Name); ok && v.Kind == zfs.Bookmark && (n.Kind == ReplicationCursorV2 || n.Kind == ReplicationCursorV1) {
-				kept[v.GUID] = "is the snapshot of a replication cursor"
-			}
 			if v.Kind == zfs.Snapshot && e.inUse(v.RelName()) {
 				kept[v.GUID] = "is used by a send in progress"
 			}

@@ -80,9 +80,9 @@ func TestDestroySnapshotsOverRPC(t *testing.T) {
 }
 
 // A pull job prunes the source over the wire (keep_sender); the source
-// keeps held snapshots (another client's open step), the snapshot of a
-// replication cursor, bookmarks, re-created snapshots and everything it
-// does not serve.
+// keeps held snapshots (another client's open step), bookmarks (the
+// cursor among them), re-created snapshots and everything it does not
+// serve; the snapshot of a replication cursor goes if the client asks.
 func TestSourceDestroySnapshotsOverRPC(t *testing.T) {
 	h := newHosts(t)
 	h.create("src/data")
@@ -118,11 +118,12 @@ func TestSourceDestroySnapshotsOverRPC(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorIs(t, err, endpoint.ErrNotAllowed)
 	assert.ErrorContains(t, err, "@c is held")
-	assert.ErrorContains(t, err, "@e is the snapshot of a replication cursor")
+	assert.NotContains(t, err.Error(), "@e", "the cursor's snapshot is the pruner's to keep (keep_snapshot_at_cursor), not the source's")
 	after := byName()
 	assert.NotContains(t, after, "@a", "an unprotected snapshot goes")
 	assert.Contains(t, after, "@c")
-	assert.Contains(t, after, "@e")
+	assert.NotContains(t, after, "@e")
+	assert.Contains(t, after, "#"+endpoint.CursorBookmarkName(v["@e"].GUID, h.job), "the cursor bookmark stays the incremental base")
 
 	// A stale GUID (the snapshot was re-created) is refused.
 	stale := v["@b"]
@@ -149,7 +150,7 @@ func TestSourceDestroySnapshotsOverRPC(t *testing.T) {
 
 	// Already gone is fine, and what may go goes.
 	require.NoError(t, rs.DestroySnapshots(ctx, "src/data", []zfs.FilesystemVersion{v["@a"], v["@b"], v["@d"]}))
-	assert.Equal(t, []string{"@c", "@e"}, snapNames(byName()))
+	assert.Equal(t, []string{"@c"}, snapNames(byName()))
 }
 
 func snapNames(m map[string]zfs.FilesystemVersion) []string {
