@@ -112,6 +112,18 @@ func spliceSource(stream io.Reader) (*sendStream, []StreamWrapper) {
 // its result means what feed's does. handled is false where splice cannot
 // be used (nothing was moved then, and stdin is still open).
 func feedSplice(stdin *os.File, s *sendStream, ws []StreamWrapper) (err error, handled bool) {
+	// What Send read of the stream goes first, by hand: the wrappers
+	// above did not see it either.
+	if head := s.head; len(head) > 0 {
+		s.head = nil
+		if _, err := stdin.Write(head); err != nil {
+			stdin.Close()
+			return nil, true
+		}
+		for _, w := range ws {
+			w.Passed(int64(len(head)))
+		}
+	}
 	_, err = splicePipe(stdin, s.r, func(n int64) {
 		for _, w := range ws {
 			w.Passed(n)

@@ -175,28 +175,71 @@ func (c *CLI) refineSendError(ctx context.Context, args zfs.SendArgs, e *zfs.Err
 // returned by Read in place of io.EOF, so a failed or cut-off send never
 // looks complete. Close before the end kills and reaps the child.
 // Cancelling ctx kills the child; Read then fails with ctx's error.
+//
+// The GUIDs args ask for are checked against the stream's own BEGIN
+// record, read here before the stream is handed out (and replayed to its
+// reader): a send costs no zfs process beside it (issue 13). A stream
+// whose header does not name its snapshots (a compound stream, -p or -b)
+// is checked by a by-name listing instead. A missing version fails Send
+// itself, with zfs's words, either way.
 func (c *CLI) Send(ctx context.Context, args zfs.SendArgs) (io.ReadCloser, error) {
 	const op = "send"
 	if err := checkSendArgs(op, args); err != nil {
 		return nil, err
 	}
-	// The by-name check and the send start together: each is a process
-	// start, which on a slow or busy host costs more than either command's
-	// work. The stream is handed out only once the check passed; else the
-	// send is killed and reaped unread, and the check's error returned.
-	checked := make(chan error, 1)
-	go func() { checked <- c.checkVersions(ctx, op, args) }()
 	stream, err := c.startSend(ctx, args)
-	if cerr := <-checked; cerr != nil {
-		if stream != nil {
-			stream.Close()
-		}
-		return nil, cerr
-	}
 	if err != nil {
 		return nil, err
 	}
+	h, ok, err := stream.readHeader()
+	if err != nil {
+		stream.Close()
+		return nil, err
+	}
+	if ok {
+		err = checkHeader(op, args, h)
+	} else {
+		err = c.checkVersions(ctx, op, args)
+	}
+	if err != nil {
+		stream.Close()
+		return nil, err
+	}
 	return stream, nil
+}
+
+// readHeader reads the stream's BEGIN record into s.head, which Read and
+// Receive's splice replay first. ok is false where the header does not
+// tell the stream's GUIDs (a compound stream, or no BEGIN record); err is
+// the send's own failure where it ended before a whole record.
+func (s *sendStream) readHeader() (zfs.StreamHeader, bool, error) {
+	b := make([]byte, beginRecordLen)
+	n, err := io.ReadFull(s.r, b)
+	s.head = b[:n]
+	if err != nil {
+		if e := s.end(); e != io.EOF {
+			return zfs.StreamHeader{}, false, e
+		}
+		return zfs.StreamHeader{}, false, nil
+	}
+	h, err := parseBeginRecord(b)
+	if err != nil || h.ToGUID == 0 {
+		return zfs.StreamHeader{}, false, nil
+	}
+	return h, true, nil
+}
+
+// checkHeader checks the GUIDs args ask for against the stream's header.
+func checkHeader(op string, args zfs.SendArgs, h zfs.StreamHeader) error {
+	if g := args.To.GUID; g != 0 && h.ToGUID != g {
+		return &zfs.Error{Kind: zfs.ErrVersionMismatch, Op: op, Dataset: args.To.Ref(args.FS).String(),
+			Err: fmt.Errorf("guid is %d, want %d", h.ToGUID, g)}
+	}
+	if args.From != nil && args.From.GUID != 0 && h.FromGUID != args.From.GUID {
+		return &zfs.Error{Kind: zfs.ErrVersionMismatch, Op: op, Dataset: args.From.Ref(args.FS).String(),
+			Err: fmt.Errorf("guid is %d, want %d", h.FromGUID, args.From.GUID)}
+	}
+	return nil
 }
 
 func (c *CLI) startSend(ctx context.Context, args zfs.SendArgs) (*sendStream, error) {
@@ -236,6 +279,9 @@ type sendStream struct {
 	subject string
 	r       *os.File
 	p       *proc
+	// head is what Send read of the stream (its BEGIN record), given to
+	// the reader before the rest.
+	head []byte
 
 	mu     sync.Mutex
 	closed bool
@@ -244,6 +290,11 @@ type sendStream struct {
 }
 
 func (s *sendStream) Read(b []byte) (int, error) {
+	if len(s.head) > 0 {
+		n := copy(b, s.head)
+		s.head = s.head[n:]
+		return n, nil
+	}
 	n, err := s.r.Read(b)
 	switch {
 	case err == nil:

@@ -3,8 +3,11 @@ package zfsreal
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -119,10 +122,8 @@ func TestSendKeyNotLoaded(t *testing.T) {
 	f.onVersions("pool/a/fs@s1 11")
 	f.on("send pool/a/fs@s1", fakeRule{Stderr: "warning: cannot send 'pool/a/fs@s1': Invalid argument\n", Exit: 1})
 	f.on("get -H -p -o value keystatus pool/a/fs", fakeRule{Stdout: "unavailable\n"})
-	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
-	require.NoError(t, err)
-	defer r.Close()
-	_, err = io.ReadAll(r)
+	// The send dies before its header: Send itself fails.
+	_, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
 	zerr(t, err, zfs.ErrKeyNotLoaded)
 
 	f.on("send -nvP pool/a/fs@s1", fakeRule{Stderr: "warning: cannot send 'pool/a/fs@s1': Invalid argument\n", Exit: 1})
@@ -151,8 +152,10 @@ func TestSendCloseEarlyKillsChild(t *testing.T) {
 func TestSendCloseUnblocksRead(t *testing.T) {
 	f := newFake(t)
 	f.onVersions("pool/a/fs@s1 11")
-	f.on("send pool/a/fs@s1", fakeRule{Hang: true})
+	f.on("send pool/a/fs@s1", fakeRule{StreamBytes: beginRecordLen, Hang: true})
 	r, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: sv("s1")})
+	require.NoError(t, err)
+	_, err = io.ReadFull(r, make([]byte, beginRecordLen))
 	require.NoError(t, err)
 	f.waitCalls(2)
 	pid := f.pidOf("send ")
@@ -169,7 +172,7 @@ func TestSendCloseUnblocksRead(t *testing.T) {
 func TestSendContextCancel(t *testing.T) {
 	f := newFake(t)
 	f.onVersions("pool/a/fs@s1 11")
-	f.on("send pool/a/fs@s1", fakeRule{StreamBytes: 10, Hang: true})
+	f.on("send pool/a/fs@s1", fakeRule{StreamBytes: beginRecordLen + 10, Hang: true})
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r, err := f.cli().Send(cctx, zfs.SendArgs{FS: fs, To: sv("s1")})
@@ -236,7 +239,7 @@ func TestSendChecksVersions(t *testing.T) {
 func TestSendMissingVersion(t *testing.T) {
 	f := newFake(t)
 	msg := "cannot open 'pool/a/fs@gone': dataset does not exist\n"
-	f.onArgs(strings.Fields("list -H -p -o name,guid -t snapshot,bookmark pool/a/fs@gone"), fakeRule{Stderr: msg, Exit: 1})
+	f.on("send pool/a/fs@gone", fakeRule{Stderr: msg, Exit: 1})
 	for _, to := range []zfs.FilesystemVersion{sv("gone"), withGUID(sv("gone"), 5)} {
 		_, err := f.cli().Send(ctx, zfs.SendArgs{FS: fs, To: to})
 		e := zerr(t, err, zfs.ErrDatasetNotExist)
@@ -245,8 +248,9 @@ func TestSendMissingVersion(t *testing.T) {
 		assert.Equal(t, "pool/a/fs@gone", e.Dataset)
 		assert.False(t, errors.Is(err, zfs.ErrVersionMismatch))
 	}
-	// The sends started beside the listings are gone.
+	// No listing ran, and the sends are gone.
 	for _, c := range f.calls() {
+		assert.Equal(t, "send", c.Args[0])
 		assert.True(t, gone(c.Pid), "%v left behind", c.Args)
 	}
 }
@@ -409,9 +413,10 @@ func (f *fake) pidOf(prefix string) int {
 	return 0
 }
 
-// TestSendCheckBesideSend: the by-name check and the send (or the size
-// estimate) run at the same time, each a process start; a check that does
-// not finish keeps the stream from the caller, and cancelling ends both.
+// TestSendCheckBesideSend: the by-name check and the size estimate run at
+// the same time, each a process start; a send waits for its header; what
+// does not finish keeps the result from the caller, and cancelling ends
+// every child.
 func TestSendCheckBesideSend(t *testing.T) {
 	for _, size := range []bool{false, true} {
 		f := newFake(t)
@@ -433,8 +438,13 @@ func TestSendCheckBesideSend(t *testing.T) {
 			}
 			done <- err
 		}()
-		// Both children run while the check hangs.
-		calls := f.waitCalls(2)
+		// The estimate runs beside the check; a send waits for its
+		// header, which never comes, before any check.
+		want := 2
+		if !size {
+			want = 1
+		}
+		calls := f.waitCalls(want)
 		cancel()
 		err := <-done
 		assert.ErrorIs(t, err, context.Canceled, "size estimate: %v", size)
@@ -442,4 +452,55 @@ func TestSendCheckBesideSend(t *testing.T) {
 			assert.True(t, gone(c.Pid), "%v left behind", c.Args)
 		}
 	}
+}
+
+// TestSendChecksHeader: a stream whose BEGIN record names its GUIDs is
+// checked against it, with no zfs process beside the send (issue 13); the
+// stream is whole, header included, and a mismatch kills the send unread.
+func TestSendChecksHeader(t *testing.T) {
+	f := newFake(t)
+	head := beginRecord(binary.LittleEndian, "pool/a/fs@s2", 22, 11, 1700000000)
+	const n = 1<<20 + 3
+	f.on("send -i pool/a/fs#b1 pool/a/fs@s2", fakeRule{StdoutHex: hex.EncodeToString(head), StreamBytes: n})
+	c := f.cli()
+	from := withGUID(bv("b1"), 11)
+	r, err := c.Send(ctx, zfs.SendArgs{FS: fs, From: &from, To: withGUID(sv("s2"), 22)})
+	require.NoError(t, err)
+	got, err := io.ReadAll(r)
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	assert.Equal(t, append(slices.Clone(head), streamBytes(n)...), got)
+
+	badTo := withGUID(sv("s2"), 99)
+	_, err = c.Send(ctx, zfs.SendArgs{FS: fs, From: &from, To: badTo})
+	e := zerr(t, err, zfs.ErrVersionMismatch)
+	assert.Equal(t, "pool/a/fs@s2", e.Dataset)
+	badFrom := withGUID(bv("b1"), 12)
+	_, err = c.Send(ctx, zfs.SendArgs{FS: fs, From: &badFrom, To: withGUID(sv("s2"), 22)})
+	e = zerr(t, err, zfs.ErrVersionMismatch)
+	assert.Equal(t, "pool/a/fs#b1", e.Dataset)
+
+	for _, c := range f.calls() {
+		assert.Equal(t, "send", c.Args[0], "only sends ran: %v", c.Args)
+		assert.True(t, gone(c.Pid), "%v left behind", c.Args)
+	}
+}
+
+// TestSendHeaderSpliced: what Send read of the stream (its header)
+// reaches zfs recv first when Receive splices the rest past a wrapper that
+// is never read, and the wrapper counts it.
+func TestSendHeaderSpliced(t *testing.T) {
+	const n = 3<<20 + 5
+	head := beginRecord(binary.LittleEndian, "pool/a/fs@s1", 11, 0, 1700000000)
+	f := sendRecvFake(t, fakeRule{StdoutHex: hex.EncodeToString(head), StreamBytes: n}, fakeRule{})
+	c := f.cli()
+	r, err := c.Send(ctx, zfs.SendArgs{FS: fs, To: withGUID(sv("s1"), 11)})
+	require.NoError(t, err)
+	defer r.Close()
+	w := &counting{t: t, r: r}
+	require.NoError(t, c.Receive(ctx, dstFS, w, zfs.RecvOptions{Resumable: true}))
+	in := recvStdin(t, f)
+	assert.EqualValues(t, beginRecordLen+n, in.Bytes)
+	assert.Equal(t, sha(append(slices.Clone(head), streamBytes(n)...)), in.SHA256)
+	assert.EqualValues(t, beginRecordLen+n, w.n.Load())
 }
