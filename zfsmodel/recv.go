@@ -535,11 +535,19 @@ func (m *Model) commitRecv(op string, rp *recvPlan, h streamHeader, got content,
 	d.Head, d.HeadTXG, d.Partial = head, txg, nil
 	d.Snaps = append(d.Snaps, &snapshot{Name: snapName(h.ToName), GUID: h.ToGUID, TXG: txg,
 		Creation: time.Unix(0, h.ToCreation).UTC(), Content: head.clone()})
-	if h.PropStream {
+	ph := h
+	if !h.PropStream && rp.prior != nil && rp.full {
+		// ZFS sets a full stream's properties as the receive starts, so
+		// a resumed full receive keeps those of the interrupted one; an
+		// incremental stream's are set at its end, and a resumed one
+		// (zfs send -t carries none) leaves them as they were.
+		ph = rp.prior.Header
+	}
+	if ph.PropStream {
 		// The stream's properties replace what earlier receives set,
 		// except those -x excludes.
 		d.Received = map[string]string{}
-		for k, v := range h.Props {
+		for k, v := range ph.Props {
 			if !slices.Contains(opts.InheritProperties, k) {
 				d.Received[k] = v
 			}

@@ -7,6 +7,7 @@ import (
 func init() {
 	register("SendProperties", caseSendProperties)
 	register("BackupProperties", caseBackupProperties)
+	register("ResumedSendProperties", caseResumedSendProperties)
 }
 
 // setProp sets a user property locally.
@@ -111,4 +112,35 @@ func caseBackupProperties(e *env) {
 	e.mustTransfer(args, props, zfs.RecvOptions{})
 	e.wantProp(props, propTag, "local", "received")
 	e.wantProp(props, propOver, "v", "received")
+}
+
+// An interrupted full -p receive, resumed (zfs send -t carries no
+// properties), has the properties of the first stream; an interrupted
+// incremental one, resumed, keeps the properties from before it: its
+// stream's changes are lost.
+func caseResumedSendProperties(e *env) {
+	src := e.create("src", false)
+	e.create("sink", false)
+	dst := e.path("sink/dst")
+	e.setProp(src, propTag, "one")
+	e.write(src, 1)
+	a := e.snap(src, "a")
+	args := full(src, a)
+	args.Flags.Properties = true
+	e.interrupt(args, dst, true)
+	tok, _ := e.token(dst)
+	e.mustTransfer(zfs.SendArgs{FS: src, To: a, ResumeToken: tok}, dst, zfs.RecvOptions{Resumable: true})
+	e.received(dst, a)
+	e.wantProp(dst, propTag, "one", "received")
+
+	e.setProp(src, propTag, "two")
+	e.write(src, 2)
+	b := e.snap(src, "b")
+	args = incr(src, a, b)
+	args.Flags.Properties = true
+	e.interrupt(args, dst, true)
+	tok, _ = e.token(dst)
+	e.mustTransfer(zfs.SendArgs{FS: src, From: &a, To: b, ResumeToken: tok}, dst, zfs.RecvOptions{Resumable: true})
+	e.received(dst, a, b)
+	e.wantProp(dst, propTag, "one", "received")
 }
