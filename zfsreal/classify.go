@@ -50,6 +50,9 @@ var patterns = []pattern{
 	{kind: zfs.ErrDestinationExists, sub: "destination already exists"},
 	{kind: zfs.ErrDestinationModified, sub: "has been modified since most recent snapshot"},
 	{kind: zfs.ErrIncrementalSourceMismatch, sub: "does not match incremental source"},
+	// zfs send -i from a version not older than the target (2.1.11 and
+	// 2.3.9, TestDifferential).
+	{kind: zfs.ErrIncrementalSourceMismatch, sub: "not an earlier snapshot from the same fs"},
 
 	{kind: zfs.ErrNewerSnapshotsExist, sub: "more recent snapshots or bookmarks exist"},
 	{kind: zfs.ErrNewerSnapshotsExist, sub: "more recent snapshots exist"},

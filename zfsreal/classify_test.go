@@ -21,6 +21,7 @@ var classifyCases = []struct {
 	{"cannot receive new filesystem stream: destination 'dstp/part' exists\nmust specify -F to overwrite it\n", zfs.ErrDestinationExists},
 	{"cannot receive incremental stream: destination dstp/m has been modified\nsince most recent snapshot\n", zfs.ErrDestinationModified},
 	{"cannot receive incremental stream: most recent snapshot of dstp/m does not\nmatch incremental source\n", zfs.ErrIncrementalSourceMismatch},
+	{"warning: cannot send 'p/fs@a': not an earlier snapshot from the same fs\n", zfs.ErrIncrementalSourceMismatch},
 	{"cannot open 'srcp/fs@nonexist': dataset does not exist\n", zfs.ErrDatasetNotExist},
 	{"cannot open 'p/fs#nope': no such pool or dataset\n", zfs.ErrDatasetNotExist},
 	{"cannot create bookmark 'srcp/fs#bm_a1': bookmark exists\n", zfs.ErrDatasetExists},
