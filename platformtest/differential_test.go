@@ -91,17 +91,20 @@ func runDifferential(t *testing.T, label string, release zfsmodel.Release, budge
 			defer d.close()
 			st.histories++
 			rt.Repeat(map[string]func(*rapid.T){
-				"":         d.check,
-				"write":    d.write,
-				"snapshot": d.snapshot,
-				"bookmark": d.bookmark,
-				"hold":     d.hold,
-				"release":  d.release,
-				"destroy":  d.destroy,
-				"rollback": d.rollback,
-				"transfer": d.transfer,
-				"resume":   d.resume,
-				"abort":    d.abort,
+				"":            d.check,
+				"write":       d.write,
+				"snapshot":    d.snapshot,
+				"bookmark":    d.bookmark,
+				"hold":        d.hold,
+				"release":     d.release,
+				"destroy":     d.destroy,
+				"rollback":    d.rollback,
+				"transfer":    d.transfer,
+				"resume":      d.resume,
+				"abort":       d.abort,
+				"key":         d.key,
+				"estimate":    d.estimate,
+				"placeholder": d.placeholder,
 			})
 			d.checkContent()
 		})
@@ -120,7 +123,9 @@ type diffStats struct {
 type side struct {
 	name     string
 	z        zfs.ZFS
-	create   func(fs zfs.DatasetPath) error
+	create   func(fs zfs.DatasetPath, encrypted bool) error
+	loadKey  func(fs zfs.DatasetPath) error
+	unload   func(fs zfs.DatasetPath) error
 	write    func(fs zfs.DatasetPath, n int64) error
 	checksum func(snap zfs.VersionRef) (string, error)
 }
@@ -151,15 +156,16 @@ func newDiff(t *testing.T, rt *rapid.T, release zfsmodel.Release, st *diffStats,
 	d.closers = append(d.closers, closeOther)
 	// The model: a pool of the same name, so every name and message is alike.
 	d.model = newModelSide(rt, d.pool, release, "modelSeed")
-	for _, rel := range []string{"src", "dst", "src/a", "src/b"} {
+	// src/e is an encryption root (raw sends, keys).
+	for _, rel := range []string{"src", "dst", "src/a", "src/b", "src/e"} {
 		fs := zfs.MustDatasetPath(d.pool + "/" + rel)
 		for _, s := range []side{d.model, d.real} {
-			if err := s.create(fs); err != nil {
+			if err := s.create(fs, rel == "src/e"); err != nil {
 				rt.Fatalf("%s: create %s: %v", s.name, fs, err)
 			}
 		}
 	}
-	for _, n := range []string{"a", "b"} {
+	for _, n := range []string{"a", "b", "e"} {
 		d.srcs = append(d.srcs, zfs.MustDatasetPath(d.pool+"/src/"+n))
 		d.dsts = append(d.dsts, zfs.MustDatasetPath(d.pool+"/dst/"+n))
 	}
@@ -172,7 +178,11 @@ func newModelSide(rt *rapid.T, pool string, release zfsmodel.Release, seedLabel 
 		rt.Fatal(err)
 	}
 	return side{name: "model", z: m,
-		create:   func(fs zfs.DatasetPath) error { return m.CreateFilesystem(fs, zfsmodel.FSOptions{}) },
+		create: func(fs zfs.DatasetPath, enc bool) error {
+			return m.CreateFilesystem(fs, zfsmodel.FSOptions{Encrypted: enc})
+		},
+		loadKey:  m.LoadKey,
+		unload:   m.UnloadKey,
 		write:    func(fs zfs.DatasetPath, n int64) error { return m.WriteData(fs, n, diffWriteBlocks) },
 		checksum: m.Checksum,
 	}
@@ -205,7 +215,9 @@ func newRealSide(t *testing.T, rt *rapid.T, pool string) (side, func()) {
 	cli := zfsreal.New(zfsreal.Options{})
 	h := zfsrealtest.NewHarness(t, &zfsrealtest.Pool{Name: pool, Dir: dir}, cli)
 	return side{name: "real", z: cli,
-		create: func(fs zfs.DatasetPath) error { return h.CreateFilesystem(ctx, fs, false) },
+		create:  func(fs zfs.DatasetPath, enc bool) error { return h.CreateFilesystem(ctx, fs, enc) },
+		loadKey: func(fs zfs.DatasetPath) error { return h.LoadKey(ctx, fs) },
+		unload:  func(fs zfs.DatasetPath) error { return h.UnloadKey(ctx, fs) },
 		write: func(fs zfs.DatasetPath, n int64) error {
 			return h.WriteData(ctx, fs, n, diffWriteBlocks*zfsmodel.BlockSize)
 		},
@@ -478,6 +490,7 @@ func (d *diff) transfer(rt *rapid.T) {
 		}
 	}
 	flags := zfs.SendFlags{
+		Raw:          rapid.IntRange(0, 2).Draw(rt, "w") == 0,
 		LargeBlocks:  rapid.Bool().Draw(rt, "L"),
 		Compressed:   rapid.Bool().Draw(rt, "c"),
 		EmbeddedData: rapid.Bool().Draw(rt, "e"),
@@ -589,6 +602,44 @@ func (d *diff) resume(rt *rapid.T) {
 		}
 		return args
 	})
+}
+
+// key loads or unloads the key of a filesystem (an encryption root or
+// not: both must refuse alike, in the harness's words, so only whether).
+func (d *diff) key(rt *rapid.T) {
+	fs := d.pickFS(rt)
+	if rapid.Bool().Draw(rt, "load") {
+		d.sameFailure("load-key "+fs.String(), d.model.loadKey(fs), d.real.loadKey(fs))
+	} else {
+		d.sameFailure("unload-key "+fs.String(), d.model.unload(fs), d.real.unload(fs))
+	}
+}
+
+// estimate compares the outcome of a size estimate (zfs send -nvP): the
+// sizes differ by nature, not whether and how it fails.
+func (d *diff) estimate(rt *rapid.T) {
+	src := rapid.SampledFrom(d.srcs).Draw(rt, "fs")
+	to := d.pickVersion(src, zfs.Snapshot, "to")
+	var from *zfs.VersionRef
+	if rapid.Bool().Draw(rt, "incremental") {
+		f := d.pickVersion(src, 0, "from")
+		from = &f
+	}
+	flags := zfs.SendFlags{Raw: rapid.Bool().Draw(rt, "w")}
+	mn, mErr := d.model.z.SendSize(bg, sendArgs(d.model, src, from, to, flags))
+	rn, rErr := d.real.z.SendSize(bg, sendArgs(d.real, src, from, to, flags))
+	d.same(fmt.Sprintf("estimate %v -> %s %+v", from, to, flags), mErr, rErr)
+	if mErr == nil && (mn <= 0) != (rn <= 0) {
+		rt.Fatalf("DISAGREEMENT on the estimate of %v -> %s: model %d, real %d bytes", from, to, mn, rn)
+	}
+}
+
+// placeholder creates a placeholder where a receive goes (or below the
+// encryption root), encrypted as its parent or not.
+func (d *diff) placeholder(rt *rapid.T) {
+	fs := rapid.SampledFrom(append(append([]zfs.DatasetPath{}, d.dsts...), zfs.MustDatasetPath(d.pool+"/src/e/ph"))).Draw(rt, "fs")
+	opts := zfs.PlaceholderOptions{EncryptionOff: rapid.Bool().Draw(rt, "encryptionOff")}
+	d.same(fmt.Sprintf("placeholder %s %+v", fs, opts), d.model.z.CreatePlaceholder(bg, fs, opts), d.real.z.CreatePlaceholder(bg, fs, opts))
 }
 
 func (d *diff) abort(rt *rapid.T) {
@@ -715,8 +766,11 @@ func (d *diff) checkContent() {
 			ref := v.Ref(fs)
 			ms, mErr := d.model.checksum(ref)
 			rs, rErr := d.real.checksum(ref)
+			if mErr != nil && rErr != nil {
+				continue // both unreadable (a key not loaded): alike
+			}
 			if mErr != nil || rErr != nil {
-				d.rt.Fatalf("checksum of %s: model %v, real %v", ref, mErr, rErr)
+				d.rt.Fatalf("DISAGREEMENT on reading %s: model %v, real %v", ref, mErr, rErr)
 			}
 			d.st.contents++
 			if r, ok := m2r[ms]; ok && r != rs {
