@@ -133,6 +133,12 @@ func (m *Model) planSend(args zfs.SendArgs) (*streamPlan, error) {
 			}
 			guid = tok.FromGUID
 		}
+		if !found && args.From.Kind == zfs.Snapshot {
+			// zfs send -i opens the source snapshot first; zfsreal names
+			// the target (conformance case SendFromMissingSource, 2.1.11
+			// and 2.3.9, found by TestDifferential).
+			return nil, zerr(zfs.ErrDatasetNotExist, op, toRef.String(), "cannot open '%s': dataset does not exist", fromRef)
+		}
 		if !found {
 			return nil, zerr(zfs.ErrDatasetNotExist, op, fromRef.String(), "warning: cannot send '%s': incremental source (%s) does not exist", toRef, fromRef)
 		}
