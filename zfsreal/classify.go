@@ -78,6 +78,10 @@ var patterns = []pattern{
 	{kind: zfs.ErrDatasetNotExist, sub: "dataset does not exist"},
 	{kind: zfs.ErrDatasetNotExist, sub: "could not find any snapshots to destroy"},
 	{kind: zfs.ErrDatasetNotExist, sub: "parent does not exist"},
+	// zfs send -i from a missing bookmark (2.1.11; 2.3.9 says "cannot open
+	// 'p/fs#b': no such pool or dataset"): "warning: cannot send 'p/fs@s':
+	// incremental source (p/fs#b) does not exist".
+	{kind: zfs.ErrDatasetNotExist, re: regexp.MustCompile(`incremental source \(\S+\) does not exist`)},
 	// zfs bookmark from a missing bookmark (2.1.11, TestDifferential).
 	{kind: zfs.ErrDatasetNotExist, sub: "no such pool or dataset"},
 	// "bookmark 'p/fs#b' does not exist.", "destination 'p/x' does not
