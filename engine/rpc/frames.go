@@ -159,25 +159,38 @@ func (c *dataConn) isClosing() bool {
 // after Close began, which set a deadline of its own).
 func (c *dataConn) readFull(p []byte) error {
 	for len(p) > 0 {
-		if !c.isClosing() {
-			c.nc.SetReadDeadline(time.Now().Add(PeerTimeout))
-		}
-		n, err := c.nc.Read(p)
+		n, err := c.readSome(p)
 		p = p[n:]
 		if err != nil {
 			if len(p) == 0 {
 				return nil
 			}
-			if isTimeout(err) && n > 0 {
-				continue
-			}
-			if isTimeout(err) {
-				return fmt.Errorf("no data from the peer for %v: %w", PeerTimeout, err)
-			}
 			return err
 		}
 	}
 	return nil
+}
+
+// readSome reads into p until at least one byte came or reading failed,
+// renewing the read deadline before each read: a timeout that came with
+// data is none (the peer is alive), one without data is the peer's silence
+// for PeerTimeout.
+func (c *dataConn) readSome(p []byte) (int, error) {
+	for {
+		if !c.isClosing() {
+			c.nc.SetReadDeadline(time.Now().Add(PeerTimeout))
+		}
+		n, err := c.nc.Read(p)
+		switch {
+		case err == nil && n == 0:
+		case err == nil || n > 0 && isTimeout(err):
+			return n, nil
+		case isTimeout(err):
+			return 0, fmt.Errorf("no data from the peer for %v: %w", PeerTimeout, err)
+		default:
+			return n, err
+		}
+	}
 }
 
 func (c *dataConn) readLoop() {
@@ -333,26 +346,14 @@ func (c *dataConn) readBody(b *frameBody, p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	p = p[:min(len(p), b.left)]
-	var n int
-	for n == 0 && b.err == nil {
-		if !c.isClosing() {
-			c.nc.SetReadDeadline(time.Now().Add(PeerTimeout))
+	n, err := c.readSome(p[:min(len(p), b.left)])
+	b.left -= n
+	if err != nil && !(n > 0 && b.left == 0) {
+		// (An error with the frame's last bytes is the next read's.)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
 		}
-		var err error
-		n, err = c.nc.Read(p)
-		b.left -= n
-		switch {
-		case err == nil || n > 0 && isTimeout(err):
-		case isTimeout(err):
-			b.err = fmt.Errorf("no data from the peer for %v: %w", PeerTimeout, err)
-		case n > 0 && b.left == 0:
-		default:
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			b.err = err
-		}
+		b.err = err
 	}
 	if b.err != nil {
 		b.finish()
