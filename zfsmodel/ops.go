@@ -55,11 +55,13 @@ func (m *Model) ListFilesystems(ctx context.Context, root zfs.DatasetPath) ([]zf
 
 func (m *Model) info(d *dataset) zfs.FilesystemInfo {
 	fi := zfs.FilesystemInfo{
-		Path:        zfs.MustDatasetPath(d.Name),
-		GUID:        d.GUID,
-		Encryption:  "off",
-		KeyStatus:   zfs.KeyStatusNone,
-		Placeholder: d.prop(zfs.PlaceholderProperty) == "on",
+		Path:       zfs.MustDatasetPath(d.Name),
+		GUID:       d.GUID,
+		Encryption: "off",
+		KeyStatus:  zfs.KeyStatusNone,
+		// A local value only, as zrepl reads it (a received one, from
+		// zfs send -p, makes no placeholder: ReceivedPlaceholderProperty).
+		Placeholder: d.Props[zfs.PlaceholderProperty] == "on",
 	}
 	if d.Encrypted {
 		fi.Encryption = Cipher
@@ -274,15 +276,6 @@ func (m *Model) Property(fs zfs.DatasetPath, property string) (value, source str
 		return v, "received"
 	}
 	return "", "-"
-}
-
-// prop is the effective value of a property: the local one, else the
-// received one.
-func (d *dataset) prop(property string) string {
-	if v, ok := d.Props[property]; ok {
-		return v
-	}
-	return d.Received[property]
 }
 
 // validUserProp checks the "module:name" shape of a user property.

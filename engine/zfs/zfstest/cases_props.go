@@ -8,6 +8,29 @@ func init() {
 	register("SendProperties", caseSendProperties)
 	register("BackupProperties", caseBackupProperties)
 	register("ResumedSendProperties", caseResumedSendProperties)
+	register("ReceivedPlaceholderProperty", caseReceivedPlaceholderProperty)
+}
+
+// A filesystem is a placeholder only where zrepl:placeholder is set on it
+// locally (zrepl reads it with source local): one received with -p from a
+// placeholder has the value as a received one and is no placeholder.
+func caseReceivedPlaceholderProperty(e *env) {
+	src := e.create("src", false)
+	e.create("sink", false)
+	e.setProp(src, zfs.PlaceholderProperty, "on")
+	if fi := e.mustInfo(src); !fi.Placeholder {
+		e.t.Fatalf("%s with a local %s=on is not a placeholder", src, zfs.PlaceholderProperty)
+	}
+	e.write(src, 1)
+	a := e.snap(src, "a")
+	dst := e.path("sink/dst")
+	args := full(src, a)
+	args.Flags.Properties = true
+	e.mustTransfer(args, dst, zfs.RecvOptions{})
+	e.wantProp(dst, zfs.PlaceholderProperty, "on", "received")
+	if fi := e.mustInfo(dst); fi.Placeholder {
+		e.t.Errorf("%s with a received %s=on is listed as a placeholder", dst, zfs.PlaceholderProperty)
+	}
 }
 
 // setProp sets a user property locally.
