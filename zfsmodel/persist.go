@@ -27,9 +27,13 @@ type saved struct {
 // injections are not saved.
 func (m *Model) Save(w io.Writer) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	enc := json.NewEncoder(w)
-	return enc.Encode(saved{Format: saveFormat, State: m.st})
+	b, err := m.st.appendJSON(make([]byte, 0, 4096))
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
 }
 
 // LoadError is why Load refused a state: the dataset (or pool) it concerns,
@@ -230,34 +234,40 @@ func (m *Model) Clone(o Options) *Model {
 		st.Pools[name] = &cp
 	}
 	for name, d := range m.st.Datasets {
-		cd := *d
-		cd.Props = make(map[string]string, len(d.Props))
-		for k, v := range d.Props {
-			cd.Props[k] = v
-		}
-		cd.Received = maps.Clone(d.Received)
-		cd.Head = d.Head.clone()
-		// slices.Clone keeps nil apart from empty, as Save tells them
-		// apart.
-		cd.Snaps = slices.Clone(d.Snaps)
-		for i, s := range cd.Snaps {
-			cs := *s
-			cs.Holds = slices.Clone(s.Holds)
-			cd.Snaps[i] = &cs
-		}
-		cd.Bookmarks = slices.Clone(d.Bookmarks)
-		for i, b := range cd.Bookmarks {
-			cb := *b
-			cd.Bookmarks[i] = &cb
-		}
-		if d.Partial != nil {
-			cp := *d.Partial
-			cp.Blocks = d.Partial.Blocks.clone()
-			cd.Partial = &cp
-		}
-		st.Datasets[name] = &cd
+		st.Datasets[name] = d.clone()
 	}
 	c := &Model{st: st}
 	c.init(o)
 	return c
+}
+
+// clone is a copy of d that shares only the snapshots' contents (they
+// never change once taken).
+func (d *dataset) clone() *dataset {
+	cd := *d
+	cd.Props = make(map[string]string, len(d.Props))
+	for k, v := range d.Props {
+		cd.Props[k] = v
+	}
+	cd.Received = maps.Clone(d.Received)
+	cd.Head = d.Head.clone()
+	// slices.Clone keeps nil apart from empty, as Save tells them
+	// apart.
+	cd.Snaps = slices.Clone(d.Snaps)
+	for i, s := range cd.Snaps {
+		cs := *s
+		cs.Holds = slices.Clone(s.Holds)
+		cd.Snaps[i] = &cs
+	}
+	cd.Bookmarks = slices.Clone(d.Bookmarks)
+	for i, b := range cd.Bookmarks {
+		cb := *b
+		cd.Bookmarks[i] = &cb
+	}
+	if d.Partial != nil {
+		cp := *d.Partial
+		cp.Blocks = d.Partial.Blocks.clone()
+		cd.Partial = &cp
+	}
+	return &cd
 }
