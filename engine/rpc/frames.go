@@ -235,7 +235,14 @@ func (c *dataConn) readLoop() {
 			continue
 		}
 		if n > 0 {
-			if n <= framePayload {
+			if n < directMin {
+				// Exactly sized: a pooled buffer is framePayload
+				// bytes, and when the pool is empty (after a GC) making
+				// and zeroing one for a small frame cost more than the
+				// frame (a twentieth of the simulator's time).
+				b := make([]byte, n)
+				f.buf = &b
+			} else if n <= framePayload {
 				f.buf = payloadPool.Get().(*[]byte)
 			} else {
 				b := make([]byte, n)
