@@ -215,7 +215,7 @@ func (w *world) sourceClient(t *rapid.T, j job, seed int64, identity string) (cl
 	must(t, err)
 	l, err := transport.Fixed(nl, identity)
 	must(t, err)
-	srv, err := rpc.NewServer(rpc.ServerConfig{Sender: rpc.Source(rpc.SourceSender{Sender: w.sender(j)})})
+	srv, err := rpc.NewServer(rpc.ServerConfig{Sender: rpc.Source(w.sender(j))})
 	must(t, err)
 	served := make(chan struct{})
 	go func() {

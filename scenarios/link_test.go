@@ -84,7 +84,7 @@ func (w *world) connect(t *rapid.T, j job, seed int64, o linkOpts) *link {
 	must(t, err)
 	cfg := rpc.ServerConfig{Receiver: rpc.Sink(w.dst, sinkJob, zfs.MustDatasetPath(sinkRoot))}
 	if j.pull {
-		cfg = rpc.ServerConfig{Sender: rpc.Source(rpc.SourceSender{Sender: w.sender(j)})}
+		cfg = rpc.ServerConfig{Sender: rpc.Source(w.sender(j))}
 	}
 	srv, err := rpc.NewServer(cfg)
 	must(t, err)

@@ -17,7 +17,6 @@ import (
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/pruner"
 	"zrepl.dev/zrepl/engine/replication"
-	"zrepl.dev/zrepl/engine/rpc"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/netsim"
 	"zrepl.dev/zrepl/zfsmodel"
@@ -441,27 +440,6 @@ func (w *world) diverged(t *rapid.T, j job, fs string) bool {
 	return !slices.ContainsFunc(versionsOf(t, w.src, fs), func(v zfs.FilesystemVersion) bool { return v.GUID == newest })
 }
 
-// senderTarget prunes the sender as a push job does: the job's
-// filesystems, snapshots only, never a held one.
-type senderTarget struct{ *endpoint.Sender }
-
-func (s senderTarget) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
-	var refs []zfs.VersionRef
-	for _, v := range snaps {
-		if v.Kind == zfs.Snapshot && v.UserRefs == 0 {
-			refs = append(refs, v.Ref(zfs.MustDatasetPath(fs)))
-		}
-	}
-	if len(refs) == 0 {
-		return nil
-	}
-	err := s.ZFS.Destroy(ctx, refs)
-	if errors.Is(err, zfs.ErrDatasetBusy) {
-		return nil // held since listed: the hold wins
-	}
-	return err
-}
-
 // pruneSender applies keep_sender rules (not_replicated + last_n) of a job.
 // It must never destroy a held snapshot, the job's incremental base (the
 // cursor's snapshot) or a snapshot the job did not replicate yet.
@@ -489,10 +467,12 @@ func (w *world) pruneSender(t *rapid.T) {
 			}
 		}
 	}
-	// A pull job prunes its source over rpc (keep_sender), and the source
-	// refuses to destroy what protects replication (held snapshots): such
+	// A push job prunes its own sender, a pull job its source over rpc
+	// (keep_sender): the same rules (endpoint.Sender.DestroySnapshots).
+	// The source refuses to destroy what protects replication (held
+	// snapshots, which the wire's listing does not show the pruner): such
 	// refusals are its duty, not failures.
-	var target pruner.Target = senderTarget{w.sender(j)}
+	var target pruner.Target = w.sender(j)
 	done := func() {}
 	if j.pull {
 		client, d := w.sourceClient(t, j, int64(keep), j.identity)
@@ -537,7 +517,7 @@ func (w *world) pruneReceiver(t *rapid.T) {
 	if rapid.Bool().Draw(t, "keepEven") {
 		policy.Rules = append(policy.Rules, pruner.KeepRegex(regexp.MustCompile(`[02468]00_000$`), false))
 	}
-	target := rpc.SinkReceiver{Receiver: &endpoint.Receiver{ZFS: w.dst, Job: j.recv, Root: j.root()}}
+	target := &endpoint.Receiver{ZFS: w.dst, Job: j.recv, Root: j.root()}
 	now := w.clock()
 	dry, err := pruner.DryRun(bg, target, policy, now, nil)
 	must(t, err)

@@ -121,56 +121,6 @@ func streamSender(s jobSender, j *config.Job, m *Metrics) limitedSender {
 	return ls
 }
 
-// senderTarget prunes a local sender: it lists what the job sends and
-// destroys snapshots (never bookmarks, never held ones) of those
-// filesystems.
-type senderTarget struct{ jobSender }
-
-func (s senderTarget) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
-	p, err := zfs.NewDatasetPath(fs)
-	if err != nil {
-		return err
-	}
-	if !s.Filter(p) {
-		return fmt.Errorf("prune %s: not a filesystem of job %s: %w", fs, s.Job, endpoint.ErrNotAllowed)
-	}
-	var refs []zfs.VersionRef
-	for _, v := range snaps {
-		if v.Kind != zfs.Snapshot {
-			return fmt.Errorf("prune %s: %s is not a snapshot: %w", fs, v.RelName(), endpoint.ErrNotAllowed)
-		}
-		if v.UserRefs > 0 {
-			continue
-		}
-		refs = append(refs, v.Ref(p))
-	}
-	if len(refs) == 0 {
-		return nil
-	}
-	return ignoreBusy(s.ZFS.Destroy(ctx, refs))
-}
-
-// ignoreBusy drops "held" errors of a batch destroy: a hold taken since
-// the listing is a promise the pruner must keep.
-func ignoreBusy(err error) error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var rest []error
-		for _, e := range j.Unwrap() {
-			if e := ignoreBusy(e); e != nil {
-				rest = append(rest, e)
-			}
-		}
-		return errors.Join(rest...)
-	}
-	if errors.Is(err, zfs.ErrDatasetBusy) {
-		return nil
-	}
-	return err
-}
-
 // policy maps an active job's conflict settings to the planner's. The
 // send flags are the sending job's (endpoint.Sender.Policy).
 func policy(j *config.Job) planner.Policy {
@@ -265,8 +215,10 @@ func newRecvProps(o config.RecvOptions) recvProps {
 
 // withRecvOptions applies a receiving job's recv.properties to every
 // receive: the receiving side's config decides them, whatever the sender.
+// It decorates the receiver's endpoint and keeps its other methods, among
+// them pruning under the receiver's rules (endpoint.Pruner).
 type withRecvOptions struct {
-	rpc.SinkReceiver
+	rpc.ReceiverEndpoint
 	props recvProps
 	// limit is the job's recv.bandwidth_limit (nil: none).
 	limit *bucket
@@ -282,7 +234,7 @@ func (r withRecvOptions) Receive(ctx context.Context, req endpoint.ReceiveReques
 	if len(r.props.inherit) > 0 {
 		req.InheritProperties = append(slices.Clone(req.InheritProperties), r.props.inherit...)
 	}
-	return r.SinkReceiver.Receive(ctx, req, limitReader(ctx, stream, r.limit))
+	return r.ReceiverEndpoint.Receive(ctx, req, limitReader(ctx, stream, r.limit))
 }
 
 // sinkSpec serves a sink's clients, each below <root_fs>/<identity>,
@@ -336,11 +288,7 @@ func (s *sinkSpec) local(identity string) (withRecvOptions, error) {
 	if err != nil {
 		return withRecvOptions{}, err
 	}
-	sr, ok := ep.(rpc.SinkReceiver)
-	if !ok {
-		return withRecvOptions{}, fmt.Errorf("sink %s: receiver of type %T cannot prune", s.name, ep)
-	}
-	return withRecvOptions{sr, s.props, s.limit}, nil
+	return withRecvOptions{ep, s.props, s.limit}, nil
 }
 
 // placeholderEncryption maps recv.placeholder.encryption to the
@@ -365,14 +313,14 @@ func newClient(s *dialSpec) (*rpc.Client, error) {
 	return rpc.NewClient(rpc.ClientConfig{Dial: d})
 }
 
-var _ job.PruneTarget = senderTarget{}
-
-// A sink's clients may prune what they pushed (rpc's DestroySnapshots).
-var _ rpc.ReceiverPruner = withRecvOptions{}
-
-// A source's clients may prune it (rpc's Sender DestroySnapshots), and a
-// pull job prunes a remote source.
+// Every side a job prunes is its endpoint (or a decorator of it) and
+// prunes under the endpoint's rules: a job's own sender (snap, push), a
+// local source's sender (pull), a sink's receiver (push, pull), and the
+// remote ones over rpc.
 var (
-	_ rpc.SenderPruner = limitedSender{}
-	_ job.PruneTarget  = (*rpc.RemoteSender)(nil)
+	_ job.PruneTarget = jobSender{}
+	_ job.PruneTarget = limitedSender{}
+	_ job.PruneTarget = withRecvOptions{}
+	_ job.PruneTarget = (*rpc.RemoteSender)(nil)
+	_ job.PruneTarget = (*rpc.RemoteReceiver)(nil)
 )

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"zrepl.dev/zrepl/engine/config"
+	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
@@ -80,7 +81,7 @@ func TestSinkKeepsOneReceiverPerClient(t *testing.T) {
 	require.NoError(t, err)
 	b, err := s.local("bob")
 	require.NoError(t, err)
-	assert.Same(t, a1.Receiver, a2.(withRecvOptions).Receiver, "alice's receiver made anew")
-	assert.NotSame(t, a1.Receiver, b.Receiver, "alice and bob share a receiver")
-	assert.Equal(t, "pool/sink/bob", b.Root.String())
+	assert.Same(t, a1.ReceiverEndpoint, a2.(withRecvOptions).ReceiverEndpoint, "alice's receiver made anew")
+	assert.NotSame(t, a1.ReceiverEndpoint, b.ReceiverEndpoint, "alice and bob share a receiver")
+	assert.Equal(t, "pool/sink/bob", b.ReceiverEndpoint.(*endpoint.Receiver).Root.String())
 }

@@ -57,7 +57,7 @@ jobs:
 `, tc.setting))
 			j := &cfg.Jobs[0]
 			p := newPrune(j.Pruning.KeepSender)
-			_, err = p.prune(ctx, senderTarget{sender(m, j)}, time.Now(), func(fs string) (uint64, bool) {
+			_, err = p.prune(ctx, sender(m, j), time.Now(), func(fs string) (uint64, bool) {
 				return cursorTXG, fs == "pool/data"
 			})
 			require.NoError(t, err)

@@ -310,7 +310,7 @@ func (d *Daemon) buildActive(j *config.Job) error {
 	}
 	switch j.Type {
 	case config.JobSnap:
-		c.LocalTarget = senderTarget{sender(z, j)}
+		c.LocalTarget = sender(z, j)
 		aj.pruneLocal = newPrune(j.Pruning.Keep)
 		c.PruneLocal = aj.pruneLocal.fn()
 		if c.Snapshotter == nil {
@@ -395,14 +395,14 @@ func (ps *pushSides) sides(ctx context.Context) (job.Sides, error) {
 		if err != nil {
 			return job.Sides{}, err
 		}
-		return job.Sides{Sender: ps.streams, Receiver: r, SenderPrune: senderTarget{ps.sender}, ReceiverPrune: r}, nil
+		return job.Sides{Sender: ps.streams, Receiver: r, SenderPrune: ps.sender, ReceiverPrune: r}, nil
 	}
 	client, err := ps.d.client(&ps.slot, ps.dial)
 	if err != nil {
 		return job.Sides{}, err
 	}
 	r := client.Receiver()
-	return job.Sides{Sender: ps.streams, Receiver: r, SenderPrune: senderTarget{ps.sender}, ReceiverPrune: r}, nil
+	return job.Sides{Sender: ps.streams, Receiver: r, SenderPrune: ps.sender, ReceiverPrune: r}, nil
 }
 
 // pullSides gives a pull job's sides: the source's sender (in this process
@@ -420,7 +420,7 @@ type pullSides struct {
 
 func (d *Daemon) newPullSides(j *config.Job) (*pullSides, error) {
 	er := &endpoint.Receiver{ZFS: d.zfs(j), Job: j.ID, Root: j.RootFS, Placeholder: placeholderEncryption(j.Recv.Placeholder)}
-	ps := &pullSides{recv: withRecvOptions{rpc.SinkReceiver{Receiver: er}, newRecvProps(j.Recv), newBucket(j.Recv.BandwidthLimit)}, d: d}
+	ps := &pullSides{recv: withRecvOptions{er, newRecvProps(j.Recv), newBucket(j.Recv.BandwidthLimit)}, d: d}
 	if j.Connect.Type == config.TransportLocal {
 		ps.peer = localPeer{listener: j.Connect.ListenerName, identity: j.Connect.ClientIdentity}
 		p, ok := d.localJob(ps.peer.listener, config.JobSource)
@@ -441,14 +441,15 @@ func (d *Daemon) newPullSides(j *config.Job) (*pullSides, error) {
 func (ps *pullSides) sides(ctx context.Context) (job.Sides, error) {
 	if ps.local != nil {
 		src := ps.local.source
-		return job.Sides{Sender: src.streams, Receiver: ps.recv, SenderPrune: senderTarget{src.sender}, ReceiverPrune: ps.recv, SenderJob: src.sender.Job}, nil
+		return job.Sides{Sender: src.streams, Receiver: ps.recv, SenderPrune: src.sender, ReceiverPrune: ps.recv, SenderJob: src.sender.Job}, nil
 	}
 	client, err := ps.d.client(&ps.slot, ps.dial)
 	if err != nil {
 		return job.Sides{}, err
 	}
 	// keep_sender prunes the source over the wire; the source decides
-	// what may go (rpc.SourceSender).
+	// what may go, by the rules a local source applies
+	// (endpoint.Sender.DestroySnapshots).
 	s := client.Sender()
 	return job.Sides{Sender: s, Receiver: ps.recv, SenderPrune: s, ReceiverPrune: ps.recv}, nil
 }

@@ -8,8 +8,6 @@ import (
 
 	"zrepl.dev/zrepl/engine/config"
 	"zrepl.dev/zrepl/engine/endpoint"
-	"zrepl.dev/zrepl/engine/rpc"
-	"zrepl.dev/zrepl/engine/zfs"
 )
 
 // bucket is a token bucket shared by all streams of one job side: a
@@ -111,12 +109,6 @@ type limitedSender struct {
 	b *bucket
 	// stepDone learns each stream's duration (nil: nobody listens).
 	stepDone func(took time.Duration)
-}
-
-// DestroySnapshots lets the clients of a source prune it (a pull job's
-// keep_sender), under the source's rules (rpc.SourceSender).
-func (s limitedSender) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
-	return rpc.SourceSender{Sender: s.Sender}.DestroySnapshots(ctx, fs, snaps)
 }
 
 func (s limitedSender) Send(ctx context.Context, req endpoint.SendRequest) (io.ReadCloser, error) {

@@ -8,15 +8,31 @@ import (
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
-// DestroyForClient destroys snapshots of fs (named relative to Root, as
+// Pruner is a side a pruner destroys snapshots of: a Sender or a
+// Receiver, here or (engine/rpc) over the wire, and the daemon's
+// decorators of them. The side, not its caller, decides what may go, by
+// one set of rules per side, whoever prunes and however it is reached.
+type Pruner interface {
+	// DestroySnapshots destroys snaps of fs, named as ListFilesystems
+	// names it and with the GUIDs it listed. Its error is a
+	// *SnapshotErrors where the side refused or failed some.
+	DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error
+}
+
+var (
+	_ Pruner = (*Sender)(nil)
+	_ Pruner = (*Receiver)(nil)
+)
+
+// DestroySnapshots destroys snapshots of fs (named relative to Root, as
 // ListFilesystems names it) for the client that pushed them (a push job's
-// keep_receiver rules). The client decides what to prune, but the receiver
+// keep_receiver rules, over the wire or in the same process). The client decides what to prune, but the receiver
 // decides what may go: only snapshots (never bookmarks), only below Root,
 // never held ones (a hold is a promise to someone, such as the
 // last-received hold to the next incremental), and only while a snapshot
 // still has the GUID the client saw, so a re-created snapshot of the same
 // name survives. Its error is a *SnapshotErrors.
-func (r *Receiver) DestroyForClient(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
+func (r *Receiver) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
 	target, err := r.Target(fs)
 	if err != nil {
 		return err
@@ -24,26 +40,29 @@ func (r *Receiver) DestroyForClient(ctx context.Context, fs string, snaps []zfs.
 	return pruneForClient(ctx, r.ZFS, target, snaps, nil)
 }
 
-// DestroyForClient destroys snapshots of fs, named as ListFilesystems
-// names it, for a client of a source (a pull job's keep_sender rules). The
-// client decides what to prune, but the source decides what may go: only
+// DestroySnapshots destroys snapshots of fs, named as ListFilesystems
+// names it, for whoever prunes the sender: the job itself (a push job's
+// keep_sender, a snap job's keep) or a client of a source (a pull job's
+// keep_sender, in the same process or over the wire). These are the
+// sender's only rules, so the local and the remote case cannot differ.
+// The pruner decides what to prune, but the sender decides what may go: only
 // snapshots (never bookmarks: a cursor or a step bookmark is an
-// incremental source), only of filesystems the source serves, never held
+// incremental source), only of filesystems the job sends, never held
 // ones (a step hold keeps an open step of some client resumable), never one
 // a send in flight uses, and only while a snapshot still has the GUID the
-// client saw, so a re-created snapshot of the same name survives. The
+// pruner saw, so a re-created snapshot of the same name survives. The
 // snapshot a replication cursor marks may go: its cursor bookmark is the
 // incremental base, and keeping it is the pruner's rule
 // (not_replicated.keep_snapshot_at_cursor), as in zrepl, so that a pull
 // job's keep_snapshot_at_cursor: false does what it says. Its error is a
 // *SnapshotErrors.
-func (s *Sender) DestroyForClient(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
+func (s *Sender) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
 	p, err := zfs.NewDatasetPath(fs)
 	if err != nil {
 		return fmt.Errorf("prune %q: %w", fs, err)
 	}
 	if s.Filter == nil || !s.Filter(p) {
-		return fmt.Errorf("prune %s: not a filesystem of source %s: %w", fs, s.Job, ErrNotAllowed)
+		return fmt.Errorf("prune %s: not a filesystem of job %s: %w", fs, s.Job, ErrNotAllowed)
 	}
 	// Held across the listing and the destroy: a send that starts now
 	// protects its versions before or after, never in between.

@@ -24,16 +24,16 @@ func TestReceiverPruneOfVanishedFilesystemIsDone(t *testing.T) {
 
 	require.NoError(t, m.Destroy(ctx, []zfs.VersionRef{vs[0].Ref(zfs.MustDatasetPath("d/sink/client/p/a"))}))
 	require.NoError(t, m.DestroyFilesystem(zfs.MustDatasetPath("d/sink/client/p/a"), false))
-	require.NoError(t, r.DestroyForClient(ctx, "p/a", vs), "the filesystem is gone")
+	require.NoError(t, r.DestroySnapshots(ctx, "p/a", vs), "the filesystem is gone")
 
 	// Also when the whole client root went.
 	require.NoError(t, m.DestroyFilesystem(zfs.MustDatasetPath("d/sink/client/p"), true))
-	require.NoError(t, r.DestroyForClient(ctx, "p/a", vs))
+	require.NoError(t, r.DestroySnapshots(ctx, "p/a", vs))
 
 	// A filesystem that is there is still checked as before.
 	require.NoError(t, m.CreateFilesystem(zfs.MustDatasetPath("d/sink/client/p/b"), zfsmodel.FSOptions{Parents: true}))
 	require.NoError(t, m.Snapshot(ctx, zfs.MustDatasetPath("d/sink/client/p/b"), "s1"))
 	wrong := vs[0]
 	wrong.GUID++
-	require.ErrorIs(t, r.DestroyForClient(ctx, "p/b", []zfs.FilesystemVersion{wrong}), ErrNotAllowed)
+	require.ErrorIs(t, r.DestroySnapshots(ctx, "p/b", []zfs.FilesystemVersion{wrong}), ErrNotAllowed)
 }

@@ -56,7 +56,10 @@ func drain(r io.Reader) (int64, error) {
 }
 
 // discardReceiver drains streams like a receiver that keeps up.
-type discardReceiver struct{ got chan int64 }
+type discardReceiver struct {
+	noPrune
+	got chan int64
+}
 
 func (discardReceiver) ListFilesystems(context.Context) ([]endpoint.Filesystem, error) {
 	return nil, nil

@@ -6,7 +6,8 @@
 // confined to <root_fs>/<identity>) to the clients a transport
 // authenticated. A client may prune the server's side for its job's keep
 // rules (a push job the sink's, a pull job the source's); the server
-// decides what may go (SinkReceiver, SourceSender).
+// decides what may go (endpoint.Pruner: the endpoint's rules, the same
+// for a client over the wire as for a job in the same process).
 //
 // # The protocol (the facts this package relies on)
 //

@@ -301,7 +301,7 @@ func TestGoldenControlReplayIntoOurServer(t *testing.T) {
 			h := newHosts(t)
 			h.create("src/data/fs")
 			h.writeSnap("src/data/fs", 1, 2, "a")
-			cfg := ServerConfig{Sender: Source(SourceSender{h.sender})}
+			cfg := ServerConfig{Sender: Source(h.sender)}
 			sink := strings.HasPrefix(rec.name, "push-sink")
 			if sink {
 				cfg = ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))}

@@ -62,7 +62,7 @@ func newHostileSource(t *testing.T) *hostileSource {
 	}
 	hf := &holdFailer{ZFS: h.src}
 	sender := &endpoint.Sender{ZFS: hf, Job: h.job, Roots: h.sender.Roots, Filter: h.sender.Filter}
-	srv := newServer(t, ServerConfig{Sender: Source(SourceSender{sender})})
+	srv := newServer(t, ServerConfig{Sender: Source(sender)})
 	c := newClient(t, ClientConfig{Dial: serve(t, srv, "pipe", "puller")})
 	dst := &endpoint.Receiver{ZFS: h.dst, Job: h.job, Root: zfs.MustDatasetPath("dst/pulled")}
 	requireOK(t, replication.NewRun(c.Sender(), dst, replication.Config{

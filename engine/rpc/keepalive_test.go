@@ -29,7 +29,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 }
 
 // drainReceiver reads each stream to its end.
-type drainReceiver struct{}
+type drainReceiver struct{ noPrune }
 
 func (drainReceiver) ListFilesystems(context.Context) ([]endpoint.Filesystem, error) { return nil, nil }
 func (drainReceiver) AbortPartialReceive(context.Context, string) error              { return nil }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -91,7 +92,7 @@ func TestSourceDestroySnapshotsOverRPC(t *testing.T) {
 		h.writeSnap("src/data", int64(i), 2, s)
 	}
 	h.writeSnap("src/other", 9, 1, "x")
-	srv := newServer(t, ServerConfig{Sender: Source(SourceSender{h.sender})})
+	srv := newServer(t, ServerConfig{Sender: Source(h.sender)})
 	c := newClient(t, ClientConfig{Dial: serve(t, srv, "pipe", "puller")})
 	rs := c.Sender()
 	ctx := context.Background()
@@ -164,16 +165,28 @@ func snapNames(m map[string]zfs.FilesystemVersion) []string {
 	return out
 }
 
-// A source that does not prune refuses clearly.
-func TestSourceWithoutPruning(t *testing.T) {
+// noPrune is the pruning of test endpoints that do not prune: they
+// refuse every request, as an endpoint.Pruner may.
+type noPrune struct{}
+
+func (noPrune) DestroySnapshots(context.Context, string, []zfs.FilesystemVersion) error {
+	return fmt.Errorf("this endpoint does not prune: %w", endpoint.ErrNotAllowed)
+}
+
+// An endpoint that refuses a whole prune request: the client gets its
+// refusal, with its kind, for every snapshot it asked for.
+func TestSourceRefusingPruning(t *testing.T) {
 	h := newHosts(t)
 	h.create("src/data")
 	h.writeSnap("src/data", 1, 1, "a")
-	srv := newServer(t, ServerConfig{Sender: Source(h.sender)})
+	srv := newServer(t, ServerConfig{Sender: Source(&fakeSender{})})
 	c := newClient(t, ClientConfig{Dial: serve(t, srv, "pipe", "puller")})
 	vs, err := h.src.ListVersions(context.Background(), zfs.MustDatasetPath("src/data"))
 	require.NoError(t, err)
 	err = c.Sender().DestroySnapshots(context.Background(), "src/data", vs)
 	assert.ErrorIs(t, err, endpoint.ErrNotAllowed)
-	assert.ErrorContains(t, err, "this source does not prune")
+	assert.ErrorContains(t, err, "this endpoint does not prune")
+	after, err := h.src.ListVersions(context.Background(), zfs.MustDatasetPath("src/data"))
+	require.NoError(t, err)
+	assert.Equal(t, vs, after, "nothing went")
 }

@@ -205,6 +205,7 @@ func TestUnservedRole(t *testing.T) {
 // fakeSender's stream yields data until its context ends, and records
 // how the server ended it.
 type fakeSender struct {
+	noPrune
 	mu       sync.Mutex
 	ctxErr   error
 	closed   bool
@@ -290,6 +291,7 @@ func TestSendCancellationPropagates(t *testing.T) {
 // blockingReceiver reads its stream until it fails, and records the error
 // and its context's.
 type blockingReceiver struct {
+	noPrune
 	readErr error
 	done    chan struct{}
 }

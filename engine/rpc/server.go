@@ -23,20 +23,24 @@ import (
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
-// SenderEndpoint is what a source serves: replication.Sender's methods.
+// SenderEndpoint is what a source serves: replication.Sender's methods,
+// and pruning by the client under the sender's rules (endpoint.Pruner).
 type SenderEndpoint interface {
 	ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error)
 	Send(ctx context.Context, req endpoint.SendRequest) (io.ReadCloser, error)
 	SendSize(ctx context.Context, req endpoint.SendRequest) (int64, error)
 	StepCompleted(ctx context.Context, req endpoint.SendRequest, last bool) error
+	endpoint.Pruner
 }
 
-// ReceiverEndpoint is what a sink serves: replication.Receiver's methods.
+// ReceiverEndpoint is what a sink serves: replication.Receiver's methods,
+// and pruning by the client under the receiver's rules (endpoint.Pruner).
 type ReceiverEndpoint interface {
 	ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error)
 	Receive(ctx context.Context, req endpoint.ReceiveRequest, stream io.Reader) error
 	AbortPartialReceive(ctx context.Context, fs string) error
 	MoveLastReceivedHold(ctx context.Context, fs string, to zfs.FilesystemVersion) error
+	endpoint.Pruner
 }
 
 // versionLister is implemented by endpoints that list one filesystem's
@@ -87,7 +91,7 @@ func SinkWith(z zfs.ZFS, job endpoint.JobID, root zfs.DatasetPath, o SinkOptions
 			r = &endpoint.Receiver{ZFS: z, Job: job, Root: clientRoot, Placeholder: o.Placeholder, ClientRoot: true}
 			clients[identity] = r
 		}
-		return SinkReceiver{r}, nil
+		return r, nil
 	}
 }
 

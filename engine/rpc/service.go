@@ -121,29 +121,19 @@ func (h *replicationService) DestroySnapshots(ctx context.Context, req *pb.Destr
 	if err := checkFS(fs); err != nil {
 		return nil, toStatus(err)
 	}
-	var pruner interface {
-		DestroySnapshots(context.Context, string, []zfs.FilesystemVersion) error
-	}
+	var pruner endpoint.Pruner
 	if h.s.cfg.Sender != nil {
 		ep, err := h.sender(ctx)
 		if err != nil {
 			return nil, toStatus(err)
 		}
-		p, ok := ep.(SenderPruner)
-		if !ok {
-			return nil, toStatus(fmt.Errorf("this source does not prune: %w", endpoint.ErrNotAllowed))
-		}
-		pruner = p
+		pruner = ep
 	} else {
 		ep, err := h.receiver(ctx)
 		if err != nil {
 			return nil, toStatus(err)
 		}
-		p, ok := ep.(ReceiverPruner)
-		if !ok {
-			return nil, toStatus(fmt.Errorf("this sink does not prune: %w", endpoint.ErrNotAllowed))
-		}
-		pruner = p
+		pruner = ep
 	}
 	snaps := make([]zfs.FilesystemVersion, 0, len(req.GetSnapshots()))
 	for _, v := range req.GetSnapshots() {
