@@ -114,6 +114,8 @@ type activeJob struct {
 	sides                  any // *pushSides or *pullSides; nil for snap
 	pruneSender, pruneRecv *pruneRules
 	pruneLocal             *pruneRules
+	// local is what a snap job prunes (nil for the others).
+	local job.PruneTarget
 }
 
 // passive is a sink or source: an rpc server on its listeners, and for a
@@ -310,7 +312,8 @@ func (d *Daemon) buildActive(j *config.Job) error {
 	}
 	switch j.Type {
 	case config.JobSnap:
-		c.LocalTarget = sender(z, j)
+		aj.local = sender(z, j)
+		c.LocalTarget = aj.local
 		aj.pruneLocal = newPrune(j.Pruning.Keep)
 		c.PruneLocal = aj.pruneLocal.fn()
 		if c.Snapshotter == nil {
