@@ -40,13 +40,15 @@ func runDaemon(t *testing.T, opts Options) *Daemon {
 	return d
 }
 
-// waitRuns waits (bounded) until j finished its n-th run and is idle.
+// waitRuns waits (bounded) until j finished its n-th run and is idle. A
+// run counts from its start, while the job may still show idle for a
+// moment: the run ended once its end is not before its start.
 func waitRuns(t *testing.T, j *job.Active, n int) job.Status {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st := j.Status()
-		if st.Runs >= n && st.State == job.StateIdle {
+		if st.Runs >= n && st.State == job.StateIdle && !st.LastRunEnd.Before(st.LastRunStart) {
 			return st
 		}
 		require.True(t, time.Now().Before(deadline), "run %d did not end: %+v", n, st)
