@@ -19,12 +19,107 @@ import (
 // SSHDialer runs command (e.g. ssh -i KEY -p PORT -o BatchMode=yes
 // user@host) per connection and speaks over its stdin and stdout. The
 // server side forces `zrepl stdinserver <identity>` for the key, so the
-// command needs no remote command of its own.
+// command needs no remote command of its own. Each connection opens with
+// zrepl's ssh handshake (see sshHelo) before the dial returns.
 func SSHDialer(command []string) (Dialer, error) {
 	if len(command) == 0 {
 		return nil, errors.New("ssh transport: no command")
 	}
-	return ProcessDialer(ExecProcess(command)), nil
+	return SSHHandshake(ProcessDialer(ExecProcess(command))), nil
+}
+
+// zrepl's ssh transport (go-netssh, in zrepl v0.7.0 as in v0.4) opens each
+// connection with fixed messages of sshMsgLen bytes, ASCII padded with
+// NULs: the serving end (the forced stdinserver command) sends SSHCON_HELO
+// once it reached its daemon, or SSHCON_PROXY_ERROR when it could not
+// (then it exits non-zero); the dialling end answers SSHCON_BEGIN. Then
+// the connection carries the rpc protocol.
+const sshMsgLen = 31
+
+func sshMsg(s string) []byte {
+	b := make([]byte, sshMsgLen)
+	copy(b, s)
+	return b
+}
+
+var (
+	sshHelo       = sshMsg("SSHCON_HELO")
+	sshBegin      = sshMsg("SSHCON_BEGIN")
+	sshProxyError = sshMsg("SSHCON_PROXY_ERROR")
+)
+
+// ErrSSHHandshake matches the errors of zrepl's ssh handshake: the remote
+// command sent something else than its greeting, or said that it could
+// not reach its daemon.
+var ErrSSHHandshake = errors.New("ssh stdinserver handshake")
+
+// SSHHandshake dials with dial (a process per connection, whose other
+// end runs the stdinserver command) and does the dialling end of zrepl's
+// ssh handshake on each connection before returning it.
+func SSHHandshake(dial Dialer) Dialer {
+	return func(ctx context.Context) (net.Conn, error) {
+		c, err := dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := sshOpen(ctx, c); err != nil {
+			// Nothing was said yet: no grace for a clean exit.
+			if pc, ok := c.(*processConn); ok {
+				pc.proc.Kill()
+			}
+			c.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+}
+
+// sshOpen is the dialling end of the handshake, bounded by ctx.
+func sshOpen(ctx context.Context, c net.Conn) error {
+	done := make(chan error, 1)
+	go func() {
+		msg := make([]byte, sshMsgLen)
+		n, err := io.ReadFull(c, msg)
+		switch {
+		case err != nil:
+			var xe *ProcessExitError
+			if errors.As(err, &xe) {
+				done <- err // ssh's own complaint: a refused key, an unknown host
+				return
+			}
+			if n == 0 {
+				done <- fmt.Errorf("ssh transport: %w: reading the remote stdinserver's greeting: %w", ErrSSHHandshake, err)
+				return
+			}
+			done <- fmt.Errorf("ssh transport: %w: the remote command sent %q, then %w", ErrSSHHandshake, truncate(msg[:n], 64), err)
+		case bytes.Equal(msg, sshHelo):
+			_, err := c.Write(sshBegin)
+			done <- err
+		case bytes.Equal(msg, sshProxyError):
+			// The remote exits now; its stderr says why.
+			c.SetReadDeadline(time.Now().Add(exitGrace))
+			_, rerr := io.Copy(io.Discard, c)
+			why := ""
+			var xe *ProcessExitError
+			if errors.As(rerr, &xe) {
+				why = ": " + xe.Error()
+			}
+			done <- fmt.Errorf("ssh transport: %w: the remote stdinserver could not reach its zrepl daemon (is it running, with serve type stdinserver for this identity?)%s", ErrSSHHandshake, why)
+		default:
+			done <- fmt.Errorf("ssh transport: %w: the remote command is no zrepl stdinserver: it began with %q instead of SSHCON_HELO", ErrSSHHandshake, truncate(bytes.TrimRight(msg, "\x00"), 64))
+		}
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		if pc, ok := c.(*processConn); ok {
+			pc.proc.Kill()
+		}
+		c.Close()
+		<-done
+		return fmt.Errorf("ssh transport: %w: no greeting from the remote stdinserver: %w", ErrSSHHandshake, context.Cause(ctx))
+	}
 }
 
 // Process is the child process behind one ssh connection: its stdin and

@@ -197,7 +197,7 @@ func newPushEnv(t *testing.T, script func(e *pushEnv, i int) netsim.ProcessScrip
 
 	e := &pushEnv{src: src, dst: dst, data: data, vs: vs, full: full, sender: sender, sink: sink}
 	e.sp = &sshproc.Starter{N: n, From: "laptop", Addr: "sink:22", Script: func(i int) netsim.ProcessScript { return script(e, i) }}
-	e.client, err = rpc.NewClient(rpc.ClientConfig{Dial: e.sp.Dialer()})
+	e.client, err = rpc.NewClient(rpc.ClientConfig{Dial: transport.SSHHandshake(e.sp.Dialer())})
 	require.NoError(t, err)
 	t.Cleanup(func() { e.client.Close() })
 	return e

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -282,6 +283,11 @@ func stdinServer(ctx context.Context, dial func(context.Context) (net.Conn, erro
 	}
 	c, err := dial(ctx)
 	if err != nil {
+		// zrepl's ssh handshake: tell the client, which then reads
+		// our stderr from ssh.
+		if stdout != nil {
+			_, _ = stdout.Write(sshProxyError)
+		}
 		return fmt.Errorf("stdinserver: connect to the zrepl daemon: %w", err)
 	}
 	defer c.Close()
@@ -289,6 +295,18 @@ func stdinServer(ctx context.Context, dial func(context.Context) (net.Conn, erro
 	defer stop()
 	if _, err := io.WriteString(c, stdinServerGreeting+identity+"\n"); err != nil {
 		return fmt.Errorf("stdinserver: %w", err)
+	}
+	// The serving end of zrepl's ssh handshake (see sshHelo), here
+	// rather than in the daemon: the bytes on the ssh channel are the
+	// same, and the daemon's socket stays ssh-agnostic.
+	if _, err := stdout.Write(sshHelo); err != nil {
+		return fmt.Errorf("stdinserver: ssh handshake: %w", err)
+	}
+	begin := make([]byte, sshMsgLen)
+	if n, err := io.ReadFull(stdin, begin); err != nil {
+		return fmt.Errorf("stdinserver: %w: the client sent %q, then %w", ErrSSHHandshake, truncate(begin[:n], 64), err)
+	} else if !bytes.Equal(begin, sshBegin) {
+		return fmt.Errorf("stdinserver: %w: the client sent %q instead of SSHCON_BEGIN (is it zrepl's ssh transport?)", ErrSSHHandshake, truncate(bytes.TrimRight(begin, "\x00"), 64))
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
