@@ -356,7 +356,11 @@ func (s *Server) handle(c *transport.AuthConn) {
 		return
 	}
 	label, err := readLabel(c.Conn, s.cfg.HandshakeTimeout)
-	shaken()
+	if !shaken() {
+		// The handshake bound closed it meanwhile (and said so): it
+		// must not take a waiting slot, closing another, as well.
+		return
+	}
 	if err != nil {
 		s.connError(c.Identity, fmt.Errorf("handshake with %q: %w", c.Identity, err))
 		return
@@ -433,8 +437,9 @@ func (s *Server) removeControl(ic *identConn) {
 }
 
 // handshaking registers c as in its handshake and returns a func that
-// unregisters it. Beyond maxHandshaking per identity the oldest is closed.
-func (s *Server) handshaking(identity string, c net.Conn) (done func()) {
+// unregisters it and reports whether c was still registered. Beyond
+// maxHandshaking per identity the oldest is closed (and unregistered).
+func (s *Server) handshaking(identity string, c net.Conn) (done func() bool) {
 	s.mu.Lock()
 	l := append(s.shaking[identity], c)
 	var evict net.Conn
@@ -447,11 +452,12 @@ func (s *Server) handshaking(identity string, c net.Conn) (done func()) {
 		s.connError(identity, fmt.Errorf("%w: client %q has more than %d connections in their handshake: closed its oldest", ErrTooManyConns, identity, maxHandshaking))
 		evict.Close()
 	}
-	return func() {
+	return func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		l := s.shaking[identity]
-		if i := slices.Index(l, c); i >= 0 {
+		i := slices.Index(l, c)
+		if i >= 0 {
 			l = slices.Delete(slices.Clone(l), i, i+1)
 		}
 		if len(l) == 0 {
@@ -459,6 +465,7 @@ func (s *Server) handshaking(identity string, c net.Conn) (done func()) {
 		} else {
 			s.shaking[identity] = l
 		}
+		return i >= 0
 	}
 }
 
