@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"time"
 
@@ -15,10 +14,10 @@ import (
 
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/rpc"
-	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/engine/zfs/resumetoken"
 	"zrepl.dev/zrepl/netsim"
+	"zrepl.dev/zrepl/netsim/twohost"
 	"zrepl.dev/zrepl/zfsmodel"
 )
 
@@ -209,27 +208,19 @@ func (w *world) askSource(t *rapid.T, j job, req endpoint.SendRequest, seed int6
 // does, to one client on the receiver host that the server knows as
 // identity. done closes both.
 func (w *world) sourceClient(t *rapid.T, j job, seed int64, identity string) (client *rpc.Client, done func()) {
-	n := netsim.New(seed)
-	must(t, n.SetDefaultLink(netsim.Link{Latency: 2 * time.Millisecond, Bandwidth: 64 << 20, Buffer: 64 << 10}))
-	nl, err := n.Listen(senderHost, 7000)
+	hosts, err := twohost.New(seed, netsim.Link{Latency: 2 * time.Millisecond, Bandwidth: 64 << 20, Buffer: 64 << 10}, senderHost, sinkHost, 7000)
 	must(t, err)
-	l, err := transport.Fixed(nl, identity)
+	l, err := hosts.Listen(identity)
 	must(t, err)
 	srv, err := rpc.NewServer(rpc.ServerConfig{Sender: rpc.Source(w.sender(j))})
 	must(t, err)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = srv.Serve(l)
-	}()
-	dial := n.DialFunc(sinkHost)
-	client, err = rpc.NewClient(rpc.ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, senderHost+":7000") }})
+	serving := twohost.Serve(srv, l)
+	client, err = rpc.NewClient(rpc.ClientConfig{Dial: hosts.Dialer()})
 	must(t, err)
 	return client, func() {
 		_ = client.Close()
-		srv.Stop()
-		<-served
-		_ = n.Close()
+		_ = serving.Stop()
+		_ = hosts.Net.Close()
 	}
 }
 

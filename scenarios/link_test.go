@@ -1,9 +1,6 @@
 package scenarios
 
 import (
-	"context"
-	"fmt"
-	"net"
 	"strings"
 	"time"
 
@@ -16,6 +13,7 @@ import (
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/netsim"
 	"zrepl.dev/zrepl/netsim/sshproc"
+	"zrepl.dev/zrepl/netsim/twohost"
 )
 
 // link is one replicate action's network: the server of the job's pair
@@ -23,11 +21,10 @@ import (
 // host for a pull) and its client on the other host, over a fresh seeded
 // netsim.
 type link struct {
-	n      *netsim.Network
-	srv    *rpc.Server
-	served chan struct{}
-	client *rpc.Client
-	ssh    *sshLink // nil without the ssh transport
+	n       *netsim.Network
+	serving *twohost.Serving
+	client  *rpc.Client
+	ssh     *sshLink // nil without the ssh transport
 }
 
 // controlReset reports whether the network reset connection 1, the
@@ -64,23 +61,19 @@ func (j job) hosts() (server, client string) {
 }
 
 func (w *world) connect(t *rapid.T, j job, seed int64, o linkOpts) *link {
-	n := netsim.New(seed)
 	bw := o.bandwidth
 	if bw == 0 {
 		bw = 64 << 20
 	}
-	must(t, n.SetDefaultLink(netsim.Link{Latency: 2 * time.Millisecond, Bandwidth: bw, Buffer: 64 << 10}))
-	must(t, n.Schedule(o.plan))
 	serverHost, clientHost := j.hosts()
 	port := 7000
 	if o.ssh {
 		port = 22
 	}
-	nl, err := n.Listen(serverHost, port)
+	hosts, err := twohost.New(seed, netsim.Link{Latency: 2 * time.Millisecond, Bandwidth: bw, Buffer: 64 << 10}, serverHost, clientHost, port)
 	must(t, err)
-	// With ssh, sshd's forced command (stdinserver) would introduce the
-	// identity; the listener stands in for both.
-	l, err := transport.Fixed(nl, j.identity)
+	must(t, hosts.Net.Schedule(o.plan))
+	l, err := hosts.Listen(j.identity)
 	must(t, err)
 	cfg := rpc.ServerConfig{Receiver: rpc.Sink(w.dst, sinkJob, zfs.MustDatasetPath(sinkRoot))}
 	if j.pull {
@@ -88,25 +81,19 @@ func (w *world) connect(t *rapid.T, j job, seed int64, o linkOpts) *link {
 	}
 	srv, err := rpc.NewServer(cfg)
 	must(t, err)
-	lk := &link{n: n, srv: srv, served: make(chan struct{})}
-	go func() {
-		defer close(lk.served)
-		_ = srv.Serve(l)
-	}()
-	addr := fmt.Sprintf("%s:%d", serverHost, port)
+	lk := &link{n: hosts.Net, serving: twohost.Serve(srv, l)}
 	var dial transport.Dialer
 	if o.ssh {
 		victim, script := o.victim, o.script
-		lk.ssh = &sshLink{victim: victim, Starter: &sshproc.Starter{N: n, From: clientHost, Addr: addr, Script: func(i int) netsim.ProcessScript {
+		lk.ssh = &sshLink{victim: victim, Starter: hosts.SSH(func(i int) netsim.ProcessScript {
 			if i == victim {
 				return script
 			}
 			return netsim.ProcessScript{}
-		}}}
+		})}
 		dial = lk.ssh.Dialer()
 	} else {
-		d := n.DialFunc(clientHost)
-		dial = func(ctx context.Context) (net.Conn, error) { return d(ctx, addr) }
+		dial = hosts.Dialer()
 	}
 	lk.client, err = rpc.NewClient(rpc.ClientConfig{Dial: dial})
 	must(t, err)
@@ -124,8 +111,7 @@ func (w *world) endpoints(j job, lk *link) (replication.Sender, replication.Rece
 
 func (lk *link) close() {
 	_ = lk.client.Close()
-	lk.srv.Stop()
-	<-lk.served
+	_ = lk.serving.Stop()
 	if lk.ssh != nil {
 		lk.ssh.Wait()
 	}

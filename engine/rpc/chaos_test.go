@@ -3,7 +3,6 @@ package rpc
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -12,9 +11,9 @@ import (
 
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/replication"
-	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/netsim"
+	"zrepl.dev/zrepl/netsim/twohost"
 )
 
 // Pushes and pulls over a simulated network with seeded random faults (resets,
@@ -45,17 +44,15 @@ func replicateUnderFaults(t *testing.T, dir string, seed int64) {
 	h.writeSnap("src/data/a", 3, 8, "s2")
 	full := fullSize(t, h, "src/data/b")
 
-	n := netsim.New(seed)
-	require.NoError(t, n.SetDefaultLink(netsim.Link{Latency: 20 * time.Millisecond, Bandwidth: 2 << 20}))
+	w, err := twohost.New(seed, netsim.Link{Latency: 20 * time.Millisecond, Bandwidth: 2 << 20}, "sink", "laptop", 7000)
+	require.NoError(t, err)
 	plan, err := netsim.GeneratePlan(seed, netsim.PlanConfig{
 		Faults: 3, Conns: 10, MaxByte: full, MaxStall: 3 * time.Minute,
 		Hosts: []string{"laptop", "sink"}, Horizon: 20 * time.Second, MaxPartition: 3 * time.Minute,
 	})
 	require.NoError(t, err)
-	require.NoError(t, n.Schedule(plan))
-	nl, err := n.Listen("sink", 7000)
-	require.NoError(t, err)
-	l, err := transport.Fixed(nl, "alice")
+	require.NoError(t, w.Net.Schedule(plan))
+	l, err := w.Listen("alice")
 	require.NoError(t, err)
 	cfg := ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))}
 	dstRoot := "dst/sinks/alice"
@@ -64,17 +61,8 @@ func replicateUnderFaults(t *testing.T, dir string, seed int64) {
 		dstRoot = "dst/pulled"
 	}
 	srv := newServer(t, cfg)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(l)
-	}()
-	defer func() {
-		srv.Stop()
-		<-served
-	}()
-	dial := n.DialFunc("laptop")
-	c := newClient(t, ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "sink:7000") }})
+	defer twohost.Serve(srv, l).Stop()
+	c := newClient(t, ClientConfig{Dial: w.Dialer()})
 	var sender replication.Sender = h.sender
 	var receiver replication.Receiver = c.Receiver()
 	if dir == "pull" {
@@ -89,7 +77,7 @@ func replicateUnderFaults(t *testing.T, dir string, seed int64) {
 		hung := ctx.Err() != nil
 		cancel()
 		if hung {
-			t.Fatalf("run %d did not end within 2 hours (virtual): %+v\n%v\n%s", run, last, plan, n.TraceString())
+			t.Fatalf("run %d did not end within 2 hours (virtual): %+v\n%v\n%s", run, last, plan, w.Net.TraceString())
 		}
 		if last.Err() == nil {
 			t.Logf("replicated in run %d, attempt %d", run, last.Attempts)
@@ -98,7 +86,7 @@ func replicateUnderFaults(t *testing.T, dir string, seed int64) {
 		t.Logf("run %d failed: %v", run, last.Err())
 		// A partition of minutes outlasts the half minute of retries in a run.
 		if run == 8 {
-			t.Fatalf("still failing after %d runs: %v\n%v\n%s", run, last.Err(), plan, n.TraceString())
+			t.Fatalf("still failing after %d runs: %v\n%v\n%s", run, last.Err(), plan, w.Net.TraceString())
 		}
 	}
 	h.assertReplicated("src/data/a", dstRoot+"/src/data/a", "s2") // a new job starts with the newest

@@ -3,7 +3,6 @@ package rpc
 import (
 	"context"
 	"io"
-	"net"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -14,9 +13,9 @@ import (
 
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/replication"
-	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/netsim"
+	"zrepl.dev/zrepl/netsim/twohost"
 )
 
 // A push over a simulated WAN (latency, limited bandwidth) whose data
@@ -30,29 +29,18 @@ func TestPushOverSimulatedWANWithReset(t *testing.T) {
 		h.writeSnap("src/data", 1, 64, "s1")
 		full := fullSize(t, h, "src/data")
 
-		n := netsim.New(1)
-		require.NoError(t, n.SetDefaultLink(netsim.Link{Latency: 40 * time.Millisecond, Bandwidth: 1 << 20}))
-		nl, err := n.Listen("sink", 7000)
+		w, err := twohost.New(1, netsim.Link{Latency: 40 * time.Millisecond, Bandwidth: 1 << 20}, "sink", "laptop", 7000)
 		require.NoError(t, err)
-		l, err := transport.Fixed(nl, "alice")
+		l, err := w.Listen("alice")
 		require.NoError(t, err)
 		// Dial 1 is the control connection (the first listing), dial 2
 		// the first data connection: reset it when half the stream went up.
-		require.NoError(t, n.Schedule(netsim.FaultPlan{Faults: []netsim.Fault{
+		require.NoError(t, w.Net.Schedule(netsim.FaultPlan{Faults: []netsim.Fault{
 			{Kind: netsim.FaultReset, Conn: 2, Dir: netsim.Up, AtByte: full / 2},
 		}}))
 		srv := newServer(t, ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))})
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			srv.Serve(l)
-		}()
-		defer func() {
-			srv.Stop()
-			<-served
-		}()
-		dial := n.DialFunc("laptop")
-		c := newClient(t, ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "sink:7000") }})
+		defer twohost.Serve(srv, l).Stop()
+		c := newClient(t, ClientConfig{Dial: w.Dialer()})
 
 		start := time.Now()
 		rec := &recordingReceiver{Receiver: c.Receiver()}
@@ -97,27 +85,16 @@ func TestHalfOpenDataConnectionTimesOut(t *testing.T) {
 		h.create("src/data")
 		h.writeSnap("src/data", 1, 64, "s1")
 		full := fullSize(t, h, "src/data")
-		n := netsim.New(1)
-		require.NoError(t, n.SetDefaultLink(netsim.Link{Latency: 10 * time.Millisecond, Bandwidth: 4 << 20}))
-		nl, err := n.Listen("sink", 7000)
+		w, err := twohost.New(1, netsim.Link{Latency: 10 * time.Millisecond, Bandwidth: 4 << 20}, "sink", "laptop", 7000)
 		require.NoError(t, err)
-		l, err := transport.Fixed(nl, "alice")
+		l, err := w.Listen("alice")
 		require.NoError(t, err)
-		require.NoError(t, n.Schedule(netsim.FaultPlan{Faults: []netsim.Fault{
+		require.NoError(t, w.Net.Schedule(netsim.FaultPlan{Faults: []netsim.Fault{
 			{Kind: netsim.FaultHalfOpen, Conn: 2, Dir: netsim.Up, AtByte: full / 3},
 		}}))
 		srv := newServer(t, ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))})
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			srv.Serve(l)
-		}()
-		defer func() {
-			srv.Stop()
-			<-served
-		}()
-		dial := n.DialFunc("laptop")
-		c := newClient(t, ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "sink:7000") }})
+		defer twohost.Serve(srv, l).Stop()
+		c := newClient(t, ClientConfig{Dial: w.Dialer()})
 		ctx := context.Background()
 		r := c.Receiver()
 		_, err = r.ListFilesystems(ctx) // dial 1: the control connection
@@ -164,24 +141,13 @@ func TestResizeDownOverRPC(t *testing.T) {
 			h.create(fs)
 			h.writeSnap(fs, int64(i), 64, "s1")
 		}
-		n := netsim.New(1)
-		require.NoError(t, n.SetDefaultLink(netsim.Link{Latency: 10 * time.Millisecond, Bandwidth: 1 << 20}))
-		nl, err := n.Listen("sink", 7000)
+		w, err := twohost.New(1, netsim.Link{Latency: 10 * time.Millisecond, Bandwidth: 1 << 20}, "sink", "laptop", 7000)
 		require.NoError(t, err)
-		l, err := transport.Fixed(nl, "alice")
+		l, err := w.Listen("alice")
 		require.NoError(t, err)
 		srv := newServer(t, ServerConfig{Receiver: Sink(h.dst, h.job, zfs.MustDatasetPath("dst/sinks"))})
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			srv.Serve(l)
-		}()
-		defer func() {
-			srv.Stop()
-			<-served
-		}()
-		dial := n.DialFunc("laptop")
-		c := newClient(t, ClientConfig{Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "sink:7000") }})
+		defer twohost.Serve(srv, l).Stop()
+		c := newClient(t, ClientConfig{Dial: w.Dialer()})
 		counting := &countingReceiver{Receiver: c.Receiver(), calls: map[string]int{}}
 		run := replication.NewRun(h.sender, counting, replication.Config{Concurrency: 3, Sleep: noSleep})
 		go func() {

@@ -14,10 +14,9 @@ import (
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/replication"
 	"zrepl.dev/zrepl/engine/rpc"
-	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/netsim"
-	"zrepl.dev/zrepl/netsim/sshproc"
+	"zrepl.dev/zrepl/netsim/twohost"
 	"zrepl.dev/zrepl/zfsmodel"
 )
 
@@ -46,33 +45,23 @@ func TestPullOverSSHWhoseProcessDies(t *testing.T) {
 			Filter: func(fs zfs.DatasetPath) bool { return fs.HasPrefix(data) },
 		}
 
-		n := netsim.New(1)
-		require.NoError(t, n.SetDefaultLink(netsim.Link{Latency: 10 * time.Millisecond, Bandwidth: 1 << 20}))
-		nl, err := n.Listen("source", 22)
+		w, err := twohost.New(1, netsim.Link{Latency: 10 * time.Millisecond, Bandwidth: 1 << 20}, "source", "laptop", 22)
 		require.NoError(t, err)
-		l, err := transport.Fixed(nl, "puller")
+		l, err := w.Listen("puller")
 		require.NoError(t, err)
 		srv, err := rpc.NewServer(rpc.ServerConfig{Sender: rpc.Source(sender)})
 		require.NoError(t, err)
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			srv.Serve(l)
-		}()
-		defer func() {
-			srv.Stop()
-			<-served
-		}()
+		defer twohost.Serve(srv, l).Stop()
 
 		const complaint = "client_loop: send disconnect: Broken pipe"
-		sp := &sshproc.Starter{N: n, From: "laptop", Addr: "source:22", Script: func(i int) netsim.ProcessScript {
+		sp := w.SSH(func(i int) netsim.ProcessScript {
 			// Process 0 carries the control connection, 1 the first data
 			// connection: it dies when half the stream came down.
 			if i == 1 {
 				return netsim.ProcessScript{Exit: netsim.ExitAfterStdout, StdoutBytes: full / 2, Status: 255, Stderr: complaint + "\r\n"}
 			}
 			return netsim.ProcessScript{}
-		}}
+		})
 		c, err := rpc.NewClient(rpc.ClientConfig{Dial: sp.Dialer()})
 		require.NoError(t, err)
 		defer c.Close()
