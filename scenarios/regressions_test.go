@@ -13,6 +13,7 @@ import (
 	"zrepl.dev/zrepl/engine/replication"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/zfsmodel"
+	"zrepl.dev/zrepl/zfsmodel/modelpair"
 )
 
 // Engine issues the simulator found, as short scripted histories over the
@@ -26,17 +27,12 @@ type pairT struct {
 }
 
 func newPairT(t *testing.T) *pairT {
-	src := zfsmodel.New(zfsmodel.Options{Seed: 1})
-	dst := zfsmodel.New(zfsmodel.Options{Seed: 2})
-	require.NoError(t, src.CreatePool("src"))
-	require.NoError(t, dst.CreatePool("dst"))
-	require.NoError(t, src.CreateFilesystem(zfs.MustDatasetPath("src/data"), zfsmodel.FSOptions{}))
-	j := jobs[0]
+	mp, err := modelpair.New(modelpair.Options{Job: jobs[0].id.String()})
+	require.NoError(t, err)
+	require.NoError(t, mp.Src.CreateFilesystem(modelpair.Data, zfsmodel.FSOptions{}))
 	return &pairT{
-		src: src, dst: dst,
-		sender: &endpoint.Sender{ZFS: src, Job: j.id, Roots: []zfs.DatasetPath{zfs.MustDatasetPath("src")},
-			Filter: func(fs zfs.DatasetPath) bool { return fs.HasPrefix(zfs.MustDatasetPath(srcRoot)) }},
-		receiver: &endpoint.Receiver{ZFS: dst, Job: sinkJob, Root: zfs.MustDatasetPath("dst/sink")},
+		src: mp.Src, dst: mp.Dst, sender: mp.Sender,
+		receiver: &endpoint.Receiver{ZFS: mp.Dst, Job: sinkJob, Root: zfs.MustDatasetPath("dst/sink")},
 	}
 }
 

@@ -20,12 +20,12 @@ import (
 	"zrepl.dev/zrepl/engine/zfs/resumetoken"
 	"zrepl.dev/zrepl/netsim"
 	"zrepl.dev/zrepl/zfsmodel"
+	"zrepl.dev/zrepl/zfsmodel/modelpair"
 )
 
 var bg = context.Background()
 
 const (
-	srcRoot  = "src/data"
 	sinkRoot = "dst/sinks"
 	// The host names on the simulated network.
 	senderHost = "laptop"
@@ -120,10 +120,9 @@ func newWorld(t *rapid.T) *world {
 		sum: map[uint64]string{}, created: map[string][]uint64{},
 		dstSeen: map[string]bool{}, received: map[string]bool{}, allowGone: map[string]bool{},
 	}
-	w.src = zfsmodel.New(zfsmodel.Options{Seed: 1, Clock: w.clock})
-	w.dst = zfsmodel.New(zfsmodel.Options{Seed: 2, Clock: w.clock})
-	must(t, w.src.CreatePool("src"))
-	must(t, w.dst.CreatePool("dst"))
+	mp, err := modelpair.New(modelpair.Options{Clock: w.clock})
+	must(t, err)
+	w.src, w.dst = mp.Src, mp.Dst
 	must(t, w.dst.CreateFilesystem(zfs.MustDatasetPath(sinkRoot), zfsmodel.FSOptions{}))
 	for _, fs := range fsNames {
 		must(t, w.src.CreateFilesystem(zfs.MustDatasetPath(fs), zfsmodel.FSOptions{Parents: true, Encrypted: fs == encFS}))
@@ -191,11 +190,9 @@ func (w *world) restart(t *rapid.T, m *zfsmodel.Model, last *[]byte) *zfsmodel.M
 }
 
 func (w *world) sender(j job) *endpoint.Sender {
-	return &endpoint.Sender{
-		ZFS: w.src, Job: j.id, Roots: []zfs.DatasetPath{zfs.MustDatasetPath("src")},
-		Filter: func(fs zfs.DatasetPath) bool { return fs.HasPrefix(zfs.MustDatasetPath(srcRoot)) },
-		Policy: j.sendPolicy(),
-	}
+	s := modelpair.Sender(w.src, j.id)
+	s.Policy = j.sendPolicy()
+	return s
 }
 
 func versionsOf(t *rapid.T, z zfs.ZFS, fs string) []zfs.FilesystemVersion {

@@ -19,6 +19,7 @@ import (
 	"zrepl.dev/zrepl/engine/replication/planner"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/zfsmodel"
+	"zrepl.dev/zrepl/zfsmodel/modelpair"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -37,21 +38,16 @@ type pair struct {
 
 func newPair(t *testing.T, job string) *pair {
 	t.Helper()
-	src := zfsmodel.New(zfsmodel.Options{Seed: 1})
-	dst := zfsmodel.New(zfsmodel.Options{Seed: 2})
-	require.NoError(t, src.CreatePool("src"))
-	require.NoError(t, dst.CreatePool("dst"))
-	p := &pair{t: t, src: src, dst: dst}
+	mp, err := modelpair.New(modelpair.Options{Job: job})
+	require.NoError(t, err)
+	p := &pair{t: t, src: mp.Src, dst: mp.Dst}
 	p.setJob(job)
 	return p
 }
 
 func (p *pair) setJob(job string) {
 	p.job = endpoint.MustJobID(job)
-	p.sender = &endpoint.Sender{
-		ZFS: p.src, Job: p.job, Roots: []zfs.DatasetPath{zfs.MustDatasetPath("src")},
-		Filter: func(fs zfs.DatasetPath) bool { return fs.HasPrefix(zfs.MustDatasetPath("src/data")) },
-	}
+	p.sender = modelpair.Sender(p.src, p.job)
 	p.receiver = &endpoint.Receiver{ZFS: p.dst, Job: p.job, Root: zfs.MustDatasetPath("dst/client")}
 }
 

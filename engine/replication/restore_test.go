@@ -13,6 +13,7 @@ import (
 	"zrepl.dev/zrepl/engine/replication/planner"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/zfsmodel"
+	"zrepl.dev/zrepl/zfsmodel/modelpair"
 )
 
 // A sender whose state went back in time (restored from a backup, or its
@@ -32,11 +33,9 @@ func TestRestoredSenderReusingGUIDs(t *testing.T) {
 		now = now.Add(time.Minute)
 		return now
 	}
-	src := zfsmodel.New(zfsmodel.Options{Seed: 1, Clock: clock})
-	dst := zfsmodel.New(zfsmodel.Options{Seed: 2, Clock: clock})
-	require.NoError(t, src.CreatePool("src"))
-	require.NoError(t, dst.CreatePool("dst"))
-	p := &pair{t: t, src: src, dst: dst}
+	mp, err := modelpair.New(modelpair.Options{Clock: clock})
+	require.NoError(t, err)
+	p := &pair{t: t, src: mp.Src, dst: mp.Dst}
 	p.setJob("job")
 	const fs = "src/data/fs"
 	p.create(fs, false)

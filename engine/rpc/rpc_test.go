@@ -23,6 +23,7 @@ import (
 	"zrepl.dev/zrepl/engine/transport"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/zfsmodel"
+	"zrepl.dev/zrepl/zfsmodel/modelpair"
 )
 
 func TestMain(m *testing.M) {
@@ -101,16 +102,12 @@ type hosts struct {
 }
 
 func newHosts(t *testing.T) *hosts {
-	h := &hosts{t: t, src: zfsmodel.New(zfsmodel.Options{Seed: 1}), dst: zfsmodel.New(zfsmodel.Options{Seed: 2}), job: endpoint.MustJobID("job")}
-	require.NoError(t, h.src.CreatePool("src"))
-	require.NoError(t, h.dst.CreatePool("dst"))
+	mp, err := modelpair.New(modelpair.Options{})
+	require.NoError(t, err)
+	h := &hosts{t: t, src: mp.Src, dst: mp.Dst, job: mp.Job, sender: mp.Sender}
 	// The sink's root_fs exists; each client's subtree below it is made on
 	// first receive.
 	require.NoError(t, h.dst.CreateFilesystem(zfs.MustDatasetPath("dst/sinks"), zfsmodel.FSOptions{}))
-	h.sender = &endpoint.Sender{
-		ZFS: h.src, Job: h.job, Roots: []zfs.DatasetPath{zfs.MustDatasetPath("src")},
-		Filter: func(fs zfs.DatasetPath) bool { return fs.HasPrefix(zfs.MustDatasetPath("src/data")) },
-	}
 	return h
 }
 

@@ -18,6 +18,7 @@ import (
 	"zrepl.dev/zrepl/netsim"
 	"zrepl.dev/zrepl/netsim/twohost"
 	"zrepl.dev/zrepl/zfsmodel"
+	"zrepl.dev/zrepl/zfsmodel/modelpair"
 )
 
 // A pull over the ssh transport whose ssh process dies half way through
@@ -27,11 +28,10 @@ import (
 func TestPullOverSSHWhoseProcessDies(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
-		src := zfsmodel.New(zfsmodel.Options{Seed: 1})
-		dst := zfsmodel.New(zfsmodel.Options{Seed: 2})
-		require.NoError(t, src.CreatePool("src"))
-		require.NoError(t, dst.CreatePool("dst"))
-		data := zfs.MustDatasetPath("src/data")
+		mp, err := modelpair.New(modelpair.Options{})
+		require.NoError(t, err)
+		src, dst, job, sender := mp.Src, mp.Dst, mp.Job, mp.Sender
+		data := modelpair.Data
 		require.NoError(t, src.CreateFilesystem(data, zfsmodel.FSOptions{}))
 		require.NoError(t, src.WriteData(data, 1, 64))
 		require.NoError(t, src.Snapshot(ctx, data, "s1"))
@@ -39,11 +39,6 @@ func TestPullOverSSHWhoseProcessDies(t *testing.T) {
 		require.NoError(t, err)
 		full, err := src.SendSize(ctx, zfs.SendArgs{FS: data, To: vs[0]})
 		require.NoError(t, err)
-		job := endpoint.MustJobID("job")
-		sender := &endpoint.Sender{
-			ZFS: src, Job: job, Roots: []zfs.DatasetPath{zfs.MustDatasetPath("src")},
-			Filter: func(fs zfs.DatasetPath) bool { return fs.HasPrefix(data) },
-		}
 
 		w, err := twohost.New(1, netsim.Link{Latency: 10 * time.Millisecond, Bandwidth: 1 << 20}, "source", "laptop", 22)
 		require.NoError(t, err)
