@@ -54,10 +54,22 @@ func (c *content) UnmarshalJSON(data []byte) error {
 	if err := json.Unmarshal(data, &s); err != nil {
 		return err
 	}
-	buf, err := base64.StdEncoding.DecodeString(s)
+	out, err := decodeContent([]byte(s))
 	if err != nil {
-		return fmt.Errorf("content: %w", err)
+		return err
 	}
+	*c = out
+	return nil
+}
+
+// decodeContent decodes the base64 text of a saved content.
+func decodeContent(b64 []byte) (content, error) {
+	buf := make([]byte, base64.StdEncoding.DecodedLen(len(b64)))
+	n, err := base64.StdEncoding.Decode(buf, b64)
+	if err != nil {
+		return nil, fmt.Errorf("content: %w", err)
+	}
+	buf = buf[:n]
 	// Every block takes at least four bytes.
 	out := make(content, len(buf)/4)
 	bn := uint64(0)
@@ -66,16 +78,15 @@ func (c *content) UnmarshalJSON(data []byte) error {
 		for i := range v {
 			x, n := binary.Uvarint(buf)
 			if n <= 0 {
-				return fmt.Errorf("content: %w", errContent)
+				return nil, fmt.Errorf("content: %w", errContent)
 			}
 			v[i], buf = x, buf[n:]
 		}
 		if !first && v[0] == 0 || v[3] > 1<<32-1 || bn+v[0] < bn {
-			return fmt.Errorf("content: %w", errContent)
+			return nil, fmt.Errorf("content: %w", errContent)
 		}
 		bn += v[0]
 		out[bn] = block{Key: v[1], Birth: v[2], Sum: uint32(v[3])}
 	}
-	*c = out
-	return nil
+	return out, nil
 }

@@ -63,8 +63,9 @@ func FuzzReceive(f *testing.F) {
 	})
 }
 
-// FuzzLoad: Load never panics, and what it accepts can be saved and
-// listed, with listings the engine can use (checkServable).
+// FuzzLoad: Load never panics, its fast way decodes what encoding/json
+// decodes (checkFastLoad), and what it accepts can be saved and listed,
+// with listings the engine can use (checkServable).
 func FuzzLoad(f *testing.F) {
 	w := newWorld(f)
 	var buf bytes.Buffer
@@ -74,6 +75,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add(buf.Bytes())
 	f.Add([]byte(`{"Format":1,"State":{"Pools":{"x":{"Name":"x"}},"Datasets":{"x":{"Name":"x","Snaps":[null]}}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		checkFastLoad(t, data)
 		m, err := Load(bytes.NewReader(data), Options{})
 		if err != nil {
 			return

@@ -1,6 +1,7 @@
 package zfsmodel
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -61,11 +62,13 @@ func (e *LoadError) Error() string {
 // refused with the dataset at fault, not served to a pruner or planner
 // that would fail on it at every run.
 func Load(r io.Reader, o Options) (*Model, error) {
-	var s saved
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
+	data, err := io.ReadAll(r)
+	if err != nil {
 		return nil, fmt.Errorf("zfsmodel: load: %w", err)
+	}
+	s, err := decode(data)
+	if err != nil {
+		return nil, err
 	}
 	switch s.Format {
 	case saveFormat:
@@ -80,6 +83,21 @@ func Load(r io.Reader, o Options) (*Model, error) {
 	m := &Model{st: s.State}
 	m.init(o)
 	return m, nil
+}
+
+// decode is what data says: decodeSaved's fast way for what Save wrote,
+// encoding/json for the rest (older formats, states written otherwise).
+func decode(data []byte) (saved, error) {
+	if st, ok := decodeSaved(data); ok {
+		return saved{Format: saveFormat, State: st}, nil
+	}
+	var s saved
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return saved{}, fmt.Errorf("zfsmodel: load: %w", err)
+	}
+	return s, nil
 }
 
 // validate checks a loaded state and fills in empty maps that JSON leaves
