@@ -135,13 +135,13 @@ func (c *checksummer) sum(t *rapid.T, ref zfs.VersionRef) string {
 // raw copy as its own encryption root, the plain job's copy under its
 // encrypted root.
 func (w *world) checkEncryptedAtRest(t *rapid.T) {
-	for _, j := range jobs {
-		for _, fs := range fsNames {
-			src, err := w.src.Info(zfs.MustDatasetPath(fs))
-			must(t, err)
-			if !src.Encrypted() {
-				continue
-			}
+	for _, fs := range fsNames {
+		src, err := w.src.Info(zfs.MustDatasetPath(fs))
+		must(t, err)
+		if !src.Encrypted() {
+			continue
+		}
+		for _, j := range jobs {
 			dst := j.dstFS(fs)
 			info, err := w.dst.Info(zfs.MustDatasetPath(dst))
 			if errors.Is(err, zfs.ErrDatasetNotExist) {

@@ -343,11 +343,17 @@ func (w *world) check(t *rapid.T) {
 	w.checkEncryptedAtRest(t)
 	cs := &checksummer{w: w, m: w.dst}
 	seen := map[string]bool{}
+	// The checks only read: one listing of each sender filesystem serves
+	// every job.
+	srcListed := map[string][]zfs.FilesystemVersion{}
+	for _, fs := range fsNames {
+		srcListed[fs] = versionsOf(t, w.src, fs)
+	}
 	for _, j := range jobs {
 		for _, fs := range fsNames {
 			dst := j.dstFS(fs)
 			dstVersions := versionsOf(t, w.dst, dst)
-			srcVersions := versionsOf(t, w.src, fs)
+			srcVersions := srcListed[fs]
 			// The receiver's snapshots are sender snapshots, by GUID,
 			// in the sender's order and with the sender's content.
 			last := -1
