@@ -53,8 +53,9 @@ type Client struct {
 	ext  pb.ZreplDevEndpointClient
 
 	mu       sync.Mutex
-	helloErr error   // the last control connection's failed handshake
-	peerExt  *extSet // the last control connection's extensions
+	helloErr error    // the last control connection's failed handshake
+	ctrl     net.Conn // the last control connection that completed it
+	peerExt  *extSet  // the last control connection's extensions
 	dials    int
 	noted    map[string]bool
 }
@@ -114,7 +115,7 @@ func (c *Client) controlDials() int {
 func (c *Client) dialControl(ctx context.Context, _ string) (net.Conn, error) {
 	c.mu.Lock()
 	c.dials++
-	c.helloErr = nil
+	c.helloErr, c.ctrl = nil, nil
 	c.mu.Unlock()
 	conn, err := c.cfg.Dial(ctx)
 	if err != nil {
@@ -126,6 +127,7 @@ func (c *Client) dialControl(ctx context.Context, _ string) (net.Conn, error) {
 	if err == nil {
 		ext := negotiate(theirs.extensions, c.cfg.banner.extensions)
 		c.peerExt = &ext
+		c.ctrl = conn
 	}
 	c.mu.Unlock()
 	if err != nil {
@@ -187,17 +189,24 @@ func (c *Client) note(key, msg string) {
 }
 
 // err names a failed call. gRPC reports a failed handshake of the control
-// connection as "unavailable"; the handshake's own error says more.
+// connection, and the control connection's end, as "unavailable" with text
+// only: the handshake's own error says more, and so does the transport
+// (transport.Ended: an ssh process's exit status and stderr).
 func (c *Client) err(ctx context.Context, call string, err error) error {
 	if err == nil {
 		return nil
 	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
 		c.mu.Lock()
-		herr := c.helloErr
+		herr, ctrl := c.helloErr, c.ctrl
 		c.mu.Unlock()
 		if herr != nil {
 			return fmt.Errorf("%s: %w", call, herr)
+		}
+		if ctrl != nil {
+			if why := transport.Ended(ctrl); why != nil {
+				return fmt.Errorf("%s: %w", call, why)
+			}
 		}
 	}
 	return fromStatus(ctx, call, err)

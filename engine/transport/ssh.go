@@ -291,6 +291,9 @@ type processConn struct {
 	// under testing/synctest, and its virtual clock would stop.
 	closing   atomic.Bool
 	closeDone chan struct{}
+	// exit is the first *ProcessExitError a Read or Write returned: why
+	// the connection ended, for Ended.
+	exit atomic.Pointer[ProcessExitError]
 }
 
 func startProcess(ctx context.Context, start ProcessStarter) (*processConn, error) {
@@ -346,7 +349,7 @@ func (c *processConn) exitErr(cause error, early0 bool) error {
 		return nil
 	}
 	tail, dropped := c.stderr.Tail()
-	return &ProcessExitError{
+	xe := &ProcessExitError{
 		Name:          c.proc.Name,
 		Status:        status,
 		Stderr:        string(bytes.TrimSpace(tail)),
@@ -354,6 +357,16 @@ func (c *processConn) exitErr(cause error, early0 bool) error {
 		Err:           c.err,
 		Cause:         cause,
 	}
+	c.exit.CompareAndSwap(nil, xe)
+	return xe
+}
+
+// ended is Ended for an ssh connection.
+func (c *processConn) ended() error {
+	if xe := c.exit.Load(); xe != nil {
+		return xe
+	}
+	return nil
 }
 
 // Read returns what the process wrote to stdout. At the end of stdout it
