@@ -21,7 +21,9 @@ import (
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/netsim"
 	"zrepl.dev/zrepl/netsim/sshproc"
+	"zrepl.dev/zrepl/netsim/twohost"
 	"zrepl.dev/zrepl/zfsmodel"
+	"zrepl.dev/zrepl/zfsmodel/modelpair"
 )
 
 // countingSink counts, per Receive, the stream bytes the sink read.
@@ -169,12 +171,11 @@ func dataSSHDies(status int, stderr string) func(e *pushEnv, i int) netsim.Proce
 // script(e, i).
 func newPushEnv(t *testing.T, script func(e *pushEnv, i int) netsim.ProcessScript) *pushEnv {
 	ctx := context.Background()
-	src := zfsmodel.New(zfsmodel.Options{Seed: 1})
-	dst := zfsmodel.New(zfsmodel.Options{Seed: 2})
-	require.NoError(t, src.CreatePool("src"))
-	require.NoError(t, dst.CreatePool("dst"))
+	mp, err := modelpair.New(modelpair.Options{})
+	require.NoError(t, err)
+	src, dst, job, sender := mp.Src, mp.Dst, mp.Job, mp.Sender
 	require.NoError(t, dst.CreateFilesystem(zfs.MustDatasetPath("dst/sinks"), zfsmodel.FSOptions{}))
-	data := zfs.MustDatasetPath("src/data")
+	data := modelpair.Data
 	require.NoError(t, src.CreateFilesystem(data, zfsmodel.FSOptions{}))
 	require.NoError(t, src.WriteData(data, 1, 64))
 	require.NoError(t, src.Snapshot(ctx, data, "s1"))
@@ -182,21 +183,16 @@ func newPushEnv(t *testing.T, script func(e *pushEnv, i int) netsim.ProcessScrip
 	require.NoError(t, err)
 	full, err := src.SendSize(ctx, zfs.SendArgs{FS: data, To: vs[0]})
 	require.NoError(t, err)
-	job := endpoint.MustJobID("job")
-	sender := &endpoint.Sender{
-		ZFS: src, Job: job, Roots: []zfs.DatasetPath{zfs.MustDatasetPath("src")},
-		Filter: func(fs zfs.DatasetPath) bool { return fs.HasPrefix(data) },
-	}
 
-	n := netsim.New(1)
-	require.NoError(t, n.SetDefaultLink(netsim.Link{Latency: 10 * time.Millisecond, Bandwidth: 1 << 20}))
+	w, err := twohost.New(1, netsim.Link{Latency: 10 * time.Millisecond, Bandwidth: 1 << 20}, "sink", "laptop", 22)
+	require.NoError(t, err)
 	// The stdinserver's socket is local: fast, but not instant, so that
 	// goroutines of one instant leave no trace in the outcome.
-	require.NoError(t, n.SetLink("sink", "sink", netsim.Link{Latency: 50 * time.Microsecond}))
-	sink := sshSink(t, n, dst, job)
+	require.NoError(t, w.Net.SetLink("sink", "sink", netsim.Link{Latency: 50 * time.Microsecond}))
+	sink := sshSink(t, w.Net, dst, job)
 
 	e := &pushEnv{src: src, dst: dst, data: data, vs: vs, full: full, sender: sender, sink: sink}
-	e.sp = &sshproc.Starter{N: n, From: "laptop", Addr: "sink:22", Script: func(i int) netsim.ProcessScript { return script(e, i) }}
+	e.sp = w.SSH(func(i int) netsim.ProcessScript { return script(e, i) })
 	e.client, err = rpc.NewClient(rpc.ClientConfig{Dial: transport.SSHHandshake(e.sp.Dialer())})
 	require.NoError(t, err)
 	t.Cleanup(func() { e.client.Close() })
