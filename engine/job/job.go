@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"zrepl.dev/zrepl/engine/endpoint"
+	"zrepl.dev/zrepl/engine/pruner"
 	"zrepl.dev/zrepl/engine/replication"
 	"zrepl.dev/zrepl/engine/replication/planner"
 	"zrepl.dev/zrepl/engine/zfs"
@@ -33,12 +34,9 @@ type SnapshotReporter interface {
 	SnapshotNowReport(ctx context.Context, now time.Time) ([]SnapshotFSStatus, error)
 }
 
-// PruneTarget is one side a job prunes: its listing and a way to destroy
-// snapshots of a filesystem named as the listing names it.
-type PruneTarget interface {
-	ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error)
-	DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error
-}
+// PruneTarget is one side a job prunes: the pruner's Target (its listing
+// and the side's endpoint.Pruner).
+type PruneTarget = pruner.Target
 
 // PruneFunc applies one side's keep rules to target and reports per
 // filesystem what it did. replicatedTXG tells,

@@ -10,11 +10,12 @@ import (
 	"zrepl.dev/zrepl/engine/zfs"
 )
 
-// Target is one side of a job as the pruner sees it (the daemon implements
-// it locally and over rpc).
+// Target is one side of a job as the pruner sees it: its listing, and the
+// side's own rules of what may go (endpoint.Pruner), here or over rpc. It
+// is the jobs' prune target too (job.PruneTarget).
 type Target interface {
 	ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error)
-	DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error
+	endpoint.Pruner
 }
 
 // Report is what one Prune did, one entry per filesystem listed.
