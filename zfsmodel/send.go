@@ -18,7 +18,7 @@ func (m *Model) Send(ctx context.Context, args zfs.SendArgs) (io.ReadCloser, err
 	if err := m.takeFault("Send"); err != nil {
 		return nil, err
 	}
-	p, err := m.planSend(args)
+	p, err := m.planSend(args, false)
 	if err != nil {
 		return nil, err
 	}
@@ -36,7 +36,7 @@ func (m *Model) SendSize(ctx context.Context, args zfs.SendArgs) (int64, error) 
 	if err := m.takeFault("SendSize"); err != nil {
 		return 0, err
 	}
-	p, err := m.planSend(args)
+	p, err := m.planSend(args, true)
 	if err != nil {
 		return 0, err
 	}
@@ -57,9 +57,9 @@ func decodeToken(s string) (resumetoken.Token, error) {
 	return tok, &zfs.Error{Kind: zfs.ErrResumeTokenCorrupt, Op: "send", Msg: "cannot resume send: resume token is corrupt (" + why + ")", Err: err}
 }
 
-// planSend checks args against the current state and captures the stream.
-// Called with mu held.
-func (m *Model) planSend(args zfs.SendArgs) (*streamPlan, error) {
+// planSend checks args against the current state and captures the stream;
+// estimate is true for SendSize. Called with mu held.
+func (m *Model) planSend(args zfs.SendArgs, estimate bool) (*streamPlan, error) {
 	const op = "send"
 	if err := checkPath(op, args.FS); err != nil {
 		return nil, err
@@ -139,8 +139,14 @@ func (m *Model) planSend(args zfs.SendArgs) (*streamPlan, error) {
 			// and 2.3.9, found by TestDifferential).
 			return nil, zerr(zfs.ErrDatasetNotExist, op, toRef.String(), "cannot open '%s': dataset does not exist", fromRef)
 		}
+		if !found && !estimate {
+			// zfs send looks the bookmark up itself; an estimate fails
+			// first in zfsreal's by-name listing beside it (conformance
+			// case SendFromMissingSource, 2.1.11 and 2.3.9).
+			return nil, zerr(zfs.ErrDatasetNotExist, op, toRef.String(), "warning: cannot send '%s': incremental source (%s) does not exist", toRef, fromRef)
+		}
 		if !found {
-			return nil, zerr(zfs.ErrDatasetNotExist, op, fromRef.String(), "warning: cannot send '%s': incremental source (%s) does not exist", toRef, fromRef)
+			return nil, zerr(zfs.ErrDatasetNotExist, op, toRef.String(), "cannot open '%s': no such pool or dataset", fromRef)
 		}
 		if args.From.GUID != 0 && args.From.GUID != guid {
 			return nil, zerr(zfs.ErrVersionMismatch, op, fromRef.String(), "%s has GUID %d, the send was planned for GUID %d", fromRef, guid, args.From.GUID)
