@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -71,11 +72,15 @@ func checkSendArgs(op string, args zfs.SendArgs) error {
 	return nil
 }
 
-// versionArgv lists refs by name with their GUIDs.
+// versionArgv lists refs by name with their GUIDs, each name once: zfs
+// list says twice that a name given twice does not exist (2.3.9,
+// TestDifferential: an estimate from @x to @x).
 func versionArgv(refs []zfs.VersionRef) []string {
 	argv := []string{"list", "-H", "-p", "-o", "name,guid", "-t", "snapshot,bookmark"}
-	for _, r := range refs {
-		argv = append(argv, r.String())
+	for i, r := range refs {
+		if !slices.Contains(refs[:i], r) {
+			argv = append(argv, r.String())
+		}
 	}
 	return argv
 }

@@ -504,3 +504,14 @@ func TestSendHeaderSpliced(t *testing.T) {
 	assert.Equal(t, sha(append(slices.Clone(head), streamBytes(n)...)), in.SHA256)
 	assert.EqualValues(t, beginRecordLen+n, w.n.Load())
 }
+
+// TestVersionArgvNamesEachOnce: a send from a version to itself lists it
+// once, so a missing one is said missing once (2.3.9 says it per name).
+func TestVersionArgvNamesEachOnce(t *testing.T) {
+	x := zfs.SnapshotRef(fs, "x")
+	argv := versionArgv([]zfs.VersionRef{x, x})
+	assert.Equal(t, []string{"list", "-H", "-p", "-o", "name,guid", "-t", "snapshot,bookmark", x.String()}, argv)
+	b := zfs.BookmarkRef(fs, "x")
+	argv = versionArgv([]zfs.VersionRef{x, b})
+	assert.Equal(t, []string{x.String(), b.String()}, argv[len(argv)-2:])
+}
