@@ -108,6 +108,8 @@ func startZrepl(t *testing.T, bin, jobs string) *zreplProc {
 	dir, err := os.MkdirTemp("", "zr")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	// zrepl's stdinserver serve wants its sockdir to exist already.
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "stdinserver"), 0o700))
 	cfg := fmt.Sprintf(`global:
   logging:
     - {type: stdout, level: info, format: human}
@@ -271,6 +273,26 @@ func (s zreplActiveStatus) errors() []string {
 // the caller's to judge: a cut connection fails one attempt).
 func (z *zreplProc) run(name string) zreplActiveStatus {
 	z.t.Helper()
+	return z.start(name)()
+}
+
+// runAllOK runs the jobs at once and requires each run to be done
+// without errors.
+func (z *zreplProc) runAllOK(names ...string) {
+	z.t.Helper()
+	var waits []func() zreplActiveStatus
+	for _, n := range names {
+		waits = append(waits, z.start(n))
+	}
+	for i, w := range waits {
+		z.checkOK(names[i], w())
+	}
+}
+
+// start wakes zrepl's active job up; the func returned waits for the
+// run's end, as run does.
+func (z *zreplProc) start(name string) func() zreplActiveStatus {
+	z.t.Helper()
 	before, err := z.activeStatus(name)
 	require.NoError(z.t, err)
 	var prevStart time.Time
@@ -280,17 +302,20 @@ func (z *zreplProc) run(name string) zreplActiveStatus {
 	_, err = z.ctl("signal", "wakeup", name)
 	require.NoError(z.t, err)
 	deadline := time.Now().Add(10 * time.Minute)
-	for {
-		st, err := z.activeStatus(name)
-		require.NoError(z.t, err)
-		if st.Replication != nil && st.Replication.StartAt.After(prevStart) && st.PruningReceiver != nil {
-			switch st.PruningReceiver.State {
-			case "Done", "PlanErr", "ExecErr":
-				return st
+	return func() zreplActiveStatus {
+		z.t.Helper()
+		for {
+			st, err := z.activeStatus(name)
+			require.NoError(z.t, err)
+			if st.Replication != nil && st.Replication.StartAt.After(prevStart) && st.PruningReceiver != nil {
+				switch st.PruningReceiver.State {
+				case "Done", "PlanErr", "ExecErr":
+					return st
+				}
 			}
+			require.True(z.t, time.Now().Before(deadline), "zrepl job %s did not finish a run within 10 min: %+v", name, st)
+			time.Sleep(250 * time.Millisecond)
 		}
-		require.True(z.t, time.Now().Before(deadline), "zrepl job %s did not finish a run within 10 min: %+v", name, st)
-		time.Sleep(250 * time.Millisecond)
 	}
 }
 
@@ -331,6 +356,7 @@ func (z *zreplProc) checkOK(name string, st zreplActiveStatus) zreplActiveStatus
 // ours is this project's daemon, in process, on real ZFS.
 type ours struct {
 	t       *testing.T
+	cfg     *config.Config
 	d       *daemon.Daemon
 	calls   *invocationLog
 	logPath string
@@ -345,10 +371,10 @@ func startOurs(t *testing.T, cfg string) *ours {
 	sockDir, err := os.MkdirTemp("", "zo")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	cfg = fmt.Sprintf("global:\n  control: {sockpath: %s/control}\n", sockDir) + cfg
+	cfg = fmt.Sprintf("global:\n  control: {sockpath: %[1]s/control}\n  serve: {stdinserver: {sockdir: %[1]s/stdinserver}}\n", sockDir) + cfg
 	c, err := config.Parse([]byte(cfg))
 	require.NoError(t, err, "our config:\n%s", cfg)
-	o := &ours{t: t, calls: &invocationLog{}, logPath: filepath.Join(t.TempDir(), "ours.log")}
+	o := &ours{t: t, cfg: c, calls: &invocationLog{}, logPath: filepath.Join(t.TempDir(), "ours.log")}
 	logf, err := os.Create(o.logPath)
 	require.NoError(t, err)
 	z := zfsreal.New(zfsreal.Options{Observe: o.calls.add})
@@ -377,18 +403,41 @@ func startOurs(t *testing.T, cfg string) *ours {
 // run wakes our active job up and waits for the run to end.
 func (o *ours) run(name string) job.Status {
 	o.t.Helper()
+	return o.start(name)()
+}
+
+// start wakes our active job up; the func returned waits for the run's
+// end.
+func (o *ours) start(name string) func() job.Status {
+	o.t.Helper()
 	j, err := o.d.Job(name)
 	require.NoError(o.t, err)
 	n := j.Status().Runs
 	j.Wakeup()
 	deadline := time.Now().Add(10 * time.Minute)
-	for {
-		st := j.Status()
-		if st.Runs > n && st.State == job.StateIdle {
-			return st
+	return func() job.Status {
+		o.t.Helper()
+		for {
+			st := j.Status()
+			if st.Runs > n && st.State == job.StateIdle {
+				return st
+			}
+			require.True(o.t, time.Now().Before(deadline), "our job %s did not finish a run within 10 min: %+v", name, st)
+			time.Sleep(100 * time.Millisecond)
 		}
-		require.True(o.t, time.Now().Before(deadline), "our job %s did not finish a run within 10 min: %+v", name, st)
-		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// runAllOK runs the jobs at once and requires each run to end without
+// an error.
+func (o *ours) runAllOK(names ...string) {
+	o.t.Helper()
+	var waits []func() job.Status
+	for _, n := range names {
+		waits = append(waits, o.start(n))
+	}
+	for i, w := range waits {
+		require.Empty(o.t, w().LastError, "our job %s", names[i])
 	}
 }
 

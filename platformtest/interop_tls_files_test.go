@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -61,70 +60,4 @@ func newTLSFiles(t *testing.T, cns ...string) tlsFiles {
 		writePEM(f.key(cn), "PRIVATE KEY", kder)
 	}
 	return f
-}
-
-// Push over tls both ways between our daemon and zrepl v0.7.0: a full
-// and an incremental step; the sink places the client's filesystems
-// below the client certificate's common name, and after each run both
-// sides carry what zrepl expects.
-func TestInteropPushTLS(t *testing.T) {
-	bin := upstreamZrepl(t)
-	certs := newTLSFiles(t, "sink", "client")
-	serve := func(port int) string {
-		return fmt.Sprintf(`{type: tls, listen: "127.0.0.1:%d", ca: %q, cert: %q, key: %q, client_cns: ["client"]}`,
-			port, certs.ca, certs.cert("sink"), certs.key("sink"))
-	}
-	connect := func(port int) string {
-		return fmt.Sprintf(`{type: tls, address: "127.0.0.1:%d", ca: %q, cert: %q, key: %q, server_cn: "sink"}`,
-			port, certs.ca, certs.cert("client"), certs.key("client"))
-	}
-	const pushJob = `
-  - name: %s
-    type: push
-    connect: %s
-    filesystems: {%q: true}
-    snapshotting: {type: manual}
-    pruning:
-      keep_sender: [{type: not_replicated}, {type: last_n, count: 10}]
-      keep_receiver: [{type: last_n, count: 10}]
-`
-	const sinkJob = `
-  - name: %s
-    type: sink
-    root_fs: %q
-    serve: %s
-    recv: {placeholder: {encryption: off}}
-`
-	for _, tc := range []struct {
-		name             string
-		zreplPushes      bool
-		sendJob, recvJob string
-	}{
-		{"OursToZreplSink", false, "opush", "zsink"},
-		{"ZreplToOurSink", true, "zpush", "osink"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newInteropFixture(t)
-			port := freePort(t)
-			sink := fmt.Sprintf(sinkJob, tc.recvJob, f.root, serve(port))
-			push := fmt.Sprintf(pushJob, tc.sendJob, connect(port), f.plain)
-			var runOK func()
-			if tc.zreplPushes {
-				startOurs(t, "jobs:"+sink)
-				z := startZrepl(t, bin, push)
-				runOK = func() { z.runOK(tc.sendJob) }
-			} else {
-				startZrepl(t, bin, sink)
-				o := startOurs(t, "jobs:"+push)
-				runOK = func() { o.runOK(tc.sendJob) }
-			}
-			dst := f.root + "/client/" + f.plain
-			for i, s := range []string{"s1", "s2"} {
-				f.snap(t, s, int64(i+1), 1<<20)
-				runOK()
-				requireSameSnapshot(t, f.plain, dst, s, true)
-				requireAbstractions(t, f.plain, tc.sendJob, dst, tc.recvJob, s)
-			}
-		})
-	}
 }
