@@ -24,16 +24,10 @@ func decodeSaved(b []byte) (st state, ok bool) {
 	d.lit(`,"Pools":`)
 	if !d.null() {
 		st.Pools = map[string]*pool{}
-		d.lit("{")
-		for first := true; d.ok && !d.lit0("}"); first = false {
-			if !first {
-				d.lit(",")
-			}
-			name := d.str()
-			d.lit(":")
+		d.object(func(name string) {
 			if d.null() {
 				st.Pools[name] = nil
-				continue
+				return
 			}
 			p := &pool{}
 			d.lit(`{"Name":`)
@@ -42,20 +36,12 @@ func decodeSaved(b []byte) (st state, ok bool) {
 			p.TXG = d.uint()
 			d.lit("}")
 			st.Pools[name] = p
-		}
+		})
 	}
 	d.lit(`,"Datasets":`)
 	if !d.null() {
 		st.Datasets = map[string]*dataset{}
-		d.lit("{")
-		for first := true; d.ok && !d.lit0("}"); first = false {
-			if !first {
-				d.lit(",")
-			}
-			name := d.str()
-			d.lit(":")
-			st.Datasets[name] = d.dataset()
-		}
+		d.object(func(name string) { st.Datasets[name] = d.dataset() })
 	}
 	d.lit("}}\n")
 	if !d.ok || d.i != len(b) {
@@ -91,6 +77,31 @@ func (d *decoder) lit(s string) {
 }
 
 func (d *decoder) null() bool { return d.lit0("null") }
+
+// array reads a JSON array, calling elem at each element; object reads a
+// JSON object, calling member with each key (its value follows). Both
+// stop at the first error (d.ok false).
+func (d *decoder) array(elem func()) {
+	d.lit("[")
+	for first := true; d.ok && !d.lit0("]"); first = false {
+		if !first {
+			d.lit(",")
+		}
+		elem()
+	}
+}
+
+func (d *decoder) object(member func(key string)) {
+	d.lit("{")
+	for first := true; d.ok && !d.lit0("}"); first = false {
+		if !first {
+			d.lit(",")
+		}
+		key := d.str()
+		d.lit(":")
+		member(key)
+	}
+}
 
 // token is the text up to the first byte that cannot be in a number.
 func (d *decoder) number() string {
@@ -182,13 +193,7 @@ func (d *decoder) strings() []string {
 		return nil
 	}
 	out := []string{}
-	d.lit("[")
-	for first := true; d.ok && !d.lit0("]"); first = false {
-		if !first {
-			d.lit(",")
-		}
-		out = append(out, d.str())
-	}
+	d.array(func() { out = append(out, d.str()) })
 	return out
 }
 
@@ -197,15 +202,7 @@ func (d *decoder) stringMap() map[string]string {
 		return nil
 	}
 	out := map[string]string{}
-	d.lit("{")
-	for first := true; d.ok && !d.lit0("}"); first = false {
-		if !first {
-			d.lit(",")
-		}
-		k := d.str()
-		d.lit(":")
-		out[k] = d.str()
-	}
+	d.object(func(k string) { out[k] = d.str() })
 	return out
 }
 
@@ -238,14 +235,10 @@ func (d *decoder) dataset() *dataset {
 	d.lit(`,"Snaps":`)
 	if !d.null() {
 		ds.Snaps = []*snapshot{}
-		d.lit("[")
-		for first := true; d.ok && !d.lit0("]"); first = false {
-			if !first {
-				d.lit(",")
-			}
+		d.array(func() {
 			if d.null() {
 				ds.Snaps = append(ds.Snaps, nil)
-				continue
+				return
 			}
 			s := &snapshot{}
 			d.lit(`{"Name":`)
@@ -262,19 +255,15 @@ func (d *decoder) dataset() *dataset {
 			s.Content = d.content()
 			d.lit("}")
 			ds.Snaps = append(ds.Snaps, s)
-		}
+		})
 	}
 	d.lit(`,"Bookmarks":`)
 	if !d.null() {
 		ds.Bookmarks = []*bookmark{}
-		d.lit("[")
-		for first := true; d.ok && !d.lit0("]"); first = false {
-			if !first {
-				d.lit(",")
-			}
+		d.array(func() {
 			if d.null() {
 				ds.Bookmarks = append(ds.Bookmarks, nil)
-				continue
+				return
 			}
 			bm := &bookmark{}
 			d.lit(`{"Name":`)
@@ -287,7 +276,7 @@ func (d *decoder) dataset() *dataset {
 			bm.Creation = d.time()
 			d.lit("}")
 			ds.Bookmarks = append(ds.Bookmarks, bm)
-		}
+		})
 	}
 	if d.lit0(`,"Partial":`) && d.ok {
 		// The rest of the dataset's object is the partial's: a
