@@ -36,24 +36,16 @@ func checkSameAsEncoder(t tb, st *state) {
 func TestSaveIsEncodersOutput(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		mc := newMachine(t)
-		t.Repeat(map[string]func(*rapid.T){
-			"": func(t *rapid.T) {
-				mc.m.mu.Lock()
-				defer mc.m.mu.Unlock()
-				checkSameAsEncoder(t, &mc.m.st)
-			},
-			"write":     mc.write,
-			"snapshot":  mc.snapshot,
-			"bookmark":  mc.bookmark,
-			"hold":      mc.hold,
-			"destroy":   mc.destroy,
-			"rollback":  mc.rollback,
-			"replicate": mc.replicate,
-			"property": func(t *rapid.T) {
-				fs := rapid.SampledFrom(mc.srcs).Draw(t, "fs")
-				_ = mc.m.SetUserProperty(bg, fs, "zrepl:x", rapid.String().Draw(t, "value"))
-			},
+		actions := mc.actions(func(t *rapid.T) {
+			mc.m.mu.Lock()
+			defer mc.m.mu.Unlock()
+			checkSameAsEncoder(t, &mc.m.st)
 		})
+		actions["property"] = func(t *rapid.T) {
+			fs := rapid.SampledFrom(mc.srcs).Draw(t, "fs")
+			_ = mc.m.SetUserProperty(bg, fs, "zrepl:x", rapid.String().Draw(t, "value"))
+		}
+		t.Repeat(actions)
 	})
 }
 
@@ -101,31 +93,23 @@ func TestFastLoadIsJSONs(t *testing.T) {
 	partials := 0
 	rapid.Check(t, func(t *rapid.T) {
 		mc := newMachine(t)
-		t.Repeat(map[string]func(*rapid.T){
-			"": func(t *rapid.T) {
-				var b bytes.Buffer
-				if err := mc.m.Save(&b); err != nil {
-					t.Fatalf("%v", err)
-				}
-				if !checkFastLoad(t, b.Bytes()) {
-					t.Fatalf("the fast way refused what Save wrote:\n%s", b.Bytes())
-				}
-				if bytes.Contains(b.Bytes(), []byte(`"Partial":`)) {
-					partials++
-				}
-			},
-			"write":     mc.write,
-			"snapshot":  mc.snapshot,
-			"bookmark":  mc.bookmark,
-			"hold":      mc.hold,
-			"destroy":   mc.destroy,
-			"rollback":  mc.rollback,
-			"replicate": mc.replicate,
-			"property": func(t *rapid.T) {
-				fs := rapid.SampledFrom(mc.srcs).Draw(t, "fs")
-				_ = mc.m.SetUserProperty(bg, fs, "zrepl:x", rapid.StringMatching(`[a-z0-9:]*`).Draw(t, "value"))
-			},
+		actions := mc.actions(func(t *rapid.T) {
+			var b bytes.Buffer
+			if err := mc.m.Save(&b); err != nil {
+				t.Fatalf("%v", err)
+			}
+			if !checkFastLoad(t, b.Bytes()) {
+				t.Fatalf("the fast way refused what Save wrote:\n%s", b.Bytes())
+			}
+			if bytes.Contains(b.Bytes(), []byte(`"Partial":`)) {
+				partials++
+			}
 		})
+		actions["property"] = func(t *rapid.T) {
+			fs := rapid.SampledFrom(mc.srcs).Draw(t, "fs")
+			_ = mc.m.SetUserProperty(bg, fs, "zrepl:x", rapid.StringMatching(`[a-z0-9:]*`).Draw(t, "value"))
+		}
+		t.Repeat(actions)
 	})
 	t.Logf("%d saved states with a partial receive", partials)
 }

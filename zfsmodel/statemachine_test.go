@@ -29,6 +29,21 @@ type machine struct {
 	fsGUIDs map[uint64]string
 }
 
+// actions is the machine's action set for t.Repeat, with check run
+// between actions.
+func (mc *machine) actions(check func(*rapid.T)) map[string]func(*rapid.T) {
+	return map[string]func(*rapid.T){
+		"":          check,
+		"write":     mc.write,
+		"snapshot":  mc.snapshot,
+		"bookmark":  mc.bookmark,
+		"hold":      mc.hold,
+		"destroy":   mc.destroy,
+		"rollback":  mc.rollback,
+		"replicate": mc.replicate,
+	}
+}
+
 func newMachine(t *rapid.T) *machine {
 	mc := &machine{
 		m:         New(Options{Seed: rapid.Int64Min(1).Draw(t, "seed")}), // seeded: replays are deterministic,
@@ -472,16 +487,7 @@ func TestModelStateMachine(t *testing.T) {
 	for round := 0; round < 5 && !t.Failed() && (round == 0 || unexercised()); round++ {
 		rapid.Check(t, func(t *rapid.T) {
 			mc := newMachine(t)
-			t.Repeat(map[string]func(*rapid.T){
-				"":          mc.check,
-				"write":     mc.write,
-				"snapshot":  mc.snapshot,
-				"bookmark":  mc.bookmark,
-				"hold":      mc.hold,
-				"destroy":   mc.destroy,
-				"rollback":  mc.rollback,
-				"replicate": mc.replicate,
-			})
+			t.Repeat(mc.actions(mc.check))
 		})
 	}
 	t.Logf("replicated %d (full %d), resumed %d, aborted %d, held destroys refused %d",
