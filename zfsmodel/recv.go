@@ -325,7 +325,7 @@ func (m *Model) beginRecv(op, name string, h streamHeader, opts zfs.RecvOptions)
 	if !opts.ForceRollback && (d.HeadTXG > base.TXG || (h.Encrypted && base != d.latest())) {
 		return nil, zerr(zfs.ErrDestinationModified, op, name, "%s: destination %s has been modified\nsince most recent snapshot", pre, name)
 	}
-	if err := m.checkSnapNameFree(op, d, base, h, opts.ForceRollback, pre); err != nil {
+	if err := m.checkSnapNameFree(op, d, base, h, opts.ForceRollback); err != nil {
 		return nil, err
 	}
 	rp.base = base.GUID
@@ -339,13 +339,16 @@ func embeddedIntoEncrypted(op, name, pre string) error {
 }
 
 // checkSnapNameFree refuses a stream whose snapshot name is taken on the
-// target (by a snapshot -F would not destroy).
-func (m *Model) checkSnapNameFree(op string, d *dataset, base *snapshot, h streamHeader, force bool, pre string) error {
+// target (by a snapshot -F would not destroy). The kernel refuses it
+// (EEXIST), with -F or without, and the error names the target
+// filesystem, as zfsreal runs it (conformance case
+// IncrementalOntoItsBaseName, 2.1.11 and 2.3.9).
+func (m *Model) checkSnapNameFree(op string, d *dataset, base *snapshot, h streamHeader, force bool) error {
 	s := d.snap(snapName(h.ToName))
 	if s == nil || (force && base != nil && s.TXG > base.TXG) {
 		return nil
 	}
-	return zerr(zfs.ErrDestinationExists, op, d.Name+"@"+s.Name, "%s: destination '%s@%s' exists", pre, d.Name, s.Name)
+	return zerr(zfs.ErrDestinationExists, op, d.Name, "cannot restore to %s@%s: destination already exists", d.Name, s.Name)
 }
 
 func (m *Model) snapByGUID(d *dataset, guid uint64) *snapshot {
@@ -508,7 +511,7 @@ func (m *Model) commitRecv(op string, rp *recvPlan, h streamHeader, got content,
 		if base == nil {
 			return zerr(zfs.ErrIncrementalSourceMismatch, op, rp.name, "%s: most recent snapshot of %s does not\nmatch incremental source", pre, rp.name)
 		}
-		if err := m.checkSnapNameFree(op, d, base, h, force, pre); err != nil {
+		if err := m.checkSnapNameFree(op, d, base, h, force); err != nil {
 			return err
 		}
 		if force {

@@ -19,6 +19,7 @@ func init() {
 	register("DestinationModified", caseDestinationModified)
 	register("FullReceiveIntoExisting", caseFullIntoExisting)
 	register("ForceRollbackDestroysNewer", caseForceRollbackDestroysNewer)
+	register("IncrementalOntoItsBaseName", caseIncrementalOntoItsBaseName)
 	register("ResumableFullReceive", caseResumableFull)
 	register("ResumableIncrementalReceive", caseResumableIncremental)
 	register("RollbackUnderPartialReceive", caseRollbackUnderPartialReceive)
@@ -152,6 +153,27 @@ func caseForceRollbackDestroysNewer(e *env) {
 	e.mustTransfer(incr(src, a, c), dst, zfs.RecvOptions{ForceRollback: true})
 	e.received(dst, a, c)
 	e.sameContent(c.Ref(src), c.Ref(dst))
+}
+
+// An incremental stream (from a bookmark) whose snapshot has the name of
+// the target's base snapshot, as where the source's snapshot was destroyed
+// and made again: the name is taken, and the kernel refuses it (EEXIST),
+// with -F or without. The error names the target filesystem, as zfsreal
+// runs it. Measured on OpenZFS 2.1.11 and 2.3.9 (TestDifferential found
+// the -F text on 2.1.11).
+func caseIncrementalOntoItsBaseName(e *env) {
+	src, dst, a, _, _ := e.pair()
+	e.mustTransfer(full(src, a), dst, zfs.RecvOptions{})
+	ba := e.bookmark(a.Ref(src), "ba")
+	e.noErr(e.z.Destroy(e.ctx, []zfs.VersionRef{a.Ref(src)}), "destroy source snapshot")
+	e.write(src, 4)
+	a2 := e.snap(src, "a")
+	for _, force := range []bool{false, true} {
+		_, err := e.transfer(incr(src, ba, a2), dst, zfs.RecvOptions{ForceRollback: force}, 0)
+		e.wantErr(err, zfs.ErrDestinationExists, "recv", dst.String(),
+			fmt.Sprintf("cannot restore to %s@a: destination already exists", dst))
+	}
+	e.received(dst, a)
 }
 
 func (e *env) streamSize(args zfs.SendArgs) int64 {
