@@ -151,6 +151,12 @@ func (m *Model) planSend(args zfs.SendArgs, estimate bool) (*streamPlan, error) 
 		if args.From.GUID != 0 && args.From.GUID != guid {
 			return nil, zerr(zfs.ErrVersionMismatch, op, fromRef.String(), "%s has GUID %d, the send was planned for GUID %d", fromRef, guid, args.From.GUID)
 		}
+		if fromTXG >= to.TXG && estimate && args.From.Kind == zfs.Bookmark {
+			// zfs send -nvP from a bookmark: the kernel's EXDEV, as
+			// libzfs prints it; from a snapshot libzfs checks first
+			// (conformance case SendFromNotEarlierSource).
+			return nil, zerr(zfs.ErrIncrementalSourceMismatch, op, toRef.String(), "warning: cannot send '%s': Invalid cross-device link", toRef)
+		}
 		if fromTXG >= to.TXG {
 			return nil, zerr(zfs.ErrIncrementalSourceMismatch, op, toRef.String(), "warning: cannot send '%s': not an earlier snapshot from the same fs", toRef)
 		}

@@ -53,6 +53,9 @@ var patterns = []pattern{
 	// zfs send -i from a version not older than the target (2.1.11 and
 	// 2.3.9, TestDifferential).
 	{kind: zfs.ErrIncrementalSourceMismatch, sub: "not an earlier snapshot from the same fs"},
+	// Its size estimate (zfs send -nvP) prints the kernel's EXDEV as it is
+	// (2.3.9, TestDifferential).
+	{kind: zfs.ErrIncrementalSourceMismatch, re: regexp.MustCompile(`cannot send '[^']*': Invalid cross-device link`)},
 
 	{kind: zfs.ErrNewerSnapshotsExist, sub: "more recent snapshots or bookmarks exist"},
 	{kind: zfs.ErrNewerSnapshotsExist, sub: "more recent snapshots exist"},

@@ -22,6 +22,7 @@ var classifyCases = []struct {
 	{"cannot receive incremental stream: destination dstp/m has been modified\nsince most recent snapshot\n", zfs.ErrDestinationModified},
 	{"cannot receive incremental stream: most recent snapshot of dstp/m does not\nmatch incremental source\n", zfs.ErrIncrementalSourceMismatch},
 	{"warning: cannot send 'p/fs@a': not an earlier snapshot from the same fs\n", zfs.ErrIncrementalSourceMismatch},
+	{"warning: cannot send 'zdiff112_4/src/b@s0': Invalid cross-device link\n", zfs.ErrIncrementalSourceMismatch},
 	{"warning: cannot send 'zrt119_1/case-2/src@c': incremental source (zrt119_1/case-2/src#nope) does not exist\n", zfs.ErrDatasetNotExist},
 	{"cannot open 'srcp/fs@nonexist': dataset does not exist\n", zfs.ErrDatasetNotExist},
 	{"cannot open 'p/fs#nope': no such pool or dataset\n", zfs.ErrDatasetNotExist},
