@@ -3,6 +3,7 @@ package zfsmodel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 
@@ -57,6 +58,23 @@ func decodeToken(s string) (resumetoken.Token, error) {
 	return tok, &zfs.Error{Kind: zfs.ErrResumeTokenCorrupt, Op: "send", Msg: "cannot resume send: resume token is corrupt (" + why + ")", Err: err}
 }
 
+// estimateMissing is the error of an estimate whose target is missing:
+// zfsreal's by-name listing beside zfs send -nvP fails, saying so of each
+// missing name, a bookmark as "no such pool or dataset" (TestDifferential,
+// 2.1.11: from a missing bookmark to a missing snapshot).
+func estimateMissing(op string, d *dataset, toRef zfs.VersionRef, from *zfs.FilesystemVersion, fromRef zfs.VersionRef) error {
+	msg := fmt.Sprintf("cannot open '%s': dataset does not exist", toRef)
+	if from != nil && fromRef != toRef {
+		switch {
+		case from.Kind == zfs.Snapshot && (d == nil || d.snap(from.Name) == nil):
+			msg += fmt.Sprintf("\ncannot open '%s': dataset does not exist", fromRef)
+		case from.Kind == zfs.Bookmark && (d == nil || d.bookmark(from.Name) == nil):
+			msg += fmt.Sprintf("\ncannot open '%s': no such pool or dataset", fromRef)
+		}
+	}
+	return zerr(zfs.ErrDatasetNotExist, op, toRef.String(), "%s", msg)
+}
+
 // planSend checks args against the current state and captures the stream;
 // estimate is true for SendSize. Called with mu held.
 func (m *Model) planSend(args zfs.SendArgs, estimate bool) (*streamPlan, error) {
@@ -96,6 +114,9 @@ func (m *Model) planSend(args zfs.SendArgs, estimate bool) (*streamPlan, error) 
 	var to *snapshot
 	if d != nil {
 		to = d.snap(args.To.Name)
+	}
+	if to == nil && estimate && !resuming {
+		return nil, estimateMissing(op, d, toRef, args.From, fromRef)
 	}
 	if to == nil {
 		if resuming {

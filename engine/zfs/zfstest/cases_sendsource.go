@@ -30,9 +30,11 @@ func (e *env) sendAll(args zfs.SendArgs) error {
 // incremental source does not exist, while the estimate fails in
 // zfsreal's by-name listing beside zfs send -nvP (cannot open). Errors
 // name the target, as zfsreal runs them; a name given twice (an estimate
-// from a missing snapshot to itself) is said missing once. Measured on
-// OpenZFS 2.1.11 and 2.3.9 (TestDifferential found the snapshot's text
-// and the estimate's on 2.1.11, the doubled text on 2.3.9).
+// from a missing snapshot to itself) is said missing once, and an estimate
+// to a missing snapshot from another missing version names both. Measured
+// on OpenZFS 2.1.11 and 2.3.9 (TestDifferential found the snapshot's text
+// and the estimate's on 2.1.11, the doubled text on 2.3.9, both names on
+// 2.1.11).
 func caseSendFromMissingSource(e *env) {
 	src, _, _, _, c := e.pair()
 	target := c.Ref(src).String()
@@ -50,6 +52,15 @@ func caseSendFromMissingSource(e *env) {
 	_, err = e.z.SendSize(e.ctx, incr(src, bnope, c))
 	e.wantErr(err, zfs.ErrDatasetNotExist, "send", target,
 		fmt.Sprintf("cannot open '%s': no such pool or dataset", bnope.Ref(src)))
+
+	// An estimate to a missing snapshot says so of each missing name.
+	nope2 := zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: "nope2"}
+	_, err = e.z.SendSize(e.ctx, incr(src, bnope, nope))
+	e.wantErr(err, zfs.ErrDatasetNotExist, "send", nope.Ref(src).String(),
+		noSnap+"\n"+fmt.Sprintf("cannot open '%s': no such pool or dataset", bnope.Ref(src)))
+	_, err = e.z.SendSize(e.ctx, incr(src, nope2, nope))
+	e.wantErr(err, zfs.ErrDatasetNotExist, "send", nope.Ref(src).String(),
+		noSnap+"\n"+fmt.Sprintf("cannot open '%s': dataset does not exist", nope2.Ref(src)))
 }
 
 // An incremental send whose source (snapshot or bookmark) is not older
