@@ -248,7 +248,9 @@ func (r *Receiver) placeholderOptions(ctx context.Context, top zfs.DatasetPath) 
 // exist, is the target a placeholder, which snapshots may carry the
 // last-received hold) comes from the last listing where the receiver has
 // one (see listed.go): an incremental step then costs the receive, the
-// hold and one release.
+// hold and one release. Called with a ctx that carries a Batch
+// (WithBatch), it puts the hold and the release off to the batch's Finish,
+// which does them for every filesystem at once.
 func (r *Receiver) Receive(ctx context.Context, req ReceiveRequest, stream io.Reader) error {
 	target, err := r.Target(req.FS)
 	if err != nil {
@@ -330,6 +332,9 @@ func (r *Receiver) receive(ctx context.Context, target zfs.DatasetPath, req Rece
 			return fmt.Errorf("list versions of %s after receive: %w", target, err)
 		}
 		return r.moveLastReceivedHold(ctx, target, versions, req.To)
+	}
+	if b := batchOf(ctx); b != nil && b.holdLater(r, req.FS, target, req.To, known.held) {
+		return nil
 	}
 	return r.holdLastReceived(ctx, target, req.To, known.held)
 }

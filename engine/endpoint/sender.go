@@ -516,6 +516,10 @@ func (s *Sender) SendSize(ctx context.Context, req SendRequest) (int64, error) {
 // A cursor newer than req.To goes too: it outlived a rollback on the
 // receiver, and left in place it would tell the pruner that snapshots the
 // receiver lost are replicated.
+//
+// Called with a ctx that carries a Batch (WithBatch), it puts the release
+// of the step holds off to the batch's Finish; the cursor moves, and
+// obsolete bookmarks go, at once.
 func (s *Sender) StepCompleted(ctx context.Context, req SendRequest, last bool) error {
 	fs, err := s.allowed(req.FS)
 	if err != nil {
@@ -578,6 +582,9 @@ func (s *Sender) StepCompleted(ctx context.Context, req SendRequest, last bool) 
 				release = append(release, v.Ref(fs))
 			}
 		}
+	}
+	if b := batchOf(ctx); len(release) > 0 && b != nil && b.releaseLater(s, fs, release) {
+		release = nil
 	}
 	if err := releaseTagFrom(ctx, s.ZFS, release, StepHoldTag(s.Job)); err != nil {
 		s.steps.change(e, true)

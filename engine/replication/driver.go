@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,16 +105,24 @@ type Run struct {
 	start time.Time
 	// done counts each step's bytes of the current attempt, by StepID.
 	done []*atomic.Int64
+	// batch is what the steps of a run put off to its end, where the
+	// sides are endpoints of this process (endpoint.Batch, in the steps'
+	// ctx): the driver then does it for all filesystems at once, in a
+	// zfs process or two per side.
+	batch *endpoint.Batch
 }
 
 // NewRun prepares a run.
 func NewRun(s Sender, r Receiver, cfg Config) *Run {
 	cfg.defaults()
-	m := machine.New(machine.Config{
+	return &Run{sender: s, receiver: r, cfg: cfg, resize: make(chan int, 16), m: newMachine(cfg), batch: &endpoint.Batch{}}
+}
+
+func newMachine(cfg Config) *machine.Machine {
+	return machine.New(machine.Config{
 		Policy: cfg.Policy, Protection: cfg.Protection, Concurrency: cfg.Concurrency,
 		SizeEstimates: cfg.SizeEstimates, MaxAttempts: cfg.MaxAttempts, Backoff: cfg.Backoff,
 	})
-	return &Run{sender: s, receiver: r, cfg: cfg, resize: make(chan int, 16), m: m}
 }
 
 // SetConcurrency changes the number of steps that run at once, while the
@@ -158,10 +168,93 @@ func (r *Run) Progress() Progress {
 // Do runs attempts until every filesystem is replicated or failed
 // permanently, attempts run out, or ctx ends. Cancelling ctx at any point
 // leaves state the next run resumes from.
+//
+// Where the sides are endpoints of this process, the bookkeeping the
+// steps put off (endpoint.Batch) is done once the machine is done; if
+// that fails, and nothing else did, the run goes on with the attempts it
+// has left, from a fresh listing: they reconcile what the failure left.
 func (r *Run) Do(ctx context.Context) Report {
 	r.mu.Lock()
 	r.start = r.cfg.Now()
 	r.mu.Unlock()
+	attempts := 0
+	for {
+		rep := r.round(ctx)
+		// A cancelled run still does what its completed steps put
+		// off, as those steps would have done it themselves.
+		failed := r.batch.Finish(context.WithoutCancel(ctx))
+		again := len(failed) > 0 && len(fsErrs(rep)) == 0
+		rep = withBookkeeping(rep, failed)
+		attempts += rep.Attempts
+		rep.Attempts = attempts
+		left := r.maxAttempts() - attempts
+		if !again || left <= 0 || ctx.Err() != nil {
+			return rep
+		}
+		if err := r.cfg.Sleep(ctx, r.backoff(attempts)); err != nil {
+			return rep
+		}
+		cfg := r.cfg
+		cfg.MaxAttempts = left
+		r.mu.Lock()
+		cfg.Concurrency = r.m.Limit()
+		r.m = newMachine(cfg)
+		r.mu.Unlock()
+	}
+}
+
+// withBookkeeping fails the filesystems of rep whose put-off bookkeeping
+// failed: their data is there, their holds are not yet where a completed
+// run leaves them (the next attempt or run moves them).
+func withBookkeeping(rep Report, failed map[string]error) Report {
+	if len(failed) == 0 {
+		return rep
+	}
+	rep.Filesystems = slices.Clone(rep.Filesystems)
+	seen := map[string]bool{}
+	for i, f := range rep.Filesystems {
+		if err, ok := failed[f.FS]; ok {
+			seen[f.FS] = true
+			rep.Filesystems[i].State = FSFailed
+			rep.Filesystems[i].Err = errors.Join(f.Err, fmt.Errorf("end of run: %w", err))
+		}
+	}
+	for _, fs := range slices.Sorted(maps.Keys(failed)) {
+		if !seen[fs] {
+			rep.Filesystems = append(rep.Filesystems, FSReport{FS: fs, State: FSFailed, Err: fmt.Errorf("end of run: %w", failed[fs])})
+		}
+	}
+	return rep
+}
+
+// fsErrs are the errors of rep's filesystems.
+func fsErrs(rep Report) []error {
+	var errs []error
+	for _, f := range rep.Filesystems {
+		if f.Err != nil {
+			errs = append(errs, f.Err)
+		}
+	}
+	return errs
+}
+
+// maxAttempts and backoff are Config's, with the machine's defaults.
+func (r *Run) maxAttempts() int {
+	if r.cfg.MaxAttempts > 0 {
+		return r.cfg.MaxAttempts
+	}
+	return machine.DefaultMaxAttempts
+}
+
+func (r *Run) backoff(attempt int) time.Duration {
+	if r.cfg.Backoff != nil {
+		return r.cfg.Backoff(attempt)
+	}
+	return machine.DefaultBackoff(attempt)
+}
+
+// round runs the machine to its end.
+func (r *Run) round(ctx context.Context) Report {
 	events := make(chan func(*machine.Machine))
 	// over lets what still runs when the run is over (a backoff timer
 	// the cancellation cut short) end without being heard.
@@ -295,6 +388,9 @@ func (r *Run) action(ctx context.Context, a machine.Action) error {
 // runStep sends and receives one step, then confirms it on the sender.
 // A step that was suspended earlier picks up the receiver's resume token.
 func (r *Run) runStep(ctx context.Context, st machine.Step, done *atomic.Int64) error {
+	// Endpoints of this process (also below wrappers that pass ctx on)
+	// put part of the step's bookkeeping off to the end of the run.
+	ctx = endpoint.WithBatch(ctx, r.batch)
 	req := st.Send
 	if st.Resume && st.Planned.ResumeToken == "" {
 		tok, err := r.currentToken(ctx, st.FS)

@@ -70,11 +70,20 @@ func (c *Config) defaults() {
 		c.SizeEstimates = 4
 	}
 	if c.MaxAttempts < 1 {
-		c.MaxAttempts = 5
+		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.Backoff == nil {
-		c.Backoff = func(n int) time.Duration { return min(time.Duration(1<<min(n, 6))*time.Second, time.Minute) }
+		c.Backoff = DefaultBackoff
 	}
+}
+
+// DefaultMaxAttempts is Config.MaxAttempts where it is not set.
+const DefaultMaxAttempts = 5
+
+// DefaultBackoff is Config.Backoff where it is not set: 2^n seconds, at
+// most a minute.
+func DefaultBackoff(n int) time.Duration {
+	return min(time.Duration(1<<min(n, 6))*time.Second, time.Minute)
 }
 
 // StepID identifies a step within one attempt.
