@@ -83,6 +83,23 @@ func (b *Batch) releaseLater(s *Sender, fs zfs.DatasetPath, snaps []zfs.VersionR
 	return true
 }
 
+// keepHeld drops from the releases put off for s on fs those of snaps:
+// a Send of the run took their step holds again after an earlier step
+// put their release off, and its step, done or not, needs them (a step
+// that completes puts off its own releases).
+func (b *Batch) keepHeld(s *Sender, fs zfs.DatasetPath, snaps []zfs.VersionRef) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.releases[s]
+	if m == nil || len(m[fs]) == 0 {
+		return
+	}
+	m[fs] = slices.DeleteFunc(m[fs], func(r zfs.VersionRef) bool { return slices.Contains(snaps, r) })
+	if len(m[fs]) == 0 {
+		delete(m, fs)
+	}
+}
+
 // holdLater puts off r's last-received hold on target@to and its release
 // from held; a later step of target in the run takes the place of an
 // earlier one, whose snapshot was never held. Once the batch is finished

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -223,4 +224,49 @@ func TestBatchAfterFinish(t *testing.T) {
 	f.step(t, fs, &a, f.v[0]["b"], b)
 	assert.Empty(t, holdsOf(t, f.src, fs), "sender released at once")
 	assert.Equal(t, []string{"b:" + LastReceivedHoldTag(f.job)}, holdsOf(t, f.dst, "q/"+fs), "receiver moved its hold at once")
+}
+
+// A receive that finds the listing forgotten (another filesystem's receive
+// failed meanwhile: the ssh carrying it died) goes to the batch all the
+// same. Before, it moved the hold at once, and Finish then put the hold
+// of the filesystem's earlier step back on that older snapshot: two
+// last-received holds after a completed run (the simulator's
+// testdata/found/end-of-run-batch-hold-leak.fail).
+func TestBatchReceiveAfterForgottenListing(t *testing.T) {
+	f := newBatchFixture(t, 2)
+	fs, other := f.fss[0], f.fss[1]
+	require.NoError(t, f.src.WriteData(zfs.MustDatasetPath(fs), 7, 1))
+	require.NoError(t, f.src.Snapshot(ctx, zfs.MustDatasetPath(fs), "c"))
+	f.list(t)
+	a, bv, c := f.v[0]["a"], f.v[0]["b"], f.v[0]["c"]
+	b := &Batch{}
+	f.step(t, fs, &a, bv, b)
+	oa := f.v[1]["a"]
+	bctx := WithBatch(ctx, b)
+	require.Error(t, f.r.Receive(bctx, ReceiveRequest{FS: other, From: &oa, To: f.v[1]["b"]}, strings.NewReader("not a stream")))
+	_, _, known := f.r.listed.lookup(zfs.MustDatasetPath("q/" + fs))
+	require.False(t, known, "a failed receive forgets the listing")
+	f.step(t, fs, &bv, c, b)
+	require.Empty(t, b.Finish(ctx))
+	last := LastReceivedHoldTag(f.job)
+	assert.Equal(t, []string{"c:" + last}, holdsOf(t, f.dst, "q/"+fs), "only the newest snapshot keeps the hold")
+	assert.Equal(t, []string{"a:" + last}, holdsOf(t, f.dst, "q/"+other), "the failed filesystem keeps its own")
+	assert.Empty(t, holdsOf(t, f.src, fs))
+}
+
+// A Send of the run that takes step holds again after an earlier step of
+// the filesystem put their release off keeps them: its step did not
+// complete, and its holds stay as they would without the batch.
+func TestBatchSendRetakesStepHolds(t *testing.T) {
+	f := newBatchFixture(t, 1)
+	fs := f.fss[0]
+	a, bv := f.v[0]["a"], f.v[0]["b"]
+	b := &Batch{}
+	f.step(t, fs, &a, bv, b)
+	stream, err := f.s.Send(WithBatch(ctx, b), SendRequest{FS: fs, From: &a, To: bv})
+	require.NoError(t, err)
+	require.NoError(t, stream.Close()) // the receive failed: no StepCompleted
+	require.Empty(t, b.Finish(ctx))
+	step := StepHoldTag(f.job)
+	assert.ElementsMatch(t, []string{"a:" + step, "b:" + step}, holdsOf(t, f.src, fs), "the failed step's holds stay")
 }

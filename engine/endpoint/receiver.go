@@ -331,7 +331,7 @@ func (r *Receiver) receive(ctx context.Context, target zfs.DatasetPath, req Rece
 		if err != nil {
 			return fmt.Errorf("list versions of %s after receive: %w", target, err)
 		}
-		return r.moveLastReceivedHold(ctx, target, versions, req.To)
+		return r.moveLastReceivedHold(ctx, req.FS, target, versions, req.To)
 	}
 	if b := batchOf(ctx); b != nil && b.holdLater(r, req.FS, target, req.To, known.held) {
 		return nil
@@ -403,10 +403,16 @@ func (r *Receiver) MoveLastReceivedHold(ctx context.Context, fs string, to zfs.F
 	if err != nil {
 		return fmt.Errorf("list versions of %s: %w", target, err)
 	}
-	return r.moveLastReceivedHold(ctx, target, versions, to)
+	return r.moveLastReceivedHold(ctx, fs, target, versions, to)
 }
 
-func (r *Receiver) moveLastReceivedHold(ctx context.Context, target zfs.DatasetPath, versions []zfs.FilesystemVersion, to zfs.FilesystemVersion) error {
+// moveLastReceivedHold moves the hold on target (fs as the client names
+// it) to to, after checking versions (a fresh listing) has it. With a
+// Batch in ctx the move goes to the batch like a receive's (holdLater):
+// done at once, it would come before what an earlier step of the run put
+// off for target, and Finish would then put the hold back on that step's
+// older snapshot.
+func (r *Receiver) moveLastReceivedHold(ctx context.Context, fs string, target zfs.DatasetPath, versions []zfs.FilesystemVersion, to zfs.FilesystemVersion) error {
 	var got *zfs.FilesystemVersion
 	var older []zfs.VersionRef
 	for i, v := range versions {
@@ -431,6 +437,15 @@ func (r *Receiver) moveLastReceivedHold(ctx context.Context, target zfs.DatasetP
 	if !to.Creation.IsZero() && !got.Creation.IsZero() && to.Creation.Unix() != got.Creation.Unix() {
 		return fmt.Errorf("%s%s has GUID %016x as planned but was created at %s, the sender's at %s: not the same snapshot: %w",
 			target, got.RelName(), got.GUID, got.Creation.UTC().Format(time.RFC3339), to.Creation.UTC().Format(time.RFC3339), ErrReceivedWrongVersion)
+	}
+	if b := batchOf(ctx); b != nil {
+		held := make([]string, len(older))
+		for i, o := range older {
+			held[i] = o.Name
+		}
+		if b.holdLater(r, fs, target, *got, held) {
+			return nil
+		}
 	}
 	tag := LastReceivedHoldTag(r.Job)
 	if err := holdIdempotent(ctx, r.ZFS, got.Ref(target), tag); err != nil {

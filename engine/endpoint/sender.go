@@ -412,6 +412,9 @@ func (s *Sender) protect(ctx context.Context, e *fsSteps, fs zfs.DatasetPath, re
 		for _, v := range vs {
 			e.stepHeld[v.Name] = v.GUID
 		}
+		if b := batchOf(ctx); b != nil {
+			b.keepHeld(s, fs, refs)
+		}
 		return nil
 	}
 	bookmark := func(v zfs.FilesystemVersion, name string, what string) error {

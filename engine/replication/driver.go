@@ -374,6 +374,9 @@ func (r *Run) round(ctx context.Context) Report {
 
 // action carries out one of the machine's actions.
 func (r *Run) action(ctx context.Context, a machine.Action) error {
+	// Like a step's: a hold moved or a release done at once would come
+	// before what the run's earlier steps put off for the filesystem.
+	ctx = endpoint.WithBatch(ctx, r.batch)
 	switch a.Kind {
 	case machine.AbortPartialReceive:
 		return r.receiver.AbortPartialReceive(ctx, a.FS)
