@@ -2,6 +2,8 @@ package replication_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -135,4 +137,44 @@ func TestBookkeepingFailureFailsItsFilesystems(t *testing.T) {
 		assert.ErrorContains(t, f.Err, "end of run", f.FS)
 		assert.Equal(t, 1, f.StepsDone, f.FS)
 	}
+}
+
+// commitThenFail makes the n-th Receive (counting from 1) fail after zfs
+// received the stream, as zfs recv does when it sets a property after the
+// snapshot is in.
+type commitThenFail struct {
+	zfs.ZFS
+	n, calls int
+}
+
+func (c *commitThenFail) Receive(ctx context.Context, fs zfs.DatasetPath, stream io.Reader, opts zfs.RecvOptions) error {
+	c.calls++
+	err := c.ZFS.Receive(ctx, fs, stream, opts)
+	if err == nil && c.calls == c.n {
+		return errors.New("cannot receive mountpoint property (test)")
+	}
+	return err
+}
+
+// The driver's actions go through the run's batch like its steps. Here
+// the first attempt receives s2 (its hold put off) and s3, whose receive
+// reports failure after the snapshot went in; the second attempt finds
+// the filesystem up to date at s3 with the hold still on s1 and moves it.
+// Done at once, that move came before the end of the run put the hold on
+// s2, which then kept it.
+func TestActionsGoThroughTheBatch(t *testing.T) {
+	p := newPair(t, "push")
+	p.create("src/data/a", false)
+	p.write("src/data/a", 1, 4)
+	p.snap("src/data/a", "s1")
+	requireOK(t, p.run(replication.Config{}))
+	for i, s := range []string{"s2", "s3"} {
+		p.write("src/data/a", int64(i+2), 4)
+		p.snap("src/data/a", s)
+	}
+	p.receiver.ZFS = &commitThenFail{ZFS: p.dst, n: 2}
+	rep := p.run(replication.Config{MaxAttempts: 2})
+	requireOK(t, rep)
+	assert.Equal(t, 2, rep.Attempts)
+	assert.Equal(t, []string{"s3:" + endpoint.LastReceivedHoldTag(p.job)}, holdsOf(t, p.dst, "dst/client/src/data/a"))
 }
