@@ -2,6 +2,12 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -18,7 +24,7 @@ import (
 func TestControlAPI(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := model(t)
-		d, err := New(Options{Config: parse(t, pushSinkConfig), ZFS: m, noControlSocket: true})
+		d, err := New(Options{Config: parse(t, pushSinkConfig), ZFS: m, Control: newPipeListener()})
 		require.NoError(t, err)
 		c := NewClientHandler(d.Handler())
 		ctx, cancel := context.WithCancel(context.Background())
@@ -134,4 +140,42 @@ func TestControlAPI(t *testing.T) {
 		cancel()
 		require.NoError(t, <-done)
 	})
+}
+
+// A daemon given a listener serves the control API on it, with the
+// client's calls as on the socket, creates no socket at
+// global.control.sockpath, and closes the listener when it stops.
+func TestControlOnGivenListener(t *testing.T) {
+	dir := t.TempDir()
+	cfg := parse(t, fmt.Sprintf(`
+global:
+  control: {sockpath: %s/control}
+jobs:
+  - name: snap
+    type: snap
+    filesystems: {"pool/data": true}
+    snapshotting: {type: manual}
+    pruning: {keep: [{type: last_n, count: 1}]}
+`, dir))
+	l := newPipeListener()
+	d, err := New(Options{Config: cfg, ZFS: model(t), Control: l})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return l.Dial(ctx) }}
+	c := &Client{http: &http.Client{Transport: tr, Timeout: time.Minute}}
+	st, err := c.Status(context.Background())
+	require.NoError(t, err)
+	require.Len(t, st, 1)
+	assert.Equal(t, "snap", st[0].Name)
+	assert.ErrorContains(t, c.Signal(context.Background(), SignalRequest{Job: "nope", Signal: "wakeup"}), `no job "nope"`)
+	_, err = os.Lstat(filepath.Join(dir, "control"))
+	assert.ErrorIs(t, err, fs.ErrNotExist, "no socket at global.control.sockpath")
+
+	cancel()
+	require.NoError(t, <-done)
+	_, err = l.Dial(context.Background())
+	assert.ErrorIs(t, err, net.ErrClosed, "Run closed the listener")
 }

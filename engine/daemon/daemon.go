@@ -37,14 +37,11 @@ type Options struct {
 	// configcheck --skip-cert-check; such a daemon refuses to Run.
 	SkipCertCheck bool
 
-	// Unexported, so that only this package's tests set them:
-	// replicationSleep replaces the replication driver's backoff sleeps
-	// (tests that run on real time and must not wait out retries);
-	// noControlSocket runs without the control socket (tests in synctest
-	// bubbles, where a goroutine blocked on a real socket would keep
-	// virtual time from advancing; they call Handler instead).
-	replicationSleep func(ctx context.Context, d time.Duration) error
-	noControlSocket  bool
+	// Control, if not nil, is the listener Run serves the control API
+	// on, instead of a socket it creates at global.control.sockpath: for
+	// a caller that holds the listener already (a socket a service manager
+	// passed on, an in-process listener). Run closes it when it returns.
+	Control net.Listener
 }
 
 // Daemon runs the jobs of one config.
@@ -281,7 +278,7 @@ func (d *Daemon) jobConfig(j *config.Job) job.Config {
 	d.metrics.activeJob(j.Name)
 	return job.Config{
 		Name: j.Name, ID: j.ID, Type: string(j.Type), Log: d.log,
-		AfterRun: d.afterRun, Observer: d.metrics, ReplicationSleep: d.opts.replicationSleep,
+		AfterRun: d.afterRun, Observer: d.metrics,
 		Concurrency: j.Replication.Steps, SizeEstimates: j.Replication.SizeEstimates,
 	}
 }
@@ -532,6 +529,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer stop()
 	closers = append(closers, d.pprof.stop)
+	if l := d.opts.Control; l != nil {
+		closers = append(closers, func() { l.Close() })
+	}
 
 	for _, p := range d.passive {
 		if p.serve.transport == config.TransportLocal {
@@ -556,20 +556,24 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 
-	if !d.opts.noControlSocket {
+	control, where := d.opts.Control, d.controlPath
+	if control == nil {
 		l, err := listenControl(d.controlPath)
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: d.metrics.control(d.Handler()), ReadHeaderTimeout: 10 * time.Second}
-		closers = append(closers, func() { srv.Close() })
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			srv.Serve(l)
-		}()
-		d.log.Info("control socket listening", "path", d.controlPath)
+		control = l
+	} else {
+		where = control.Addr().String()
 	}
+	srv := &http.Server{Handler: d.metrics.control(d.Handler()), ReadHeaderTimeout: 10 * time.Second}
+	closers = append(closers, func() { srv.Close() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		srv.Serve(control)
+	}()
+	d.log.Info("control socket listening", "path", where)
 	for _, m := range d.monitoring {
 		l, err := listenSocket(m.listen, m.freebind)
 		if err != nil {

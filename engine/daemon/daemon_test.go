@@ -109,7 +109,7 @@ func TestPushSinkInOneDaemon(t *testing.T) {
 		// decorator in cmd/zrepl writes it.
 		w := &writingZFS{ZFS: m, m: m}
 		d, err := New(Options{
-			Config: parse(t, pushSinkConfig), ZFS: w, noControlSocket: true,
+			Config: parse(t, pushSinkConfig), ZFS: w, Control: newPipeListener(),
 			Persist: func() error { persisted.Add(1); return nil },
 		})
 		require.NoError(t, err)
@@ -190,7 +190,7 @@ func TestSinkRecvProperties(t *testing.T) {
       properties:
         override: {"zrepl:test": "on"}
 `
-		d, err := New(Options{Config: parse(t, doc), ZFS: m, noControlSocket: true})
+		d, err := New(Options{Config: parse(t, doc), ZFS: m, Control: newPipeListener()})
 		require.NoError(t, err)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)

@@ -44,7 +44,7 @@ func TestEveryPoolFilter(t *testing.T) {
 			zfs.MustDatasetPath("tank"), zfs.MustDatasetPath("tank/b"),
 		}, got)
 
-		d, err := New(Options{Config: cfg, ZFS: m, noControlSocket: true})
+		d, err := New(Options{Config: cfg, ZFS: m, Control: newPipeListener()})
 		require.NoError(t, err)
 		runCtx, cancel := context.WithCancel(ctx)
 		done := make(chan error)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,12 +23,14 @@ func freeTCPAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// runDaemon starts a daemon without control socket and with retries that
-// do not sleep; the test's end stops it and requires a clean exit.
+// runDaemon starts a daemon with its control API on an in-memory
+// listener (unless opts has one); the test's end stops it and requires a
+// clean exit.
 func runDaemon(t *testing.T, opts Options) *Daemon {
 	t.Helper()
-	opts.noControlSocket = true
-	opts.replicationSleep = func(context.Context, time.Duration) error { return nil }
+	if opts.Control == nil {
+		opts.Control = newPipeListener()
+	}
 	d, err := New(opts)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -65,3 +68,51 @@ func snapData(t *testing.T, m *zfsmodel.Model, fs string, names ...string) {
 		require.NoError(t, m.Snapshot(context.Background(), p, n))
 	}
 }
+
+// pipeListener is an in-memory net.Listener: Dial hands one end of a
+// net.Pipe to Accept. Unlike a socket, a goroutine blocked in its Accept
+// is durably blocked in a synctest bubble (made there), so that a daemon
+// serving its control API on it lets virtual time advance.
+type pipeListener struct {
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newPipeListener() *pipeListener {
+	return &pipeListener{conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
+
+// Dial connects to the listener.
+func (l *pipeListener) Dial(ctx context.Context) (net.Conn, error) {
+	c, s := net.Pipe()
+	select {
+	case l.conns <- s:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "in-memory" }

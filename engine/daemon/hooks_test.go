@@ -199,7 +199,7 @@ func TestCommandHooksThroughDaemon(t *testing.T) {
 // line, as configcheck does.
 func TestDaemonRefusesMissingHook(t *testing.T) {
 	cfg := parse(t, fmt.Sprintf(hookJobConfig, "      - {type: command, path: /nonexistent/zrepl-hook.sh}"))
-	_, err := New(Options{Config: cfg, ZFS: hookModel(t), noControlSocket: true})
+	_, err := New(Options{Config: cfg, ZFS: hookModel(t)})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "jobs[0].snapshotting.hooks[0].path: line 13: stat /nonexistent/zrepl-hook.sh: no such file or directory")
 }

@@ -75,7 +75,7 @@ func TestPlaceholderEncryptionWiring(t *testing.T) {
 				require.NoError(t, m.CreateFilesystem(zfs.MustDatasetPath("pool/data"), zfsmodel.FSOptions{}))
 				require.NoError(t, m.CreateFilesystem(zfs.MustDatasetPath("backup/enc"), zfsmodel.FSOptions{Encrypted: true}))
 				require.NoError(t, m.CreateFilesystem(zfs.MustDatasetPath("backup/enc/sink"), zfsmodel.FSOptions{}))
-				d, err := New(Options{Config: parse(t, fmt.Sprintf(placeholderConfig, recv)), ZFS: m, noControlSocket: true})
+				d, err := New(Options{Config: parse(t, fmt.Sprintf(placeholderConfig, recv)), ZFS: m, Control: newPipeListener()})
 				require.NoError(t, err)
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan error)
@@ -153,7 +153,7 @@ jobs:
     serve: {type: local, listener_name: sink}
     root_fs: backup/enc
 `
-		d, err := New(Options{Config: parse(t, cfg), ZFS: m, noControlSocket: true})
+		d, err := New(Options{Config: parse(t, cfg), ZFS: m, Control: newPipeListener()})
 		require.NoError(t, err)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)

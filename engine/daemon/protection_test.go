@@ -75,7 +75,7 @@ func TestProtectionReachesTheSender(t *testing.T) {
 				}
 				m := model(t)
 				rec := &recording{ZFS: m}
-				d, err := New(Options{Config: parse(t, doc), ZFS: rec, noControlSocket: true})
+				d, err := New(Options{Config: parse(t, doc), ZFS: rec, Control: newPipeListener()})
 				require.NoError(t, err)
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan error)

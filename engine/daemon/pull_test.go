@@ -50,7 +50,7 @@ func TestPullSourceAndSnapJobs(t *testing.T) {
 		for _, fs := range []string{"pool/data", "pool/home"} {
 			require.NoError(t, m.CreateFilesystem(zfs.MustDatasetPath(fs), zfsmodel.FSOptions{}))
 		}
-		d, err := New(Options{Config: parse(t, pullSourceSnapConfig), ZFS: m, noControlSocket: true})
+		d, err := New(Options{Config: parse(t, pullSourceSnapConfig), ZFS: m, Control: newPipeListener()})
 		require.NoError(t, err)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)

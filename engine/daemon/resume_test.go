@@ -45,7 +45,7 @@ func TestShutdownMidStreamThenResume(t *testing.T) {
 		data := zfs.MustDatasetPath("pool/data")
 		require.NoError(t, m.WriteData(data, 1, 8<<20/zfsmodel.BlockSize)) // 8s at 1 MiB/s
 		start := func() (*Daemon, func()) {
-			d, err := New(Options{Config: parse(t, slowPushConfig), ZFS: m, noControlSocket: true})
+			d, err := New(Options{Config: parse(t, slowPushConfig), ZFS: m, Control: newPipeListener()})
 			require.NoError(t, err)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error)
@@ -107,7 +107,7 @@ func TestResetThenWakeupResumes(t *testing.T) {
 		m := model(t)
 		data := zfs.MustDatasetPath("pool/data")
 		require.NoError(t, m.WriteData(data, 1, 8<<20/zfsmodel.BlockSize))
-		d, err := New(Options{Config: parse(t, slowPushConfig), ZFS: m, noControlSocket: true})
+		d, err := New(Options{Config: parse(t, slowPushConfig), ZFS: m, Control: newPipeListener()})
 		require.NoError(t, err)
 		c := NewClientHandler(d.Handler())
 		ctx, cancel := context.WithCancel(context.Background())
@@ -140,13 +140,15 @@ func TestResetThenWakeupResumes(t *testing.T) {
 }
 
 // A push whose sink does not answer: the run fails with an error that says
-// where, status and metrics show it, and the job goes on.
+// where, status and metrics show it, and the job goes on. In a bubble, so
+// that the driver's retries wait out their backoff in virtual time.
 func TestUnreachableSinkIsAnError(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now
-	cfg := parse(t, fmt.Sprintf(`
+	synctest.Test(t, func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		addr := l.Addr().String()
+		l.Close() // nothing listens there now
+		cfg := parse(t, fmt.Sprintf(`
 global: {zfs_backend: model}
 jobs:
   - name: push
@@ -158,28 +160,29 @@ jobs:
       keep_sender: [{type: last_n, count: 1}]
       keep_receiver: [{type: last_n, count: 1}]
 `, addr))
-	m := model(t)
-	require.NoError(t, m.Snapshot(context.Background(), zfs.MustDatasetPath("pool/data"), "a"))
-	d, err := New(Options{Config: cfg, ZFS: m, noControlSocket: true, replicationSleep: func(context.Context, time.Duration) error { return nil }})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
-	p, err := d.Job("push")
-	require.NoError(t, err)
-	p.Wakeup()
-	deadline := time.Now().Add(30 * time.Second)
-	for st := p.Status(); st.Runs < 1 || st.State != job.StateIdle; st = p.Status() {
-		require.True(t, time.Now().Before(deadline), "the run did not end: %+v", st)
-		time.Sleep(10 * time.Millisecond)
-	}
-	st := p.Status()
-	assert.Contains(t, st.LastError, "list receiver")
-	assert.Contains(t, st.LastError, "prune receiver", "pruning the receiver fails too, and says so")
-	assert.Equal(t, []string{"a"}, snapshots(t, m, "pool/data"), "the sender keeps its only snapshot")
-	rec := httptest.NewRecorder()
-	d.metrics.handler(d).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	assert.Contains(t, rec.Body.String(), `zrepl_job_run_errors_total{zrepl_job="push"} 1`)
-	cancel()
-	require.NoError(t, <-done)
+		m := model(t)
+		require.NoError(t, m.Snapshot(context.Background(), zfs.MustDatasetPath("pool/data"), "a"))
+		d, err := New(Options{Config: cfg, ZFS: m, Control: newPipeListener()})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- d.Run(ctx) }()
+		p, err := d.Job("push")
+		require.NoError(t, err)
+		p.Wakeup()
+		deadline := time.Now().Add(10 * time.Minute)
+		for st := p.Status(); st.Runs < 1 || st.State != job.StateIdle || st.LastRunEnd.Before(st.LastRunStart); st = p.Status() {
+			require.True(t, time.Now().Before(deadline), "the run did not end: %+v", st)
+			time.Sleep(10 * time.Millisecond)
+		}
+		st := p.Status()
+		assert.Contains(t, st.LastError, "list receiver")
+		assert.Contains(t, st.LastError, "prune receiver", "pruning the receiver fails too, and says so")
+		assert.Equal(t, []string{"a"}, snapshots(t, m, "pool/data"), "the sender keeps its only snapshot")
+		rec := httptest.NewRecorder()
+		d.metrics.handler(d).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		assert.Contains(t, rec.Body.String(), `zrepl_job_run_errors_total{zrepl_job="push"} 1`)
+		cancel()
+		require.NoError(t, <-done)
+	})
 }

@@ -121,7 +121,7 @@ jobs:
     serve: {type: tcp, listen: %q, listen_freebind: true, clients: {"192.0.2.9": laptop}}
     root_fs: backup
 `, mon, addr))
-	d, err := New(Options{Config: cfg, ZFS: zfsmodel.New(zfsmodel.Options{Seed: 1}), noControlSocket: true})
+	d, err := New(Options{Config: cfg, ZFS: zfsmodel.New(zfsmodel.Options{Seed: 1}), Control: newPipeListener()})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -138,7 +138,7 @@ jobs:
 	// Without freebind the daemon does not start.
 	cfg.Jobs[0].Serve.ListenFreebind = false
 	cfg.Global.Monitoring = nil
-	d, err = New(Options{Config: cfg, ZFS: zfsmodel.New(zfsmodel.Options{Seed: 1}), noControlSocket: true})
+	d, err = New(Options{Config: cfg, ZFS: zfsmodel.New(zfsmodel.Options{Seed: 1}), Control: newPipeListener()})
 	require.NoError(t, err)
 	assert.ErrorContains(t, d.Run(context.Background()), "cannot assign requested address")
 }

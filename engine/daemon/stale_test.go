@@ -63,7 +63,7 @@ func TestReleaseStaleKeepsASourcesOpenStep(t *testing.T) {
 	require.NoError(t, m.Hold(bg, zfs.SnapshotRef(fs, "s0"), endpoint.StepHoldTag(src)))
 
 	cfg := parse(t, sourceHostConfig)
-	d, err := New(Options{Config: cfg, ZFS: m, noControlSocket: true})
+	d, err := New(Options{Config: cfg, ZFS: m})
 	require.NoError(t, err)
 	c := NewClientHandler(d.Handler())
 	want := []string{"pool/data@s0"}

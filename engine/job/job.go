@@ -84,9 +84,6 @@ type Config struct {
 	// SizeEstimates is how many size estimates run at once
 	// (replication.concurrency.size_estimates; default 4).
 	SizeEstimates int
-	// Backoff and Sleep are passed to the replication driver (defaults
-	// there).
-	ReplicationSleep func(ctx context.Context, d time.Duration) error
 
 	// PruneSender and PruneReceiver apply keep_sender/keep_receiver; a
 	// snap job's keep rules are PruneLocal on LocalTarget.
@@ -392,7 +389,7 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 	runCtx, cancel := context.WithCancel(ctx)
 	j.mu.Lock()
 	run := replication.NewRun(sides.Sender, sides.Receiver, replication.Config{
-		Policy: j.cfg.Policy, Protection: j.cfg.Protection, Concurrency: j.concurrency, SizeEstimates: j.cfg.SizeEstimates, Sleep: j.cfg.ReplicationSleep, Now: time.Now,
+		Policy: j.cfg.Policy, Protection: j.cfg.Protection, Concurrency: j.concurrency, SizeEstimates: j.cfg.SizeEstimates, Now: time.Now,
 	})
 	repStart := time.Now()
 	j.run, j.cancelRun, j.repStart = run, cancel, repStart
