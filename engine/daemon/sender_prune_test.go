@@ -3,13 +3,16 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"zrepl.dev/zrepl/engine/endpoint"
 	"zrepl.dev/zrepl/engine/job"
+	"zrepl.dev/zrepl/engine/pruner"
 	"zrepl.dev/zrepl/engine/replication"
 	"zrepl.dev/zrepl/engine/zfs"
 	"zrepl.dev/zrepl/zfsmodel"
@@ -151,6 +154,50 @@ jobs:
 			// What may go goes, the same way everywhere.
 			require.NoError(t, target.DestroySnapshots(ctx, tc.fs, []zfs.FilesystemVersion{listed["@free"]}))
 			assert.NotContains(t, snapshots(t, m, tc.fs), "free")
+
+			// The job's own pruning (its rules, through the pruner) of a
+			// snapshot held since the pruner listed it (and, for senders,
+			// of @sent, still in flight): the error names the filesystem
+			// once. The pruner and the side once both said "prune <fs>: ".
+			snapData(t, m, tc.fs, "late", "newest")
+			aj := d.byName[tc.job].(*activeJob)
+			rules := aj.pruneSender
+			if tc.job == "snap" {
+				rules = aj.pruneLocal
+			}
+			late := &holdAfterListing{Target: target, hold: func() {
+				require.NoError(t, m.Hold(ctx, zfs.SnapshotRef(fs, "late"), "admin"))
+			}}
+			st, err := rules.prune(ctx, late, time.Now(), nil)
+			require.ErrorIs(t, err, endpoint.ErrNotAllowed)
+			require.ErrorContains(t, err, "@late is held")
+			msgs := []string{err.Error()}
+			for _, f := range st {
+				if f.FS == tc.fs {
+					require.Contains(t, f.Error, "@late is held", "the filesystem's status")
+					msgs = append(msgs, f.Error)
+				}
+			}
+			require.Len(t, msgs, 2, "the filesystem's status is there")
+			for _, msg := range msgs {
+				assert.Equal(t, 1, strings.Count(msg, tc.fs), "%q names the filesystem once", msg)
+				assert.True(t, strings.HasPrefix(msg, "prune "+tc.fs+": "), "%q says what failed", msg)
+			}
+			assert.Contains(t, snapshots(t, m, tc.fs), "late")
 		})
 	}
+}
+
+// holdAfterListing is a prune target that runs hold after each listing
+// (someone holds a snapshot between the pruner's listing and its
+// destroy).
+type holdAfterListing struct {
+	pruner.Target
+	hold func()
+}
+
+func (h *holdAfterListing) ListFilesystems(ctx context.Context) ([]endpoint.Filesystem, error) {
+	fss, err := h.Target.ListFilesystems(ctx)
+	h.hold()
+	return fss, err
 }

@@ -15,7 +15,8 @@ import (
 type Pruner interface {
 	// DestroySnapshots destroys snaps of fs, named as ListFilesystems
 	// names it and with the GUIDs it listed. Its error is a
-	// *SnapshotErrors where the side refused or failed some.
+	// *SnapshotErrors where the side refused or failed some; it names
+	// the snapshots, not fs: the caller (the pruner) names fs once.
 	DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error
 }
 
@@ -59,10 +60,10 @@ func (r *Receiver) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.
 func (s *Sender) DestroySnapshots(ctx context.Context, fs string, snaps []zfs.FilesystemVersion) error {
 	p, err := zfs.NewDatasetPath(fs)
 	if err != nil {
-		return fmt.Errorf("prune %q: %w", fs, err)
+		return fmt.Errorf("filesystem %q: %w", fs, err)
 	}
 	if s.Filter == nil || !s.Filter(p) {
-		return fmt.Errorf("prune %s: not a filesystem of job %s: %w", fs, s.Job, ErrNotAllowed)
+		return fmt.Errorf("not a filesystem of job %s: %w", s.Job, ErrNotAllowed)
 	}
 	// Held across the listing and the destroy: a send that starts now
 	// protects its versions before or after, never in between.
@@ -148,10 +149,10 @@ func pruneForClient(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, snaps []
 	}
 	for _, v := range snaps {
 		if v.Kind != zfs.Snapshot {
-			return &SnapshotErrors{All: fmt.Errorf("prune %s: %s is not a snapshot: %w", fs, v.RelName(), ErrNotAllowed)}
+			return &SnapshotErrors{All: fmt.Errorf("%s is not a snapshot: %w", v.RelName(), ErrNotAllowed)}
 		}
 		if err := zfs.ValidateVersionName(zfs.Snapshot, v.Name); err != nil {
-			return &SnapshotErrors{All: fmt.Errorf("prune %s: %w", fs, err)}
+			return &SnapshotErrors{All: err}
 		}
 	}
 	versions, err := z.ListVersions(ctx, fs)
@@ -161,7 +162,7 @@ func pruneForClient(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, snaps []
 		return nil
 	}
 	if err != nil {
-		return &SnapshotErrors{All: fmt.Errorf("prune %s: %w", fs, err)}
+		return &SnapshotErrors{All: err}
 	}
 	current := map[string]zfs.FilesystemVersion{}
 	for _, v := range versions {
@@ -179,15 +180,15 @@ func pruneForClient(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, snaps []
 		cur, ok := current[v.Name]
 		switch {
 		case v.GUID == 0:
-			errs.Add(v.Name, fmt.Errorf("prune %s: %s named without its GUID: %w", fs, v.RelName(), ErrNotAllowed))
+			errs.Add(v.Name, fmt.Errorf("%s named without its GUID: %w", v.RelName(), ErrNotAllowed))
 		case !ok:
 			// Already gone: what the client wanted.
 		case cur.GUID != v.GUID:
-			errs.Add(v.Name, fmt.Errorf("prune %s: %s has GUID %016x, the client meant %016x: %w", fs, v.RelName(), cur.GUID, v.GUID, ErrNotAllowed))
+			errs.Add(v.Name, fmt.Errorf("%s has GUID %016x, the client meant %016x: %w", v.RelName(), cur.GUID, v.GUID, ErrNotAllowed))
 		case cur.UserRefs > 0:
-			errs.Add(v.Name, fmt.Errorf("prune %s: %s is held: %w", fs, v.RelName(), ErrNotAllowed))
+			errs.Add(v.Name, fmt.Errorf("%s is held: %w", v.RelName(), ErrNotAllowed))
 		case kept[cur.GUID] != "":
-			errs.Add(v.Name, fmt.Errorf("prune %s: %s %s: %w", fs, v.RelName(), kept[cur.GUID], ErrNotAllowed))
+			errs.Add(v.Name, fmt.Errorf("%s %s: %w", v.RelName(), kept[cur.GUID], ErrNotAllowed))
 		default:
 			refs = append(refs, v.Ref(fs))
 		}
@@ -195,7 +196,7 @@ func pruneForClient(ctx context.Context, z zfs.ZFS, fs zfs.DatasetPath, snaps []
 	if len(refs) > 0 {
 		if err := z.Destroy(ctx, refs); err != nil {
 			for _, r := range refs {
-				errs.Add(r.Name, fmt.Errorf("prune %s: %w", fs, err))
+				errs.Add(r.Name, err)
 			}
 		}
 	}
