@@ -40,8 +40,8 @@ type ReleaseReply struct {
 	Error string `json:"error,omitempty"`
 }
 
-// Handler serves the control API.
-func (d *Daemon) Handler() http.Handler {
+// controlHandler serves the control API (on the control socket).
+func (d *Daemon) controlHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, d.Status(), nil)

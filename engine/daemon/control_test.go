@@ -26,7 +26,7 @@ func TestControlAPI(t *testing.T) {
 		m := model(t)
 		d, err := New(Options{Config: parse(t, pushSinkConfig), ZFS: m, Control: newPipeListener()})
 		require.NoError(t, err)
-		c := NewClientHandler(d.Handler())
+		c := NewClientHandler(d.controlHandler())
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- d.Run(ctx) }()

@@ -566,7 +566,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	} else {
 		where = control.Addr().String()
 	}
-	srv := &http.Server{Handler: d.metrics.control(d.Handler()), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: d.metrics.control(d.controlHandler()), ReadHeaderTimeout: 10 * time.Second}
 	closers = append(closers, func() { srv.Close() })
 	wg.Add(1)
 	go func() {

@@ -59,7 +59,7 @@ func snapStatus(t *testing.T, d *Daemon) job.Status {
 	require.NoError(t, err)
 	waitRuns(t, j, 1)
 	rec := httptest.NewRecorder()
-	d.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/status", nil))
+	d.controlHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/status", nil))
 	require.Equal(t, http.StatusOK, rec.Code)
 	var sts []job.Status
 	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &sts), rec.Body.String())

@@ -109,7 +109,7 @@ func TestResetThenWakeupResumes(t *testing.T) {
 		require.NoError(t, m.WriteData(data, 1, 8<<20/zfsmodel.BlockSize))
 		d, err := New(Options{Config: parse(t, slowPushConfig), ZFS: m, Control: newPipeListener()})
 		require.NoError(t, err)
-		c := NewClientHandler(d.Handler())
+		c := NewClientHandler(d.controlHandler())
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- d.Run(ctx) }()

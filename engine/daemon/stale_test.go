@@ -65,7 +65,7 @@ func TestReleaseStaleKeepsASourcesOpenStep(t *testing.T) {
 	cfg := parse(t, sourceHostConfig)
 	d, err := New(Options{Config: cfg, ZFS: m})
 	require.NoError(t, err)
-	c := NewClientHandler(d.Handler())
+	c := NewClientHandler(d.controlHandler())
 	want := []string{"pool/data@s0"}
 	dry, err := c.ReleaseStale(bg, AbstractionQuery{}, true)
 	require.NoError(t, err)
