@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -365,6 +366,24 @@ func (m *Model) Bookmark(ctx context.Context, from zfs.VersionRef, name string) 
 	return nil
 }
 
+// destroyOnMissing is Destroy's error where the filesystem does not
+// exist: one per version named, a snapshot's from opening the filesystem
+// (conformance case DestroyOnMissingFilesystem, 2.1.11 and 2.3.9).
+func destroyOnMissing(op string, versions []zfs.VersionRef) error {
+	var errs []error
+	for i, v := range versions {
+		if slices.Contains(versions[:i], v) {
+			continue
+		}
+		if v.Kind == zfs.Bookmark {
+			errs = append(errs, zerr(zfs.ErrDatasetNotExist, op, v.String(), "bookmark '%s' does not exist.", v))
+		} else {
+			errs = append(errs, zerr(zfs.ErrDatasetNotExist, op, v.String(), "cannot open '%s': dataset does not exist", v.FS))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Destroy implements zfs.ZFS.
 func (m *Model) Destroy(ctx context.Context, versions []zfs.VersionRef) error {
 	const op = "destroy"
@@ -384,9 +403,9 @@ func (m *Model) Destroy(ctx context.Context, versions []zfs.VersionRef) error {
 	if err := m.takeFault("Destroy"); err != nil {
 		return err
 	}
-	d, err := m.lookup(op, versions[0].FS.String())
-	if err != nil {
-		return err
+	d := m.st.Datasets[versions[0].FS.String()]
+	if d == nil {
+		return destroyOnMissing(op, versions)
 	}
 	// The snapshots go in one zfs destroy p/fs@a,b,...: where that
 	// succeeds, absent names in it are not mentioned; where it fails
