@@ -271,6 +271,14 @@ func (m *Model) beginRecv(op, name string, h streamHeader, opts zfs.RecvOptions)
 		if h.FromGUID == 0 && !opts.ForceRollback {
 			return nil, zerr(zfs.ErrDestinationExists, op, name, "%s: destination '%s' exists\nmust specify -F to overwrite it", pre, name)
 		}
+		// With -F libzfs's own checks of a new-filesystem stream come
+		// before the kernel finds the saved state (TestDifferential,
+		// 2.3.9: a raw encrypted stream said encryption mismatch).
+		if h.FromGUID == 0 {
+			if err := forcedNewFSChecks(op, name, pre, d, h); err != nil {
+				return nil, err
+			}
+		}
 		return nil, zerr(zfs.ErrDatasetBusy, op, name, "%s: destination %s contains partially-complete state from \"zfs receive -s\".", pre, name)
 	}
 
@@ -293,11 +301,8 @@ func (m *Model) beginRecv(op, name string, h streamHeader, opts zfs.RecvOptions)
 		if !opts.ForceRollback {
 			return nil, zerr(zfs.ErrDestinationExists, op, name, "%s: destination '%s' exists\nmust specify -F to overwrite it", pre, name)
 		}
-		if len(d.Snaps) > 0 {
-			return nil, zerr(zfs.ErrDestinationExists, op, name, "%s: destination has snapshots (eg. %s@%s)\nmust destroy them to overwrite it", pre, name, d.Snaps[0].Name)
-		}
-		if d.Encrypted || h.Encrypted {
-			return nil, zerr(zfs.ErrEncryptionMismatch, op, name, "%s: zfs receive -F cannot be used to destroy an encrypted filesystem or overwrite an unencrypted one with an encrypted one", pre)
+		if err := forcedNewFSChecks(op, name, pre, d, h); err != nil {
+			return nil, err
 		}
 		rp.overwrite = true
 		return rp, nil
@@ -330,6 +335,18 @@ func (m *Model) beginRecv(op, name string, h streamHeader, opts zfs.RecvOptions)
 	}
 	rp.base = base.GUID
 	return rp, nil
+}
+
+// forcedNewFSChecks are libzfs's refusals of a new-filesystem stream
+// received with -F onto the existing filesystem d.
+func forcedNewFSChecks(op, name, pre string, d *dataset, h streamHeader) error {
+	if len(d.Snaps) > 0 {
+		return zerr(zfs.ErrDestinationExists, op, name, "%s: destination has snapshots (eg. %s@%s)\nmust destroy them to overwrite it", pre, name, d.Snaps[0].Name)
+	}
+	if d.Encrypted || h.Encrypted {
+		return zerr(zfs.ErrEncryptionMismatch, op, name, "%s: zfs receive -F cannot be used to destroy an encrypted filesystem or overwrite an unencrypted one with an encrypted one", pre)
+	}
+	return nil
 }
 
 // embeddedIntoEncrypted: encrypted filesystems have no embedded blocks,
