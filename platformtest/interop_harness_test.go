@@ -307,11 +307,13 @@ func (z *zreplProc) start(name string) func() zreplActiveStatus {
 		for {
 			st, err := z.activeStatus(name)
 			require.NoError(z.t, err)
-			if st.Replication != nil && st.Replication.StartAt.After(prevStart) && st.PruningReceiver != nil {
-				switch st.PruningReceiver.State {
-				case "Done", "PlanErr", "ExecErr":
-					return st
-				}
+			// A run's pruners are nil until it creates them.
+			ended := func(p *struct{ State, Error string }) bool {
+				return p != nil && (p.State == "Done" || p.State == "PlanErr" || p.State == "ExecErr")
+			}
+			if st.Replication != nil && st.Replication.StartAt.After(prevStart) &&
+				ended(st.PruningSender) && ended(st.PruningReceiver) {
+				return st
 			}
 			require.True(z.t, time.Now().Before(deadline), "zrepl job %s did not finish a run within 10 min: %+v", name, st)
 			time.Sleep(250 * time.Millisecond)

@@ -154,10 +154,12 @@ func (e *interopEnv) certs() tlsFiles {
 func runInterop(t *testing.T, bin string, dir interopDirection, tr interopTransport) {
 	e := &interopEnv{t: t, bin: bin, f: newInteropFixture(t), zreplServes: !dir.zreplActive}
 	f := e.f
+	// The active side prunes both: after s3 each side keeps its newest
+	// two snapshots, so s1 goes, on the passive side by RPC.
 	const pruning = `
     pruning:
-      keep_sender: [{type: not_replicated}, {type: last_n, count: 10}]
-      keep_receiver: [{type: last_n, count: 10}]`
+      keep_sender: [{type: not_replicated}, {type: last_n, count: 2}]
+      keep_receiver: [{type: last_n, count: 2}]`
 	// Who is who: the jobs' names say whose they are (z…: zrepl's).
 	side := func(zrepl bool, ours, theirs string) string {
 		if zrepl {
@@ -283,4 +285,13 @@ func runInterop(t *testing.T, bin string, dir interopDirection, tr interopTransp
 	}
 	requireSameSnapshot(t, f.plain, plainDst, "s3", true)
 	requireAbstractions(t, f.plain, sendPlain, plainDst, recvPlain, "s3")
+
+	// Pruning, by the active side on both: the run after s3 pruned s1 on
+	// sender and receiver; the encrypted job's last run had two and kept them.
+	for _, c := range []struct {
+		fs   string
+		want []string
+	}{{f.plain, []string{"s2", "s3"}}, {plainDst, []string{"s2", "s3"}}, {f.enc, []string{"s1", "s2"}}, {encDst, []string{"s1", "s2"}}} {
+		require.Equal(t, c.want, snapNames(t, c.fs), "snapshots of %s after pruning (keep last_n 2)", c.fs)
+	}
 }
