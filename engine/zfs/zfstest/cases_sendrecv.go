@@ -22,6 +22,7 @@ func init() {
 	register("IncrementalOntoItsBaseName", caseIncrementalOntoItsBaseName)
 	register("ResumableFullReceive", caseResumableFull)
 	register("ResumableIncrementalReceive", caseResumableIncremental)
+	register("ForcedFullOntoSavedState", caseForcedFullOntoSavedState)
 	register("RollbackUnderPartialReceive", caseRollbackUnderPartialReceive)
 	register("AbortReceive", caseAbortReceive)
 	register("AbortWithoutState", caseAbortWithoutState)
@@ -254,6 +255,54 @@ func caseResumableIncremental(e *env) {
 	e.mustTransfer(zfs.SendArgs{FS: src, From: &a, To: c, ResumeToken: tok}, dst, zfs.RecvOptions{Resumable: true})
 	e.received(dst, a, c)
 	e.sameContent(c.Ref(src), c.Ref(dst))
+}
+
+// caseForcedFullOntoSavedState: a full stream received with -F onto a
+// filesystem holding saved receive state meets libzfs's own -F checks
+// (snapshots, then encryption) before the kernel's refusal of the saved
+// state; each leaves the state as it was. Found by TestDifferential on
+// 2.3.9 (a raw encrypted stream).
+func caseForcedFullOntoSavedState(e *env) {
+	src, dst, a, b, c := e.pair()
+	enc := e.create("enc", true)
+	e.write(enc, 4)
+	e1 := e.snap(enc, "e1")
+	rawFull := full(enc, e1)
+	rawFull.Flags.Raw = true
+	force := zfs.RecvOptions{ForceRollback: true, Resumable: true}
+	const encMsg = "cannot receive new filesystem stream: zfs receive -F cannot be used to destroy an encrypted filesystem or overwrite an unencrypted one with an encrypted one"
+
+	// Saved state of a full receive: a filesystem without snapshots.
+	_, cut := e.interrupt(full(src, b), dst, true)
+	tok := e.checkToken(dst, src, b, 0, cut)
+	_, err := e.transfer(full(src, a), dst, force, 0)
+	e.wantErr(err, zfs.ErrDatasetBusy, "recv", dst.String(),
+		fmt.Sprintf("cannot receive new filesystem stream: destination %s contains partially-complete state from \"zfs receive -s\".", dst))
+	_, err = e.transfer(rawFull, dst, force, 0)
+	e.wantErr(err, zfs.ErrEncryptionMismatch, "recv", dst.String(), encMsg)
+	if now, _ := e.token(dst); now != tok {
+		e.t.Errorf("the refused receives changed the saved state of %s", dst)
+	}
+	e.mustTransfer(zfs.SendArgs{FS: src, To: b, ResumeToken: tok}, dst, zfs.RecvOptions{Resumable: true})
+	e.received(dst, b)
+
+	// Saved state of an incremental: the filesystem has a snapshot, which
+	// libzfs names before it looks at the stream's encryption.
+	dst2 := e.path("sink/dst2")
+	e.mustTransfer(full(src, a), dst2, zfs.RecvOptions{})
+	_, cut = e.interrupt(incr(src, a, c), dst2, true)
+	tok = e.checkToken(dst2, src, c, a.GUID, cut)
+	snapsMsg := fmt.Sprintf("cannot receive new filesystem stream: destination has snapshots (eg. %s)\nmust destroy them to overwrite it", a.Ref(dst2))
+	for _, args := range []zfs.SendArgs{full(src, b), rawFull} {
+		_, err = e.transfer(args, dst2, force, 0)
+		e.wantErr(err, zfs.ErrDestinationExists, "recv", dst2.String(), snapsMsg)
+	}
+	if now, _ := e.token(dst2); now != tok {
+		e.t.Errorf("the refused receives changed the saved state of %s", dst2)
+	}
+	e.received(dst2, a)
+	e.mustTransfer(zfs.SendArgs{FS: src, From: &a, To: c, ResumeToken: tok}, dst2, zfs.RecvOptions{Resumable: true})
+	e.received(dst2, a, c)
 }
 
 // caseRollbackUnderPartialReceive: the saved state of a partial
