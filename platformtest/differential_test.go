@@ -29,7 +29,7 @@ import (
 // OpenZFS line, `make fuzz-platform` longer. It is 0 (the test skips,
 // saying so) in a plain `make platformtest`, which stays short.
 var differentialBudget = flag.Duration("differential.budget", 0,
-	"how long TestDifferential draws new histories (each runs to its end); 0 skips it")
+	"how long TestDifferential runs histories (the last stops within an action of it); 0 skips it")
 
 // TestDifferential applies random histories of ZFS operations to zfsmodel
 // (imitating the running OpenZFS line) and to real ZFS at once and compares
@@ -59,15 +59,14 @@ type newOther func(t *testing.T, rt *rapid.T, pool string) (side, func())
 // runDifferential runs histories for budget (at least one) and prints the
 // one line CI's log shows per OpenZFS line.
 func runDifferential(t *testing.T, label string, release zfsmodel.Release, budget time.Duration, other newOther) diffStats {
-	// One history per rapid.Check, so the budget is checked between them.
+	// One history per rapid.Check; the budget is checked between them and
+	// before each action.
 	if f := flag.Lookup("rapid.checks"); f != nil && f.Value.String() == f.DefValue {
 		_ = f.Value.Set("1")
 		defer f.Value.Set(f.DefValue)
 	}
 	// Longer histories than rapid's default 30 steps: a resume needs a cut
-	// transfer before it. Not much longer: on real ZFS in the VM an action
-	// and its check take about a second, and the budget is checked only
-	// between histories.
+	// transfer before it.
 	if f := flag.Lookup("rapid.steps"); f != nil && f.Value.String() == f.DefValue {
 		_ = f.Value.Set("50")
 		defer f.Value.Set(f.DefValue)
@@ -91,8 +90,7 @@ func runDifferential(t *testing.T, label string, release zfsmodel.Release, budge
 			d := newDiff(t, rt, release, &st, other)
 			defer d.close()
 			st.histories++
-			rt.Repeat(map[string]func(*rapid.T){
-				"":            d.check,
+			actions := map[string]func(*rapid.T){
 				"write":       d.write,
 				"snapshot":    d.snapshot,
 				"bookmark":    d.bookmark,
@@ -106,7 +104,24 @@ func runDifferential(t *testing.T, label string, release zfsmodel.Release, budge
 				"key":         d.key,
 				"estimate":    d.estimate,
 				"placeholder": d.placeholder,
-			})
+			}
+			// Once the budget is spent every action is rejected: rapid
+			// ends a history whose rejected actions outnumber twice those
+			// done, so a long history on real ZFS ends within an action
+			// of the budget instead of running its 50 steps. (An action
+			// that skips before drawing anything is not rejected but
+			// redrawn, hence the draw.)
+			for name, act := range actions {
+				actions[name] = func(rt *rapid.T) {
+					if time.Since(start) >= budget {
+						rapid.Just(true).Draw(rt, "budget spent")
+						rt.Skip("differential budget spent")
+					}
+					act(rt)
+				}
+			}
+			actions[""] = d.check
+			rt.Repeat(actions)
 			d.checkContent()
 		})
 	}

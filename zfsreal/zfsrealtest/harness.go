@@ -107,6 +107,9 @@ type Harness struct {
 
 	releaseOnce sync.Once
 	release     string
+	// clonesMu: cases run in parallel, and the first checksum of each
+	// would create the clones' parent.
+	clonesMu sync.Mutex
 }
 
 var _ zfstest.Harness = (*Harness)(nil)
@@ -254,11 +257,14 @@ func (h *Harness) Checksum(ctx context.Context, snapshot zfs.VersionRef) (string
 		return "", fmt.Errorf("checksum of %s: not a snapshot", snapshot)
 	}
 	clones := h.pool.Name + "/zfsrealtest-clones"
+	h.clonesMu.Lock()
 	if _, err := run(ctx, "zfs", "list", "-H", "-o", "name", clones); err != nil {
 		if _, err := run(ctx, "zfs", "create", "-o", "mountpoint=none", clones); err != nil {
+			h.clonesMu.Unlock()
 			return "", err
 		}
 	}
+	h.clonesMu.Unlock()
 	clone := fmt.Sprintf("%s/c%d", clones, h.seq.Add(1))
 	dir := filepath.Join(h.pool.Dir, "clones", filepath.Base(clone))
 	if _, err := run(ctx, "zfs", "clone", "-o", "mountpoint="+dir, snapshot.String(), clone); err != nil {

@@ -7,7 +7,7 @@ import (
 )
 
 func init() {
-	register("ListPools", caseListPools)
+	registerSerial("ListPools", caseListPools)
 }
 
 func (e *env) pools() []zfs.DatasetPath {

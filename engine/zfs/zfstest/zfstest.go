@@ -69,6 +69,9 @@ const Newest = "2.3"
 type testCase struct {
 	name string
 	run  func(e *env)
+	// serial: the case looks beyond its own root (the pool list, the
+	// whole pool), so it runs alone, before the others.
+	serial bool
 }
 
 // cases is filled by the init functions of the case files.
@@ -78,7 +81,11 @@ func register(name string, run func(e *env)) {
 	cases = append(cases, testCase{name: name, run: run})
 }
 
-// CaseNames lists the cases in the order Run runs them.
+func registerSerial(name string, run func(e *env)) {
+	cases = append(cases, testCase{name: name, run: run, serial: true})
+}
+
+// CaseNames lists the cases in the order they are registered.
 func CaseNames() []string {
 	out := make([]string, len(cases))
 	for i, c := range cases {
@@ -88,11 +95,17 @@ func CaseNames() []string {
 }
 
 // Run runs every case as a subtest, each with a harness from newHarness,
-// and reports how many ran.
+// and reports how many ran. The cases run in parallel (up to
+// -test.parallel), each in its own root: on real ZFS most of a case's time
+// is waiting for its transaction groups to sync. Serial cases run first,
+// one at a time.
 func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	ran := 0
 	for _, c := range cases {
 		ok := t.Run(c.name, func(t *testing.T) {
+			if !c.serial {
+				t.Parallel()
+			}
 			h := newHarness(t)
 			e := &env{t: t, h: h, z: h.ZFS(), ctx: context.Background()}
 			e.root = h.NewRoot(t)
