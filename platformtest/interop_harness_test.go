@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,6 +98,8 @@ type zreplProc struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	waitErr error
+	// control reaches the daemon's control socket.
+	control *http.Client
 }
 
 // startZrepl writes a config of the given jobs (a YAML list under "jobs:")
@@ -117,8 +120,14 @@ func startZrepl(t *testing.T, bin, jobs string) *zreplProc {
   serve: {stdinserver: {sockdir: %[1]s/stdinserver}}
 jobs:
 %[2]s`, dir, jobs)
+	sock := filepath.Join(dir, "control")
 	z := &zreplProc{t: t, bin: bin, cfgPath: filepath.Join(dir, "zrepl.yml"), logPath: filepath.Join(dir, "zrepl.log"),
-		exited: make(chan struct{})}
+		exited: make(chan struct{}),
+		control: &http.Client{Timeout: time.Minute, Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", sock)
+			}}}}
 	require.NoError(t, os.WriteFile(z.cfgPath, []byte(cfg), 0o600))
 	out, err := exec.Command(bin, "--config", z.cfgPath, "configcheck").CombinedOutput()
 	require.NoError(t, err, "zrepl configcheck of\n%s\n%s", cfg, out)
@@ -201,14 +210,26 @@ type zreplActiveStatus struct {
 	}
 }
 
+// status is what `zrepl status --mode raw` prints, asked of the control
+// socket as zrepl's CLI asks it (POST /status, JSON both ways) but without
+// a zrepl process per call: the tests poll it four times a second, and
+// under the VM's emulation each process start costs a lot of CPU.
 func (z *zreplProc) status() (map[string]json.RawMessage, error) {
-	out, err := z.ctl("status", "--mode", "raw")
+	resp, err := z.control.Post("http://unix/status", "application/json", strings.NewReader("{}"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("zrepl control socket: %w", err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("zrepl control socket /status: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("zrepl control socket /status: %s: %s", resp.Status, out)
 	}
 	var st struct{ Jobs map[string]json.RawMessage }
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return nil, fmt.Errorf("zrepl status --mode raw: %v: %s", err, out)
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, fmt.Errorf("zrepl control socket /status: %v: %s", err, out)
 	}
 	return st.Jobs, nil
 }
