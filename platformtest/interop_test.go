@@ -287,11 +287,12 @@ func runInterop(t *testing.T, bin string, dir interopDirection, tr interopTransp
 	requireAbstractions(t, f.plain, sendPlain, plainDst, recvPlain, "s3")
 
 	// Pruning, by the active side on both: the run after s3 pruned s1 on
-	// sender and receiver; the encrypted job's last run had two and kept them.
+	// sender and receiver; the encrypted job's last run (before s3) had
+	// two and kept them.
 	for _, c := range []struct {
 		fs   string
 		want []string
-	}{{f.plain, []string{"s2", "s3"}}, {plainDst, []string{"s2", "s3"}}, {f.enc, []string{"s1", "s2"}}, {encDst, []string{"s1", "s2"}}} {
+	}{{f.plain, []string{"s2", "s3"}}, {plainDst, []string{"s2", "s3"}}, {f.enc, []string{"s1", "s2", "s3"}}, {encDst, []string{"s1", "s2"}}} {
 		require.Equal(t, c.want, snapNames(t, c.fs), "snapshots of %s after pruning (keep last_n 2)", c.fs)
 	}
 }

@@ -452,11 +452,16 @@ func (j *Active) replicateAndPrune(ctx context.Context, log *slog.Logger) []erro
 // is the one the listing marks as the sender job's (a remote source marks
 // its own, which carries the source's name), else the bookmark named after
 // job.
+//
+// A zrepl source's listing marks no cursors (and names them after its own
+// job): a target that can be asked (CursorAsker) is asked for each
+// filesystem without a cursor found so, as zrepl's pruner asks.
 func cursorTXGs(ctx context.Context, t PruneTarget, job endpoint.JobID) (map[string]uint64, error) {
 	fss, err := t.ListFilesystems(ctx)
 	if err != nil {
 		return nil, err
 	}
+	asker, _ := t.(CursorAsker)
 	out := map[string]uint64{}
 	for _, fs := range fss {
 		for _, v := range fs.Versions {
@@ -471,8 +476,27 @@ func cursorTXGs(ctx context.Context, t PruneTarget, job endpoint.JobID) (map[str
 				out[fs.Path] = v.CreateTXG
 			}
 		}
+		if _, found := out[fs.Path]; found || asker == nil {
+			continue
+		}
+		guid, ok, err := asker.ReplicationCursor(ctx, fs.Path)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range fs.Versions {
+			if ok && v.GUID == guid && v.CreateTXG >= out[fs.Path] {
+				out[fs.Path] = v.CreateTXG
+			}
+		}
 	}
 	return out, nil
+}
+
+// CursorAsker is a sender that tells the GUID of its job's replication
+// cursor on a filesystem (ok false: none), as zrepl's ReplicationCursor
+// RPC does (rpc.RemoteSender).
+type CursorAsker interface {
+	ReplicationCursor(ctx context.Context, fs string) (guid uint64, ok bool, err error)
 }
 
 func (j *Active) setState(s State) {

@@ -206,6 +206,42 @@ func TestCursorTXGs(t *testing.T) {
 	assert.Equal(t, map[string]uint64{"own": 10, "marked": 30}, got)
 }
 
+// askingListing is a listing whose source also tells its cursors when
+// asked, as a zrepl source does.
+type askingListing struct {
+	listing
+	cursors map[string]uint64
+	asked   []string
+}
+
+func (a *askingListing) ReplicationCursor(_ context.Context, fs string) (uint64, bool, error) {
+	a.asked = append(a.asked, fs)
+	g, ok := a.cursors[fs]
+	return g, ok, nil
+}
+
+// A source whose listing marks no cursors (zrepl's) is asked for each
+// filesystem without one found in the listing, and the answer's GUID
+// is looked up in the listing.
+func TestCursorTXGsAsksZreplSource(t *testing.T) {
+	pull, zsrc := endpoint.MustJobID("pull"), endpoint.MustJobID("zsrc")
+	snap := func(name string, guid, txg uint64) zfs.FilesystemVersion {
+		return zfs.FilesystemVersion{Kind: zfs.Snapshot, Name: name, GUID: guid, CreateTXG: txg}
+	}
+	bm := func(name string, guid, txg uint64) zfs.FilesystemVersion {
+		return zfs.FilesystemVersion{Kind: zfs.Bookmark, Name: name, GUID: guid, CreateTXG: txg}
+	}
+	a := &askingListing{listing: listing{
+		{Path: "own", Versions: []zfs.FilesystemVersion{snap("s1", 1, 10), bm(endpoint.CursorBookmarkName(1, pull), 1, 10)}},
+		{Path: "zrepl", Versions: []zfs.FilesystemVersion{snap("s1", 6, 60), snap("s2", 7, 70), bm(endpoint.CursorBookmarkName(7, zsrc), 7, 70)}},
+		{Path: "never", Versions: []zfs.FilesystemVersion{snap("s1", 8, 80)}},
+	}, cursors: map[string]uint64{"zrepl": 7, "own": 99}}
+	got, err := cursorTXGs(context.Background(), a, pull)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]uint64{"own": 10, "zrepl": 70}, got)
+	assert.Equal(t, []string{"zrepl", "never"}, a.asked, "asked only where the listing shows no cursor")
+}
+
 // reportingSnapshotter reports hook results per filesystem.
 type reportingSnapshotter struct{ countingSnapshotter }
 

@@ -26,6 +26,20 @@ func (s *RemoteSender) DestroySnapshots(ctx context.Context, fs string, snaps []
 	return s.c.destroySnapshots(ctx, "destroy source snapshots of "+fs, fs, snaps)
 }
 
+// ReplicationCursor asks the source for the GUID of its job's replication
+// cursor on fs (ok false: it has none), as zrepl's pruner does: a zrepl
+// source's listing marks no cursors, and names them after its own job.
+func (s *RemoteSender) ReplicationCursor(ctx context.Context, fs string) (guid uint64, ok bool, err error) {
+	res, err := s.c.repl.ReplicationCursor(ctx, &pb.ReplicationCursorReq{Filesystem: fs})
+	if err != nil {
+		return 0, false, s.c.err(ctx, "replication cursor of "+fs, err)
+	}
+	if g, isGUID := res.GetResult().(*pb.ReplicationCursorRes_Guid); isGUID {
+		return g.Guid, true, nil
+	}
+	return 0, false, nil
+}
+
 // destroySnapshots asks the server to destroy snaps of fs and gathers
 // each snapshot's failure into a *SnapshotErrors.
 func (c *Client) destroySnapshots(ctx context.Context, call, fs string, snaps []zfs.FilesystemVersion) error {

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -56,4 +57,46 @@ func TestZreplClientPullsRawIncremental(t *testing.T) {
 	assert.Equal(t, zfs.KeyStatusUnavailable, info.KeyStatus, "received raw")
 	require.NoError(t, h.dst.LoadKey(zfs.MustDatasetPath(info.EncryptionRoot)))
 	h.assertReplicated("src/data", "dst/pulled/src/data", "s1", "s2")
+}
+
+// A source that speaks as zrepl v0.7 does (no extensions) marks no
+// cursors in its listing; asked as zrepl's pruner asks (ReplicationCursor),
+// it names its job's cursor: the snapshot replicated last. Our pull job's
+// not_replicated rule against a zrepl source kept every snapshot before
+// it asked (platformtest TestInterop/OursPullFromZreplSource, pruning).
+func TestZreplServerTellsReplicationCursor(t *testing.T) {
+	ctx := context.Background()
+	h := newHosts(t)
+	asZrepl := banner{version: ProtocolVersion}
+	srv := newServer(t, ServerConfig{Sender: Source(h.sender), banner: &asZrepl})
+	c := newClient(t, ClientConfig{Dial: serve(t, srv, "pipe", "puller")})
+	s := c.Sender()
+	dst := &endpoint.Receiver{ZFS: h.dst, Job: h.job, Root: zfs.MustDatasetPath("dst/pulled")}
+	h.create("src/data")
+	h.writeSnap("src/data", 1, 4, "s1")
+	_, ok, err := s.ReplicationCursor(ctx, "src/data")
+	require.NoError(t, err)
+	assert.False(t, ok, "a cursor before the first replication")
+	for i, snap := range []string{"s1", "s2"} {
+		if i > 0 {
+			h.writeSnap("src/data", int64(i+1), 4, snap)
+		}
+		requireOK(t, run(s, dst))
+		fss, err := s.ListFilesystems(ctx)
+		require.NoError(t, err)
+		require.Len(t, fss, 1)
+		assert.Empty(t, fss[0].Marks.Cursors, "a zrepl source's listing marks no cursors")
+		guid, ok, err := s.ReplicationCursor(ctx, "src/data")
+		require.NoError(t, err)
+		require.True(t, ok, "no cursor after replicating %s", snap)
+		vs, err := h.src.ListVersions(ctx, zfs.MustDatasetPath("src/data"))
+		require.NoError(t, err)
+		var want uint64
+		for _, v := range vs {
+			if v.Kind == zfs.Snapshot && v.Name == snap {
+				want = v.GUID
+			}
+		}
+		assert.Equal(t, want, guid, "the cursor after replicating %s", snap)
+	}
 }
