@@ -629,8 +629,9 @@ func requireAbstractions(t *testing.T, src, sendJob, dst, recvJob, newest string
 // --- a TCP proxy that can cut a connection mid-stream ----------------------
 
 // cutProxy forwards loopback connections to a target. Armed with cut(n),
-// it resets the next connection that carries more than n bytes from the
-// client (a send or receive stream's data connection), once.
+// it cuts the next connection that carries more than n bytes (a send or
+// receive stream's data connection), once: the sending side gets a reset,
+// the receiving side what passed and then the end.
 type cutProxy struct {
 	t      *testing.T
 	addr   string
@@ -727,6 +728,24 @@ func (p *cutProxy) accept() {
 				}
 			})
 		}
+		// cut ends the connection whose src side sent past the limit: src
+		// gets an RST, as from a dying link or a killed peer; dst, the
+		// receiving side, gets what passed and then the end. An RST to
+		// dst too would drop what its socket holds unread, under the
+		// VM's emulation often all of it: a receiver that saw no stream
+		// has no partial state to resume from.
+		cut := func(dst, src net.Conn) {
+			once.Do(func() {
+				if tc, ok := src.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0)
+				}
+				src.Close()
+				if tc, ok := dst.(*net.TCPConn); ok {
+					_ = tc.CloseWrite()
+				}
+				time.AfterFunc(30*time.Second, func() { dst.Close() })
+			})
+		}
 		pipe := func(dst, src net.Conn, into *[]byte) {
 			defer p.wg.Done()
 			buf := make([]byte, 64<<10)
@@ -747,7 +766,7 @@ func (p *cutProxy) accept() {
 					}
 					p.mu.Unlock()
 					if fire {
-						reset()
+						cut(dst, src)
 						return
 					}
 					if _, werr := dst.Write(buf[:n]); werr != nil {

@@ -265,7 +265,7 @@ func runInterop(t *testing.T, bin string, dir interopDirection, tr interopTransp
 		requireAbstractions(t, f.enc, sendEnc, encDst, recvEnc, s)
 	}
 
-	// Resumed: the connection carrying the stream is reset 2 MiB into
+	// Resumed: the connection carrying the stream is cut 2 MiB into
 	// 8 MiB; the receiver's zfs recv -s keeps the partial state, and the
 	// next attempt (ours: in the same run; zrepl's: its next run) sends
 	// from the resume token the receiver lists.
