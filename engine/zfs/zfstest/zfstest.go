@@ -96,9 +96,9 @@ func CaseNames() []string {
 
 // Run runs every case as a subtest, each with a harness from newHarness,
 // and reports how many ran. The cases run in parallel (up to
-// -test.parallel), each in its own root: on real ZFS most of a case's time
-// is waiting for its transaction groups to sync. Serial cases run first,
-// one at a time.
+// -test.parallel), each in its own root: a case runs one zfs command at a
+// time, and in platformtest's VM the suite takes half as long on its two
+// CPUs. Serial cases run first, one at a time.
 func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	ran := 0
 	for _, c := range cases {
