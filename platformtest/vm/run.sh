@@ -22,9 +22,8 @@
 #   ZREPL_PLATFORMTEST_ZFS         OpenZFS line(s) the VM runs: 2.1 (bookworm's
 #                                  2.1.11), 2.3 (trixie's newest 2.3.x, built for
 #                                  bookworm's kernel) or all (2.1, then 2.3; the
-#                                  run fails if either does). Default 2.1: the
-#                                  whole package has not passed on 2.3 yet
-#                                  (issue 15), so CI runs 2.1
+#                                  run fails if either does). Default 2.1, one
+#                                  line for a quick run; .ci/run runs both
 set -euo pipefail
 
 # Everything runs inside main, which bash parses completely before running:
