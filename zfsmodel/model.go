@@ -26,6 +26,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -147,7 +148,8 @@ type dataset struct {
 	Received map[string]string `json:",omitempty"`
 	Head     content
 	// HeadTXG is the birth txg of the newest change of the live
-	// filesystem; it is "modified since snapshot S" iff HeadTXG > S.TXG.
+	// filesystem; it is "modified since snapshot S" iff HeadTXG > S.TXG
+	// and Head differs from S's content (modifiedSince).
 	HeadTXG   uint64
 	Snaps     []*snapshot // ascending TXG
 	Bookmarks []*bookmark
@@ -373,6 +375,15 @@ func (d *dataset) latest() *snapshot {
 		return nil
 	}
 	return d.Snaps[len(d.Snaps)-1]
+}
+
+// modifiedSince is ZFS's "modified since snapshot s": the head written
+// after s and differing from it. ZFS compares the two objsets' meta
+// dnodes, so a head that a receive left block for block as its base was
+// (an incremental that changed nothing), with that receive's snapshot
+// destroyed, is not modified (TestDifferential, 2.3.9).
+func (d *dataset) modifiedSince(s *snapshot) bool {
+	return d.HeadTXG > s.TXG && !maps.Equal(d.Head, s.Content)
 }
 
 // root returns the encryption root of d, or nil if d is not encrypted.

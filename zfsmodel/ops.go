@@ -757,7 +757,7 @@ func (m *Model) Modified(fs zfs.DatasetPath) (bool, error) {
 	if s == nil {
 		return d.HeadTXG > 0, nil
 	}
-	return d.HeadTXG > s.TXG, nil
+	return d.modifiedSince(s), nil
 }
 
 // digest hashes block numbers and keys, not birth txgs: a received copy has

@@ -327,7 +327,7 @@ func (m *Model) beginRecv(op, name string, h streamHeader, opts zfs.RecvOptions)
 	if base == nil {
 		return nil, zerr(zfs.ErrIncrementalSourceMismatch, op, name, "%s: most recent snapshot of %s does not\nmatch incremental source", pre, name)
 	}
-	if !opts.ForceRollback && (d.HeadTXG > base.TXG || (h.Encrypted && base != d.latest())) {
+	if !opts.ForceRollback && (d.modifiedSince(base) || (h.Encrypted && base != d.latest())) {
 		return nil, zerr(zfs.ErrDestinationModified, op, name, "%s: destination %s has been modified\nsince most recent snapshot", pre, name)
 	}
 	if err := m.checkSnapNameFree(op, d, base, h, opts.ForceRollback); err != nil {
@@ -535,7 +535,7 @@ func (m *Model) commitRecv(op string, rp *recvPlan, h streamHeader, got content,
 			if err := m.rollbackLocked(op, d, base, true); err != nil {
 				return err
 			}
-		} else if d.HeadTXG > base.TXG {
+		} else if d.modifiedSince(base) {
 			return zerr(zfs.ErrDestinationModified, op, rp.name, "%s: destination %s has been modified\nsince most recent snapshot", pre, rp.name)
 		}
 		head = base.Content.clone()

@@ -17,6 +17,7 @@ func init() {
 	register("IncrementalFromBookmark", caseIncrementalFromBookmark)
 	register("IncrementalSourceMismatch", caseIncrementalSourceMismatch)
 	register("DestinationModified", caseDestinationModified)
+	register("ModifiedMeansChanged", caseModifiedMeansChanged)
 	register("FullReceiveIntoExisting", caseFullIntoExisting)
 	register("ForceRollbackDestroysNewer", caseForceRollbackDestroysNewer)
 	register("IncrementalOntoItsBaseName", caseIncrementalOntoItsBaseName)
@@ -118,6 +119,37 @@ func caseDestinationModified(e *env) {
 	e.mustTransfer(incr(src, a, b), dst, zfs.RecvOptions{ForceRollback: true})
 	e.received(dst, a, b)
 	e.sameContent(b.Ref(src), b.Ref(dst))
+}
+
+// caseModifiedMeansChanged: "modified since most recent snapshot" is a
+// head that differs from the snapshot, not one written after it. An
+// incremental that changed nothing (b: a snapshot after a without a
+// write), received and its snapshot destroyed, leaves the head as a was:
+// the same incremental is received again without -F. One that changed
+// data (c), likewise destroyed, leaves a modified head. Found by
+// TestDifferential on 2.3.9.
+func caseModifiedMeansChanged(e *env) {
+	src := e.create("src", false)
+	e.create("sink", false)
+	dst := e.path("sink/dst")
+	e.write(src, 1)
+	a := e.snap(src, "a")
+	b := e.snap(src, "b")
+	e.write(src, 2)
+	c := e.snap(src, "c")
+	e.mustTransfer(full(src, a), dst, zfs.RecvOptions{})
+	e.mustTransfer(incr(src, a, b), dst, zfs.RecvOptions{})
+	e.noErr(e.z.Destroy(e.ctx, []zfs.VersionRef{b.Ref(dst)}), "destroy %s", b.Ref(dst))
+	e.mustTransfer(incr(src, a, b), dst, zfs.RecvOptions{})
+	e.received(dst, a, b)
+
+	e.noErr(e.z.Destroy(e.ctx, []zfs.VersionRef{b.Ref(dst)}), "destroy %s", b.Ref(dst))
+	e.mustTransfer(incr(src, a, c), dst, zfs.RecvOptions{})
+	e.noErr(e.z.Destroy(e.ctx, []zfs.VersionRef{c.Ref(dst)}), "destroy %s", c.Ref(dst))
+	_, err := e.transfer(incr(src, a, c), dst, zfs.RecvOptions{}, 0)
+	e.wantErr(err, zfs.ErrDestinationModified, "recv", dst.String(),
+		fmt.Sprintf("cannot receive incremental stream: destination %s has been modified\nsince most recent snapshot", dst))
+	e.received(dst, a)
 }
 
 func caseFullIntoExisting(e *env) {
