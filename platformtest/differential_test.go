@@ -593,6 +593,7 @@ func (d *diff) stream(what string, dst zfs.DatasetPath, opts zfs.RecvOptions, cu
 	const minCut = 64 << 10
 	if cut > 0 && (len(mb) < minCut || len(rb) < minCut) {
 		cut = 0
+		what += " (not cut: a stream under 64 KiB)"
 	}
 	if cut > 0 {
 		d.st.cuts++
