@@ -160,6 +160,12 @@ func (m *Model) planSend(args zfs.SendArgs, estimate bool) (*streamPlan, error) 
 			// and 2.3.9, found by TestDifferential).
 			return nil, zerr(zfs.ErrDatasetNotExist, op, toRef.String(), "cannot open '%s': dataset does not exist", fromRef)
 		}
+		if !found && !estimate && d.Encrypted && !args.Flags.Raw && !m.keyLoaded(d) {
+			// The kernel holds the target for decryption before it looks
+			// the bookmark up (TestDifferential, 2.3.9; conformance case
+			// NonRawSendKeyUnloaded).
+			return nil, zerr(zfs.ErrKeyNotLoaded, op, toRef.String(), "warning: cannot send '%s': dataset key must be loaded", toRef)
+		}
 		if !found && !estimate {
 			// zfs send looks the bookmark up itself; an estimate fails
 			// first in zfsreal's by-name listing beside it (conformance

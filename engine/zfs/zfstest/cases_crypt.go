@@ -59,8 +59,8 @@ func caseNonRawSendKeyUnloaded(e *env) {
 		e.t.Errorf("keystatus after unload: %q", fi.KeyStatus)
 	}
 	// Real zfs may report the failure only when the stream is read.
-	err := func() error {
-		s, err := e.z.Send(e.ctx, full(enc, e1))
+	sendErr := func(args zfs.SendArgs) error {
+		s, err := e.z.Send(e.ctx, args)
 		if err != nil {
 			return err
 		}
@@ -69,9 +69,14 @@ func caseNonRawSendKeyUnloaded(e *env) {
 			return cerr
 		}
 		return rerr
-	}()
+	}
+	err := sendErr(full(enc, e1))
 	// OpenZFS 2.1.11 in the platformtest VM says "dataset key must be
 	// loaded" for this call.
+	e.wantErr(err, zfs.ErrKeyNotLoaded, "send", "", fmt.Sprintf("warning: cannot send '%s@e1': dataset key must be loaded", enc))
+	// The key is missing before the incremental source is: a non-raw send
+	// from a bookmark that does not exist says so (TestDifferential, 2.3.9).
+	err = sendErr(zfs.SendArgs{FS: enc, From: &zfs.FilesystemVersion{Kind: zfs.Bookmark, Name: "nope"}, To: e1})
 	e.wantErr(err, zfs.ErrKeyNotLoaded, "send", "", fmt.Sprintf("warning: cannot send '%s@e1': dataset key must be loaded", enc))
 	// A raw send does not need the key.
 	raw := full(enc, e1)
