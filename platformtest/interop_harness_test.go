@@ -323,15 +323,15 @@ func (z *zreplProc) start(name string) func() zreplActiveStatus {
 	_, err = z.ctl("signal", "wakeup", name)
 	require.NoError(z.t, err)
 	deadline := time.Now().Add(10 * time.Minute)
+	// A run's pruners are nil until it creates them.
+	ended := func(p *struct{ State, Error string }) bool {
+		return p != nil && (p.State == "Done" || p.State == "PlanErr" || p.State == "ExecErr")
+	}
 	return func() zreplActiveStatus {
 		z.t.Helper()
 		for {
 			st, err := z.activeStatus(name)
 			require.NoError(z.t, err)
-			// A run's pruners are nil until it creates them.
-			ended := func(p *struct{ State, Error string }) bool {
-				return p != nil && (p.State == "Done" || p.State == "PlanErr" || p.State == "ExecErr")
-			}
 			if st.Replication != nil && st.Replication.StartAt.After(prevStart) &&
 				ended(st.PruningSender) && ended(st.PruningReceiver) {
 				return st

@@ -164,7 +164,7 @@ func (m *Model) planSend(args zfs.SendArgs, estimate bool) (*streamPlan, error) 
 			// The kernel holds the target for decryption before it looks
 			// the bookmark up (TestDifferential, 2.3.9; conformance case
 			// NonRawSendKeyUnloaded).
-			return nil, zerr(zfs.ErrKeyNotLoaded, op, toRef.String(), "warning: cannot send '%s': dataset key must be loaded", toRef)
+			return nil, keyNotLoaded(op, toRef)
 		}
 		if !found && !estimate {
 			// zfs send looks the bookmark up itself; an estimate fails
@@ -222,7 +222,7 @@ func (m *Model) planSend(args zfs.SendArgs, estimate bool) (*streamPlan, error) 
 		if raw {
 			h.Encrypted, h.KeyID = true, m.root(d).KeyID
 		} else if !m.keyLoaded(d) {
-			return nil, zerr(zfs.ErrKeyNotLoaded, op, toRef.String(), "warning: cannot send '%s': dataset key must be loaded", toRef)
+			return nil, keyNotLoaded(op, toRef)
 		}
 	}
 
@@ -237,4 +237,10 @@ func (m *Model) planSend(args zfs.SendArgs, estimate bool) (*streamPlan, error) 
 		}
 	}
 	return newPlan(h, blocks)
+}
+
+// keyNotLoaded is a non-raw send's refusal of an encrypted filesystem
+// whose key is not loaded.
+func keyNotLoaded(op string, toRef zfs.VersionRef) error {
+	return zerr(zfs.ErrKeyNotLoaded, op, toRef.String(), "warning: cannot send '%s': dataset key must be loaded", toRef)
 }

@@ -483,8 +483,11 @@ func cursorTXGs(ctx context.Context, t PruneTarget, job endpoint.JobID) (map[str
 		if err != nil {
 			return nil, err
 		}
+		if !ok {
+			continue
+		}
 		for _, v := range fs.Versions {
-			if ok && v.GUID == guid && v.CreateTXG >= out[fs.Path] {
+			if v.GUID == guid && v.CreateTXG >= out[fs.Path] {
 				out[fs.Path] = v.CreateTXG
 			}
 		}

@@ -256,15 +256,10 @@ func (h *Harness) Checksum(ctx context.Context, snapshot zfs.VersionRef) (string
 	if snapshot.Kind != zfs.Snapshot {
 		return "", fmt.Errorf("checksum of %s: not a snapshot", snapshot)
 	}
-	clones := h.pool.Name + "/zfsrealtest-clones"
-	h.clonesMu.Lock()
-	if _, err := run(ctx, "zfs", "list", "-H", "-o", "name", clones); err != nil {
-		if _, err := run(ctx, "zfs", "create", "-o", "mountpoint=none", clones); err != nil {
-			h.clonesMu.Unlock()
-			return "", err
-		}
+	clones, err := h.clonesParent(ctx)
+	if err != nil {
+		return "", err
 	}
-	h.clonesMu.Unlock()
 	clone := fmt.Sprintf("%s/c%d", clones, h.seq.Add(1))
 	dir := filepath.Join(h.pool.Dir, "clones", filepath.Base(clone))
 	if _, err := run(ctx, "zfs", "clone", "-o", "mountpoint="+dir, snapshot.String(), clone); err != nil {
@@ -276,6 +271,20 @@ func (h *Harness) Checksum(ctx context.Context, snapshot zfs.VersionRef) (string
 		return "", err
 	}
 	return hashTree(mnt)
+}
+
+// clonesParent returns the filesystem the checksum clones go below,
+// creating it the first time.
+func (h *Harness) clonesParent(ctx context.Context) (string, error) {
+	h.clonesMu.Lock()
+	defer h.clonesMu.Unlock()
+	clones := h.pool.Name + "/zfsrealtest-clones"
+	if _, err := run(ctx, "zfs", "list", "-H", "-o", "name", clones); err != nil {
+		if _, err := run(ctx, "zfs", "create", "-o", "mountpoint=none", clones); err != nil {
+			return "", err
+		}
+	}
+	return clones, nil
 }
 
 func hashTree(dir string) (string, error) {
